@@ -1,0 +1,161 @@
+//! The operations a frame carries.
+//!
+//! An [`Op`] borrows everything it sends, so that encoding copies each byte once, into the output
+//! buffer, and allocates nothing. On the way in, a checked frame is read in place as an
+//! [`ArchivedOp`]: strings and payloads are views into the received bytes.
+//!
+//! Layout: rkyv 0.8 with the `unaligned` and `little_endian` features. Every archived field has an
+//! alignment of 1, so a body can be accessed at any offset of a read buffer (frames follow each other
+//! with no padding). `archived_op_has_alignment_one` pins that decision.
+//!
+//! A message delivered to a subscriber travels as two frames: a small [`Op::Msg`] naming the
+//! subscription, then the publisher's own [`Op::Pub`] frame, byte for byte as it arrived.
+
+use rkyv::with::{AsString, InlineAsBox, Map};
+use rkyv::{Archive, Serialize};
+
+/// First operation of a client: the protocol version it speaks and a name for logs.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Connect<'a> {
+    /// Must equal [`crate::limits::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Free text naming the client, for the server's logs.
+    #[rkyv(with = AsString)]
+    pub name: &'a str,
+}
+
+/// The server's answer to [`Connect`].
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Info<'a> {
+    /// Identity of this server process.
+    #[rkyv(with = AsString)]
+    pub server_id: &'a str,
+    /// Version of the server software.
+    #[rkyv(with = AsString)]
+    pub version: &'a str,
+    /// Protocol version spoken.
+    pub proto: u32,
+    /// The shard that holds this connection.
+    pub shard: u32,
+    /// How many shards the server runs.
+    pub shards: u32,
+    /// Largest payload the server accepts in one publish.
+    pub max_payload: u32,
+}
+
+/// A message sent to a subject.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Publish<'a> {
+    /// Where the message goes; no wildcards.
+    #[rkyv(with = AsString)]
+    pub subject: &'a str,
+    /// Where answers go, for request/reply.
+    #[rkyv(with = Map<AsString>)]
+    pub reply: Option<&'a str>,
+    /// A header block in the NATS format (`NATS/1.0\r\nKey: Value\r\n\r\n`), or empty.
+    #[rkyv(with = InlineAsBox)]
+    pub headers: &'a [u8],
+    /// The message body, opaque to the broker.
+    #[rkyv(with = InlineAsBox)]
+    pub payload: &'a [u8],
+}
+
+/// Interest in the subjects a pattern matches.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Subscribe<'a> {
+    /// Client-chosen id, unique on the connection.
+    pub sid: u64,
+    /// Subject pattern, with `*` and `>` wildcards.
+    #[rkyv(with = AsString)]
+    pub subject: &'a str,
+    /// Queue group: each message goes to one member of the group.
+    #[rkyv(with = Map<AsString>)]
+    pub queue: Option<&'a str>,
+}
+
+/// End of a subscription, now or after `max` more messages.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct Unsubscribe {
+    /// The subscription's id.
+    pub sid: u64,
+    /// Deliver this many more messages, then end. `None`: end now.
+    pub max: Option<u64>,
+}
+
+/// An error the server reports. Fatal codes close the connection after the frame.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ErrorFrame<'a> {
+    /// An [`crate::ErrorCode`] as a number.
+    pub code: u16,
+    /// Human-readable detail.
+    #[rkyv(with = AsString)]
+    pub message: &'a str,
+}
+
+/// One operation of the protocol.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+#[repr(u8)]
+pub enum Op<'a> {
+    Connect(Connect<'a>),
+    Info(Info<'a>),
+    Pub(Publish<'a>),
+    Sub(Subscribe<'a>),
+    Unsub(Unsubscribe),
+    /// Header of a delivered message; the publish frame follows.
+    Msg {
+        sid: u64,
+    },
+    Ping,
+    Pong,
+    Err(ErrorFrame<'a>),
+}
+
+impl ArchivedOp<'_> {
+    /// A short name of the operation, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ArchivedOp::Connect(_) => "connect",
+            ArchivedOp::Info(_) => "info",
+            ArchivedOp::Pub(_) => "pub",
+            ArchivedOp::Sub(_) => "sub",
+            ArchivedOp::Unsub(_) => "unsub",
+            ArchivedOp::Msg { .. } => "msg",
+            ArchivedOp::Ping => "ping",
+            ArchivedOp::Pong => "pong",
+            ArchivedOp::Err(_) => "err",
+        }
+    }
+}
+
+impl ArchivedPublish<'_> {
+    /// The subject as a string slice into the frame.
+    pub fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+
+    /// The reply subject, if any.
+    pub fn reply(&self) -> Option<&str> {
+        self.reply.as_ref().map(|r| r.as_str())
+    }
+
+    /// The header block, empty when there is none.
+    pub fn headers(&self) -> &[u8] {
+        &self.headers
+    }
+
+    /// The payload, a slice into the frame.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archived_op_has_alignment_one() {
+        assert_eq!(std::mem::align_of::<ArchivedOp<'static>>(), 1);
+        assert_eq!(std::mem::align_of::<ArchivedPublish<'static>>(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+//! Property tests of the frame codec: round trips, split points, and arbitrary bytes.
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+use sluice_protocol::frame::{decode, FrameEncoder};
+use sluice_protocol::op::{ArchivedOp, ErrorFrame, Op, Publish, Subscribe, Unsubscribe};
+
+const BODY_MAX: u32 = 1 << 20;
+
+#[derive(Debug, Clone)]
+enum Owned {
+    Pub {
+        subject: String,
+        reply: Option<String>,
+        headers: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    Sub {
+        sid: u64,
+        subject: String,
+        queue: Option<String>,
+    },
+    Unsub {
+        sid: u64,
+        max: Option<u64>,
+    },
+    Msg {
+        sid: u64,
+    },
+    Err {
+        code: u16,
+        message: String,
+    },
+    Ping,
+}
+
+impl Owned {
+    fn op(&self) -> Op<'_> {
+        match self {
+            Owned::Pub {
+                subject,
+                reply,
+                headers,
+                payload,
+            } => Op::Pub(Publish {
+                subject,
+                reply: reply.as_deref(),
+                headers,
+                payload,
+            }),
+            Owned::Sub {
+                sid,
+                subject,
+                queue,
+            } => Op::Sub(Subscribe {
+                sid: *sid,
+                subject,
+                queue: queue.as_deref(),
+            }),
+            Owned::Unsub { sid, max } => Op::Unsub(Unsubscribe {
+                sid: *sid,
+                max: *max,
+            }),
+            Owned::Msg { sid } => Op::Msg { sid: *sid },
+            Owned::Err { code, message } => Op::Err(ErrorFrame {
+                code: *code,
+                message,
+            }),
+            Owned::Ping => Op::Ping,
+        }
+    }
+
+    fn matches(&self, op: &ArchivedOp<'_>) -> bool {
+        match (self, op) {
+            (
+                Owned::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                },
+                ArchivedOp::Pub(p),
+            ) => {
+                p.subject() == subject
+                    && p.reply() == reply.as_deref()
+                    && p.headers() == &headers[..]
+                    && p.payload() == &payload[..]
+            }
+            (
+                Owned::Sub {
+                    sid,
+                    subject,
+                    queue,
+                },
+                ArchivedOp::Sub(s),
+            ) => {
+                s.sid.to_native() == *sid
+                    && s.subject.as_str() == subject
+                    && s.queue.as_ref().map(|q| q.as_str()) == queue.as_deref()
+            }
+            (Owned::Unsub { sid, max }, ArchivedOp::Unsub(u)) => {
+                u.sid.to_native() == *sid && u.max.as_ref().map(|m| m.to_native()) == *max
+            }
+            (Owned::Msg { sid }, ArchivedOp::Msg { sid: s }) => s.to_native() == *sid,
+            (Owned::Err { code, message }, ArchivedOp::Err(e)) => {
+                e.code.to_native() == *code && e.message.as_str() == message
+            }
+            (Owned::Ping, ArchivedOp::Ping) => true,
+            _ => false,
+        }
+    }
+}
+
+fn owned_op() -> impl Strategy<Value = Owned> {
+    prop_oneof![
+        (
+            "[a-z.]{1,40}",
+            proptest::option::of("[a-z]{1,20}"),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            proptest::collection::vec(any::<u8>(), 0..2048)
+        )
+            .prop_map(|(subject, reply, headers, payload)| Owned::Pub {
+                subject,
+                reply,
+                headers,
+                payload
+            }),
+        (
+            any::<u64>(),
+            "[a-z.*>]{1,40}",
+            proptest::option::of("[a-z]{1,10}")
+        )
+            .prop_map(|(sid, subject, queue)| Owned::Sub {
+                sid,
+                subject,
+                queue
+            }),
+        (any::<u64>(), proptest::option::of(any::<u64>()))
+            .prop_map(|(sid, max)| Owned::Unsub { sid, max }),
+        any::<u64>().prop_map(|sid| Owned::Msg { sid }),
+        (any::<u16>(), ".{0,100}").prop_map(|(code, message)| Owned::Err { code, message }),
+        Just(Owned::Ping),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn a_stream_of_frames_decodes_to_the_same_ops_whatever_the_read_sizes(
+        ops in proptest::collection::vec(owned_op(), 1..20),
+        chunk in 1usize..300,
+    ) {
+        let mut encoder = FrameEncoder::new();
+        let mut wire = Vec::new();
+        for op in &ops {
+            encoder.encode(&op.op(), &mut wire);
+        }
+        let mut buf = BytesMut::new();
+        let mut decoded = Vec::new();
+        for piece in wire.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            while let Some(frame) = decode(&mut buf, BODY_MAX).unwrap() {
+                decoded.push(frame);
+            }
+        }
+        prop_assert!(buf.is_empty());
+        prop_assert_eq!(decoded.len(), ops.len());
+        for (op, frame) in ops.iter().zip(&decoded) {
+            prop_assert!(op.matches(frame.op()), "{:?} decoded as {}", op, frame.op().name());
+        }
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(frame)) = decode(&mut buf, BODY_MAX) {
+            let _ = frame.op().name();
+        }
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_a_valid_header_and_checksum_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..512)
+    ) {
+        let mut wire = Vec::new();
+        wire.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        wire.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        wire.extend_from_slice(&body);
+        let mut buf = BytesMut::from(&wire[..]);
+        if let Ok(Some(frame)) = decode(&mut buf, BODY_MAX) {
+            let _ = frame.op().name();
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! One client connection: read frames, act on each, write replies and messages.
+//!
+//! The reader loop is accept → decode → handle; handling a publish hands it to the shard's router.
+//! Writing is a separate task (see `outbound`), so a connection that publishes and subscribes at once
+//! never waits on itself.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
+use glommio::net::TcpStream;
+use sluice_protocol::frame::decode;
+use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
+use sluice_protocol::op::{ArchivedSubscribe, ArchivedUnsubscribe, Info, Op};
+use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
+use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
+
+use super::interest::LocalSub;
+use super::outbound::{run_writer, Outbound};
+use super::shard::Shard;
+use super::signal::Latch;
+use super::stats::add;
+
+/// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Least spare room asked of the kernel per read.
+const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
+
+/// Most bytes asked of the kernel per read; the spare room is zeroed first, so this bounds that cost.
+const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
+
+/// A connection's state that other tasks of the shard touch.
+pub struct Conn {
+    pub id: u64,
+    pub out: Outbound,
+    pub subs: RefCell<HashMap<u64, Rc<LocalSub>>>,
+    /// Set when the writer has finished: the reader stops too.
+    pub done: Latch,
+    /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
+    interest_changed: Cell<bool>,
+}
+
+/// Why a connection ends.
+enum Close {
+    /// The peer went away or the server is stopping.
+    Quiet,
+    /// A fatal protocol error, already reported to the client.
+    Error,
+}
+
+/// A read or write half of a socket shared by the reader and the writer tasks of one shard.
+struct Half(Rc<RefCell<TcpStream>>);
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let Some(id) = shard.admit() else {
+        refuse(&shard, stream).await;
+        return;
+    };
+    let conn = Rc::new(Conn {
+        id,
+        out: Outbound::new(shard.config.pending_bytes_max),
+        subs: RefCell::new(HashMap::new()),
+        done: Latch::default(),
+        interest_changed: Cell::new(false),
+    });
+    shard.register(conn.clone());
+    tracing::debug!(shard = shard.id.0, conn = id, ?peer, "connection accepted");
+
+    let socket = Rc::new(RefCell::new(stream));
+    let writer = {
+        let conn = conn.clone();
+        let shard = shard.clone();
+        let mut half = Half(socket.clone());
+        glommio::spawn_local(async move {
+            let slow = || {
+                shard.error_frame(
+                    ErrorCode::SlowConsumer,
+                    "slow consumer: the connection fell too far behind",
+                )
+            };
+            if let Err(e) = run_writer(&conn.out, &mut half, slow).await {
+                tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
+            }
+            conn.done.set();
+        })
+    };
+
+    let close = read_loop(&shard, &conn, Half(socket)).await;
+    if let Close::Error = close {
+        add(&shard.stats.protocol_errors, 1);
+    }
+    shard.unregister(&conn);
+    conn.out.close();
+    writer.await;
+    tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
+}
+
+/// Tells a client over the connection limit so, and closes.
+async fn refuse(shard: &Shard, mut stream: TcpStream) {
+    use futures_lite::AsyncWriteExt;
+    tracing::warn!(
+        shard = shard.id.0,
+        "connection refused: at the connection limit"
+    );
+    let frame = shard.error_frame(ErrorCode::TooManyConnections, "too many connections");
+    let _ = stream.write_all(&frame).await;
+    let _ = stream.close().await;
+}
+
+async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
+    let body_max = frame_body_bytes_max(shard.config.payload_bytes_max);
+    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut connected = false;
+    loop {
+        loop {
+            let frame = match decode(&mut buf, body_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad frame");
+                    fail(shard, conn, e.code(), &e.to_string());
+                    return Close::Error;
+                }
+            };
+            if let Err(close) = handle(shard, conn, &frame, &mut connected).await {
+                return close;
+            }
+        }
+        shard.wait_for_room().await;
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
+            buf.reserve(READ_BUFFER_BYTES);
+        }
+        let filled = buf.len();
+        let chunk = (buf.capacity() - filled).min(READ_CHUNK_BYTES_MAX);
+        buf.resize(filled + chunk, 0);
+        let read = futures_lite::future::or(
+            async { Some(socket.read(&mut buf[filled..]).await) },
+            async {
+                futures_lite::future::or(shard.stopping.wait(), conn.done.wait()).await;
+                None
+            },
+        )
+        .await;
+        match read {
+            Some(Ok(n)) if n > 0 => buf.truncate(filled + n),
+            Some(Ok(_)) => {
+                buf.truncate(filled);
+                if !buf.is_empty() {
+                    tracing::info!(
+                        shard = shard.id.0,
+                        conn = conn.id,
+                        bytes = buf.len(),
+                        "client went away mid-frame"
+                    );
+                }
+                return Close::Quiet;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "read failed");
+                return Close::Quiet;
+            }
+            None => {
+                if shard.stopping.is_set() {
+                    let frame = shard.error_frame(ErrorCode::ShuttingDown, "server shutting down");
+                    conn.out.close_with(frame);
+                }
+                return Close::Quiet;
+            }
+        }
+    }
+}
+
+/// Reports a fatal error to the client and closes.
+fn fail(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
+    conn.out.close_with(shard.error_frame(code, message));
+}
+
+/// Reports an error the connection survives.
+fn warn(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
+    add(&shard.stats.protocol_errors, 1);
+    conn.out.push(&shard.error_frame(code, message));
+}
+
+async fn handle(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    frame: &Frame,
+    connected: &mut bool,
+) -> Result<(), Close> {
+    let op = frame.op();
+    if !*connected {
+        return connect(shard, conn, op).map(|()| *connected = true);
+    }
+    match op {
+        ArchivedOp::Pub(publish) => {
+            add(&shard.stats.msgs_in, 1);
+            add(&shard.stats.bytes_in, frame.len() as u64);
+            let payload_bytes = publish.payload().len() + publish.headers().len();
+            if payload_bytes > shard.config.payload_bytes_max as usize {
+                let message = format!(
+                    "payload of {payload_bytes} bytes exceeds max_payload {}",
+                    shard.config.payload_bytes_max
+                );
+                tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
+                fail(shard, conn, ErrorCode::PayloadTooLarge, &message);
+                return Err(Close::Error);
+            }
+            if let Err(e) = validate_subject(publish.subject()) {
+                warn(
+                    shard,
+                    conn,
+                    ErrorCode::InvalidSubject,
+                    &format!("publish: {e}"),
+                );
+                return Ok(());
+            }
+            if let Some(Err(e)) = publish.reply().map(validate_subject) {
+                warn(
+                    shard,
+                    conn,
+                    ErrorCode::InvalidSubject,
+                    &format!("reply subject: {e}"),
+                );
+                return Ok(());
+            }
+            shard.route(frame, publish.subject());
+        }
+        ArchivedOp::Sub(sub) => subscribe(shard, conn, sub),
+        ArchivedOp::Unsub(unsub) => unsubscribe(shard, conn, unsub),
+        ArchivedOp::Ping => {
+            if conn.interest_changed.replace(false) {
+                shard.barrier().await;
+            }
+            conn.out.push(&shard.encode(&Op::Pong));
+        }
+        ArchivedOp::Pong => {}
+        ArchivedOp::Err(e) => {
+            tracing::info!(
+                shard = shard.id.0,
+                conn = conn.id,
+                code = e.code.to_native(),
+                message = e.message.as_str(),
+                "client reported an error"
+            );
+        }
+        ArchivedOp::Connect(_) | ArchivedOp::Info(_) | ArchivedOp::Msg { .. } => {
+            let message = format!("unexpected {} from a client", op.name());
+            tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
+            fail(shard, conn, ErrorCode::MalformedFrame, &message);
+            return Err(Close::Error);
+        }
+    }
+    Ok(())
+}
+
+/// The first frame must be a connect with our protocol version; the answer is the server info.
+fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
+    let ArchivedOp::Connect(connect) = op else {
+        fail(
+            shard,
+            conn,
+            ErrorCode::ProtocolVersion,
+            "the first frame must be a connect",
+        );
+        return Err(Close::Error);
+    };
+    let version = connect.version.to_native();
+    if version != PROTOCOL_VERSION {
+        let message = format!(
+            "protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"
+        );
+        fail(shard, conn, ErrorCode::ProtocolVersion, &message);
+        return Err(Close::Error);
+    }
+    let info = shard.encode(&Op::Info(Info {
+        server_id: &shard.config.server_id,
+        version: env!("CARGO_PKG_VERSION"),
+        proto: PROTOCOL_VERSION,
+        shard: shard.id.0,
+        shards: shard.shards as u32,
+        max_payload: shard.config.payload_bytes_max,
+    }));
+    conn.out.push(&info);
+    tracing::debug!(
+        shard = shard.id.0,
+        conn = conn.id,
+        name = connect.name.as_str(),
+        "connected"
+    );
+    Ok(())
+}
+
+fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: &ArchivedSubscribe<'_>) {
+    let sid = sub.sid.to_native();
+    let pattern = sub.subject.as_str();
+    if let Err(e) = validate_pattern(pattern) {
+        warn(
+            shard,
+            conn,
+            ErrorCode::InvalidSubject,
+            &format!("subscribe {pattern:?}: {e}"),
+        );
+        return;
+    }
+    let queue = sub.queue.as_ref().map(|q| q.as_str());
+    if let Some(Err(e)) = queue.map(validate_queue) {
+        warn(
+            shard,
+            conn,
+            ErrorCode::InvalidSubject,
+            &format!("queue group: {e}"),
+        );
+        return;
+    }
+    if conn.subs.borrow().contains_key(&sid) {
+        warn(
+            shard,
+            conn,
+            ErrorCode::DuplicateSubscription,
+            &format!("subscription id {sid} is in use"),
+        );
+        return;
+    }
+    let local = Rc::new(LocalSub {
+        conn: conn.clone(),
+        sid,
+        pattern: Arc::from(pattern),
+        queue: queue.map(Arc::from),
+        header: shard.encode(&Op::Msg { sid }),
+        remaining: Cell::new(u64::MAX),
+        closed: Cell::new(false),
+    });
+    conn.subs.borrow_mut().insert(sid, local.clone());
+    shard.add_sub(local);
+    conn.interest_changed.set(true);
+}
+
+fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, unsub: &ArchivedUnsubscribe) {
+    let sid = unsub.sid.to_native();
+    let Some(sub) = conn.subs.borrow().get(&sid).cloned() else {
+        warn(
+            shard,
+            conn,
+            ErrorCode::UnknownSubscription,
+            &format!("no subscription with id {sid}"),
+        );
+        return;
+    };
+    match unsub.max.as_ref().map(|m| m.to_native()) {
+        Some(more) if more > 0 => sub.remaining.set(more),
+        _ => {
+            conn.subs.borrow_mut().remove(&sid);
+            shard.remove_sub(&sub);
+            conn.interest_changed.set(true);
+        }
+    }
+}

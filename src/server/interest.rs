@@ -1,0 +1,163 @@
+//! A shard's view of who wants which subjects: its own subscriptions and its copy of every other
+//! shard's interest, with a cache of routes per subject.
+//!
+//! Remote interest is kept as one entry per remote subscription (shard and queue group, no more), so
+//! a queue group's members on another shard weigh in the member choice by their number.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::sublist::Sublist;
+
+use super::conn::Conn;
+use super::ShardId;
+
+/// Most subjects whose routes are cached; past it the cache starts over. Bounds memory when
+/// publishers use many distinct subjects.
+const ROUTE_CACHE_ENTRIES_MAX: usize = 64 * 1024;
+
+/// One subscription of a connection on this shard.
+pub struct LocalSub {
+    pub conn: Rc<Conn>,
+    pub sid: u64,
+    pub pattern: Arc<str>,
+    pub queue: Option<Arc<str>>,
+    /// The message header frame for this subscription, encoded once.
+    pub header: Bytes,
+    /// Messages still to deliver before the subscription ends by itself; `u64::MAX`: no limit.
+    pub remaining: Cell<u64>,
+    /// Set once the subscription has ended; cached routes may still point at it until cleared.
+    pub closed: Cell<bool>,
+}
+
+/// What a pattern in the matcher stands for.
+pub enum Entry {
+    Local(Rc<LocalSub>),
+    Remote {
+        shard: ShardId,
+        queue: Option<Arc<str>>,
+    },
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (Entry::Local(a), Entry::Local(b)) => Rc::ptr_eq(a, b),
+            (
+                Entry::Remote {
+                    shard: a,
+                    queue: qa,
+                },
+                Entry::Remote {
+                    shard: b,
+                    queue: qb,
+                },
+            ) => a == b && qa == qb,
+            _ => false,
+        }
+    }
+}
+
+/// A queue group's members that match one subject.
+pub struct Group {
+    pub name: Arc<str>,
+    pub local: Vec<Rc<LocalSub>>,
+    /// One entry per remote member: the shard it lives on.
+    pub remote: Vec<ShardId>,
+}
+
+/// Everything a message on one subject must reach.
+#[derive(Default)]
+pub struct Route {
+    /// Plain (non-queue) subscriptions on this shard.
+    pub local: Vec<Rc<LocalSub>>,
+    /// Shards with plain interest, as a bit set.
+    pub remote: u64,
+    pub groups: Vec<Group>,
+}
+
+impl Route {
+    fn add(&mut self, entry: &Entry) {
+        match entry {
+            Entry::Local(sub) => match &sub.queue {
+                None => {
+                    if !self.local.iter().any(|s| Rc::ptr_eq(s, sub)) {
+                        self.local.push(sub.clone());
+                    }
+                }
+                Some(name) => {
+                    let group = self.group_mut(name);
+                    if !group.local.iter().any(|s| Rc::ptr_eq(s, sub)) {
+                        group.local.push(sub.clone());
+                    }
+                }
+            },
+            Entry::Remote { shard, queue } => match queue {
+                None => self.remote |= 1 << shard.0,
+                Some(name) => self.group_mut(name).remote.push(*shard),
+            },
+        }
+    }
+
+    fn group_mut(&mut self, name: &Arc<str>) -> &mut Group {
+        let index = match self.groups.iter().position(|g| g.name == *name) {
+            Some(index) => index,
+            None => {
+                self.groups.push(Group {
+                    name: name.clone(),
+                    local: Vec::new(),
+                    remote: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        &mut self.groups[index]
+    }
+
+    /// The local members of the named group, if any.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| &*g.name == name)
+    }
+}
+
+/// The matcher plus its route cache.
+#[derive(Default)]
+pub struct Interest {
+    list: Sublist<Entry>,
+    cache: HashMap<Box<str>, Rc<Route>>,
+}
+
+impl Interest {
+    /// Files an entry under a pattern.
+    pub fn insert(&mut self, pattern: &str, entry: Entry) {
+        self.list.insert(pattern, entry);
+        self.cache.clear();
+    }
+
+    /// Removes one entry equal to `entry` under `pattern`.
+    pub fn remove(&mut self, pattern: &str, entry: &Entry) -> bool {
+        let removed = self.list.remove(pattern, entry);
+        if removed {
+            self.cache.clear();
+        }
+        removed
+    }
+
+    /// The route for a literal subject, from the cache when possible.
+    pub fn route(&mut self, subject: &str) -> Rc<Route> {
+        if let Some(route) = self.cache.get(subject) {
+            return route.clone();
+        }
+        let mut route = Route::default();
+        self.list.for_each_match(subject, |entry| route.add(entry));
+        let route = Rc::new(route);
+        if self.cache.len() >= ROUTE_CACHE_ENTRIES_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(subject.into(), route.clone());
+        route
+    }
+}

@@ -1,0 +1,125 @@
+//! What shards tell each other, and the tasks that carry it over glommio's channel mesh.
+//!
+//! Each shard keeps one outgoing queue per peer. Producers (connections, the mesh receivers) append
+//! without waiting; one sender task per peer takes everything queued and sends it as one batch, so a
+//! busy shard sends few, large batches. A connection waits for room before reading more when a queue
+//! is over its bound (backpressure reaches the publisher through TCP); the mesh receivers never wait
+//! for room, so two shards can never block each other.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use sluice_protocol::Frame;
+
+use super::signal::Notify;
+use super::ShardId;
+
+/// Channel capacity between two shards, in batches.
+pub const MESH_CHANNEL_BATCHES: usize = 1024;
+
+/// Items queued for one peer before publishers on this shard wait. Bounds the memory a fast
+/// publisher can pin while a peer shard is busy.
+pub const PEER_QUEUE_ITEMS_MAX: usize = 64 * 1024;
+
+/// One thing a shard tells another.
+pub enum MeshItem {
+    /// A published message for the peer's subscribers: its plain subscribers if `plain`, and one
+    /// member of each named queue group.
+    Forward {
+        frame: Frame,
+        plain: bool,
+        queues: Vec<Arc<str>>,
+    },
+    /// A subscription was added on the sending shard.
+    InterestAdd {
+        pattern: Arc<str>,
+        queue: Option<Arc<str>>,
+    },
+    /// A subscription was removed on the sending shard.
+    InterestRemove {
+        pattern: Arc<str>,
+        queue: Option<Arc<str>>,
+    },
+    /// Answer with `BarrierAck` once everything sent before this is applied.
+    Barrier {
+        id: u64,
+    },
+    BarrierAck {
+        id: u64,
+    },
+}
+
+/// Items from one shard to another, in the order they were queued.
+pub struct MeshBatch {
+    pub from: ShardId,
+    pub items: Vec<MeshItem>,
+}
+
+/// The outgoing queue to one peer.
+#[derive(Default)]
+pub struct PeerQueue {
+    items: RefCell<Vec<MeshItem>>,
+    notify: Notify,
+    /// Set once the peer is gone (its channel closed): nothing more is queued for it.
+    gone: Cell<bool>,
+}
+
+impl PeerQueue {
+    /// Queues an item for the peer.
+    pub fn push(&self, item: MeshItem) {
+        if self.gone.get() {
+            return;
+        }
+        let mut items = self.items.borrow_mut();
+        items.push(item);
+        if items.len() == 1 {
+            self.notify.notify();
+        }
+    }
+
+    /// Whether publishers may queue more.
+    pub fn has_room(&self) -> bool {
+        self.items.borrow().len() < PEER_QUEUE_ITEMS_MAX
+    }
+}
+
+/// Sends the queue to `peer` until the mesh closes. `on_sent` runs after each batch (to wake
+/// publishers waiting for room).
+pub async fn run_sender(
+    from: ShardId,
+    peer: usize,
+    queue: Rc<PeerQueue>,
+    senders: Rc<Senders<MeshBatch>>,
+    on_sent: impl Fn(),
+) {
+    loop {
+        let items = std::mem::take(&mut *queue.items.borrow_mut());
+        if items.is_empty() {
+            queue.notify.wait().await;
+            continue;
+        }
+        let batch = MeshBatch { from, items };
+        if senders.send_to(peer, batch).await.is_err() {
+            queue.gone.set(true);
+            queue.items.borrow_mut().clear();
+            on_sent();
+            return;
+        }
+        on_sent();
+    }
+}
+
+/// Receives batches from every peer and hands each to `handle`, one task per peer.
+pub fn spawn_receivers(mut receivers: Receivers<MeshBatch>, handle: Rc<dyn Fn(MeshBatch)>) {
+    for (_peer, stream) in receivers.streams() {
+        let handle = handle.clone();
+        glommio::spawn_local(async move {
+            while let Some(batch) = stream.recv().await {
+                handle(batch);
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,294 @@
+//! The broker: one shard per core, each a glommio executor pinned to its CPU.
+//!
+//! `run` binds the port, starts the shards, waits for them to join the channel mesh, prints the ready
+//! line, and waits for SIGINT/SIGTERM. Each shard accepts on the same address (SO_REUSEPORT) and
+//! serves the connections the kernel hands it.
+
+mod conn;
+mod interest;
+mod mesh;
+mod outbound;
+mod shard;
+mod signal;
+mod stats;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT;
+use thiserror::Error;
+
+use mesh::{MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
+use shard::Shard;
+
+/// Most shards one server runs: interest is tracked per shard in a 64-bit set.
+pub const SHARDS_MAX: usize = 64;
+
+/// How often a shard looks at the process-wide stop flag set by the signal handler.
+const STOP_POLL: Duration = Duration::from_millis(20);
+
+/// How long a stopping shard waits for its connections to flush and close.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Identity of a shard: its index in the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardId(pub u32);
+
+/// Everything a server is started with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Native protocol address.
+    pub listen: SocketAddr,
+    /// The CPU each shard is pinned to, one entry per shard.
+    pub cpus: Vec<usize>,
+    /// Largest payload of one publish.
+    pub payload_bytes_max: u32,
+    /// Outbound bytes a connection may have buffered before it is a slow consumer.
+    pub pending_bytes_max: usize,
+    /// Most client connections over all shards.
+    pub connections_max: usize,
+    /// Identity announced in the server info.
+    pub server_id: String,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the address and CPUs.
+    pub fn new(listen: SocketAddr, cpus: Vec<usize>) -> ServerConfig {
+        ServerConfig {
+            listen,
+            cpus,
+            payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
+            pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            server_id: format!("{:016x}", fastrand::u64(..)),
+        }
+    }
+}
+
+/// Default outbound limit per connection (64 MiB, as nats-server's default pending limit).
+pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Default connection limit: well above the 1,000s of streams per box the broker is for.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot resolve listen address {0}")]
+    Resolve(String),
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{count} shards requested; between 1 and {SHARDS_MAX} are supported")]
+    ShardCount { count: usize },
+    #[error("cannot start shard {shard} on CPU {cpu}: {reason}")]
+    Executor {
+        shard: usize,
+        cpu: usize,
+        reason: String,
+    },
+    #[error("cannot install the signal handler: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {0} failed before it was ready")]
+    ShardFailed(usize),
+}
+
+/// The addresses a running server listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub native: SocketAddr,
+}
+
+/// Resolves a `host:port` string.
+pub fn resolve(addr: &str) -> Result<SocketAddr, ServerError> {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| ServerError::Resolve(addr.to_string()))
+}
+
+/// Reserves a concrete port for an address whose port is 0, so that every shard binds the same one.
+/// The returned socket is bound (with SO_REUSEPORT) but not listening: it takes no connections, and
+/// it is dropped once the shards listen.
+fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), ServerError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let bind_err = |source| ServerError::Bind { addr, source };
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(bind_err)?;
+    socket.set_reuse_port(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    let local = socket
+        .local_addr()
+        .map_err(bind_err)?
+        .as_socket()
+        .ok_or_else(|| ServerError::Resolve(addr.to_string()))?;
+    Ok((local, socket))
+}
+
+/// Runs the server until SIGINT or SIGTERM; `on_ready` is called once every shard listens.
+pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), ServerError> {
+    let shards = config.cpus.len();
+    if shards == 0 || shards > SHARDS_MAX {
+        return Err(ServerError::ShardCount { count: shards });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
+    }
+    let (listen, reservation) = reserve_port(config.listen)?;
+    let mut config = config;
+    config.listen = listen;
+    let config = Arc::new(config);
+
+    let mesh = MeshBuilder::<MeshBatch, _>::full(shards, MESH_CHANNEL_BATCHES);
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::with_capacity(shards);
+    for (index, &cpu) in config.cpus.iter().enumerate() {
+        let config = config.clone();
+        let mesh = mesh.clone();
+        let stop = stop.clone();
+        let ready = ready_tx.clone();
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{index}"))
+            .spawn(move || run_shard(config, mesh, stop, ready))
+            .map_err(|e| ServerError::Executor {
+                shard: index,
+                cpu,
+                reason: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for index in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                tracing::error!(%reason, "shard failed to start");
+                stop.store(true, Ordering::SeqCst);
+                return Err(ServerError::ShardFailed(index));
+            }
+            Err(_) => return Err(ServerError::ShardFailed(index)),
+        }
+    }
+    drop(reservation);
+    on_ready(Bound { native: listen });
+    tracing::info!(%listen, shards, "sluice ready");
+    for handle in handles {
+        if let Err(e) = handle.join() {
+            tracing::error!(error = %e, "shard exited with an error");
+        }
+    }
+    tracing::info!("sluice stopped");
+    Ok(())
+}
+
+async fn run_shard(
+    config: Arc<ServerConfig>,
+    mesh: MeshBuilder<MeshBatch, glommio::channels::channel_mesh::Full>,
+    stop: Arc<AtomicBool>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let listener = match TcpListener::bind(config.listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind {}: {e}", config.listen)));
+            return;
+        }
+    };
+    let (senders, receivers) = match mesh.join().await {
+        Ok(joined) => joined,
+        Err(e) => {
+            let _ = ready.send(Err(format!("could not join the shard mesh: {e}")));
+            return;
+        }
+    };
+    let id = ShardId(senders.peer_id() as u32);
+    let nr_peers = senders.nr_consumers();
+    let peers: Vec<Rc<PeerQueue>> = (0..nr_peers).map(|_| Rc::default()).collect();
+    let shard = Rc::new(Shard::new(id, config.clone(), peers.clone()));
+    let senders = Rc::new(senders);
+    for (peer, queue) in peers.iter().enumerate() {
+        if peer == id.0 as usize {
+            continue;
+        }
+        let shard = shard.clone();
+        glommio::spawn_local(mesh::run_sender(
+            id,
+            peer,
+            queue.clone(),
+            senders.clone(),
+            move || shard.on_peer_sent(),
+        ))
+        .detach();
+    }
+    {
+        let shard = shard.clone();
+        mesh::spawn_receivers(receivers, Rc::new(move |batch| shard.receive(batch)));
+    }
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !stop.load(Ordering::Relaxed) {
+                glommio::timer::sleep(STOP_POLL).await;
+            }
+            shard.stopping.set();
+        })
+        .detach();
+    }
+    let _ = ready.send(Ok(()));
+    tracing::debug!(shard = id.0, "accepting");
+    accept_loop(&shard, &listener).await;
+    drop(listener);
+    drain(&shard).await;
+    let stats = &shard.stats;
+    tracing::info!(
+        shard = id.0,
+        accepted = stats.connections_accepted.get(),
+        msgs_in = stats.msgs_in.get(),
+        msgs_out = stats.msgs_out.get(),
+        forwards_out = stats.forwards_out.get(),
+        slow_consumers = stats.slow_consumers.get(),
+        protocol_errors = stats.protocol_errors.get(),
+        "shard stopped"
+    );
+}
+
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+    loop {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            shard.stopping.wait().await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+            }
+            Some(Err(e)) => {
+                tracing::warn!(shard = shard.id.0, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+/// Waits, up to the grace period, for every connection to flush and close.
+async fn drain(shard: &Rc<Shard>) {
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while !shard.open_connections().is_empty() && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+}

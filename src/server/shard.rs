@@ -1,0 +1,352 @@
+//! One shard: the state one executor owns, and every change to it.
+//!
+//! Connections, the mesh receivers and timers all change shard state through the methods here, so the
+//! rules (who is told about interest, how a queue member is chosen, what a slow consumer costs) live
+//! in one place. Nothing here is shared with another thread.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::op::{ErrorFrame, Op};
+use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
+
+use super::conn::Conn;
+use super::interest::{Entry, Interest, LocalSub, Route};
+use super::mesh::{MeshBatch, MeshItem, PeerQueue};
+use super::outbound::Push;
+use super::signal::{Event, Latch};
+use super::stats::{add, Stats};
+use super::{ServerConfig, ShardId};
+
+/// The state of one shard.
+pub struct Shard {
+    pub id: ShardId,
+    pub shards: usize,
+    pub config: Arc<ServerConfig>,
+    pub stats: Stats,
+    pub stopping: Latch,
+    interest: RefCell<Interest>,
+    peers: Vec<Rc<PeerQueue>>,
+    /// Woken whenever a peer queue drains, for connections waiting for room.
+    room: Event,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_conn_id: Cell<u64>,
+    barriers: RefCell<HashMap<u64, usize>>,
+    barrier_done: Event,
+    next_barrier_id: Cell<u64>,
+    encoder: RefCell<FrameEncoder>,
+    /// Subscriptions that reached their message limit, to be removed after the current delivery.
+    expired: RefCell<Vec<Rc<LocalSub>>>,
+}
+
+impl Shard {
+    /// A shard with no connections; `peers` has one queue per shard (its own slot unused).
+    pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<PeerQueue>>) -> Shard {
+        Shard {
+            id,
+            shards: peers.len(),
+            config,
+            stats: Stats::default(),
+            stopping: Latch::default(),
+            interest: RefCell::new(Interest::default()),
+            peers,
+            room: Event::default(),
+            conns: RefCell::new(HashMap::new()),
+            next_conn_id: Cell::new(1),
+            barriers: RefCell::new(HashMap::new()),
+            barrier_done: Event::default(),
+            next_barrier_id: Cell::new(1),
+            encoder: RefCell::new(FrameEncoder::new()),
+            expired: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<PeerQueue>)> {
+        let own = self.id.0 as usize;
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| *i != own)
+    }
+
+    /// Wakes connections waiting for room in the peer queues.
+    pub fn on_peer_sent(&self) {
+        self.room.notify_all();
+    }
+
+    /// Waits until every peer queue has room: the backpressure a publishing connection feels.
+    pub async fn wait_for_room(&self) {
+        self.room
+            .wait_until(|| self.peers.iter().all(|p| p.has_room()))
+            .await
+    }
+
+    /// Encodes one frame into fresh bytes (rare frames: info, errors, message headers).
+    pub fn encode(&self, op: &Op<'_>) -> Bytes {
+        self.encoder.borrow_mut().encode_to_bytes(op)
+    }
+
+    /// An error frame.
+    pub fn error_frame(&self, code: ErrorCode, message: &str) -> Bytes {
+        self.encode(&Op::Err(ErrorFrame {
+            code: code.as_u16(),
+            message,
+        }))
+    }
+
+    // ---- connections ----
+
+    /// Registers a new connection, or `None` if this shard is at its connection limit.
+    pub fn admit(&self) -> Option<u64> {
+        let limit = self.config.connections_max.div_ceil(self.shards);
+        if self.conns.borrow().len() >= limit {
+            add(&self.stats.connections_refused, 1);
+            return None;
+        }
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        add(&self.stats.connections_accepted, 1);
+        Some(id)
+    }
+
+    pub fn register(&self, conn: Rc<Conn>) {
+        self.conns.borrow_mut().insert(conn.id, conn);
+        self.stats
+            .connections_open
+            .set(self.conns.borrow().len() as u64);
+    }
+
+    /// Forgets a connection and every subscription it held.
+    pub fn unregister(&self, conn: &Conn) {
+        let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            self.remove_sub(&sub);
+        }
+        self.conns.borrow_mut().remove(&conn.id);
+        self.stats
+            .connections_open
+            .set(self.conns.borrow().len() as u64);
+    }
+
+    /// Connections still open.
+    pub fn open_connections(&self) -> Vec<Rc<Conn>> {
+        self.conns.borrow().values().cloned().collect()
+    }
+
+    // ---- interest ----
+
+    /// Adds a subscription here and tells every other shard.
+    pub fn add_sub(&self, sub: Rc<LocalSub>) {
+        for (_, peer) in self.other_peers() {
+            peer.push(MeshItem::InterestAdd {
+                pattern: sub.pattern.clone(),
+                queue: sub.queue.clone(),
+            });
+        }
+        let pattern = sub.pattern.clone();
+        self.interest
+            .borrow_mut()
+            .insert(&pattern, Entry::Local(sub));
+    }
+
+    /// Removes a subscription here and tells every other shard. Idempotent.
+    pub fn remove_sub(&self, sub: &Rc<LocalSub>) {
+        sub.closed.set(true);
+        let removed = self
+            .interest
+            .borrow_mut()
+            .remove(&sub.pattern, &Entry::Local(sub.clone()));
+        if !removed {
+            return;
+        }
+        for (_, peer) in self.other_peers() {
+            peer.push(MeshItem::InterestRemove {
+                pattern: sub.pattern.clone(),
+                queue: sub.queue.clone(),
+            });
+        }
+    }
+
+    /// Waits until every shard has applied everything this shard sent it so far, so that interest
+    /// added before is in force everywhere.
+    pub async fn barrier(&self) {
+        if self.shards == 1 {
+            return;
+        }
+        let id = self.next_barrier_id.get();
+        self.next_barrier_id.set(id + 1);
+        self.barriers.borrow_mut().insert(id, self.shards - 1);
+        for (_, peer) in self.other_peers() {
+            peer.push(MeshItem::Barrier { id });
+        }
+        self.barrier_done
+            .wait_until(|| !self.barriers.borrow().contains_key(&id) || self.stopping.is_set())
+            .await;
+        self.barriers.borrow_mut().remove(&id);
+    }
+
+    // ---- routing ----
+
+    /// Routes a publish that arrived on this shard: local subscribers, one member of each queue
+    /// group wherever it is, and every peer shard with plain interest.
+    pub fn route(&self, frame: &Frame, subject: &str) {
+        let route = self.interest.borrow_mut().route(subject);
+        for sub in &route.local {
+            self.deliver(sub, frame);
+        }
+        let mut picks: Vec<(ShardId, Arc<str>)> = Vec::new();
+        for group in &route.groups {
+            let total = group.local.len() + group.remote.len();
+            if total == 0 {
+                continue;
+            }
+            let pick = fastrand::usize(..total);
+            if pick < group.local.len() {
+                if let Some(sub) = pick_open(&group.local, pick) {
+                    self.deliver(sub, frame);
+                }
+            } else {
+                picks.push((group.remote[pick - group.local.len()], group.name.clone()));
+            }
+        }
+        if route.remote == 0 && picks.is_empty() {
+            self.expire();
+            return;
+        }
+        for (index, peer) in self.other_peers() {
+            let plain = route.remote & (1 << index) != 0;
+            let queues: Vec<Arc<str>> = picks
+                .iter()
+                .filter(|(shard, _)| shard.0 as usize == index)
+                .map(|(_, name)| name.clone())
+                .collect();
+            if plain || !queues.is_empty() {
+                add(&self.stats.forwards_out, 1);
+                peer.push(MeshItem::Forward {
+                    frame: frame.clone(),
+                    plain,
+                    queues,
+                });
+            }
+        }
+        self.expire();
+    }
+
+    /// Delivers a message that another shard forwarded here.
+    fn deliver_forward(&self, frame: &Frame, plain: bool, queues: &[Arc<str>]) {
+        add(&self.stats.forwards_in, 1);
+        let ArchivedOp::Pub(publish) = frame.op() else {
+            return;
+        };
+        let route: Rc<Route> = self.interest.borrow_mut().route(publish.subject());
+        if plain {
+            for sub in &route.local {
+                self.deliver(sub, frame);
+            }
+        }
+        for name in queues {
+            let member = route
+                .group(name)
+                .filter(|g| !g.local.is_empty())
+                .and_then(|g| pick_open(&g.local, fastrand::usize(..g.local.len())));
+            match member {
+                Some(sub) => self.deliver(sub, frame),
+                None => add(&self.stats.queue_drops, 1),
+            }
+        }
+        self.expire();
+    }
+
+    /// Writes one message to one subscription's connection.
+    fn deliver(&self, sub: &Rc<LocalSub>, frame: &Frame) {
+        if sub.closed.get() {
+            return;
+        }
+        match sub.conn.out.push2(&sub.header, frame.bytes()) {
+            Push::Queued => {
+                add(&self.stats.msgs_out, 1);
+                add(&self.stats.bytes_out, frame.len() as u64);
+            }
+            Push::SlowConsumer => {
+                add(&self.stats.slow_consumers, 1);
+                tracing::warn!(
+                    shard = self.id.0,
+                    conn = sub.conn.id,
+                    "slow consumer: outbound buffer over its limit, disconnecting"
+                );
+            }
+            Push::Closed => {}
+        }
+        let remaining = sub.remaining.get();
+        if remaining != u64::MAX {
+            sub.remaining.set(remaining - 1);
+            if remaining == 1 {
+                sub.closed.set(true);
+                self.expired.borrow_mut().push(sub.clone());
+            }
+        }
+    }
+
+    /// Removes the subscriptions that reached their message limit.
+    fn expire(&self) {
+        if self.expired.borrow().is_empty() {
+            return;
+        }
+        let expired = std::mem::take(&mut *self.expired.borrow_mut());
+        for sub in expired {
+            sub.conn.subs.borrow_mut().remove(&sub.sid);
+            self.remove_sub(&sub);
+        }
+    }
+
+    // ---- the mesh ----
+
+    /// Applies a batch from another shard.
+    pub fn receive(&self, batch: MeshBatch) {
+        let from = batch.from;
+        for item in batch.items {
+            match item {
+                MeshItem::Forward {
+                    frame,
+                    plain,
+                    queues,
+                } => self.deliver_forward(&frame, plain, &queues),
+                MeshItem::InterestAdd { pattern, queue } => {
+                    self.interest
+                        .borrow_mut()
+                        .insert(&pattern, Entry::Remote { shard: from, queue });
+                }
+                MeshItem::InterestRemove { pattern, queue } => {
+                    self.interest
+                        .borrow_mut()
+                        .remove(&pattern, &Entry::Remote { shard: from, queue });
+                }
+                MeshItem::Barrier { id } => {
+                    self.peers[from.0 as usize].push(MeshItem::BarrierAck { id });
+                }
+                MeshItem::BarrierAck { id } => {
+                    let mut barriers = self.barriers.borrow_mut();
+                    if let Some(left) = barriers.get_mut(&id) {
+                        *left -= 1;
+                        if *left == 0 {
+                            barriers.remove(&id);
+                            drop(barriers);
+                            self.barrier_done.notify_all();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The open member at or after `start` (wrapping), if any.
+fn pick_open(members: &[Rc<LocalSub>], start: usize) -> Option<&Rc<LocalSub>> {
+    let n = members.len();
+    (0..n)
+        .map(|i| &members[(start + i) % n])
+        .find(|s| !s.closed.get())
+}
