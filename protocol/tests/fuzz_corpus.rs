@@ -1,0 +1,66 @@
+//! Replays the fuzzers' corpora (`fuzz/corpus/`) through the decoder, as the fuzz targets do, so every
+//! input the fuzzers found interesting stays covered by the normal test run.
+
+use std::path::PathBuf;
+
+use bytes::BytesMut;
+use sluice_protocol::frame::decode;
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    let mut inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("corpus {}: {e}", dir.display()))
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    inputs.sort();
+    inputs
+}
+
+fn decode_all(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            match decode(&mut buf, 1 << 20) {
+                Ok(Some(frame)) => {
+                    let _ = frame.op().name();
+                    frames.push(frame.bytes().to_vec());
+                }
+                Ok(None) => break,
+                Err(_) => return frames,
+            }
+        }
+    }
+    frames
+}
+
+#[test]
+fn the_frame_decode_corpus_decodes_the_same_whatever_the_split() {
+    let inputs = corpus("frame_decode");
+    assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
+    for data in inputs {
+        if let Some((&split, rest)) = data.split_first() {
+            let at = (split as usize).min(rest.len());
+            assert_eq!(decode_all(&[&rest[..at], &rest[at..]]), decode_all(&[rest]));
+        }
+    }
+}
+
+#[test]
+fn the_frame_body_corpus_never_panics_and_some_inputs_are_valid_ops() {
+    let inputs = corpus("frame_body");
+    assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
+    let mut valid = 0;
+    for body in &inputs {
+        let mut wire = (body.len() as u32).to_le_bytes().to_vec();
+        wire.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        wire.extend_from_slice(body);
+        if decode_all(&[&wire]).len() == 1 {
+            valid += 1;
+        }
+    }
+    assert!(valid > 0, "the fuzzer found no valid operation bodies");
+}

@@ -1,0 +1,212 @@
+//! Shared test harness: starts the real `sluice` binary on a free loopback port and talks to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sluice::client::Client;
+use sluice_protocol::frame::decode;
+use sluice_protocol::limits::PROTOCOL_VERSION;
+use sluice_protocol::op::{Connect, Op};
+use sluice_protocol::{ArchivedOp, Frame, FrameEncoder};
+
+/// How long a test waits for anything before it fails rather than hangs.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running broker, stopped (SIGKILL) when dropped.
+pub struct Broker {
+    child: Option<Child>,
+    pub addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    /// Starts `sluice serve --shards 2` on a free port with extra flags.
+    pub fn start(extra: &[&str]) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--shards", "2", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        {
+            let logs = logs.clone();
+            let stderr = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[broker] {line}");
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("the broker printed its ready line");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("native="))
+            .unwrap_or_else(|| panic!("no address in ready line {line:?}"))
+            .to_string();
+        Broker {
+            child: Some(child),
+            addr,
+            logs,
+        }
+    }
+
+    /// A connected client.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr).expect("connect")
+    }
+
+    /// A client whose connection is held by the given shard.
+    pub fn client_on_shard(&self, shard: u32) -> Client {
+        for _ in 0..500 {
+            let client = self.client();
+            if client.info().shard == shard {
+                return client;
+            }
+        }
+        panic!("no connection landed on shard {shard} in 500 tries");
+    }
+
+    /// A raw socket that has done the connect handshake on the given shard.
+    pub fn raw_on_shard(&self, shard: u32) -> RawConn {
+        for _ in 0..500 {
+            let raw = RawConn::connect(&self.addr);
+            if raw.shard == shard {
+                return raw;
+            }
+        }
+        panic!("no raw connection landed on shard {shard} in 500 tries");
+    }
+
+    /// Whether any log line so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if self.logged(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit; `None` if it did not exit within `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A hand-driven connection, for clients that misbehave on purpose.
+pub struct RawConn {
+    pub stream: TcpStream,
+    pub shard: u32,
+    buf: BytesMut,
+    encoder: FrameEncoder,
+}
+
+impl RawConn {
+    /// Connects and completes the handshake.
+    pub fn connect(addr: &str) -> RawConn {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut raw = RawConn {
+            stream,
+            shard: u32::MAX,
+            buf: BytesMut::new(),
+            encoder: FrameEncoder::new(),
+        };
+        raw.send(&Op::Connect(Connect {
+            version: PROTOCOL_VERSION,
+            name: "raw",
+        }));
+        let info = raw.read_frame().expect("info frame");
+        match info.op() {
+            ArchivedOp::Info(i) => raw.shard = i.shard.to_native(),
+            other => panic!("expected info, got {}", other.name()),
+        }
+        raw
+    }
+
+    /// Encodes and sends one operation.
+    pub fn send(&mut self, op: &Op<'_>) {
+        let mut wire = Vec::new();
+        self.encoder.encode(op, &mut wire);
+        self.stream.write_all(&wire).expect("send");
+    }
+
+    /// Sends raw bytes.
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send bytes");
+    }
+
+    /// Reads the next frame; `None` at end of stream.
+    pub fn read_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(frame) = decode(&mut self.buf, 1 << 30).expect("valid frame") {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+}
+
+/// Receives `n` messages from a subscription or fails the test.
+pub fn receive(sub: &sluice::client::Subscription, n: usize) -> Vec<sluice::client::Message> {
+    (0..n)
+        .map(|i| {
+            sub.next_timeout(PATIENCE)
+                .unwrap_or_else(|| panic!("message {i} of {n} did not arrive"))
+        })
+        .collect()
+}
