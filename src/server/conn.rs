@@ -23,8 +23,8 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use super::interest::LocalSub;
 use super::outbound::{run_writer, Outbound};
 use super::shard::Shard;
-use super::signal::Latch;
 use super::stats::add;
+use sluice_storage::wake::Latch;
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
 const READ_BUFFER_BYTES: usize = 16 * 1024;

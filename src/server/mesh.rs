@@ -13,8 +13,8 @@ use std::sync::Arc;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use sluice_protocol::Frame;
 
-use super::signal::Notify;
 use super::ShardId;
+use sluice_storage::wake::Notify;
 
 /// Channel capacity between two shards, in batches.
 pub const MESH_CHANNEL_BATCHES: usize = 1024;

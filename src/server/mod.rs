@@ -9,7 +9,6 @@ mod interest;
 mod mesh;
 mod outbound;
 mod shard;
-mod signal;
 mod stats;
 
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use bytes::BytesMut;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
-use super::signal::Notify;
+use sluice_storage::wake::Notify;
 
 /// Bytes of spare capacity a fresh buffer starts with.
 const BUFFER_BYTES_INITIAL: usize = 16 * 1024;

@@ -17,9 +17,9 @@ use super::conn::Conn;
 use super::interest::{Entry, Interest, LocalSub, Route};
 use super::mesh::{MeshBatch, MeshItem, PeerQueue};
 use super::outbound::Push;
-use super::signal::{Event, Latch};
 use super::stats::{add, Stats};
 use super::{ServerConfig, ShardId};
+use sluice_storage::wake::{Event, Latch};
 
 /// The state of one shard.
 pub struct Shard {

@@ -1,4 +1,5 @@
-//! Wake-ups between tasks of one shard. Single-threaded (`Cell`/`RefCell`), no locks.
+//! Wake-ups between tasks of one executor. Single-threaded (`Cell`/`RefCell`), no locks: the log's
+//! committer and its appenders use them, and so do the broker's connections and shards.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
