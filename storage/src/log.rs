@@ -105,6 +105,7 @@ impl PartitionLog {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| StorageError::io("create directory", &dir, &e))?;
+        probe_device(&dir).await?;
         let body_bytes_max = u32::try_from(config.record_bytes_max).unwrap_or(u32::MAX);
         let bases = list_bases(&dir)?;
         let mut segments = Vec::with_capacity(bases.len().max(1));
@@ -487,6 +488,15 @@ impl PartitionLog {
         if let Some(committer) = committer {
             committer.await;
         }
+        let readers: Vec<Rc<DmaFile>> = self
+            .inner
+            .state
+            .borrow_mut()
+            .segments
+            .iter_mut()
+            .filter_map(|s| s.reader.take())
+            .collect();
+        close_files(readers).await;
         let st = self.inner.state.borrow();
         match st.failures.back() {
             Some((epoch, _, error)) if *epoch == st.epoch => Err(error.clone()),
@@ -803,6 +813,21 @@ async fn write_index(dir: &Path, base: u64, from: usize, offsets: Vec<u8>, times
 
 // ---- opening ----
 
+/// Makes glommio decide whether the device under `dir` supports polled I/O by reading a file that
+/// holds data. glommio probes the first direct-I/O file it opens on a device and remembers the
+/// answer for the process; probing an empty file (a segment just created) reads nothing, "succeeds",
+/// and sends every later read of that device to the poll ring, where devices without polling
+/// support fail them with EOPNOTSUPP.
+async fn probe_device(dir: &Path) -> Result<(), StorageError> {
+    let path = dir.join(".probe");
+    std::fs::write(&path, [0u8; 4096]).map_err(|e| StorageError::io("write", &path, &e))?;
+    let opened = DmaFile::open(&path).await;
+    let _ = std::fs::remove_file(&path);
+    let file = opened.map_err(|e| StorageError::glommio("open", &path, e))?;
+    let _ = file.close().await;
+    Ok(())
+}
+
 fn list_bases(dir: &Path) -> Result<Vec<u64>, StorageError> {
     let entries = std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, &e))?;
     let mut bases = Vec::new();
@@ -1028,9 +1053,19 @@ fn write_start_offset(dir: &Path, offset: u64) -> Result<(), StorageError> {
     write().map_err(|e| StorageError::io("write", &path, &e))
 }
 
+/// Closes read handles that no read holds any more (a read in progress keeps its own and lets it drop).
+async fn close_files(files: Vec<Rc<DmaFile>>) {
+    for file in files {
+        if let Ok(file) = Rc::try_unwrap(file) {
+            let _ = file.close().await;
+        }
+    }
+}
+
 async fn delete_segments(dir: &Path, doomed: Vec<Segment>) -> Result<Retention, StorageError> {
     let mut gone = Retention::default();
-    for seg in doomed {
+    for mut seg in doomed {
+        close_files(seg.reader.take().into_iter().collect()).await;
         for path in [
             seg.path.clone(),
             segment::index_path(dir, seg.base),
