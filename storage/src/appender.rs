@@ -6,14 +6,17 @@
 //! it is overwritten by the next write or cut off when the segment is sealed, and recovery never takes
 //! it for data (zeroed bytes never pass a record's checksum).
 //!
-//! Large writes are split into chunks that go to the device concurrently.
+//! Large writes are split into chunks that go to the device concurrently, and `start` returns with
+//! them in flight so that the log can prepare the next writes meanwhile.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use glommio::io::DmaFile;
+use glommio::io::{DmaBuffer, DmaFile};
 
 use crate::error::StorageError;
+use crate::wake::Latch;
 
 /// Largest single write submitted to the device; a longer append is split and the pieces go in
 /// parallel, which keeps the device's queue busy.
@@ -28,26 +31,34 @@ pub struct Appender {
     size: u64,
     /// The bytes of the last partial block, from its aligned start to `size`.
     tail: Vec<u8>,
+    /// The write of that block, while it may be in flight.
+    tail_write: Option<Write>,
 }
 
 impl Appender {
-    /// Creates a new, empty segment file.
-    pub async fn create(path: &Path) -> Result<Appender, StorageError> {
+    /// Creates a new, empty segment file with room for `reserve_bytes` (see [`Appender::reserve`]).
+    pub async fn create(path: &Path, reserve_bytes: u64) -> Result<Appender, StorageError> {
         let file = DmaFile::create(path)
             .await
             .map_err(|e| StorageError::glommio("create", path, e))?;
+        reserve(&file, path, reserve_bytes).await?;
         Ok(Appender {
             alignment: file.alignment() as usize,
             file: Rc::new(file),
             path: path.to_path_buf(),
             size: 0,
             tail: Vec::new(),
+            tail_write: None,
         })
     }
 
     /// Opens an existing segment to append after its first `size` bytes (which recovery checked);
-    /// anything past them is cut off.
-    pub async fn reopen(path: &Path, size: u64) -> Result<Appender, StorageError> {
+    /// anything past them is cut off, and room is made for `reserve_bytes`.
+    pub async fn reopen(
+        path: &Path,
+        size: u64,
+        reserve_bytes: u64,
+    ) -> Result<Appender, StorageError> {
         let file = glommio::io::OpenOptions::new()
             .read(true)
             .write(true)
@@ -57,6 +68,7 @@ impl Appender {
         file.truncate(size)
             .await
             .map_err(|e| StorageError::glommio("truncate", path, e))?;
+        reserve(&file, path, reserve_bytes.max(size)).await?;
         let alignment = file.alignment() as usize;
         let tail_len = (size % alignment as u64) as usize;
         let mut tail = Vec::with_capacity(alignment);
@@ -81,6 +93,7 @@ impl Appender {
             alignment,
             size,
             tail,
+            tail_write: None,
         })
     }
 
@@ -94,58 +107,54 @@ impl Appender {
         &self.path
     }
 
-    /// Writes `parts`, one after the other, after the current end. On error the file may hold part of
-    /// them past the logical end, which the next reopen cuts off.
-    pub async fn append(&mut self, parts: &[&[u8]]) -> Result<(), StorageError> {
+    /// Starts writing `parts` after the current end and returns at once with the writes in flight;
+    /// the logical size already counts them. Whole blocks go in chunks that the device works on in
+    /// parallel; the last, partial block is a write of its own, and the next `start` waits for it
+    /// (the only block two writes share) before rewriting that block with more bytes in it.
+    pub async fn start(&mut self, parts: &[&[u8]]) -> Result<Writes, StorageError> {
         let data_len: usize = parts.iter().map(|p| p.len()).sum();
         if data_len == 0 {
-            return Ok(());
+            return Ok(Writes::default());
+        }
+        if let Some(previous) = self.tail_write.take() {
+            previous.wait().await?;
         }
         let start = self.size - self.tail.len() as u64;
         let total = self.tail.len() + data_len;
+        let whole = total / self.alignment * self.alignment;
         let mut source = Cursor::new(&self.tail, parts);
-        let mut writes = Vec::new();
+        let mut writes = Writes::default();
         let mut done = 0usize;
         while done < total {
-            let len = (total - done).min(WRITE_CHUNK_BYTES_MAX);
+            let len = if done < whole {
+                (whole - done).min(WRITE_CHUNK_BYTES_MAX)
+            } else {
+                total - done
+            };
             let padded = len.div_ceil(self.alignment) * self.alignment;
             let mut buf = self.file.alloc_dma_buffer(padded);
             let out = buf.as_bytes_mut();
             source.fill(&mut out[..len]);
             out[len..].fill(0);
-            let file = self.file.clone();
-            let position = start + done as u64;
-            writes.push(glommio::spawn_local(async move {
-                file.write_at(buf, position).await.map(|n| (n, padded))
-            }));
-            done += len;
-        }
-        let mut failure = None;
-        for write in writes {
-            match write.await {
-                Ok((n, padded)) if n == padded => {}
-                Ok((n, padded)) => {
-                    failure.get_or_insert(StorageError::Io {
-                        op: "write",
-                        path: self.path.clone(),
-                        kind: std::io::ErrorKind::WriteZero,
-                        message: format!("short write: {n} of {padded} bytes"),
-                    });
-                }
-                Err(e) => {
-                    failure.get_or_insert(StorageError::glommio("write", &self.path, e));
-                }
+            let write = Write::spawn(
+                self.file.clone(),
+                self.path.clone(),
+                buf,
+                start + done as u64,
+                padded,
+            );
+            if done >= whole {
+                self.tail_write = Some(write.clone());
             }
-        }
-        if let Some(e) = failure {
-            return Err(e);
+            writes.0.push(write);
+            done += len;
         }
         self.size += data_len as u64;
         let tail_len = (self.size % self.alignment as u64) as usize;
         let mut tail = vec![0u8; tail_len];
         Cursor::new(&self.tail, parts).last(&mut tail);
         self.tail = tail;
-        Ok(())
+        Ok(writes)
     }
 
     /// Makes everything written so far durable.
@@ -156,8 +165,12 @@ impl Appender {
             .map_err(|e| StorageError::glommio("fdatasync", &self.path, e))
     }
 
-    /// Cuts the padding off, syncs and closes: the file then holds exactly its records.
-    pub async fn finish(self) -> Result<(), StorageError> {
+    /// Cuts the padding off, syncs and closes: the file then holds exactly its records. Every write
+    /// started must have been waited for.
+    pub async fn finish(mut self) -> Result<(), StorageError> {
+        if let Some(previous) = self.tail_write.take() {
+            previous.wait().await?;
+        }
         self.file
             .truncate(self.size)
             .await
@@ -170,6 +183,94 @@ impl Appender {
                 .map_err(|e| StorageError::glommio("close", &self.path, e)),
             Err(_) => Ok(()),
         }
+    }
+}
+
+/// Allocates the file's blocks up to `bytes` and sets its length there (the new blocks read as
+/// zeroes). Direct writes inside the file's length do not change its size, so the kernel can submit
+/// them without blocking, where writes that extend a file go through a worker thread; and the blocks
+/// of a segment end up contiguous. The length past the records is never taken for data: recovery
+/// stops at the first zeroed record and sealing cuts the file to its records.
+///
+/// Best effort: when the file system cannot reserve that much (it is nearly full, or does not
+/// support fallocate), appends go on without it and fail only when a write itself finds no room.
+async fn reserve(file: &DmaFile, path: &Path, bytes: u64) -> Result<(), StorageError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    if let Err(e) = file.pre_allocate(bytes, false).await {
+        tracing::debug!(path = %path.display(), error = %e, "segment space not reserved");
+    }
+    Ok(())
+}
+
+/// One write in flight; clones share it.
+#[derive(Clone)]
+pub struct Write(Rc<WriteState>);
+
+struct WriteState {
+    done: Latch,
+    result: RefCell<Option<Result<(), StorageError>>>,
+}
+
+impl Write {
+    fn spawn(
+        file: Rc<DmaFile>,
+        path: PathBuf,
+        buf: DmaBuffer,
+        position: u64,
+        padded: usize,
+    ) -> Write {
+        let state = Rc::new(WriteState {
+            done: Latch::default(),
+            result: RefCell::new(None),
+        });
+        let shared = state.clone();
+        glommio::spawn_local(async move {
+            let result = match file.write_at(buf, position).await {
+                Ok(n) if n == padded => Ok(()),
+                Ok(n) => Err(StorageError::Io {
+                    op: "write",
+                    path,
+                    kind: std::io::ErrorKind::WriteZero,
+                    message: format!("short write: {n} of {padded} bytes"),
+                }),
+                Err(e) => Err(StorageError::glommio("write", &path, e)),
+            };
+            *shared.result.borrow_mut() = Some(result);
+            shared.done.set();
+        })
+        .detach();
+        Write(state)
+    }
+
+    /// Waits for the write and returns its outcome.
+    pub async fn wait(&self) -> Result<(), StorageError> {
+        self.0.done.wait().await;
+        self.0
+            .result
+            .borrow()
+            .clone()
+            .unwrap_or(Err(StorageError::Closed))
+    }
+}
+
+/// The writes of one `start`.
+#[derive(Default)]
+pub struct Writes(Vec<Write>);
+
+impl Writes {
+    /// Waits for every write; the first failure wins.
+    pub async fn wait(self) -> Result<(), StorageError> {
+        let mut outcome = Ok(());
+        for write in self.0 {
+            if let Err(e) = write.wait().await {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+            }
+        }
+        outcome
     }
 }
 

@@ -40,7 +40,9 @@ impl StorageError {
     /// Wraps an I/O error, recognising a full disk.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, error: &std::io::Error) -> StorageError {
         let path = path.into();
-        if error.raw_os_error() == Some(libc::ENOSPC) {
+        if error.raw_os_error() == Some(libc::ENOSPC)
+            || error.kind() == std::io::ErrorKind::StorageFull
+        {
             return StorageError::DiskFull { path };
         }
         StorageError::Io {

@@ -17,19 +17,20 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use glommio::io::DmaFile;
 
-use crate::appender::Appender;
+use crate::appender::{Appender, Writes};
 use crate::cache::RecordCache;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::StorageError;
 use crate::index::{Index, IndexEntry};
 use crate::record::{self, Record};
 use crate::segment::{self, walk, Segment};
-use crate::wake::{Event, Notify};
+use crate::wake::Notify;
 
 /// File that keeps the log's start offset after an explicit truncation.
 const START_OFFSET_FILE: &str = "start-offset";
@@ -59,7 +60,29 @@ struct Inner {
     body_bytes_max: u32,
     state: RefCell<State>,
     wake_committer: Notify,
-    committed_changed: Event,
+    /// Appends waiting to be committed: the offset they end at, in order.
+    waiters: RefCell<VecDeque<(u64, Waker)>>,
+}
+
+impl Inner {
+    /// Wakes the appends that are now committed, or every one after a failure or at close.
+    fn wake_appenders(&self, all: bool) {
+        let committed = self.state.borrow().committed;
+        let mut woken = Vec::new();
+        {
+            let mut waiters = self.waiters.borrow_mut();
+            if all {
+                woken.extend(waiters.drain(..).map(|(_, w)| w));
+            } else {
+                while waiters.front().is_some_and(|(end, _)| *end <= committed) {
+                    woken.extend(waiters.pop_front().map(|(_, w)| w));
+                }
+            }
+        }
+        for waker in woken {
+            waker.wake();
+        }
+    }
 }
 
 struct Pending {
@@ -145,7 +168,7 @@ impl PartitionLog {
             body_bytes_max,
             state: RefCell::new(state),
             wake_committer: Notify::default(),
-            committed_changed: Event::default(),
+            waiters: RefCell::new(VecDeque::new()),
         });
         let committer = glommio::spawn_local(run_committer(inner.clone())).detach();
         Ok(PartitionLog {
@@ -208,13 +231,18 @@ impl PartitionLog {
             (first, first + count, st.epoch)
         };
         inner.wake_committer.notify();
-        inner
-            .committed_changed
-            .wait_until(|| {
-                let st = inner.state.borrow();
-                st.epoch != epoch || st.committed >= end
-            })
-            .await;
+        std::future::poll_fn(|cx| {
+            let st = inner.state.borrow();
+            if st.epoch != epoch || st.committed >= end {
+                return Poll::Ready(());
+            }
+            inner
+                .waiters
+                .borrow_mut()
+                .push_back((end, cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
         let st = inner.state.borrow();
         if st.epoch == epoch {
             return Ok(first);
@@ -524,74 +552,85 @@ struct Place {
 
 // ---- the committer ----
 
+/// Rounds of writes in flight at once.
+const ROUNDS_IN_FLIGHT_MAX: usize = 4;
+
+/// Bytes one round takes from the pending appends (at least one append). With several rounds in
+/// flight, the device stays busy while the appenders of finished rounds prepare the next ones.
+const ROUND_BYTES_MAX: usize = 512 * 1024;
+
+/// Writes started for the appends below offset `end`, which end at `position` of the active segment.
+struct Round {
+    end: u64,
+    position: u64,
+    writes: Writes,
+}
+
 async fn run_committer(inner: Rc<Inner>) {
     let mut appender: Option<Appender> = None;
+    let mut rounds: VecDeque<Round> = VecDeque::new();
     let mut last_sync = Instant::now();
     let mut unsynced = false;
     loop {
-        let (batches, closing) = {
-            let mut st = inner.state.borrow_mut();
-            (std::mem::take(&mut st.pending), st.closing)
-        };
-        if batches.is_empty() {
-            if closing {
-                break;
-            }
-            match inner.config.fsync {
-                FsyncPolicy::Interval(every) if unsynced => {
-                    let left = every.saturating_sub(last_sync.elapsed());
-                    if left.is_zero() {
-                        if let Some(a) = &appender {
-                            if let Err(e) = a.sync().await {
-                                tracing::warn!(error = %e, "periodic sync failed");
-                            }
-                        }
-                        last_sync = Instant::now();
-                        unsynced = false;
-                    } else {
-                        let _ = glommio::timer::timeout(left, async {
-                            inner.wake_committer.wait().await;
-                            Ok(())
-                        })
-                        .await;
-                    }
+        if rounds.len() < ROUNDS_IN_FLIGHT_MAX {
+            let planned = appender.as_ref().map(Appender::size);
+            let (batches, roll_first) = take_round(&inner, planned);
+            if !batches.is_empty() {
+                let started = start_round(&inner, &mut appender, &mut rounds, batches, roll_first);
+                if let Err(e) = started.await {
+                    abandon(&mut rounds).await;
+                    fail(&inner, &mut appender, e);
                 }
-                _ => inner.wake_committer.wait().await,
+                continue;
+            }
+        }
+        if let Some(round) = rounds.pop_front() {
+            let sync = match inner.config.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Interval(every) => last_sync.elapsed() >= every,
+                FsyncPolicy::Never => false,
+            };
+            match complete(&inner, &appender, round, sync).await {
+                Ok(()) => {
+                    if sync {
+                        last_sync = Instant::now();
+                    }
+                    unsynced = !sync;
+                }
+                Err(e) => {
+                    abandon(&mut rounds).await;
+                    fail(&inner, &mut appender, e);
+                }
+            }
+            inner.wake_appenders(false);
+            if appender.is_some() {
+                persist_index(&inner).await;
             }
             continue;
         }
-        match commit(&inner, &mut appender, &batches).await {
-            Ok(()) => {
-                let sync = match inner.config.fsync {
-                    FsyncPolicy::Always => true,
-                    FsyncPolicy::Interval(every) => last_sync.elapsed() >= every,
-                    FsyncPolicy::Never => false,
-                };
-                let synced = match (&appender, sync) {
-                    (Some(a), true) => a.sync().await,
-                    _ => Ok(()),
-                };
-                match synced {
-                    Ok(()) => {
-                        if sync {
-                            last_sync = Instant::now();
-                            unsynced = false;
-                        } else {
-                            unsynced = true;
+        if inner.state.borrow().closing {
+            break;
+        }
+        match inner.config.fsync {
+            FsyncPolicy::Interval(every) if unsynced => {
+                let left = every.saturating_sub(last_sync.elapsed());
+                if left.is_zero() {
+                    if let Some(a) = &appender {
+                        if let Err(e) = a.sync().await {
+                            tracing::warn!(error = %e, "periodic sync failed");
                         }
-                        let end = batches.last().map_or(0, |b| b.first + b.count);
-                        let mut st = inner.state.borrow_mut();
-                        st.committed = end;
-                        st.cache.trim(end);
                     }
-                    Err(e) => fail(&inner, &mut appender, e),
+                    last_sync = Instant::now();
+                    unsynced = false;
+                } else {
+                    let _ = glommio::timer::timeout(left, async {
+                        inner.wake_committer.wait().await;
+                        Ok(())
+                    })
+                    .await;
                 }
             }
-            Err(e) => fail(&inner, &mut appender, e),
-        }
-        inner.committed_changed.notify_all();
-        if appender.is_some() {
-            persist_index(&inner).await;
+            _ => inner.wake_committer.wait().await,
         }
     }
     if let Some(a) = appender.take() {
@@ -600,7 +639,102 @@ async fn run_committer(inner: Rc<Inner>) {
             tracing::warn!(error = %e, "closing the active segment failed");
         }
     }
-    inner.committed_changed.notify_all();
+    inner.wake_appenders(true);
+}
+
+/// Takes the oldest pending appends for one round: those that fit in the active segment, up to
+/// `ROUND_BYTES_MAX`. If the oldest does not fit, it comes alone with `true`: roll first.
+fn take_round(inner: &Inner, planned_size: Option<u64>) -> (Vec<Pending>, bool) {
+    let mut st = inner.state.borrow_mut();
+    if st.pending.is_empty() {
+        return (Vec::new(), false);
+    }
+    let active = st.segments.last().expect("an active segment");
+    let mut size = planned_size.unwrap_or(active.size);
+    let first_ts = active.first_timestamp_ns;
+    let age_max = inner.config.segment_age_max.as_nanos() as u64;
+    let mut taken_bytes = 0usize;
+    let mut n = 0;
+    for b in st.pending.iter() {
+        let full = size > 0 && size + b.bytes.len() as u64 > inner.config.segment_bytes_max;
+        let old = first_ts.is_some_and(|t| b.timestamp_ns.saturating_sub(t) >= age_max);
+        if full || old {
+            if n == 0 {
+                let first = st.pending.remove(0);
+                return (vec![first], true);
+            }
+            break;
+        }
+        if n > 0 && taken_bytes + b.bytes.len() > ROUND_BYTES_MAX {
+            break;
+        }
+        taken_bytes += b.bytes.len();
+        size += b.bytes.len() as u64;
+        n += 1;
+    }
+    (st.pending.drain(..n).collect(), false)
+}
+
+/// Starts the writes of one round (rolling first if asked: that waits for every round in flight).
+async fn start_round(
+    inner: &Rc<Inner>,
+    appender: &mut Option<Appender>,
+    rounds: &mut VecDeque<Round>,
+    batches: Vec<Pending>,
+    roll_first: bool,
+) -> Result<(), StorageError> {
+    if roll_first {
+        while let Some(round) = rounds.pop_front() {
+            complete(inner, appender, round, true).await?;
+        }
+        inner.wake_appenders(false);
+        roll(inner, appender, batches[0].first).await?;
+    }
+    if appender.is_none() {
+        *appender = Some(open_active(inner).await?);
+    }
+    let a = appender.as_mut().expect("an appender");
+    let start = a.size();
+    let parts: Vec<&[u8]> = batches.iter().map(|b| &b.bytes[..]).collect();
+    let writes = a.start(&parts).await?;
+    record_started(inner, start, &batches);
+    let last = batches.last().expect("a round has appends");
+    rounds.push_back(Round {
+        end: last.first + last.count,
+        position: a.size(),
+        writes,
+    });
+    Ok(())
+}
+
+/// Waits for a round's writes (and syncs if asked), then commits it: its records become readable
+/// and their appends return.
+async fn complete(
+    inner: &Inner,
+    appender: &Option<Appender>,
+    round: Round,
+    sync: bool,
+) -> Result<(), StorageError> {
+    round.writes.wait().await?;
+    if sync {
+        if let Some(a) = appender {
+            a.sync().await?;
+        }
+    }
+    let mut st = inner.state.borrow_mut();
+    st.committed = round.end;
+    st.cache.trim(round.end);
+    let active = st.segments.last_mut().expect("an active segment");
+    active.size = round.position;
+    active.next_offset = round.end;
+    Ok(())
+}
+
+/// Waits out the writes of rounds that will not be committed.
+async fn abandon(rounds: &mut VecDeque<Round>) {
+    while let Some(round) = rounds.pop_front() {
+        let _ = round.writes.wait().await;
+    }
 }
 
 /// Every append not yet committed fails; their offsets will be handed out again.
@@ -620,65 +754,18 @@ fn fail(inner: &Inner, appender: &mut Option<Appender>, error: StorageError) {
     st.pending.clear();
     st.cache.truncate_from(committed);
     if let Some(active) = st.segments.last_mut() {
-        // The active segment's metadata may already count the failed bytes.
-        if active.next_offset > committed {
-            active.next_offset = committed.max(active.base);
-        }
+        // Index entries may point at bytes that were never committed.
+        let size = active.size;
+        active.index.truncate_at_position(size);
+        active.indexed_position = active.index.last().map_or(0, |e| e.position);
     }
+    drop(st);
+    inner.wake_appenders(true);
 }
 
-/// Writes the batches, rolling segments where they fill up or grow old.
-async fn commit(
-    inner: &Rc<Inner>,
-    appender: &mut Option<Appender>,
-    batches: &[Pending],
-) -> Result<(), StorageError> {
-    let mut i = 0;
-    while i < batches.len() {
-        if appender.is_none() {
-            *appender = Some(open_active(inner).await?);
-        }
-        // Take the batches that fit in the active segment (at least one).
-        let mut j = i;
-        {
-            let st = inner.state.borrow();
-            let active = st.segments.last().expect("an active segment");
-            let mut size = active.size;
-            let mut first_ts = active.first_timestamp_ns;
-            while j < batches.len() {
-                let b = &batches[j];
-                let full = size > 0 && size + b.bytes.len() as u64 > inner.config.segment_bytes_max;
-                let old = first_ts.is_some_and(|t| {
-                    b.timestamp_ns.saturating_sub(t)
-                        >= inner.config.segment_age_max.as_nanos() as u64
-                });
-                if j > i && (full || old) {
-                    break;
-                }
-                if j == i && (full || old) {
-                    break;
-                }
-                size += b.bytes.len() as u64;
-                first_ts.get_or_insert(b.timestamp_ns);
-                j += 1;
-            }
-        }
-        if j == i {
-            roll(inner, appender, batches[i].first).await?;
-            continue;
-        }
-        let a = appender.as_mut().expect("an appender");
-        let start = a.size();
-        let parts: Vec<&[u8]> = batches[i..j].iter().map(|b| &b.bytes[..]).collect();
-        a.append(&parts).await?;
-        record_written(inner, start, &batches[i..j]);
-        i = j;
-    }
-    Ok(())
-}
-
-/// Updates the active segment's metadata and index after a write.
-fn record_written(inner: &Inner, mut position: u64, batches: &[Pending]) {
+/// Updates the active segment's index and timestamps for appends whose writes just started. Its
+/// size and next offset move only when they are committed.
+fn record_started(inner: &Inner, mut position: u64, batches: &[Pending]) {
     let interval = inner.config.index_interval_bytes;
     let mut st = inner.state.borrow_mut();
     let active = st.segments.last_mut().expect("an active segment");
@@ -695,9 +782,7 @@ fn record_written(inner: &Inner, mut position: u64, batches: &[Pending]) {
         active.max_timestamp_ns = active.max_timestamp_ns.max(b.timestamp_ns);
         active.last_record_position = position + b.last_record_at;
         position += b.bytes.len() as u64;
-        active.next_offset = b.first + b.count;
     }
-    active.size = position;
 }
 
 /// Seals the active segment and starts a new one at `base`.
@@ -712,7 +797,7 @@ async fn roll(
         a.finish().await?;
     }
     let path = segment::log_path(&inner.dir, base);
-    let fresh = Appender::create(&path).await?;
+    let fresh = Appender::create(&path, inner.config.segment_bytes_max).await?;
     inner
         .state
         .borrow_mut()
@@ -753,9 +838,9 @@ async fn open_active(inner: &Rc<Inner>) -> Result<Appender, StorageError> {
         (active.path.clone(), active.size, active.path.exists())
     };
     if exists {
-        Appender::reopen(&path, size).await
+        Appender::reopen(&path, size, inner.config.segment_bytes_max).await
     } else {
-        Appender::create(&path).await
+        Appender::create(&path, inner.config.segment_bytes_max).await
     }
 }
 

@@ -93,7 +93,7 @@ fn check_seed(seed: u64) {
                         ..config.clone()
                     };
                     log.close().await.unwrap();
-                    log = PartitionLog::open(&path, config).await.unwrap();
+                    log = PartitionLog::open(&path, config.clone()).await.unwrap();
                     log.apply_retention(sluice_storage::now_ns()).await.unwrap();
                     let first = log.first_offset();
                     assert!(first >= start);
