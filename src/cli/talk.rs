@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{millis, NATIVE_ADDR_DEFAULT};
-use crate::client::{Client, ClientOptions, Message};
+use crate::client::{Client, ClientOptions, Message, Subscription};
 
 #[derive(Args, Debug)]
 pub struct PubArgs {
@@ -79,6 +79,27 @@ fn connect(server: &str, name: &str) -> Result<Client, String> {
     Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
 }
 
+/// Subscribes (in a queue group if given) and waits until the subscription is in force on every
+/// shard, so that the caller can announce it is listening.
+fn subscribe_in_force(
+    client: &Client,
+    subject: &str,
+    queue: Option<&str>,
+) -> Result<Subscription, String> {
+    let sub = match queue {
+        Some(queue) => client.queue_subscribe(subject, queue),
+        None => client.subscribe(subject),
+    }
+    .map_err(|e| format!("subscribe failed: {e}"))?;
+    client
+        .flush()
+        .map_err(|e| format!("subscribe failed: {e}"))?;
+    if let Some((code, message)) = client.take_errors().into_iter().next() {
+        return Err(format!("server error {code:?}: {message}"));
+    }
+    Ok(sub)
+}
+
 /// The payload of message `n`: the template with `{n}` replaced, sized to `size` if given.
 fn render(template: Option<&str>, size: Option<usize>, n: u64) -> Vec<u8> {
     let mut payload = match template {
@@ -136,17 +157,7 @@ fn print_line(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
 
 pub fn subscribe(args: SubArgs) -> Result<(), String> {
     let client = connect(&args.server, "sluice-sub")?;
-    let sub = match &args.queue {
-        Some(queue) => client.queue_subscribe(&args.subject, queue),
-        None => client.subscribe(&args.subject),
-    }
-    .map_err(|e| format!("subscribe failed: {e}"))?;
-    client
-        .flush()
-        .map_err(|e| format!("subscribe failed: {e}"))?;
-    if let Some((code, message)) = client.take_errors().into_iter().next() {
-        return Err(format!("server error {code:?}: {message}"));
-    }
+    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref())?;
     eprintln!("listening on {}", args.subject);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
@@ -189,14 +200,7 @@ pub fn request(args: RequestArgs) -> Result<(), String> {
 
 pub fn reply(args: ReplyArgs) -> Result<(), String> {
     let client = connect(&args.server, "sluice-reply")?;
-    let sub = match &args.queue {
-        Some(queue) => client.queue_subscribe(&args.subject, queue),
-        None => client.subscribe(&args.subject),
-    }
-    .map_err(|e| format!("subscribe failed: {e}"))?;
-    client
-        .flush()
-        .map_err(|e| format!("subscribe failed: {e}"))?;
+    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref())?;
     eprintln!("answering on {}", args.subject);
     let mut answered = 0u64;
     while args.count.is_none_or(|c| answered < c) {

@@ -70,6 +70,11 @@ impl Index {
         self.persisted = self.persisted.min(keep);
     }
 
+    /// How many entries are not yet in the files.
+    pub fn unpersisted(&self) -> usize {
+        self.entries.len() - self.persisted
+    }
+
     /// The two files' contents for every entry not yet persisted, and marks them persisted.
     pub fn take_unpersisted(&mut self) -> Option<(usize, Vec<u8>, Vec<u8>)> {
         if self.persisted == self.entries.len() {

@@ -17,11 +17,13 @@
 
 pub mod appender;
 pub mod cache;
+mod committer;
 pub mod config;
 pub mod error;
 pub mod index;
 pub mod log;
 pub mod record;
+mod recovery;
 pub mod segment;
 pub mod wake;
 
