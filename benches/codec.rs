@@ -38,6 +38,7 @@ fn main() {
                     reply: None,
                     headers: b"",
                     payload: &payload,
+                    ack: false,
                 }),
                 &mut out,
             );
@@ -50,6 +51,7 @@ fn main() {
                 reply: None,
                 headers: b"",
                 payload: &payload,
+                ack: false,
             }),
             &mut one,
         );

@@ -4,6 +4,7 @@
 //! - [`client`]: a blocking Rust client for the native protocol, used by the CLI and tests.
 //! - [`cli`]: the `sluice` command line.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod server;

@@ -115,6 +115,7 @@ fn an_oversized_payload_is_refused_with_payload_too_large() {
         reply: None,
         headers: b"",
         payload: &payload,
+        ack: false,
     }));
     assert_eq!(
         error_codes_until_close(&mut raw),
@@ -140,6 +141,7 @@ fn a_client_that_vanishes_mid_frame_is_cleaned_up() {
             reply: None,
             headers: b"",
             payload: b"never completed",
+            ack: false,
         }),
         &mut wire,
     );

@@ -55,6 +55,15 @@ pub enum ErrorCode {
     ShuttingDown = 9,
     /// A subscription id is already in use on this connection. The connection stays open.
     DuplicateSubscription = 10,
+    /// No stream captures the subject of a publish that asked for an ack. The connection stays open.
+    NoStream = 11,
+    /// The stream could not store the message (disk full, I/O error). The connection stays open.
+    StorageFailed = 12,
+    /// An API request was refused: bad arguments, unknown stream, overlapping subjects. The
+    /// connection stays open.
+    BadRequest = 13,
+    /// An API request named a stream or consumer that does not exist. The connection stays open.
+    NotFound = 14,
     /// A code this version does not know.
     Unknown = 0xffff,
 }
@@ -67,6 +76,10 @@ impl ErrorCode {
             ErrorCode::InvalidSubject
                 | ErrorCode::UnknownSubscription
                 | ErrorCode::DuplicateSubscription
+                | ErrorCode::NoStream
+                | ErrorCode::StorageFailed
+                | ErrorCode::BadRequest
+                | ErrorCode::NotFound
         )
     }
 
@@ -88,6 +101,10 @@ impl ErrorCode {
             8 => ErrorCode::TooManyConnections,
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::DuplicateSubscription,
+            11 => ErrorCode::NoStream,
+            12 => ErrorCode::StorageFailed,
+            13 => ErrorCode::BadRequest,
+            14 => ErrorCode::NotFound,
             _ => ErrorCode::Unknown,
         }
     }
@@ -110,6 +127,10 @@ mod tests {
             ErrorCode::TooManyConnections,
             ErrorCode::ShuttingDown,
             ErrorCode::DuplicateSubscription,
+            ErrorCode::NoStream,
+            ErrorCode::StorageFailed,
+            ErrorCode::BadRequest,
+            ErrorCode::NotFound,
         ] {
             assert_eq!(ErrorCode::from_u16(code.as_u16()), code);
         }

@@ -231,6 +231,7 @@ mod tests {
                 reply: None,
                 headers: b"",
                 payload,
+                ack: false,
             }),
             &mut buf,
         );

@@ -58,6 +58,48 @@ pub struct Publish<'a> {
     /// The message body, opaque to the broker.
     #[rkyv(with = InlineAsBox)]
     pub payload: &'a [u8],
+    /// Answer with a [`PubAck`] once the message is stored durably (or with its error). Acks come
+    /// back in the order of the publishes that asked for them.
+    pub ack: bool,
+}
+
+/// The answer to a publish that asked for an ack: where the message was stored, or why not.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct PubAck<'a> {
+    /// The stream that stored the message (empty on error).
+    #[rkyv(with = AsString)]
+    pub stream: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+    /// 0 on success, else an [`crate::ErrorCode`].
+    pub code: u16,
+    /// Why it failed; empty on success.
+    #[rkyv(with = AsString)]
+    pub error: &'a str,
+}
+
+/// A request to the server's API (streams, consumers): a verb and a JSON body.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    /// Chosen by the client; the reply carries it back.
+    pub id: u64,
+    /// What to do, e.g. `stream.add`.
+    #[rkyv(with = AsString)]
+    pub verb: &'a str,
+    /// JSON arguments.
+    #[rkyv(with = InlineAsBox)]
+    pub body: &'a [u8],
+}
+
+/// The answer to an [`ApiRequest`].
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ApiReply<'a> {
+    pub id: u64,
+    /// 0 on success, else an [`crate::ErrorCode`].
+    pub code: u16,
+    /// JSON result on success, an error message otherwise.
+    #[rkyv(with = InlineAsBox)]
+    pub body: &'a [u8],
 }
 
 /// Interest in the subjects a pattern matches.
@@ -108,6 +150,9 @@ pub enum Op<'a> {
     Ping,
     Pong,
     Err(ErrorFrame<'a>),
+    PubAck(PubAck<'a>),
+    Api(ApiRequest<'a>),
+    ApiReply(ApiReply<'a>),
 }
 
 impl ArchivedOp<'_> {
@@ -123,6 +168,9 @@ impl ArchivedOp<'_> {
             ArchivedOp::Ping => "ping",
             ArchivedOp::Pong => "pong",
             ArchivedOp::Err(_) => "err",
+            ArchivedOp::PubAck(_) => "puback",
+            ArchivedOp::Api(_) => "api",
+            ArchivedOp::ApiReply(_) => "apireply",
         }
     }
 }
@@ -146,6 +194,11 @@ impl ArchivedPublish<'_> {
     /// The payload, a slice into the frame.
     pub fn payload(&self) -> &[u8] {
         &self.payload
+    }
+
+    /// Whether the publisher asked for an ack.
+    pub fn wants_ack(&self) -> bool {
+        self.ack
     }
 }
 

@@ -104,6 +104,21 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
+/// Whether some literal subject matches both patterns (two streams may not capture the same one).
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut x = a.split('.');
+    let mut y = b.split('.');
+    loop {
+        match (x.next(), y.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some("*"), Some(_)) | (Some(_), Some("*")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +185,19 @@ mod tests {
         assert!(matches(">", "a"));
         assert!(matches("a.b", "a.b"));
         assert!(!matches("a.b", "a.b.c"));
+    }
+
+    #[test]
+    fn patterns_overlap_when_one_subject_matches_both() {
+        assert!(overlaps("a.b", "a.b"));
+        assert!(overlaps("a.*", "a.b"));
+        assert!(overlaps("a.>", "a.b.c"));
+        assert!(overlaps(">", "x"));
+        assert!(overlaps("*.b", "a.*"));
+        assert!(!overlaps("a.b", "a.c"));
+        assert!(!overlaps("a.*", "a.b.c"));
+        assert!(!overlaps("a.>", "a"));
+        assert!(!overlaps("orders.*", "users.>"));
     }
 
     #[test]

@@ -47,6 +47,7 @@ impl Owned {
                 reply: reply.as_deref(),
                 headers,
                 payload,
+                ack: payload.len() % 2 == 0,
             }),
             Owned::Sub {
                 sid,
@@ -83,6 +84,7 @@ impl Owned {
             ) => {
                 p.subject() == subject
                     && p.reply() == reply.as_deref()
+                    && p.wants_ack() == (payload.len() % 2 == 0)
                     && p.headers() == &headers[..]
                     && p.payload() == &payload[..]
             }

@@ -1,6 +1,7 @@
 //! The `sluice` command line: `serve` runs the broker; `pub`, `sub`, `request` and `reply` talk to it.
 
 mod cpus;
+mod streams;
 mod talk;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Request(talk::RequestArgs),
     /// Answer requests on a subject (echoes the request unless RESPONSE is given).
     Reply(talk::ReplyArgs),
+    /// Manage persistent streams.
+    Stream(streams::StreamArgs),
 }
 
 #[derive(Args, Debug)]
@@ -54,6 +57,13 @@ struct ServeArgs {
     /// Most client connections.
     #[arg(long, default_value_t = server::CONNECTIONS_MAX_DEFAULT)]
     max_connections: usize,
+    /// Where streams keep their data.
+    #[arg(long, default_value = server::DATA_DIR_DEFAULT)]
+    data_dir: std::path::PathBuf,
+    /// When a stored publish is acknowledged: always (after fdatasync, with group commit), never
+    /// (after the write; survives a process crash only), or interval:MS.
+    #[arg(long, default_value = "always")]
+    fsync: sluice_storage::FsyncPolicy,
 }
 
 /// Runs the command line; the exit code is 0 on success.
@@ -66,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Sub(args) => talk::subscribe(args),
         Command::Request(args) => talk::request(args),
         Command::Reply(args) => talk::reply(args),
+        Command::Stream(args) => streams::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +115,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.payload_bytes_max = args.max_payload;
     config.pending_bytes_max = args.max_pending;
     config.connections_max = args.max_connections;
+    config.data_dir = args.data_dir;
+    config.fsync = args.fsync;
     let shards = config.cpus.len();
     server::run(config, |bound| {
         // The ready line: scripts and tests wait for it and read the address from it.

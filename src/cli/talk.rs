@@ -23,6 +23,9 @@ pub struct PubArgs {
     /// Payload size in bytes: pads or cuts PAYLOAD to this size (filled with 'x' when there is none).
     #[arg(long)]
     size: Option<usize>,
+    /// Wait for each message to be stored durably; print PARTITION<TAB>OFFSET per ack.
+    #[arg(long)]
+    ack: bool,
 }
 
 #[derive(Args, Debug)]
@@ -114,6 +117,9 @@ fn render(template: Option<&str>, size: Option<usize>, n: u64) -> Vec<u8> {
 }
 
 pub fn publish(args: PubArgs) -> Result<(), String> {
+    if args.ack {
+        return publish_acked(args);
+    }
     let client = connect(&args.server, "sluice-pub")?;
     let fixed = !args.payload.as_deref().is_some_and(|t| t.contains("{n}"));
     let fixed_payload = render(args.payload.as_deref(), args.size, 0);
@@ -143,6 +149,41 @@ pub fn publish(args: PubArgs) -> Result<(), String> {
             elapsed,
             args.count as f64 / elapsed.max(1e-9)
         );
+    }
+    Ok(())
+}
+
+/// Most acks awaited at once by `pub --ack`: publishes are pipelined up to this many.
+const ACKS_IN_FLIGHT_MAX: usize = 1024;
+
+/// `pub --ack`: pipelines the publishes and prints each ack as it arrives, in order.
+fn publish_acked(args: PubArgs) -> Result<(), String> {
+    let client = connect(&args.server, "sluice-pub")?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut waiting = std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT_MAX);
+    let print = |waiter: crate::client::AckWaiter,
+                 out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>|
+     -> Result<(), String> {
+        let ack = waiter.wait().map_err(|e| format!("publish failed: {e}"))?;
+        writeln!(out, "{}\t{}", ack.partition, ack.offset)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"))
+    };
+    for n in 0..args.count {
+        let payload = render(args.payload.as_deref(), args.size, n);
+        let waiter = client
+            .publish_with_ack(&args.subject, &payload)
+            .map_err(|e| format!("publish failed: {e}"))?;
+        waiting.push_back(waiter);
+        if waiting.len() >= ACKS_IN_FLIGHT_MAX {
+            if let Some(waiter) = waiting.pop_front() {
+                print(waiter, &mut out)?;
+            }
+        }
+    }
+    while let Some(waiter) = waiting.pop_front() {
+        print(waiter, &mut out)?;
     }
     Ok(())
 }

@@ -10,12 +10,17 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sluice_protocol::frame::decode;
 use sluice_protocol::limits::{frame_body_bytes_max, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
-use sluice_protocol::op::{Connect, Op, Publish, Subscribe, Unsubscribe};
+use sluice_protocol::op::{ApiRequest, Connect, Op, Publish, Subscribe, Unsubscribe};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
 use super::{ClientError, Message, TIMEOUT_DEFAULT};
+use crate::api::{
+    self, MessageLocation, PubAck, StoredMessage, StreamConfig, StreamInfo, StreamList, StreamName,
+};
 
 /// Outgoing bytes buffered before `publish` waits for the writer: bounds client memory when the
 /// server or the network is slower than the publisher.
@@ -65,6 +70,9 @@ struct Inner {
     out_changed: Condvar,
     subs: Mutex<HashMap<u64, SubSlot>>,
     pongs: Mutex<VecDeque<Sender<()>>>,
+    acks: Mutex<VecDeque<Sender<Result<PubAck, ClientError>>>>,
+    api: Mutex<HashMap<u64, Sender<ApiAnswer>>>,
+    next_api_id: AtomicU64,
     replies: Mutex<HashMap<u64, Sender<Message>>>,
     inbox: Mutex<Option<String>>,
     next_sid: AtomicU64,
@@ -73,6 +81,9 @@ struct Inner {
     errors: Mutex<Vec<(ErrorCode, String)>>,
     stream: TcpStream,
 }
+
+/// An API reply: the code (0 for success) and the JSON body or error message.
+type ApiAnswer = (u16, Vec<u8>);
 
 /// Where a subscription's messages go, and how many more it takes (`u64::MAX`: no limit).
 struct SubSlot {
@@ -90,6 +101,12 @@ impl Inner {
 
     /// Encodes one operation into the outgoing buffer, waiting for room if it is full.
     fn send(&self, op: &Op<'_>) -> Result<(), ClientError> {
+        self.send_then(op, || {})
+    }
+
+    /// Like `send`, and runs `register` under the same lock, so that what waits for an answer is
+    /// queued in the order the requests go out.
+    fn send_then(&self, op: &Op<'_>, register: impl FnOnce()) -> Result<(), ClientError> {
         let mut out = self.lock_out();
         while out.buf.len() >= OUT_BUFFER_BYTES_MAX && !out.closed {
             out = self
@@ -103,6 +120,7 @@ impl Inner {
         let was_empty = out.buf.is_empty();
         let Out { buf, encoder, .. } = &mut *out;
         encoder.encode(op, buf);
+        register();
         if was_empty {
             self.out_changed.notify_all();
         }
@@ -197,6 +215,9 @@ impl Client {
             out_changed: Condvar::new(),
             subs: Mutex::new(HashMap::new()),
             pongs: Mutex::new(VecDeque::new()),
+            acks: Mutex::new(VecDeque::new()),
+            api: Mutex::new(HashMap::new()),
+            next_api_id: AtomicU64::new(1),
             replies: Mutex::new(HashMap::new()),
             inbox: Mutex::new(None),
             next_sid: AtomicU64::new(INBOX_SID + 1),
@@ -271,7 +292,127 @@ impl Client {
             reply,
             headers,
             payload,
+            ack: false,
         }))
+    }
+
+    /// Publishes a message that a stream stores, and returns at once; the [`AckWaiter`] gives where
+    /// it was stored once it is durable. Acks arrive in publish order, so many can be in flight.
+    pub fn publish_with_ack(
+        &self,
+        subject: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<AckWaiter, ClientError> {
+        let (tx, rx) = mpsc::channel();
+        let op = Op::Pub(Publish {
+            subject,
+            reply: None,
+            headers: b"",
+            payload: payload.as_ref(),
+            ack: true,
+        });
+        self.inner.send_then(&op, || {
+            self.inner
+                .acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back(tx);
+        })?;
+        Ok(AckWaiter {
+            rx,
+            timeout: self.timeout,
+        })
+    }
+
+    /// Publishes a message that a stream stores and waits until it is durable.
+    pub fn publish_durable(
+        &self,
+        subject: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<PubAck, ClientError> {
+        self.publish_with_ack(subject, payload)?.wait()
+    }
+
+    /// Calls the server's API: `verb` with a JSON request, answered with JSON.
+    pub fn api<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        verb: &str,
+        request: &Req,
+    ) -> Result<Resp, ClientError> {
+        let body = serde_json::to_vec(request).map_err(|e| ClientError::Api {
+            code: ErrorCode::BadRequest,
+            message: e.to_string(),
+        })?;
+        let id = self.inner.next_api_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        self.inner.send(&Op::Api(ApiRequest {
+            id,
+            verb,
+            body: &body,
+        }))?;
+        let answer = rx.recv_timeout(self.timeout);
+        self.inner
+            .api
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        let (code, body) = match answer {
+            Ok(answer) => answer,
+            Err(RecvTimeoutError::Timeout) => return Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Closed),
+        };
+        if code != 0 {
+            return Err(ClientError::Api {
+                code: ErrorCode::from_u16(code),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| ClientError::Api {
+            code: ErrorCode::BadRequest,
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// Creates a stream.
+    pub fn stream_add(&self, config: &StreamConfig) -> Result<StreamInfo, ClientError> {
+        self.api(api::STREAM_ADD, config)
+    }
+
+    /// Describes a stream: configuration and per-partition counts.
+    pub fn stream_info(&self, name: &str) -> Result<StreamInfo, ClientError> {
+        self.api(api::STREAM_INFO, &StreamName { name: name.into() })
+    }
+
+    /// Lists the streams.
+    pub fn stream_list(&self) -> Result<Vec<StreamConfig>, ClientError> {
+        self.api::<_, StreamList>(api::STREAM_LIST, &serde_json::json!({}))
+            .map(|l| l.streams)
+    }
+
+    /// Deletes a stream and its data.
+    pub fn stream_remove(&self, name: &str) -> Result<(), ClientError> {
+        self.api::<_, serde_json::Value>(api::STREAM_REMOVE, &StreamName { name: name.into() })
+            .map(|_| ())
+    }
+
+    /// Reads one stored message.
+    pub fn stream_get(
+        &self,
+        name: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<StoredMessage, ClientError> {
+        let at = MessageLocation {
+            name: name.into(),
+            partition,
+            offset,
+        };
+        self.api(api::STREAM_GET, &at)
     }
 
     /// Subscribes to a pattern.
@@ -419,6 +560,23 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Waits for the ack of one stored publish.
+pub struct AckWaiter {
+    rx: Receiver<Result<PubAck, ClientError>>,
+    timeout: Duration,
+}
+
+impl AckWaiter {
+    /// Where the message was stored, once durable; or why it was not.
+    pub fn wait(self) -> Result<PubAck, ClientError> {
+        match self.rx.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
+        }
     }
 }
 
@@ -590,6 +748,39 @@ fn read_loop(inner: &Inner, mut stream: TcpStream, mut buf: BytesMut, body_max: 
                 ArchivedOp::Ping => {
                     let _ = inner.send(&Op::Pong);
                 }
+                ArchivedOp::PubAck(ack) => {
+                    let waiter = inner
+                        .acks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front();
+                    let code = ack.code.to_native();
+                    let result = if code == 0 {
+                        Ok(PubAck {
+                            stream: ack.stream.as_str().to_string(),
+                            partition: ack.partition.to_native(),
+                            offset: ack.offset.to_native(),
+                        })
+                    } else {
+                        Err(ClientError::Api {
+                            code: ErrorCode::from_u16(code),
+                            message: ack.error.as_str().to_string(),
+                        })
+                    };
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(result);
+                    }
+                }
+                ArchivedOp::ApiReply(reply) => {
+                    let waiter = inner
+                        .api
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&reply.id.to_native());
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send((reply.code.to_native(), reply.body.to_vec()));
+                    }
+                }
                 ArchivedOp::Err(e) => {
                     let code = ErrorCode::from_u16(e.code.to_native());
                     let message = e.message.as_str().to_string();
@@ -621,6 +812,8 @@ fn read_loop(inner: &Inner, mut stream: TcpStream, mut buf: BytesMut, body_max: 
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
+    inner.acks.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    inner.api.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 fn dispatch(inner: &Inner, message: Message) {

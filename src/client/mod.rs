@@ -23,7 +23,7 @@ use std::time::Duration;
 use sluice_protocol::{DecodeError, ErrorCode};
 use thiserror::Error;
 
-pub use conn::{Client, ClientOptions, ServerInfo, Subscription};
+pub use conn::{AckWaiter, Client, ClientOptions, ServerInfo, Subscription};
 pub use message::Message;
 
 /// Default time allowed for connecting, flushing and requests.
@@ -46,4 +46,6 @@ pub enum ClientError {
     NoReply,
     #[error("the connection is closed")]
     Closed,
+    #[error("{code:?}: {message}")]
+    Api { code: ErrorCode, message: String },
 }

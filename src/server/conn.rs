@@ -24,6 +24,7 @@ use super::interest::LocalSub;
 use super::outbound::{run_writer, Outbound};
 use super::shard::Shard;
 use super::stats::add;
+use super::streams;
 use sluice_storage::wake::Latch;
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
@@ -44,6 +45,41 @@ pub struct Conn {
     pub done: Latch,
     /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
     interest_changed: Cell<bool>,
+    /// Acks of stored publishes, written in the order the publishes came.
+    acks: RefCell<Acks>,
+}
+
+/// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
+#[derive(Default)]
+struct Acks {
+    first: u64,
+    slots: std::collections::VecDeque<Option<bytes::Bytes>>,
+}
+
+impl Conn {
+    /// Reserves the next ack number.
+    pub fn next_ack(&self) -> u64 {
+        let mut acks = self.acks.borrow_mut();
+        acks.slots.push_back(None);
+        acks.first + acks.slots.len() as u64 - 1
+    }
+
+    /// Fills ack `seq` and writes every ack that is now next in line.
+    pub fn complete_ack(&self, seq: u64, frame: bytes::Bytes) {
+        let mut acks = self.acks.borrow_mut();
+        let Some(index) = seq.checked_sub(acks.first) else {
+            return;
+        };
+        if let Some(slot) = acks.slots.get_mut(index as usize) {
+            *slot = Some(frame);
+        }
+        while let Some(Some(_)) = acks.slots.front() {
+            if let Some(Some(frame)) = acks.slots.pop_front() {
+                self.out.push(&frame);
+            }
+            acks.first += 1;
+        }
+    }
 }
 
 /// Why a connection ends.
@@ -99,6 +135,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         subs: RefCell::new(HashMap::new()),
         done: Latch::default(),
         interest_changed: Cell::new(false),
+        acks: RefCell::new(Acks::default()),
     });
     shard.register(conn.clone());
     tracing::debug!(shard = shard.id.0, conn = id, ?peer, "connection accepted");
@@ -163,6 +200,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
                 return close;
             }
         }
+        streams::flush_appends(shard);
         shard.wait_for_room().await;
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
             buf.reserve(READ_BUFFER_BYTES);
@@ -261,6 +299,22 @@ async fn handle(
                 return Ok(());
             }
             shard.route(frame, publish.subject());
+            streams::capture(
+                shard,
+                conn,
+                frame.bytes(),
+                publish.subject(),
+                publish.wants_ack(),
+            );
+        }
+        ArchivedOp::Api(request) => {
+            streams::handle_api(
+                shard,
+                conn,
+                request.id.to_native(),
+                request.verb.as_str(),
+                &request.body,
+            );
         }
         ArchivedOp::Sub(sub) => subscribe(shard, conn, sub),
         ArchivedOp::Unsub(unsub) => unsubscribe(shard, conn, unsub),
@@ -280,7 +334,11 @@ async fn handle(
                 "client reported an error"
             );
         }
-        ArchivedOp::Connect(_) | ArchivedOp::Info(_) | ArchivedOp::Msg { .. } => {
+        ArchivedOp::Connect(_)
+        | ArchivedOp::Info(_)
+        | ArchivedOp::Msg { .. }
+        | ArchivedOp::PubAck(_)
+        | ArchivedOp::ApiReply(_) => {
             let message = format!("unexpected {} from a client", op.name());
             tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
             fail(shard, conn, ErrorCode::MalformedFrame, &message);

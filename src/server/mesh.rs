@@ -10,8 +10,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use glommio::channels::channel_mesh::{Receivers, Senders};
-use sluice_protocol::Frame;
+use sluice_protocol::{ErrorCode, Frame};
+
+use crate::api::{PartitionInfo, StoredMessage, StreamConfig};
 
 use super::ShardId;
 use sluice_storage::wake::Notify;
@@ -49,6 +52,74 @@ pub enum MeshItem {
     BarrierAck {
         id: u64,
     },
+    /// Every stream there is now (from shard 0, which keeps the registry).
+    StreamsChanged(Arc<Vec<StreamConfig>>),
+    /// Store a captured publish in a partition this peer owns; answer with `Appended` if `reply`
+    /// names the publishing connection and its ack sequence number.
+    Append {
+        stream: Arc<StreamConfig>,
+        partition: u32,
+        body: Bytes,
+        reply: Option<(u64, u64)>,
+    },
+    /// The outcome of an `Append`, for connection `conn`'s ack number `seq`.
+    Appended {
+        conn: u64,
+        seq: u64,
+        ack: AckOutcome,
+    },
+    /// An API request from connection `conn`, for shard 0.
+    Api {
+        conn: u64,
+        id: u64,
+        verb: String,
+        body: Vec<u8>,
+    },
+    /// The answer to an `Api` (code 0 is success), for the shard of connection `conn`.
+    ApiReply {
+        conn: u64,
+        id: u64,
+        code: u16,
+        body: Vec<u8>,
+    },
+    /// A question about a partition the peer owns; answered with `CallReply`.
+    Call {
+        call: u64,
+        request: PartitionRequest,
+    },
+    CallReply {
+        call: u64,
+        reply: PartitionReply,
+    },
+}
+
+/// Where a stored publish went, or why it was not stored.
+#[derive(Debug, Clone)]
+pub struct AckOutcome {
+    pub stream: Arc<str>,
+    pub partition: u32,
+    pub result: Result<u64, (ErrorCode, String)>,
+}
+
+/// Questions one shard asks another about a partition.
+#[derive(Debug, Clone)]
+pub enum PartitionRequest {
+    Stats {
+        stream: String,
+        partition: u32,
+    },
+    Get {
+        stream: String,
+        partition: u32,
+        offset: u64,
+    },
+}
+
+/// Their answers.
+#[derive(Debug, Clone)]
+pub enum PartitionReply {
+    Stats(PartitionInfo),
+    Get(Result<StoredMessage, (ErrorCode, String)>),
 }
 
 /// Items from one shard to another, in the order they were queued.

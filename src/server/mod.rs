@@ -10,6 +10,7 @@ mod mesh;
 mod outbound;
 mod shard;
 mod stats;
+mod streams;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -21,6 +22,7 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 use sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT;
+use sluice_storage::FsyncPolicy;
 use thiserror::Error;
 
 use mesh::{MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
@@ -54,6 +56,10 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// Identity announced in the server info.
     pub server_id: String,
+    /// Where streams keep their data.
+    pub data_dir: std::path::PathBuf,
+    /// When a stored publish counts as durable.
+    pub fsync: FsyncPolicy,
 }
 
 impl ServerConfig {
@@ -66,9 +72,17 @@ impl ServerConfig {
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             server_id: format!("{:016x}", fastrand::u64(..)),
+            data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
+            fsync: FsyncPolicy::Always,
         }
     }
 }
+
+/// Default data directory, relative to where the server starts.
+pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
+
+/// How often each shard applies its partitions' retention limits.
+const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Default outbound limit per connection (64 MiB, as nats-server's default pending limit).
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
@@ -246,11 +260,34 @@ async fn run_shard(
         })
         .detach();
     }
+    if id.0 == 0 {
+        match streams::Registry::load(&config.data_dir) {
+            Ok(registry) => {
+                *shard.registry.borrow_mut() = Some(registry);
+                streams::publish_registry(&shard);
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("stream registry: {e}")));
+                return;
+            }
+        }
+    }
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !shard.stopping.is_set() {
+                glommio::timer::sleep(RETENTION_INTERVAL).await;
+                streams::apply_retention(&shard).await;
+            }
+        })
+        .detach();
+    }
     let _ = ready.send(Ok(()));
     tracing::debug!(shard = id.0, "accepting");
     accept_loop(&shard, &listener).await;
     drop(listener);
     drain(&shard).await;
+    streams::close_all(&shard).await;
     let stats = &shard.stats;
     tracing::info!(
         shard = id.0,

@@ -18,6 +18,7 @@ use super::interest::{Entry, Interest, LocalSub, Route};
 use super::mesh::{MeshBatch, MeshItem, PeerQueue};
 use super::outbound::Push;
 use super::stats::{add, Stats};
+use super::streams::{self, CallSlot, Partition, Registry, Streams};
 use super::{ServerConfig, ShardId};
 use sluice_storage::wake::{Event, Latch};
 
@@ -40,6 +41,14 @@ pub struct Shard {
     encoder: RefCell<FrameEncoder>,
     /// Subscriptions that reached their message limit, to be removed after the current delivery.
     expired: RefCell<Vec<Rc<LocalSub>>>,
+    /// This shard's view of the streams, and the partitions it owns.
+    pub streams: RefCell<Streams>,
+    /// The stream registry: shard 0 only.
+    pub registry: RefCell<Option<Registry>>,
+    /// Owned partitions with appends queued since the last flush.
+    pub dirty_partitions: RefCell<Vec<Rc<Partition>>>,
+    calls: RefCell<HashMap<u64, Rc<CallSlot>>>,
+    next_call: Cell<u64>,
 }
 
 impl Shard {
@@ -61,7 +70,43 @@ impl Shard {
             next_barrier_id: Cell::new(1),
             encoder: RefCell::new(FrameEncoder::new()),
             expired: RefCell::new(Vec::new()),
+            streams: RefCell::new(Streams::default()),
+            registry: RefCell::new(None),
+            dirty_partitions: RefCell::new(Vec::new()),
+            calls: RefCell::new(HashMap::new()),
+            next_call: Cell::new(1),
         }
+    }
+
+    /// Queues an item for another shard.
+    pub fn push_to(&self, to: ShardId, item: MeshItem) {
+        debug_assert_ne!(to, self.id, "a shard does not send to itself");
+        self.peers[to.0 as usize].push(item);
+    }
+
+    /// Queues an item for every other shard.
+    pub fn broadcast(&self, item: impl Fn() -> MeshItem) {
+        for (_, peer) in self.other_peers() {
+            peer.push(item());
+        }
+    }
+
+    /// A connection of this shard by id.
+    pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Registers a question to another shard; its answer fills `slot`.
+    pub fn register_call(&self, slot: Rc<CallSlot>) -> u64 {
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        self.calls.borrow_mut().insert(id, slot);
+        id
+    }
+
+    /// Forgets a question (answered or timed out).
+    pub fn forget_call(&self, id: u64) {
+        self.calls.borrow_mut().remove(&id);
     }
 
     fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<PeerQueue>)> {
@@ -305,7 +350,7 @@ impl Shard {
     // ---- the mesh ----
 
     /// Applies a batch from another shard.
-    pub fn receive(&self, batch: MeshBatch) {
+    pub fn receive(self: &Rc<Self>, batch: MeshBatch) {
         let from = batch.from;
         for item in batch.items {
             match item {
@@ -327,6 +372,53 @@ impl Shard {
                 MeshItem::Barrier { id } => {
                     self.peers[from.0 as usize].push(MeshItem::BarrierAck { id });
                 }
+                MeshItem::StreamsChanged(list) => streams::apply_snapshot(self, &list),
+                MeshItem::Append {
+                    stream,
+                    partition,
+                    body,
+                    reply,
+                } => streams::append_from_peer(self, from, stream, partition, body, reply),
+                MeshItem::Appended { conn, seq, ack } => streams::appended(self, conn, seq, &ack),
+                MeshItem::Api {
+                    conn,
+                    id,
+                    verb,
+                    body,
+                } => {
+                    let shard = self.clone();
+                    glommio::spawn_local(async move {
+                        let (code, reply) = streams::handle_api_here(&shard, &verb, &body).await;
+                        shard.push_to(
+                            from,
+                            MeshItem::ApiReply {
+                                conn,
+                                id,
+                                code,
+                                body: reply,
+                            },
+                        );
+                    })
+                    .detach();
+                }
+                MeshItem::ApiReply {
+                    conn,
+                    id,
+                    code,
+                    body,
+                } => {
+                    if let Some(conn) = self.conn(conn) {
+                        conn.out.push(&streams::reply_frame(self, id, code, &body));
+                    }
+                }
+                MeshItem::Call { call, request } => streams::answer_call(self, from, call, request),
+                MeshItem::CallReply { call, reply } => {
+                    let slot = self.calls.borrow_mut().remove(&call);
+                    if let Some(slot) = slot {
+                        *slot.reply.borrow_mut() = Some(reply);
+                        slot.done.set();
+                    }
+                }
                 MeshItem::BarrierAck { id } => {
                     let mut barriers = self.barriers.borrow_mut();
                     if let Some(left) = barriers.get_mut(&id) {
@@ -340,6 +432,7 @@ impl Shard {
                 }
             }
         }
+        streams::flush_appends(self);
     }
 }
 

@@ -29,5 +29,5 @@ pub mod wake;
 
 pub use config::{FsyncPolicy, LogConfig};
 pub use error::StorageError;
-pub use log::{now_ns, PartitionLog, Retention};
+pub use log::{now_ns, AppendTicket, PartitionLog, Retention};
 pub use record::Record;

@@ -188,6 +188,12 @@ impl PartitionLog {
     /// Appends records and returns the offset of the first, once they are durable under the fsync
     /// policy. Records of one call get consecutive offsets and one timestamp.
     pub async fn append(&self, bodies: &[Bytes]) -> Result<u64, StorageError> {
+        self.append_ordered(bodies)?.durable().await
+    }
+
+    /// The ordered stage of an append, without waiting: offsets are assigned and the records queued
+    /// now, so appends keep the order of these calls; the ticket waits for durability.
+    pub fn append_ordered(&self, bodies: &[Bytes]) -> Result<AppendTicket, StorageError> {
         let inner = &self.inner;
         let (first, end, epoch) = {
             let mut st = inner.state.borrow_mut();
@@ -205,7 +211,12 @@ impl PartitionLog {
             }
             let first = st.assign_next;
             if bodies.is_empty() {
-                return Ok(first);
+                return Ok(AppendTicket {
+                    inner: inner.clone(),
+                    first,
+                    end: first,
+                    epoch: st.epoch,
+                });
             }
             let timestamp_ns = now_ns().max(st.last_timestamp_ns);
             st.last_timestamp_ns = timestamp_ns;
@@ -234,27 +245,12 @@ impl PartitionLog {
             (first, first + count, st.epoch)
         };
         inner.wake_committer.notify();
-        std::future::poll_fn(|cx| {
-            let st = inner.state.borrow();
-            if st.epoch != epoch || st.committed >= end {
-                return Poll::Ready(());
-            }
-            inner
-                .waiters
-                .borrow_mut()
-                .push_back((end, cx.waker().clone()));
-            Poll::Pending
+        Ok(AppendTicket {
+            inner: inner.clone(),
+            first,
+            end,
+            epoch,
         })
-        .await;
-        let st = inner.state.borrow();
-        if st.epoch == epoch {
-            return Ok(first);
-        }
-        match st.failures.iter().find(|(e, _, _)| *e == epoch) {
-            Some((_, failed_from, _)) if end <= *failed_from => Ok(first),
-            Some((_, _, error)) => Err(error.clone()),
-            None => Err(StorageError::Closed),
-        }
     }
 
     /// The first offset that can be read.
@@ -532,6 +528,49 @@ impl PartitionLog {
         match st.failures.back() {
             Some((epoch, _, error)) if *epoch == st.epoch => Err(error.clone()),
             _ => Ok(()),
+        }
+    }
+}
+
+/// An append whose records have their offsets; `durable` waits until they are committed.
+pub struct AppendTicket {
+    inner: Rc<Inner>,
+    first: u64,
+    end: u64,
+    epoch: u64,
+}
+
+impl AppendTicket {
+    /// The offset of the first record.
+    pub fn first_offset(&self) -> u64 {
+        self.first
+    }
+
+    /// Waits until the records are durable under the fsync policy; returns the first offset, or the
+    /// error that failed them.
+    pub async fn durable(self) -> Result<u64, StorageError> {
+        let inner = &self.inner;
+        let (end, epoch) = (self.end, self.epoch);
+        std::future::poll_fn(|cx| {
+            let st = inner.state.borrow();
+            if st.epoch != epoch || st.committed >= end {
+                return Poll::Ready(());
+            }
+            inner
+                .waiters
+                .borrow_mut()
+                .push_back((end, cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+        let st = inner.state.borrow();
+        if st.epoch == epoch {
+            return Ok(self.first);
+        }
+        match st.failures.iter().find(|(e, _, _)| *e == epoch) {
+            Some((_, failed_from, _)) if end <= *failed_from => Ok(self.first),
+            Some((_, _, error)) => Err(error.clone()),
+            None => Err(StorageError::Closed),
         }
     }
 }

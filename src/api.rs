@@ -1,0 +1,147 @@
+//! The server's API: what clients send in API requests (as JSON) and get back. Shared by the server,
+//! the client and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+/// Verb: create a stream. Body: [`StreamConfig`]. Reply: [`StreamInfo`].
+pub const STREAM_ADD: &str = "stream.add";
+/// Verb: describe a stream. Body: [`StreamName`]. Reply: [`StreamInfo`].
+pub const STREAM_INFO: &str = "stream.info";
+/// Verb: list streams. Body: `{}`. Reply: [`StreamList`].
+pub const STREAM_LIST: &str = "stream.list";
+/// Verb: delete a stream and its data. Body: [`StreamName`]. Reply: `{}`.
+pub const STREAM_REMOVE: &str = "stream.rm";
+
+/// Most partitions of one stream.
+pub const PARTITIONS_MAX: u32 = 1024;
+
+/// A stream: which subjects it captures and how it keeps them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamConfig {
+    pub name: String,
+    /// Subject patterns captured; no two streams may capture the same subject.
+    pub subjects: Vec<String>,
+    /// Partitions; a subject always goes to the same one, so one subject stays in order.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Delete whole segments whose newest message is older than this.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// Delete the oldest segments of a partition while it is larger than this.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Names a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamName {
+    pub name: String,
+}
+
+/// A stream's configuration and the state of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    pub config: StreamConfig,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+impl StreamInfo {
+    /// Messages over all partitions.
+    pub fn messages(&self) -> u64 {
+        self.partitions.iter().map(|p| p.messages).sum()
+    }
+
+    /// Bytes on disk over all partitions.
+    pub fn bytes(&self) -> u64 {
+        self.partitions.iter().map(|p| p.bytes).sum()
+    }
+}
+
+/// One partition's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// Messages held (from the first offset to the last).
+    pub messages: u64,
+    pub bytes: u64,
+    pub first_offset: u64,
+    /// The last offset, if the partition holds any message.
+    pub last_offset: Option<u64>,
+}
+
+/// The streams there are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamList {
+    pub streams: Vec<StreamConfig>,
+}
+
+/// Where a stream stored a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PubAck {
+    pub stream: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// The partition a subject goes to: CRC32C of the subject modulo the partition count. CRC32C is
+/// stable across versions and machines, so a subject keeps its partition (and its order) forever.
+pub fn partition_for(subject: &str, partitions: u32) -> u32 {
+    crc32c::crc32c(subject.as_bytes()) % partitions.max(1)
+}
+
+/// The shard that owns partition `partition` of stream `stream`.
+pub fn shard_for(stream: &str, partition: u32, shards: u32) -> u32 {
+    let seed = crc32c::crc32c(stream.as_bytes());
+    crc32c::crc32c_append(seed, &partition.to_le_bytes()) % shards.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_always_lands_on_the_same_partition() {
+        assert_eq!(
+            partition_for("user.42.audio", 4),
+            partition_for("user.42.audio", 4)
+        );
+        assert!(partition_for("x", 4) < 4);
+        assert_eq!(partition_for("anything", 1), 0);
+        let spread: std::collections::HashSet<u32> = (0..100)
+            .map(|i| partition_for(&format!("user.{i}"), 4))
+            .collect();
+        assert_eq!(spread.len(), 4, "subjects spread over every partition");
+    }
+
+    #[test]
+    fn partitions_spread_over_shards() {
+        let owners: std::collections::HashSet<u32> =
+            (0..16).map(|p| shard_for("orders", p, 2)).collect();
+        assert_eq!(owners.len(), 2);
+    }
+}
+
+/// Verb: read one stored message. Body: [`MessageLocation`]. Reply: [`StoredMessage`].
+pub const STREAM_GET: &str = "stream.get";
+
+/// Where a message is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageLocation {
+    pub name: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A message read back from a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub partition: u32,
+    pub offset: u64,
+    pub timestamp_ns: u64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}

@@ -1,0 +1,141 @@
+//! `sluice stream ...`: managing streams from the command line.
+
+use clap::{Args, Subcommand};
+
+use super::NATIVE_ADDR_DEFAULT;
+use crate::api::{StreamConfig, StreamInfo};
+use crate::client::{Client, ClientOptions};
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    #[command(subcommand)]
+    command: StreamCommand,
+    /// Server address.
+    #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT, global = true)]
+    server: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum StreamCommand {
+    /// Create a stream.
+    Add {
+        name: String,
+        /// Subject patterns it captures, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        subjects: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Delete segments older than this, e.g. 24h, 7d.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
+        /// Keep each partition under this size, e.g. 10GiB.
+        #[arg(long, value_parser = parse_size)]
+        max_bytes: Option<u64>,
+    },
+    /// List the streams.
+    Ls,
+    /// Show a stream's messages, bytes and offsets per partition.
+    Info { name: String },
+    /// Delete a stream and its data.
+    Rm { name: String },
+}
+
+/// Parses a size such as `512MiB`, `10GiB`, `1GB` or `4096`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn print_info(info: &StreamInfo) {
+    let c = &info.config;
+    println!(
+        "stream {}  subjects {}  partitions {}  messages {}  bytes {}",
+        c.name,
+        c.subjects.join(","),
+        c.partitions,
+        info.messages(),
+        info.bytes()
+    );
+    println!("partition\tmessages\tbytes\tfirst_offset\tlast_offset");
+    for p in &info.partitions {
+        let last = p.last_offset.map_or("-".to_string(), |o| o.to_string());
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            p.partition, p.messages, p.bytes, p.first_offset, last
+        );
+    }
+}
+
+pub fn run(args: StreamArgs) -> Result<(), String> {
+    let options = ClientOptions {
+        name: "sluice-stream".into(),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&args.server, options)
+        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    match args.command {
+        StreamCommand::Add {
+            name,
+            subjects,
+            partitions,
+            max_age,
+            max_bytes,
+        } => {
+            let config = StreamConfig {
+                name,
+                subjects,
+                partitions,
+                max_age_secs: max_age.map(|d| d.as_secs()),
+                max_bytes,
+            };
+            let info = client.stream_add(&config).map_err(|e| e.to_string())?;
+            print_info(&info);
+        }
+        StreamCommand::Ls => {
+            for s in client.stream_list().map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}", s.name, s.subjects.join(","), s.partitions);
+            }
+        }
+        StreamCommand::Info { name } => {
+            print_info(&client.stream_info(&name).map_err(|e| e.to_string())?);
+        }
+        StreamCommand::Rm { name } => client.stream_remove(&name).map_err(|e| e.to_string())?,
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_and_decimal_units() {
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1XB").is_err());
+    }
+}

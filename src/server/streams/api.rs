@@ -1,0 +1,278 @@
+//! The stream API: requests from clients, answered by shard 0 (which keeps the registry) with help
+//! from the shards that own the partitions.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sluice_protocol::op::{ApiReply, Op};
+use sluice_protocol::ErrorCode;
+use sluice_storage::wake::Latch;
+
+use super::registry::RegistryError;
+use super::{apply_snapshot, Partition};
+use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
+use crate::server::conn::Conn;
+use crate::server::mesh::{MeshItem, PartitionReply, PartitionRequest};
+use crate::server::shard::Shard;
+use crate::server::ShardId;
+
+/// How long shard 0 waits for another shard to answer about a partition.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Answer = (u16, Vec<u8>);
+
+/// An API request from a connection on this shard: answered here on shard 0, else sent to shard 0.
+pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body: &[u8]) {
+    if shard.id.0 == 0 {
+        let shard = shard.clone();
+        let conn = conn.clone();
+        let (verb, body) = (verb.to_string(), body.to_vec());
+        glommio::spawn_local(async move {
+            let (code, reply) = handle_api_here(&shard, &verb, &body).await;
+            conn.out.push(&reply_frame(&shard, id, code, &reply));
+        })
+        .detach();
+    } else {
+        shard.push_to(
+            ShardId(0),
+            MeshItem::Api {
+                conn: conn.id,
+                id,
+                verb: verb.to_string(),
+                body: body.to_vec(),
+            },
+        );
+    }
+}
+
+/// The `ApiReply` frame; `code` 0 is success.
+pub fn reply_frame(shard: &Shard, id: u64, code: u16, body: &[u8]) -> bytes::Bytes {
+    shard.encode(&Op::ApiReply(ApiReply { id, code, body }))
+}
+
+/// Answers an API request on shard 0: code 0 and a JSON body, or an error code and its message.
+pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answer {
+    let result = match verb {
+        api::STREAM_ADD => stream_add(shard, body).await,
+        api::STREAM_REMOVE => stream_remove(shard, body),
+        api::STREAM_LIST => stream_list(shard),
+        api::STREAM_INFO => stream_info(shard, body).await,
+        api::STREAM_GET => stream_get(shard, body).await,
+        other => Err((ErrorCode::BadRequest, format!("unknown API verb {other:?}"))),
+    };
+    match result {
+        Ok(json) => (0, json),
+        Err((code, message)) => (code.as_u16(), message.into_bytes()),
+    }
+}
+
+type ApiResult = Result<Vec<u8>, (ErrorCode, String)>;
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, (ErrorCode, String)> {
+    serde_json::from_slice(body).map_err(|e| (ErrorCode::BadRequest, format!("bad request: {e}")))
+}
+
+fn json<T: Serialize>(value: &T) -> ApiResult {
+    serde_json::to_vec(value).map_err(|e| (ErrorCode::BadRequest, e.to_string()))
+}
+
+fn registry_error(e: RegistryError) -> (ErrorCode, String) {
+    match e {
+        RegistryError::NotFound(_) => (ErrorCode::NotFound, e.to_string()),
+        RegistryError::Invalid(_) => (ErrorCode::BadRequest, e.to_string()),
+        RegistryError::Io { .. } => (ErrorCode::StorageFailed, e.to_string()),
+    }
+}
+
+/// Sends the registry's streams to every shard and applies them here.
+pub fn publish_registry(shard: &Rc<Shard>) {
+    let streams: Arc<Vec<StreamConfig>> = Arc::new(
+        shard
+            .registry
+            .borrow()
+            .as_ref()
+            .map(|r| r.streams().to_vec())
+            .unwrap_or_default(),
+    );
+    shard.broadcast(|| MeshItem::StreamsChanged(streams.clone()));
+    apply_snapshot(shard, &streams);
+}
+
+async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let config: StreamConfig = parse(body)?;
+    let name = config.name.clone();
+    with_registry(shard, |r| r.add(config))?;
+    publish_registry(shard);
+    tracing::info!(stream = %name, "stream added");
+    json(&info(shard, &name).await?)
+}
+
+fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let StreamName { name } = parse(body)?;
+    with_registry(shard, |r| r.remove(&name))?;
+    publish_registry(shard);
+    tracing::info!(stream = %name, "stream removed");
+    json(&serde_json::json!({}))
+}
+
+fn stream_list(shard: &Rc<Shard>) -> ApiResult {
+    let streams = shard
+        .registry
+        .borrow()
+        .as_ref()
+        .map(|r| r.streams().to_vec())
+        .unwrap_or_default();
+    json(&StreamList { streams })
+}
+
+async fn stream_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let StreamName { name } = parse(body)?;
+    json(&info(shard, &name).await?)
+}
+
+async fn stream_get(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let at: MessageLocation = parse(body)?;
+    let config = config_of(shard, &at.name)?;
+    if at.partition >= config.partitions {
+        return Err((
+            ErrorCode::NotFound,
+            format!("stream {} has no partition {}", at.name, at.partition),
+        ));
+    }
+    let request = PartitionRequest::Get {
+        stream: at.name.clone(),
+        partition: at.partition,
+        offset: at.offset,
+    };
+    match ask(shard, &config, at.partition, request).await? {
+        PartitionReply::Get(result) => json(&result?),
+        PartitionReply::Stats(_) => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+    }
+}
+
+fn with_registry<T>(
+    shard: &Shard,
+    f: impl FnOnce(&mut super::Registry) -> Result<T, RegistryError>,
+) -> Result<T, (ErrorCode, String)> {
+    let mut registry = shard.registry.borrow_mut();
+    let registry = registry.as_mut().ok_or((
+        ErrorCode::StorageFailed,
+        "the registry is not loaded".to_string(),
+    ))?;
+    f(registry).map_err(registry_error)
+}
+
+fn config_of(shard: &Shard, name: &str) -> Result<StreamConfig, (ErrorCode, String)> {
+    shard
+        .registry
+        .borrow()
+        .as_ref()
+        .and_then(|r| r.get(name).cloned())
+        .ok_or((ErrorCode::NotFound, format!("stream {name} does not exist")))
+}
+
+async fn info(shard: &Rc<Shard>, name: &str) -> Result<StreamInfo, (ErrorCode, String)> {
+    let config = config_of(shard, name)?;
+    let mut partitions = Vec::with_capacity(config.partitions as usize);
+    for partition in 0..config.partitions {
+        let request = PartitionRequest::Stats {
+            stream: name.to_string(),
+            partition,
+        };
+        match ask(shard, &config, partition, request).await? {
+            PartitionReply::Stats(info) => partitions.push(info),
+            PartitionReply::Get(_) => {
+                return Err((ErrorCode::StorageFailed, "mismatched answer".into()))
+            }
+        }
+    }
+    Ok(StreamInfo { config, partitions })
+}
+
+/// Asks the partition's owner (this shard or another).
+async fn ask(
+    shard: &Rc<Shard>,
+    config: &StreamConfig,
+    partition: u32,
+    request: PartitionRequest,
+) -> Result<PartitionReply, (ErrorCode, String)> {
+    let owner = api::shard_for(&config.name, partition, shard.shards as u32);
+    if owner == shard.id.0 {
+        return Ok(answer(shard, request).await);
+    }
+    let slot = Rc::new(CallSlot::default());
+    let call = shard.register_call(slot.clone());
+    shard.push_to(ShardId(owner), MeshItem::Call { call, request });
+    let waited = glommio::timer::timeout(CALL_TIMEOUT, async {
+        slot.done.wait().await;
+        Ok(())
+    })
+    .await;
+    shard.forget_call(call);
+    if waited.is_err() {
+        return Err((
+            ErrorCode::StorageFailed,
+            format!("shard {owner} did not answer"),
+        ));
+    }
+    let reply = slot.reply.borrow_mut().take();
+    reply.ok_or((
+        ErrorCode::StorageFailed,
+        format!("shard {owner} did not answer"),
+    ))
+}
+
+/// A pending question to another shard.
+#[derive(Default)]
+pub struct CallSlot {
+    pub reply: RefCell<Option<PartitionReply>>,
+    pub done: Latch,
+}
+
+/// Answers a question about a partition this shard owns.
+pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
+    match request {
+        PartitionRequest::Stats { stream, partition } => {
+            let part = owned(shard, &stream, partition);
+            PartitionReply::Stats(part.map_or_else(
+                || crate::api::PartitionInfo {
+                    partition,
+                    messages: 0,
+                    bytes: 0,
+                    first_offset: 0,
+                    last_offset: None,
+                },
+                |p| p.info(),
+            ))
+        }
+        PartitionRequest::Get {
+            stream,
+            partition,
+            offset,
+        } => match owned(shard, &stream, partition) {
+            Some(part) => PartitionReply::Get(part.get(offset).await),
+            None => PartitionReply::Get(Err((
+                ErrorCode::NotFound,
+                format!("partition {partition} of {stream} is not here"),
+            ))),
+        },
+    }
+}
+
+fn owned(shard: &Rc<Shard>, stream: &str, partition: u32) -> Option<Rc<Partition>> {
+    shard.streams.borrow().owned(stream, partition)
+}
+
+/// Answers another shard's question in the background.
+pub fn answer_call(shard: &Rc<Shard>, from: ShardId, call: u64, request: PartitionRequest) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let reply = answer(&shard, request).await;
+        shard.push_to(from, MeshItem::CallReply { call, reply });
+    })
+    .detach();
+}

@@ -1,0 +1,263 @@
+//! A partition this shard owns: its log, and the appends waiting for it.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
+use sluice_storage::{LogConfig, PartitionLog, StorageError};
+
+use super::{resolve, Done};
+use crate::api::{PartitionInfo, StoredMessage, StreamConfig};
+use crate::server::mesh::AckOutcome;
+use crate::server::shard::Shard;
+
+/// One owned partition.
+pub struct Partition {
+    pub config: Arc<StreamConfig>,
+    pub index: u32,
+    dir: PathBuf,
+    log: RefCell<Option<Rc<PartitionLog>>>,
+    /// Set if the log could not be opened: appends fail with it.
+    failed: RefCell<Option<String>>,
+    pending: RefCell<Vec<(Bytes, Option<Done>)>>,
+    /// Whether the partition is on the shard's dirty list.
+    queued: Cell<bool>,
+    removed: Cell<bool>,
+}
+
+impl Partition {
+    /// The partition's directory under the data directory.
+    pub fn dir_of(data_dir: &std::path::Path, stream: &str, index: u32) -> PathBuf {
+        data_dir
+            .join("streams")
+            .join(stream)
+            .join(format!("{index:04}"))
+    }
+
+    /// Starts opening (and recovering) the partition's log; appends queue until it is open.
+    pub fn open(shard: &Rc<Shard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
+        let dir = Partition::dir_of(&shard.config.data_dir, &config.name, index);
+        let part = Rc::new(Partition {
+            config,
+            index,
+            dir,
+            log: RefCell::new(None),
+            failed: RefCell::new(None),
+            pending: RefCell::new(Vec::new()),
+            queued: Cell::new(false),
+            removed: Cell::new(false),
+        });
+        let log_config = LogConfig {
+            fsync: shard.config.fsync,
+            retention_age_max: part.config.max_age_secs.map(Duration::from_secs),
+            retention_bytes_max: part.config.max_bytes,
+            ..LogConfig::default()
+        };
+        let opening = part.clone();
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            match PartitionLog::open(&opening.dir, log_config).await {
+                Ok(log) => {
+                    tracing::info!(stream = %opening.config.name, partition = opening.index,
+                        next_offset = log.next_offset(), "partition open");
+                    *opening.log.borrow_mut() = Some(Rc::new(log));
+                }
+                Err(e) => {
+                    tracing::error!(stream = %opening.config.name, partition = opening.index,
+                        error = %e, "partition failed to open");
+                    *opening.failed.borrow_mut() = Some(e.to_string());
+                }
+            }
+            opening.flush(&shard);
+        })
+        .detach();
+        part
+    }
+
+    /// Queues a body for the next append.
+    pub fn enqueue(self: &Rc<Self>, shard: &Rc<Shard>, body: Bytes, done: Option<Done>) {
+        self.pending.borrow_mut().push((body, done));
+        if !self.queued.replace(true) {
+            shard.dirty_partitions.borrow_mut().push(self.clone());
+        }
+    }
+
+    /// Appends everything queued as one batch, if the log is open; acks follow durability.
+    pub fn flush(self: &Rc<Self>, shard: &Rc<Shard>) {
+        self.queued.set(false);
+        let failed = self.failed.borrow().clone();
+        let log = self.log.borrow().clone();
+        if log.is_none() && failed.is_none() && !self.removed.get() {
+            return; // Still opening: the opener flushes.
+        }
+        let items = std::mem::take(&mut *self.pending.borrow_mut());
+        if items.is_empty() {
+            return;
+        }
+        let stream: Arc<str> = Arc::from(self.config.name.as_str());
+        let fail_all = |shard: &Rc<Shard>, items: Vec<(Bytes, Option<Done>)>, why: String| {
+            for (_, done) in items {
+                if let Some(done) = done {
+                    resolve(
+                        shard,
+                        done,
+                        AckOutcome {
+                            stream: stream.clone(),
+                            partition: self.index,
+                            result: Err((ErrorCode::StorageFailed, why.clone())),
+                        },
+                    );
+                }
+            }
+        };
+        let Some(log) = log else {
+            let why = failed.unwrap_or_else(|| "the stream was removed".into());
+            fail_all(shard, items, why);
+            return;
+        };
+        let bodies: Vec<Bytes> = items.iter().map(|(b, _)| b.clone()).collect();
+        match log.append_ordered(&bodies) {
+            Err(e) => fail_all(shard, items, e.to_string()),
+            Ok(ticket) => {
+                let shard = shard.clone();
+                let index = self.index;
+                glommio::spawn_local(async move {
+                    let result = ticket.durable().await;
+                    if let Err(e) = &result {
+                        tracing::warn!(stream = %stream, partition = index, error = %e,
+                            "append failed");
+                    }
+                    for (i, (_, done)) in items.into_iter().enumerate() {
+                        let Some(done) = done else { continue };
+                        let result = match &result {
+                            Ok(first) => Ok(first + i as u64),
+                            Err(e) => Err((ErrorCode::StorageFailed, e.to_string())),
+                        };
+                        resolve(
+                            &shard,
+                            done,
+                            AckOutcome {
+                                stream: stream.clone(),
+                                partition: index,
+                                result,
+                            },
+                        );
+                    }
+                })
+                .detach();
+            }
+        }
+    }
+
+    /// The partition's counts, from its log.
+    pub fn info(&self) -> PartitionInfo {
+        match self.log.borrow().as_ref() {
+            Some(log) => {
+                let first = log.first_offset();
+                let next = log.next_offset();
+                PartitionInfo {
+                    partition: self.index,
+                    messages: next - first,
+                    bytes: log.size_bytes(),
+                    first_offset: first,
+                    last_offset: next.checked_sub(1).filter(|_| next > first),
+                }
+            }
+            None => PartitionInfo {
+                partition: self.index,
+                messages: 0,
+                bytes: 0,
+                first_offset: 0,
+                last_offset: None,
+            },
+        }
+    }
+
+    /// Reads the message at `offset`.
+    pub async fn get(&self, offset: u64) -> Result<StoredMessage, (ErrorCode, String)> {
+        let log = self.log.borrow().clone();
+        let Some(log) = log else {
+            return Err((ErrorCode::NotFound, "partition is not open".into()));
+        };
+        let records = log
+            .read(offset, 1)
+            .await
+            .map_err(|e: StorageError| (ErrorCode::StorageFailed, e.to_string()))?;
+        let record = records
+            .into_iter()
+            .next()
+            .filter(|r| r.offset == offset)
+            .ok_or_else(|| {
+                (
+                    ErrorCode::NotFound,
+                    format!("no message at offset {offset}"),
+                )
+            })?;
+        let frame = Frame::check(record.body.clone(), u32::MAX)
+            .map_err(|e| (ErrorCode::StorageFailed, format!("stored frame: {e}")))?;
+        let ArchivedOp::Pub(publish) = frame.op() else {
+            return Err((
+                ErrorCode::StorageFailed,
+                "stored frame is not a publish".into(),
+            ));
+        };
+        Ok(StoredMessage {
+            partition: self.index,
+            offset,
+            timestamp_ns: record.timestamp_ns,
+            subject: publish.subject().to_string(),
+            payload: publish.payload().to_vec(),
+        })
+    }
+
+    /// Applies the stream's retention limits.
+    pub async fn apply_retention(&self) {
+        let log = self.log.borrow().clone();
+        if let Some(log) = log {
+            match log.apply_retention(sluice_storage::now_ns()).await {
+                Ok(gone) if gone.segments > 0 => {
+                    tracing::info!(stream = %self.config.name, partition = self.index,
+                        segments = gone.segments, bytes = gone.bytes, "retention deleted segments");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(stream = %self.config.name, partition = self.index,
+                    error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Closes the log and deletes the partition's data (its stream was removed).
+    pub fn remove(self: &Rc<Self>, shard: &Rc<Shard>) {
+        self.removed.set(true);
+        self.flush(shard);
+        let log = self.log.borrow_mut().take();
+        let dir = self.dir.clone();
+        glommio::spawn_local(async move {
+            if let Some(log) = log {
+                let _ = log.close().await;
+            }
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete partition data");
+            }
+            if let Some(stream_dir) = dir.parent() {
+                let _ = std::fs::remove_dir(stream_dir);
+            }
+        })
+        .detach();
+    }
+
+    /// Closes the log cleanly (at shutdown).
+    pub async fn close(&self) {
+        let log = self.log.borrow_mut().take();
+        if let Some(log) = log {
+            if let Err(e) = log.close().await {
+                tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                    "closing the partition failed");
+            }
+        }
+    }
+}
