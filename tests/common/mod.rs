@@ -17,18 +17,59 @@ use sluice_protocol::{ArchivedOp, Frame, FrameEncoder};
 /// How long a test waits for anything before it fails rather than hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A directory for a broker's data, removed when dropped.
+pub struct DataDir {
+    pub path: std::path::PathBuf,
+}
+
+impl DataDir {
+    pub fn new() -> DataDir {
+        let path = std::env::temp_dir().join(format!(
+            "sluice-test-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        DataDir { path }
+    }
+}
+
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir::new()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running broker, stopped (SIGKILL) when dropped.
 pub struct Broker {
     child: Option<Child>,
     pub addr: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// The data directory, when the broker made its own.
+    _data: Option<DataDir>,
 }
 
 impl Broker {
-    /// Starts `sluice serve --shards 2` on a free port with extra flags.
+    /// Starts `sluice serve --shards 2` on a free port, with its own data directory, and extra flags.
     pub fn start(extra: &[&str]) -> Broker {
+        let data = DataDir::new();
+        let mut broker = Broker::start_in(&data.path, extra);
+        broker._data = Some(data);
+        broker
+    }
+
+    /// Starts `sluice serve --shards 2` on a free port over an existing data directory.
+    pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--shards", "2", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
             .args(extra)
             .env("SLUICE_LOG", "info")
             .stdout(Stdio::piped())
@@ -67,6 +108,15 @@ impl Broker {
             child: Some(child),
             addr,
             logs,
+            _data: None,
+        }
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 

@@ -237,17 +237,17 @@ pub struct CallSlot {
 pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
     match request {
         PartitionRequest::Stats { stream, partition } => {
-            let part = owned(shard, &stream, partition);
-            PartitionReply::Stats(part.map_or_else(
-                || crate::api::PartitionInfo {
+            let info = match owned(shard, &stream, partition) {
+                Some(part) => part.info().await,
+                None => crate::api::PartitionInfo {
                     partition,
                     messages: 0,
                     bytes: 0,
                     first_offset: 0,
                     last_offset: None,
                 },
-                |p| p.info(),
-            ))
+            };
+            PartitionReply::Stats(info)
         }
         PartitionRequest::Get {
             stream,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
+use sluice_storage::wake::Latch;
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
 use super::{resolve, Done};
@@ -27,6 +28,8 @@ pub struct Partition {
     /// Whether the partition is on the shard's dirty list.
     queued: Cell<bool>,
     removed: Cell<bool>,
+    /// Set once opening has finished, well or not.
+    opened: Latch,
 }
 
 impl Partition {
@@ -50,6 +53,7 @@ impl Partition {
             pending: RefCell::new(Vec::new()),
             queued: Cell::new(false),
             removed: Cell::new(false),
+            opened: Latch::default(),
         });
         let log_config = LogConfig {
             fsync: shard.config.fsync,
@@ -72,6 +76,7 @@ impl Partition {
                     *opening.failed.borrow_mut() = Some(e.to_string());
                 }
             }
+            opening.opened.set();
             opening.flush(&shard);
         })
         .detach();
@@ -153,8 +158,9 @@ impl Partition {
         }
     }
 
-    /// The partition's counts, from its log.
-    pub fn info(&self) -> PartitionInfo {
+    /// The partition's counts, from its log (once it is open).
+    pub async fn info(&self) -> PartitionInfo {
+        self.opened.wait().await;
         match self.log.borrow().as_ref() {
             Some(log) => {
                 let first = log.first_offset();
@@ -179,6 +185,7 @@ impl Partition {
 
     /// Reads the message at `offset`.
     pub async fn get(&self, offset: u64) -> Result<StoredMessage, (ErrorCode, String)> {
+        self.opened.wait().await;
         let log = self.log.borrow().clone();
         let Some(log) = log else {
             return Err((ErrorCode::NotFound, "partition is not open".into()));
