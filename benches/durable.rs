@@ -1,0 +1,132 @@
+//! Durable publish through the real broker: one client publishing to a 4-partition stream with acks,
+//! W publishes in flight, each ack awaited; throughput and publish-to-ack latency.
+//!
+//! `cargo bench --bench durable` starts `sluice serve --shards 2` (the binary of this build) with a
+//! temporary data directory, once per fsync policy. Under `cargo test` it runs briefly as a smoke test.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use sluice::api::StreamConfig;
+use sluice::client::Client;
+
+struct Server {
+    child: Child,
+    addr: String,
+    dir: std::path::PathBuf,
+}
+
+impl Server {
+    fn start(fsync: &str) -> Server {
+        let dir =
+            std::env::temp_dir().join(format!("sluice-durable-{}-{fsync}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "serve",
+                "--shards",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+                "--fsync",
+                fsync,
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("native="))
+            .expect("ready line")
+            .to_string();
+        Server { child, addr, dir }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(
+    client: &Client,
+    size: usize,
+    in_flight: usize,
+    duration: Duration,
+) -> (f64, Histogram<u64>) {
+    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 60_000_000_000, 2).unwrap();
+    let payload = vec![b'd'; size];
+    let mut window = VecDeque::with_capacity(in_flight);
+    let start = Instant::now();
+    let mut acked = 0u64;
+    let mut i = 0u64;
+    while start.elapsed() < duration || !window.is_empty() {
+        if start.elapsed() < duration && window.len() < in_flight {
+            let subject = format!("bench.{}", i % 64);
+            window.push_back((
+                Instant::now(),
+                client.publish_with_ack(&subject, &payload).unwrap(),
+            ));
+            i += 1;
+            continue;
+        }
+        let (sent, waiter) = window.pop_front().unwrap();
+        waiter.wait().unwrap();
+        let _ = hist.record(sent.elapsed().as_nanos() as u64);
+        acked += 1;
+    }
+    (acked as f64 / start.elapsed().as_secs_f64(), hist)
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let duration = Duration::from_millis(if full { 3000 } else { 50 });
+    println!(
+        "| {:<40} | {:>10} | {:>8} | {:>8} | {:>8} | {:>8} |",
+        "case", "msgs/s", "MB/s", "p50 us", "p99 us", "p999 us"
+    );
+    println!(
+        "|{:-<42}|{:->12}|{:->10}|{:->10}|{:->10}|{:->10}|",
+        "", "", "", "", "", ""
+    );
+    for fsync in ["always", "never"] {
+        let server = Server::start(fsync);
+        let client = Client::connect(&server.addr).unwrap();
+        client
+            .stream_add(&StreamConfig {
+                name: "bench".into(),
+                subjects: vec!["bench.>".into()],
+                partitions: 4,
+                max_age_secs: None,
+                max_bytes: None,
+            })
+            .unwrap();
+        for size in [16usize, 1024] {
+            for in_flight in [1usize, 64] {
+                let (rate, h) = run(&client, size, in_flight, duration);
+                println!(
+                    "| {:<40} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
+                    format!("--fsync {fsync}, {size} B, {in_flight} in flight"),
+                    rate,
+                    rate * size as f64 / 1e6,
+                    h.value_at_quantile(0.5) as f64 / 1e3,
+                    h.value_at_quantile(0.99) as f64 / 1e3,
+                    h.value_at_quantile(0.999) as f64 / 1e3,
+                );
+            }
+        }
+    }
+}
