@@ -145,3 +145,82 @@ pub struct StoredMessage {
     pub subject: String,
     pub payload: Vec<u8>,
 }
+
+/// Verb: attach this connection to a durable consumer (created on first use). Body:
+/// [`ConsumerConfig`]. Reply: `{}`; messages then arrive on `sid`.
+pub const CONSUMER_ATTACH: &str = "consumer.attach";
+/// Verb: a consumer's counts. Body: [`ConsumerName`]. Reply: [`ConsumerInfo`].
+pub const CONSUMER_INFO: &str = "consumer.info";
+
+/// Where a new consumer starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliverPolicy {
+    /// From the first message held.
+    All,
+    /// Only messages stored after the consumer was created.
+    New,
+    /// From this offset in every partition.
+    Offset(u64),
+    /// From the first message at or after this time (ns since the Unix epoch).
+    Time(u64),
+}
+
+/// A durable consumer and how it delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerConfig {
+    pub stream: String,
+    pub name: String,
+    pub deliver: DeliverPolicy,
+    /// Redeliver a message not acked within this long.
+    pub ack_wait_ms: u64,
+    /// After this many deliveries, a message goes to the dead-letter stream.
+    pub max_deliver: u32,
+    /// Most delivered but unacked messages per partition; delivery pauses there.
+    pub max_ack_pending: u32,
+    /// The client's subscription id for this consumer's messages.
+    pub sid: u64,
+}
+
+/// Names a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerName {
+    pub stream: String,
+    pub name: String,
+}
+
+/// How far behind a consumer is, per partition and in total.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerInfo {
+    pub stream: String,
+    pub name: String,
+    pub partitions: Vec<ConsumerPartitionInfo>,
+}
+
+impl ConsumerInfo {
+    /// Messages not yet delivered, over all partitions.
+    pub fn pending(&self) -> u64 {
+        self.partitions.iter().map(|p| p.pending).sum()
+    }
+
+    /// Messages delivered but not yet acked, over all partitions.
+    pub fn ack_pending(&self) -> u64 {
+        self.partitions.iter().map(|p| p.ack_pending).sum()
+    }
+}
+
+/// One partition's share of a consumer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerPartitionInfo {
+    pub partition: u32,
+    /// Messages not yet delivered.
+    pub pending: u64,
+    /// Delivered, not yet acked.
+    pub ack_pending: u64,
+    /// Deliveries beyond the first.
+    pub redelivered: u64,
+    /// Every offset below this one is acked.
+    pub ack_floor: u64,
+    /// Messages sent to the dead-letter stream.
+    pub dead_lettered: u64,
+}

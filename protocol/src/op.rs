@@ -134,6 +134,59 @@ pub struct ErrorFrame<'a> {
     pub message: &'a str,
 }
 
+/// Header of a message a consumer delivers; the stored publish frame follows.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct StreamMsg {
+    /// The consumer subscription it is for.
+    pub sid: u64,
+    pub partition: u32,
+    pub offset: u64,
+    /// How many times it has been delivered, this one included.
+    pub delivered: u32,
+}
+
+/// What a consumer's client says about a delivered message.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ConsumerAck<'a> {
+    #[rkyv(with = AsString)]
+    pub stream: &'a str,
+    #[rkyv(with = AsString)]
+    pub consumer: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+    /// An [`AckKind`] as a number.
+    pub kind: u8,
+    /// For a nak: redeliver after this long (0: as soon as possible).
+    pub delay_ms: u64,
+}
+
+/// The kinds of [`ConsumerAck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AckKind {
+    /// Done: never deliver it again.
+    Ack = 0,
+    /// Failed: deliver it again (after the delay).
+    Nak = 1,
+    /// Still working: restart the ack wait.
+    Progress = 2,
+    /// Give up on it without processing: never deliver it again.
+    Term = 3,
+}
+
+impl AckKind {
+    /// The kind a wire value stands for.
+    pub fn from_u8(value: u8) -> Option<AckKind> {
+        match value {
+            0 => Some(AckKind::Ack),
+            1 => Some(AckKind::Nak),
+            2 => Some(AckKind::Progress),
+            3 => Some(AckKind::Term),
+            _ => None,
+        }
+    }
+}
+
 /// One operation of the protocol.
 #[derive(Archive, Serialize, Debug, Clone, Copy)]
 #[repr(u8)]
@@ -153,6 +206,8 @@ pub enum Op<'a> {
     PubAck(PubAck<'a>),
     Api(ApiRequest<'a>),
     ApiReply(ApiReply<'a>),
+    StreamMsg(StreamMsg),
+    ConsumerAck(ConsumerAck<'a>),
 }
 
 impl ArchivedOp<'_> {
@@ -171,6 +226,8 @@ impl ArchivedOp<'_> {
             ArchivedOp::PubAck(_) => "puback",
             ArchivedOp::Api(_) => "api",
             ArchivedOp::ApiReply(_) => "apireply",
+            ArchivedOp::StreamMsg(_) => "streammsg",
+            ArchivedOp::ConsumerAck(_) => "consumerack",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The `sluice` command line: `serve` runs the broker; `pub`, `sub`, `request` and `reply` talk to it.
 
+mod consume;
 mod cpus;
 mod streams;
 mod talk;
@@ -35,6 +36,10 @@ enum Command {
     Reply(talk::ReplyArgs),
     /// Manage persistent streams.
     Stream(streams::StreamArgs),
+    /// Read a stream through a durable consumer: PARTITION<TAB>OFFSET<TAB>SUBJECT<TAB>PAYLOAD.
+    Consume(consume::ConsumeArgs),
+    /// Inspect consumers.
+    Consumer(consume::ConsumerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +82,8 @@ pub fn main() -> ExitCode {
         Command::Request(args) => talk::request(args),
         Command::Reply(args) => talk::reply(args),
         Command::Stream(args) => streams::run(args),
+        Command::Consume(args) => consume::consume(args),
+        Command::Consumer(args) => consume::consumer(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

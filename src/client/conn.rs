@@ -14,12 +14,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sluice_protocol::frame::decode;
 use sluice_protocol::limits::{frame_body_bytes_max, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
-use sluice_protocol::op::{ApiRequest, Connect, Op, Publish, Subscribe, Unsubscribe};
+use sluice_protocol::op::{
+    AckKind, ApiRequest, Connect, ConsumerAck as ConsumerAckOp, Op, Publish, Subscribe, Unsubscribe,
+};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
+use super::message::StreamMeta;
 use super::{ClientError, Message, TIMEOUT_DEFAULT};
 use crate::api::{
-    self, MessageLocation, PubAck, StoredMessage, StreamConfig, StreamInfo, StreamList, StreamName,
+    self, ConsumerConfig, ConsumerInfo, ConsumerName, MessageLocation, PubAck, StoredMessage,
+    StreamConfig, StreamInfo, StreamList, StreamName,
 };
 
 /// Outgoing bytes buffered before `publish` waits for the writer: bounds client memory when the
@@ -415,6 +419,43 @@ impl Client {
         self.api(api::STREAM_GET, &at)
     }
 
+    /// Attaches to a durable consumer of a stream (created on first use); its messages arrive on the
+    /// returned [`Consumer`] and must be acked. Clients attached to the same consumer share its
+    /// messages.
+    pub fn consume(&self, mut config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        let sid = self.inner.next_sid.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.inner
+            .subs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                sid,
+                SubSlot {
+                    tx,
+                    remaining: u64::MAX,
+                },
+            );
+        config.sid = sid;
+        self.api::<_, serde_json::Value>(api::CONSUMER_ATTACH, &config)?;
+        Ok(Consumer {
+            stream: config.stream,
+            name: config.name,
+            sid,
+            rx,
+            inner: self.inner.clone(),
+        })
+    }
+
+    /// A consumer's pending counts.
+    pub fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo, ClientError> {
+        let which = ConsumerName {
+            stream: stream.into(),
+            name: name.into(),
+        };
+        self.api(api::CONSUMER_INFO, &which)
+    }
+
     /// Subscribes to a pattern.
     pub fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
         self.subscribe_inner(pattern, None)
@@ -560,6 +601,69 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Messages of a durable consumer; each must be acked (or nak'ed) through it.
+pub struct Consumer {
+    stream: String,
+    name: String,
+    sid: u64,
+    rx: Receiver<Message>,
+    inner: Arc<Inner>,
+}
+
+impl Consumer {
+    /// The next message, or `None` after `timeout`.
+    pub fn next_timeout(&self, timeout: Duration) -> Option<Message> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The subscription id its messages arrive on.
+    pub fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    fn send_ack(
+        &self,
+        message: &Message,
+        kind: AckKind,
+        delay: Duration,
+    ) -> Result<(), ClientError> {
+        let Some(meta) = message.stream_meta() else {
+            return Err(ClientError::Api {
+                code: ErrorCode::BadRequest,
+                message: "not a consumer's message".into(),
+            });
+        };
+        self.inner.send(&Op::ConsumerAck(ConsumerAckOp {
+            stream: &self.stream,
+            consumer: &self.name,
+            partition: meta.partition,
+            offset: meta.offset,
+            kind: kind as u8,
+            delay_ms: delay.as_millis() as u64,
+        }))
+    }
+
+    /// Done with it: it is never delivered again.
+    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
+        self.send_ack(message, AckKind::Ack, Duration::ZERO)
+    }
+
+    /// Failed: deliver it again after `delay`.
+    pub fn nak(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
+        self.send_ack(message, AckKind::Nak, delay)
+    }
+
+    /// Still working on it: restart its ack wait.
+    pub fn in_progress(&self, message: &Message) -> Result<(), ClientError> {
+        self.send_ack(message, AckKind::Progress, Duration::ZERO)
+    }
+
+    /// Give up on it without processing: it is never delivered again.
+    pub fn term(&self, message: &Message) -> Result<(), ClientError> {
+        self.send_ack(message, AckKind::Term, Duration::ZERO)
     }
 }
 
@@ -712,7 +816,7 @@ fn write_loop(inner: &Inner, mut stream: TcpStream) {
 }
 
 fn read_loop(inner: &Inner, mut stream: TcpStream, mut buf: BytesMut, body_max: u32) {
-    let mut pending_sid: Option<u64> = None;
+    let mut pending_sid: Option<(u64, Option<StreamMeta>)> = None;
     'read: loop {
         loop {
             let frame = match decode(&mut buf, body_max) {
@@ -723,8 +827,8 @@ fn read_loop(inner: &Inner, mut stream: TcpStream, mut buf: BytesMut, body_max: 
                     break 'read;
                 }
             };
-            if let Some(sid) = pending_sid.take() {
-                match Message::new(sid, frame) {
+            if let Some((sid, meta)) = pending_sid.take() {
+                match Message::new(sid, frame, meta) {
                     Some(message) => dispatch(inner, message),
                     None => {
                         tracing::warn!("a message header was not followed by its publish frame");
@@ -734,7 +838,15 @@ fn read_loop(inner: &Inner, mut stream: TcpStream, mut buf: BytesMut, body_max: 
                 continue;
             }
             match frame.op() {
-                ArchivedOp::Msg { sid } => pending_sid = Some(sid.to_native()),
+                ArchivedOp::Msg { sid } => pending_sid = Some((sid.to_native(), None)),
+                ArchivedOp::StreamMsg(h) => {
+                    let meta = StreamMeta {
+                        partition: h.partition.to_native(),
+                        offset: h.offset.to_native(),
+                        delivered: h.delivered.to_native(),
+                    };
+                    pending_sid = Some((h.sid.to_native(), Some(meta)));
+                }
                 ArchivedOp::Pong => {
                     let waiter = inner
                         .pongs

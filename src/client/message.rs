@@ -4,11 +4,21 @@ use bytes::Bytes;
 use sluice_protocol::op::ArchivedPublish;
 use sluice_protocol::{ArchivedOp, Frame};
 
-/// One message delivered to a subscription.
+/// Where a consumer's message is stored, and how often it was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamMeta {
+    pub partition: u32,
+    pub offset: u64,
+    /// Deliveries so far, this one included.
+    pub delivered: u32,
+}
+
+/// One message delivered to a subscription or a consumer.
 #[derive(Clone)]
 pub struct Message {
     sid: u64,
     frame: Frame,
+    meta: Option<StreamMeta>,
 }
 
 impl std::fmt::Debug for Message {
@@ -24,8 +34,13 @@ impl std::fmt::Debug for Message {
 
 impl Message {
     /// Wraps a checked publish frame; `None` if the frame is not a publish.
-    pub(crate) fn new(sid: u64, frame: Frame) -> Option<Message> {
-        matches!(frame.op(), ArchivedOp::Pub(_)).then_some(Message { sid, frame })
+    pub(crate) fn new(sid: u64, frame: Frame, meta: Option<StreamMeta>) -> Option<Message> {
+        matches!(frame.op(), ArchivedOp::Pub(_)).then_some(Message { sid, frame, meta })
+    }
+
+    /// For a consumer's message: its partition, offset and delivery count.
+    pub fn stream_meta(&self) -> Option<StreamMeta> {
+        self.meta
     }
 
     fn publish(&self) -> &ArchivedPublish<'static> {

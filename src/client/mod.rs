@@ -23,8 +23,8 @@ use std::time::Duration;
 use sluice_protocol::{DecodeError, ErrorCode};
 use thiserror::Error;
 
-pub use conn::{AckWaiter, Client, ClientOptions, ServerInfo, Subscription};
-pub use message::Message;
+pub use conn::{AckWaiter, Client, ClientOptions, Consumer, ServerInfo, Subscription};
+pub use message::{Message, StreamMeta};
 
 /// Default time allowed for connecting, flushing and requests.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);

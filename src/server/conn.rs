@@ -16,7 +16,7 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use sluice_protocol::frame::decode;
 use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
-use sluice_protocol::op::{ArchivedSubscribe, ArchivedUnsubscribe, Info, Op};
+use sluice_protocol::op::{AckKind, ArchivedSubscribe, ArchivedUnsubscribe, Info, Op};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
@@ -47,6 +47,8 @@ pub struct Conn {
     interest_changed: Cell<bool>,
     /// Acks of stored publishes, written in the order the publishes came.
     acks: RefCell<Acks>,
+    /// Whether the connection attached to a consumer (its closing must be told to the owners).
+    pub consumer_member: Cell<bool>,
 }
 
 /// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
@@ -136,6 +138,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         done: Latch::default(),
         interest_changed: Cell::new(false),
         acks: RefCell::new(Acks::default()),
+        consumer_member: Cell::new(false),
     });
     shard.register(conn.clone());
     tracing::debug!(shard = shard.id.0, conn = id, ?peer, "connection accepted");
@@ -307,6 +310,18 @@ async fn handle(
                 publish.wants_ack(),
             );
         }
+        ArchivedOp::ConsumerAck(ack) => match AckKind::from_u8(ack.kind) {
+            Some(kind) => streams::consumer_ack(
+                shard,
+                ack.stream.as_str(),
+                ack.consumer.as_str(),
+                ack.partition.to_native(),
+                ack.offset.to_native(),
+                kind,
+                ack.delay_ms.to_native(),
+            ),
+            None => warn(shard, conn, ErrorCode::MalformedFrame, "unknown ack kind"),
+        },
         ArchivedOp::Api(request) => {
             streams::handle_api(
                 shard,
@@ -338,7 +353,8 @@ async fn handle(
         | ArchivedOp::Info(_)
         | ArchivedOp::Msg { .. }
         | ArchivedOp::PubAck(_)
-        | ArchivedOp::ApiReply(_) => {
+        | ArchivedOp::ApiReply(_)
+        | ArchivedOp::StreamMsg(_) => {
             let message = format!("unexpected {} from a client", op.name());
             tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
             fail(shard, conn, ErrorCode::MalformedFrame, &message);

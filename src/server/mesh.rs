@@ -14,7 +14,12 @@ use bytes::Bytes;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use sluice_protocol::{ErrorCode, Frame};
 
-use crate::api::{PartitionInfo, StoredMessage, StreamConfig};
+use sluice_protocol::op::AckKind;
+
+use super::streams::Member;
+use crate::api::{
+    ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
+};
 
 use super::ShardId;
 use sluice_storage::wake::Notify;
@@ -82,6 +87,32 @@ pub enum MeshItem {
         code: u16,
         body: Vec<u8>,
     },
+    /// Attach a member to a consumer of a partition the peer owns.
+    ConsumerJoin {
+        stream: Arc<StreamConfig>,
+        config: Arc<ConsumerConfig>,
+        partition: u32,
+        member: Member,
+    },
+    /// A client's ack (or nak, progress, term) for a partition the peer owns.
+    ConsumerAck {
+        stream: String,
+        consumer: String,
+        partition: u32,
+        offset: u64,
+        kind: AckKind,
+        delay_ms: u64,
+    },
+    /// A connection of the sending shard closed: it is no longer a member of any consumer.
+    MemberGone {
+        conn: u64,
+    },
+    /// A consumer's message for connection `conn` of the receiving shard.
+    Deliver {
+        conn: u64,
+        header: Bytes,
+        frame: Bytes,
+    },
     /// A question about a partition the peer owns; answered with `CallReply`.
     Call {
         call: u64,
@@ -113,6 +144,11 @@ pub enum PartitionRequest {
         partition: u32,
         offset: u64,
     },
+    ConsumerInfo {
+        stream: String,
+        partition: u32,
+        consumer: String,
+    },
 }
 
 /// Their answers.
@@ -120,6 +156,7 @@ pub enum PartitionRequest {
 pub enum PartitionReply {
     Stats(PartitionInfo),
     Get(Result<StoredMessage, (ErrorCode, String)>),
+    ConsumerInfo(Option<ConsumerPartitionInfo>),
 }
 
 /// Items from one shard to another, in the order they were queued.

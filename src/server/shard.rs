@@ -165,7 +165,10 @@ impl Shard {
     }
 
     /// Forgets a connection and every subscription it held.
-    pub fn unregister(&self, conn: &Conn) {
+    pub fn unregister(self: &Rc<Self>, conn: &Conn) {
+        if conn.consumer_member.get() {
+            streams::member_gone(self, self.id, conn.id);
+        }
         let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
         for sub in subs {
             self.remove_sub(&sub);
@@ -407,11 +410,40 @@ impl Shard {
                     code,
                     body,
                 } => {
+                    if conn == 0 {
+                        continue; // A request the broker made itself.
+                    }
                     if let Some(conn) = self.conn(conn) {
                         conn.out.push(&streams::reply_frame(self, id, code, &body));
                     }
                 }
                 MeshItem::Call { call, request } => streams::answer_call(self, from, call, request),
+                MeshItem::ConsumerJoin {
+                    stream,
+                    config,
+                    partition,
+                    member,
+                } => streams::consumer_join(self, stream, config, partition, member),
+                MeshItem::ConsumerAck {
+                    stream,
+                    consumer,
+                    partition,
+                    offset,
+                    kind,
+                    delay_ms,
+                } => streams::consumer_ack(
+                    self, &stream, &consumer, partition, offset, kind, delay_ms,
+                ),
+                MeshItem::MemberGone { conn } => streams::member_gone(self, from, conn),
+                MeshItem::Deliver {
+                    conn,
+                    header,
+                    frame,
+                } => {
+                    if let Some(conn) = self.conn(conn) {
+                        conn.out.push2(&header, &frame);
+                    }
+                }
                 MeshItem::CallReply { call, reply } => {
                     let slot = self.calls.borrow_mut().remove(&call);
                     if let Some(slot) = slot {

@@ -27,6 +27,17 @@ type Answer = (u16, Vec<u8>);
 
 /// An API request from a connection on this shard: answered here on shard 0, else sent to shard 0.
 pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body: &[u8]) {
+    if verb == api::CONSUMER_ATTACH {
+        // Attaching is about this connection: the shard that holds it does it.
+        let result = parse::<api::ConsumerConfig>(body)
+            .and_then(|config| super::attach_consumer(shard, conn, config));
+        let (code, reply) = match result {
+            Ok(()) => (0, b"{}".to_vec()),
+            Err((code, message)) => (code.as_u16(), message.into_bytes()),
+        };
+        conn.out.push(&reply_frame(shard, id, code, &reply));
+        return;
+    }
     if shard.id.0 == 0 {
         let shard = shard.clone();
         let conn = conn.clone();
@@ -62,6 +73,7 @@ pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answ
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
         api::STREAM_GET => stream_get(shard, body).await,
+        api::CONSUMER_INFO => consumer_info(shard, body).await,
         other => Err((ErrorCode::BadRequest, format!("unknown API verb {other:?}"))),
     };
     match result {
@@ -150,8 +162,37 @@ async fn stream_get(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     };
     match ask(shard, &config, at.partition, request).await? {
         PartitionReply::Get(result) => json(&result?),
-        PartitionReply::Stats(_) => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+        _ => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
     }
+}
+
+async fn consumer_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let api::ConsumerName { stream, name } = parse(body)?;
+    let config = config_of(shard, &stream)?;
+    let mut partitions = Vec::new();
+    for partition in 0..config.partitions {
+        let request = PartitionRequest::ConsumerInfo {
+            stream: stream.clone(),
+            partition,
+            consumer: name.clone(),
+        };
+        if let PartitionReply::ConsumerInfo(Some(info)) =
+            ask(shard, &config, partition, request).await?
+        {
+            partitions.push(info);
+        }
+    }
+    if partitions.is_empty() {
+        return Err((
+            ErrorCode::NotFound,
+            format!("consumer {name} of {stream} does not exist"),
+        ));
+    }
+    json(&api::ConsumerInfo {
+        stream,
+        name,
+        partitions,
+    })
 }
 
 fn with_registry<T>(
@@ -185,9 +226,7 @@ async fn info(shard: &Rc<Shard>, name: &str) -> Result<StreamInfo, (ErrorCode, S
         };
         match ask(shard, &config, partition, request).await? {
             PartitionReply::Stats(info) => partitions.push(info),
-            PartitionReply::Get(_) => {
-                return Err((ErrorCode::StorageFailed, "mismatched answer".into()))
-            }
+            _ => return Err((ErrorCode::StorageFailed, "mismatched answer".into())),
         }
     }
     Ok(StreamInfo { config, partitions })
@@ -260,6 +299,14 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
                 format!("partition {partition} of {stream} is not here"),
             ))),
         },
+        PartitionRequest::ConsumerInfo {
+            stream,
+            partition,
+            consumer,
+        } => PartitionReply::ConsumerInfo(match owned(shard, &stream, partition) {
+            Some(part) => part.consumer_info(&consumer).await,
+            None => None,
+        }),
     }
 }
 

@@ -6,6 +6,7 @@
 //! partition's log exactly as it arrived; the ack goes back to the publishing connection, in order.
 
 mod api;
+mod consumer;
 mod partition;
 mod registry;
 
@@ -13,12 +14,15 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
-use sluice_protocol::op::{Op, PubAck};
+use sluice_protocol::op::{AckKind, Op, PubAck};
 use sluice_protocol::sublist::Sublist;
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, Frame};
 
 pub use api::{answer_call, handle_api, handle_api_here, publish_registry, reply_frame, CallSlot};
+pub use consumer::Member;
 pub use partition::Partition;
 pub use registry::Registry;
 
@@ -26,7 +30,7 @@ use super::conn::Conn;
 use super::mesh::{AckOutcome, MeshItem};
 use super::shard::Shard;
 use super::ShardId;
-use crate::api::{partition_for, shard_for, StreamConfig};
+use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
 
 /// Who waits for a stored publish's ack.
 pub enum Done {
@@ -245,5 +249,234 @@ pub async fn close_all(shard: &Rc<Shard>) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.values().cloned().collect();
     for part in parts {
         part.close().await;
+    }
+}
+
+/// Attaches a connection of this shard to a consumer in every partition of its stream, and makes
+/// sure the consumer's dead-letter stream exists.
+pub fn attach_consumer(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    config: ConsumerConfig,
+) -> Result<(), (ErrorCode, String)> {
+    let stream = shard
+        .streams
+        .borrow()
+        .configs
+        .get(&config.stream)
+        .cloned()
+        .ok_or((
+            ErrorCode::NotFound,
+            format!("stream {} does not exist", config.stream),
+        ))?;
+    if config.name.is_empty() || config.name.contains(['.', ' ', '*', '>']) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("invalid consumer name {:?}", config.name),
+        ));
+    }
+    ensure_dead_letter_stream(shard, &config);
+    conn.consumer_member.set(true);
+    let config = Arc::new(config);
+    let member = Member {
+        shard: shard.id,
+        conn: conn.id,
+        sid: config.sid,
+    };
+    for partition in 0..stream.partitions {
+        let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
+        if owner == shard.id {
+            let part = ensure_partition(shard, &stream, partition);
+            let (shard, config) = (shard.clone(), config.clone());
+            glommio::spawn_local(async move { part.attach(&shard, config, member).await }).detach();
+        } else {
+            shard.push_to(
+                owner,
+                MeshItem::ConsumerJoin {
+                    stream: stream.clone(),
+                    config: config.clone(),
+                    partition,
+                    member,
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A member joins from another shard.
+pub fn consumer_join(
+    shard: &Rc<Shard>,
+    stream: Arc<StreamConfig>,
+    config: Arc<ConsumerConfig>,
+    partition: u32,
+    member: Member,
+) {
+    let part = ensure_partition(shard, &stream, partition);
+    let shard = shard.clone();
+    glommio::spawn_local(async move { part.attach(&shard, config, member).await }).detach();
+}
+
+/// Routes a client's ack to the partition's owner.
+pub fn consumer_ack(
+    shard: &Rc<Shard>,
+    stream: &str,
+    consumer: &str,
+    partition: u32,
+    offset: u64,
+    kind: AckKind,
+    delay_ms: u64,
+) {
+    let owner = ShardId(shard_for(stream, partition, shard.shards as u32));
+    if owner == shard.id {
+        if let Some(part) = shard.streams.borrow().owned(stream, partition) {
+            part.consumer_ack(consumer, offset, kind, Duration::from_millis(delay_ms));
+        }
+    } else {
+        shard.push_to(
+            owner,
+            MeshItem::ConsumerAck {
+                stream: stream.to_string(),
+                consumer: consumer.to_string(),
+                partition,
+                offset,
+                kind,
+                delay_ms,
+            },
+        );
+    }
+}
+
+/// A connection closed: it leaves every consumer, here and on the other shards.
+pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
+    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.values().cloned().collect();
+    for part in parts {
+        part.member_gone(from, conn);
+    }
+    if from == shard.id {
+        shard.broadcast(|| MeshItem::MemberGone { conn });
+    }
+}
+
+/// The name of a consumer's dead-letter stream, which is also the subject it captures.
+pub fn dead_letter_stream(stream: &str, consumer: &str) -> String {
+    format!("DLQ.{stream}.{consumer}")
+}
+
+/// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
+fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
+    let name = dead_letter_stream(&config.stream, &config.name);
+    if shard.streams.borrow().configs.contains_key(&name) {
+        return;
+    }
+    let dlq = StreamConfig {
+        name: name.clone(),
+        subjects: vec![name],
+        partitions: 1,
+        max_age_secs: None,
+        max_bytes: None,
+    };
+    let body = serde_json::to_vec(&dlq).unwrap_or_default();
+    if shard.id.0 == 0 {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            handle_api_here(&shard, crate::api::STREAM_ADD, &body).await;
+        })
+        .detach();
+    } else {
+        shard.push_to(
+            ShardId(0),
+            MeshItem::Api {
+                conn: 0,
+                id: 0,
+                verb: crate::api::STREAM_ADD.to_string(),
+                body,
+            },
+        );
+    }
+}
+
+/// Copies a message that exhausted its deliveries to the dead-letter stream and publishes an
+/// advisory on `$SYS.DLQ.<stream>.<consumer>`.
+pub fn dead_letter(
+    shard: &Rc<Shard>,
+    config: &ConsumerConfig,
+    partition: u32,
+    offset: u64,
+    deliveries: u32,
+    log: Rc<sluice_storage::PartitionLog>,
+) {
+    let shard = shard.clone();
+    let config = config.clone();
+    glommio::spawn_local(async move {
+        let stored = match log.read(offset, 1).await {
+            Ok(records) => records.into_iter().find(|r| r.offset == offset),
+            Err(_) => None,
+        };
+        let original = stored.and_then(|r| Frame::check(r.body, u32::MAX).ok());
+        let subject = dead_letter_stream(&config.stream, &config.name);
+        let (original_subject, payload, headers) = match original.as_ref().map(|f| f.op()) {
+            Some(sluice_protocol::ArchivedOp::Pub(p)) => (
+                p.subject().to_string(),
+                p.payload().to_vec(),
+                p.headers().to_vec(),
+            ),
+            _ => (String::new(), Vec::new(), Vec::new()),
+        };
+        tracing::warn!(stream = %config.stream, consumer = %config.name, partition, offset,
+            deliveries, "message dead-lettered");
+        let copy = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+            subject: &subject,
+            reply: None,
+            headers: &headers,
+            payload: &payload,
+            ack: false,
+        }));
+        store(&shard, copy, &subject);
+        let advisory = serde_json::json!({
+            "stream": config.stream,
+            "consumer": config.name,
+            "partition": partition,
+            "offset": offset,
+            "deliveries": deliveries,
+            "subject": original_subject,
+        })
+        .to_string();
+        let advisory_subject = format!("$SYS.{subject}");
+        let frame = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+            subject: &advisory_subject,
+            reply: None,
+            headers: b"",
+            payload: advisory.as_bytes(),
+            ack: false,
+        }));
+        if let Ok(frame) = Frame::check(frame, u32::MAX) {
+            shard.route(&frame, &advisory_subject);
+        }
+        flush_appends(&shard);
+    })
+    .detach();
+}
+
+/// Stores a frame the broker made itself (no connection waits for its ack).
+fn store(shard: &Rc<Shard>, body: Bytes, subject: &str) {
+    let Some(stream) = shard.streams.borrow().capturing(subject) else {
+        tracing::warn!(subject, "no stream captures a dead letter; it is dropped");
+        return;
+    };
+    let partition = partition_for(subject, stream.partitions);
+    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
+    if owner == shard.id {
+        ensure_partition(shard, &stream, partition).enqueue(shard, body, None);
+    } else {
+        shard.push_to(
+            owner,
+            MeshItem::Append {
+                stream,
+                partition,
+                body,
+                reply: None,
+            },
+        );
     }
 }

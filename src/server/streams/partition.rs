@@ -1,20 +1,26 @@
 //! A partition this shard owns: its log, and the appends waiting for it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::op::AckKind;
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
-use sluice_storage::wake::Latch;
+use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
+use super::consumer::{Member, PartConsumer};
 use super::{resolve, Done};
-use crate::api::{PartitionInfo, StoredMessage, StreamConfig};
+use crate::api::{
+    ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
+};
 use crate::server::mesh::AckOutcome;
 use crate::server::shard::Shard;
+use crate::server::ShardId;
 
 /// One owned partition.
 pub struct Partition {
@@ -30,6 +36,9 @@ pub struct Partition {
     removed: Cell<bool>,
     /// Set once opening has finished, well or not.
     opened: Latch,
+    /// Notified whenever appends become durable, for consumers waiting at the end.
+    appended: Rc<Event>,
+    consumers: RefCell<HashMap<String, Rc<PartConsumer>>>,
 }
 
 impl Partition {
@@ -54,6 +63,8 @@ impl Partition {
             queued: Cell::new(false),
             removed: Cell::new(false),
             opened: Latch::default(),
+            appended: Rc::new(Event::default()),
+            consumers: RefCell::new(HashMap::new()),
         });
         let log_config = LogConfig {
             fsync: shard.config.fsync,
@@ -130,8 +141,10 @@ impl Partition {
             Ok(ticket) => {
                 let shard = shard.clone();
                 let index = self.index;
+                let appended = self.appended.clone();
                 glommio::spawn_local(async move {
                     let result = ticket.durable().await;
+                    appended.notify_all();
                     if let Err(e) = &result {
                         tracing::warn!(stream = %stream, partition = index, error = %e,
                             "append failed");
@@ -221,6 +234,58 @@ impl Partition {
         })
     }
 
+    /// Attaches a member to a consumer, creating the consumer's state here on first use.
+    pub async fn attach(&self, shard: &Rc<Shard>, config: Arc<ConsumerConfig>, member: Member) {
+        self.opened.wait().await;
+        let existing = self.consumers.borrow().get(&config.name).cloned();
+        let consumer = match existing {
+            Some(c) => c,
+            None => {
+                let log = self.log.borrow().clone();
+                let Some(log) = log else {
+                    tracing::warn!(stream = %self.config.name, partition = self.index,
+                        "cannot attach a consumer: the partition is not open");
+                    return;
+                };
+                let created = PartConsumer::start(
+                    shard,
+                    config.clone(),
+                    self.index,
+                    log,
+                    self.appended.clone(),
+                )
+                .await;
+                // Another attach may have won while this one waited.
+                let mut consumers = self.consumers.borrow_mut();
+                consumers
+                    .entry(config.name.clone())
+                    .or_insert(created)
+                    .clone()
+            }
+        };
+        consumer.join(member);
+    }
+
+    /// Applies a client's ack to a consumer.
+    pub fn consumer_ack(&self, consumer: &str, offset: u64, kind: AckKind, delay: Duration) {
+        if let Some(c) = self.consumers.borrow().get(consumer) {
+            c.on_ack(offset, kind, delay);
+        }
+    }
+
+    /// Forgets a closed connection's memberships.
+    pub fn member_gone(&self, shard: ShardId, conn: u64) {
+        for c in self.consumers.borrow().values() {
+            c.leave(shard, conn);
+        }
+    }
+
+    /// A consumer's counts here, if it exists.
+    pub async fn consumer_info(&self, consumer: &str) -> Option<ConsumerPartitionInfo> {
+        self.opened.wait().await;
+        self.consumers.borrow().get(consumer).map(|c| c.info())
+    }
+
     /// Applies the stream's retention limits.
     pub async fn apply_retention(&self) {
         let log = self.log.borrow().clone();
@@ -240,6 +305,9 @@ impl Partition {
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<Shard>) {
         self.removed.set(true);
+        for c in self.consumers.borrow_mut().drain() {
+            c.1.stop();
+        }
         self.flush(shard);
         let log = self.log.borrow_mut().take();
         let dir = self.dir.clone();
@@ -259,6 +327,9 @@ impl Partition {
 
     /// Closes the log cleanly (at shutdown).
     pub async fn close(&self) {
+        for c in self.consumers.borrow().values() {
+            c.stop();
+        }
         let log = self.log.borrow_mut().take();
         if let Some(log) = log {
             if let Err(e) = log.close().await {

@@ -124,10 +124,14 @@ fn validate(config: &StreamConfig) -> Result<(), RegistryError> {
         || name.len() > STREAM_NAME_BYTES_MAX
         || !name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        || name.starts_with('.')
+        || name.ends_with('.')
+        || name.contains("..")
     {
         return invalid(format!(
-            "invalid stream name {name:?}: 1 to {STREAM_NAME_BYTES_MAX} of A-Z a-z 0-9 _ -"
+            "invalid stream name {name:?}: 1 to {STREAM_NAME_BYTES_MAX} of A-Z a-z 0-9 _ - and \
+             inner dots"
         ));
     }
     if config.partitions == 0 || config.partitions > PARTITIONS_MAX {

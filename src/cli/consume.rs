@@ -1,0 +1,168 @@
+//! `sluice consume` and `sluice consumer info`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::NATIVE_ADDR_DEFAULT;
+use crate::api::{ConsumerConfig, DeliverPolicy};
+use crate::client::{Client, ClientOptions};
+
+/// Default time a delivered message may go unacked before it is delivered again.
+const ACK_WAIT_MS_DEFAULT: u64 = 30_000;
+
+/// Default deliveries before a message is dead-lettered.
+const MAX_DELIVER_DEFAULT: u32 = 5;
+
+/// Default unacked messages per partition before delivery pauses.
+const MAX_ACK_PENDING_DEFAULT: u32 = 1000;
+
+#[derive(Args, Debug)]
+pub struct ConsumeArgs {
+    /// The stream to consume.
+    stream: String,
+    /// The durable consumer's name; clients with the same name share its messages.
+    #[arg(long)]
+    consumer: String,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// A new consumer starts at this offset in every partition.
+    #[arg(long, conflicts_with = "from_time")]
+    from_offset: Option<u64>,
+    /// A new consumer starts at the first message at or after this time (RFC 3339).
+    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+    from_time: Option<std::time::SystemTime>,
+    #[arg(long, default_value_t = ACK_WAIT_MS_DEFAULT)]
+    ack_wait_ms: u64,
+    #[arg(long, default_value_t = MAX_DELIVER_DEFAULT)]
+    max_deliver: u32,
+    #[arg(long, default_value_t = MAX_ACK_PENDING_DEFAULT)]
+    max_ack_pending: u32,
+    /// Print without acking (each message is delivered again after the ack wait).
+    #[arg(long)]
+    no_ack: bool,
+    /// Server address.
+    #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
+    server: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ConsumerArgs {
+    #[command(subcommand)]
+    command: ConsumerCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConsumerCommand {
+    /// Pending, ack-pending, redelivered and ack floor of a consumer, per partition.
+    Info {
+        stream: String,
+        name: String,
+        /// Server address.
+        #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
+        server: String,
+    },
+}
+
+fn connect(server: &str) -> Result<Client, String> {
+    let options = ClientOptions {
+        name: "sluice-consume".into(),
+        ..ClientOptions::default()
+    };
+    Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
+}
+
+/// Prints `PARTITION<TAB>OFFSET<TAB>SUBJECT<TAB>PAYLOAD` per message, acking each unless `--no-ack`.
+pub fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let client = connect(&args.server)?;
+    let deliver = match (args.from_offset, args.from_time) {
+        (Some(offset), _) => DeliverPolicy::Offset(offset),
+        (None, Some(time)) => DeliverPolicy::Time(
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        ),
+        (None, None) => DeliverPolicy::All,
+    };
+    let consumer = client
+        .consume(ConsumerConfig {
+            stream: args.stream.clone(),
+            name: args.consumer.clone(),
+            deliver,
+            ack_wait_ms: args.ack_wait_ms,
+            max_deliver: args.max_deliver,
+            max_ack_pending: args.max_ack_pending,
+            sid: 0,
+        })
+        .map_err(|e| format!("cannot consume {}: {e}", args.stream))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut seen = 0u64;
+    while args.count.is_none_or(|c| seen < c) {
+        let Some(message) = consumer.next_timeout(Duration::from_millis(200)) else {
+            if client.is_closed() {
+                return Err("connection closed".into());
+            }
+            continue;
+        };
+        let meta = message.stream_meta().unwrap_or(crate::client::StreamMeta {
+            partition: 0,
+            offset: 0,
+            delivered: 0,
+        });
+        let written = write!(
+            out,
+            "{}\t{}\t{}\t",
+            meta.partition,
+            meta.offset,
+            message.subject()
+        )
+        .and_then(|()| out.write_all(message.payload()))
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+        written.map_err(|e| format!("cannot write to stdout: {e}"))?;
+        if !args.no_ack {
+            consumer
+                .ack(&message)
+                .map_err(|e| format!("ack failed: {e}"))?;
+        }
+        seen += 1;
+    }
+    client.flush().map_err(|e| format!("flush failed: {e}"))
+}
+
+pub fn consumer(args: ConsumerArgs) -> Result<(), String> {
+    match args.command {
+        ConsumerCommand::Info {
+            stream,
+            name,
+            server,
+        } => {
+            let client = connect(&server)?;
+            let info = client
+                .consumer_info(&stream, &name)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "consumer {} of {}  pending {}  ack_pending {}",
+                info.name,
+                info.stream,
+                info.pending(),
+                info.ack_pending()
+            );
+            println!("partition\tpending\tack_pending\tredelivered\tack_floor\tdead_lettered");
+            for p in &info.partitions {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    p.partition,
+                    p.pending,
+                    p.ack_pending,
+                    p.redelivered,
+                    p.ack_floor,
+                    p.dead_lettered
+                );
+            }
+            Ok(())
+        }
+    }
+}
