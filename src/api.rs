@@ -47,6 +47,9 @@ pub struct StreamName {
 pub struct StreamInfo {
     pub config: StreamConfig,
     pub partitions: Vec<PartitionInfo>,
+    /// The stream's consumers with their pending counts.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerInfo>,
 }
 
 impl StreamInfo {

@@ -99,8 +99,13 @@ fn unacked_messages_are_redelivered_after_the_ack_wait_and_naks_sooner() {
     stream(&client, 2);
     publish(&client, 2);
     let c = consumer(&client, "slow", DeliverPolicy::All, 300);
-    let first = [c.next_timeout(PATIENCE).unwrap(), c.next_timeout(PATIENCE).unwrap()];
-    assert!(first.iter().all(|m| m.stream_meta().unwrap().delivered == 1));
+    let first = [
+        c.next_timeout(PATIENCE).unwrap(),
+        c.next_timeout(PATIENCE).unwrap(),
+    ];
+    assert!(first
+        .iter()
+        .all(|m| m.stream_meta().unwrap().delivered == 1));
     c.ack(&first[0]).unwrap();
     c.nak(&first[1], Duration::ZERO).unwrap();
     let again = c.next_timeout(PATIENCE).unwrap();
@@ -114,7 +119,10 @@ fn unacked_messages_are_redelivered_after_the_ack_wait_and_naks_sooner() {
     assert!(c.next_timeout(Duration::from_millis(800)).is_none());
     client.flush().unwrap();
     let info = client.consumer_info("jobs", "slow").unwrap();
-    assert_eq!(info.partitions.iter().map(|p| p.redelivered).sum::<u64>(), 2);
+    assert_eq!(
+        info.partitions.iter().map(|p| p.redelivered).sum::<u64>(),
+        2
+    );
 }
 
 #[test]
@@ -138,13 +146,19 @@ fn a_poison_message_goes_to_the_dead_letter_stream_with_an_advisory() {
     assert_eq!(body["offset"], ack.offset);
     assert_eq!(body["partition"], ack.partition);
     assert_eq!(body["deliveries"], 3);
-    assert!(c.next_timeout(Duration::from_millis(500)).is_none(), "not delivered again");
+    assert!(
+        c.next_timeout(Duration::from_millis(500)).is_none(),
+        "not delivered again"
+    );
     let dlq = client.stream_info("DLQ.jobs.picky").unwrap();
     assert_eq!(dlq.messages(), 1);
     let copy = client.stream_get("DLQ.jobs.picky", 0, 0).unwrap();
     assert_eq!(copy.payload, b"bad input");
     let info = client.consumer_info("jobs", "picky").unwrap();
-    assert_eq!(info.partitions.iter().map(|p| p.dead_lettered).sum::<u64>(), 1);
+    assert_eq!(
+        info.partitions.iter().map(|p| p.dead_lettered).sum::<u64>(),
+        1
+    );
 }
 
 #[test]
@@ -202,4 +216,56 @@ fn two_clients_on_one_consumer_split_the_messages() {
     let from_a = from_a.join().unwrap();
     assert_eq!(from_a + from_b, 400, "a {from_a}, b {from_b}");
     assert!(from_a > 0 && from_b > 0, "a {from_a}, b {from_b}");
+}
+
+#[test]
+fn consumer_state_and_stream_data_survive_a_clean_restart() {
+    let data = common::DataDir::new();
+    let acked: Vec<u64>;
+    {
+        let mut broker = Broker::start_in(&data.path, &[]);
+        let client = broker.client();
+        stream(&client, 1);
+        publish(&client, 20);
+        let c = consumer(&client, "durable", DeliverPolicy::All, 30_000);
+        // All 20 are delivered at once (max_ack_pending is 1000); ack the first 8.
+        let got: Vec<Message> = (0..12).map(|_| c.next_timeout(PATIENCE).unwrap()).collect();
+        for m in &got[..8] {
+            c.ack(m).unwrap();
+        }
+        acked = got[..8]
+            .iter()
+            .map(|m| m.stream_meta().unwrap().offset)
+            .collect();
+        client.flush().unwrap();
+        let info = client.stream_info("jobs").unwrap();
+        assert_eq!(info.consumers.len(), 1);
+        assert_eq!(info.consumers[0].name, "durable");
+        assert_eq!(info.consumers[0].partitions[0].ack_floor, 8);
+        let status = broker
+            .terminate(Duration::from_secs(10))
+            .expect("a clean stop");
+        assert!(status.success());
+    }
+    let broker = Broker::start_in(&data.path, &[]);
+    let client = broker.client();
+    let info = client.consumer_info("jobs", "durable").unwrap();
+    assert_eq!(info.partitions[0].ack_floor, 8, "{info:?}");
+    assert_eq!(info.ack_pending(), 12);
+    let c = consumer(&client, "durable", DeliverPolicy::All, 30_000);
+    let got = drain(&c, true);
+    let offsets: Vec<u64> = got
+        .iter()
+        .map(|m| m.stream_meta().unwrap().offset)
+        .collect();
+    assert_eq!(
+        offsets,
+        (8..20).collect::<Vec<_>>(),
+        "nothing acked comes again"
+    );
+    assert!(offsets.iter().all(|o| !acked.contains(o)));
+    assert!(
+        got.iter().all(|m| m.stream_meta().unwrap().delivered == 2),
+        "delivery counts survive"
+    );
 }

@@ -85,6 +85,14 @@ fn print_info(info: &StreamInfo) {
             p.partition, p.messages, p.bytes, p.first_offset, last
         );
     }
+    for c in &info.consumers {
+        println!(
+            "consumer {}  pending {}  ack_pending {}",
+            c.name,
+            c.pending(),
+            c.ack_pending()
+        );
+    }
 }
 
 pub fn run(args: StreamArgs) -> Result<(), String> {

@@ -154,7 +154,8 @@ pub enum PartitionRequest {
 /// Their answers.
 #[derive(Debug, Clone)]
 pub enum PartitionReply {
-    Stats(PartitionInfo),
+    /// The partition's counts and each of its consumers' counts.
+    Stats(PartitionInfo, Vec<(String, ConsumerPartitionInfo)>),
     Get(Result<StoredMessage, (ErrorCode, String)>),
     ConsumerInfo(Option<ConsumerPartitionInfo>),
 }

@@ -219,17 +219,34 @@ fn config_of(shard: &Shard, name: &str) -> Result<StreamConfig, (ErrorCode, Stri
 async fn info(shard: &Rc<Shard>, name: &str) -> Result<StreamInfo, (ErrorCode, String)> {
     let config = config_of(shard, name)?;
     let mut partitions = Vec::with_capacity(config.partitions as usize);
+    let mut consumers: Vec<api::ConsumerInfo> = Vec::new();
     for partition in 0..config.partitions {
         let request = PartitionRequest::Stats {
             stream: name.to_string(),
             partition,
         };
         match ask(shard, &config, partition, request).await? {
-            PartitionReply::Stats(info) => partitions.push(info),
+            PartitionReply::Stats(info, consumer_infos) => {
+                partitions.push(info);
+                for (consumer, info) in consumer_infos {
+                    match consumers.iter_mut().find(|c| c.name == consumer) {
+                        Some(c) => c.partitions.push(info),
+                        None => consumers.push(api::ConsumerInfo {
+                            stream: name.to_string(),
+                            name: consumer,
+                            partitions: vec![info],
+                        }),
+                    }
+                }
+            }
             _ => return Err((ErrorCode::StorageFailed, "mismatched answer".into())),
         }
     }
-    Ok(StreamInfo { config, partitions })
+    Ok(StreamInfo {
+        config,
+        partitions,
+        consumers,
+    })
 }
 
 /// Asks the partition's owner (this shard or another).
@@ -275,19 +292,19 @@ pub struct CallSlot {
 /// Answers a question about a partition this shard owns.
 pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
     match request {
-        PartitionRequest::Stats { stream, partition } => {
-            let info = match owned(shard, &stream, partition) {
-                Some(part) => part.info().await,
-                None => crate::api::PartitionInfo {
+        PartitionRequest::Stats { stream, partition } => match owned(shard, &stream, partition) {
+            Some(part) => PartitionReply::Stats(part.info().await, part.consumer_infos().await),
+            None => PartitionReply::Stats(
+                crate::api::PartitionInfo {
                     partition,
                     messages: 0,
                     bytes: 0,
                     first_offset: 0,
                     last_offset: None,
                 },
-            };
-            PartitionReply::Stats(info)
-        }
+                Vec::new(),
+            ),
+        },
         PartitionRequest::Get {
             stream,
             partition,

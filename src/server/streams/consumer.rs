@@ -8,11 +8,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use sluice_protocol::op::{AckKind, Op, StreamMsg};
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
@@ -27,6 +29,23 @@ const DEADLINE_TICK: Duration = Duration::from_millis(20);
 
 /// Bytes read from the log per delivery round.
 const READ_BYTES: usize = 256 * 1024;
+
+/// How often a consumer whose state changed writes it down.
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+
+/// A consumer's state as written to `<partition dir>/consumers/<name>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SavedState {
+    pub config: ConsumerConfig,
+    pub next: u64,
+    pub floor: u64,
+    /// Acked offsets above the floor.
+    pub acked: Vec<u64>,
+    /// Delivered, unacked offsets and how often each was delivered.
+    pub deliveries: Vec<(u64, u32)>,
+    pub redelivered: u64,
+    pub dead_lettered: u64,
+}
 
 /// A client connection attached to a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,16 +80,28 @@ pub struct PartConsumer {
     /// or new messages were stored.
     pub wake: Event,
     stopped: Cell<bool>,
+    /// Where the state is saved, and whether it changed since.
+    state_path: PathBuf,
+    dirty: Cell<bool>,
 }
 
 impl PartConsumer {
-    /// Creates the consumer's state at the position its deliver policy names, and starts delivering.
+    /// The file a consumer's state is saved in.
+    pub fn state_path(partition_dir: &Path, name: &str) -> PathBuf {
+        partition_dir.join("consumers").join(format!("{name}.json"))
+    }
+
+    /// Creates the consumer's state, at the position its deliver policy names or as `saved` left it,
+    /// and starts delivering. Messages that were delivered but unacked when it was saved are
+    /// delivered again first.
     pub async fn start(
         shard: &Rc<Shard>,
         config: Arc<ConsumerConfig>,
         partition: u32,
         log: Rc<PartitionLog>,
         appended: Rc<Event>,
+        state_path: PathBuf,
+        saved: Option<SavedState>,
     ) -> Rc<PartConsumer> {
         let start = match config.deliver {
             DeliverPolicy::All => log.first_offset(),
@@ -78,21 +109,43 @@ impl PartConsumer {
             DeliverPolicy::Offset(o) => o.max(log.first_offset()),
             DeliverPolicy::Time(t) => log.offset_for_time(t).await.unwrap_or(log.next_offset()),
         };
+        let now = Instant::now();
         let consumer = Rc::new(PartConsumer {
             config,
             partition,
             log,
             members: RefCell::new(Vec::new()),
             next_member: Cell::new(0),
-            next: Cell::new(start),
-            floor: Cell::new(start),
-            acked: RefCell::new(BTreeSet::new()),
-            pending: RefCell::new(BTreeMap::new()),
-            redeliver: RefCell::new(VecDeque::new()),
-            redelivered: Cell::new(0),
-            dead_lettered: Cell::new(0),
+            next: Cell::new(saved.as_ref().map_or(start, |s| s.next)),
+            floor: Cell::new(saved.as_ref().map_or(start, |s| s.floor)),
+            acked: RefCell::new(
+                saved
+                    .as_ref()
+                    .map_or_else(BTreeSet::new, |s| s.acked.iter().copied().collect()),
+            ),
+            pending: RefCell::new(saved.as_ref().map_or_else(BTreeMap::new, |s| {
+                s.deliveries
+                    .iter()
+                    .map(|&(offset, count)| {
+                        (
+                            offset,
+                            Delivery {
+                                count,
+                                deadline: now,
+                            },
+                        )
+                    })
+                    .collect()
+            })),
+            redeliver: RefCell::new(saved.as_ref().map_or_else(VecDeque::new, |s| {
+                s.deliveries.iter().map(|&(offset, _)| offset).collect()
+            })),
+            redelivered: Cell::new(saved.as_ref().map_or(0, |s| s.redelivered)),
+            dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
             wake: Event::default(),
             stopped: Cell::new(false),
+            state_path,
+            dirty: Cell::new(saved.is_none()),
         });
         glommio::spawn_local(deliver_loop(shard.clone(), consumer.clone(), appended)).detach();
         glommio::spawn_local(deadline_loop(shard.clone(), consumer.clone())).detach();
@@ -139,7 +192,45 @@ impl PartConsumer {
         self.wake.notify_all();
     }
 
+    /// Writes the state down (write to a temporary file, then rename). Not synced: after a machine
+    /// crash a consumer may redeliver what it had acked, never lose what it had not.
+    pub fn save(&self) {
+        if !self.dirty.replace(false) {
+            return;
+        }
+        let state = SavedState {
+            config: (*self.config).clone(),
+            next: self.next.get(),
+            floor: self.floor.get(),
+            acked: self.acked.borrow().iter().copied().collect(),
+            deliveries: self
+                .pending
+                .borrow()
+                .iter()
+                .map(|(o, d)| (*o, d.count))
+                .collect(),
+            redelivered: self.redelivered.get(),
+            dead_lettered: self.dead_lettered.get(),
+        };
+        let written = (|| -> std::io::Result<()> {
+            if let Some(dir) = self.state_path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = self.state_path.with_extension("json.tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&state).map_err(std::io::Error::other)?,
+            )?;
+            std::fs::rename(&tmp, &self.state_path)
+        })();
+        if let Err(e) = written {
+            self.dirty.set(true);
+            tracing::warn!(path = %self.state_path.display(), error = %e, "consumer state not saved");
+        }
+    }
+
     fn mark_acked(&self, offset: u64) {
+        self.dirty.set(true);
         let mut acked = self.acked.borrow_mut();
         acked.insert(offset);
         let mut floor = self.floor.get();
@@ -166,9 +257,10 @@ impl PartConsumer {
         }
     }
 
-    /// Stops delivering (the stream or partition is going away).
+    /// Stops delivering and saves the state (the broker is stopping or the stream going away).
     pub fn stop(&self) {
         self.stopped.set(true);
+        self.save();
         self.wake.notify_all();
     }
 
@@ -247,6 +339,7 @@ async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>
             if count > 1 {
                 c.redelivered.set(c.redelivered.get() + 1);
             }
+            c.dirty.set(true);
             if again.is_none() {
                 c.next.set(record.offset + 1);
             }
@@ -284,9 +377,14 @@ fn deliver(shard: &Rc<Shard>, member: Member, header: Bytes, frame: Bytes) {
 
 /// Moves messages whose ack wait ran out back to delivery, or to the dead letters.
 async fn deadline_loop(shard: Rc<Shard>, c: Rc<PartConsumer>) {
+    let mut last_save = Instant::now();
     while !c.stopped.get() {
         glommio::timer::sleep(DEADLINE_TICK).await;
         let now = Instant::now();
+        if now.duration_since(last_save) >= SAVE_EVERY {
+            c.save();
+            last_save = now;
+        }
         let due: Vec<(u64, u32)> = c
             .pending
             .borrow()

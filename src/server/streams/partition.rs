@@ -13,7 +13,7 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
-use super::consumer::{Member, PartConsumer};
+use super::consumer::{Member, PartConsumer, SavedState};
 use super::{resolve, Done};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
@@ -79,7 +79,9 @@ impl Partition {
                 Ok(log) => {
                     tracing::info!(stream = %opening.config.name, partition = opening.index,
                         next_offset = log.next_offset(), "partition open");
-                    *opening.log.borrow_mut() = Some(Rc::new(log));
+                    let log = Rc::new(log);
+                    *opening.log.borrow_mut() = Some(log.clone());
+                    opening.restore_consumers(&shard, log).await;
                 }
                 Err(e) => {
                     tracing::error!(stream = %opening.config.name, partition = opening.index,
@@ -247,12 +249,15 @@ impl Partition {
                         "cannot attach a consumer: the partition is not open");
                     return;
                 };
+                let state_path = PartConsumer::state_path(&self.dir, &config.name);
                 let created = PartConsumer::start(
                     shard,
                     config.clone(),
                     self.index,
                     log,
                     self.appended.clone(),
+                    state_path,
+                    None,
                 )
                 .await;
                 // Another attach may have won while this one waited.
@@ -264,6 +269,43 @@ impl Partition {
             }
         };
         consumer.join(member);
+    }
+
+    /// Brings back the consumers saved in this partition's directory (they wait for members).
+    async fn restore_consumers(&self, shard: &Rc<Shard>, log: Rc<PartitionLog>) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("consumers")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let saved: SavedState = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(saved) => saved,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable consumer state");
+                    continue;
+                }
+            };
+            let config = Arc::new(saved.config.clone());
+            let consumer = PartConsumer::start(
+                shard,
+                config.clone(),
+                self.index,
+                log.clone(),
+                self.appended.clone(),
+                path,
+                Some(saved),
+            )
+            .await;
+            self.consumers
+                .borrow_mut()
+                .insert(config.name.clone(), consumer);
+        }
     }
 
     /// Applies a client's ack to a consumer.
@@ -278,6 +320,19 @@ impl Partition {
         for c in self.consumers.borrow().values() {
             c.leave(shard, conn);
         }
+    }
+
+    /// Every consumer's counts here.
+    pub async fn consumer_infos(&self) -> Vec<(String, ConsumerPartitionInfo)> {
+        self.opened.wait().await;
+        let mut infos: Vec<_> = self
+            .consumers
+            .borrow()
+            .iter()
+            .map(|(name, c)| (name.clone(), c.info()))
+            .collect();
+        infos.sort_by(|a, b| a.0.cmp(&b.0));
+        infos
     }
 
     /// A consumer's counts here, if it exists.
