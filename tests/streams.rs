@@ -176,3 +176,47 @@ fn streams_and_their_data_survive_a_clean_restart() {
     let before = stored.keys().filter(|(p, _)| *p == ack.partition).count() as u64;
     assert_eq!(ack.offset, before);
 }
+
+#[test]
+fn retention_deletes_old_messages_in_the_background() {
+    let broker = Broker::start(&[]);
+    let client = broker.client();
+    client
+        .stream_add(&StreamConfig {
+            name: "events".into(),
+            subjects: vec!["events".into()],
+            partitions: 1,
+            max_age_secs: Some(1),
+            max_bytes: None,
+        })
+        .unwrap();
+    for i in 0..50 {
+        client
+            .publish_durable("events", format!("old {i}"))
+            .unwrap();
+    }
+    // Past the age limit: the next publish seals the old segment, and retention then deletes it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let fresh = client.publish_durable("events", "fresh").unwrap();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let info = client.stream_info("events").unwrap();
+        let p = &info.partitions[0];
+        if p.first_offset == fresh.offset {
+            assert_eq!(p.messages, 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never ran: {p:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        client
+            .stream_get("events", 0, fresh.offset)
+            .unwrap()
+            .payload,
+        b"fresh"
+    );
+}

@@ -82,7 +82,7 @@ impl ServerConfig {
 pub const DATA_DIR_DEFAULT: &str = "./sluice-data";
 
 /// How often each shard applies its partitions' retention limits.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
+const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default outbound limit per connection (64 MiB, as nats-server's default pending limit).
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;

@@ -22,6 +22,38 @@ use crate::server::mesh::AckOutcome;
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
+/// Segments per retention limit: retention deletes whole segments, so a partition keeps between
+/// its limit and a quarter more.
+const SEGMENTS_PER_LIMIT: u64 = 4;
+
+/// The log settings of a stream's partitions: its retention limits, and segments small enough
+/// (a quarter of a limit, within the log's bounds) for retention to act in steps.
+fn log_config(fsync: sluice_storage::FsyncPolicy, stream: &StreamConfig) -> LogConfig {
+    let defaults = LogConfig::default();
+    let segment_bytes_max = stream.max_bytes.map_or(defaults.segment_bytes_max, |b| {
+        (b / SEGMENTS_PER_LIMIT).clamp(SEGMENT_BYTES_MIN, defaults.segment_bytes_max)
+    });
+    let segment_age_max = stream.max_age_secs.map_or(defaults.segment_age_max, |a| {
+        Duration::from_secs(a)
+            .div_f64(SEGMENTS_PER_LIMIT as f64)
+            .clamp(SEGMENT_AGE_MIN, defaults.segment_age_max)
+    });
+    LogConfig {
+        fsync,
+        segment_bytes_max,
+        segment_age_max,
+        retention_age_max: stream.max_age_secs.map(Duration::from_secs),
+        retention_bytes_max: stream.max_bytes,
+        ..defaults
+    }
+}
+
+/// Smallest segment a retention limit makes (1 MiB): smaller ones would mostly be file overhead.
+const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
+
+/// Shortest segment age a retention limit makes.
+const SEGMENT_AGE_MIN: Duration = Duration::from_millis(250);
+
 /// One owned partition.
 pub struct Partition {
     pub config: Arc<StreamConfig>,
@@ -66,12 +98,7 @@ impl Partition {
             appended: Rc::new(Event::default()),
             consumers: RefCell::new(HashMap::new()),
         });
-        let log_config = LogConfig {
-            fsync: shard.config.fsync,
-            retention_age_max: part.config.max_age_secs.map(Duration::from_secs),
-            retention_bytes_max: part.config.max_bytes,
-            ..LogConfig::default()
-        };
+        let log_config = log_config(shard.config.fsync, &part.config);
         let opening = part.clone();
         let shard = shard.clone();
         glommio::spawn_local(async move {
