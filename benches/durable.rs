@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use sluice::api::StreamConfig;
+use sluice::api::{ConsumerConfig, DeliverPolicy, StreamConfig};
 use sluice::client::Client;
 
 struct Server {
@@ -91,6 +91,31 @@ fn run(
     (acked as f64 / start.elapsed().as_secs_f64(), hist)
 }
 
+/// Reads `count` messages through a new consumer, acking each; returns messages per second.
+fn consume(client: &Client, name: &str, count: u64) -> f64 {
+    let consumer = client
+        .consume(ConsumerConfig {
+            stream: "bench".into(),
+            name: name.into(),
+            deliver: DeliverPolicy::All,
+            ack_wait_ms: 30_000,
+            max_deliver: 5,
+            max_ack_pending: 10_000,
+            sid: 0,
+        })
+        .unwrap();
+    let start = Instant::now();
+    let mut n = 0;
+    while n < count {
+        let message = consumer
+            .next_timeout(Duration::from_secs(10))
+            .expect("a message");
+        consumer.ack(&message).unwrap();
+        n += 1;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let duration = Duration::from_millis(if full { 3000 } else { 50 });
@@ -114,9 +139,11 @@ fn main() {
                 max_bytes: None,
             })
             .unwrap();
+        let mut stored = 0u64;
         for size in [16usize, 1024] {
             for in_flight in [1usize, 64] {
                 let (rate, h) = run(&client, size, in_flight, duration);
+                stored += (rate * duration.as_secs_f64()) as u64;
                 println!(
                     "| {:<40} | {:>10.0} | {:>8.1} | {:>8.1} | {:>8.1} | {:>8.1} |",
                     format!("--fsync {fsync}, {size} B, {in_flight} in flight"),
@@ -128,5 +155,21 @@ fn main() {
                 );
             }
         }
+        // Everything stored above, read back through one consumer, each message acked.
+        let count = client
+            .stream_info("bench")
+            .unwrap()
+            .messages()
+            .min(stored.max(1));
+        let rate = consume(&client, &format!("reader-{fsync}"), count);
+        println!(
+            "| {:<40} | {:>10.0} | {:>8} | {:>8} | {:>8} | {:>8} |",
+            format!("--fsync {fsync}, consume {count} with acks"),
+            rate,
+            "-",
+            "-",
+            "-",
+            "-"
+        );
     }
 }

@@ -140,3 +140,58 @@ fn sigterm_stops_the_broker_with_exit_code_zero() {
     let codes: Vec<_> = client.take_errors().into_iter().map(|(c, _)| c).collect();
     assert_eq!(codes, vec![sluice_protocol::ErrorCode::ShuttingDown]);
 }
+
+#[test]
+fn streams_and_consumers_from_the_command_line() {
+    let broker = Broker::start(&[]);
+    let s = ["-s", broker.addr.as_str()];
+    let run = |args: &[&str]| {
+        let output = sluice().args(args).args(s).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let added = run(&[
+        "stream",
+        "add",
+        "orders",
+        "--subjects",
+        "orders.>",
+        "--partitions",
+        "1",
+    ]);
+    assert!(added.starts_with("stream orders"), "{added}");
+    let acks = run(&["pub", "orders.eu", "order {n}", "--count", "3", "--ack"]);
+    assert_eq!(acks, "0\t0\n0\t1\n0\t2\n");
+    let consumed = run(&["consume", "orders", "--consumer", "cli", "--count", "3"]);
+    assert_eq!(
+        consumed,
+        "0\t0\torders.eu\torder 0\n0\t1\torders.eu\torder 1\n0\t2\torders.eu\torder 2\n"
+    );
+    let info = run(&["consumer", "info", "orders", "cli"]);
+    assert!(info.contains("pending 0  ack_pending 0"), "{info}");
+    let replay = run(&[
+        "consume",
+        "orders",
+        "--consumer",
+        "replay",
+        "--count",
+        "1",
+        "--from-offset",
+        "2",
+    ]);
+    assert_eq!(replay, "0\t2\torders.eu\torder 2\n");
+    let listed = run(&["stream", "ls"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("orders\t")),
+        "{listed}"
+    );
+    let refused = sluice()
+        .args(["pub", "nowhere", "x", "--ack"])
+        .args(s)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("NoStream"), "{stderr}");
+}

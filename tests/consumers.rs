@@ -269,3 +269,52 @@ fn consumer_state_and_stream_data_survive_a_clean_restart() {
         "delivery counts survive"
     );
 }
+
+#[test]
+fn max_ack_pending_pauses_delivery_and_in_progress_holds_a_message() {
+    let broker = Broker::start(&[]);
+    let client = broker.client();
+    stream(&client, 1);
+    publish(&client, 20);
+    let c = client
+        .consume(ConsumerConfig {
+            stream: "jobs".into(),
+            name: "paced".into(),
+            deliver: DeliverPolicy::All,
+            ack_wait_ms: 1000,
+            max_deliver: 5,
+            max_ack_pending: 5,
+            sid: 0,
+        })
+        .unwrap();
+    let first: Vec<Message> = (0..5).map(|_| c.next_timeout(PATIENCE).unwrap()).collect();
+    assert!(
+        c.next_timeout(Duration::from_millis(250)).is_none(),
+        "a sixth message while five wait for their ack"
+    );
+    // Keep the first one in progress past its ack wait; ack the other four.
+    for m in &first[1..] {
+        c.ack(m).unwrap();
+    }
+    let mut later = Vec::new();
+    // 4 x 300 ms is past the 1 s ack wait: only the progress reports keep it from coming back.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(300));
+        c.in_progress(&first[0]).unwrap();
+        while let Some(m) = c.next_timeout(Duration::from_millis(1)) {
+            c.ack(&m).unwrap();
+            later.push(m);
+        }
+    }
+    c.ack(&first[0]).unwrap();
+    later.extend(drain(&c, true));
+    let offsets: Vec<u64> = later
+        .iter()
+        .map(|m| m.stream_meta().unwrap().offset)
+        .collect();
+    assert_eq!(
+        offsets,
+        (5..20).collect::<Vec<_>>(),
+        "offset 0 was never redelivered"
+    );
+}
