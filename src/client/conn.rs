@@ -10,21 +10,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sluice_protocol::frame::decode;
 use sluice_protocol::limits::{frame_body_bytes_max, PAYLOAD_BYTES_MAX_DEFAULT, PROTOCOL_VERSION};
-use sluice_protocol::op::{
-    AckKind, ApiRequest, Connect, ConsumerAck as ConsumerAckOp, Op, Publish, Subscribe, Unsubscribe,
-};
+use sluice_protocol::op::{Connect, Op, Publish, Subscribe, Unsubscribe};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
 use super::message::StreamMeta;
 use super::{ClientError, Message, TIMEOUT_DEFAULT};
-use crate::api::{
-    self, ConsumerConfig, ConsumerInfo, ConsumerName, MessageLocation, PubAck, StoredMessage,
-    StreamConfig, StreamInfo, StreamList, StreamName,
-};
+use crate::api::PubAck;
 
 /// Outgoing bytes buffered before `publish` waits for the writer: bounds client memory when the
 /// server or the network is slower than the publisher.
@@ -69,14 +62,14 @@ struct Out {
     closed: bool,
 }
 
-struct Inner {
+pub(super) struct Inner {
     out: Mutex<Out>,
     out_changed: Condvar,
     subs: Mutex<HashMap<u64, SubSlot>>,
     pongs: Mutex<VecDeque<Sender<()>>>,
-    acks: Mutex<VecDeque<Sender<Result<PubAck, ClientError>>>>,
-    api: Mutex<HashMap<u64, Sender<ApiAnswer>>>,
-    next_api_id: AtomicU64,
+    pub(super) acks: Mutex<VecDeque<Sender<Result<PubAck, ClientError>>>>,
+    pub(super) api: Mutex<HashMap<u64, Sender<ApiAnswer>>>,
+    pub(super) next_api_id: AtomicU64,
     replies: Mutex<HashMap<u64, Sender<Message>>>,
     inbox: Mutex<Option<String>>,
     next_sid: AtomicU64,
@@ -104,13 +97,17 @@ impl Inner {
     }
 
     /// Encodes one operation into the outgoing buffer, waiting for room if it is full.
-    fn send(&self, op: &Op<'_>) -> Result<(), ClientError> {
+    pub(super) fn send(&self, op: &Op<'_>) -> Result<(), ClientError> {
         self.send_then(op, || {})
     }
 
     /// Like `send`, and runs `register` under the same lock, so that what waits for an answer is
     /// queued in the order the requests go out.
-    fn send_then(&self, op: &Op<'_>, register: impl FnOnce()) -> Result<(), ClientError> {
+    pub(super) fn send_then(
+        &self,
+        op: &Op<'_>,
+        register: impl FnOnce(),
+    ) -> Result<(), ClientError> {
         let mut out = self.lock_out();
         while out.buf.len() >= OUT_BUFFER_BYTES_MAX && !out.closed {
             out = self
@@ -141,10 +138,10 @@ impl Inner {
 /// A connection to a Sluice server. Cheap to share between threads behind an `Arc`; every method
 /// takes `&self`.
 pub struct Client {
-    inner: Arc<Inner>,
-    info: ServerInfo,
-    timeout: Duration,
-    threads: Vec<JoinHandle<()>>,
+    pub(super) inner: Arc<Inner>,
+    pub(super) info: ServerInfo,
+    pub(super) timeout: Duration,
+    pub(super) threads: Vec<JoinHandle<()>>,
 }
 
 impl Client {
@@ -300,162 +297,6 @@ impl Client {
         }))
     }
 
-    /// Publishes a message that a stream stores, and returns at once; the [`AckWaiter`] gives where
-    /// it was stored once it is durable. Acks arrive in publish order, so many can be in flight.
-    pub fn publish_with_ack(
-        &self,
-        subject: &str,
-        payload: impl AsRef<[u8]>,
-    ) -> Result<AckWaiter, ClientError> {
-        let (tx, rx) = mpsc::channel();
-        let op = Op::Pub(Publish {
-            subject,
-            reply: None,
-            headers: b"",
-            payload: payload.as_ref(),
-            ack: true,
-        });
-        self.inner.send_then(&op, || {
-            self.inner
-                .acks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push_back(tx);
-        })?;
-        Ok(AckWaiter {
-            rx,
-            timeout: self.timeout,
-        })
-    }
-
-    /// Publishes a message that a stream stores and waits until it is durable.
-    pub fn publish_durable(
-        &self,
-        subject: &str,
-        payload: impl AsRef<[u8]>,
-    ) -> Result<PubAck, ClientError> {
-        self.publish_with_ack(subject, payload)?.wait()
-    }
-
-    /// Calls the server's API: `verb` with a JSON request, answered with JSON.
-    pub fn api<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        verb: &str,
-        request: &Req,
-    ) -> Result<Resp, ClientError> {
-        let body = serde_json::to_vec(request).map_err(|e| ClientError::Api {
-            code: ErrorCode::BadRequest,
-            message: e.to_string(),
-        })?;
-        let id = self.inner.next_api_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        self.inner
-            .api
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        self.inner.send(&Op::Api(ApiRequest {
-            id,
-            verb,
-            body: &body,
-        }))?;
-        let answer = rx.recv_timeout(self.timeout);
-        self.inner
-            .api
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        let (code, body) = match answer {
-            Ok(answer) => answer,
-            Err(RecvTimeoutError::Timeout) => return Err(ClientError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => return Err(ClientError::Closed),
-        };
-        if code != 0 {
-            return Err(ClientError::Api {
-                code: ErrorCode::from_u16(code),
-                message: String::from_utf8_lossy(&body).into_owned(),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|e| ClientError::Api {
-            code: ErrorCode::BadRequest,
-            message: format!("unreadable answer: {e}"),
-        })
-    }
-
-    /// Creates a stream.
-    pub fn stream_add(&self, config: &StreamConfig) -> Result<StreamInfo, ClientError> {
-        self.api(api::STREAM_ADD, config)
-    }
-
-    /// Describes a stream: configuration and per-partition counts.
-    pub fn stream_info(&self, name: &str) -> Result<StreamInfo, ClientError> {
-        self.api(api::STREAM_INFO, &StreamName { name: name.into() })
-    }
-
-    /// Lists the streams.
-    pub fn stream_list(&self) -> Result<Vec<StreamConfig>, ClientError> {
-        self.api::<_, StreamList>(api::STREAM_LIST, &serde_json::json!({}))
-            .map(|l| l.streams)
-    }
-
-    /// Deletes a stream and its data.
-    pub fn stream_remove(&self, name: &str) -> Result<(), ClientError> {
-        self.api::<_, serde_json::Value>(api::STREAM_REMOVE, &StreamName { name: name.into() })
-            .map(|_| ())
-    }
-
-    /// Reads one stored message.
-    pub fn stream_get(
-        &self,
-        name: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<StoredMessage, ClientError> {
-        let at = MessageLocation {
-            name: name.into(),
-            partition,
-            offset,
-        };
-        self.api(api::STREAM_GET, &at)
-    }
-
-    /// Attaches to a durable consumer of a stream (created on first use); its messages arrive on the
-    /// returned [`Consumer`] and must be acked. Clients attached to the same consumer share its
-    /// messages.
-    pub fn consume(&self, mut config: ConsumerConfig) -> Result<Consumer, ClientError> {
-        let sid = self.inner.next_sid.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel();
-        self.inner
-            .subs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                sid,
-                SubSlot {
-                    tx,
-                    remaining: u64::MAX,
-                },
-            );
-        config.sid = sid;
-        self.api::<_, serde_json::Value>(api::CONSUMER_ATTACH, &config)?;
-        Ok(Consumer {
-            stream: config.stream,
-            name: config.name,
-            sid,
-            rx,
-            inner: self.inner.clone(),
-        })
-    }
-
-    /// A consumer's pending counts.
-    pub fn consumer_info(&self, stream: &str, name: &str) -> Result<ConsumerInfo, ClientError> {
-        let which = ConsumerName {
-            stream: stream.into(),
-            name: name.into(),
-        };
-        self.api(api::CONSUMER_INFO, &which)
-    }
-
     /// Subscribes to a pattern.
     pub fn subscribe(&self, pattern: &str) -> Result<Subscription, ClientError> {
         self.subscribe_inner(pattern, None)
@@ -466,11 +307,8 @@ impl Client {
         self.subscribe_inner(pattern, Some(queue))
     }
 
-    fn subscribe_inner(
-        &self,
-        pattern: &str,
-        queue: Option<&str>,
-    ) -> Result<Subscription, ClientError> {
+    /// A new subscription id and the channel its messages will arrive on.
+    pub(super) fn register_sub(&self) -> (u64, Receiver<Message>) {
         let sid = self.inner.next_sid.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
         self.inner
@@ -484,6 +322,15 @@ impl Client {
                     remaining: u64::MAX,
                 },
             );
+        (sid, rx)
+    }
+
+    fn subscribe_inner(
+        &self,
+        pattern: &str,
+        queue: Option<&str>,
+    ) -> Result<Subscription, ClientError> {
+        let (sid, rx) = self.register_sub();
         self.inner.send(&Op::Sub(Subscribe {
             sid,
             subject: pattern,
@@ -601,86 +448,6 @@ impl Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Messages of a durable consumer; each must be acked (or nak'ed) through it.
-pub struct Consumer {
-    stream: String,
-    name: String,
-    sid: u64,
-    rx: Receiver<Message>,
-    inner: Arc<Inner>,
-}
-
-impl Consumer {
-    /// The next message, or `None` after `timeout`.
-    pub fn next_timeout(&self, timeout: Duration) -> Option<Message> {
-        self.rx.recv_timeout(timeout).ok()
-    }
-
-    /// The subscription id its messages arrive on.
-    pub fn sid(&self) -> u64 {
-        self.sid
-    }
-
-    fn send_ack(
-        &self,
-        message: &Message,
-        kind: AckKind,
-        delay: Duration,
-    ) -> Result<(), ClientError> {
-        let Some(meta) = message.stream_meta() else {
-            return Err(ClientError::Api {
-                code: ErrorCode::BadRequest,
-                message: "not a consumer's message".into(),
-            });
-        };
-        self.inner.send(&Op::ConsumerAck(ConsumerAckOp {
-            stream: &self.stream,
-            consumer: &self.name,
-            partition: meta.partition,
-            offset: meta.offset,
-            kind: kind as u8,
-            delay_ms: delay.as_millis() as u64,
-        }))
-    }
-
-    /// Done with it: it is never delivered again.
-    pub fn ack(&self, message: &Message) -> Result<(), ClientError> {
-        self.send_ack(message, AckKind::Ack, Duration::ZERO)
-    }
-
-    /// Failed: deliver it again after `delay`.
-    pub fn nak(&self, message: &Message, delay: Duration) -> Result<(), ClientError> {
-        self.send_ack(message, AckKind::Nak, delay)
-    }
-
-    /// Still working on it: restart its ack wait.
-    pub fn in_progress(&self, message: &Message) -> Result<(), ClientError> {
-        self.send_ack(message, AckKind::Progress, Duration::ZERO)
-    }
-
-    /// Give up on it without processing: it is never delivered again.
-    pub fn term(&self, message: &Message) -> Result<(), ClientError> {
-        self.send_ack(message, AckKind::Term, Duration::ZERO)
-    }
-}
-
-/// Waits for the ack of one stored publish.
-pub struct AckWaiter {
-    rx: Receiver<Result<PubAck, ClientError>>,
-    timeout: Duration,
-}
-
-impl AckWaiter {
-    /// Where the message was stored, once durable; or why it was not.
-    pub fn wait(self) -> Result<PubAck, ClientError> {
-        match self.rx.recv_timeout(self.timeout) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
-        }
     }
 }
 

@@ -17,14 +17,16 @@
 
 mod conn;
 mod message;
+mod streams;
 
 use std::time::Duration;
 
 use sluice_protocol::{DecodeError, ErrorCode};
 use thiserror::Error;
 
-pub use conn::{AckWaiter, Client, ClientOptions, Consumer, ServerInfo, Subscription};
+pub use conn::{Client, ClientOptions, ServerInfo, Subscription};
 pub use message::{Message, StreamMeta};
+pub use streams::{AckWaiter, Consumer};
 
 /// Default time allowed for connecting, flushing and requests.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);

@@ -85,23 +85,38 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
         }
         return;
     };
+    send_to_partition(
+        shard,
+        stream,
+        subject,
+        body.clone(),
+        seq.map(|seq| (conn.clone(), seq)),
+    );
+}
+
+/// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
+/// the connection (of this shard) and ack number that wait for the outcome.
+fn send_to_partition(
+    shard: &Rc<Shard>,
+    stream: Arc<StreamConfig>,
+    subject: &str,
+    body: Bytes,
+    ack: Option<(Rc<Conn>, u64)>,
+) {
     let partition = partition_for(subject, stream.partitions);
     let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
     if owner == shard.id {
-        let done = seq.map(|seq| Done::Local {
-            conn: conn.clone(),
-            seq,
-        });
-        let part = ensure_partition(shard, &stream, partition);
-        part.enqueue(shard, body.clone(), done);
+        let done = ack.map(|(conn, seq)| Done::Local { conn, seq });
+        ensure_partition(shard, &stream, partition).enqueue(shard, body, done);
     } else {
+        let reply = ack.map(|(conn, seq)| (conn.id, seq));
         shard.push_to(
             owner,
             MeshItem::Append {
                 stream,
                 partition,
-                body: body.clone(),
-                reply: seq.map(|seq| (conn.id, seq)),
+                body,
+                reply,
             },
         );
     }
@@ -464,19 +479,5 @@ fn store(shard: &Rc<Shard>, body: Bytes, subject: &str) {
         tracing::warn!(subject, "no stream captures a dead letter; it is dropped");
         return;
     };
-    let partition = partition_for(subject, stream.partitions);
-    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-    if owner == shard.id {
-        ensure_partition(shard, &stream, partition).enqueue(shard, body, None);
-    } else {
-        shard.push_to(
-            owner,
-            MeshItem::Append {
-                stream,
-                partition,
-                body,
-                reply: None,
-            },
-        );
-    }
+    send_to_partition(shard, stream, subject, body, None);
 }
