@@ -15,6 +15,9 @@ use crate::server::{self, ServerConfig};
 /// Default native protocol address.
 pub const NATIVE_ADDR_DEFAULT: &str = "127.0.0.1:4280";
 
+/// Default NATS protocol address.
+pub const NATS_ADDR_DEFAULT: &str = "127.0.0.1:4222";
+
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "A thread-per-core message broker")]
 pub struct Cli {
@@ -47,6 +50,9 @@ struct ServeArgs {
     /// Native protocol address; port 0 picks a free port (the ready line names it).
     #[arg(long, default_value = NATIVE_ADDR_DEFAULT)]
     listen: String,
+    /// NATS protocol address, for existing NATS clients; `off` disables it.
+    #[arg(long, default_value = NATS_ADDR_DEFAULT)]
+    nats: String,
     /// Number of shards, one per CPU (default: every CPU this process may use).
     #[arg(long, conflicts_with = "cpuset")]
     shards: Option<usize>,
@@ -119,6 +125,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let mut config = ServerConfig::new(listen, cpus);
+    if args.nats != "off" {
+        config.nats_listen = Some(server::resolve(&args.nats).map_err(|e| e.to_string())?);
+    }
     config.payload_bytes_max = args.max_payload;
     config.pending_bytes_max = args.max_pending;
     config.connections_max = args.max_connections;
@@ -127,7 +136,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let shards = config.cpus.len();
     server::run(config, |bound| {
         // The ready line: scripts and tests wait for it and read the address from it.
-        println!("sluice ready native={} shards={shards}", bound.native);
+        match bound.nats {
+            Some(nats) => println!(
+                "sluice ready native={} nats={nats} shards={shards}",
+                bound.native
+            ),
+            None => println!("sluice ready native={} shards={shards}", bound.native),
+        }
     })
     .map_err(|e| e.to_string())
 }

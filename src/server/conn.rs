@@ -21,6 +21,7 @@ use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subjec
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
 use super::interest::LocalSub;
+use super::nats_conn;
 use super::outbound::{run_writer, Outbound};
 use super::shard::Shard;
 use super::stats::add;
@@ -49,6 +50,32 @@ pub struct Conn {
     acks: RefCell<Acks>,
     /// Whether the connection attached to a consumer (its closing must be told to the owners).
     pub consumer_member: Cell<bool>,
+    /// What a NATS client asked for in its CONNECT (unused on the native protocol).
+    pub nats: RefCell<NatsOptions>,
+}
+
+/// The CONNECT options of a NATS client that change what the server does.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Whether this is a NATS connection at all.
+    pub enabled: bool,
+    /// Answer every operation with +OK.
+    pub verbose: bool,
+    /// Deliver the client's own publishes to its subscriptions.
+    pub echo: bool,
+    /// Answer a request nobody listens to with a 503 status message.
+    pub no_responders: bool,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        NatsOptions {
+            enabled: false,
+            verbose: false,
+            echo: true,
+            no_responders: false,
+        }
+    }
 }
 
 /// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
@@ -59,6 +86,25 @@ struct Acks {
 }
 
 impl Conn {
+    /// What the client is told when the server stops.
+    fn shutdown_notice(&self, shard: &Shard) -> bytes::Bytes {
+        if self.nats.borrow().enabled {
+            nats_conn::err_line("Server Shutdown")
+        } else {
+            shard.error_frame(ErrorCode::ShuttingDown, "server shutting down")
+        }
+    }
+
+    /// Marks interest as changed: the next ping waits until every shard applied it.
+    pub(super) fn interest_changed(&self) {
+        self.interest_changed.set(true);
+    }
+
+    /// Whether interest changed since the last ping (and forgets it).
+    pub(super) fn take_interest_changed(&self) -> bool {
+        self.interest_changed.replace(false)
+    }
+
     /// Reserves the next ack number.
     pub fn next_ack(&self) -> u64 {
         let mut acks = self.acks.borrow_mut();
@@ -85,7 +131,7 @@ impl Conn {
 }
 
 /// Why a connection ends.
-enum Close {
+pub(super) enum Close {
     /// The peer went away or the server is stopping.
     Quiet,
     /// A fatal protocol error, already reported to the client.
@@ -93,7 +139,7 @@ enum Close {
 }
 
 /// A read or write half of a socket shared by the reader and the writer tasks of one shard.
-struct Half(Rc<RefCell<TcpStream>>);
+pub(super) struct Half(Rc<RefCell<TcpStream>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -123,12 +169,19 @@ impl AsyncWrite for Half {
     }
 }
 
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Native,
+    Nats,
+}
+
 /// Serves one accepted connection until it ends.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let Some(id) = shard.admit() else {
-        refuse(&shard, stream).await;
+        refuse(&shard, stream, protocol).await;
         return;
     };
     let conn = Rc::new(Conn {
@@ -139,9 +192,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         interest_changed: Cell::new(false),
         acks: RefCell::new(Acks::default()),
         consumer_member: Cell::new(false),
+        nats: RefCell::new(NatsOptions::default()),
     });
     shard.register(conn.clone());
-    tracing::debug!(shard = shard.id.0, conn = id, ?peer, "connection accepted");
+    tracing::debug!(
+        shard = shard.id.0,
+        conn = id,
+        ?peer,
+        ?protocol,
+        "connection accepted"
+    );
 
     let socket = Rc::new(RefCell::new(stream));
     let writer = {
@@ -149,11 +209,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         let shard = shard.clone();
         let mut half = Half(socket.clone());
         glommio::spawn_local(async move {
-            let slow = || {
-                shard.error_frame(
+            let slow = || match protocol {
+                Protocol::Native => shard.error_frame(
                     ErrorCode::SlowConsumer,
                     "slow consumer: the connection fell too far behind",
-                )
+                ),
+                Protocol::Nats => nats_conn::err_line("Slow Consumer"),
             };
             if let Err(e) = run_writer(&conn.out, &mut half, slow).await {
                 tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
@@ -162,7 +223,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
         })
     };
 
-    let close = read_loop(&shard, &conn, Half(socket)).await;
+    let close = match protocol {
+        Protocol::Native => read_loop(&shard, &conn, Half(socket)).await,
+        Protocol::Nats => nats_conn::read_loop(&shard, &conn, Half(socket)).await,
+    };
     if let Close::Error = close {
         add(&shard.stats.protocol_errors, 1);
     }
@@ -173,13 +237,18 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
 }
 
 /// Tells a client over the connection limit so, and closes.
-async fn refuse(shard: &Shard, mut stream: TcpStream) {
+async fn refuse(shard: &Shard, mut stream: TcpStream, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
     tracing::warn!(
         shard = shard.id.0,
         "connection refused: at the connection limit"
     );
-    let frame = shard.error_frame(ErrorCode::TooManyConnections, "too many connections");
+    let frame = match protocol {
+        Protocol::Native => {
+            shard.error_frame(ErrorCode::TooManyConnections, "too many connections")
+        }
+        Protocol::Nats => nats_conn::err_line("maximum connections exceeded"),
+    };
     let _ = stream.write_all(&frame).await;
     let _ = stream.close().await;
 }
@@ -203,47 +272,62 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
                 return close;
             }
         }
-        streams::flush_appends(shard);
-        shard.wait_for_room().await;
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
-            buf.reserve(READ_BUFFER_BYTES);
+        if let Some(close) = read_more(shard, conn, &mut socket, &mut buf).await {
+            return close;
         }
-        let filled = buf.len();
-        let chunk = (buf.capacity() - filled).min(READ_CHUNK_BYTES_MAX);
-        buf.resize(filled + chunk, 0);
-        let read = futures_lite::future::or(
-            async { Some(socket.read(&mut buf[filled..]).await) },
-            async {
-                futures_lite::future::or(shard.stopping.wait(), conn.done.wait()).await;
-                None
-            },
-        )
-        .await;
-        match read {
-            Some(Ok(n)) if n > 0 => buf.truncate(filled + n),
-            Some(Ok(_)) => {
-                buf.truncate(filled);
-                if !buf.is_empty() {
-                    tracing::info!(
-                        shard = shard.id.0,
-                        conn = conn.id,
-                        bytes = buf.len(),
-                        "client went away mid-frame"
-                    );
-                }
-                return Close::Quiet;
+    }
+}
+
+/// Flushes what the frames handled so far queued, waits for room, and reads more into `buf`;
+/// `Some` when the connection ends.
+pub(super) async fn read_more(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    socket: &mut Half,
+    buf: &mut BytesMut,
+) -> Option<Close> {
+    streams::flush_appends(shard);
+    shard.wait_for_room().await;
+    if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
+        buf.reserve(READ_BUFFER_BYTES);
+    }
+    let filled = buf.len();
+    let chunk = (buf.capacity() - filled).min(READ_CHUNK_BYTES_MAX);
+    buf.resize(filled + chunk, 0);
+    let read = futures_lite::future::or(
+        async { Some(socket.read(&mut buf[filled..]).await) },
+        async {
+            futures_lite::future::or(shard.stopping.wait(), conn.done.wait()).await;
+            None
+        },
+    )
+    .await;
+    match read {
+        Some(Ok(n)) if n > 0 => {
+            buf.truncate(filled + n);
+            None
+        }
+        Some(Ok(_)) => {
+            buf.truncate(filled);
+            if !buf.is_empty() {
+                tracing::info!(
+                    shard = shard.id.0,
+                    conn = conn.id,
+                    bytes = buf.len(),
+                    "client went away mid-frame"
+                );
             }
-            Some(Err(e)) => {
-                tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "read failed");
-                return Close::Quiet;
+            Some(Close::Quiet)
+        }
+        Some(Err(e)) => {
+            tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "read failed");
+            Some(Close::Quiet)
+        }
+        None => {
+            if shard.stopping.is_set() {
+                conn.out.close_with(conn.shutdown_notice(shard));
             }
-            None => {
-                if shard.stopping.is_set() {
-                    let frame = shard.error_frame(ErrorCode::ShuttingDown, "server shutting down");
-                    conn.out.close_with(frame);
-                }
-                return Close::Quiet;
-            }
+            Some(Close::Quiet)
         }
     }
 }
@@ -334,7 +418,7 @@ async fn handle(
         ArchivedOp::Sub(sub) => subscribe(shard, conn, sub),
         ArchivedOp::Unsub(unsub) => unsubscribe(shard, conn, unsub),
         ArchivedOp::Ping => {
-            if conn.interest_changed.replace(false) {
+            if conn.take_interest_changed() {
                 shard.barrier().await;
             }
             conn.out.push(&shard.encode(&Op::Pong));
@@ -438,12 +522,14 @@ fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: &ArchivedSubscribe<'_>) {
         pattern: Arc::from(pattern),
         queue: queue.map(Arc::from),
         header: shard.encode(&Op::Msg { sid }),
+        nats_sid: None,
         remaining: Cell::new(u64::MAX),
         closed: Cell::new(false),
+        delivered: Cell::new(0),
     });
     conn.subs.borrow_mut().insert(sid, local.clone());
     shard.add_sub(local);
-    conn.interest_changed.set(true);
+    conn.interest_changed();
 }
 
 fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, unsub: &ArchivedUnsubscribe) {
@@ -462,7 +548,7 @@ fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, unsub: &ArchivedUnsubscribe) 
         _ => {
             conn.subs.borrow_mut().remove(&sid);
             shard.remove_sub(&sub);
-            conn.interest_changed.set(true);
+            conn.interest_changed();
         }
     }
 }

@@ -25,12 +25,16 @@ pub struct LocalSub {
     pub sid: u64,
     pub pattern: Arc<str>,
     pub queue: Option<Arc<str>>,
-    /// The message header frame for this subscription, encoded once.
+    /// The message header frame for this subscription, encoded once (native protocol).
     pub header: Bytes,
+    /// The subscription id as a NATS client sent it, for `MSG` lines (NATS protocol).
+    pub nats_sid: Option<Bytes>,
     /// Messages still to deliver before the subscription ends by itself; `u64::MAX`: no limit.
     pub remaining: Cell<u64>,
     /// Set once the subscription has ended; cached routes may still point at it until cleared.
     pub closed: Cell<bool>,
+    /// Messages delivered so far.
+    pub delivered: Cell<u64>,
 }
 
 /// What a pattern in the matcher stands for.

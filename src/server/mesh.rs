@@ -16,7 +16,7 @@ use sluice_protocol::{ErrorCode, Frame};
 
 use sluice_protocol::op::AckKind;
 
-use super::streams::Member;
+use super::streams::{Member, ReplyTo};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
@@ -65,7 +65,7 @@ pub enum MeshItem {
         stream: Arc<StreamConfig>,
         partition: u32,
         body: Bytes,
-        reply: Option<(u64, u64)>,
+        reply: Option<ReplyTo>,
     },
     /// The outcome of an `Append`, for connection `conn`'s ack number `seq`.
     Appended {

@@ -7,6 +7,7 @@
 mod conn;
 mod interest;
 mod mesh;
+mod nats_conn;
 mod outbound;
 mod shard;
 mod stats;
@@ -46,6 +47,8 @@ pub struct ShardId(pub u32);
 pub struct ServerConfig {
     /// Native protocol address.
     pub listen: SocketAddr,
+    /// NATS protocol address, if the NATS port is on.
+    pub nats_listen: Option<SocketAddr>,
     /// The CPU each shard is pinned to, one entry per shard.
     pub cpus: Vec<usize>,
     /// Largest payload of one publish.
@@ -67,6 +70,7 @@ impl ServerConfig {
     pub fn new(listen: SocketAddr, cpus: Vec<usize>) -> ServerConfig {
         ServerConfig {
             listen,
+            nats_listen: None,
             cpus,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
@@ -118,6 +122,7 @@ pub enum ServerError {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub native: SocketAddr,
+    pub nats: Option<SocketAddr>,
 }
 
 /// Resolves a `host:port` string.
@@ -161,8 +166,10 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
     }
     let (listen, reservation) = reserve_port(config.listen)?;
+    let nats = config.nats_listen.map(reserve_port).transpose()?;
     let mut config = config;
     config.listen = listen;
+    config.nats_listen = nats.as_ref().map(|(addr, _)| *addr);
     let config = Arc::new(config);
 
     let mesh = MeshBuilder::<MeshBatch, _>::full(shards, MESH_CHANNEL_BATCHES);
@@ -196,7 +203,11 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         }
     }
     drop(reservation);
-    on_ready(Bound { native: listen });
+    let nats = nats.map(|(addr, _reservation)| addr);
+    on_ready(Bound {
+        native: listen,
+        nats,
+    });
     tracing::info!(%listen, shards, "sluice ready");
     for handle in handles {
         if let Err(e) = handle.join() {
@@ -217,6 +228,13 @@ async fn run_shard(
         Ok(listener) => listener,
         Err(e) => {
             let _ = ready.send(Err(format!("bind {}: {e}", config.listen)));
+            return;
+        }
+    };
+    let nats_listener = match config.nats_listen.map(TcpListener::bind).transpose() {
+        Ok(listener) => listener,
+        Err(e) => {
+            let _ = ready.send(Err(format!("bind NATS port: {e}")));
             return;
         }
     };
@@ -284,8 +302,17 @@ async fn run_shard(
     }
     let _ = ready.send(Ok(()));
     tracing::debug!(shard = id.0, "accepting");
-    accept_loop(&shard, &listener).await;
+    let nats_accept = nats_listener.map(|listener| {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            accept_loop(&shard, &listener, conn::Protocol::Nats).await;
+        })
+    });
+    accept_loop(&shard, &listener, conn::Protocol::Native).await;
     drop(listener);
+    if let Some(task) = nats_accept {
+        task.await;
+    }
     drain(&shard).await;
     streams::close_all(&shard).await;
     let stats = &shard.stats;
@@ -301,7 +328,7 @@ async fn run_shard(
     );
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
+async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, protocol: conn::Protocol) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
@@ -311,7 +338,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener) {
         match accepted {
             None => return,
             Some(Ok(stream)) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream)).detach();
+                glommio::spawn_local(conn::serve(shard.clone(), stream, protocol)).detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(shard = shard.id.0, error = %e, "accept failed");

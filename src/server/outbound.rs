@@ -77,6 +77,27 @@ impl Outbound {
         Push::Queued
     }
 
+    /// Appends what `write` encodes, about `len` bytes (the limit is checked against that).
+    pub fn push_with(&self, len: usize, write: impl FnOnce(&mut BytesMut)) -> Push {
+        if self.state.get() != State::Open {
+            return Push::Closed;
+        }
+        let mut buf = self.buf.borrow_mut();
+        let was_empty = buf.is_empty();
+        if buf.len() + len > self.limit_bytes {
+            drop(buf);
+            self.state.set(State::SlowConsumer);
+            self.notify.notify();
+            return Push::SlowConsumer;
+        }
+        write(&mut buf);
+        drop(buf);
+        if was_empty {
+            self.notify.notify();
+        }
+        Push::Queued
+    }
+
     /// Appends one frame.
     pub fn push(&self, frame: &[u8]) -> Push {
         self.push2(frame, &[])

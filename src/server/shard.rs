@@ -241,10 +241,19 @@ impl Shard {
     /// Routes a publish that arrived on this shard: local subscribers, one member of each queue
     /// group wherever it is, and every peer shard with plain interest.
     pub fn route(&self, frame: &Frame, subject: &str) {
+        self.route_from(frame, subject, None);
+    }
+
+    /// `route`, skipping the local subscriptions of connection `no_echo` (a NATS client that
+    /// connected with `echo: false`). Returns whether anyone was interested.
+    pub fn route_from(&self, frame: &Frame, subject: &str, no_echo: Option<u64>) -> bool {
         let route = self.interest.borrow_mut().route(subject);
         for sub in &route.local {
-            self.deliver(sub, frame);
+            if no_echo != Some(sub.conn.id) {
+                self.deliver(sub, frame);
+            }
         }
+        let interested = !route.local.is_empty() || route.remote != 0 || !route.groups.is_empty();
         let mut picks: Vec<(ShardId, Arc<str>)> = Vec::new();
         for group in &route.groups {
             let total = group.local.len() + group.remote.len();
@@ -262,7 +271,7 @@ impl Shard {
         }
         if route.remote == 0 && picks.is_empty() {
             self.expire();
-            return;
+            return interested;
         }
         for (index, peer) in self.other_peers() {
             let plain = route.remote & (1 << index) != 0;
@@ -281,6 +290,19 @@ impl Shard {
             }
         }
         self.expire();
+        interested
+    }
+
+    /// The subscriptions of connection `conn` that match `subject` (to answer a NATS request that
+    /// nobody else will: "no responders").
+    pub fn subs_of(&self, conn: u64, subject: &str) -> Vec<Rc<LocalSub>> {
+        let route = self.interest.borrow_mut().route(subject);
+        route
+            .local
+            .iter()
+            .filter(|s| s.conn.id == conn)
+            .cloned()
+            .collect()
     }
 
     /// Delivers a message that another shard forwarded here.
@@ -313,7 +335,27 @@ impl Shard {
         if sub.closed.get() {
             return;
         }
-        match sub.conn.out.push2(&sub.header, frame.bytes()) {
+        let pushed = match &sub.nats_sid {
+            None => sub.conn.out.push2(&sub.header, frame.bytes()),
+            Some(sid) => {
+                let ArchivedOp::Pub(p) = frame.op() else {
+                    return;
+                };
+                let len = frame.len() + sid.len() + 32;
+                sub.conn.out.push_with(len, |buf| {
+                    sluice_protocol::nats::encode_msg(
+                        buf,
+                        p.subject().as_bytes(),
+                        sid,
+                        p.reply().map(str::as_bytes),
+                        p.headers(),
+                        p.payload(),
+                    )
+                })
+            }
+        };
+        sub.delivered.set(sub.delivered.get() + 1);
+        match pushed {
             Push::Queued => {
                 add(&self.stats.msgs_out, 1);
                 add(&self.stats.bytes_out, frame.len() as u64);

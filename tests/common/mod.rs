@@ -50,6 +50,8 @@ impl Drop for DataDir {
 pub struct Broker {
     child: Option<Child>,
     pub addr: String,
+    /// The NATS protocol address.
+    pub nats_addr: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// The data directory, when the broker made its own.
     _data: Option<DataDir>,
@@ -67,7 +69,15 @@ impl Broker {
     /// Starts `sluice serve --shards 2` on a free port over an existing data directory.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--shards", "2", "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--shards",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+                "--nats",
+                "127.0.0.1:0",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -104,9 +114,15 @@ impl Broker {
             .find_map(|w| w.strip_prefix("native="))
             .unwrap_or_else(|| panic!("no address in ready line {line:?}"))
             .to_string();
+        let nats_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("nats="))
+            .unwrap_or_default()
+            .to_string();
         Broker {
             child: Some(child),
             addr,
+            nats_addr,
             logs,
             _data: None,
         }

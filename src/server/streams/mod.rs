@@ -34,6 +34,8 @@ use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
 
 /// Who waits for a stored publish's ack.
 pub enum Done {
+    /// A NATS publisher, answered with a JetStream-style JSON ack on its reply subject.
+    Reply { subject: String },
     /// A connection on this shard, and its ack number.
     Local { conn: Rc<Conn>, seq: u64 },
     /// A connection on another shard.
@@ -90,8 +92,41 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
         stream,
         subject,
         body.clone(),
-        seq.map(|seq| (conn.clone(), seq)),
+        seq.map(|seq| AckTo::Conn(conn.clone(), seq)),
     );
+}
+
+/// Stores a publish from a NATS client if a stream captures it; with a reply subject, the client
+/// gets a JSON ack there (`{"stream":..,"seq":..}`, as JetStream clients expect). Returns whether a
+/// stream captured it.
+pub fn capture_with_reply(
+    shard: &Rc<Shard>,
+    body: &Bytes,
+    subject: &str,
+    reply: Option<&str>,
+) -> bool {
+    let stream = shard.streams.borrow().capturing(subject);
+    let Some(stream) = stream else {
+        return false;
+    };
+    let ack = reply.map(|r| AckTo::Reply(r.to_string()));
+    send_to_partition(shard, stream, subject, body.clone(), ack);
+    true
+}
+
+/// Who gets a stored publish's ack, seen from the shard it arrived on.
+pub enum AckTo {
+    /// A native connection of this shard, and its ack number.
+    Conn(Rc<Conn>, u64),
+    /// A reply subject.
+    Reply(String),
+}
+
+/// How a peer is told where an ack goes.
+#[derive(Debug, Clone)]
+pub enum ReplyTo {
+    Conn { conn: u64, seq: u64 },
+    Subject(String),
 }
 
 /// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
@@ -101,15 +136,21 @@ fn send_to_partition(
     stream: Arc<StreamConfig>,
     subject: &str,
     body: Bytes,
-    ack: Option<(Rc<Conn>, u64)>,
+    ack: Option<AckTo>,
 ) {
     let partition = partition_for(subject, stream.partitions);
     let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
     if owner == shard.id {
-        let done = ack.map(|(conn, seq)| Done::Local { conn, seq });
+        let done = ack.map(|ack| match ack {
+            AckTo::Conn(conn, seq) => Done::Local { conn, seq },
+            AckTo::Reply(subject) => Done::Reply { subject },
+        });
         ensure_partition(shard, &stream, partition).enqueue(shard, body, done);
     } else {
-        let reply = ack.map(|(conn, seq)| (conn.id, seq));
+        let reply = ack.map(|ack| match ack {
+            AckTo::Conn(conn, seq) => ReplyTo::Conn { conn: conn.id, seq },
+            AckTo::Reply(subject) => ReplyTo::Subject(subject),
+        });
         shard.push_to(
             owner,
             MeshItem::Append {
@@ -129,12 +170,15 @@ pub fn append_from_peer(
     stream: Arc<StreamConfig>,
     partition: u32,
     body: Bytes,
-    reply: Option<(u64, u64)>,
+    reply: Option<ReplyTo>,
 ) {
-    let done = reply.map(|(conn, seq)| Done::Remote {
-        shard: from,
-        conn,
-        seq,
+    let done = reply.map(|reply| match reply {
+        ReplyTo::Conn { conn, seq } => Done::Remote {
+            shard: from,
+            conn,
+            seq,
+        },
+        ReplyTo::Subject(subject) => Done::Reply { subject },
     });
     let part = ensure_partition(shard, &stream, partition);
     part.enqueue(shard, body, done);
@@ -156,6 +200,33 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
                 ack: outcome,
             },
         ),
+        Done::Reply { subject } => reply_json(shard, &subject, &outcome),
+    }
+}
+
+/// Publishes a JetStream-style JSON ack on a reply subject.
+fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
+    let json = match &outcome.result {
+        Ok(offset) => serde_json::json!({
+            "stream": &*outcome.stream,
+            "seq": offset + 1,
+            "partition": outcome.partition,
+            "offset": offset,
+        }),
+        Err((code, message)) => serde_json::json!({
+            "error": { "code": 503, "err_code": code.as_u16(), "description": message },
+        }),
+    }
+    .to_string();
+    let frame = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+        subject,
+        reply: None,
+        headers: b"",
+        payload: json.as_bytes(),
+        ack: false,
+    }));
+    if let Ok(frame) = Frame::check(frame, u32::MAX) {
+        shard.route(&frame, subject);
     }
 }
 

@@ -1,0 +1,239 @@
+//! A NATS client connection: the NATS text protocol over the same shards, subjects and queue groups
+//! as the native protocol. A publish becomes a native publish frame (so native subscribers, streams
+//! and NATS subscribers all see the same message); a delivery to a NATS subscriber is a `MSG` line.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sluice_protocol::nats::{decode, encode_err, ClientOp, CONTROL_LINE_BYTES_MAX};
+use sluice_protocol::op::{Op, Publish};
+use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
+use sluice_protocol::Frame;
+
+use super::conn::{read_more, Close, Conn, Half};
+use super::interest::LocalSub;
+use super::shard::Shard;
+use super::stats::add;
+use super::streams;
+
+/// `-ERR '<message>'` as bytes.
+pub fn err_line(message: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    encode_err(&mut out, message);
+    out.freeze()
+}
+
+/// The INFO line sent when a client connects.
+fn info_line(shard: &Shard, conn: &Conn) -> Bytes {
+    let info = serde_json::json!({
+        "server_id": shard.config.server_id,
+        "server_name": "sluice",
+        "version": env!("CARGO_PKG_VERSION"),
+        "proto": 1,
+        "host": shard.config.nats_listen.map(|a| a.ip().to_string()),
+        "port": shard.config.nats_listen.map(|a| a.port()),
+        "headers": true,
+        "max_payload": shard.config.payload_bytes_max,
+        "client_id": conn.id,
+    });
+    Bytes::from(format!("INFO {info}\r\n"))
+}
+
+pub(super) async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
+    conn.nats.borrow_mut().enabled = true;
+    conn.out.push(&info_line(shard, conn));
+    let payload_max = shard.config.payload_bytes_max as usize;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        loop {
+            match decode(&mut buf, payload_max, CONTROL_LINE_BYTES_MAX) {
+                Ok(Some(op)) => {
+                    if let Err(close) = handle(shard, conn, op).await {
+                        return close;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad NATS input");
+                    conn.out.close_with(err_line(&e.to_string()));
+                    return Close::Error;
+                }
+            }
+        }
+        if let Some(close) = read_more(shard, conn, &mut socket, &mut buf).await {
+            return close;
+        }
+    }
+}
+
+fn ok(conn: &Conn) {
+    if conn.nats.borrow().verbose {
+        conn.out.push(b"+OK\r\n");
+    }
+}
+
+/// An error the connection survives.
+fn warn(shard: &Shard, conn: &Conn, message: &str) {
+    add(&shard.stats.protocol_errors, 1);
+    conn.out.push(&err_line(message));
+}
+
+async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOp) -> Result<(), Close> {
+    match op {
+        ClientOp::Connect(json) => {
+            let options: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+            let flag = |name: &str, default: bool| options[name].as_bool().unwrap_or(default);
+            let mut nats = conn.nats.borrow_mut();
+            nats.verbose = flag("verbose", false);
+            nats.echo = flag("echo", true);
+            nats.no_responders = flag("no_responders", false) && flag("headers", false);
+            drop(nats);
+            ok(conn);
+        }
+        ClientOp::Pub {
+            subject,
+            reply,
+            headers,
+            payload,
+        } => publish(shard, conn, &subject, reply.as_deref(), &headers, &payload),
+        ClientOp::Sub {
+            subject,
+            queue,
+            sid,
+        } => subscribe(shard, conn, &subject, queue.as_deref(), sid),
+        ClientOp::Unsub { sid, max } => unsubscribe(shard, conn, &sid, max),
+        ClientOp::Ping => {
+            if conn.take_interest_changed() {
+                shard.barrier().await;
+            }
+            conn.out.push(b"PONG\r\n");
+        }
+        ClientOp::Pong => {}
+    }
+    Ok(())
+}
+
+fn publish(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    subject: &[u8],
+    reply: Option<&[u8]>,
+    headers: &[u8],
+    payload: &[u8],
+) {
+    add(&shard.stats.msgs_in, 1);
+    let Ok(subject) = std::str::from_utf8(subject) else {
+        return warn(shard, conn, "Invalid Publish Subject");
+    };
+    let reply = match reply.map(std::str::from_utf8) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(_)) => return warn(shard, conn, "Invalid Publish Subject"),
+        None => None,
+    };
+    if validate_subject(subject).is_err() || reply.is_some_and(|r| validate_subject(r).is_err()) {
+        return warn(shard, conn, "Invalid Publish Subject");
+    }
+    let bytes = shard.encode(&Op::Pub(Publish {
+        subject,
+        reply,
+        headers,
+        payload,
+        ack: false,
+    }));
+    add(&shard.stats.bytes_in, bytes.len() as u64);
+    let Ok(frame) = Frame::check(bytes, u32::MAX) else {
+        return warn(shard, conn, "Internal Error");
+    };
+    let (no_echo, no_responders) = {
+        let nats = conn.nats.borrow();
+        ((!nats.echo).then_some(conn.id), nats.no_responders)
+    };
+    let interested = shard.route_from(&frame, subject, no_echo);
+    let stored = streams::capture_with_reply(shard, frame.bytes(), subject, reply);
+    if !interested && !stored && no_responders {
+        if let Some(reply) = reply {
+            no_responders_status(shard, conn, reply);
+        }
+    }
+    ok(conn);
+}
+
+/// Tells a requester that nobody is listening: a 503 status on its reply subject.
+fn no_responders_status(shard: &Shard, conn: &Conn, reply: &str) {
+    for sub in shard.subs_of(conn.id, reply) {
+        let Some(sid) = &sub.nats_sid else { continue };
+        let mut line = BytesMut::new();
+        sluice_protocol::nats::encode_msg(
+            &mut line,
+            reply.as_bytes(),
+            sid,
+            None,
+            b"NATS/1.0 503\r\n\r\n",
+            b"",
+        );
+        conn.out.push(&line);
+    }
+}
+
+fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&[u8]>, sid: Bytes) {
+    let Some(id) = std::str::from_utf8(&sid)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return warn(shard, conn, "Invalid Subscription ID");
+    };
+    let Ok(pattern) = std::str::from_utf8(subject) else {
+        return warn(shard, conn, "Invalid Subject");
+    };
+    if validate_pattern(pattern).is_err() {
+        return warn(shard, conn, "Invalid Subject");
+    }
+    let queue = match queue.map(std::str::from_utf8) {
+        Some(Ok(q)) if validate_queue(q).is_ok() => Some(q),
+        Some(_) => return warn(shard, conn, "Invalid Queue Name"),
+        None => None,
+    };
+    if conn.subs.borrow().contains_key(&id) {
+        return warn(shard, conn, "Duplicate Subscription ID");
+    }
+    let local = Rc::new(LocalSub {
+        conn: conn.clone(),
+        sid: id,
+        pattern: Arc::from(pattern),
+        queue: queue.map(Arc::from),
+        header: Bytes::new(),
+        nats_sid: Some(sid),
+        remaining: Cell::new(u64::MAX),
+        closed: Cell::new(false),
+        delivered: Cell::new(0),
+    });
+    conn.subs.borrow_mut().insert(id, local.clone());
+    shard.add_sub(local);
+    conn.interest_changed();
+    ok(conn);
+}
+
+/// NATS counts `max` over the whole subscription, not from now on.
+fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sid: &[u8], max: Option<u64>) {
+    let Some(id) = std::str::from_utf8(sid)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return warn(shard, conn, "Invalid Subscription ID");
+    };
+    let Some(sub) = conn.subs.borrow().get(&id).cloned() else {
+        // nats-server ignores an unknown sid.
+        return ok(conn);
+    };
+    match max.map(|m| m.saturating_sub(sub.delivered.get())) {
+        Some(more) if more > 0 => sub.remaining.set(more),
+        _ => {
+            conn.subs.borrow_mut().remove(&id);
+            shard.remove_sub(&sub);
+            conn.interest_changed();
+        }
+    }
+    ok(conn);
+}
