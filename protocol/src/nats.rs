@@ -73,9 +73,9 @@ pub fn decode(
         return Err(NatsError::ControlLineTooLong);
     }
     let (op, args_at) = op_name(&buf[..line_end]);
-    match op.as_slice() {
-        b"PUB" | b"HPUB" => {
-            let with_headers = op.as_slice() == b"HPUB";
+    match op {
+        Name::Pub | Name::Hpub => {
+            let with_headers = op == Name::Hpub;
             let name = if with_headers { "HPUB" } else { "PUB" };
             let bad = || NatsError::BadArguments { op: name };
             let args_bytes = &buf[args_at..line_end];
@@ -111,7 +111,7 @@ pub fn decode(
                 payload: frame.slice(body + header_len..body + total_len),
             }))
         }
-        b"SUB" => {
+        Name::Sub => {
             let args = split_args(&buf[args_at..line_end]);
             let line = buf.split_to(line_end + 2).freeze();
             let slice = |r: &(usize, usize)| line.slice(args_at + r.0..args_at + r.1);
@@ -129,7 +129,7 @@ pub fn decode(
                 _ => Err(NatsError::BadArguments { op: "SUB" }),
             }
         }
-        b"UNSUB" => {
+        Name::Unsub => {
             let args = split_args(&buf[args_at..line_end]);
             let line = buf.split_to(line_end + 2).freeze();
             let slice = |r: &(usize, usize)| line.slice(args_at + r.0..args_at + r.1);
@@ -148,23 +148,36 @@ pub fn decode(
                 _ => Err(bad()),
             }
         }
-        b"CONNECT" => {
+        Name::Connect => {
             let line = buf.split_to(line_end + 2).freeze();
             let json = trim(&line[args_at..line_end]);
             Ok(Some(ClientOp::Connect(
                 line.slice(json.0 + args_at..json.1 + args_at),
             )))
         }
-        b"PING" => {
+        Name::Ping => {
             buf.advance(line_end + 2);
             Ok(Some(ClientOp::Ping))
         }
-        b"PONG" => {
+        Name::Pong => {
             buf.advance(line_end + 2);
             Ok(Some(ClientOp::Pong))
         }
-        _ => Err(NatsError::UnknownOperation),
+        Name::Unknown => Err(NatsError::UnknownOperation),
     }
+}
+
+/// The operations a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Name {
+    Pub,
+    Hpub,
+    Sub,
+    Unsub,
+    Connect,
+    Ping,
+    Pong,
+    Unknown,
 }
 
 /// Writes `MSG` (or `HMSG` when there are headers) for a delivery.
@@ -212,8 +225,8 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
     memchr::memmem::find(buf, b"\r\n")
 }
 
-/// The upper-cased operation name and where its arguments start.
-fn op_name(line: &[u8]) -> (Vec<u8>, usize) {
+/// The operation a line starts with (case-insensitive) and where its arguments start.
+fn op_name(line: &[u8]) -> (Name, usize) {
     let start = line
         .iter()
         .position(|b| !b.is_ascii_whitespace())
@@ -222,14 +235,40 @@ fn op_name(line: &[u8]) -> (Vec<u8>, usize) {
         .iter()
         .position(|b| *b == b' ' || *b == b'\t')
         .map_or(line.len(), |p| start + p);
-    (line[start..end].to_ascii_uppercase(), end)
+    let word = &line[start..end];
+    let is = |name: &[u8]| word.eq_ignore_ascii_case(name);
+    let name = if is(b"PUB") {
+        Name::Pub
+    } else if is(b"HPUB") {
+        Name::Hpub
+    } else if is(b"SUB") {
+        Name::Sub
+    } else if is(b"UNSUB") {
+        Name::Unsub
+    } else if is(b"CONNECT") {
+        Name::Connect
+    } else if is(b"PING") {
+        Name::Ping
+    } else if is(b"PONG") {
+        Name::Pong
+    } else {
+        Name::Unknown
+    };
+    (name, end)
 }
 
-/// The (start, end) of each space- or tab-separated argument.
-fn split_args(args: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::with_capacity(4);
+/// Most arguments an operation takes (HPUB: subject, reply, header size, total size).
+const ARGS_MAX: usize = 4;
+
+/// The (start, end) of each space- or tab-separated argument, without allocating; more than
+/// `ARGS_MAX` arguments make the list one longer than any operation accepts.
+fn split_args(args: &[u8]) -> Args {
+    let mut out = Args {
+        spans: [(0, 0); ARGS_MAX + 1],
+        len: 0,
+    };
     let mut i = 0;
-    while i < args.len() {
+    while i < args.len() && out.len <= ARGS_MAX {
         while i < args.len() && (args[i] == b' ' || args[i] == b'\t') {
             i += 1;
         }
@@ -238,10 +277,23 @@ fn split_args(args: &[u8]) -> Vec<(usize, usize)> {
             i += 1;
         }
         if i > start {
-            out.push((start, i));
+            out.spans[out.len] = (start, i);
+            out.len += 1;
         }
     }
     out
+}
+
+/// Argument spans of one control line.
+struct Args {
+    spans: [(usize, usize); ARGS_MAX + 1],
+    len: usize,
+}
+
+impl Args {
+    fn as_slice(&self) -> &[(usize, usize)] {
+        &self.spans[..self.len]
+    }
 }
 
 fn trim(bytes: &[u8]) -> (usize, usize) {

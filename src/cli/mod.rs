@@ -53,6 +53,9 @@ struct ServeArgs {
     /// NATS protocol address, for existing NATS clients; `off` disables it.
     #[arg(long, default_value = NATS_ADDR_DEFAULT)]
     nats: String,
+    /// How often NATS clients are pinged; two unanswered pings close the connection as stale.
+    #[arg(long, default_value_t = server::NATS_PING_INTERVAL_DEFAULT.as_millis() as u64)]
+    nats_ping_interval_ms: u64,
     /// Number of shards, one per CPU (default: every CPU this process may use).
     #[arg(long, conflicts_with = "cpuset")]
     shards: Option<usize>,
@@ -125,6 +128,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let mut config = ServerConfig::new(listen, cpus);
+    config.nats_ping_interval = std::time::Duration::from_millis(args.nats_ping_interval_ms.max(1));
     if args.nats != "off" {
         config.nats_listen = Some(server::resolve(&args.nats).map_err(|e| e.to_string())?);
     }

@@ -65,6 +65,8 @@ pub struct NatsOptions {
     pub echo: bool,
     /// Answer a request nobody listens to with a 503 status message.
     pub no_responders: bool,
+    /// Server pings not yet answered with a PONG.
+    pub pings_out: u32,
 }
 
 impl Default for NatsOptions {
@@ -74,6 +76,7 @@ impl Default for NatsOptions {
             verbose: false,
             echo: true,
             no_responders: false,
+            pings_out: 0,
         }
     }
 }

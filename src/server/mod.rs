@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// NATS protocol address, if the NATS port is on.
     pub nats_listen: Option<SocketAddr>,
+    /// How often the server pings a NATS client; after `NATS_PINGS_OUT_MAX` unanswered pings the
+    /// connection is stale and closed.
+    pub nats_ping_interval: Duration,
     /// The CPU each shard is pinned to, one entry per shard.
     pub cpus: Vec<usize>,
     /// Largest payload of one publish.
@@ -71,6 +74,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             nats_listen: None,
+            nats_ping_interval: NATS_PING_INTERVAL_DEFAULT,
             cpus,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
@@ -81,6 +85,9 @@ impl ServerConfig {
         }
     }
 }
+
+/// Default interval between server pings of a NATS client (nats-server's default).
+pub const NATS_PING_INTERVAL_DEFAULT: Duration = Duration::from_secs(120);
 
 /// Default data directory, relative to where the server starts.
 pub const DATA_DIR_DEFAULT: &str = "./sluice-data";

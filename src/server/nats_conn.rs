@@ -41,9 +41,48 @@ fn info_line(shard: &Shard, conn: &Conn) -> Bytes {
     Bytes::from(format!("INFO {info}\r\n"))
 }
 
+/// Unanswered server pings after which a NATS connection is stale (nats-server's default).
+const PINGS_OUT_MAX: u32 = 2;
+
+/// Pings the client every interval; closes the connection once it leaves too many unanswered.
+async fn keepalive(shard: Rc<Shard>, conn: Rc<Conn>) {
+    let interval = shard.config.nats_ping_interval;
+    loop {
+        let ended = futures_lite::future::or(
+            async {
+                glommio::timer::sleep(interval).await;
+                false
+            },
+            async {
+                conn.done.wait().await;
+                true
+            },
+        )
+        .await;
+        if ended {
+            return;
+        }
+        let mut nats = conn.nats.borrow_mut();
+        if nats.pings_out >= PINGS_OUT_MAX {
+            drop(nats);
+            tracing::info!(
+                shard = shard.id.0,
+                conn = conn.id,
+                "stale NATS connection closed"
+            );
+            conn.out.close_with(err_line("Stale Connection"));
+            return;
+        }
+        nats.pings_out += 1;
+        drop(nats);
+        conn.out.push(b"PING\r\n");
+    }
+}
+
 pub(super) async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
     conn.nats.borrow_mut().enabled = true;
     conn.out.push(&info_line(shard, conn));
+    glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
     let payload_max = shard.config.payload_bytes_max as usize;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -110,7 +149,7 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOp) -> Result<(), 
             }
             conn.out.push(b"PONG\r\n");
         }
-        ClientOp::Pong => {}
+        ClientOp::Pong => conn.nats.borrow_mut().pings_out = 0,
     }
     Ok(())
 }
@@ -146,6 +185,8 @@ fn publish(
     let Ok(frame) = Frame::check(bytes, u32::MAX) else {
         return warn(shard, conn, "Internal Error");
     };
+    // As nats-server: the +OK comes before the message reaches anyone (the publisher included).
+    ok(conn);
     let (no_echo, no_responders) = {
         let nats = conn.nats.borrow();
         ((!nats.echo).then_some(conn.id), nats.no_responders)
@@ -157,7 +198,6 @@ fn publish(
             no_responders_status(shard, conn, reply);
         }
     }
-    ok(conn);
 }
 
 /// Tells a requester that nobody is listening: a 503 status on its reply subject.
