@@ -18,6 +18,35 @@ async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
         .expect("the subscription is open")
 }
 
+/// Waits until every subscription sees a probe that `publisher` sends on `subject`. async-nats'
+/// `flush` writes the socket but makes no round trip, so it does not tell when a subscription made
+/// on another connection (possibly another shard) is in force; the probes do.
+async fn until_subscribed(
+    publisher: &async_nats::Client,
+    subject: &str,
+    subs: &mut [&mut async_nats::Subscriber],
+) {
+    for sub in subs.iter_mut() {
+        loop {
+            publisher
+                .publish(subject.to_string(), "probe".into())
+                .await
+                .unwrap();
+            publisher.flush().await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+                Ok(Some(m)) if &m.payload[..] == b"probe" => break,
+                Ok(Some(m)) => panic!("unexpected message on {}", m.subject),
+                _ => {}
+            }
+        }
+    }
+    // Drain the probes that were still on their way.
+    for sub in subs.iter_mut() {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+        }
+    }
+}
+
 async fn nats(broker: &Broker) -> async_nats::Client {
     async_nats::connect(format!("nats://{}", broker.nats_addr))
         .await
@@ -63,6 +92,16 @@ async fn queue_groups_share_and_requests_get_replies() {
     a.flush().await.unwrap();
     b.flush().await.unwrap();
     let publisher = nats(&broker).await;
+    // Queue members only get some probes: wait for the group through a plain subscriber on each
+    // member's connection.
+    let mut seen_a = a.subscribe("work").await.unwrap();
+    let mut seen_b = b.subscribe("work").await.unwrap();
+    until_subscribed(&publisher, "work", &mut [&mut seen_a, &mut seen_b]).await;
+    drop((seen_a, seen_b));
+    for sub in [&mut qa, &mut qb] {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+        }
+    }
     for i in 0..200 {
         publisher
             .publish("work", format!("{i}").into())
@@ -81,6 +120,7 @@ async fn queue_groups_share_and_requests_get_replies() {
     let replier = nats(&broker).await;
     let mut requests = replier.subscribe("svc.echo").await.unwrap();
     replier.flush().await.unwrap();
+    until_subscribed(&publisher, "svc.echo", &mut [&mut requests]).await;
     tokio::spawn(async move {
         while let Some(req) = requests.next().await {
             if let Some(reply) = req.reply {
@@ -107,8 +147,12 @@ async fn auto_unsubscribe_and_large_payloads() {
     let client = nats(&broker).await;
     let mut sub = client.subscribe("big").await.unwrap();
     sub.unsubscribe_after(2).await.unwrap();
+    // Probes on another subject of the same connection: interest travels in order, so once the
+    // probe subscription is in force, so is the first (which must not count the probes).
+    let mut probe = client.subscribe("probe.big").await.unwrap();
     client.flush().await.unwrap();
     let publisher = nats(&broker).await;
+    until_subscribed(&publisher, "probe.big", &mut [&mut probe]).await;
     let payload = vec![7u8; 1_000_000];
     for _ in 0..3 {
         publisher
