@@ -130,3 +130,21 @@ fn a_publish_with_a_reply_to_a_stream_gets_a_json_ack() {
     assert_eq!(stored.subject, "orders.eu");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn echo_false_keeps_a_clients_own_messages_from_it() {
+    let broker = Broker::start(&[]);
+    let mut quiet = Raw::connect(&broker);
+    quiet.send(b"CONNECT {\"echo\":false}\r\nSUB chat 1\r\nPING\r\n");
+    assert_eq!(quiet.line(), "PONG\r\n");
+    let mut loud = Raw::connect(&broker);
+    loud.send(b"CONNECT {}\r\nSUB chat 1\r\nPING\r\n");
+    assert_eq!(loud.line(), "PONG\r\n");
+    quiet.send(b"PUB chat 4\r\nmine\r\nPING\r\n");
+    assert_eq!(quiet.line(), "PONG\r\n", "no echo before the pong");
+    assert_eq!(loud.line(), "MSG chat 1 4\r\n");
+    assert_eq!(loud.payload(4), b"mine");
+    loud.send(b"PUB chat 6\r\ntheirs\r\n");
+    assert_eq!(quiet.line(), "MSG chat 1 6\r\n");
+    assert_eq!(quiet.payload(6), b"theirs");
+}
