@@ -64,3 +64,32 @@ fn the_frame_body_corpus_never_panics_and_some_inputs_are_valid_ops() {
     }
     assert!(valid > 0, "the fuzzer found no valid operation bodies");
 }
+
+#[test]
+fn the_nats_decode_corpus_decodes_the_same_whatever_the_split() {
+    use sluice_protocol::nats::{decode as nats_decode, ClientOp, CONTROL_LINE_BYTES_MAX};
+    fn all(chunks: &[&[u8]]) -> Vec<ClientOp> {
+        let mut buf = BytesMut::new();
+        let mut ops = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            while let Ok(Some(op)) = nats_decode(&mut buf, 1 << 20, CONTROL_LINE_BYTES_MAX) {
+                ops.push(op);
+            }
+        }
+        ops
+    }
+    let inputs = corpus("nats_decode");
+    assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
+    let mut decoded = 0;
+    for data in inputs {
+        if let Some((&split, rest)) = data.split_first() {
+            let at = (split as usize).min(rest.len());
+            let whole = all(&[rest]);
+            let parts = all(&[&rest[..at], &rest[at..]]);
+            assert!(whole.starts_with(&parts) || parts.starts_with(&whole));
+            decoded += whole.len();
+        }
+    }
+    assert!(decoded > 0, "the corpus holds no valid operation");
+}
