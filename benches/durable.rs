@@ -4,62 +4,14 @@
 //! `cargo bench --bench durable` starts `sluice serve --shards 2` (the binary of this build) with a
 //! temporary data directory, once per fsync policy. Under `cargo test` it runs briefly as a smoke test.
 
+mod support;
+
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use sluice::api::{ConsumerConfig, DeliverPolicy, StreamConfig};
 use sluice::client::Client;
-
-struct Server {
-    child: Child,
-    addr: String,
-    dir: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(fsync: &str) -> Server {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-durable-{}-{fsync}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "serve",
-                "--shards",
-                "2",
-                "--listen",
-                "127.0.0.1:0",
-                "--fsync",
-                fsync,
-            ])
-            .arg("--data-dir")
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sluice");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("native="))
-            .expect("ready line")
-            .to_string();
-        Server { child, addr, dir }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn run(
     client: &Client,
@@ -128,8 +80,11 @@ fn main() {
         "", "", "", "", "", ""
     );
     for fsync in ["always", "never"] {
-        let server = Server::start(fsync);
-        let client = Client::connect(&server.addr).unwrap();
+        let server = support::Server::start(
+            &format!("durable-{fsync}"),
+            &["--shards", "2", "--nats", "off", "--fsync", fsync],
+        );
+        let client = Client::connect(&server.native).unwrap();
         client
             .stream_add(&StreamConfig {
                 name: "bench".into(),

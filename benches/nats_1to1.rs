@@ -5,7 +5,8 @@
 //! `cargo bench --bench nats_1to1` (nats-server from Debian's `nats-server` package, if installed;
 //! otherwise only Sluice is measured). Under `cargo test` it runs a few thousand messages.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,57 +14,20 @@ use futures::StreamExt;
 
 const SIZE: usize = 16;
 
-struct Server {
+/// A nats-server child, killed when dropped.
+struct Peer {
     child: Child,
     addr: String,
-    dir: Option<std::path::PathBuf>,
 }
 
-impl Drop for Server {
+impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
-fn sluice() -> Server {
-    let dir = std::env::temp_dir().join(format!("sluice-nats-bench-{}", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "serve",
-            "--cpuset",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--nats",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sluice");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("nats="))
-        .expect("a NATS address")
-        .to_string();
-    Server {
-        child,
-        addr,
-        dir: Some(dir),
-    }
-}
-
-fn nats_server() -> Option<Server> {
+fn nats_server() -> Option<Peer> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
@@ -86,11 +50,7 @@ fn nats_server() -> Option<Server> {
     let addr = format!("127.0.0.1:{port}");
     for _ in 0..100 {
         if std::net::TcpStream::connect(&addr).is_ok() {
-            return Some(Server {
-                child,
-                addr,
-                dir: None,
-            });
+            return Some(Peer { child, addr });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -160,11 +120,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let sluice = sluice();
+    let sluice = support::Server::start("nats", &["--cpuset", "0", "--nats", "127.0.0.1:0"]);
+    let sluice_addr = sluice.nats.clone().expect("the NATS port is on");
     let peer = if full { nats_server() } else { None };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        ours.push(runtime.block_on(one_to_one(&format!("nats://{}", sluice.addr), messages)));
+        ours.push(runtime.block_on(one_to_one(&format!("nats://{sluice_addr}"), messages)));
         if let Some(peer) = &peer {
             theirs.push(runtime.block_on(one_to_one(&format!("nats://{}", peer.addr), messages)));
         }
