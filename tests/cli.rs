@@ -195,3 +195,31 @@ fn streams_and_consumers_from_the_command_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("NoStream"), "{stderr}");
 }
+
+#[test]
+fn tune_reports_this_machine_and_exits_zero() {
+    let data = common::DataDir::new();
+    let output = sluice()
+        .args(["tune", "--data-dir"])
+        .arg(&data.path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report = String::from_utf8(output.stdout).unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        report.contains(&format!("cpus: {cpus} online")),
+        "the report names the CPU count:\n{report}"
+    );
+    assert!(report.contains("io_uring: ok"), "{report}");
+    assert!(report.contains("memlock:"), "{report}");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tuning/irq-affinity");
+    let dry = Command::new(script)
+        .args(["lo", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{dry:?}");
+    assert!(String::from_utf8(dry.stdout)
+        .unwrap()
+        .contains("sluice serve --cpuset"));
+}

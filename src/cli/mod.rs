@@ -4,6 +4,7 @@ mod consume;
 mod cpus;
 mod streams;
 mod talk;
+mod tune;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +44,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspect consumers.
     Consumer(consume::ConsumerArgs),
+    /// Report this machine's CPUs, NUMA nodes, NIC queues, limits and I/O support, with advice.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Stream(args) => streams::run(args),
         Command::Consume(args) => consume::consume(args),
         Command::Consumer(args) => consume::consumer(args),
+        Command::Tune(args) => tune::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
