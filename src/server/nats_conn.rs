@@ -86,14 +86,29 @@ pub(super) async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Ha
     let payload_max = shard.config.payload_bytes_max as usize;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
+        // PONGs wait until everything read so far is handled, as nats-server answers a read: some
+        // clients (nats-py) write their PING straight to the socket, ahead of SUBs still in their
+        // buffer, and expect those SUBs in force when the PONG comes.
+        let mut pongs = 0usize;
         loop {
             match decode(&mut buf, payload_max, CONTROL_LINE_BYTES_MAX) {
+                Ok(Some(ClientOp::Ping)) => pongs += 1,
                 Ok(Some(op)) => {
                     if let Err(close) = handle(shard, conn, op).await {
                         return close;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if pongs > 0 {
+                        if conn.take_interest_changed() {
+                            shard.barrier().await;
+                        }
+                        for _ in 0..pongs {
+                            conn.out.push(b"PONG\r\n");
+                        }
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad NATS input");
                     conn.out.close_with(err_line(&e.to_string()));
@@ -143,12 +158,8 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOp) -> Result<(), 
             sid,
         } => subscribe(shard, conn, &subject, queue.as_deref(), sid),
         ClientOp::Unsub { sid, max } => unsubscribe(shard, conn, &sid, max),
-        ClientOp::Ping => {
-            if conn.take_interest_changed() {
-                shard.barrier().await;
-            }
-            conn.out.push(b"PONG\r\n");
-        }
+        // Answered once the read is handled: see `read_loop`.
+        ClientOp::Ping => {}
         ClientOp::Pong => conn.nats.borrow_mut().pings_out = 0,
     }
     Ok(())
