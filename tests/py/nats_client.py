@@ -7,6 +7,23 @@ import nats
 from nats.errors import NoRespondersError, TimeoutError
 
 
+async def until_subscribed(sub_client, pub_client, name: str) -> None:
+    """Waits until subscriptions made on sub_client are in force, with a probe subscription made
+    after them: nats-py's flush() writes its PING ahead of SUBs still in its buffer, so the PONG does
+    not prove that a SUB reached the server; a message the probe receives does (interest from one
+    connection travels in order)."""
+    probe = await sub_client.subscribe("probe." + name)
+    while True:
+        await pub_client.publish("probe." + name, b"p")
+        await pub_client.flush()
+        try:
+            await probe.next_msg(timeout=0.05)
+            break
+        except TimeoutError:
+            pass
+    await probe.unsubscribe()
+
+
 async def main(url: str) -> None:
     sub_client = await nats.connect(url)
     pub_client = await nats.connect(url)
@@ -14,7 +31,7 @@ async def main(url: str) -> None:
     # Pub/sub with wildcards and headers.
     star = await sub_client.subscribe("user.*.audio")
     full = await sub_client.subscribe("user.>")
-    await sub_client.flush()
+    await until_subscribed(sub_client, pub_client, "wildcards")
     await pub_client.publish("user.7.audio", b"chunk")
     await pub_client.publish("user.7.text", b"text", headers={"Trace": "9"})
     await pub_client.flush()
@@ -33,8 +50,8 @@ async def main(url: str) -> None:
 
     q1 = await sub_client.subscribe("work", queue="workers", cb=member)
     q2 = await pub_client.subscribe("work", queue="workers", cb=member)
-    await sub_client.flush()
-    await pub_client.flush()
+    await until_subscribed(sub_client, pub_client, "queue1")
+    await until_subscribed(pub_client, sub_client, "queue2")
     for i in range(100):
         await pub_client.publish("work", str(i).encode())
     await pub_client.flush()
@@ -51,7 +68,7 @@ async def main(url: str) -> None:
         await msg.respond(msg.data.upper())
 
     await sub_client.subscribe("svc.upper", cb=echo)
-    await sub_client.flush()
+    await until_subscribed(sub_client, pub_client, "svc")
     reply = await pub_client.request("svc.upper", b"hello", timeout=5)
     assert reply.data == b"HELLO", reply
     try:
@@ -64,7 +81,7 @@ async def main(url: str) -> None:
 
     # Auto-unsubscribe after two messages.
     limited = await sub_client.subscribe("limited", max_msgs=2)
-    await sub_client.flush()
+    await until_subscribed(sub_client, pub_client, "limited")
     for _ in range(3):
         await pub_client.publish("limited", b"m")
     await pub_client.flush()
