@@ -209,6 +209,14 @@ impl FrameEncoder {
         sink.len() - frame_start
     }
 
+    /// Encodes one frame and returns it as a checked [`Frame`] without checking it again: what this
+    /// encoder writes is valid by construction (debug builds still check).
+    pub fn encode_frame(&mut self, op: &Op<'_>) -> Frame {
+        let bytes = self.encode_to_bytes(op);
+        debug_assert!(Frame::check(bytes.clone(), u32::MAX).is_ok());
+        Frame { bytes }
+    }
+
     /// Encodes one frame into a fresh `Bytes` (for rare frames: info, errors, message headers that
     /// are computed once per subscription).
     pub fn encode_to_bytes(&mut self, op: &Op<'_>) -> Bytes {

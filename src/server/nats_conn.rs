@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::nats::{decode, encode_err, ClientOp, CONTROL_LINE_BYTES_MAX};
 use sluice_protocol::op::{Op, Publish};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
-use sluice_protocol::Frame;
 
 use super::conn::{read_more, Close, Conn, Half};
 use super::interest::LocalSub;
@@ -185,17 +184,14 @@ fn publish(
     if validate_subject(subject).is_err() || reply.is_some_and(|r| validate_subject(r).is_err()) {
         return warn(shard, conn, "Invalid Publish Subject");
     }
-    let bytes = shard.encode(&Op::Pub(Publish {
+    let frame = shard.encode_frame(&Op::Pub(Publish {
         subject,
         reply,
         headers,
         payload,
         ack: false,
     }));
-    add(&shard.stats.bytes_in, bytes.len() as u64);
-    let Ok(frame) = Frame::check(bytes, u32::MAX) else {
-        return warn(shard, conn, "Internal Error");
-    };
+    add(&shard.stats.bytes_in, frame.len() as u64);
     // As nats-server: the +OK comes before the message reaches anyone (the publisher included).
     ok(conn);
     let (no_echo, no_responders) = {

@@ -134,6 +134,11 @@ impl Shard {
         self.encoder.borrow_mut().encode_to_bytes(op)
     }
 
+    /// Encodes a frame the broker makes itself (a NATS publish, an ack, an advisory), ready to route.
+    pub fn encode_frame(&self, op: &Op<'_>) -> Frame {
+        self.encoder.borrow_mut().encode_frame(op)
+    }
+
     /// An error frame.
     pub fn error_frame(&self, code: ErrorCode, message: &str) -> Bytes {
         self.encode(&Op::Err(ErrorFrame {

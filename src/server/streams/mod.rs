@@ -54,6 +54,9 @@ pub struct Streams {
 impl Streams {
     /// The stream that captures `subject`, if any.
     pub fn capturing(&self, subject: &str) -> Option<Arc<StreamConfig>> {
+        if self.capture.is_empty() {
+            return None; // No streams: core pub/sub pays nothing for them.
+        }
         let mut found = None;
         self.capture
             .for_each_match(subject, |s| found = Some(s.clone()));
@@ -218,16 +221,14 @@ fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
         }),
     }
     .to_string();
-    let frame = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
         subject,
         reply: None,
         headers: b"",
         payload: json.as_bytes(),
         ack: false,
     }));
-    if let Ok(frame) = Frame::check(frame, u32::MAX) {
-        shard.route(&frame, subject);
-    }
+    shard.route(&frame, subject);
 }
 
 /// An ack from another shard for a connection here.
@@ -529,16 +530,14 @@ pub fn dead_letter(
         })
         .to_string();
         let advisory_subject = format!("$SYS.{subject}");
-        let frame = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+        let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
             subject: &advisory_subject,
             reply: None,
             headers: b"",
             payload: advisory.as_bytes(),
             ack: false,
         }));
-        if let Ok(frame) = Frame::check(frame, u32::MAX) {
-            shard.route(&frame, &advisory_subject);
-        }
+        shard.route(&frame, &advisory_subject);
         flush_appends(&shard);
     })
     .detach();
