@@ -1,5 +1,6 @@
 //! The `sluice` command line: `serve` runs the broker; `pub`, `sub`, `request` and `reply` talk to it.
 
+mod bench;
 mod consume;
 mod cpus;
 mod streams;
@@ -44,6 +45,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspect consumers.
     Consumer(consume::ConsumerArgs),
+    /// Measure a server: throughput and latency percentiles of a load scenario.
+    Bench(bench::BenchArgs),
     /// Report this machine's CPUs, NUMA nodes, NIC queues, limits and I/O support, with advice.
     Tune(tune::TuneArgs),
 }
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::Consume(args) => consume::consume(args),
         Command::Consumer(args) => consume::consumer(args),
         Command::Tune(args) => tune::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,16 @@ pub enum FsyncPolicy {
     Never,
 }
 
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::Interval(every) => write!(f, "interval:{}", every.as_millis()),
+        }
+    }
+}
+
 impl std::str::FromStr for FsyncPolicy {
     type Err = String;
 
