@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Turns the runs of benches/compare into medians, ratios, plots and BENCHMARKS.md.
+
+  summarize.py median RUNS GROUP SYSTEM        median msgs/s of one group and system
+  summarize.py plots RUNS OUT SLUICE           latency plots (via `sluice bench --plot-only`)
+  summarize.py report OUT BENCHMARKS.md SERVER_CPUS LOAD_CPUS ROUNDS
+"""
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+
+def runs(directory):
+    """{group: {system: [run, ...]}} from files GROUP.SYSTEM.ROUND.json."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        name = os.path.basename(path)[: -len(".json")]
+        group, system, _round = name.rsplit(".", 2)
+        try:
+            with open(path) as f:
+                run = json.load(f)
+        except (OSError, ValueError):
+            continue
+        run["_path"] = path
+        out.setdefault(group, {}).setdefault(system, []).append(run)
+    return out
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def lat(run, key):
+    latency = run.get("latency_us")
+    return latency.get(key) if latency else None
+
+
+def median_run(rs, key=lambda r: r["msgs_per_s"]):
+    """The run whose figure is the median, for plots."""
+    ordered = sorted(rs, key=key)
+    return ordered[len(ordered) // 2]
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def table(groups, group, systems, baseline, title, latency=True, rss=False):
+    rows = groups.get(group, {})
+    if not rows:
+        return ""
+    base = median(r["msgs_per_s"] for r in rows.get(baseline, []))
+    lines = [f"#### {title}", ""]
+    head = "| system | rounds | msgs/s (median) | MB/s | ratio to " + baseline + " |"
+    sep = "|---|---:|---:|---:|---:|"
+    if latency:
+        head += " p50 us | p99 us | p99.9 us | p99.99 us |"
+        sep += "---:|---:|---:|---:|"
+    if rss:
+        head += " server RSS MiB |"
+        sep += "---:|"
+    lines += [head, sep]
+    for system in systems:
+        rs = rows.get(system)
+        if not rs:
+            continue
+        rate = median(r["msgs_per_s"] for r in rs)
+        ratio = f"{rate / base:.2f}" if base and rate else "-"
+        line = (
+            f"| {system} | {len(rs)} | {fmt(rate)} | {fmt(median(r['mb_per_s'] for r in rs), 1)}"
+            f" | {ratio} |"
+        )
+        if latency:
+            for key in ("p50", "p99", "p999", "p9999"):
+                line += f" {fmt(median(lat(r, key) for r in rs), 1)} |"
+        if rss:
+            line += f" {fmt(median((r.get('rss_bytes') or 0) / 1048576 for r in rs), 1)} |"
+        lines.append(line)
+    failed = [s for s in systems if s in rows and any(r["lost"] or r["errors"] for r in rows[s])]
+    if failed:
+        lines.append("")
+        lines.append(f"Runs with lost messages or errors: {', '.join(failed)}.")
+    return "\n".join(lines) + "\n\n"
+
+
+def go_table(directory):
+    rows = {}
+    for path in glob.glob(os.path.join(directory, "go-1to1-16.*.json")):
+        system = os.path.basename(path).split(".")[1]
+        try:
+            with open(path) as f:
+                rows.setdefault(system, []).append(json.load(f)["msgs_per_s"])
+        except (OSError, ValueError, KeyError):
+            pass
+    if not rows:
+        return ""
+    base = median(rows.get("nats-server", []))
+    lines = [
+        "#### Core 1 -> 1, 16 B, Go nats.go program (independent cross-check)",
+        "",
+        "| system | rounds | msgs/s (median) | ratio to nats-server |",
+        "|---|---:|---:|---:|",
+    ]
+    for system in ("nats-server", "sluice-nats"):
+        if system in rows:
+            rate = median(rows[system])
+            ratio = f"{rate / base:.2f}" if base else "-"
+            lines.append(f"| {system} | {len(rows[system])} | {fmt(rate)} | {ratio} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def kafka_table(out):
+    path = os.path.join(out, "kafka.json")
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        results = json.load(f)
+    lines = [
+        "#### Kafka protocol: tansu (storage on disk) with the rdkafka driver, beside Sluice",
+        "",
+        "| run | rounds | msgs/s (median) | MB/s | p50 us | p99 us | p99.9 us |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, rs in results.items():
+        lines.append(
+            f"| {label} | {len(rs)} | {fmt(median(r['msgs_per_s'] for r in rs))}"
+            f" | {fmt(median(r['mb_per_s'] for r in rs), 1)}"
+            + "".join(f" | {fmt(median(lat(r, k) for r in rs), 1)}" for k in ("p50", "p99", "p999"))
+            + " |"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
+def plots(directory, out, sluice):
+    groups = runs(directory)
+    made = []
+    for group, name in (
+        ("latency", "latency-fixed-rate.svg"),
+        ("core-1to1-16", "core-1to1-16.svg"),
+        ("durable-16-w256", "durable-16-w256.svg"),
+    ):
+        systems = groups.get(group, {})
+        files = [median_run(rs)["_path"] for rs in systems.values() if rs and rs[0].get("percentiles")]
+        if not files:
+            continue
+        target = os.path.join(out, name)
+        args = [sluice, "bench", "--plot-only", "--plot", target]
+        for f in files:
+            args += ["--overlay", f]
+        if subprocess.run(args, stdout=subprocess.DEVNULL).returncode == 0:
+            made.append(target)
+    return made
+
+
+def command(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f"{int(f.readline().split()[1]) / 1048576:.0f} GiB"
+    except (OSError, ValueError):
+        pass
+    return [
+        f"- CPU: {model}, {os.cpu_count()} CPUs; memory {mem}",
+        f"- kernel: {platform.release()}",
+        f"- nats-server: {command(['nats-server', '--version'])}",
+        f"- go: {command(['go', 'version'])}",
+        f"- sluice: {command(['git', 'describe', '--always', '--dirty'])} (release build)",
+    ]
+
+
+def report(out, target, server_cpus, load_cpus, rounds):
+    groups = runs(os.path.join(out, "runs"))
+    core = ("nats-server", "sluice-nats", "sluice-native")
+    durable = (
+        "jetstream",
+        "jetstream-sync-always",
+        "sluice-always-nats",
+        "sluice-never-nats",
+        "sluice-always-native",
+        "sluice-never-native",
+    )
+    rate = open(os.path.join(out, "latency-rate")).read().strip() if os.path.exists(
+        os.path.join(out, "latency-rate")) else "?"
+    text = [
+        "# Benchmarks",
+        "",
+        "Generated by `benches/compare` (see benches/README.md); do not edit by hand. Every figure is",
+        f"the median of {rounds} rounds; in each round the systems ran one after the other (A B C A B C),",
+        f"each server pinned to CPUs {server_cpus} and the load to CPUs {load_cpus}. Ratios compare",
+        "medians of the same run. The load generator is `sluice bench` for every server (NATS protocol",
+        "for nats-server, JetStream and Sluice's NATS port; native protocol for Sluice's own port).",
+        "Latency is one-way (publish to delivery) for pub/sub and publish-to-ack for durable publish.",
+        "",
+        "## Machine",
+        "",
+        *machine(),
+        "",
+        "## Commands",
+        "",
+        "```",
+        "benches/compare" + (f" --rounds {rounds}" if rounds != "3" else ""),
+        "```",
+        "",
+        "## Core publish/subscribe",
+        "",
+    ]
+    body = ""
+    for size in ("16", "1024"):
+        body += table(groups, f"core-1to1-{size}", core, "nats-server", f"1 -> 1, {size} B")
+        body += table(groups, f"core-1to4-{size}", core, "nats-server", f"1 -> 4 fan-out, {size} B")
+    body += go_table(os.path.join(out, "runs"))
+    body += "## Durable publish (every ack awaited)\n\n"
+    body += (
+        "JetStream: file store, default settings (it does not fsync each message). "
+        "`jetstream-sync-always` needs nats-server 2.10 or later (`sync_interval: always`); "
+        "it is missing below when the installed nats-server cannot run it. Sluice `always` acks "
+        "after fdatasync (group commit); `never` after the write.\n\n"
+    )
+    for size in ("16", "1024"):
+        for w in ("1", "256"):
+            body += table(groups, f"durable-{size}-w{w}", durable, "jetstream",
+                          f"{size} B, {w} in flight")
+    body += f"## One-way latency at a fixed rate ({rate} msgs/s, half of nats-server's 1 -> 1 maximum)\n\n"
+    body += "Open loop: latency counts from each message's intended send time.\n\n"
+    body += table(groups, "latency", core, "nats-server", "1 -> 1, 16 B, open loop")
+    body += "## Subject scale: one stream, 4 partitions, Sluice `--fsync never`, 256 in flight\n\n"
+    scale = {}
+    for n in ("1", "1000", "100000", "1000000"):
+        g = groups.get(f"subjects-{n}", {}).get("sluice-native")
+        if g:
+            scale[n] = g
+    if scale:
+        base = median(r["msgs_per_s"] for r in scale.get("1", []))
+        body += "| distinct subjects | msgs/s (median) | share of 1 subject | server RSS MiB |\n"
+        body += "|---:|---:|---:|---:|\n"
+        for n, rs in scale.items():
+            rate_n = median(r["msgs_per_s"] for r in rs)
+            share = f"{rate_n / base:.0%}" if base else "-"
+            rss = median((r.get("rss_bytes") or 0) / 1048576 for r in rs)
+            body += f"| {int(n):,} | {fmt(rate_n)} | {share} | {fmt(rss, 1)} |\n"
+        body += "\n"
+    body += kafka_table(out)
+    svgs = sorted(glob.glob(os.path.join(out, "*.svg")))
+    if svgs:
+        os.makedirs("benches/plots", exist_ok=True)
+        body += "## Plots\n\n"
+        for svg in svgs:
+            name = os.path.basename(svg)
+            with open(svg, "rb") as src, open(os.path.join("benches/plots", name), "wb") as dst:
+                dst.write(src.read())
+            body += f"![{name}](benches/plots/{name})\n\n"
+    with open(target, "w") as f:
+        f.write("\n".join(text) + body)
+
+
+def main():
+    verb = sys.argv[1]
+    if verb == "median":
+        rs = runs(sys.argv[2]).get(sys.argv[3], {}).get(sys.argv[4], [])
+        print(median(r["msgs_per_s"] for r in rs) or 0)
+    elif verb == "plots":
+        plots(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif verb == "report":
+        report(*sys.argv[2:7])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
