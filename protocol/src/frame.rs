@@ -172,6 +172,12 @@ impl<S: FrameSink, E> Writer<E> for BodyWriter<'_, S> {
     }
 }
 
+/// Bytes of a fresh buffer for [`FrameEncoder::encode_frame_pooled`].
+const POOL_BYTES: usize = 64 * 1024;
+
+/// Below this much room a pooled buffer is replaced rather than grown.
+const POOL_ROOM_MIN: usize = 2 * 1024;
+
 /// Encodes operations into frames. Keeps its scratch arena between calls, so encoding allocates
 /// nothing once warm.
 #[derive(Default)]
@@ -213,6 +219,20 @@ impl FrameEncoder {
     /// encoder writes is valid by construction (debug builds still check).
     pub fn encode_frame(&mut self, op: &Op<'_>) -> Frame {
         let bytes = self.encode_to_bytes(op);
+        debug_assert!(Frame::check(bytes.clone(), u32::MAX).is_ok());
+        Frame { bytes }
+    }
+
+    /// Encodes one frame into `pool`, a buffer kept by the caller, and cuts it off as a checked
+    /// [`Frame`]: frames encoded one after the other share one allocation, so the hot path does not
+    /// allocate per frame. `pool` must be empty; it is refilled once it has little room left.
+    pub fn encode_frame_pooled(&mut self, op: &Op<'_>, pool: &mut BytesMut) -> Frame {
+        debug_assert!(pool.is_empty());
+        if pool.capacity() < POOL_ROOM_MIN {
+            *pool = BytesMut::with_capacity(POOL_BYTES);
+        }
+        self.encode(op, pool);
+        let bytes = pool.split().freeze();
         debug_assert!(Frame::check(bytes.clone(), u32::MAX).is_ok());
         Frame { bytes }
     }

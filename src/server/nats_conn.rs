@@ -6,10 +6,12 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::nats::{decode, encode_err, ClientOp, CONTROL_LINE_BYTES_MAX};
+use bytes::{Buf, Bytes, BytesMut};
+use sluice_protocol::nats::{
+    decode_in_place, encode_err, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
+};
 use sluice_protocol::op::{Op, Publish};
-use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
+use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject_bytes};
 
 use super::conn::{read_more, Close, Conn, Half};
 use super::interest::LocalSub;
@@ -90,14 +92,19 @@ pub(super) async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Ha
         // buffer, and expect those SUBs in force when the PONG comes.
         let mut pongs = 0usize;
         loop {
-            match decode(&mut buf, payload_max, CONTROL_LINE_BYTES_MAX) {
-                Ok(Some(ClientOp::Ping)) => pongs += 1,
-                Ok(Some(op)) => {
+            match decode_in_place(&buf, payload_max, CONTROL_LINE_BYTES_MAX) {
+                Ok(Decoded::Op(ClientOpRef::Ping, used)) => {
+                    pongs += 1;
+                    buf.advance(used);
+                }
+                Ok(Decoded::Op(op, used)) => {
                     if let Err(close) = handle(shard, conn, op).await {
                         return close;
                     }
+                    buf.advance(used);
                 }
-                Ok(None) => {
+                Ok(Decoded::Incomplete { needed }) => {
+                    buf.reserve(needed.saturating_sub(buf.len()));
                     if pongs > 0 {
                         if conn.take_interest_changed() {
                             shard.barrier().await;
@@ -133,10 +140,10 @@ fn warn(shard: &Shard, conn: &Conn, message: &str) {
     conn.out.push(&err_line(message));
 }
 
-async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOp) -> Result<(), Close> {
+async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Result<(), Close> {
     match op {
-        ClientOp::Connect(json) => {
-            let options: serde_json::Value = serde_json::from_slice(&json).unwrap_or_default();
+        ClientOpRef::Connect(json) => {
+            let options: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
             let flag = |name: &str, default: bool| options[name].as_bool().unwrap_or(default);
             let mut nats = conn.nats.borrow_mut();
             nats.verbose = flag("verbose", false);
@@ -145,21 +152,21 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOp) -> Result<(), 
             drop(nats);
             ok(conn);
         }
-        ClientOp::Pub {
+        ClientOpRef::Pub {
             subject,
             reply,
             headers,
             payload,
-        } => publish(shard, conn, &subject, reply.as_deref(), &headers, &payload),
-        ClientOp::Sub {
+        } => publish(shard, conn, subject, reply, headers, payload),
+        ClientOpRef::Sub {
             subject,
             queue,
             sid,
-        } => subscribe(shard, conn, &subject, queue.as_deref(), sid),
-        ClientOp::Unsub { sid, max } => unsubscribe(shard, conn, &sid, max),
+        } => subscribe(shard, conn, subject, queue, sid),
+        ClientOpRef::Unsub { sid, max } => unsubscribe(shard, conn, sid, max),
         // Answered once the read is handled: see `read_loop`.
-        ClientOp::Ping => {}
-        ClientOp::Pong => conn.nats.borrow_mut().pings_out = 0,
+        ClientOpRef::Ping => {}
+        ClientOpRef::Pong => conn.nats.borrow_mut().pings_out = 0,
     }
     Ok(())
 }
@@ -173,17 +180,14 @@ fn publish(
     payload: &[u8],
 ) {
     add(&shard.stats.msgs_in, 1);
-    let Ok(subject) = std::str::from_utf8(subject) else {
+    let Ok(subject) = validate_subject_bytes(subject) else {
         return warn(shard, conn, "Invalid Publish Subject");
     };
-    let reply = match reply.map(std::str::from_utf8) {
+    let reply = match reply.map(validate_subject_bytes) {
         Some(Ok(r)) => Some(r),
         Some(Err(_)) => return warn(shard, conn, "Invalid Publish Subject"),
         None => None,
     };
-    if validate_subject(subject).is_err() || reply.is_some_and(|r| validate_subject(r).is_err()) {
-        return warn(shard, conn, "Invalid Publish Subject");
-    }
     let frame = shard.encode_frame(&Op::Pub(Publish {
         subject,
         reply,
@@ -224,8 +228,8 @@ fn no_responders_status(shard: &Shard, conn: &Conn, reply: &str) {
     }
 }
 
-fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&[u8]>, sid: Bytes) {
-    let Some(id) = std::str::from_utf8(&sid)
+fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+    let Some(id) = std::str::from_utf8(sid)
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
     else {
@@ -251,7 +255,7 @@ fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&
         pattern: Arc::from(pattern),
         queue: queue.map(Arc::from),
         header: Bytes::new(),
-        nats_sid: Some(sid),
+        nats_sid: Some(Bytes::copy_from_slice(sid)),
         remaining: Cell::new(u64::MAX),
         closed: Cell::new(false),
         delivered: Cell::new(0),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sluice_protocol::op::{ErrorFrame, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
@@ -39,6 +39,8 @@ pub struct Shard {
     barrier_done: Event,
     next_barrier_id: Cell<u64>,
     encoder: RefCell<FrameEncoder>,
+    /// Where frames the shard encodes itself are cut from, a 64 KiB buffer at a time.
+    frame_pool: RefCell<BytesMut>,
     /// Subscriptions that reached their message limit, to be removed after the current delivery.
     expired: RefCell<Vec<Rc<LocalSub>>>,
     /// This shard's view of the streams, and the partitions it owns.
@@ -69,6 +71,7 @@ impl Shard {
             barrier_done: Event::default(),
             next_barrier_id: Cell::new(1),
             encoder: RefCell::new(FrameEncoder::new()),
+            frame_pool: RefCell::new(BytesMut::new()),
             expired: RefCell::new(Vec::new()),
             streams: RefCell::new(Streams::default()),
             registry: RefCell::new(None),
@@ -136,7 +139,9 @@ impl Shard {
 
     /// Encodes a frame the broker makes itself (a NATS publish, an ack, an advisory), ready to route.
     pub fn encode_frame(&self, op: &Op<'_>) -> Frame {
-        self.encoder.borrow_mut().encode_frame(op)
+        self.encoder
+            .borrow_mut()
+            .encode_frame_pooled(op, &mut self.frame_pool.borrow_mut())
     }
 
     /// An error frame.
