@@ -29,11 +29,26 @@ pub enum SubjectError {
     PartialWildcard,
     #[error("queue group name is invalid")]
     InvalidQueue,
+    #[error("subject is not valid UTF-8")]
+    NotUtf8,
 }
 
 /// Checks a subject that messages are published to: no wildcards.
 pub fn validate_subject(subject: &str) -> Result<(), SubjectError> {
     validate(subject, false)
+}
+
+/// Checks a subject given as bytes (as the NATS protocol carries it) and returns it as a string:
+/// one pass over the bytes for both the rules and the UTF-8 check in the usual all-ASCII case.
+pub fn validate_subject_bytes(subject: &[u8]) -> Result<&str, SubjectError> {
+    let text = if subject.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(subject) }
+    } else {
+        std::str::from_utf8(subject).map_err(|_| SubjectError::NotUtf8)?
+    };
+    validate(text, false)?;
+    Ok(text)
 }
 
 /// Checks a subscription pattern: wildcards allowed.
@@ -62,8 +77,17 @@ fn validate(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
             max: SUBJECT_BYTES_MAX,
         });
     }
-    let mut tokens = subject.split('.').enumerate().peekable();
-    while let Some((index, token)) = tokens.next() {
+    // One pass over the bytes (every publish is checked): the checks and their order per token are
+    // those of the definition above: token count, empty, whitespace, wildcards.
+    let bytes = subject.as_bytes();
+    let (mut index, mut start, mut bad_byte) = (0usize, 0usize, false);
+    for at in 0..=bytes.len() {
+        let b = bytes.get(at).copied().unwrap_or(b'.');
+        if b != b'.' {
+            bad_byte |= b <= b' ' || b == 0x7f;
+            continue;
+        }
+        let token = &bytes[start..at];
         if index >= SUBJECT_TOKENS_MAX {
             return Err(SubjectError::TooManyTokens {
                 max: SUBJECT_TOKENS_MAX,
@@ -72,18 +96,21 @@ fn validate(subject: &str, wildcards: bool) -> Result<(), SubjectError> {
         if token.is_empty() {
             return Err(SubjectError::EmptyToken { index });
         }
-        if token.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        if bad_byte {
             return Err(SubjectError::Whitespace);
         }
+        let last = at == bytes.len();
         match token {
-            "*" | ">" if !wildcards => return Err(SubjectError::WildcardInLiteral),
-            ">" if tokens.peek().is_some() => return Err(SubjectError::FullWildcardNotLast),
-            "*" | ">" => {}
-            _ if wildcards && (token.contains('*') || token.contains('>')) => {
+            b"*" | b">" if !wildcards => return Err(SubjectError::WildcardInLiteral),
+            b">" if !last => return Err(SubjectError::FullWildcardNotLast),
+            b"*" | b">" => {}
+            _ if wildcards && token.iter().any(|&c| c == b'*' || c == b'>') => {
                 return Err(SubjectError::PartialWildcard)
             }
             _ => {}
         }
+        index += 1;
+        start = at + 1;
     }
     Ok(())
 }

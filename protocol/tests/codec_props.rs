@@ -193,3 +193,43 @@ proptest! {
         }
     }
 }
+
+/// The definition of a valid subject, written for clarity: the validator must agree with it.
+fn reference_validate(subject: &str, wildcards: bool) -> bool {
+    use sluice_protocol::limits::{SUBJECT_BYTES_MAX, SUBJECT_TOKENS_MAX};
+    if subject.is_empty() || subject.len() > SUBJECT_BYTES_MAX {
+        return false;
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.len() <= SUBJECT_TOKENS_MAX
+        && tokens.iter().enumerate().all(|(i, t)| {
+            !t.is_empty()
+                && !t.bytes().any(|b| b <= b' ' || b == 0x7f)
+                && match *t {
+                    "*" => wildcards,
+                    ">" => wildcards && i == tokens.len() - 1,
+                    _ => !wildcards || !(t.contains('*') || t.contains('>')),
+                }
+        })
+}
+
+proptest! {
+    #[test]
+    fn subject_validation_agrees_with_its_definition(
+        subject in "[a-c.*> \t\u{7f}é]{0,12}",
+    ) {
+        use sluice_protocol::subject::{validate_pattern, validate_subject};
+        prop_assert_eq!(validate_subject(&subject).is_ok(), reference_validate(&subject, false));
+        prop_assert_eq!(validate_pattern(&subject).is_ok(), reference_validate(&subject, true));
+    }
+}
+
+proptest! {
+    #[test]
+    fn byte_subjects_validate_as_their_text(bytes in proptest::collection::vec(
+        proptest::sample::select(vec![b'a', b'.', b'*', b' ', 0xc3, 0xa9, 0xff]), 0..10)) {
+        use sluice_protocol::subject::{validate_subject, validate_subject_bytes};
+        let expected = std::str::from_utf8(&bytes).ok().filter(|s| validate_subject(s).is_ok());
+        prop_assert_eq!(validate_subject_bytes(&bytes).ok(), expected);
+    }
+}
