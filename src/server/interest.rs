@@ -15,7 +15,7 @@ use sluice_protocol::sublist::Sublist;
 use super::conn::Conn;
 use super::ShardId;
 
-/// Most subjects whose routes are cached; past it the cache starts over. Bounds memory when
+/// Most subjects whose routes are cached; past it an eighth of them is dropped. Bounds memory when
 /// publishers use many distinct subjects.
 const ROUTE_CACHE_ENTRIES_MAX: usize = 64 * 1024;
 
@@ -132,6 +132,9 @@ impl Route {
 pub struct Interest {
     list: Sublist<Entry>,
     cache: HashMap<Box<str>, Rc<Route>>,
+    /// The route of a subject nobody wants: shared, never cached, so that publishing to many
+    /// distinct subjects (a stream's users, devices, sessions) neither allocates nor churns.
+    empty: Rc<Route>,
 }
 
 impl Interest {
@@ -155,11 +158,23 @@ impl Interest {
         if let Some(route) = self.cache.get(subject) {
             return route.clone();
         }
+        if self.list.is_empty() {
+            return self.empty.clone();
+        }
         let mut route = Route::default();
         self.list.for_each_match(subject, |entry| route.add(entry));
+        if route.local.is_empty() && route.remote == 0 && route.groups.is_empty() {
+            return self.empty.clone();
+        }
         let route = Rc::new(route);
         if self.cache.len() >= ROUTE_CACHE_ENTRIES_MAX {
-            self.cache.clear();
+            // Drop an eighth, not everything: no pause to free 64k entries at once, and most of
+            // the hot subjects stay.
+            let mut n = 0u32;
+            self.cache.retain(|_, _| {
+                n = n.wrapping_add(1);
+                n % 8 != 0
+            });
         }
         self.cache.insert(subject.into(), route.clone());
         route

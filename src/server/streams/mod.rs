@@ -48,7 +48,7 @@ pub struct Streams {
     configs: HashMap<String, Arc<StreamConfig>>,
     capture: Sublist<Arc<StreamConfig>>,
     /// The partitions this shard owns, by stream name and index.
-    owned: HashMap<(String, u32), Rc<Partition>>,
+    owned: OwnedPartitions,
 }
 
 impl Streams {
@@ -65,7 +65,47 @@ impl Streams {
 
     /// An owned partition.
     pub fn owned(&self, name: &str, partition: u32) -> Option<Rc<Partition>> {
-        self.owned.get(&(name.to_string(), partition)).cloned()
+        self.owned.get(name, partition)
+    }
+}
+
+/// The partitions a shard owns, by stream name and index; looked up per stored publish and per ack
+/// without building a key.
+#[derive(Default)]
+struct OwnedPartitions {
+    streams: HashMap<String, HashMap<u32, Rc<Partition>>>,
+}
+
+impl OwnedPartitions {
+    fn get(&self, stream: &str, partition: u32) -> Option<Rc<Partition>> {
+        self.streams.get(stream)?.get(&partition).cloned()
+    }
+
+    fn insert(&mut self, stream: &str, partition: u32, part: Rc<Partition>) {
+        self.streams
+            .entry(stream.to_string())
+            .or_default()
+            .insert(partition, part);
+    }
+
+    fn all(&self) -> Vec<Rc<Partition>> {
+        self.streams
+            .values()
+            .flat_map(|parts| parts.values().cloned())
+            .collect()
+    }
+
+    /// Drops the streams `keep` refuses; returns their partitions.
+    fn retain_streams(&mut self, keep: impl Fn(&str) -> bool) -> Vec<Rc<Partition>> {
+        let mut removed = Vec::new();
+        self.streams.retain(|name, parts| {
+            let kept = keep(name);
+            if !kept {
+                removed.extend(parts.values().cloned());
+            }
+            kept
+        });
+        removed
     }
 }
 
@@ -259,12 +299,15 @@ pub fn ensure_partition(
     stream: &Arc<StreamConfig>,
     index: u32,
 ) -> Rc<Partition> {
-    let key = (stream.name.clone(), index);
-    if let Some(part) = shard.streams.borrow().owned.get(&key) {
-        return part.clone();
+    if let Some(part) = shard.streams.borrow().owned.get(&stream.name, index) {
+        return part;
     }
     let part = Partition::open(shard, stream.clone(), index);
-    shard.streams.borrow_mut().owned.insert(key, part.clone());
+    shard
+        .streams
+        .borrow_mut()
+        .owned
+        .insert(&stream.name, index, part.clone());
     part
 }
 
@@ -293,21 +336,9 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
             }
         }
         view.capture = capture;
-        let keep: Vec<(String, u32)> = view
-            .owned
-            .keys()
-            .filter(|(name, _)| view.configs.contains_key(name))
-            .cloned()
-            .collect();
-        let mut removed = Vec::new();
-        view.owned.retain(|key, part| {
-            let kept = keep.contains(key);
-            if !kept {
-                removed.push(part.clone());
-            }
-            kept
-        });
-        removed
+        let view = &mut *view;
+        let configs = &view.configs;
+        view.owned.retain_streams(|name| configs.contains_key(name))
     };
     for part in removed {
         part.remove(shard);
@@ -325,7 +356,7 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
 
 /// Runs retention on every owned partition.
 pub async fn apply_retention(shard: &Rc<Shard>) {
-    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.values().cloned().collect();
+    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.apply_retention().await;
     }
@@ -333,7 +364,7 @@ pub async fn apply_retention(shard: &Rc<Shard>) {
 
 /// Closes every owned partition cleanly (at shutdown).
 pub async fn close_all(shard: &Rc<Shard>) {
-    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.values().cloned().collect();
+    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.close().await;
     }
@@ -436,7 +467,7 @@ pub fn consumer_ack(
 
 /// A connection closed: it leaves every consumer, here and on the other shards.
 pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
-    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.values().cloned().collect();
+    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.member_gone(from, conn);
     }
