@@ -116,28 +116,6 @@ def go_table(directory):
     return "\n".join(lines) + "\n\n"
 
 
-def kafka_table(out):
-    path = os.path.join(out, "kafka.json")
-    if not os.path.exists(path):
-        return ""
-    with open(path) as f:
-        results = json.load(f)
-    lines = [
-        "#### Kafka protocol: tansu (storage on disk) with the rdkafka driver, beside Sluice",
-        "",
-        "| run | rounds | msgs/s (median) | MB/s | p50 us | p99 us | p99.9 us |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, rs in results.items():
-        lines.append(
-            f"| {label} | {len(rs)} | {fmt(median(r['msgs_per_s'] for r in rs))}"
-            f" | {fmt(median(r['mb_per_s'] for r in rs), 1)}"
-            + "".join(f" | {fmt(median(lat(r, k) for r in rs), 1)}" for k in ("p50", "p99", "p999"))
-            + " |"
-        )
-    return "\n".join(lines) + "\n\n"
-
-
 def plots(directory, out, sluice):
     groups = runs(directory)
     made = []
@@ -246,7 +224,7 @@ def report(out, target, server_cpus, load_cpus, rounds):
     body += f"## One-way latency at a fixed rate ({rate} msgs/s, half of nats-server's 1 -> 1 maximum)\n\n"
     body += "Open loop: latency counts from each message's intended send time.\n\n"
     body += table(groups, "latency", core, "nats-server", "1 -> 1, 16 B, open loop")
-    body += "## Subject scale: one stream, 4 partitions, Sluice `--fsync never`, 256 in flight\n\n"
+    body += "## Subject scale: one stream, one partition, Sluice `--fsync never`, 256 in flight\n\n"
     scale = {}
     for n in ("1", "1000", "100000", "1000000"):
         g = groups.get(f"subjects-{n}", {}).get("sluice-native")
@@ -262,7 +240,20 @@ def report(out, target, server_cpus, load_cpus, rounds):
             rss = median((r.get("rss_bytes") or 0) / 1048576 for r in rs)
             body += f"| {int(n):,} | {fmt(rate_n)} | {share} | {fmt(rss, 1)} |\n"
         body += "\n"
-    body += kafka_table(out)
+    if any(g.startswith("kafka-") for g in groups):
+        body += "## Kafka protocol: tansu beside Sluice\n\n"
+        body += (
+            "tansu (Kafka API, storage on disk in SQLite, `cargo install tansu --features libsql`) "
+            "driven by `sluice-kafka-bench` (librdkafka; acks=all, linger.ms=1, batch.size=64 KiB, "
+            "256 messages in flight), beside Sluice `--fsync always` driven by `sluice bench` with the "
+            "same counts, sizes and window. Latency is send to acknowledgement.\n\n"
+        )
+        kafka = ("tansu-rdkafka", "sluice-always-native")
+        for size in ("16", "1024"):
+            body += table(groups, f"kafka-produce-{size}", kafka, "tansu-rdkafka",
+                          f"produce, {size} B, acks=all")
+        body += table(groups, "kafka-consume-16", kafka, "tansu-rdkafka",
+                      "consume 16 B from the start", latency=False)
     svgs = sorted(glob.glob(os.path.join(out, "*.svg")))
     if svgs:
         os.makedirs("benches/plots", exist_ok=True)
