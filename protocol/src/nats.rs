@@ -332,6 +332,10 @@ fn find_crlf(buf: &[u8]) -> Option<usize> {
 
 /// The operation a line starts with (case-insensitive) and where its arguments start.
 fn op_name(line: &[u8]) -> (Name, usize) {
+    // The common case first: an upper-case publish from a client library.
+    if line.starts_with(b"PUB ") {
+        return (Name::Pub, 4);
+    }
     let start = line
         .iter()
         .position(|b| !b.is_ascii_whitespace())

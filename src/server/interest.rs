@@ -131,7 +131,7 @@ impl Route {
 #[derive(Default)]
 pub struct Interest {
     list: Sublist<Entry>,
-    cache: HashMap<Box<str>, Rc<Route>>,
+    cache: HashMap<Box<str>, Rc<Route>, ahash::RandomState>,
     /// The route of a subject nobody wants: shared, never cached, so that publishing to many
     /// distinct subjects (a stream's users, devices, sessions) neither allocates nor churns.
     empty: Rc<Route>,

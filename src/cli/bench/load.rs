@@ -216,10 +216,15 @@ pub fn subscriber(
     shared.start.wait()?;
     while expected.is_none_or(|e| count < e) && !shared.done.load(Ordering::Relaxed) {
         let mut got = 0;
+        // One clock reading per read: what one read returns arrived together.
+        let mut now = 0;
         wire.poll(Some(POLL), |event| match event {
             Event::Msg { payload, .. } => {
+                if got == 0 {
+                    now = shared.now_ns();
+                }
                 got += 1;
-                let _ = hist.record(shared.now_ns().saturating_sub(stamp_of(payload)));
+                let _ = hist.record(now.saturating_sub(stamp_of(payload)));
             }
             Event::Error(_) => {
                 shared.errors.fetch_add(1, Ordering::Relaxed);

@@ -283,9 +283,17 @@ impl Wire {
             let body_at = at + eol + 2;
             if line.starts_with(b"MSG ") || line.starts_with(b"HMSG ") {
                 let headers = line[0] == b'H';
-                let args: Vec<&[u8]> = line.split(|&b| b == b' ').skip(1).collect();
+                // Up to five arguments, without allocating: this runs per received message.
+                let mut args: [&[u8]; 6] = [&[]; 6];
+                let mut count = 0;
+                for word in line.split(|&b| b == b' ').skip(1) {
+                    if count < args.len() {
+                        args[count] = word;
+                    }
+                    count += 1;
+                }
                 let bad = || BenchError::Protocol(String::from_utf8_lossy(line).into_owned());
-                let (total, header_len, reply) = match (headers, args.len()) {
+                let (total, header_len, reply) = match (headers, count) {
                     (false, 3) => (number(args[2]).ok_or_else(bad)?, 0, None),
                     (false, 4) => (number(args[3]).ok_or_else(bad)?, 0, Some(args[2])),
                     (true, 4) => (
@@ -382,7 +390,12 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn number(b: &[u8]) -> Option<usize> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    if b.is_empty() || b.len() > 12 {
+        return None;
+    }
+    b.iter().try_fold(0usize, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
+    })
 }
 
 fn is_no_responders(headers: &[u8]) -> bool {
