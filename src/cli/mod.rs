@@ -1,6 +1,7 @@
 //! The `sluice` command line: `serve` runs the broker; `pub`, `sub`, `request` and `reply` talk to it.
 
 mod bench;
+mod config;
 mod consume;
 mod cpus;
 mod streams;
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use self::config::Settings;
 use crate::server::{self, ServerConfig};
 
 /// Default native protocol address.
@@ -51,45 +53,87 @@ enum Command {
     Tune(tune::TuneArgs),
 }
 
+/// `sluice serve` flags. Each overrides the same key of the `--config` file; the defaults apply to
+/// what neither gives (`--print-config` shows the result).
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Native protocol address; port 0 picks a free port (the ready line names it).
-    #[arg(long, default_value = NATIVE_ADDR_DEFAULT)]
-    listen: String,
-    /// NATS protocol address, for existing NATS clients; `off` disables it.
-    #[arg(long, default_value = NATS_ADDR_DEFAULT)]
-    nats: String,
-    /// How often NATS clients are pinged; two unanswered pings close the connection as stale.
-    #[arg(long, default_value_t = server::NATS_PING_INTERVAL_DEFAULT.as_millis() as u64)]
-    nats_ping_interval_ms: u64,
-    /// Number of shards, one per CPU (default: every CPU this process may use).
+    /// A TOML file with any of the settings below (same names, with `_` for `-`).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Native protocol address; port 0 picks a free port (the ready line names it)
+    /// [default: 127.0.0.1:4280].
+    #[arg(long)]
+    listen: Option<String>,
+    /// NATS protocol address, for existing NATS clients; `off` disables it [default: 127.0.0.1:4222].
+    #[arg(long)]
+    nats: Option<String>,
+    /// How often NATS clients are pinged; two unanswered pings close the connection as stale
+    /// [default: 120000].
+    #[arg(long)]
+    nats_ping_interval_ms: Option<u64>,
+    /// HTTP address for /metrics, /healthz and /readyz; `off` disables it [default: 127.0.0.1:8280].
+    #[arg(long)]
+    http: Option<String>,
+    /// Number of shards, one per CPU [default: every CPU this process may use].
     #[arg(long, conflicts_with = "cpuset")]
     shards: Option<usize>,
     /// CPUs to run shards on, e.g. `0-3,6`.
     #[arg(long)]
     cpuset: Option<String>,
-    /// Largest payload of one message, in bytes.
-    #[arg(long, default_value_t = sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT)]
-    max_payload: u32,
-    /// Outbound bytes a connection may have buffered before it is cut off as a slow consumer.
-    #[arg(long, default_value_t = server::PENDING_BYTES_MAX_DEFAULT)]
-    max_pending: usize,
-    /// Most client connections.
-    #[arg(long, default_value_t = server::CONNECTIONS_MAX_DEFAULT)]
-    max_connections: usize,
-    /// Where streams keep their data.
-    #[arg(long, default_value = server::DATA_DIR_DEFAULT)]
-    data_dir: std::path::PathBuf,
+    /// Largest payload of one message, in bytes [default: 8 MiB].
+    #[arg(long)]
+    max_payload: Option<u32>,
+    /// Outbound bytes a connection may have buffered before it is cut off as a slow consumer
+    /// [default: 64 MiB].
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// Most client connections [default: 65536].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Where streams keep their data [default: ./sluice-data].
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
     /// When a stored publish is acknowledged: always (after fdatasync, with group commit), never
-    /// (after the write; survives a process crash only), or interval:MS.
-    #[arg(long, default_value = "always")]
-    fsync: sluice_storage::FsyncPolicy,
+    /// (after the write; survives a process crash only), or interval:MS [default: always].
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Log lines as `text` or `json` [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Log filter, e.g. `info` or `sluice=debug` (SLUICE_LOG overrides it) [default: info].
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            listen: self.listen.clone(),
+            nats: self.nats.clone(),
+            nats_ping_interval_ms: self.nats_ping_interval_ms,
+            http: self.http.clone(),
+            shards: self.shards,
+            cpuset: self.cpuset.clone(),
+            max_payload: self.max_payload,
+            max_pending: self.max_pending,
+            max_connections: self.max_connections,
+            data_dir: self.data_dir.clone(),
+            fsync: self.fsync.clone(),
+            log_format: self.log_format.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
 }
 
 /// Runs the command line; the exit code is 0 on success.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logs("text", "info");
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Pub(args) => talk::publish(args),
@@ -111,50 +155,74 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logs() {
+/// Logs go to stderr through `tracing`; `SLUICE_LOG` overrides the level filter.
+fn init_logs(format: &str, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+    };
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
-    let listen = server::resolve(&args.listen).map_err(|e| e.to_string())?;
-    let cpus = match (&args.cpuset, args.shards) {
+    let flags = args.settings();
+    flags.check().map_err(|e| e.replace("key `", "flag `--"))?;
+    let file = match &args.config {
+        Some(path) => Settings::load(path)?,
+        None => Settings::default(),
+    };
+    let settings = file.overridden_by(flags).effective();
+    if args.print_config {
+        print!("{}", settings.to_toml());
+        return Ok(());
+    }
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    init_logs(&text(&settings.log_format), &text(&settings.log_level));
+    let listen = server::resolve(&text(&settings.listen)).map_err(|e| e.to_string())?;
+    let cpus = match (&settings.cpuset, settings.shards) {
         (Some(list), _) => cpus::parse_list(list)?,
         (None, shards) => {
             let allowed = cpus::allowed();
             let n = shards.unwrap_or(allowed.len());
-            if n == 0 {
-                return Err("--shards must be at least 1".into());
-            }
             // More shards than CPUs share CPUs round-robin: useful on small machines and in tests.
             (0..n).map(|i| allowed[i % allowed.len()]).collect()
         }
     };
     let mut config = ServerConfig::new(listen, cpus);
-    config.nats_ping_interval = std::time::Duration::from_millis(args.nats_ping_interval_ms.max(1));
-    if args.nats != "off" {
-        config.nats_listen = Some(server::resolve(&args.nats).map_err(|e| e.to_string())?);
-    }
-    config.payload_bytes_max = args.max_payload;
-    config.pending_bytes_max = args.max_pending;
-    config.connections_max = args.max_connections;
-    config.data_dir = args.data_dir;
-    config.fsync = args.fsync;
+    config.nats_ping_interval =
+        Duration::from_millis(settings.nats_ping_interval_ms.unwrap_or(1).max(1));
+    let optional_addr = |v: &Option<String>| -> Result<Option<std::net::SocketAddr>, String> {
+        match v.as_deref() {
+            None | Some("off") => Ok(None),
+            Some(a) => server::resolve(a).map(Some).map_err(|e| e.to_string()),
+        }
+    };
+    config.nats_listen = optional_addr(&settings.nats)?;
+    config.http_listen = optional_addr(&settings.http)?;
+    config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);
+    config.pending_bytes_max = settings.max_pending.unwrap_or(config.pending_bytes_max);
+    config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
+    config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
+    config.fsync = text(&settings.fsync).parse()?;
     let shards = config.cpus.len();
     server::run(config, |bound| {
-        // The ready line: scripts and tests wait for it and read the address from it.
-        match bound.nats {
-            Some(nats) => println!(
-                "sluice ready native={} nats={nats} shards={shards}",
-                bound.native
-            ),
-            None => println!("sluice ready native={} shards={shards}", bound.native),
+        // The ready line: scripts and tests wait for it and read the addresses from it.
+        let mut line = format!("sluice ready native={}", bound.native);
+        if let Some(nats) = bound.nats {
+            line += &format!(" nats={nats}");
         }
+        if let Some(http) = bound.http {
+            line += &format!(" http={http}");
+        }
+        println!("{line} shards={shards}");
     })
     .map_err(|e| e.to_string())
 }

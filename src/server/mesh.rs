@@ -149,6 +149,8 @@ pub enum PartitionRequest {
         partition: u32,
         consumer: String,
     },
+    /// The shard's figures for /metrics and /readyz.
+    ShardMetrics,
 }
 
 /// Their answers.
@@ -157,6 +159,7 @@ pub enum PartitionReply {
     /// The partition's counts and each of its consumers' counts.
     Stats(PartitionInfo, Vec<(String, ConsumerPartitionInfo)>),
     Get(Result<StoredMessage, (ErrorCode, String)>),
+    ShardMetrics(Box<super::metrics::ShardMetrics>),
     ConsumerInfo(Option<ConsumerPartitionInfo>),
 }
 

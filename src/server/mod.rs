@@ -5,8 +5,10 @@
 //! serves the connections the kernel hands it.
 
 mod conn;
+mod http;
 mod interest;
 mod mesh;
+mod metrics;
 mod nats_conn;
 mod outbound;
 mod shard;
@@ -49,6 +51,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// NATS protocol address, if the NATS port is on.
     pub nats_listen: Option<SocketAddr>,
+    /// HTTP address for /metrics, /healthz and /readyz, if on.
+    pub http_listen: Option<SocketAddr>,
     /// How often the server pings a NATS client; after `NATS_PINGS_OUT_MAX` unanswered pings the
     /// connection is stale and closed.
     pub nats_ping_interval: Duration,
@@ -74,6 +78,7 @@ impl ServerConfig {
         ServerConfig {
             listen,
             nats_listen: None,
+            http_listen: None,
             nats_ping_interval: NATS_PING_INTERVAL_DEFAULT,
             cpus,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
@@ -130,6 +135,7 @@ pub enum ServerError {
 pub struct Bound {
     pub native: SocketAddr,
     pub nats: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
 }
 
 /// Resolves a `host:port` string.
@@ -174,6 +180,20 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     }
     let (listen, reservation) = reserve_port(config.listen)?;
     let nats = config.nats_listen.map(reserve_port).transpose()?;
+    // The HTTP port is served by shard 0 alone: bound here, so that its address is known.
+    let mut http = match config.http_listen {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Some((local, listener))
+        }
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|(addr, _)| *addr);
     let mut config = config;
     config.listen = listen;
     config.nats_listen = nats.as_ref().map(|(addr, _)| *addr);
@@ -187,9 +207,14 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         let mesh = mesh.clone();
         let stop = stop.clone();
         let ready = ready_tx.clone();
+        let http = if index == 0 {
+            http.take().map(|(_, l)| l)
+        } else {
+            None
+        };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
-            .spawn(move || run_shard(config, mesh, stop, ready))
+            .spawn(move || run_shard(config, mesh, stop, ready, http))
             .map_err(|e| ServerError::Executor {
                 shard: index,
                 cpu,
@@ -214,6 +239,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     on_ready(Bound {
         native: listen,
         nats,
+        http: http_addr,
     });
     tracing::info!(%listen, shards, "sluice ready");
     for handle in handles {
@@ -230,6 +256,7 @@ async fn run_shard(
     mesh: MeshBuilder<MeshBatch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
+    http: Option<std::net::TcpListener>,
 ) {
     let listener = match TcpListener::bind(config.listen) {
         Ok(listener) => listener,
@@ -284,6 +311,12 @@ async fn run_shard(
             shard.stopping.set();
         })
         .detach();
+    }
+    if let Some(listener) = http {
+        use std::os::unix::io::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
+        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        glommio::spawn_local(http::serve(shard.clone(), listener)).detach();
     }
     if id.0 == 0 {
         match streams::Registry::load(&config.data_dir) {

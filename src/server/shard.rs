@@ -208,6 +208,7 @@ impl Shard {
         self.interest
             .borrow_mut()
             .insert(&pattern, Entry::Local(sub));
+        add(&self.stats.subscriptions, 1);
     }
 
     /// Removes a subscription here and tells every other shard. Idempotent.
@@ -220,6 +221,8 @@ impl Shard {
         if !removed {
             return;
         }
+        let subs = &self.stats.subscriptions;
+        subs.set(subs.get().saturating_sub(1));
         for (_, peer) in self.other_peers() {
             peer.push(MeshItem::InterestRemove {
                 pattern: sub.pattern.clone(),

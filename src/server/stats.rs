@@ -16,6 +16,12 @@ pub struct Stats {
     pub forwards_in: Cell<u64>,
     pub slow_consumers: Cell<u64>,
     pub protocol_errors: Cell<u64>,
+    /// Subscriptions held by this shard's connections.
+    pub subscriptions: Cell<u64>,
+    /// Publishes and subscriptions refused by a user's permissions.
+    pub permission_errors: Cell<u64>,
+    /// Connections refused for bad credentials.
+    pub auth_failures: Cell<u64>,
     /// Queue-group messages that reached a shard whose members had all gone.
     pub queue_drops: Cell<u64>,
 }

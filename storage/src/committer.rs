@@ -30,6 +30,8 @@ struct Round {
     end: u64,
     position: u64,
     writes: Writes,
+    /// When each of its appends was called.
+    queued: Vec<Instant>,
 }
 
 pub(crate) async fn run_committer(inner: Rc<Inner>) {
@@ -82,8 +84,10 @@ pub(crate) async fn run_committer(inner: Rc<Inner>) {
                 let left = every.saturating_sub(last_sync.elapsed());
                 if left.is_zero() {
                     if let Some(a) = &appender {
-                        if let Err(e) = a.sync().await {
-                            tracing::warn!(error = %e, "periodic sync failed");
+                        let started = Instant::now();
+                        match a.sync().await {
+                            Ok(()) => inner.metrics.fsync.record(started.elapsed()),
+                            Err(e) => tracing::warn!(error = %e, "periodic sync failed"),
                         }
                     }
                     last_sync = Instant::now();
@@ -169,6 +173,7 @@ async fn start_round(
         end: last.first + last.count,
         position: a.size(),
         writes,
+        queued: batches.iter().map(|b| b.queued).collect(),
     });
     Ok(())
 }
@@ -184,8 +189,14 @@ async fn complete(
     round.writes.wait().await?;
     if sync {
         if let Some(a) = appender {
+            let started = Instant::now();
             a.sync().await?;
+            inner.metrics.fsync.record(started.elapsed());
         }
+    }
+    let now = Instant::now();
+    for queued in &round.queued {
+        inner.metrics.append.record(now - *queued);
     }
     let mut st = inner.state.borrow_mut();
     st.committed = round.end;

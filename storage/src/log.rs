@@ -27,6 +27,7 @@ use crate::cache::RecordCache;
 use crate::committer::run_committer;
 use crate::config::LogConfig;
 use crate::error::StorageError;
+use crate::metrics::{LogMetrics, LogMetricsSnapshot};
 use crate::record::{self, Record};
 use crate::recovery::{
     close_files, delete_segments, list_bases, load_sealed, probe_device, read_start_offset,
@@ -65,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) wake_committer: Notify,
     /// Appends waiting to be committed: the offset they end at, in order.
     pub(crate) waiters: RefCell<VecDeque<(u64, Waker)>>,
+    pub(crate) metrics: LogMetrics,
 }
 
 impl Inner {
@@ -95,6 +97,8 @@ pub(crate) struct Pending {
     pub(crate) timestamp_ns: u64,
     /// Position of the last record within `bytes`.
     pub(crate) last_record_at: u64,
+    /// When the append was called, for the append latency histogram.
+    pub(crate) queued: std::time::Instant,
 }
 
 pub(crate) struct State {
@@ -172,6 +176,7 @@ impl PartitionLog {
             state: RefCell::new(state),
             wake_committer: Notify::default(),
             waiters: RefCell::new(VecDeque::new()),
+            metrics: LogMetrics::default(),
         });
         let committer = glommio::spawn_local(run_committer(inner.clone())).detach();
         Ok(PartitionLog {
@@ -241,6 +246,7 @@ impl PartitionLog {
                 bytes,
                 timestamp_ns,
                 last_record_at,
+                queued: std::time::Instant::now(),
             });
             (first, first + count, st.epoch)
         };
@@ -262,6 +268,11 @@ impl PartitionLog {
     /// committed, and the end of what can be read.
     pub fn next_offset(&self) -> u64 {
         self.inner.state.borrow().committed
+    }
+
+    /// The log's fsync and append latency histograms so far.
+    pub fn metrics(&self) -> LogMetricsSnapshot {
+        self.inner.metrics.snapshot()
     }
 
     /// Bytes of all segments on disk.

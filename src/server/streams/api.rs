@@ -257,6 +257,27 @@ async fn ask(
     request: PartitionRequest,
 ) -> Result<PartitionReply, (ErrorCode, String)> {
     let owner = api::shard_for(&config.name, partition, shard.shards as u32);
+    ask_shard(shard, ShardId(owner), request).await
+}
+
+/// The figures of another shard, for /metrics and /readyz; `None` if it does not answer in time.
+pub async fn ask_shard_metrics(
+    shard: &Rc<Shard>,
+    target: ShardId,
+) -> Option<crate::server::metrics::ShardMetrics> {
+    match ask_shard(shard, target, PartitionRequest::ShardMetrics).await {
+        Ok(PartitionReply::ShardMetrics(m)) => Some(*m),
+        _ => None,
+    }
+}
+
+/// Asks `target` (this shard or another) and waits for the answer.
+async fn ask_shard(
+    shard: &Rc<Shard>,
+    target: ShardId,
+    request: PartitionRequest,
+) -> Result<PartitionReply, (ErrorCode, String)> {
+    let owner = target.0;
     if owner == shard.id.0 {
         return Ok(answer(shard, request).await);
     }
@@ -292,6 +313,9 @@ pub struct CallSlot {
 /// Answers a question about a partition this shard owns.
 pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
     match request {
+        PartitionRequest::ShardMetrics => {
+            PartitionReply::ShardMetrics(Box::new(crate::server::metrics::snapshot(shard).await))
+        }
         PartitionRequest::Stats { stream, partition } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Stats(part.info().await, part.consumer_infos().await),
             None => PartitionReply::Stats(

@@ -21,7 +21,10 @@ use sluice_protocol::op::{AckKind, Op, PubAck};
 use sluice_protocol::sublist::Sublist;
 use sluice_protocol::{ErrorCode, Frame};
 
-pub use api::{answer_call, handle_api, handle_api_here, publish_registry, reply_frame, CallSlot};
+pub use api::{
+    answer_call, ask_shard_metrics, handle_api, handle_api_here, publish_registry, reply_frame,
+    CallSlot,
+};
 pub use consumer::Member;
 pub use partition::Partition;
 pub use registry::Registry;
@@ -352,6 +355,11 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
             }
         }
     }
+}
+
+/// Every partition this shard owns.
+pub fn owned_partitions(shard: &Shard) -> Vec<Rc<Partition>> {
+    shard.streams.borrow().owned.all()
 }
 
 /// Runs retention on every owned partition.

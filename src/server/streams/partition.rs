@@ -201,6 +201,16 @@ impl Partition {
     }
 
     /// The partition's counts, from its log (once it is open).
+    /// Whether opening (recovering) the log has finished.
+    pub fn is_open(&self) -> bool {
+        self.opened.is_set()
+    }
+
+    /// The log's latency histograms, once it is open.
+    pub fn log_metrics(&self) -> Option<sluice_storage::LogMetricsSnapshot> {
+        self.log.borrow().as_ref().map(|log| log.metrics())
+    }
+
     pub async fn info(&self) -> PartitionInfo {
         self.opened.wait().await;
         match self.log.borrow().as_ref() {

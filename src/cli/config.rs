@@ -1,0 +1,173 @@
+//! The server's settings: a TOML file (`--config`), overridden by command-line flags, with defaults
+//! for the rest. `sluice serve --print-config` prints the result in the file's own format.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::server;
+
+/// Every server setting; in the file, any may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Native protocol address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// NATS protocol address, or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nats_ping_interval_ms: Option<u64>,
+    /// HTTP address for /metrics, /healthz and /readyz, or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// `always`, `never` or `interval:MS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fsync: Option<String>,
+    /// `text` or `json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<String>,
+    /// A tracing filter, e.g. `info` or `sluice=debug`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+/// Default HTTP address.
+pub const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:8280";
+
+impl Settings {
+    /// Reads a settings file; the error names the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Settings, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+        let settings: Settings = toml::from_str(&text)
+            .map_err(|e| format!("config {}: {}", path.display(), e.to_string().trim_end()))?;
+        settings
+            .check()
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
+        Ok(settings)
+    }
+
+    /// `self`, with every setting `over` has replacing it.
+    pub fn overridden_by(self, over: Settings) -> Settings {
+        // Shards and a CPU set say the same thing: whichever the flags give wins over the file.
+        let (shards, cpuset) = if over.shards.is_some() || over.cpuset.is_some() {
+            (over.shards, over.cpuset)
+        } else {
+            (self.shards, self.cpuset)
+        };
+        Settings {
+            listen: over.listen.or(self.listen),
+            nats: over.nats.or(self.nats),
+            nats_ping_interval_ms: over.nats_ping_interval_ms.or(self.nats_ping_interval_ms),
+            http: over.http.or(self.http),
+            shards,
+            cpuset,
+            max_payload: over.max_payload.or(self.max_payload),
+            max_pending: over.max_pending.or(self.max_pending),
+            max_connections: over.max_connections.or(self.max_connections),
+            data_dir: over.data_dir.or(self.data_dir),
+            fsync: over.fsync.or(self.fsync),
+            log_format: over.log_format.or(self.log_format),
+            log_level: over.log_level.or(self.log_level),
+        }
+    }
+
+    /// Every setting filled in: the defaults where nothing was given.
+    pub fn effective(self) -> Settings {
+        let default_shards = super::cpus::allowed().len();
+        Settings {
+            listen: self.listen.or(Some(super::NATIVE_ADDR_DEFAULT.into())),
+            nats: self.nats.or(Some(super::NATS_ADDR_DEFAULT.into())),
+            nats_ping_interval_ms: self
+                .nats_ping_interval_ms
+                .or(Some(server::NATS_PING_INTERVAL_DEFAULT.as_millis() as u64)),
+            http: self.http.or(Some(HTTP_ADDR_DEFAULT.into())),
+            shards: match self.cpuset {
+                Some(_) => None,
+                None => self.shards.or(Some(default_shards)),
+            },
+            cpuset: self.cpuset,
+            max_payload: self
+                .max_payload
+                .or(Some(sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT)),
+            max_pending: self.max_pending.or(Some(server::PENDING_BYTES_MAX_DEFAULT)),
+            max_connections: self
+                .max_connections
+                .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
+            data_dir: self
+                .data_dir
+                .or(Some(PathBuf::from(server::DATA_DIR_DEFAULT))),
+            fsync: self.fsync.or(Some("always".into())),
+            log_format: self.log_format.or(Some("text".into())),
+            log_level: self.log_level.or(Some("info".into())),
+        }
+    }
+
+    /// Checks the values the types do not: the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        let key = |k: &str, e: String| format!("key `{k}`: {e}");
+        if let Some(fsync) = &self.fsync {
+            fsync
+                .parse::<sluice_storage::FsyncPolicy>()
+                .map_err(|e| key("fsync", e))?;
+        }
+        if let Some(list) = &self.cpuset {
+            super::cpus::parse_list(list).map_err(|e| key("cpuset", e))?;
+        }
+        if self.shards == Some(0) {
+            return Err(key("shards", "must be at least 1".into()));
+        }
+        if self.shards.is_some() && self.cpuset.is_some() {
+            return Err(key("shards", "give shards or cpuset, not both".into()));
+        }
+        if self.nats_ping_interval_ms == Some(0) {
+            return Err(key("nats_ping_interval_ms", "must be at least 1".into()));
+        }
+        for (name, value) in [
+            ("listen", &self.listen),
+            ("nats", &self.nats),
+            ("http", &self.http),
+        ] {
+            match value {
+                Some(v) if name != "listen" && v == "off" => {}
+                Some(v) => {
+                    server::resolve(v).map_err(|e| key(name, e.to_string()))?;
+                }
+                None => {}
+            }
+        }
+        match self.log_format.as_deref() {
+            None | Some("text") | Some("json") => {}
+            Some(other) => {
+                return Err(key(
+                    "log_format",
+                    format!("{other:?} is not one of text, json"),
+                ))
+            }
+        }
+        if let Some(level) = &self.log_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| key("log_level", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The settings as a TOML file.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
