@@ -21,7 +21,7 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("sluice-bench-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
             .args(args)
             .arg("--data-dir")
             .arg(&dir)

@@ -52,6 +52,8 @@ pub struct Broker {
     pub addr: String,
     /// The NATS protocol address.
     pub nats_addr: String,
+    /// The HTTP address (/metrics, /healthz, /readyz).
+    pub http_addr: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// The data directory, when the broker made its own.
     _data: Option<DataDir>,
@@ -76,6 +78,8 @@ impl Broker {
                 "--listen",
                 "127.0.0.1:0",
                 "--nats",
+                "127.0.0.1:0",
+                "--http",
                 "127.0.0.1:0",
             ])
             .arg("--data-dir")
@@ -119,10 +123,16 @@ impl Broker {
             .find_map(|w| w.strip_prefix("nats="))
             .unwrap_or_default()
             .to_string();
+        let http_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .unwrap_or_default()
+            .to_string();
         Broker {
             child: Some(child),
             addr,
             nats_addr,
+            http_addr,
             logs,
             _data: None,
         }
@@ -164,6 +174,10 @@ impl Broker {
     }
 
     /// Whether any log line so far contains `needle`.
+    pub fn logged_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
     pub fn logged(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
