@@ -253,22 +253,32 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
 /// Publishes a JetStream-style JSON ack on a reply subject.
 fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
     let json = match &outcome.result {
-        Ok(offset) => serde_json::json!({
-            "stream": &*outcome.stream,
-            "seq": offset + 1,
-            "partition": outcome.partition,
-            "offset": offset,
-        }),
+        // Written directly: one per stored publish, where building a JSON value showed.
+        Ok(offset) => {
+            let mut out = Vec::with_capacity(96);
+            out.extend_from_slice(b"{\"stream\":");
+            let _ = serde_json::to_writer(&mut out, &*outcome.stream);
+            let mut n = itoa::Buffer::new();
+            out.extend_from_slice(b",\"seq\":");
+            out.extend_from_slice(n.format(offset + 1).as_bytes());
+            out.extend_from_slice(b",\"partition\":");
+            out.extend_from_slice(n.format(outcome.partition).as_bytes());
+            out.extend_from_slice(b",\"offset\":");
+            out.extend_from_slice(n.format(*offset).as_bytes());
+            out.push(b'}');
+            out
+        }
         Err((code, message)) => serde_json::json!({
             "error": { "code": 503, "err_code": code.as_u16(), "description": message },
-        }),
-    }
-    .to_string();
+        })
+        .to_string()
+        .into_bytes(),
+    };
     let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
         subject,
         reply: None,
         headers: b"",
-        payload: json.as_bytes(),
+        payload: &json,
         ack: false,
     }));
     shard.route(&frame, subject);
