@@ -64,6 +64,11 @@ pub enum ErrorCode {
     BadRequest = 13,
     /// An API request named a stream or consumer that does not exist. The connection stays open.
     NotFound = 14,
+    /// The credentials were missing or wrong, or the user is at its connection limit. Fatal.
+    AuthorizationFailed = 15,
+    /// The user may not publish to that subject or subscribe to that pattern. The connection
+    /// stays open.
+    PermissionDenied = 16,
     /// A code this version does not know.
     Unknown = 0xffff,
 }
@@ -80,6 +85,7 @@ impl ErrorCode {
                 | ErrorCode::StorageFailed
                 | ErrorCode::BadRequest
                 | ErrorCode::NotFound
+                | ErrorCode::PermissionDenied
         )
     }
 
@@ -98,6 +104,8 @@ impl ErrorCode {
             5 => ErrorCode::ProtocolVersion,
             6 => ErrorCode::SlowConsumer,
             7 => ErrorCode::UnknownSubscription,
+            15 => ErrorCode::AuthorizationFailed,
+            16 => ErrorCode::PermissionDenied,
             8 => ErrorCode::TooManyConnections,
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::DuplicateSubscription,

@@ -22,6 +22,13 @@ pub struct Connect<'a> {
     /// Free text naming the client, for the server's logs.
     #[rkyv(with = AsString)]
     pub name: &'a str,
+    /// Credentials, for a server with users: a user name and password, or a token.
+    #[rkyv(with = Map<AsString>)]
+    pub user: Option<&'a str>,
+    #[rkyv(with = Map<AsString>)]
+    pub password: Option<&'a str>,
+    #[rkyv(with = Map<AsString>)]
+    pub token: Option<&'a str>,
 }
 
 /// The server's answer to [`Connect`].

@@ -131,6 +131,22 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
     }
 }
 
+/// Whether every subject `inner` matches is also matched by `outer` (a subscription to `inner` is
+/// within what `outer` allows).
+pub fn covers(outer: &str, inner: &str) -> bool {
+    let mut o = outer.split('.');
+    let mut i = inner.split('.');
+    loop {
+        match (o.next(), i.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(ot), Some(it)) if ot == it && ot != "*" && ot != ">" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Whether some literal subject matches both patterns (two streams may not capture the same one).
 pub fn overlaps(a: &str, b: &str) -> bool {
     let mut x = a.split('.');

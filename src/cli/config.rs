@@ -43,6 +43,9 @@ pub struct Settings {
     /// A tracing filter, e.g. `info` or `sluice=debug`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Users, with hashed credentials and permissions; with any, every client must authenticate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<server::auth::UserConfig>,
 }
 
 /// Default HTTP address.
@@ -83,6 +86,11 @@ impl Settings {
             fsync: over.fsync.or(self.fsync),
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
+            users: if over.users.is_empty() {
+                self.users
+            } else {
+                over.users
+            },
         }
     }
 
@@ -114,6 +122,7 @@ impl Settings {
             fsync: self.fsync.or(Some("always".into())),
             log_format: self.log_format.or(Some("text".into())),
             log_level: self.log_level.or(Some("info".into())),
+            users: self.users,
         }
     }
 
@@ -159,6 +168,7 @@ impl Settings {
                 ))
             }
         }
+        server::auth::check(&self.users)?;
         if let Some(level) = &self.log_level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| key("log_level", e.to_string()))?;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use super::NATIVE_ADDR_DEFAULT;
 use crate::api::{ConsumerConfig, DeliverPolicy};
-use crate::client::{Client, ClientOptions};
+use crate::client::Client;
 
 /// Default time a delivered message may go unacked before it is delivered again.
 const ACK_WAIT_MS_DEFAULT: u64 = 30_000;
@@ -67,10 +67,7 @@ enum ConsumerCommand {
 }
 
 fn connect(server: &str) -> Result<Client, String> {
-    let options = ClientOptions {
-        name: "sluice-consume".into(),
-        ..ClientOptions::default()
-    };
+    let options = super::client_options("sluice-consume");
     Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
 }
 

@@ -47,6 +47,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspect consumers.
     Consumer(consume::ConsumerArgs),
+    /// Print an argon2 hash of a password or token read from stdin, for the config file's users.
+    Passwd,
     /// Measure a server: throughput and latency percentiles of a load scenario.
     Bench(bench::BenchArgs),
     /// Report this machine's CPUs, NUMA nodes, NIC queues, limits and I/O support, with advice.
@@ -124,6 +126,7 @@ impl ServeArgs {
             fsync: self.fsync.clone(),
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
+            users: Vec::new(),
         }
     }
 }
@@ -145,6 +148,7 @@ pub fn main() -> ExitCode {
         Command::Consumer(args) => consume::consumer(args),
         Command::Tune(args) => tune::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Passwd => passwd(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +216,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;
+    config.users = std::sync::Arc::new(server::auth::Users::new(&settings.users));
     let shards = config.cpus.len();
     server::run(config, |bound| {
         // The ready line: scripts and tests wait for it and read the addresses from it.
@@ -225,6 +230,32 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         println!("{line} shards={shards}");
     })
     .map_err(|e| e.to_string())
+}
+
+fn passwd() -> Result<(), String> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_line(&mut secret)
+        .map_err(|e| format!("reading stdin: {e}"))?;
+    let secret = secret.trim_end_matches(['\r', '\n']);
+    if secret.is_empty() {
+        return Err("give the password or token on stdin".into());
+    }
+    println!("{}", server::auth::hash(secret));
+    Ok(())
+}
+
+/// Client settings of the command line: credentials come from `SLUICE_USER` and
+/// `SLUICE_PASSWORD`, or `SLUICE_TOKEN`, so that they stay out of shell history and `ps`.
+fn client_options(name: &str) -> crate::client::ClientOptions {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    crate::client::ClientOptions {
+        name: name.into(),
+        user: var("SLUICE_USER"),
+        password: var("SLUICE_PASSWORD"),
+        token: var("SLUICE_TOKEN"),
+        ..crate::client::ClientOptions::default()
+    }
 }
 
 /// Parses a duration in milliseconds from the command line.

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::NATIVE_ADDR_DEFAULT;
 use crate::api::{StreamConfig, StreamInfo};
-use crate::client::{Client, ClientOptions};
+use crate::client::Client;
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
@@ -96,10 +96,7 @@ fn print_info(info: &StreamInfo) {
 }
 
 pub fn run(args: StreamArgs) -> Result<(), String> {
-    let options = ClientOptions {
-        name: "sluice-stream".into(),
-        ..ClientOptions::default()
-    };
+    let options = super::client_options("sluice-stream");
     let client = Client::connect_with(&args.server, options)
         .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
     match args.command {

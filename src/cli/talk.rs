@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::{millis, NATIVE_ADDR_DEFAULT};
-use crate::client::{Client, ClientOptions, Message, Subscription};
+use crate::client::{Client, Message, Subscription};
 
 #[derive(Args, Debug)]
 pub struct PubArgs {
@@ -75,10 +75,7 @@ pub struct ReplyArgs {
 }
 
 fn connect(server: &str, name: &str) -> Result<Client, String> {
-    let options = ClientOptions {
-        name: name.into(),
-        ..ClientOptions::default()
-    };
+    let options = super::client_options(name);
     Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
 }
 

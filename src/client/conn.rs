@@ -45,6 +45,10 @@ pub struct ClientOptions {
     pub name: String,
     /// Time allowed for connecting, flushes and requests.
     pub timeout: Duration,
+    /// Credentials, for a server with users.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -52,6 +56,9 @@ impl Default for ClientOptions {
         ClientOptions {
             name: "sluice-client".into(),
             timeout: TIMEOUT_DEFAULT,
+            user: None,
+            password: None,
+            token: None,
         }
     }
 }
@@ -178,6 +185,9 @@ impl Client {
             &Op::Connect(Connect {
                 version: PROTOCOL_VERSION,
                 name: &options.name,
+                user: options.user.as_deref(),
+                password: options.password.as_deref(),
+                token: options.token.as_deref(),
             }),
             &mut hello,
         );

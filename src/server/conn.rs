@@ -20,6 +20,7 @@ use sluice_protocol::op::{AckKind, ArchivedSubscribe, ArchivedUnsubscribe, Info,
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
+use super::auth::{Credentials, Refusal, User};
 use super::interest::LocalSub;
 use super::nats_conn;
 use super::outbound::{run_writer, Outbound};
@@ -52,6 +53,59 @@ pub struct Conn {
     pub consumer_member: Cell<bool>,
     /// What a NATS client asked for in its CONNECT (unused on the native protocol).
     pub nats: RefCell<NatsOptions>,
+    /// The user it authenticated as, on a server with users.
+    pub user: RefCell<Option<Arc<User>>>,
+}
+
+impl Conn {
+    /// May this connection publish to `subject`? Counts and logs a refusal.
+    pub fn may_publish(&self, shard: &Shard, subject: &str) -> bool {
+        let user = self.user.borrow();
+        let Some(user) = user.as_ref() else {
+            return true;
+        };
+        let allowed = user.permissions.publish.allows_subject(subject);
+        if !allowed {
+            add(&shard.stats.permission_errors, 1);
+            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
+        }
+        allowed
+    }
+
+    /// May this connection subscribe to `pattern`? Counts and logs a refusal.
+    pub fn may_subscribe(&self, shard: &Shard, pattern: &str) -> bool {
+        let user = self.user.borrow();
+        let Some(user) = user.as_ref() else {
+            return true;
+        };
+        let allowed = user.permissions.subscribe.allows_pattern(pattern);
+        if !allowed {
+            add(&shard.stats.permission_errors, 1);
+            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
+        }
+        allowed
+    }
+
+    /// Authenticates on a blocking thread (the hashes are slow by design); on success the
+    /// connection runs as that user from now on.
+    pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
+        let users = shard.config.users.clone();
+        let name = creds.user.clone();
+        let result = glommio::executor()
+            .spawn_blocking(move || users.authenticate(&creds))
+            .await;
+        match result {
+            Ok(user) => {
+                *self.user.borrow_mut() = Some(user);
+                Ok(())
+            }
+            Err(refusal) => {
+                add(&shard.stats.auth_failures, 1);
+                tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
+                Err(refusal)
+            }
+        }
+    }
 }
 
 /// The CONNECT options of a NATS client that change what the server does.
@@ -67,6 +121,8 @@ pub struct NatsOptions {
     pub no_responders: bool,
     /// Server pings not yet answered with a PONG.
     pub pings_out: u32,
+    /// Whether CONNECT has been accepted (required first on a server with users).
+    pub connected: bool,
 }
 
 impl Default for NatsOptions {
@@ -77,6 +133,7 @@ impl Default for NatsOptions {
             echo: true,
             no_responders: false,
             pings_out: 0,
+            connected: false,
         }
     }
 }
@@ -196,6 +253,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         acks: RefCell::new(Acks::default()),
         consumer_member: Cell::new(false),
         nats: RefCell::new(NatsOptions::default()),
+        user: RefCell::new(None),
     });
     shard.register(conn.clone());
     tracing::debug!(
@@ -234,6 +292,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         add(&shard.stats.protocol_errors, 1);
     }
     shard.unregister(&conn);
+    if let Some(user) = conn.user.borrow_mut().take() {
+        user.release();
+    }
     conn.out.close();
     writer.await;
     tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
@@ -354,7 +415,7 @@ async fn handle(
 ) -> Result<(), Close> {
     let op = frame.op();
     if !*connected {
-        return connect(shard, conn, op).map(|()| *connected = true);
+        return connect(shard, conn, op).await.map(|()| *connected = true);
     }
     match op {
         ArchivedOp::Pub(publish) => {
@@ -386,6 +447,14 @@ async fn handle(
                     ErrorCode::InvalidSubject,
                     &format!("reply subject: {e}"),
                 );
+                return Ok(());
+            }
+            if !conn.may_publish(shard, publish.subject()) {
+                let message = format!("permission denied: publish to {:?}", publish.subject());
+                warn(shard, conn, ErrorCode::PermissionDenied, &message);
+                if publish.wants_ack() {
+                    streams::refuse_ack(shard, conn, ErrorCode::PermissionDenied, &message);
+                }
                 return Ok(());
             }
             shard.route(frame, publish.subject());
@@ -451,8 +520,9 @@ async fn handle(
     Ok(())
 }
 
-/// The first frame must be a connect with our protocol version; the answer is the server info.
-fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
+/// The first frame must be a connect with our protocol version (and, on a server with users,
+/// valid credentials); the answer is the server info.
+async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
     let ArchivedOp::Connect(connect) = op else {
         fail(
             shard,
@@ -469,6 +539,23 @@ fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close>
         );
         fail(shard, conn, ErrorCode::ProtocolVersion, &message);
         return Err(Close::Error);
+    }
+    if shard.config.users.required() {
+        let creds = Credentials {
+            user: connect.user.as_ref().map(|s| s.as_str().to_string()),
+            password: connect.password.as_ref().map(|s| s.as_str().to_string()),
+            token: connect.token.as_ref().map(|s| s.as_str().to_string()),
+        };
+        if let Err(refusal) = conn.authenticate(shard, creds).await {
+            let message = match refusal {
+                Refusal::BadCredentials => "authorization failed: bad or missing credentials",
+                Refusal::TooManyConnections => {
+                    "authorization failed: the user is at its connection limit"
+                }
+            };
+            fail(shard, conn, ErrorCode::AuthorizationFailed, message);
+            return Err(Close::Error);
+        }
     }
     let info = shard.encode(&Op::Info(Info {
         server_id: &shard.config.server_id,
@@ -498,6 +585,11 @@ fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: &ArchivedSubscribe<'_>) {
             ErrorCode::InvalidSubject,
             &format!("subscribe {pattern:?}: {e}"),
         );
+        return;
+    }
+    if !conn.may_subscribe(shard, pattern) {
+        let message = format!("permission denied: subscribe to {pattern:?}");
+        warn(shard, conn, ErrorCode::PermissionDenied, &message);
         return;
     }
     let queue = sub.queue.as_ref().map(|q| q.as_str());

@@ -4,6 +4,7 @@
 //! line, and waits for SIGINT/SIGTERM. Each shard accepts on the same address (SO_REUSEPORT) and
 //! serves the connections the kernel hands it.
 
+pub mod auth;
 mod conn;
 mod http;
 mod interest;
@@ -70,6 +71,8 @@ pub struct ServerConfig {
     pub data_dir: std::path::PathBuf,
     /// When a stored publish counts as durable.
     pub fsync: FsyncPolicy,
+    /// Users and their permissions; with none, clients connect without credentials.
+    pub users: Arc<auth::Users>,
 }
 
 impl ServerConfig {
@@ -87,6 +90,7 @@ impl ServerConfig {
             server_id: format!("{:016x}", fastrand::u64(..)),
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
             fsync: FsyncPolicy::Always,
+            users: Arc::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use sluice_protocol::nats::{
 use sluice_protocol::op::{Op, Publish};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject_bytes};
 
+use super::auth::Credentials;
 use super::conn::{read_more, Close, Conn, Half};
 use super::interest::LocalSub;
 use super::shard::Shard;
@@ -141,14 +142,36 @@ fn warn(shard: &Shard, conn: &Conn, message: &str) {
 }
 
 async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Result<(), Close> {
+    let authenticating = shard.config.users.required();
+    if authenticating
+        && !conn.nats.borrow().connected
+        && !matches!(op, ClientOpRef::Connect(_) | ClientOpRef::Pong)
+    {
+        add(&shard.stats.auth_failures, 1);
+        conn.out.close_with(err_line("Authorization Violation"));
+        return Err(Close::Error);
+    }
     match op {
         ClientOpRef::Connect(json) => {
             let options: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+            if authenticating {
+                let text = |name: &str| options[name].as_str().map(str::to_string);
+                let creds = Credentials {
+                    user: text("user"),
+                    password: text("pass"),
+                    token: text("auth_token"),
+                };
+                if conn.authenticate(shard, creds).await.is_err() {
+                    conn.out.close_with(err_line("Authorization Violation"));
+                    return Err(Close::Error);
+                }
+            }
             let flag = |name: &str, default: bool| options[name].as_bool().unwrap_or(default);
             let mut nats = conn.nats.borrow_mut();
             nats.verbose = flag("verbose", false);
             nats.echo = flag("echo", true);
             nats.no_responders = flag("no_responders", false) && flag("headers", false);
+            nats.connected = true;
             drop(nats);
             ok(conn);
         }
@@ -188,6 +211,11 @@ fn publish(
         Some(Err(_)) => return warn(shard, conn, "Invalid Publish Subject"),
         None => None,
     };
+    if !conn.may_publish(shard, subject) {
+        let message = format!("Permissions Violation for Publish to \"{subject}\"");
+        conn.out.push(&err_line(&message));
+        return;
+    }
     let frame = shard.encode_frame(&Op::Pub(Publish {
         subject,
         reply,
@@ -240,6 +268,11 @@ fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&
     };
     if validate_pattern(pattern).is_err() {
         return warn(shard, conn, "Invalid Subject");
+    }
+    if !conn.may_subscribe(shard, pattern) {
+        let message = format!("Permissions Violation for Subscription to \"{pattern}\"");
+        conn.out.push(&err_line(&message));
+        return;
     }
     let queue = match queue.map(std::str::from_utf8) {
         Some(Ok(q)) if validate_queue(q).is_ok() => Some(q),

@@ -243,6 +243,9 @@ impl RawConn {
         raw.send(&Op::Connect(Connect {
             version: PROTOCOL_VERSION,
             name: "raw",
+            user: None,
+            password: None,
+            token: None,
         }));
         let info = raw.read_frame().expect("info frame");
         match info.op() {

@@ -80,6 +80,9 @@ impl Wire {
                 let op = Op::Connect(Connect {
                     version: PROTOCOL_VERSION,
                     name,
+                    user: None,
+                    password: None,
+                    token: None,
                 });
                 wire.encoder.encode(&op, &mut wire.out);
             }

@@ -118,18 +118,8 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
     let seq = ack.then(|| conn.next_ack());
     let Some(stream) = stream else {
         if let Some(seq) = seq {
-            let frame = ack_frame(
-                shard,
-                &AckOutcome {
-                    stream: Arc::from(""),
-                    partition: 0,
-                    result: Err((
-                        ErrorCode::NoStream,
-                        format!("no stream captures subject {subject}"),
-                    )),
-                },
-            );
-            conn.complete_ack(seq, frame);
+            let message = format!("no stream captures subject {subject}");
+            complete_with_error(shard, conn, seq, ErrorCode::NoStream, message);
         }
         return;
     };
@@ -140,6 +130,24 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
         body.clone(),
         seq.map(|seq| AckTo::Conn(conn.clone(), seq)),
     );
+}
+
+/// Answers a publish that asked for an ack, and will not be stored, with an error ack in its turn.
+pub fn refuse_ack(shard: &Rc<Shard>, conn: &Rc<Conn>, code: ErrorCode, message: &str) {
+    let seq = conn.next_ack();
+    complete_with_error(shard, conn, seq, code, message.to_string());
+}
+
+fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, message: String) {
+    let frame = ack_frame(
+        shard,
+        &AckOutcome {
+            stream: Arc::from(""),
+            partition: 0,
+            result: Err((code, message)),
+        },
+    );
+    conn.complete_ack(seq, frame);
 }
 
 /// Stores a publish from a NATS client if a stream captures it; with a reply subject, the client
