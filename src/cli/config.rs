@@ -43,6 +43,12 @@ pub struct Settings {
     /// A tracing filter, e.g. `info` or `sluice=debug`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// PEM certificate chain: with `tls_key`, both client ports speak TLS only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Users, with hashed credentials and permissions; with any, every client must authenticate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<server::auth::UserConfig>,
@@ -86,6 +92,8 @@ impl Settings {
             fsync: over.fsync.or(self.fsync),
             log_format: over.log_format.or(self.log_format),
             log_level: over.log_level.or(self.log_level),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
             users: if over.users.is_empty() {
                 self.users
             } else {
@@ -122,6 +130,8 @@ impl Settings {
             fsync: self.fsync.or(Some("always".into())),
             log_format: self.log_format.or(Some("text".into())),
             log_level: self.log_level.or(Some("info".into())),
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
             users: self.users,
         }
     }
@@ -169,6 +179,9 @@ impl Settings {
             }
         }
         server::auth::check(&self.users)?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(key("tls_cert", "tls_cert and tls_key go together".into()));
+        }
         if let Some(level) = &self.log_level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| key("log_level", e.to_string()))?;

@@ -108,6 +108,12 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `sluice=debug` (SLUICE_LOG overrides it) [default: info].
     #[arg(long)]
     log_level: Option<String>,
+    /// PEM certificate chain; with --tls-key, the native and NATS ports speak TLS only.
+    #[arg(long)]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -126,6 +132,8 @@ impl ServeArgs {
             fsync: self.fsync.clone(),
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             users: Vec::new(),
         }
     }
@@ -217,6 +225,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;
     config.users = std::sync::Arc::new(server::auth::Users::new(&settings.users));
+    if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
+        config.tls = Some(server::tls_config(cert, key)?);
+    }
     let shards = config.cpus.len();
     server::run(config, |bound| {
         // The ready line: scripts and tests wait for it and read the addresses from it.

@@ -199,7 +199,12 @@ pub(super) enum Close {
 }
 
 /// A read or write half of a socket shared by the reader and the writer tasks of one shard.
-pub(super) struct Half(Rc<RefCell<TcpStream>>);
+/// A client's byte stream: plain TCP or TLS over it.
+pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Socket for T {}
+
+/// One side (reading or writing) of a connection's socket, shared by its reader and writer tasks.
+pub(super) struct Half(Rc<RefCell<Box<dyn Socket>>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -236,12 +241,52 @@ pub enum Protocol {
     Nats,
 }
 
+/// How long a client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Wraps an accepted stream in TLS when the server requires it. A NATS client first gets the INFO
+/// line in the clear (announcing `tls_required`), then starts the handshake, as NATS clients do.
+async fn secure(
+    shard: &Shard,
+    mut stream: TcpStream,
+    protocol: Protocol,
+    id: u64,
+) -> Option<(Box<dyn Socket>, bool)> {
+    let Some(tls) = shard.config.tls.clone() else {
+        return Some((Box::new(stream), false));
+    };
+    if protocol == Protocol::Nats {
+        use futures_lite::AsyncWriteExt;
+        let info = nats_conn::info_line(shard, id);
+        stream.write_all(&info).await.ok()?;
+    }
+    let acceptor = futures_rustls::TlsAcceptor::from(tls);
+    let handshake = glommio::timer::timeout(TLS_HANDSHAKE_TIMEOUT, async {
+        acceptor
+            .accept(stream)
+            .await
+            .map_err(glommio::GlommioError::IoError)
+    })
+    .await;
+    match handshake {
+        Ok(tls_stream) => Some((Box::new(tls_stream), protocol == Protocol::Nats)),
+        Err(e) => {
+            add(&shard.stats.protocol_errors, 1);
+            tracing::warn!(shard = shard.id.0, conn = id, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
 /// Serves one accepted connection until it ends.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
     let Some(id) = shard.admit() else {
         refuse(&shard, stream, protocol).await;
+        return;
+    };
+    let Some((stream, info_sent)) = secure(&shard, stream, protocol, id).await else {
         return;
     };
     let conn = Rc::new(Conn {
@@ -264,7 +309,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         "connection accepted"
     );
 
-    let socket = Rc::new(RefCell::new(stream));
+    let socket: Rc<RefCell<Box<dyn Socket>>> = Rc::new(RefCell::new(stream));
     let writer = {
         let conn = conn.clone();
         let shard = shard.clone();
@@ -286,7 +331,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
 
     let close = match protocol {
         Protocol::Native => read_loop(&shard, &conn, Half(socket)).await,
-        Protocol::Nats => nats_conn::read_loop(&shard, &conn, Half(socket)).await,
+        Protocol::Nats => nats_conn::read_loop(&shard, &conn, Half(socket), info_sent).await,
     };
     if let Close::Error = close {
         add(&shard.stats.protocol_errors, 1);

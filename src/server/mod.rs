@@ -73,6 +73,8 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Users and their permissions; with none, clients connect without credentials.
     pub users: Arc<auth::Users>,
+    /// With a certificate, both client ports speak TLS only.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -91,6 +93,7 @@ impl ServerConfig {
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
             fsync: FsyncPolicy::Always,
             users: Arc::default(),
+            tls: None,
         }
     }
 }
@@ -140,6 +143,34 @@ pub struct Bound {
     pub native: SocketAddr,
     pub nats: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+}
+
+/// A TLS configuration from PEM files: the certificate chain and its private key.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("key `tls_cert`: {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "key `tls_cert`: {}: no certificate",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("key `tls_key`: {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Arc::new)
+        .map_err(|e| format!("key `tls_key`: {e}"))
 }
 
 /// Resolves a `host:port` string.

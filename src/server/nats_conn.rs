@@ -28,7 +28,7 @@ pub fn err_line(message: &str) -> Bytes {
 }
 
 /// The INFO line sent when a client connects.
-fn info_line(shard: &Shard, conn: &Conn) -> Bytes {
+pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
     let info = serde_json::json!({
         "server_id": shard.config.server_id,
         "server_name": "sluice",
@@ -38,7 +38,9 @@ fn info_line(shard: &Shard, conn: &Conn) -> Bytes {
         "port": shard.config.nats_listen.map(|a| a.port()),
         "headers": true,
         "max_payload": shard.config.payload_bytes_max,
-        "client_id": conn.id,
+        "client_id": conn_id,
+        "auth_required": shard.config.users.required(),
+        "tls_required": shard.config.tls.is_some(),
     });
     Bytes::from(format!("INFO {info}\r\n"))
 }
@@ -81,9 +83,16 @@ async fn keepalive(shard: Rc<Shard>, conn: Rc<Conn>) {
     }
 }
 
-pub(super) async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
+pub(super) async fn read_loop(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    mut socket: Half,
+    info_sent: bool,
+) -> Close {
     conn.nats.borrow_mut().enabled = true;
-    conn.out.push(&info_line(shard, conn));
+    if !info_sent {
+        conn.out.push(&info_line(shard, conn.id));
+    }
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
     let payload_max = shard.config.payload_bytes_max as usize;
     let mut buf = BytesMut::with_capacity(16 * 1024);
