@@ -252,10 +252,56 @@ pub fn run(args: TuneArgs) -> Result<(), String> {
             nic.name
         );
     }
+    for (key, want, why) in SYSCTLS {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let Some(now) = read(&path).and_then(|v| v.trim().parse::<u64>().ok()) else {
+            continue;
+        };
+        if now < *want {
+            let _ = writeln!(
+                out,
+                "  - sysctl -w {key}={want}   # now {now}; {why} (tuning/sysctl.conf has them all)"
+            );
+        }
+    }
     let _ = writeln!(out, "  - --fsync always (default) survives power loss with group commit; never is faster and survives process crashes only");
     print!("{out}");
     Ok(())
 }
+
+/// Kernel settings worth raising for many connections and bursts: (key, at least, why).
+const SYSCTLS: &[(&str, u64, &str)] = &[
+    (
+        "net.core.somaxconn",
+        4096,
+        "connection bursts at startup or failover",
+    ),
+    (
+        "net.ipv4.tcp_max_syn_backlog",
+        8192,
+        "the same, before accept",
+    ),
+    (
+        "net.core.netdev_max_backlog",
+        16384,
+        "packets queued per CPU at high rates",
+    ),
+    (
+        "net.core.rmem_max",
+        16777216,
+        "room for large socket receive buffers",
+    ),
+    (
+        "net.core.wmem_max",
+        16777216,
+        "room for large socket send buffers",
+    ),
+    (
+        "fs.file-max",
+        2097152,
+        "file descriptors over all processes",
+    ),
+];
 
 fn num_cpus_online(online: &str, allowed: &[usize]) -> usize {
     cpus::parse_list(online).map_or(allowed.len(), |l| l.len())

@@ -67,7 +67,7 @@ impl Conn {
         let allowed = user.permissions.publish.allows_subject(subject);
         if !allowed {
             add(&shard.stats.permission_errors, 1);
-            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
+            tracing::debug!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
         }
         allowed
     }
