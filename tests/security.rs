@@ -294,3 +294,58 @@ fn bad_user_configurations_are_refused_at_start() {
         assert!(err.contains(key), "{users}: names {key}: {err}");
     }
 }
+
+#[test]
+fn streams_are_reached_only_within_permissions() {
+    use sluice::api::{ConsumerConfig, DeliverPolicy, StreamConfig};
+    let dir = DataDir::new();
+    let broker = secured_broker(&dir);
+    let alice = connect(&broker.addr, Some("alice"), Some("alice-pw"), None).unwrap();
+    let bob = connect(&broker.addr, None, None, Some("bob-token")).unwrap();
+    let stream = |name: &str, subject: &str| StreamConfig {
+        name: name.into(),
+        subjects: vec![subject.into()],
+        partitions: 1,
+        max_age_secs: None,
+        max_bytes: None,
+    };
+    let consumer = |stream: &str| ConsumerConfig {
+        stream: stream.into(),
+        name: "reader".into(),
+        deliver: DeliverPolicy::All,
+        ack_wait_ms: 30_000,
+        max_deliver: 5,
+        max_ack_pending: 100,
+        sid: 0,
+    };
+    let denied = |r: Result<(), ClientError>| match r {
+        Err(ClientError::Api { code, .. }) => code == ErrorCode::PermissionDenied,
+        _ => false,
+    };
+    // alice may keep a stream of her own subjects, not of bob's, nor one reaching her secrets.
+    alice
+        .stream_add(&stream("ALICE", "user.alice.jobs.>"))
+        .unwrap();
+    assert!(denied(
+        alice
+            .stream_add(&stream("WIDE", "user.alice.>"))
+            .map(|_| ())
+    ));
+    bob.stream_add(&stream("BOBS", "user.bob.>")).unwrap();
+    bob.publish_durable("user.bob.note", b"bob's").unwrap();
+    assert!(denied(alice.stream_info("BOBS").map(|_| ())));
+    assert!(denied(alice.consume(consumer("BOBS")).map(|_| ())));
+    assert!(denied(alice.stream_remove("BOBS")));
+    // Within her permissions it all works.
+    alice.publish_durable("user.alice.jobs.1", b"job").unwrap();
+    let jobs = alice.consume(consumer("ALICE")).unwrap();
+    let m = jobs
+        .next_timeout(Duration::from_secs(5))
+        .expect("her own job");
+    assert_eq!(m.payload(), b"job");
+    assert_eq!(
+        bob.stream_info("BOBS").unwrap().messages(),
+        1,
+        "bob's stream untouched"
+    );
+}

@@ -27,6 +27,13 @@ type Answer = (u16, Vec<u8>);
 
 /// An API request from a connection on this shard: answered here on shard 0, else sent to shard 0.
 pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body: &[u8]) {
+    if let Err(message) = api_allowed(shard, conn, verb, body) {
+        crate::server::stats::add(&shard.stats.permission_errors, 1);
+        let code = ErrorCode::PermissionDenied.as_u16();
+        conn.out
+            .push(&reply_frame(shard, id, code, message.as_bytes()));
+        return;
+    }
     if verb == api::CONSUMER_ATTACH {
         // Attaching is about this connection: the shard that holds it does it.
         let result = parse::<api::ConsumerConfig>(body)
@@ -57,6 +64,56 @@ pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body:
                 body: body.to_vec(),
             },
         );
+    }
+}
+
+/// A user reaches a stream's messages through the API only within its permissions: reading a
+/// stream (info, get, consumers) needs subscribe permission for every subject it captures; creating
+/// or removing one needs publish and subscribe permission for them.
+fn api_allowed(shard: &Shard, conn: &Conn, verb: &str, body: &[u8]) -> Result<(), String> {
+    let user = conn.user.borrow();
+    let Some(user) = user.as_ref() else {
+        return Ok(());
+    };
+    if verb == api::STREAM_LIST {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| value[k].as_str().map(str::to_string);
+    let (name, subjects) = if verb == api::STREAM_ADD {
+        let subjects = value["subjects"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (text("name").unwrap_or_default(), subjects)
+    } else {
+        let name = if verb.starts_with("consumer.") {
+            text("stream")
+        } else {
+            text("name").or_else(|| text("stream"))
+        };
+        let name = name.unwrap_or_default();
+        match shard.streams.borrow().config(&name) {
+            Some(config) => (name, config.subjects.clone()),
+            // Unknown streams are answered by the API itself.
+            None => return Ok(()),
+        }
+    };
+    let writes = verb == api::STREAM_ADD || verb == api::STREAM_REMOVE;
+    let perms = &user.permissions;
+    let allowed = subjects
+        .iter()
+        .all(|p| perms.subscribe.allows_pattern(p) && (!writes || perms.publish.allows_pattern(p)));
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "permission denied: {verb} on stream {name:?} needs permission for its subjects {subjects:?}"
+        ))
     }
 }
 

@@ -55,6 +55,11 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// A stream's configuration, by name.
+    pub fn config(&self, name: &str) -> Option<Arc<StreamConfig>> {
+        self.configs.get(name).cloned()
+    }
+
     /// The stream that captures `subject`, if any.
     pub fn capturing(&self, subject: &str) -> Option<Arc<StreamConfig>> {
         if self.capture.is_empty() {
