@@ -144,6 +144,14 @@ def command(args):
         return "?"
 
 
+def sluice_version():
+    """The commit measured, marked if its sources had changes (generated results do not count)."""
+    commit = command(["git", "rev-parse", "--short", "HEAD"])
+    changed = command(["git", "status", "--porcelain", "--", "src", "protocol", "storage",
+                       "Cargo.toml", "Cargo.lock", "benches/kafka", "benches/go"])
+    return commit + (" with uncommitted source changes" if changed else "")
+
+
 def machine():
     model = "?"
     try:
@@ -165,7 +173,7 @@ def machine():
         f"- kernel: {platform.release()}",
         f"- nats-server: {command(['nats-server', '--version'])}",
         f"- go: {command(['go', 'version'])}",
-        f"- sluice: {command(['git', 'describe', '--always', '--dirty'])} (release build)",
+        f"- sluice: {sluice_version()} (release build)",
     ]
 
 
