@@ -20,23 +20,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts HTTP connections until the shard stops.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            shard.stopping.wait().await;
-            None
-        })
-        .await;
-        match accepted {
-            None => return,
-            Some(Ok(stream)) => {
-                glommio::spawn_local(answer(shard.clone(), stream)).detach();
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "http accept failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept_until_stopped(&shard, &listener, |stream| answer(shard.clone(), stream)).await;
 }
 
 async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {

@@ -404,6 +404,20 @@ async fn run_shard(
 }
 
 async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, protocol: conn::Protocol) {
+    accept_until_stopped(shard, listener, |stream| {
+        conn::serve(shard.clone(), stream, protocol)
+    })
+    .await;
+}
+
+/// Accepts connections until the shard stops, serving each in a task of its own.
+pub(crate) async fn accept_until_stopped<F>(
+    shard: &Rc<Shard>,
+    listener: &TcpListener,
+    serve: impl Fn(glommio::net::TcpStream) -> F,
+) where
+    F: std::future::Future<Output = ()> + 'static,
+{
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             shard.stopping.wait().await;
@@ -413,7 +427,7 @@ async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, protocol: conn::
         match accepted {
             None => return,
             Some(Ok(stream)) => {
-                glommio::spawn_local(conn::serve(shard.clone(), stream, protocol)).detach();
+                glommio::spawn_local(serve(stream)).detach();
             }
             Some(Err(e)) => {
                 tracing::warn!(shard = shard.id.0, error = %e, "accept failed");

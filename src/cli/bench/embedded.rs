@@ -217,15 +217,8 @@ pub fn consume(plan: &Arc<Plan>, load_cpus: &[usize], quiet: bool) -> Result<Out
     let started = shared.start.wait();
     let t0 = shared.now_ns();
     let progress = Progress::start(shared.clone(), quiet);
-    let mut last = (0, t0);
-    while started.is_ok() && shared.received.load(Ordering::Relaxed) < plan.msgs {
-        std::thread::sleep(Duration::from_millis(1));
-        let now = (shared.received.load(Ordering::Relaxed), shared.now_ns());
-        if now.0 != last.0 {
-            last = now;
-        } else if now.1 - last.1 > 10_000_000_000 {
-            break;
-        }
+    if started.is_ok() {
+        shared.wait_for_received(plan.msgs);
     }
     let t1 = shared.now_ns();
     shared.done.store(true, Ordering::Relaxed);

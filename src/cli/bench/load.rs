@@ -44,6 +44,20 @@ impl Shared {
         self.start.failed.store(true, Ordering::SeqCst);
     }
 
+    /// Waits until `received` reaches `target`, giving up after 10 s without progress.
+    pub fn wait_for_received(&self, target: u64) {
+        let mut last = (self.received.load(Ordering::Relaxed), self.now_ns());
+        while last.0 < target {
+            std::thread::sleep(Duration::from_millis(1));
+            let now = (self.received.load(Ordering::Relaxed), self.now_ns());
+            if now.0 != last.0 {
+                last = now;
+            } else if now.1 - last.1 > 10_000_000_000 {
+                return;
+            }
+        }
+    }
+
     #[inline]
     pub fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64

@@ -409,16 +409,7 @@ fn execute(plan: &Arc<Plan>, load_cpus: &[usize], quiet: bool) -> Result<Outcome
     let is_echo = plan.scenario == Scenario::Request;
     // Wait for the subscribers to take everything, giving up after 10 s without progress.
     if !is_echo && readers > 0 && first_error.is_none() {
-        let mut last = (shared.received.load(Ordering::Relaxed), shared.now_ns());
-        while shared.received.load(Ordering::Relaxed) < expected_total {
-            std::thread::sleep(Duration::from_millis(1));
-            let now = (shared.received.load(Ordering::Relaxed), shared.now_ns());
-            if now.0 != last.0 {
-                last = now;
-            } else if now.1 - last.1 > 10_000_000_000 {
-                break;
-            }
-        }
+        shared.wait_for_received(expected_total);
     }
     let t1 = shared.now_ns();
     shared.done.store(true, Ordering::Relaxed);
