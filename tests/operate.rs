@@ -309,6 +309,7 @@ fn invalid_config_files_name_the_key_and_the_reason() {
         ("listen = \"nowhere:xx\"\n", "listen"),
         ("log_format = \"xml\"\n", "log_format"),
         ("shards = 0\n", "shards"),
+        ("tls_cert = \"/etc/cert.pem\"\n", "tls_key"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let path = dir.path.join(format!("bad{i}.toml"));

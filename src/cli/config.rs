@@ -179,12 +179,17 @@ impl Settings {
             }
         }
         server::auth::check(&self.users)?;
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(key("tls_cert", "tls_cert and tls_key go together".into()));
-        }
         if let Some(level) = &self.log_level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| key("log_level", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Checks what only the merged settings can tell: a certificate needs its key.
+    pub fn check_merged(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("key `tls_cert`: tls_cert and tls_key go together".into());
         }
         Ok(())
     }

@@ -192,6 +192,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => Settings::default(),
     };
     let settings = file.overridden_by(flags).effective();
+    settings.check_merged().map_err(|e| match &args.config {
+        Some(path) => format!("config {} with the flags: {e}", path.display()),
+        None => e,
+    })?;
     if args.print_config {
         print!("{}", settings.to_toml());
         return Ok(());
