@@ -96,7 +96,10 @@ impl Conn {
             .await;
         match result {
             Ok(user) => {
-                *self.user.borrow_mut() = Some(user);
+                // A second CONNECT gives back the slot the first one took.
+                if let Some(previous) = self.user.borrow_mut().replace(user) {
+                    previous.release();
+                }
                 Ok(())
             }
             Err(refusal) => {
