@@ -58,17 +58,7 @@ impl Frame {
                 ),
             });
         }
-        let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
-        let body = &bytes[FRAME_HEADER_BYTES..];
-        let computed = crc32c::crc32c(body);
-        if stored != computed {
-            return Err(DecodeError::ChecksumMismatch { stored, computed });
-        }
-        rkyv::access::<ArchivedOp<'static>, rancor::Error>(body).map_err(|e| {
-            DecodeError::InvalidBody {
-                reason: e.to_string(),
-            }
-        })?;
+        check_body(&bytes)?;
         Ok(Frame { bytes })
     }
 
@@ -133,6 +123,42 @@ pub fn decode(buf: &mut BytesMut, body_bytes_max: u32) -> Result<Option<Frame>, 
     }
     let bytes = buf.split_to(frame_bytes).freeze();
     Frame::check(bytes, body_bytes_max).map(Some)
+}
+
+/// Checks the checksum and archive layout of a whole frame (header included) and reads it in place.
+fn check_body(frame: &[u8]) -> Result<&ArchivedOp<'_>, DecodeError> {
+    let stored = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let body = &frame[FRAME_HEADER_BYTES..];
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    rkyv::access::<ArchivedOp<'_>, rancor::Error>(body).map_err(|e| DecodeError::InvalidBody {
+        reason: e.to_string(),
+    })
+}
+
+/// Like [`decode`], for a reader that handles each operation before reading on: checks the next
+/// frame at the start of `buf` and reads it in place, without taking it out of the buffer.
+/// `Ok(Some((op, n)))`: the operation and the frame's length; `Ok(None)`: incomplete.
+pub fn decode_in_place(
+    buf: &[u8],
+    body_bytes_max: u32,
+) -> Result<Option<(&ArchivedOp<'_>, usize)>, DecodeError> {
+    let Some(length) = peek_length(buf) else {
+        return Ok(None);
+    };
+    if length > body_bytes_max {
+        return Err(DecodeError::FrameTooLarge {
+            length,
+            max: body_bytes_max,
+        });
+    }
+    let frame_bytes = FRAME_HEADER_BYTES + length as usize;
+    if buf.len() < frame_bytes {
+        return Ok(None);
+    }
+    check_body(&buf[..frame_bytes]).map(|op| Some((op, frame_bytes)))
 }
 
 /// Somewhere frames can be encoded into: a growable, contiguous byte buffer.

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use sluice_protocol::frame::decode;
+use sluice_protocol::frame::decode_in_place;
 use sluice_protocol::limits::{frame_body_bytes_max, FRAME_HEADER_BYTES, PROTOCOL_VERSION};
 use sluice_protocol::op::{Connect, Op, Publish, Subscribe};
 use sluice_protocol::{ArchivedOp, FrameEncoder};
@@ -252,18 +252,17 @@ impl Wire {
     }
 
     fn parse_native(&mut self, f: &mut impl FnMut(Event<'_>)) -> Result<(), BenchError> {
-        while let Some(frame) = decode(&mut self.rbuf, self.body_max)
+        // Every frame is checked (CRC and layout) in place; the buffer is advanced once per read.
+        let mut at = 0;
+        while let Some((op, n)) = decode_in_place(&self.rbuf[at..], self.body_max)
             .map_err(|e| BenchError::Protocol(e.to_string()))?
         {
-            match frame.op() {
-                // A delivery is a `Msg` header naming the subscription, then the publish: every
-                // load connection has one subscription, so the header says nothing new.
-                ArchivedOp::Pub(p) => {
-                    f(Event::Msg {
-                        reply: p.reply().map(str::as_bytes),
-                        payload: p.payload(),
-                    });
-                }
+            at += n;
+            match op {
+                ArchivedOp::Pub(p) => f(Event::Msg {
+                    reply: p.reply().map(str::as_bytes),
+                    payload: p.payload(),
+                }),
                 ArchivedOp::PubAck(a) => f(Event::PubAck {
                     error: a.error.as_str(),
                 }),
@@ -272,9 +271,12 @@ impl Wire {
                     self.encoder.encode(&Op::Pong, &mut self.out);
                 }
                 ArchivedOp::Err(e) => f(Event::Error(e.message.as_str().to_string())),
+                // A delivery is a `Msg` header naming the subscription, then the publish: every
+                // load connection has one subscription, so the header says nothing new.
                 _ => {}
             }
         }
+        self.rbuf.advance(at);
         Ok(())
     }
 
