@@ -107,6 +107,20 @@ fn peek_length(buf: &[u8]) -> Option<u32> {
 /// invalid and cannot be resynchronised. An oversized length is refused as soon as the header is in,
 /// before the body is buffered.
 pub fn decode(buf: &mut BytesMut, body_bytes_max: u32) -> Result<Option<Frame>, DecodeError> {
+    let Some(frame_bytes) = next_frame_bytes(buf, body_bytes_max)? else {
+        return Ok(None);
+    };
+    if buf.len() < frame_bytes {
+        buf.reserve(frame_bytes - buf.len());
+        return Ok(None);
+    }
+    let bytes = buf.split_to(frame_bytes).freeze();
+    Frame::check(bytes, body_bytes_max).map(Some)
+}
+
+/// The whole length of the frame at the start of `buf` once its header is in; an oversized
+/// length is an error as soon as the header shows it.
+fn next_frame_bytes(buf: &[u8], body_bytes_max: u32) -> Result<Option<usize>, DecodeError> {
     let Some(length) = peek_length(buf) else {
         return Ok(None);
     };
@@ -116,13 +130,7 @@ pub fn decode(buf: &mut BytesMut, body_bytes_max: u32) -> Result<Option<Frame>, 
             max: body_bytes_max,
         });
     }
-    let frame_bytes = FRAME_HEADER_BYTES + length as usize;
-    if buf.len() < frame_bytes {
-        buf.reserve(frame_bytes - buf.len());
-        return Ok(None);
-    }
-    let bytes = buf.split_to(frame_bytes).freeze();
-    Frame::check(bytes, body_bytes_max).map(Some)
+    Ok(Some(FRAME_HEADER_BYTES + length as usize))
 }
 
 /// Checks the checksum and archive layout of a whole frame (header included) and reads it in place.
@@ -145,20 +153,12 @@ pub fn decode_in_place(
     buf: &[u8],
     body_bytes_max: u32,
 ) -> Result<Option<(&ArchivedOp<'_>, usize)>, DecodeError> {
-    let Some(length) = peek_length(buf) else {
-        return Ok(None);
-    };
-    if length > body_bytes_max {
-        return Err(DecodeError::FrameTooLarge {
-            length,
-            max: body_bytes_max,
-        });
+    match next_frame_bytes(buf, body_bytes_max)? {
+        Some(frame_bytes) if buf.len() >= frame_bytes => {
+            check_body(&buf[..frame_bytes]).map(|op| Some((op, frame_bytes)))
+        }
+        _ => Ok(None),
     }
-    let frame_bytes = FRAME_HEADER_BYTES + length as usize;
-    if buf.len() < frame_bytes {
-        return Ok(None);
-    }
-    check_body(&buf[..frame_bytes]).map(|op| Some((op, frame_bytes)))
 }
 
 /// Somewhere frames can be encoded into: a growable, contiguous byte buffer.
