@@ -32,6 +32,9 @@ pub struct Settings {
     pub max_pending: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
+    /// How long a write to a client may make no progress before it is a slow consumer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_deadline_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// `always`, `never` or `interval:MS`.
@@ -87,6 +90,7 @@ impl Settings {
             cpuset,
             max_payload: over.max_payload.or(self.max_payload),
             max_pending: over.max_pending.or(self.max_pending),
+            write_deadline_ms: over.write_deadline_ms.or(self.write_deadline_ms),
             max_connections: over.max_connections.or(self.max_connections),
             data_dir: over.data_dir.or(self.data_dir),
             fsync: over.fsync.or(self.fsync),
@@ -121,6 +125,9 @@ impl Settings {
                 .max_payload
                 .or(Some(sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT)),
             max_pending: self.max_pending.or(Some(server::PENDING_BYTES_MAX_DEFAULT)),
+            write_deadline_ms: self
+                .write_deadline_ms
+                .or(Some(server::WRITE_DEADLINE_DEFAULT.as_millis() as u64)),
             max_connections: self
                 .max_connections
                 .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
@@ -155,6 +162,9 @@ impl Settings {
         }
         if self.nats_ping_interval_ms == Some(0) {
             return Err(key("nats_ping_interval_ms", "must be at least 1".into()));
+        }
+        if self.write_deadline_ms == Some(0) {
+            return Err(key("write_deadline_ms", "must be at least 1".into()));
         }
         for (name, value) in [
             ("listen", &self.listen),

@@ -92,6 +92,10 @@ struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long)]
     max_pending: Option<usize>,
+    /// How long a write to a client may make no progress before the client is cut off as a slow
+    /// consumer; publishers feeding a full client wait for it at most this long [default: 10000].
+    #[arg(long)]
+    write_deadline_ms: Option<u64>,
     /// Most client connections [default: 65536].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -127,6 +131,7 @@ impl ServeArgs {
             cpuset: self.cpuset.clone(),
             max_payload: self.max_payload,
             max_pending: self.max_pending,
+            write_deadline_ms: self.write_deadline_ms,
             max_connections: self.max_connections,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync.clone(),
@@ -225,6 +230,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.http_listen = optional_addr(&settings.http)?;
     config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);
     config.pending_bytes_max = settings.max_pending.unwrap_or(config.pending_bytes_max);
+    if let Some(ms) = settings.write_deadline_ms {
+        config.write_deadline = Duration::from_millis(ms.max(1));
+    }
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;

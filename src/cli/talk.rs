@@ -85,12 +85,19 @@ fn subscribe_in_force(
     client: &Client,
     subject: &str,
     queue: Option<&str>,
+    max: Option<u64>,
 ) -> Result<Subscription, String> {
     let sub = match queue {
         Some(queue) => client.queue_subscribe(subject, queue),
         None => client.subscribe(subject),
     }
     .map_err(|e| format!("subscribe failed: {e}"))?;
+    if let Some(max) = max {
+        // The server knows the maximum, so that a queue group stops picking this member once it
+        // has had its share, instead of handing it messages it will never read.
+        sub.unsubscribe_after(max)
+            .map_err(|e| format!("subscribe failed: {e}"))?;
+    }
     client
         .flush()
         .map_err(|e| format!("subscribe failed: {e}"))?;
@@ -195,7 +202,7 @@ fn print_line(out: &mut impl Write, message: &Message) -> std::io::Result<()> {
 
 pub fn subscribe(args: SubArgs) -> Result<(), String> {
     let client = connect(&args.server, "sluice-sub")?;
-    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref())?;
+    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref(), args.count)?;
     eprintln!("listening on {}", args.subject);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
@@ -238,7 +245,7 @@ pub fn request(args: RequestArgs) -> Result<(), String> {
 
 pub fn reply(args: ReplyArgs) -> Result<(), String> {
     let client = connect(&args.server, "sluice-reply")?;
-    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref())?;
+    let sub = subscribe_in_force(&client, &args.subject, args.queue.as_deref(), args.count)?;
     eprintln!("answering on {}", args.subject);
     let mut answered = 0u64;
     while args.count.is_none_or(|c| answered < c) {

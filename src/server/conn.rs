@@ -23,7 +23,7 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use super::auth::{Credentials, Refusal, User};
 use super::interest::LocalSub;
 use super::nats_conn;
-use super::outbound::{run_writer, Outbound};
+use super::outbound::{run_writer, Outbound, WriteEnd};
 use super::shard::Shard;
 use super::stats::add;
 use super::streams;
@@ -55,6 +55,9 @@ pub struct Conn {
     pub nats: RefCell<NatsOptions>,
     /// The user it authenticated as, on a server with users.
     pub user: RefCell<Option<Arc<User>>>,
+    /// Subscribers that this connection's publishes made congested: it reads nothing more until
+    /// they have drained (or were cut off).
+    feeding: RefCell<Vec<Rc<Conn>>>,
 }
 
 impl Conn {
@@ -84,6 +87,26 @@ impl Conn {
             tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
         }
         allowed
+    }
+
+    /// Takes the subscribers the last routing made congested: the connection waits for them before
+    /// it reads more. Called right after routing one of its publishes.
+    pub fn note_congested(&self, shard: &Shard) {
+        let congested = shard.take_congested();
+        if !congested.is_empty() {
+            let mut feeding = self.feeding.borrow_mut();
+            // Waiting on itself would stop the reads that its own client may need to progress.
+            feeding.extend(congested.into_iter().filter(|c| c.id != self.id));
+        }
+    }
+
+    /// Waits until every subscriber this connection made congested has drained or was cut off
+    /// (bounded by the write deadline), or the shard stops.
+    async fn wait_for_subscribers(&self, shard: &Shard) {
+        let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
+        for other in feeding {
+            futures_lite::future::or(other.out.wait_uncongested(), shard.stopping.wait()).await;
+        }
     }
 
     /// Authenticates on a blocking thread (the hashes are slow by design); on success the
@@ -294,7 +317,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     };
     let conn = Rc::new(Conn {
         id,
-        out: Outbound::new(shard.config.pending_bytes_max),
+        out: Outbound::new(shard.config.pending_bytes_max, shard.config.write_deadline),
         subs: RefCell::new(HashMap::new()),
         done: Latch::default(),
         interest_changed: Cell::new(false),
@@ -302,6 +325,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         consumer_member: Cell::new(false),
         nats: RefCell::new(NatsOptions::default()),
         user: RefCell::new(None),
+        feeding: RefCell::new(Vec::new()),
     });
     shard.register(conn.clone());
     tracing::debug!(
@@ -325,9 +349,25 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
                 ),
                 Protocol::Nats => nats_conn::err_line("Slow Consumer"),
             };
-            if let Err(e) = run_writer(&conn.out, &mut half, slow).await {
-                tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
+            match run_writer(&conn.out, &mut half, slow).await {
+                WriteEnd::Closed => {}
+                WriteEnd::Failed(e) => {
+                    tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
+                }
+                WriteEnd::OverLimit => {
+                    // Counted and logged where the append failed (`Shard::deliver`).
+                }
+                WriteEnd::Stalled(deadline) => {
+                    add(&shard.stats.slow_consumers, 1);
+                    tracing::warn!(
+                        shard = shard.id.0,
+                        conn = conn.id,
+                        ?deadline,
+                        "slow consumer: the socket took nothing for the write deadline, disconnecting"
+                    );
+                }
             }
+            shard.remove_subs_of(&conn);
             conn.done.set();
         })
     };
@@ -400,6 +440,7 @@ pub(super) async fn read_more(
 ) -> Option<Close> {
     streams::flush_appends(shard);
     shard.wait_for_room().await;
+    conn.wait_for_subscribers(shard).await;
     if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
         buf.reserve(READ_BUFFER_BYTES);
     }
@@ -476,25 +517,26 @@ async fn handle(
                     shard.config.payload_bytes_max
                 );
                 tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
+                if publish.wants_ack() {
+                    streams::refuse_ack(shard, conn, ErrorCode::PayloadTooLarge, &message);
+                }
                 fail(shard, conn, ErrorCode::PayloadTooLarge, &message);
                 return Err(Close::Error);
             }
-            if let Err(e) = validate_subject(publish.subject()) {
-                warn(
-                    shard,
-                    conn,
-                    ErrorCode::InvalidSubject,
-                    &format!("publish: {e}"),
-                );
-                return Ok(());
-            }
-            if let Some(Err(e)) = publish.reply().map(validate_subject) {
-                warn(
-                    shard,
-                    conn,
-                    ErrorCode::InvalidSubject,
-                    &format!("reply subject: {e}"),
-                );
+            let invalid = match (
+                validate_subject(publish.subject()),
+                publish.reply().map(validate_subject),
+            ) {
+                (Err(e), _) => Some(format!("publish: {e}")),
+                (Ok(()), Some(Err(e))) => Some(format!("reply subject: {e}")),
+                _ => None,
+            };
+            if let Some(message) = invalid {
+                warn(shard, conn, ErrorCode::InvalidSubject, &message);
+                if publish.wants_ack() {
+                    // The refusal takes this publish's place among the acks.
+                    streams::refuse_ack(shard, conn, ErrorCode::InvalidSubject, &message);
+                }
                 return Ok(());
             }
             if !conn.may_publish(shard, publish.subject()) {
@@ -505,7 +547,8 @@ async fn handle(
                 }
                 return Ok(());
             }
-            shard.route(frame, publish.subject());
+            shard.route_from(frame, publish.subject(), None);
+            conn.note_congested(shard);
             streams::capture(
                 shard,
                 conn,

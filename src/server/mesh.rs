@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::channels::channel_mesh::Senders;
 use sluice_protocol::{ErrorCode, Frame};
 
 use sluice_protocol::op::AckKind;
@@ -31,6 +31,12 @@ pub const MESH_CHANNEL_BATCHES: usize = 1024;
 /// publisher can pin while a peer shard is busy.
 pub const PEER_QUEUE_ITEMS_MAX: usize = 64 * 1024;
 
+/// Message bytes sent to one peer and not yet handled there (queued here, in the channel, or held
+/// by the peer while it waits for a congested subscriber) before publishers on this shard wait.
+/// About 30 ms of traffic at 1 GB/s: enough to keep the channel busy, little enough that a
+/// slow subscriber on the peer slows its publishers here within that much.
+pub const PEER_IN_FLIGHT_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// One thing a shard tells another.
 pub enum MeshItem {
     /// A published message for the peer's subscribers: its plain subscribers if `plain`, and one
@@ -39,6 +45,12 @@ pub enum MeshItem {
         frame: Frame,
         plain: bool,
         queues: Vec<Arc<str>>,
+        /// How many shards already tried to place it with one of their queue members.
+        hops: u8,
+    },
+    /// The receiver handled this many message bytes of the sender's batches.
+    Consumed {
+        bytes: usize,
     },
     /// A subscription was added on the sending shard.
     InterestAdd {
@@ -163,16 +175,34 @@ pub enum PartitionReply {
     ConsumerInfo(Option<ConsumerPartitionInfo>),
 }
 
+impl MeshItem {
+    /// The message bytes it carries, counted against `PEER_IN_FLIGHT_BYTES_MAX`.
+    fn bytes(&self) -> usize {
+        match self {
+            MeshItem::Forward { frame, .. } => frame.len(),
+            MeshItem::Append { body, .. } => body.len(),
+            MeshItem::Deliver { header, frame, .. } => header.len() + frame.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// Items from one shard to another, in the order they were queued.
 pub struct MeshBatch {
     pub from: ShardId,
     pub items: Vec<MeshItem>,
+    /// The message bytes of the items, given back with `Consumed` once handled.
+    pub bytes: usize,
 }
 
 /// The outgoing queue to one peer.
 #[derive(Default)]
 pub struct PeerQueue {
     items: RefCell<Vec<MeshItem>>,
+    /// Message bytes of `items`.
+    queued_bytes: Cell<usize>,
+    /// Message bytes queued or sent and not yet handled by the peer.
+    in_flight_bytes: Cell<usize>,
     notify: Notify,
     /// Set once the peer is gone (its channel closed): nothing more is queued for it.
     gone: Cell<bool>,
@@ -184,6 +214,9 @@ impl PeerQueue {
         if self.gone.get() {
             return;
         }
+        let bytes = item.bytes();
+        self.queued_bytes.set(self.queued_bytes.get() + bytes);
+        self.in_flight_bytes.set(self.in_flight_bytes.get() + bytes);
         let mut items = self.items.borrow_mut();
         items.push(item);
         if items.len() == 1 {
@@ -193,7 +226,15 @@ impl PeerQueue {
 
     /// Whether publishers may queue more.
     pub fn has_room(&self) -> bool {
-        self.items.borrow().len() < PEER_QUEUE_ITEMS_MAX
+        self.gone.get()
+            || (self.items.borrow().len() < PEER_QUEUE_ITEMS_MAX
+                && self.in_flight_bytes.get() < PEER_IN_FLIGHT_BYTES_MAX)
+    }
+
+    /// The peer handled `bytes` of what was sent.
+    pub fn consumed(&self, bytes: usize) {
+        self.in_flight_bytes
+            .set(self.in_flight_bytes.get().saturating_sub(bytes));
     }
 }
 
@@ -212,26 +253,15 @@ pub async fn run_sender(
             queue.notify.wait().await;
             continue;
         }
-        let batch = MeshBatch { from, items };
+        let bytes = queue.queued_bytes.replace(0);
+        let batch = MeshBatch { from, items, bytes };
         if senders.send_to(peer, batch).await.is_err() {
             queue.gone.set(true);
             queue.items.borrow_mut().clear();
+            queue.queued_bytes.set(0);
             on_sent();
             return;
         }
         on_sent();
-    }
-}
-
-/// Receives batches from every peer and hands each to `handle`, one task per peer.
-pub fn spawn_receivers(mut receivers: Receivers<MeshBatch>, handle: Rc<dyn Fn(MeshBatch)>) {
-    for (_peer, stream) in receivers.streams() {
-        let handle = handle.clone();
-        glommio::spawn_local(async move {
-            while let Some(batch) = stream.recv().await {
-                handle(batch);
-            }
-        })
-        .detach();
     }
 }

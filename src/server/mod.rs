@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub payload_bytes_max: u32,
     /// Outbound bytes a connection may have buffered before it is a slow consumer.
     pub pending_bytes_max: usize,
+    /// How long a write to a client may make no progress before it is a slow consumer.
+    pub write_deadline: Duration,
     /// Most client connections over all shards.
     pub connections_max: usize,
     /// Identity announced in the server info.
@@ -88,6 +90,7 @@ impl ServerConfig {
             cpus,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
+            write_deadline: WRITE_DEADLINE_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             server_id: format!("{:016x}", fastrand::u64(..)),
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
@@ -109,6 +112,10 @@ const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Default outbound limit per connection (64 MiB, as nats-server's default pending limit).
 pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+
+/// Default write deadline (nats-server's): a client whose socket takes nothing for this long is a
+/// slow consumer, and no publisher waits on it longer.
+pub const WRITE_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
 
 /// Default connection limit: well above the 1,000s of streams per box the broker is for.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;
@@ -335,7 +342,10 @@ async fn run_shard(
     }
     {
         let shard = shard.clone();
-        mesh::spawn_receivers(receivers, Rc::new(move |batch| shard.receive(batch)));
+        let mut receivers = receivers;
+        for (_peer, stream) in receivers.streams() {
+            glommio::spawn_local(shard.clone().receive_from(stream)).detach();
+        }
     }
     {
         let shard = shard.clone();

@@ -240,6 +240,7 @@ fn publish(
         ((!nats.echo).then_some(conn.id), nats.no_responders)
     };
     let interested = shard.route_from(&frame, subject, no_echo);
+    conn.note_congested(shard);
     let stored = streams::capture_with_reply(shard, frame.bytes(), subject, reply);
     if !interested && !stored && no_responders {
         if let Some(reply) = reply {

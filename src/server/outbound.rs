@@ -3,21 +3,35 @@
 //! Anything on the shard (the connection's own replies, other connections' publishes, the mesh)
 //! appends to the buffer without waiting; one writer task per connection swaps it with a spare and
 //! writes it out, so appends and the socket write overlap and each write carries as much as piled up.
-//! The buffer is bounded: a subscriber that falls more than `limit_bytes` behind is a slow consumer,
-//! told so and disconnected, so that publishers and other subscribers never wait for it.
+//!
+//! Flow control, not disconnects: past `high_water_bytes` the buffer is *congested*, and whoever fed
+//! it (a publishing connection, a mesh receiver) waits until the writer has taken the buffer before
+//! reading more. A subscriber is a slow consumer only when its socket takes nothing for the write
+//! deadline, or when the buffer passes the hard `limit_bytes` (a source that does not wait); it is
+//! then told so and disconnected, and nobody waits on it any more.
 
 use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
-use sluice_storage::wake::Notify;
+use sluice_storage::wake::{Event, Notify};
 
 /// Bytes of spare capacity a fresh buffer starts with.
 const BUFFER_BYTES_INITIAL: usize = 16 * 1024;
 
+/// Buffered bytes past which a connection's feeders wait. Large enough that one write carries
+/// many messages (the writer writes the whole buffer at once, so up to twice this is in flight),
+/// small enough that a thousand congested subscribers hold a few GiB at the very most.
+const HIGH_WATER_BYTES_MAX: usize = 1024 * 1024;
+
 /// How long the writer keeps trying to deliver what is buffered once the connection closes.
-const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a slow consumer's socket gets to take the error that tells it so: it has just shown
+/// that it takes nothing, so nobody should wait on it again.
+const SLOW_CONSUMER_NOTICE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Where a connection's output stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +40,7 @@ pub enum State {
     Open,
     /// No more output; write what is buffered, then shut the socket down.
     Closing,
-    /// Over its limit: drop what is buffered, write the error frame, shut down.
+    /// Cut off: drop what is buffered, write the error frame, shut down.
     SlowConsumer,
     /// The writer has finished.
     Closed,
@@ -36,45 +50,56 @@ pub enum State {
 pub struct Outbound {
     buf: RefCell<BytesMut>,
     /// A final frame to write after the buffer, whatever the state (an error that ends the connection).
-    last_words: RefCell<Option<bytes::Bytes>>,
+    last_words: RefCell<Option<Bytes>>,
     limit_bytes: usize,
+    high_water_bytes: usize,
+    write_deadline: Duration,
     state: Cell<State>,
+    /// Wakes the writer.
     notify: Notify,
+    /// Wakes feeders waiting for the buffer to drain (or the connection to end).
+    drained: Event,
 }
 
 impl Outbound {
-    /// An empty buffer that turns a connection into a slow consumer past `limit_bytes`.
-    pub fn new(limit_bytes: usize) -> Outbound {
+    /// An empty buffer whose feeders wait past a high-water mark (at most half of `limit_bytes`),
+    /// and that turns its connection into a slow consumer past `limit_bytes` or when the socket
+    /// takes nothing for `write_deadline`.
+    pub fn new(limit_bytes: usize, write_deadline: Duration) -> Outbound {
         Outbound {
             buf: RefCell::new(BytesMut::with_capacity(BUFFER_BYTES_INITIAL)),
             last_words: RefCell::new(None),
             limit_bytes,
+            high_water_bytes: (limit_bytes / 2).clamp(1, HIGH_WATER_BYTES_MAX),
+            write_deadline,
             state: Cell::new(State::Open),
             notify: Notify::default(),
+            drained: Event::default(),
         }
     }
 
-    /// Appends a header and a frame. Returns false if the connection is not open or has just become
-    /// a slow consumer (the caller counts that).
+    /// Whether the connection still takes output.
+    pub fn is_open(&self) -> bool {
+        self.state.get() == State::Open
+    }
+
+    /// Whether whoever feeds this connection should wait before feeding more.
+    pub fn is_congested(&self) -> bool {
+        self.is_open() && self.buf.borrow().len() >= self.high_water_bytes
+    }
+
+    /// Waits until the connection is no longer congested: the writer took the buffer, or the
+    /// connection ended. Bounded by the write deadline, past which the writer cuts the connection.
+    pub async fn wait_uncongested(&self) {
+        self.drained.wait_until(|| !self.is_congested()).await
+    }
+
+    /// Appends a header and a frame.
     pub fn push2(&self, first: &[u8], second: &[u8]) -> Push {
-        if self.state.get() != State::Open {
-            return Push::Closed;
-        }
-        let mut buf = self.buf.borrow_mut();
-        let was_empty = buf.is_empty();
-        if buf.len() + first.len() + second.len() > self.limit_bytes {
-            drop(buf);
-            self.state.set(State::SlowConsumer);
-            self.notify.notify();
-            return Push::SlowConsumer;
-        }
-        buf.extend_from_slice(first);
-        buf.extend_from_slice(second);
-        drop(buf);
-        if was_empty {
-            self.notify.notify();
-        }
-        Push::Queued
+        self.push_with(first.len() + second.len(), |buf| {
+            buf.extend_from_slice(first);
+            buf.extend_from_slice(second);
+        })
     }
 
     /// Appends what `write` encodes, about `len` bytes (the limit is checked against that).
@@ -86,8 +111,7 @@ impl Outbound {
         let was_empty = buf.is_empty();
         if buf.len() + len > self.limit_bytes {
             drop(buf);
-            self.state.set(State::SlowConsumer);
-            self.notify.notify();
+            self.cut();
             return Push::SlowConsumer;
         }
         write(&mut buf);
@@ -104,7 +128,7 @@ impl Outbound {
     }
 
     /// Writes `frame` after everything buffered and then closes the connection.
-    pub fn close_with(&self, frame: bytes::Bytes) {
+    pub fn close_with(&self, frame: Bytes) {
         *self.last_words.borrow_mut() = Some(frame);
         self.close();
     }
@@ -115,6 +139,16 @@ impl Outbound {
             self.state.set(State::Closing);
         }
         self.notify.notify();
+        self.drained.notify_all();
+    }
+
+    /// Cuts the connection off as a slow consumer.
+    fn cut(&self) {
+        if matches!(self.state.get(), State::Open | State::Closing) {
+            self.state.set(State::SlowConsumer);
+        }
+        self.notify.notify();
+        self.drained.notify_all();
     }
 }
 
@@ -122,8 +156,22 @@ impl Outbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
     Queued,
+    /// The append would pass the hard limit: the connection has just been cut off.
     SlowConsumer,
     Closed,
+}
+
+/// How a writer ended.
+#[derive(Debug)]
+pub enum WriteEnd {
+    /// The connection closed (what was buffered was delivered or the flush timed out).
+    Closed,
+    /// The buffer passed its hard limit.
+    OverLimit,
+    /// The socket took nothing for the write deadline.
+    Stalled(Duration),
+    /// The socket failed.
+    Failed(std::io::Error),
 }
 
 /// Writes the buffer to `socket` until the connection closes. `slow_consumer_frame` is what a slow
@@ -131,33 +179,51 @@ pub enum Push {
 pub async fn run_writer<W: AsyncWrite + Unpin>(
     out: &Outbound,
     socket: &mut W,
-    slow_consumer_frame: impl Fn() -> bytes::Bytes,
-) -> Result<(), std::io::Error> {
+    slow_consumer_frame: impl Fn() -> Bytes,
+) -> WriteEnd {
     let mut spare = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
+    let mut end = WriteEnd::Closed;
     loop {
         match out.state.get() {
             State::Open => {}
             State::Closing => break,
             State::SlowConsumer => {
+                if matches!(end, WriteEnd::Closed) {
+                    end = WriteEnd::OverLimit;
+                }
                 out.buf.borrow_mut().clear();
                 *out.last_words.borrow_mut() = Some(slow_consumer_frame());
                 break;
             }
-            State::Closed => return Ok(()),
+            State::Closed => return end,
         }
         if out.buf.borrow().is_empty() {
             out.notify.wait().await;
             continue;
         }
         std::mem::swap(&mut *out.buf.borrow_mut(), &mut spare);
-        let written = socket.write_all(&spare).await;
+        out.drained.notify_all();
+        let written = write_with_deadline(socket, &spare, out.write_deadline).await;
         spare.clear();
-        if let Err(e) = written {
-            out.state.set(State::Closed);
-            return Err(e);
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                end = WriteEnd::Stalled(out.write_deadline);
+                out.cut();
+            }
+            Err(e) => {
+                out.state.set(State::Closed);
+                out.drained.notify_all();
+                return WriteEnd::Failed(e);
+            }
         }
     }
     // Closing: one last bounded attempt to deliver what is left and the final frame.
+    let grace = if out.state.get() == State::SlowConsumer {
+        SLOW_CONSUMER_NOTICE_TIMEOUT
+    } else {
+        CLOSE_FLUSH_TIMEOUT
+    };
     let rest = std::mem::take(&mut *out.buf.borrow_mut());
     let last = out.last_words.borrow_mut().take();
     let flush = async {
@@ -169,7 +235,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
         socket.close().await
     };
     let timeout = async {
-        glommio::timer::sleep(CLOSE_FLUSH_TIMEOUT).await;
+        glommio::timer::sleep(grace).await;
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "timed out flushing a closing connection",
@@ -177,5 +243,41 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     };
     let result = futures_lite::future::or(flush, timeout).await;
     out.state.set(State::Closed);
-    result
+    out.drained.notify_all();
+    match (end, result) {
+        (WriteEnd::Closed, Err(e)) => WriteEnd::Failed(e),
+        (end, _) => end,
+    }
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` when one write makes no progress for `deadline`.
+async fn write_with_deadline<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    bytes: &[u8],
+    deadline: Duration,
+) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let started = Instant::now();
+        let attempt = futures_lite::future::or(
+            async { Some(socket.write(&bytes[written..]).await) },
+            async {
+                glommio::timer::sleep(deadline).await;
+                None
+            },
+        )
+        .await;
+        match attempt {
+            Some(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) => written += n,
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no progress for {:?}", started.elapsed()),
+                ))
+            }
+        }
+    }
+    Ok(())
 }

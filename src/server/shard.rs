@@ -43,6 +43,10 @@ pub struct Shard {
     frame_pool: RefCell<BytesMut>,
     /// Subscriptions that reached their message limit, to be removed after the current delivery.
     expired: RefCell<Vec<Rc<LocalSub>>>,
+    /// Connections whose output passed its high-water mark during the current delivery. Whoever fed
+    /// them (a publishing connection, a mesh receiver) takes the list right after routing and waits
+    /// for them before reading more.
+    congested: RefCell<Vec<Rc<Conn>>>,
     /// This shard's view of the streams, and the partitions it owns.
     pub streams: RefCell<Streams>,
     /// The stream registry: shard 0 only.
@@ -73,6 +77,7 @@ impl Shard {
             encoder: RefCell::new(FrameEncoder::new()),
             frame_pool: RefCell::new(BytesMut::new()),
             expired: RefCell::new(Vec::new()),
+            congested: RefCell::new(Vec::new()),
             streams: RefCell::new(Streams::default()),
             registry: RefCell::new(None),
             dirty_partitions: RefCell::new(Vec::new()),
@@ -179,14 +184,20 @@ impl Shard {
         if conn.consumer_member.get() {
             streams::member_gone(self, self.id, conn.id);
         }
-        let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
-        for sub in subs {
-            self.remove_sub(&sub);
-        }
+        self.remove_subs_of(conn);
         self.conns.borrow_mut().remove(&conn.id);
         self.stats
             .connections_open
             .set(self.conns.borrow().len() as u64);
+    }
+
+    /// Removes every subscription of a connection (it closed, or was cut off as a slow consumer),
+    /// so that no queue group picks it again.
+    pub fn remove_subs_of(&self, conn: &Conn) {
+        let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            self.remove_sub(&sub);
+        }
     }
 
     /// Connections still open.
@@ -251,14 +262,17 @@ impl Shard {
 
     // ---- routing ----
 
-    /// Routes a publish that arrived on this shard: local subscribers, one member of each queue
-    /// group wherever it is, and every peer shard with plain interest.
+    /// Routes a message the broker made itself (an ack on a reply subject, an advisory): as
+    /// `route_from`, but nobody waits for congested subscribers.
     pub fn route(&self, frame: &Frame, subject: &str) {
         self.route_from(frame, subject, None);
+        self.congested.borrow_mut().clear();
     }
 
-    /// `route`, skipping the local subscriptions of connection `no_echo` (a NATS client that
-    /// connected with `echo: false`). Returns whether anyone was interested.
+    /// Routes a publish that arrived on this shard: local subscribers, one member of each queue
+    /// group wherever it is, and every peer shard with plain interest, skipping the local
+    /// subscriptions of connection `no_echo` (a NATS client that connected with `echo: false`).
+    /// Returns whether anyone was interested. The publisher then takes `take_congested`.
     pub fn route_from(&self, frame: &Frame, subject: &str, no_echo: Option<u64>) -> bool {
         let route = self.interest.borrow_mut().route(subject);
         for sub in &route.local {
@@ -274,12 +288,24 @@ impl Shard {
                 continue;
             }
             let pick = fastrand::usize(..total);
-            if pick < group.local.len() {
-                if let Some(sub) = pick_open(&group.local, pick) {
-                    self.deliver(sub, frame);
-                }
+            let local = if pick < group.local.len() {
+                pick_member(&group.local, pick)
             } else {
-                picks.push((group.remote[pick - group.local.len()], group.name.clone()));
+                None
+            };
+            match local {
+                // A congested member here would make the publisher wait: a member elsewhere may not.
+                Some(sub) if !sub.conn.out.is_congested() || group.remote.is_empty() => {
+                    self.deliver(sub, frame)
+                }
+                _ if !group.remote.is_empty() => {
+                    let remote = pick.checked_sub(group.local.len()).unwrap_or(pick);
+                    picks.push((
+                        group.remote[remote % group.remote.len()],
+                        group.name.clone(),
+                    ));
+                }
+                _ => self.drop_queued(&group.name, subject),
             }
         }
         if route.remote == 0 && picks.is_empty() {
@@ -299,11 +325,28 @@ impl Shard {
                     frame: frame.clone(),
                     plain,
                     queues,
+                    hops: 0,
                 });
             }
         }
         self.expire();
         interested
+    }
+
+    /// The connections that became congested while routing since the last call.
+    pub fn take_congested(&self) -> Vec<Rc<Conn>> {
+        std::mem::take(&mut *self.congested.borrow_mut())
+    }
+
+    /// Counts a queue-group message that no member could take.
+    fn drop_queued(&self, group: &str, subject: &str) {
+        add(&self.stats.queue_drops, 1);
+        tracing::debug!(
+            shard = self.id.0,
+            group,
+            subject,
+            "no queue member left for a message"
+        );
     }
 
     /// The subscriptions of connection `conn` that match `subject` (to answer a NATS request that
@@ -318,8 +361,10 @@ impl Shard {
             .collect()
     }
 
-    /// Delivers a message that another shard forwarded here.
-    fn deliver_forward(&self, frame: &Frame, plain: bool, queues: &[Arc<str>]) {
+    /// Delivers a message that another shard forwarded here. A queue group whose members here all
+    /// left (or reached their maximum) on the way has the message picked again among its members
+    /// elsewhere, at most once per shard.
+    fn deliver_forward(&self, frame: &Frame, plain: bool, queues: &[Arc<str>], hops: u8) {
         add(&self.stats.forwards_in, 1);
         let ArchivedOp::Pub(publish) = frame.op() else {
             return;
@@ -331,13 +376,25 @@ impl Shard {
             }
         }
         for name in queues {
-            let member = route
-                .group(name)
-                .filter(|g| !g.local.is_empty())
-                .and_then(|g| pick_open(&g.local, fastrand::usize(..g.local.len())));
-            match member {
-                Some(sub) => self.deliver(sub, frame),
-                None => add(&self.stats.queue_drops, 1),
+            let group = route.group(name);
+            let member =
+                group.and_then(|g| pick_member(&g.local, fastrand::usize(..=g.local.len())));
+            match (member, group) {
+                (Some(sub), _) => self.deliver(sub, frame),
+                (None, Some(g)) if !g.remote.is_empty() && (hops as usize) + 1 < self.shards => {
+                    let to = g.remote[fastrand::usize(..g.remote.len())];
+                    add(&self.stats.forwards_out, 1);
+                    self.push_to(
+                        to,
+                        MeshItem::Forward {
+                            frame: frame.clone(),
+                            plain: false,
+                            queues: vec![name.clone()],
+                            hops: hops + 1,
+                        },
+                    );
+                }
+                _ => self.drop_queued(name, publish.subject()),
             }
         }
         self.expire();
@@ -372,6 +429,12 @@ impl Shard {
             Push::Queued => {
                 add(&self.stats.msgs_out, 1);
                 add(&self.stats.bytes_out, frame.len() as u64);
+                if sub.conn.out.is_congested() {
+                    let mut congested = self.congested.borrow_mut();
+                    if !congested.iter().any(|c| Rc::ptr_eq(c, &sub.conn)) {
+                        congested.push(sub.conn.clone());
+                    }
+                }
             }
             Push::SlowConsumer => {
                 add(&self.stats.slow_consumers, 1);
@@ -407,6 +470,26 @@ impl Shard {
 
     // ---- the mesh ----
 
+    /// Receives batches from one peer until the mesh closes. After each batch, the receiver waits
+    /// for the subscribers it made congested (bounded by the write deadline) and only then gives the
+    /// peer its bytes back (`Consumed`): a slow subscriber slows the publishers on other shards that
+    /// feed it, through their peer queue's bound, as it slows those on this one.
+    pub async fn receive_from(
+        self: Rc<Self>,
+        stream: glommio::channels::shared_channel::ConnectedReceiver<MeshBatch>,
+    ) {
+        while let Some(batch) = stream.recv().await {
+            let (from, bytes) = (batch.from, batch.bytes);
+            self.receive(batch);
+            for conn in self.take_congested() {
+                futures_lite::future::or(conn.out.wait_uncongested(), self.stopping.wait()).await;
+            }
+            if bytes > 0 {
+                self.push_to(from, MeshItem::Consumed { bytes });
+            }
+        }
+    }
+
     /// Applies a batch from another shard.
     pub fn receive(self: &Rc<Self>, batch: MeshBatch) {
         let from = batch.from;
@@ -416,7 +499,12 @@ impl Shard {
                     frame,
                     plain,
                     queues,
-                } => self.deliver_forward(&frame, plain, &queues),
+                    hops,
+                } => self.deliver_forward(&frame, plain, &queues, hops),
+                MeshItem::Consumed { bytes } => {
+                    self.peers[from.0 as usize].consumed(bytes);
+                    self.room.notify_all();
+                }
                 MeshItem::InterestAdd { pattern, queue } => {
                     self.interest
                         .borrow_mut()
@@ -523,10 +611,15 @@ impl Shard {
     }
 }
 
-/// The open member at or after `start` (wrapping), if any.
-fn pick_open(members: &[Rc<LocalSub>], start: usize) -> Option<&Rc<LocalSub>> {
+/// The member to give a queue-group message to, looking from `start` (wrapping): one that can take
+/// it without waiting if there is one, else any that can take it at all. A member that left, reached
+/// its maximum, or was cut off is never picked.
+fn pick_member(members: &[Rc<LocalSub>], start: usize) -> Option<&Rc<LocalSub>> {
     let n = members.len();
-    (0..n)
-        .map(|i| &members[(start + i) % n])
-        .find(|s| !s.closed.get())
+    let open = |s: &&Rc<LocalSub>| !s.closed.get() && s.conn.out.is_open();
+    let ring = || (0..n).map(|i| &members[(start + i) % n]);
+    ring()
+        .filter(open)
+        .find(|s| !s.conn.out.is_congested())
+        .or_else(|| ring().find(open))
 }
