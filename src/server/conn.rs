@@ -24,10 +24,10 @@ use super::auth::{Credentials, Refusal, User};
 use super::interest::LocalSub;
 use super::nats_conn;
 use super::outbound::{run_writer, Outbound, WriteEnd};
-use super::shard::Shard;
+use super::shard::{Backlog, Shard};
 use super::stats::add;
 use super::streams;
-use sluice_storage::wake::Latch;
+use sluice_storage::wake::{Event, Latch};
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -37,6 +37,13 @@ const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
 
 /// Most bytes asked of the kernel per read; the spare room is zeroed first, so this bounds that cost.
 const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
+
+/// Acked publishes of one connection waiting for their acks, past which the connection reads no
+/// more: bounds the ack slots a client can pile up behind a slow disk or a slow peer shard.
+const ACKS_PENDING_MAX: usize = 64 * 1024;
+
+/// How long a stopping connection waits for the acks of publishes it already read.
+const ACKS_AT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A connection's state that other tasks of the shard touch.
 pub struct Conn {
@@ -55,9 +62,11 @@ pub struct Conn {
     pub nats: RefCell<NatsOptions>,
     /// The user it authenticated as, on a server with users.
     pub user: RefCell<Option<Arc<User>>>,
-    /// Subscribers that this connection's publishes made congested: it reads nothing more until
-    /// they have drained (or were cut off).
-    feeding: RefCell<Vec<Rc<Conn>>>,
+    /// Subscribers and partitions that this connection's publishes made congested: it reads
+    /// nothing more until they have drained (or were cut off).
+    feeding: RefCell<Vec<Backlog>>,
+    /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
+    acks_done: Event,
 }
 
 impl Conn {
@@ -96,16 +105,23 @@ impl Conn {
         if !congested.is_empty() {
             let mut feeding = self.feeding.borrow_mut();
             // Waiting on itself would stop the reads that its own client may need to progress.
-            feeding.extend(congested.into_iter().filter(|c| c.id != self.id));
+            feeding.extend(congested.into_iter().filter(|b| !b.is_conn(self.id)));
         }
     }
 
-    /// Waits until every subscriber this connection made congested has drained or was cut off
-    /// (bounded by the write deadline), or the shard stops.
-    async fn wait_for_subscribers(&self, shard: &Shard) {
+    /// Waits until everything this connection made congested has drained (a subscriber's wait is
+    /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
+    /// stops.
+    async fn wait_for_backlog(&self, shard: &Shard) {
         let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        for other in feeding {
-            futures_lite::future::or(other.out.wait_uncongested(), shard.stopping.wait()).await;
+        for backlog in feeding {
+            futures_lite::future::or(backlog.drained(), shard.stopping.wait()).await;
+        }
+        if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
+            let acks_room = self
+                .acks_done
+                .wait_until(|| self.acks.borrow().slots.len() < ACKS_PENDING_MAX);
+            futures_lite::future::or(acks_room, shard.stopping.wait()).await;
         }
     }
 
@@ -181,6 +197,23 @@ impl Conn {
         }
     }
 
+    /// At shutdown, once reading has stopped: waits (a bounded time) for the publishes already read
+    /// to become durable and their acks to be written, so that a client sees the ack of everything
+    /// the broker stored before it is told the server is going away.
+    async fn finish_acks(&self, shard: &Rc<Shard>) {
+        streams::flush_appends(shard);
+        let acked = async {
+            self.acks_done
+                .wait_until(|| self.acks.borrow().slots.is_empty())
+                .await;
+            // NATS acks travel as messages on reply subjects: wait until what this shard stores
+            // is durable, so that those published here have been sent.
+            streams::wait_synced(shard).await;
+        };
+        let timeout = glommio::timer::sleep(ACKS_AT_STOP_TIMEOUT);
+        futures_lite::future::or(acked, timeout).await;
+    }
+
     /// Marks interest as changed: the next ping waits until every shard applied it.
     pub(super) fn interest_changed(&self) {
         self.interest_changed.set(true);
@@ -207,11 +240,17 @@ impl Conn {
         if let Some(slot) = acks.slots.get_mut(index as usize) {
             *slot = Some(frame);
         }
+        let mut written = false;
         while let Some(Some(_)) = acks.slots.front() {
             if let Some(Some(frame)) = acks.slots.pop_front() {
                 self.out.push(&frame);
             }
             acks.first += 1;
+            written = true;
+        }
+        drop(acks);
+        if written {
+            self.acks_done.notify_all();
         }
     }
 }
@@ -326,6 +365,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         nats: RefCell::new(NatsOptions::default()),
         user: RefCell::new(None),
         feeding: RefCell::new(Vec::new()),
+        acks_done: Event::default(),
     });
     shard.register(conn.clone());
     tracing::debug!(
@@ -440,7 +480,7 @@ pub(super) async fn read_more(
 ) -> Option<Close> {
     streams::flush_appends(shard);
     shard.wait_for_room().await;
-    conn.wait_for_subscribers(shard).await;
+    conn.wait_for_backlog(shard).await;
     if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
         buf.reserve(READ_BUFFER_BYTES);
     }
@@ -478,6 +518,7 @@ pub(super) async fn read_more(
         }
         None => {
             if shard.stopping.is_set() {
+                conn.finish_acks(shard).await;
                 conn.out.close_with(conn.shutdown_notice(shard));
             }
             Some(Close::Quiet)
@@ -548,7 +589,6 @@ async fn handle(
                 return Ok(());
             }
             shard.route_from(frame, publish.subject(), None);
-            conn.note_congested(shard);
             streams::capture(
                 shard,
                 conn,
@@ -556,6 +596,7 @@ async fn handle(
                 publish.subject(),
                 publish.wants_ack(),
             );
+            conn.note_congested(shard);
         }
         ArchivedOp::ConsumerAck(ack) => match AckKind::from_u8(ack.kind) {
             Some(kind) => streams::consumer_ack(

@@ -240,8 +240,8 @@ fn publish(
         ((!nats.echo).then_some(conn.id), nats.no_responders)
     };
     let interested = shard.route_from(&frame, subject, no_echo);
-    conn.note_congested(shard);
     let stored = streams::capture_with_reply(shard, frame.bytes(), subject, reply);
+    conn.note_congested(shard);
     if !interested && !stored && no_responders {
         if let Some(reply) = reply {
             no_responders_status(shard, conn, reply);

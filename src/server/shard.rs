@@ -22,6 +22,39 @@ use super::streams::{self, CallSlot, Partition, Registry, Streams};
 use super::{ServerConfig, ShardId};
 use sluice_storage::wake::{Event, Latch};
 
+/// Something a publish made too full, that its feeder (the publishing connection, or the mesh
+/// receiver that brought the publish) waits for before reading more.
+pub enum Backlog {
+    /// A subscriber whose output passed its high-water mark.
+    Subscriber(Rc<Conn>),
+    /// A partition with too much stored and not yet durable.
+    Partition(Rc<Partition>),
+}
+
+impl Backlog {
+    /// Waits until it can take more (the subscriber's writer took its buffer, or the disk caught
+    /// up), or its connection ended. A subscriber's wait is bounded by the write deadline.
+    pub async fn drained(&self) {
+        match self {
+            Backlog::Subscriber(conn) => conn.out.wait_uncongested().await,
+            Backlog::Partition(part) => part.wait_uncongested().await,
+        }
+    }
+
+    /// Whether it is the connection `id`.
+    pub fn is_conn(&self, id: u64) -> bool {
+        matches!(self, Backlog::Subscriber(conn) if conn.id == id)
+    }
+
+    fn is(&self, other: &Backlog) -> bool {
+        match (self, other) {
+            (Backlog::Subscriber(a), Backlog::Subscriber(b)) => Rc::ptr_eq(a, b),
+            (Backlog::Partition(a), Backlog::Partition(b)) => Rc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// The state of one shard.
 pub struct Shard {
     pub id: ShardId,
@@ -46,7 +79,7 @@ pub struct Shard {
     /// Connections whose output passed its high-water mark during the current delivery. Whoever fed
     /// them (a publishing connection, a mesh receiver) takes the list right after routing and waits
     /// for them before reading more.
-    congested: RefCell<Vec<Rc<Conn>>>,
+    congested: RefCell<Vec<Backlog>>,
     /// This shard's view of the streams, and the partitions it owns.
     pub streams: RefCell<Streams>,
     /// The stream registry: shard 0 only.
@@ -333,9 +366,17 @@ impl Shard {
         interested
     }
 
-    /// The connections that became congested while routing since the last call.
-    pub fn take_congested(&self) -> Vec<Rc<Conn>> {
+    /// What became congested while routing and storing since the last call.
+    pub fn take_congested(&self) -> Vec<Backlog> {
         std::mem::take(&mut *self.congested.borrow_mut())
+    }
+
+    /// Remembers something the current publish made too full, for its feeder to wait on.
+    pub fn note_backlog(&self, backlog: Backlog) {
+        let mut congested = self.congested.borrow_mut();
+        if !congested.iter().any(|b| b.is(&backlog)) {
+            congested.push(backlog);
+        }
     }
 
     /// Counts a queue-group message that no member could take.
@@ -430,10 +471,7 @@ impl Shard {
                 add(&self.stats.msgs_out, 1);
                 add(&self.stats.bytes_out, frame.len() as u64);
                 if sub.conn.out.is_congested() {
-                    let mut congested = self.congested.borrow_mut();
-                    if !congested.iter().any(|c| Rc::ptr_eq(c, &sub.conn)) {
-                        congested.push(sub.conn.clone());
-                    }
+                    self.note_backlog(Backlog::Subscriber(sub.conn.clone()));
                 }
             }
             Push::SlowConsumer => {
@@ -481,8 +519,8 @@ impl Shard {
         while let Some(batch) = stream.recv().await {
             let (from, bytes) = (batch.from, batch.bytes);
             self.receive(batch);
-            for conn in self.take_congested() {
-                futures_lite::future::or(conn.out.wait_uncongested(), self.stopping.wait()).await;
+            for backlog in self.take_congested() {
+                futures_lite::future::or(backlog.drained(), self.stopping.wait()).await;
             }
             if bytes > 0 {
                 self.push_to(from, MeshItem::Consumed { bytes });

@@ -112,6 +112,7 @@ impl Appender {
     /// parallel; the last, partial block is a write of its own, and the next `start` waits for it
     /// (the only block two writes share) before rewriting that block with more bytes in it.
     pub async fn start(&mut self, parts: &[&[u8]]) -> Result<Writes, StorageError> {
+        crate::failpoint::hit(crate::failpoint::Point::Write).await;
         let data_len: usize = parts.iter().map(|p| p.len()).sum();
         if data_len == 0 {
             return Ok(Writes::default());
@@ -159,6 +160,7 @@ impl Appender {
 
     /// Makes everything written so far durable.
     pub async fn sync(&self) -> Result<(), StorageError> {
+        crate::failpoint::hit(crate::failpoint::Point::Fsync).await;
         self.file
             .fdatasync()
             .await

@@ -20,6 +20,7 @@ pub mod cache;
 mod committer;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod index;
 pub mod log;
 pub mod metrics;

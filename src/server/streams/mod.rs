@@ -345,6 +345,14 @@ pub fn flush_appends(shard: &Rc<Shard>) {
     }
 }
 
+/// Waits until everything this shard's partitions stored is durable (or failed).
+pub async fn wait_synced(shard: &Shard) {
+    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
+    for part in parts {
+        part.wait_synced().await;
+    }
+}
+
 /// Applies shard 0's list of streams: new capture rules, partitions to open here, removed streams'
 /// partitions to close and delete.
 pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
@@ -612,4 +620,6 @@ fn store(shard: &Rc<Shard>, body: Bytes, subject: &str) {
         return;
     };
     send_to_partition(shard, stream, subject, body, None);
+    // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
+    shard.take_congested();
 }

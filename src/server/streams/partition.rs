@@ -19,7 +19,7 @@ use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
 use crate::server::mesh::AckOutcome;
-use crate::server::shard::Shard;
+use crate::server::shard::{Backlog, Shard};
 use crate::server::ShardId;
 
 /// Segments per retention limit: retention deletes whole segments, so a partition keeps between
@@ -54,6 +54,11 @@ const SEGMENT_BYTES_MIN: u64 = 1024 * 1024;
 /// Shortest segment age a retention limit makes.
 const SEGMENT_AGE_MIN: Duration = Duration::from_millis(250);
 
+/// Bytes stored in a partition's queue or its log and not yet durable, past which the publishers
+/// feeding it wait (their reads pause): a slow disk slows its writers instead of growing memory.
+/// Thirty-two group-commit rounds of 512 KiB: far more than keeps the disk busy.
+pub const UNSYNCED_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// One owned partition.
 pub struct Partition {
     pub config: Arc<StreamConfig>,
@@ -71,6 +76,10 @@ pub struct Partition {
     /// Notified whenever appends become durable, for consumers waiting at the end.
     appended: Rc<Event>,
     consumers: RefCell<HashMap<String, Rc<PartConsumer>>>,
+    /// Bytes enqueued and not yet durable (or failed).
+    unsynced_bytes: Cell<usize>,
+    /// Notified when `unsynced_bytes` falls, for publishers waiting for room.
+    synced: Event,
 }
 
 impl Partition {
@@ -97,6 +106,8 @@ impl Partition {
             opened: Latch::default(),
             appended: Rc::new(Event::default()),
             consumers: RefCell::new(HashMap::new()),
+            unsynced_bytes: Cell::new(0),
+            synced: Event::default(),
         });
         let log_config = log_config(shard.config.fsync, &part.config);
         let opening = part.clone();
@@ -123,9 +134,37 @@ impl Partition {
         part
     }
 
+    /// Whether publishers feeding this partition should wait before sending more.
+    pub fn is_congested(&self) -> bool {
+        self.unsynced_bytes.get() >= UNSYNCED_BYTES_MAX
+    }
+
+    /// Waits until enough of what was stored is durable (or failed) for publishers to go on.
+    pub async fn wait_uncongested(&self) {
+        self.synced.wait_until(|| !self.is_congested()).await
+    }
+
+    /// Waits until everything enqueued so far is durable (or failed).
+    pub async fn wait_synced(&self) {
+        self.synced
+            .wait_until(|| self.unsynced_bytes.get() == 0)
+            .await
+    }
+
+    fn synced_bytes(&self, bytes: usize) {
+        self.unsynced_bytes
+            .set(self.unsynced_bytes.get().saturating_sub(bytes));
+        self.synced.notify_all();
+    }
+
     /// Queues a body for the next append.
     pub fn enqueue(self: &Rc<Self>, shard: &Rc<Shard>, body: Bytes, done: Option<Done>) {
+        self.unsynced_bytes
+            .set(self.unsynced_bytes.get() + body.len());
         self.pending.borrow_mut().push((body, done));
+        if self.is_congested() {
+            shard.note_backlog(Backlog::Partition(self.clone()));
+        }
         if !self.queued.replace(true) {
             shard.dirty_partitions.borrow_mut().push(self.clone());
         }
@@ -143,6 +182,7 @@ impl Partition {
         if items.is_empty() {
             return;
         }
+        let batch_bytes: usize = items.iter().map(|(body, _)| body.len()).sum();
         let stream: Arc<str> = Arc::from(self.config.name.as_str());
         let fail_all = |shard: &Rc<Shard>, items: Vec<(Bytes, Option<Done>)>, why: String| {
             for (_, done) in items {
@@ -162,17 +202,23 @@ impl Partition {
         let Some(log) = log else {
             let why = failed.unwrap_or_else(|| "the stream was removed".into());
             fail_all(shard, items, why);
+            self.synced_bytes(batch_bytes);
             return;
         };
         let bodies: Vec<Bytes> = items.iter().map(|(b, _)| b.clone()).collect();
         match log.append_ordered(&bodies) {
-            Err(e) => fail_all(shard, items, e.to_string()),
+            Err(e) => {
+                fail_all(shard, items, e.to_string());
+                self.synced_bytes(batch_bytes);
+            }
             Ok(ticket) => {
+                let part = self.clone();
                 let shard = shard.clone();
                 let index = self.index;
                 let appended = self.appended.clone();
                 glommio::spawn_local(async move {
                     let result = ticket.durable().await;
+                    part.synced_bytes(batch_bytes);
                     appended.notify_all();
                     if let Err(e) = &result {
                         tracing::warn!(stream = %stream, partition = index, error = %e,
