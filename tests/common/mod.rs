@@ -46,6 +46,38 @@ impl Drop for DataDir {
     }
 }
 
+/// The addresses a broker is started on: port 0 picks free ones.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub native: String,
+    pub nats: String,
+    pub http: String,
+}
+
+impl Ports {
+    /// Free ports picked by the kernel at each start.
+    pub fn any() -> Ports {
+        Ports {
+            native: "127.0.0.1:0".into(),
+            nats: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// Three loopback ports free now, to start brokers on the same ports again and again.
+    pub fn fixed() -> Ports {
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+            .collect();
+        let addr = |i: usize| held[i].local_addr().unwrap().to_string();
+        Ports {
+            native: addr(0),
+            nats: addr(1),
+            http: addr(2),
+        }
+    }
+}
+
 /// A running broker, stopped (SIGKILL) when dropped.
 pub struct Broker {
     child: Option<Child>,
@@ -70,18 +102,32 @@ impl Broker {
 
     /// Starts `sluice serve --shards 2` on a free port over an existing data directory.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
+        Broker::start_at(data_dir, &Ports::any(), extra)
+    }
+
+    /// Starts `sluice serve --shards 2` on the given ports over an existing data directory; fails
+    /// the test, with the broker's logs, if it does not get ready.
+    pub fn start_at(data_dir: &std::path::Path, ports: &Ports, extra: &[&str]) -> Broker {
+        Broker::try_start_at(data_dir, ports, extra).unwrap_or_else(|logs| {
+            panic!(
+                "the broker did not print its ready line; its logs:\n{}",
+                logs.join("\n")
+            )
+        })
+    }
+
+    /// Starts `sluice serve --shards 2` on the given ports; the broker's logs if it exits or does
+    /// not get ready within `PATIENCE`.
+    pub fn try_start_at(
+        data_dir: &std::path::Path,
+        ports: &Ports,
+        extra: &[&str],
+    ) -> Result<Broker, Vec<String>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "serve",
-                "--shards",
-                "2",
-                "--listen",
-                "127.0.0.1:0",
-                "--nats",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--shards", "2"])
+            .args(["--listen", &ports.native])
+            .args(["--nats", &ports.nats])
+            .args(["--http", &ports.http])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -91,7 +137,7 @@ impl Broker {
             .spawn()
             .expect("start sluice");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        {
+        let log_reader = {
             let logs = logs.clone();
             let stderr = child.stderr.take().expect("stderr");
             std::thread::spawn(move || {
@@ -99,8 +145,8 @@ impl Broker {
                     eprintln!("[broker] {line}");
                     logs.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -110,9 +156,13 @@ impl Broker {
             }
             for _ in lines {}
         });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .expect("the broker printed its ready line");
+        let Ok(line) = rx.recv_timeout(PATIENCE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = log_reader.join();
+            let logs = logs.lock().unwrap().clone();
+            return Err(logs);
+        };
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("native="))
@@ -128,14 +178,14 @@ impl Broker {
             .find_map(|w| w.strip_prefix("http="))
             .unwrap_or_default()
             .to_string();
-        Broker {
+        Ok(Broker {
             child: Some(child),
             addr,
             nats_addr,
             http_addr,
             logs,
             _data: None,
-        }
+        })
     }
 
     /// Kills the broker with SIGKILL, as a crash would.
