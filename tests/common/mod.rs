@@ -64,11 +64,22 @@ impl Ports {
         }
     }
 
-    /// Three loopback ports free now, to start brokers on the same ports again and again.
+    /// Three loopback ports free now, to start brokers on the same ports again and again. They are
+    /// picked below the ephemeral range, from which the kernel hands out ports to other tests'
+    /// brokers and to outgoing connections, so none of those takes them while a broker restarts.
     pub fn fixed() -> Ports {
-        let held: Vec<std::net::TcpListener> = (0..3)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-            .collect();
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let low = FIXED_PORT_LOW.min(ephemeral_low / 2);
+        let mut held = Vec::new();
+        while held.len() < 3 {
+            let port = fastrand::u16(low..ephemeral_low);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                held.push(listener);
+            }
+        }
         let addr = |i: usize| held[i].local_addr().unwrap().to_string();
         Ports {
             native: addr(0),
@@ -77,6 +88,9 @@ impl Ports {
         }
     }
 }
+
+/// Lowest port `Ports::fixed` picks: above the well-known and commonly configured ports.
+const FIXED_PORT_LOW: u16 = 20_000;
 
 /// A running broker, stopped (SIGKILL) when dropped.
 pub struct Broker {
