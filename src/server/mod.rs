@@ -5,6 +5,7 @@
 //! serves the connections the kernel hands it.
 
 pub mod auth;
+mod bind;
 mod conn;
 mod http;
 mod interest;
@@ -130,6 +131,10 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot bind {addr}: another process listens on it (it still answered after {waited:?})"
+    )]
+    Taken { addr: SocketAddr, waited: Duration },
     #[error("{count} shards requested; between 1 and {SHARDS_MAX} are supported")]
     ShardCount { count: usize },
     #[error("cannot start shard {shard} on CPU {cpu}: {reason}")]
@@ -188,23 +193,15 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, ServerError> {
         .ok_or_else(|| ServerError::Resolve(addr.to_string()))
 }
 
-/// Reserves a concrete port for an address whose port is 0, so that every shard binds the same one.
-/// The returned socket is bound (with SO_REUSEPORT) but not listening: it takes no connections, and
-/// it is dropped once the shards listen.
+/// Reserves a concrete port for an address whose port is 0, so that every shard binds the same one,
+/// and holds a fixed one while the shards start. The returned socket is bound (with SO_REUSEADDR and
+/// SO_REUSEPORT) but not listening: it takes no connections, and it is dropped once the shards
+/// listen.
 fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), ServerError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let bind_err = |source| ServerError::Bind { addr, source };
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(bind_err)?;
-    socket.set_reuse_port(true).map_err(bind_err)?;
-    socket.bind(&addr.into()).map_err(bind_err)?;
+    let socket = bind::bind(addr, false)?;
     let local = socket
         .local_addr()
-        .map_err(bind_err)?
+        .map_err(|source| ServerError::Bind { addr, source })?
         .as_socket()
         .ok_or_else(|| ServerError::Resolve(addr.to_string()))?;
     Ok((local, socket))
@@ -220,16 +217,23 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
     }
+    // A fixed address something still answers on is either a killed broker's lingering socket,
+    // which goes within moments, or a live process, which this one must not share it with.
+    for addr in [Some(config.listen), config.nats_listen, config.http_listen]
+        .into_iter()
+        .flatten()
+    {
+        bind::wait_until_unanswered(addr)?;
+    }
     let (listen, reservation) = reserve_port(config.listen)?;
     let nats = config.nats_listen.map(reserve_port).transpose()?;
     // The HTTP port is served by shard 0 alone: bound here, so that its address is known.
     let mut http = match config.http_listen {
         Some(addr) => {
-            let listener = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|source| ServerError::Bind { addr, source })?;
+            let listener: std::net::TcpListener = bind::bind(addr, true)?.into();
             let local = listener
-                .local_addr()
+                .set_nonblocking(true)
+                .and_then(|()| listener.local_addr())
                 .map_err(|source| ServerError::Bind { addr, source })?;
             Some((local, listener))
         }
@@ -300,19 +304,22 @@ async fn run_shard(
     ready: mpsc::Sender<Result<(), String>>,
     http: Option<std::net::TcpListener>,
 ) {
-    let listener = match TcpListener::bind(config.listen) {
+    let listener = match bind::listen_on_shard(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            let _ = ready.send(Err(format!("bind {}: {e}", config.listen)));
+            let _ = ready.send(Err(e.to_string()));
             return;
         }
     };
-    let nats_listener = match config.nats_listen.map(TcpListener::bind).transpose() {
-        Ok(listener) => listener,
-        Err(e) => {
-            let _ = ready.send(Err(format!("bind NATS port: {e}")));
-            return;
-        }
+    let nats_listener = match config.nats_listen {
+        None => None,
+        Some(addr) => match bind::listen_on_shard(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        },
     };
     let (senders, receivers) = match mesh.join().await {
         Ok(joined) => joined,

@@ -46,6 +46,52 @@ impl Drop for DataDir {
     }
 }
 
+/// The addresses a broker is started on: port 0 picks free ones.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    pub native: String,
+    pub nats: String,
+    pub http: String,
+}
+
+impl Ports {
+    /// Free ports picked by the kernel at each start.
+    pub fn any() -> Ports {
+        Ports {
+            native: "127.0.0.1:0".into(),
+            nats: "127.0.0.1:0".into(),
+            http: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// Three loopback ports free now, to start brokers on the same ports again and again. They are
+    /// picked below the ephemeral range, from which the kernel hands out ports to other tests'
+    /// brokers and to outgoing connections, so none of those takes them while a broker restarts.
+    pub fn fixed() -> Ports {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let low = FIXED_PORT_LOW.min(ephemeral_low / 2);
+        let mut held = Vec::new();
+        while held.len() < 3 {
+            let port = fastrand::u16(low..ephemeral_low);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                held.push(listener);
+            }
+        }
+        let addr = |i: usize| held[i].local_addr().unwrap().to_string();
+        Ports {
+            native: addr(0),
+            nats: addr(1),
+            http: addr(2),
+        }
+    }
+}
+
+/// Lowest port `Ports::fixed` picks: above the well-known and commonly configured ports.
+const FIXED_PORT_LOW: u16 = 20_000;
+
 /// A running broker, stopped (SIGKILL) when dropped.
 pub struct Broker {
     child: Option<Child>,
@@ -70,18 +116,32 @@ impl Broker {
 
     /// Starts `sluice serve --shards 2` on a free port over an existing data directory.
     pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Broker {
+        Broker::start_at(data_dir, &Ports::any(), extra)
+    }
+
+    /// Starts `sluice serve --shards 2` on the given ports over an existing data directory; fails
+    /// the test, with the broker's logs, if it does not get ready.
+    pub fn start_at(data_dir: &std::path::Path, ports: &Ports, extra: &[&str]) -> Broker {
+        Broker::try_start_at(data_dir, ports, extra).unwrap_or_else(|logs| {
+            panic!(
+                "the broker did not print its ready line; its logs:\n{}",
+                logs.join("\n")
+            )
+        })
+    }
+
+    /// Starts `sluice serve --shards 2` on the given ports; the broker's logs if it exits or does
+    /// not get ready within `PATIENCE`.
+    pub fn try_start_at(
+        data_dir: &std::path::Path,
+        ports: &Ports,
+        extra: &[&str],
+    ) -> Result<Broker, Vec<String>> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "serve",
-                "--shards",
-                "2",
-                "--listen",
-                "127.0.0.1:0",
-                "--nats",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--shards", "2"])
+            .args(["--listen", &ports.native])
+            .args(["--nats", &ports.nats])
+            .args(["--http", &ports.http])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -91,7 +151,7 @@ impl Broker {
             .spawn()
             .expect("start sluice");
         let logs = Arc::new(Mutex::new(Vec::new()));
-        {
+        let log_reader = {
             let logs = logs.clone();
             let stderr = child.stderr.take().expect("stderr");
             std::thread::spawn(move || {
@@ -99,8 +159,8 @@ impl Broker {
                     eprintln!("[broker] {line}");
                     logs.lock().unwrap().push(line);
                 }
-            });
-        }
+            })
+        };
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -110,9 +170,13 @@ impl Broker {
             }
             for _ in lines {}
         });
-        let line = rx
-            .recv_timeout(PATIENCE)
-            .expect("the broker printed its ready line");
+        let Ok(line) = rx.recv_timeout(PATIENCE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = log_reader.join();
+            let logs = logs.lock().unwrap().clone();
+            return Err(logs);
+        };
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("native="))
@@ -128,14 +192,14 @@ impl Broker {
             .find_map(|w| w.strip_prefix("http="))
             .unwrap_or_default()
             .to_string();
-        Broker {
+        Ok(Broker {
             child: Some(child),
             addr,
             nats_addr,
             http_addr,
             logs,
             _data: None,
-        }
+        })
     }
 
     /// Kills the broker with SIGKILL, as a crash would.
