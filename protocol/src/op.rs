@@ -167,6 +167,22 @@ pub struct ConsumerAck<'a> {
     pub delay_ms: u64,
 }
 
+/// A consumer's member asks for `count` more messages (credit): the broker delivers no more than
+/// the member asked for, whatever `max_ack_pending` allows.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ConsumerPull<'a> {
+    #[rkyv(with = AsString)]
+    pub stream: &'a str,
+    #[rkyv(with = AsString)]
+    pub consumer: &'a str,
+    /// The subscription id the member attached with.
+    pub sid: u64,
+    /// How many more messages the member takes; added to what it asked for before.
+    pub count: u64,
+    /// After this long, credit not yet used lapses (0: it never does).
+    pub expires_ms: u64,
+}
+
 /// The kinds of [`ConsumerAck`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -215,6 +231,8 @@ pub enum Op<'a> {
     ApiReply(ApiReply<'a>),
     StreamMsg(StreamMsg),
     ConsumerAck(ConsumerAck<'a>),
+    /// Credit for a consumer's member. Appended last so that earlier discriminants stay.
+    ConsumerPull(ConsumerPull<'a>),
 }
 
 impl ArchivedOp<'_> {
@@ -235,6 +253,7 @@ impl ArchivedOp<'_> {
             ArchivedOp::ApiReply(_) => "apireply",
             ArchivedOp::StreamMsg(_) => "streammsg",
             ArchivedOp::ConsumerAck(_) => "consumerack",
+            ArchivedOp::ConsumerPull(_) => "consumerpull",
         }
     }
 }
