@@ -96,3 +96,51 @@ fn an_unreadable_state_file_makes_the_consumer_redeliver_from_the_first_offset()
     let info = client.consumer_info("jobs", "junk").unwrap();
     assert_eq!(info.partitions[0].ack_floor, 10, "{info:?}");
 }
+
+#[test]
+fn the_ack_floor_moves_up_past_what_retention_removed() {
+    let broker = Broker::start(&[]);
+    let client = broker.client();
+    client
+        .stream_add(&StreamConfig {
+            name: "jobs".into(),
+            subjects: vec!["jobs.>".into()],
+            partitions: 1,
+            max_age_secs: Some(1),
+            max_bytes: None,
+        })
+        .unwrap();
+    for i in 0..10 {
+        client
+            .publish_durable("jobs.x", format!("old-{i}"))
+            .unwrap();
+    }
+    let c = client
+        .attach_consumer(config("laggard", DeliverPolicy::All))
+        .unwrap();
+    c.pull(3).unwrap();
+    for _ in 0..3 {
+        c.next_timeout(PATIENCE).expect("a delivery"); // Held, never acked.
+    }
+    // Keep appending so that segments roll and the old ones age out.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let info = loop {
+        client.publish_durable("jobs.x", "new").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let stream = client.stream_info("jobs").unwrap();
+        let first = stream.partitions[0].first_offset;
+        let info = client.consumer_info("jobs", "laggard").unwrap();
+        if first > 10 && info.partitions[0].ack_floor >= first {
+            break info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first offset {first}, {info:?}"
+        );
+    };
+    assert_eq!(
+        info.ack_pending(),
+        0,
+        "held messages removed by retention: {info:?}"
+    );
+}
