@@ -32,8 +32,11 @@ use crate::server::ShardId;
 /// How often ack deadlines are checked.
 const DEADLINE_TICK: Duration = Duration::from_millis(20);
 
-/// Bytes read from the log per delivery round.
+/// Most bytes read from the log per delivery round.
 const READ_BYTES: usize = 256 * 1024;
+
+/// A guess at a record's size before the first read measures it.
+const RECORD_BYTES_GUESS: usize = 1024;
 
 /// How often a consumer whose state changed writes it down.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
@@ -115,6 +118,8 @@ pub struct PartConsumer {
     returned: RefCell<BTreeSet<u64>>,
     redelivered: Cell<u64>,
     dead_lettered: Cell<u64>,
+    /// Average record size of the last read: a round reads about what the grants allow.
+    record_bytes: Cell<usize>,
     /// Woken when delivery may proceed: a grant came, an ack freed room, a message is due again.
     wake: Event,
     stopped: Cell<bool>,
@@ -184,6 +189,7 @@ impl PartConsumer {
             returned: RefCell::new(BTreeSet::new()),
             redelivered: Cell::new(saved.as_ref().map_or(0, |s| s.redelivered)),
             dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
+            record_bytes: Cell::new(RECORD_BYTES_GUESS),
             wake: Event::default(),
             stopped: Cell::new(false),
             state_path,
@@ -441,6 +447,19 @@ impl PartConsumer {
                         || self.next.get() < self.log.next_offset())))
     }
 
+    /// Bytes worth reading for one round: about what the grants and `max_ack_pending` allow, so
+    /// that a small grant does not read a large batch only to leave most of it.
+    fn read_bytes(&self) -> usize {
+        let granted: u64 = self.members.borrow().iter().map(|g| g.grant).sum();
+        let room = self
+            .max_ack_pending()
+            .saturating_sub(self.pending.borrow().len());
+        let records = (granted.min(room as u64) as usize).max(1);
+        records
+            .saturating_mul(self.record_bytes.get())
+            .min(READ_BYTES)
+    }
+
     /// The next member with a grant, round robin; its grant is spent by one.
     fn pick_member(&self) -> Option<Member> {
         let mut members = self.members.borrow_mut();
@@ -542,11 +561,17 @@ async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>
             continue;
         };
         let (from, bytes) = match source {
-            Source::Returned(o) | Source::Next(o) => (o, READ_BYTES),
+            Source::Returned(o) | Source::Next(o) => (o, c.read_bytes()),
             Source::Redeliver(o) => (o, 1),
         };
         let records = match c.log.read(from, bytes).await {
-            Ok(records) => records,
+            Ok(records) => {
+                let total: usize = records.iter().map(|r| r.body.len()).sum();
+                if let Some(average) = total.checked_div(records.len()) {
+                    c.record_bytes.set(average.max(1));
+                }
+                records
+            }
             Err(e) => {
                 tracing::warn!(stream = %c.stream, consumer = %c.name,
                     partition = c.partition, offset = from, error = %e, "consumer read failed");

@@ -1,12 +1,15 @@
 //! A consumer member's credit, kept by its home: the shard that holds its connection.
 //!
-//! A member receives only what it asked for. Its pulls add to its credit here; every partition
-//! owner is told the credit left (a grant) and delivers while it holds one. Deliveries come home
-//! and each spends one credit; one that finds none left (several owners spent the same grant, or
-//! the connection is closing) goes back to its owner unseen. When the credit reaches zero the
-//! owners are told to stop. Everything here is this shard's own state.
+//! A member receives only what it asked for. Its pulls add to its credit here, and the credit is
+//! handed to the partition owners in chunks (a grant): an owner delivers while it holds one. The
+//! home counts what arrives from each partition; a partition that used up its chunk gets another
+//! while credit is left, and one with nothing to deliver keeps its chunk unused. Chunks may add up
+//! to more than the credit (a partition that spent its chunk is never left waiting on the others'),
+//! so a delivery that finds no credit left (or a closing connection) goes back to its owner unseen.
+//! When the credit reaches zero the owners are told to stop. Everything here is this shard's own
+//! state.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,6 +30,10 @@ use crate::server::ShardId;
 /// overflowing the owners' counters.
 pub const CREDIT_MAX: u64 = 1 << 40;
 
+/// Smallest chunk of credit a partition is granted: smaller ones would cost a round trip to the
+/// home every few messages when a member reads many partitions.
+const GRANT_CHUNK_MIN: u64 = 16;
+
 /// A member of a consumer whose connection lives on this shard.
 pub struct HomeMember {
     stream: Arc<StreamConfig>,
@@ -37,6 +44,8 @@ pub struct HomeMember {
     credit: Cell<u64>,
     /// Counts pulls, so that an expiring pull lapses only if no later pull came.
     pulls: Cell<u64>,
+    /// Per partition: granted and not yet arrived. An owner's own count is never above it.
+    outstanding: RefCell<Vec<u64>>,
 }
 
 impl HomeMember {
@@ -66,12 +75,13 @@ pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, c
     homes.insert(
         (conn, sid),
         Rc::new(HomeMember {
-            stream,
             consumer: Arc::from(consumer),
             conn,
             sid,
             credit: Cell::new(0),
             pulls: Cell::new(0),
+            outstanding: RefCell::new(vec![0; stream.partitions as usize]),
+            stream,
         }),
     );
 }
@@ -119,14 +129,14 @@ pub fn pull(
         .set(member.credit.get().saturating_add(count).min(CREDIT_MAX));
     let pulls = member.pulls.get() + 1;
     member.pulls.set(pulls);
-    send_grants(shard, &member);
+    grant_spent(shard, &member);
     if expires_ms > 0 {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(expires_ms)).await;
             if member.pulls.get() == pulls && member.credit.get() > 0 {
                 member.credit.set(0);
-                send_grants(&shard, &member);
+                stop(&shard, &member);
             }
         })
         .detach();
@@ -134,28 +144,69 @@ pub fn pull(
     Ok(())
 }
 
-/// Tells every owner of the member's stream how much the member may still take.
-fn send_grants(shard: &Rc<Shard>, member: &HomeMember) {
-    let stream = &member.stream;
+/// Grants a chunk of the credit to every partition that has none outstanding (new, or spent).
+fn grant_spent(shard: &Rc<Shard>, member: &HomeMember) {
     let credit = member.credit.get();
+    if credit == 0 {
+        return;
+    }
+    let partitions = member.stream.partitions.max(1) as u64;
+    let chunk = credit.div_ceil(partitions).max(GRANT_CHUNK_MIN).min(credit);
+    let spent: Vec<u32> = {
+        let mut outstanding = member.outstanding.borrow_mut();
+        outstanding
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, o)| **o == 0)
+            .map(|(p, o)| {
+                *o = chunk;
+                p as u32
+            })
+            .collect()
+    };
+    for partition in spent {
+        send_grant(shard, member, partition, chunk);
+    }
+}
+
+/// Tells every owner still holding a grant to stop.
+fn stop(shard: &Rc<Shard>, member: &HomeMember) {
+    let holding: Vec<u32> = {
+        let mut outstanding = member.outstanding.borrow_mut();
+        outstanding
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, o)| **o > 0)
+            .map(|(p, o)| {
+                *o = 0;
+                p as u32
+            })
+            .collect()
+    };
+    for partition in holding {
+        send_grant(shard, member, partition, 0);
+    }
+}
+
+/// Tells a partition's owner how much the member may take from it.
+fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u64) {
+    let stream = &member.stream;
     let who = member.member(shard.id);
-    for partition in 0..stream.partitions {
-        let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-        if owner == shard.id {
-            let part = super::ensure_partition(shard, stream, partition);
-            part.grant(&member.consumer, who, credit);
-        } else {
-            shard.push_to(
-                owner,
-                MeshItem::ConsumerGrant {
-                    stream: Arc::from(stream.name.as_str()),
-                    consumer: member.consumer.clone(),
-                    partition,
-                    member: who,
-                    credit,
-                },
-            );
-        }
+    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
+    if owner == shard.id {
+        let part = super::ensure_partition(shard, stream, partition);
+        part.grant(&member.consumer, who, credit);
+    } else {
+        shard.push_to(
+            owner,
+            MeshItem::ConsumerGrant {
+                stream: Arc::from(stream.name.as_str()),
+                consumer: member.consumer.clone(),
+                partition,
+                member: who,
+                credit,
+            },
+        );
     }
 }
 
@@ -188,8 +239,20 @@ pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
         }
     }
     member.credit.set(credit - 1);
+    let spent = {
+        let mut outstanding = member.outstanding.borrow_mut();
+        match outstanding.get_mut(delivery.partition as usize) {
+            Some(o) => {
+                *o = o.saturating_sub(1);
+                *o == 0
+            }
+            None => false,
+        }
+    };
     if credit == 1 {
-        send_grants(shard, &member);
+        stop(shard, &member);
+    } else if spent {
+        grant_spent(shard, &member);
     }
 }
 
