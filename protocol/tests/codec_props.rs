@@ -38,8 +38,8 @@ enum Owned {
         stream: String,
         consumer: String,
         sid: u64,
-        count: u64,
-        expires_ms: u64,
+        count: u32,
+        expires_ms: u32,
     },
 }
 
@@ -184,8 +184,8 @@ fn owned_op() -> impl Strategy<Value = Owned> {
             "[A-Z]{1,12}",
             "[a-z]{1,12}",
             any::<u64>(),
-            any::<u64>(),
-            any::<u64>()
+            any::<u32>(),
+            any::<u32>()
         )
             .prop_map(|(stream, consumer, sid, count, expires_ms)| Owned::Pull {
                 stream,

@@ -224,14 +224,21 @@ impl Consumer {
     /// Asks for `count` more messages; what has not arrived after `expires` is no longer
     /// wanted (`Duration::ZERO`: it stays wanted).
     pub fn pull_expiring(&self, count: u64, expires: Duration) -> Result<(), ClientError> {
-        self.inner.send(&Op::ConsumerPull(ConsumerPull {
-            stream: &self.stream,
-            consumer: &self.name,
-            sid: self.sid,
-            count,
-            expires_ms: expires.as_millis() as u64,
-        }))?;
-        self.asked.set(self.asked.get() + count);
+        let expires_ms = u32::try_from(expires.as_millis()).unwrap_or(u32::MAX);
+        let mut left = count;
+        // One pull carries at most u32::MAX; a larger count takes several.
+        while left > 0 {
+            let part = u32::try_from(left).unwrap_or(u32::MAX);
+            self.inner.send(&Op::ConsumerPull(ConsumerPull {
+                stream: &self.stream,
+                consumer: &self.name,
+                sid: self.sid,
+                count: part,
+                expires_ms,
+            }))?;
+            self.asked.set(self.asked.get() + u64::from(part));
+            left -= u64::from(part);
+        }
         Ok(())
     }
 

@@ -532,8 +532,8 @@ async fn handle(
                 pull.consumer.as_str(),
                 pull.sid.to_native(),
             );
-            let count = pull.count.to_native();
-            let expires_ms = pull.expires_ms.to_native();
+            let count = u64::from(pull.count.to_native());
+            let expires_ms = u64::from(pull.expires_ms.to_native());
             if let Err((code, message)) =
                 streams::consumer_pull(shard, conn, which, count, expires_ms)
             {
