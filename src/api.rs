@@ -150,7 +150,8 @@ pub struct StoredMessage {
 }
 
 /// Verb: attach this connection to a durable consumer (created on first use). Body:
-/// [`ConsumerConfig`]. Reply: `{}`; messages then arrive on `sid`.
+/// [`ConsumerConfig`]. Reply: `{}`. Attaching grants no credit: messages arrive on `sid` only as
+/// the connection asks for them with the `ConsumerPull` operation, never more.
 pub const CONSUMER_ATTACH: &str = "consumer.attach";
 /// Verb: a consumer's counts. Body: [`ConsumerName`]. Reply: [`ConsumerInfo`].
 pub const CONSUMER_INFO: &str = "consumer.info";

@@ -159,6 +159,23 @@ fn a_poison_message_goes_to_the_dead_letter_stream_with_an_advisory() {
         info.partitions.iter().map(|p| p.dead_lettered).sum::<u64>(),
         1
     );
+    assert_eq!(
+        info.ack_pending(),
+        0,
+        "the original is no longer pending: {info:?}"
+    );
+    assert_eq!(info.pending(), 0, "{info:?}");
+    let floor = info
+        .partitions
+        .iter()
+        .find(|p| p.partition == ack.partition)
+        .unwrap()
+        .ack_floor;
+    assert_eq!(
+        floor,
+        ack.offset + 1,
+        "the original is done once its copy is stored"
+    );
 }
 
 #[test]
@@ -317,4 +334,66 @@ fn max_ack_pending_pauses_delivery_and_in_progress_holds_a_message() {
         (5..20).collect::<Vec<_>>(),
         "offset 0 was never redelivered"
     );
+}
+
+#[test]
+fn a_dead_letter_that_cannot_be_stored_stays_pending_until_its_copy_is_durable() {
+    let broker = Broker::start(&[]);
+    let client = broker.client_on_shard(0);
+    stream(&client, 1);
+    let c = consumer(&client, "stuck", DeliverPolicy::All, 100);
+    client.flush().unwrap();
+    // Wait until attaching made the dead-letter stream, then take it away.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while client.stream_info("DLQ.jobs.stuck").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead-letter stream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    client.stream_remove("DLQ.jobs.stuck").unwrap();
+    client.publish_durable("jobs.poison", "bad input").unwrap();
+    for _ in 1..=3 {
+        let m = c.next_timeout(PATIENCE).expect("a delivery");
+        c.nak(&m, Duration::ZERO).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let info = client.consumer_info("jobs", "stuck").unwrap();
+    assert_eq!(
+        info.ack_pending(),
+        1,
+        "kept while its copy has nowhere to go: {info:?}"
+    );
+    assert_eq!(info.partitions[0].dead_lettered, 0, "{info:?}");
+    assert_eq!(info.partitions[0].ack_floor, 0, "{info:?}");
+    assert!(
+        c.next_timeout(Duration::from_millis(200)).is_none(),
+        "not delivered a fourth time"
+    );
+    client
+        .stream_add(&StreamConfig {
+            name: "DLQ.jobs.stuck".into(),
+            subjects: vec!["DLQ.jobs.stuck".into()],
+            partitions: 1,
+            max_age_secs: None,
+            max_bytes: None,
+        })
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let info = client.consumer_info("jobs", "stuck").unwrap();
+        if info.partitions[0].dead_lettered == 1 {
+            assert_eq!(info.ack_pending(), 0, "{info:?}");
+            assert_eq!(info.partitions[0].ack_floor, 1, "{info:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never retried: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let copy = client.stream_get("DLQ.jobs.stuck", 0, 0).unwrap();
+    assert_eq!(copy.payload, b"bad input");
 }

@@ -167,6 +167,26 @@ pub struct ConsumerAck<'a> {
     pub delay_ms: u64,
 }
 
+/// A consumer's member asks for `count` more messages (credit): the broker delivers no more than
+/// the member asked for, whatever `max_ack_pending` allows.
+///
+/// Its counts are `u32` so that it is no larger than the largest operation before it: an archived
+/// [`Op`] is read from the end of the body, so a larger variant would move every operation's root
+/// and break every client that speaks this protocol version.
+#[derive(Archive, Serialize, Debug, Clone, Copy)]
+pub struct ConsumerPull<'a> {
+    #[rkyv(with = AsString)]
+    pub stream: &'a str,
+    #[rkyv(with = AsString)]
+    pub consumer: &'a str,
+    /// The subscription id the member attached with.
+    pub sid: u64,
+    /// How many more messages the member takes; added to what it asked for before.
+    pub count: u32,
+    /// After this long, credit not yet used lapses (0: it never does).
+    pub expires_ms: u32,
+}
+
 /// The kinds of [`ConsumerAck`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -215,6 +235,8 @@ pub enum Op<'a> {
     ApiReply(ApiReply<'a>),
     StreamMsg(StreamMsg),
     ConsumerAck(ConsumerAck<'a>),
+    /// Credit for a consumer's member. Appended last so that earlier discriminants stay.
+    ConsumerPull(ConsumerPull<'a>),
 }
 
 impl ArchivedOp<'_> {
@@ -235,6 +257,7 @@ impl ArchivedOp<'_> {
             ArchivedOp::ApiReply(_) => "apireply",
             ArchivedOp::StreamMsg(_) => "streammsg",
             ArchivedOp::ConsumerAck(_) => "consumerack",
+            ArchivedOp::ConsumerPull(_) => "consumerpull",
         }
     }
 }
@@ -269,6 +292,18 @@ impl ArchivedPublish<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an archived [`Op`] takes; the root of every body sits this far from its end, so it must
+    /// not change within a protocol version (a new operation must be no larger than the largest).
+    const ARCHIVED_OP_BYTES: usize = 40;
+
+    #[test]
+    fn a_new_operation_leaves_the_archived_op_size_as_it_was() {
+        assert_eq!(
+            std::mem::size_of::<ArchivedOp<'static>>(),
+            ARCHIVED_OP_BYTES
+        );
+    }
 
     #[test]
     fn archived_op_has_alignment_one() {

@@ -3,7 +3,9 @@
 use bytes::BytesMut;
 use proptest::prelude::*;
 use sluice_protocol::frame::{decode, FrameEncoder};
-use sluice_protocol::op::{ArchivedOp, ErrorFrame, Op, Publish, Subscribe, Unsubscribe};
+use sluice_protocol::op::{
+    ArchivedOp, ConsumerPull, ErrorFrame, Op, Publish, Subscribe, Unsubscribe,
+};
 
 const BODY_MAX: u32 = 1 << 20;
 
@@ -32,6 +34,13 @@ enum Owned {
         message: String,
     },
     Ping,
+    Pull {
+        stream: String,
+        consumer: String,
+        sid: u64,
+        count: u32,
+        expires_ms: u32,
+    },
 }
 
 impl Owned {
@@ -68,6 +77,19 @@ impl Owned {
                 message,
             }),
             Owned::Ping => Op::Ping,
+            Owned::Pull {
+                stream,
+                consumer,
+                sid,
+                count,
+                expires_ms,
+            } => Op::ConsumerPull(ConsumerPull {
+                stream,
+                consumer,
+                sid: *sid,
+                count: *count,
+                expires_ms: *expires_ms,
+            }),
         }
     }
 
@@ -108,6 +130,22 @@ impl Owned {
                 e.code.to_native() == *code && e.message.as_str() == message
             }
             (Owned::Ping, ArchivedOp::Ping) => true,
+            (
+                Owned::Pull {
+                    stream,
+                    consumer,
+                    sid,
+                    count,
+                    expires_ms,
+                },
+                ArchivedOp::ConsumerPull(p),
+            ) => {
+                p.stream.as_str() == stream
+                    && p.consumer.as_str() == consumer
+                    && p.sid.to_native() == *sid
+                    && p.count.to_native() == *count
+                    && p.expires_ms.to_native() == *expires_ms
+            }
             _ => false,
         }
     }
@@ -142,6 +180,20 @@ fn owned_op() -> impl Strategy<Value = Owned> {
         any::<u64>().prop_map(|sid| Owned::Msg { sid }),
         (any::<u16>(), ".{0,100}").prop_map(|(code, message)| Owned::Err { code, message }),
         Just(Owned::Ping),
+        (
+            "[A-Z]{1,12}",
+            "[a-z]{1,12}",
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>()
+        )
+            .prop_map(|(stream, consumer, sid, count, expires_ms)| Owned::Pull {
+                stream,
+                consumer,
+                sid,
+                count,
+                expires_ms
+            }),
     ]
 }
 

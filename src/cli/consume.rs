@@ -25,7 +25,7 @@ pub struct ConsumeArgs {
     /// The durable consumer's name; clients with the same name share its messages.
     #[arg(long)]
     consumer: String,
-    /// Exit after this many messages.
+    /// Ask the broker for this many messages, print them, and exit.
     #[arg(long)]
     count: Option<u64>,
     /// A new consumer starts at this offset in every partition.
@@ -82,17 +82,25 @@ pub fn consume(args: ConsumeArgs) -> Result<(), String> {
         ),
         (None, None) => DeliverPolicy::All,
     };
-    let consumer = client
-        .consume(ConsumerConfig {
-            stream: args.stream.clone(),
-            name: args.consumer.clone(),
-            deliver,
-            ack_wait_ms: args.ack_wait_ms,
-            max_deliver: args.max_deliver,
-            max_ack_pending: args.max_ack_pending,
-            sid: 0,
-        })
-        .map_err(|e| format!("cannot consume {}: {e}", args.stream))?;
+    let config = ConsumerConfig {
+        stream: args.stream.clone(),
+        name: args.consumer.clone(),
+        deliver,
+        ack_wait_ms: args.ack_wait_ms,
+        max_deliver: args.max_deliver,
+        max_ack_pending: args.max_ack_pending,
+        sid: 0,
+    };
+    // With --count, ask for exactly that many: the broker sends no more, so nothing is left
+    // waiting for its ack wait when this run ends. Without, ask in batches as they are read.
+    let consumer = match args.count {
+        Some(count) => client.attach_consumer(config).and_then(|c| {
+            c.pull(count)?;
+            Ok(c)
+        }),
+        None => client.consume(config),
+    }
+    .map_err(|e| format!("cannot consume {}: {e}", args.stream))?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut seen = 0u64;

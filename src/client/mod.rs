@@ -26,7 +26,7 @@ use thiserror::Error;
 
 pub use conn::{Client, ClientOptions, ServerInfo, Subscription};
 pub use message::{Message, StreamMeta};
-pub use streams::{AckWaiter, Consumer};
+pub use streams::{AckWaiter, Consumer, PULL_BATCH};
 
 /// Default time allowed for connecting, flushing and requests.
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);

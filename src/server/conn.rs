@@ -610,6 +610,20 @@ async fn handle(
             ),
             None => warn(shard, conn, ErrorCode::MalformedFrame, "unknown ack kind"),
         },
+        ArchivedOp::ConsumerPull(pull) => {
+            let which = (
+                pull.stream.as_str(),
+                pull.consumer.as_str(),
+                pull.sid.to_native(),
+            );
+            let count = u64::from(pull.count.to_native());
+            let expires_ms = u64::from(pull.expires_ms.to_native());
+            if let Err((code, message)) =
+                streams::consumer_pull(shard, conn, which, count, expires_ms)
+            {
+                warn(shard, conn, code, &message);
+            }
+        }
         ArchivedOp::Api(request) => {
             streams::handle_api(
                 shard,

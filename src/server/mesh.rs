@@ -16,7 +16,7 @@ use sluice_protocol::{ErrorCode, Frame};
 
 use sluice_protocol::op::AckKind;
 
-use super::streams::{Member, ReplyTo};
+use super::streams::{Delivered, Member, ReplyTo};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
@@ -119,11 +119,24 @@ pub enum MeshItem {
     MemberGone {
         conn: u64,
     },
-    /// A consumer's message for connection `conn` of the receiving shard.
+    /// A consumer's message for a member homed on the receiving shard, which counts it against
+    /// the member's credit (or hands it back with `ConsumerReturn`).
     Deliver {
-        conn: u64,
-        header: Bytes,
+        delivery: Delivered,
         frame: Bytes,
+    },
+    /// A delivery its member's home could not take (no credit left, connection gone), back to the
+    /// partition's owner: first in line again, as if never sent.
+    ConsumerReturn {
+        delivery: Delivered,
+    },
+    /// What a member may still take, from its home to a partition's owner (0: stop).
+    ConsumerGrant {
+        stream: Arc<str>,
+        consumer: Arc<str>,
+        partition: u32,
+        member: Member,
+        credit: u64,
     },
     /// A question about a partition the peer owns; answered with `CallReply`.
     Call {
@@ -173,6 +186,8 @@ pub enum PartitionReply {
     Get(Result<StoredMessage, (ErrorCode, String)>),
     ShardMetrics(Box<super::metrics::ShardMetrics>),
     ConsumerInfo(Option<ConsumerPartitionInfo>),
+    /// Where a store the broker made itself went (a dead letter's copy).
+    Appended(AckOutcome),
 }
 
 impl MeshItem {
@@ -181,7 +196,7 @@ impl MeshItem {
         match self {
             MeshItem::Forward { frame, .. } => frame.len(),
             MeshItem::Append { body, .. } => body.len(),
-            MeshItem::Deliver { header, frame, .. } => header.len() + frame.len(),
+            MeshItem::Deliver { frame, .. } => frame.len(),
             _ => 0,
         }
     }

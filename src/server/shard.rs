@@ -145,6 +145,15 @@ impl Shard {
         id
     }
 
+    /// Fills the slot of a question this shard asked (an answer from a peer, or from itself).
+    pub fn answer_call(&self, call: u64, reply: super::mesh::PartitionReply) {
+        let slot = self.calls.borrow_mut().remove(&call);
+        if let Some(slot) = slot {
+            *slot.reply.borrow_mut() = Some(reply);
+            slot.done.set();
+        }
+    }
+
     /// Forgets a question (answered or timed out).
     pub fn forget_call(&self, id: u64) {
         self.calls.borrow_mut().remove(&id);
@@ -616,22 +625,20 @@ impl Shard {
                     self, &stream, &consumer, partition, offset, kind, delay_ms,
                 ),
                 MeshItem::MemberGone { conn } => streams::member_gone(self, from, conn),
-                MeshItem::Deliver {
-                    conn,
-                    header,
-                    frame,
-                } => {
-                    if let Some(conn) = self.conn(conn) {
-                        conn.out.push2(&header, &frame);
-                    }
+                MeshItem::Deliver { delivery, frame } => {
+                    streams::consumer_arrive(self, delivery, frame)
                 }
-                MeshItem::CallReply { call, reply } => {
-                    let slot = self.calls.borrow_mut().remove(&call);
-                    if let Some(slot) = slot {
-                        *slot.reply.borrow_mut() = Some(reply);
-                        slot.done.set();
-                    }
+                MeshItem::ConsumerReturn { delivery } => {
+                    streams::consumer_returned(self, &delivery)
                 }
+                MeshItem::ConsumerGrant {
+                    stream,
+                    consumer,
+                    partition,
+                    member,
+                    credit,
+                } => streams::consumer_grant(self, &stream, &consumer, partition, member, credit),
+                MeshItem::CallReply { call, reply } => self.answer_call(call, reply),
                 MeshItem::BarrierAck { id } => {
                     let mut barriers = self.barriers.borrow_mut();
                     if let Some(left) = barriers.get_mut(&id) {

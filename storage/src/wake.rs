@@ -36,33 +36,89 @@ impl Notify {
 }
 
 /// Wakes every task waiting for a condition to hold; waiters re-check their condition.
+///
+/// Waits are often one arm of a select (`or`) that is dropped when the other arm wins, and polled
+/// again and again for the other arm's sake: each wait owns one slot, re-polling replaces its waker
+/// there, and dropping the wait frees the slot, so an event shared by many tasks never accumulates
+/// wakers.
 #[derive(Default)]
 pub struct Event {
-    wakers: RefCell<Vec<Waker>>,
+    slots: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
 }
 
 impl Event {
     /// Wakes every waiter so that it checks its condition again.
     pub fn notify_all(&self) {
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
+        let wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for waker in wakers {
             waker.wake();
         }
     }
 
     /// Waits until `condition` returns true; it is checked now and after each notification.
-    pub async fn wait_until(&self, mut condition: impl FnMut() -> bool) {
-        poll_fn(|cx| {
-            if condition() {
-                Poll::Ready(())
-            } else {
-                // No de-duplication: a waiter is polled again only after a notification drained
-                // the list, so duplicates are rare, and scanning would cost O(waiters) per wait.
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
+    pub fn wait_until<F: FnMut() -> bool>(&self, condition: F) -> EventWait<'_, F> {
+        EventWait {
+            event: self,
+            condition,
+            slot: None,
+        }
+    }
+
+    /// Slots in use or free (for tests: the bound on what waiting costs).
+    pub fn slots(&self) -> usize {
+        self.slots.borrow().len()
+    }
+}
+
+/// The future of [`Event::wait_until`].
+pub struct EventWait<'a, F> {
+    event: &'a Event,
+    condition: F,
+    slot: Option<usize>,
+}
+
+impl<F: FnMut() -> bool + Unpin> std::future::Future for EventWait<'_, F> {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if (this.condition)() {
+            return Poll::Ready(());
+        }
+        let waker = Some(cx.waker().clone());
+        let mut slots = this.event.slots.borrow_mut();
+        match this.slot {
+            Some(slot) => slots[slot] = waker,
+            None => {
+                let slot = match this.event.free.borrow_mut().pop() {
+                    Some(slot) => {
+                        slots[slot] = waker;
+                        slot
+                    }
+                    None => {
+                        slots.push(waker);
+                        slots.len() - 1
+                    }
+                };
+                this.slot = Some(slot);
             }
-        })
-        .await
+        }
+        Poll::Pending
+    }
+}
+
+impl<F> Drop for EventWait<'_, F> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.event.slots.borrow_mut()[slot] = None;
+            self.event.free.borrow_mut().push(slot);
+        }
     }
 }
 
@@ -174,5 +230,25 @@ mod tests {
         assert_eq!(latch.slots.borrow().len(), 1, "the freed slot is reused");
         latch.set();
         assert!(again.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn event_waits_that_are_polled_and_dropped_leave_no_wakers_behind() {
+        let event = Event::default();
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for _ in 0..100 {
+            let mut wait = pin!(event.wait_until(|| false));
+            for _ in 0..10 {
+                assert!(wait.as_mut().poll(&mut cx).is_pending());
+            }
+        }
+        assert_eq!(event.slots(), 1, "one slot, reused by every wait");
+        let ready = Cell::new(false);
+        let mut wait = pin!(event.wait_until(|| ready.get()));
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        ready.set(true);
+        event.notify_all();
+        assert!(wait.as_mut().poll(&mut cx).is_ready());
     }
 }

@@ -1,24 +1,29 @@
 //! A durable consumer's share of one partition, kept by the partition's owner: what was delivered,
-//! to whom, how often, and what was acked; and the task that delivers.
+//! to whom, how often, and what was acked; and the tasks that deliver and watch deadlines.
 //!
-//! Delivery is pushed to the consumer's members (client connections on any shard), one message to
-//! one member at a time, round robin, while fewer than `max_ack_pending` messages wait for their ack.
-//! A message not acked within `ack_wait` (or nak'ed) is delivered again; after `max_deliver`
-//! deliveries it is dead-lettered instead.
+//! Delivery is by credit. A member (a client connection on any shard) asks its own shard for
+//! messages; that shard, the member's home, tells every partition owner how much the member may
+//! still take (a grant). The owner delivers only to members it holds a grant for, round robin, one
+//! message at a time, while fewer than `max_ack_pending` wait for their ack, and counts each
+//! delivery against the grant. The home counts what really arrives: a delivery that finds no credit
+//! left (several owners spend the same grant) comes back here and goes first in line again, as if
+//! it had never been sent. A message not acked within `ack_wait` (or nak'ed) is delivered again;
+//! after `max_deliver` deliveries it is dead-lettered instead, and only marked done once the copy
+//! is durable. What a member holds when it leaves goes back to delivery at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use sluice_protocol::op::{AckKind, Op, StreamMsg};
+use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
+use super::state::{write_durably, SavedState};
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
 use crate::server::mesh::MeshItem;
 use crate::server::shard::Shard;
@@ -27,25 +32,17 @@ use crate::server::ShardId;
 /// How often ack deadlines are checked.
 const DEADLINE_TICK: Duration = Duration::from_millis(20);
 
-/// Bytes read from the log per delivery round.
+/// Most bytes read from the log per delivery round.
 const READ_BYTES: usize = 256 * 1024;
+
+/// A guess at a record's size before the first read measures it.
+const RECORD_BYTES_GUESS: usize = 1024;
 
 /// How often a consumer whose state changed writes it down.
 const SAVE_EVERY: Duration = Duration::from_millis(100);
 
-/// A consumer's state as written to `<partition dir>/consumers/<name>.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SavedState {
-    pub config: ConsumerConfig,
-    pub next: u64,
-    pub floor: u64,
-    /// Acked offsets above the floor.
-    pub acked: Vec<u64>,
-    /// Delivered, unacked offsets and how often each was delivered.
-    pub deliveries: Vec<(u64, u32)>,
-    pub redelivered: u64,
-    pub dead_lettered: u64,
-}
+/// How long a message whose dead-letter copy could not be stored waits before the next try.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// A client connection attached to a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,17 +52,61 @@ pub struct Member {
     pub sid: u64,
 }
 
+impl Member {
+    fn same_conn(&self, shard: ShardId, conn: u64) -> bool {
+        self.shard == shard && self.conn == conn
+    }
+}
+
+/// One delivery on its way to a member's home shard, or back from it.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub stream: Arc<str>,
+    pub consumer: Arc<str>,
+    pub partition: u32,
+    pub offset: u64,
+    /// The delivery count it was sent with.
+    pub delivered: u32,
+    pub member: Member,
+}
+
+/// A member and what its home last said it may still take.
+struct Granted {
+    member: Member,
+    grant: u64,
+}
+
+/// A delivered, unacked message (or one whose holder gave it back and that waits in line again).
 struct Delivery {
     count: u32,
     deadline: Instant,
+    /// Who it was last delivered to.
+    holder: Option<Member>,
+    /// Whether `holder` still has it; if not, it waits in `redeliver`.
+    held: bool,
+    /// A dead-letter copy is being stored.
+    dead_lettering: bool,
+}
+
+/// Where the next delivery comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// Handed back unseen by a member's home: first in line, in offset order.
+    Returned(u64),
+    /// Due again (ack wait, nak, or its member left).
+    Redeliver(u64),
+    /// Never delivered.
+    Next(u64),
 }
 
 /// The consumer's state in one partition.
 pub struct PartConsumer {
     pub config: Arc<ConsumerConfig>,
+    stream: Arc<str>,
+    name: Arc<str>,
     pub partition: u32,
     log: Rc<PartitionLog>,
-    members: RefCell<Vec<Member>>,
+    members: RefCell<Vec<Granted>>,
     next_member: Cell<usize>,
     /// The next offset never delivered.
     next: Cell<u64>,
@@ -74,26 +115,27 @@ pub struct PartConsumer {
     acked: RefCell<BTreeSet<u64>>,
     pending: RefCell<BTreeMap<u64, Delivery>>,
     redeliver: RefCell<VecDeque<u64>>,
+    returned: RefCell<BTreeSet<u64>>,
     redelivered: Cell<u64>,
     dead_lettered: Cell<u64>,
-    /// Woken when delivery may proceed: a member joined, an ack freed room, a message is due again,
-    /// or new messages were stored.
-    pub wake: Event,
+    /// Average record size of the last read: a round reads about what the grants allow.
+    record_bytes: Cell<usize>,
+    /// Woken when delivery may proceed: a grant came, an ack freed room, a message is due again.
+    wake: Event,
     stopped: Cell<bool>,
-    /// Where the state is saved, and whether it changed since.
+    /// Where the state is saved, whether it changed since, and whether a save is under way.
     state_path: PathBuf,
     dirty: Cell<bool>,
+    saving: Cell<bool>,
+    saved: Event,
 }
 
 impl PartConsumer {
-    /// The file a consumer's state is saved in.
-    pub fn state_path(partition_dir: &Path, name: &str) -> PathBuf {
-        partition_dir.join("consumers").join(format!("{name}.json"))
-    }
-
     /// Creates the consumer's state, at the position its deliver policy names or as `saved` left it,
     /// and starts delivering. Messages that were delivered but unacked when it was saved are
-    /// delivered again first.
+    /// delivered again first. With `from_first` (its saved state was unreadable), it starts at the
+    /// log's first offset whatever its policy: redelivering beats skipping.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         shard: &Rc<Shard>,
         config: Arc<ConsumerConfig>,
@@ -102,15 +144,20 @@ impl PartConsumer {
         appended: Rc<Event>,
         state_path: PathBuf,
         saved: Option<SavedState>,
+        from_first: bool,
     ) -> Rc<PartConsumer> {
         let start = match config.deliver {
+            _ if from_first => log.first_offset(),
             DeliverPolicy::All => log.first_offset(),
             DeliverPolicy::New => log.next_offset(),
             DeliverPolicy::Offset(o) => o.max(log.first_offset()),
             DeliverPolicy::Time(t) => log.offset_for_time(t).await.unwrap_or(log.next_offset()),
         };
         let now = Instant::now();
+        let saved_deliveries = saved.as_ref().map_or(&[][..], |s| &s.deliveries[..]);
         let consumer = Rc::new(PartConsumer {
+            stream: Arc::from(config.stream.as_str()),
+            name: Arc::from(config.name.as_str()),
             config,
             partition,
             log,
@@ -123,49 +170,117 @@ impl PartConsumer {
                     .as_ref()
                     .map_or_else(BTreeSet::new, |s| s.acked.iter().copied().collect()),
             ),
-            pending: RefCell::new(saved.as_ref().map_or_else(BTreeMap::new, |s| {
-                s.deliveries
+            pending: RefCell::new(
+                saved_deliveries
                     .iter()
                     .map(|&(offset, count)| {
-                        (
-                            offset,
-                            Delivery {
-                                count,
-                                deadline: now,
-                            },
-                        )
+                        let d = Delivery {
+                            count,
+                            deadline: now,
+                            holder: None,
+                            held: false,
+                            dead_lettering: false,
+                        };
+                        (offset, d)
                     })
-                    .collect()
-            })),
-            redeliver: RefCell::new(saved.as_ref().map_or_else(VecDeque::new, |s| {
-                s.deliveries.iter().map(|&(offset, _)| offset).collect()
-            })),
+                    .collect(),
+            ),
+            redeliver: RefCell::new(saved_deliveries.iter().map(|&(o, _)| o).collect()),
+            returned: RefCell::new(BTreeSet::new()),
             redelivered: Cell::new(saved.as_ref().map_or(0, |s| s.redelivered)),
             dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
+            record_bytes: Cell::new(RECORD_BYTES_GUESS),
             wake: Event::default(),
             stopped: Cell::new(false),
             state_path,
             dirty: Cell::new(saved.is_none()),
+            saving: Cell::new(false),
+            saved: Event::default(),
         });
         glommio::spawn_local(deliver_loop(shard.clone(), consumer.clone(), appended)).detach();
         glommio::spawn_local(deadline_loop(shard.clone(), consumer.clone())).detach();
         consumer
     }
 
-    /// Adds a member (again: its subscription id may have changed).
-    pub fn join(&self, member: Member) {
+    /// Adds a member (again: its subscription id may have changed) with what it may take.
+    pub fn join(&self, member: Member, grant: u64) {
         let mut members = self.members.borrow_mut();
-        members.retain(|m| !(m.shard == member.shard && m.conn == member.conn));
-        members.push(member);
+        members.retain(|g| !g.member.same_conn(member.shard, member.conn));
+        members.push(Granted { member, grant });
         drop(members);
         self.wake.notify_all();
     }
 
-    /// Removes a connection's membership; what it had not acked is delivered again after ack_wait.
+    /// Sets what a member may still take, as its home counts it. Whether the member is here.
+    pub fn grant(&self, member: Member, credit: u64) -> bool {
+        let mut members = self.members.borrow_mut();
+        let Some(g) = members
+            .iter_mut()
+            .find(|g| g.member.same_conn(member.shard, member.conn))
+        else {
+            return false;
+        };
+        g.member = member;
+        g.grant = credit;
+        drop(members);
+        self.wake.notify_all();
+        true
+    }
+
+    /// Removes a connection's membership; whatever it held and had not acked goes back to
+    /// delivery at once.
     pub fn leave(&self, shard: ShardId, conn: u64) {
         self.members
             .borrow_mut()
-            .retain(|m| !(m.shard == shard && m.conn == conn));
+            .retain(|g| !g.member.same_conn(shard, conn));
+        let now = Instant::now();
+        let mut released = 0;
+        for (offset, d) in self.pending.borrow_mut().iter_mut() {
+            let holds = d.held && d.holder.is_some_and(|m| m.same_conn(shard, conn));
+            if holds && !d.dead_lettering {
+                d.held = false;
+                // Due now: the deadline tick dead-letters it if it is out of deliveries.
+                d.deadline = now;
+                if d.count < self.max_deliver() {
+                    self.redeliver.borrow_mut().push_back(*offset);
+                }
+                released += 1;
+            }
+        }
+        if released > 0 {
+            tracing::debug!(stream = %self.stream, consumer = %self.name, partition = self.partition,
+                conn, released, "a member left: what it held goes to the others");
+            self.dirty.set(true);
+        }
+        self.wake.notify_all();
+    }
+
+    /// A delivery that reached its member's home with no credit left comes back: it goes first in
+    /// line again and its delivery is undone, as if it had never been sent.
+    pub fn on_return(&self, back: &Delivered) {
+        let mut pending = self.pending.borrow_mut();
+        let Some(d) = pending.get_mut(&back.offset) else {
+            return;
+        };
+        if d.holder != Some(back.member) || d.count != back.delivered || d.dead_lettering {
+            return; // Delivered again since, or acked: this return is stale.
+        }
+        d.count -= 1;
+        if back.delivered > 1 {
+            self.redelivered
+                .set(self.redelivered.get().saturating_sub(1));
+        }
+        let was_held = d.held;
+        d.held = false;
+        if d.count == 0 {
+            pending.remove(&back.offset);
+        }
+        drop(pending);
+        if was_held {
+            self.returned.borrow_mut().insert(back.offset);
+        }
+        self.dirty.set(true);
+        self.wake.notify_all();
     }
 
     /// Applies an ack, nak, progress or term for `offset`.
@@ -192,13 +307,8 @@ impl PartConsumer {
         self.wake.notify_all();
     }
 
-    /// Writes the state down (write to a temporary file, then rename). Not synced: after a machine
-    /// crash a consumer may redeliver what it had acked, never lose what it had not.
-    pub fn save(&self) {
-        if !self.dirty.replace(false) {
-            return;
-        }
-        let state = SavedState {
+    fn snapshot(&self) -> SavedState {
+        SavedState {
             config: (*self.config).clone(),
             next: self.next.get(),
             floor: self.floor.get(),
@@ -211,45 +321,96 @@ impl PartConsumer {
                 .collect(),
             redelivered: self.redelivered.get(),
             dead_lettered: self.dead_lettered.get(),
-        };
-        let written = (|| -> std::io::Result<()> {
-            if let Some(dir) = self.state_path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = self.state_path.with_extension("json.tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&state).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, &self.state_path)
-        })();
+        }
+    }
+
+    /// Writes the state down if it changed, durably, on a blocking thread; one save at a time.
+    /// Returns once this save (or the one under way) is done.
+    pub async fn save(&self) {
+        self.saved.wait_until(|| !self.saving.get()).await;
+        if !self.dirty.replace(false) {
+            return;
+        }
+        self.saving.set(true);
+        let state = self.snapshot();
+        let path = self.state_path.clone();
+        let written = glommio::executor()
+            .spawn_blocking(move || write_durably(&path, &state))
+            .await;
+        self.saving.set(false);
+        self.saved.notify_all();
         if let Err(e) = written {
             self.dirty.set(true);
-            tracing::warn!(path = %self.state_path.display(), error = %e, "consumer state not saved");
+            tracing::warn!(stream = %self.stream, consumer = %self.name,
+                partition = self.partition, error = %e, "consumer state not saved");
         }
     }
 
     fn mark_acked(&self, offset: u64) {
         self.dirty.set(true);
-        let mut acked = self.acked.borrow_mut();
-        acked.insert(offset);
+        if offset < self.floor.get() {
+            return;
+        }
+        self.acked.borrow_mut().insert(offset);
+        self.walk_floor();
+    }
+
+    /// Moves the floor over the acked offsets just above it.
+    fn walk_floor(&self) {
         let mut floor = self.floor.get();
+        let mut acked = self.acked.borrow_mut();
         while acked.remove(&floor) {
             floor += 1;
         }
         self.floor.set(floor);
     }
 
+    fn is_acked(&self, offset: u64) -> bool {
+        offset < self.floor.get() || self.acked.borrow().contains(&offset)
+    }
+
+    /// Retention removed messages below the log's first offset: the floor and the next offset move
+    /// up to it, and nothing below is acked, pending or waiting any more.
+    fn skip_removed(&self) {
+        let first = self.log.first_offset();
+        if self.floor.get() >= first {
+            return;
+        }
+        tracing::info!(stream = %self.stream, consumer = %self.name, partition = self.partition,
+            floor = self.floor.get(), first, "retention passed the ack floor: moving it up");
+        self.floor.set(first);
+        self.next.set(self.next.get().max(first));
+        let above = self.acked.borrow_mut().split_off(&first);
+        *self.acked.borrow_mut() = above;
+        let above = self.pending.borrow_mut().split_off(&first);
+        *self.pending.borrow_mut() = above;
+        self.redeliver.borrow_mut().retain(|&o| o >= first);
+        let above = self.returned.borrow_mut().split_off(&first);
+        *self.returned.borrow_mut() = above;
+        self.walk_floor();
+        self.dirty.set(true);
+        self.wake.notify_all();
+    }
+
     fn ack_wait(&self) -> Duration {
         Duration::from_millis(self.config.ack_wait_ms.max(1))
+    }
+
+    fn max_deliver(&self) -> u32 {
+        self.config.max_deliver.max(1)
+    }
+
+    fn max_ack_pending(&self) -> usize {
+        self.config.max_ack_pending.max(1) as usize
     }
 
     /// The consumer's counts in this partition.
     pub fn info(&self) -> ConsumerPartitionInfo {
         let end = self.log.next_offset();
+        let waiting = self.redeliver.borrow().len() + self.returned.borrow().len();
         ConsumerPartitionInfo {
             partition: self.partition,
-            pending: end.saturating_sub(self.next.get()) + self.redeliver.borrow().len() as u64,
+            pending: end.saturating_sub(self.next.get()) + waiting as u64,
             ack_pending: self.pending.borrow().len() as u64,
             redelivered: self.redelivered.get(),
             ack_floor: self.floor.get(),
@@ -257,27 +418,129 @@ impl PartConsumer {
         }
     }
 
-    /// Stops delivering and saves the state (the broker is stopping or the stream going away).
+    /// Stops delivering (the broker is stopping or the stream going away).
     pub fn stop(&self) {
         self.stopped.set(true);
-        self.save();
         self.wake.notify_all();
     }
 
-    fn can_deliver(&self) -> bool {
-        !self.members.borrow().is_empty()
-            && self.pending.borrow().len() < self.config.max_ack_pending.max(1) as usize
-            && (!self.redeliver.borrow().is_empty() || self.next.get() < self.log.next_offset())
+    /// Waits until no save is under way (before the partition's files are deleted).
+    pub async fn wait_saved(&self) {
+        self.saved.wait_until(|| !self.saving.get()).await;
     }
 
+    /// Stops delivering and saves the state.
+    pub async fn stop_and_save(&self) {
+        self.stop();
+        self.save().await;
+    }
+
+    fn has_room(&self) -> bool {
+        self.pending.borrow().len() < self.max_ack_pending()
+    }
+
+    fn can_deliver(&self) -> bool {
+        self.members.borrow().iter().any(|g| g.grant > 0)
+            && (!self.redeliver.borrow().is_empty()
+                || (self.has_room()
+                    && (!self.returned.borrow().is_empty()
+                        || self.next.get() < self.log.next_offset())))
+    }
+
+    /// Bytes worth reading for one round: about what the grants and `max_ack_pending` allow, so
+    /// that a small grant does not read a large batch only to leave most of it.
+    fn read_bytes(&self) -> usize {
+        let granted: u64 = self.members.borrow().iter().map(|g| g.grant).sum();
+        let room = self
+            .max_ack_pending()
+            .saturating_sub(self.pending.borrow().len());
+        let records = (granted.min(room as u64) as usize).max(1);
+        records
+            .saturating_mul(self.record_bytes.get())
+            .min(READ_BYTES)
+    }
+
+    /// The next member with a grant, round robin; its grant is spent by one.
     fn pick_member(&self) -> Option<Member> {
-        let members = self.members.borrow();
-        if members.is_empty() {
-            return None;
+        let mut members = self.members.borrow_mut();
+        let n = members.len();
+        let start = self.next_member.get();
+        for i in 0..n {
+            let index = (start + i) % n;
+            let g = &mut members[index];
+            if g.grant > 0 {
+                g.grant -= 1;
+                self.next_member.set(index + 1);
+                return Some(g.member);
+            }
         }
-        let i = self.next_member.get() % members.len();
-        self.next_member.set(i + 1);
-        Some(members[i])
+        None
+    }
+
+    /// Where the next delivery comes from; offsets acked or dead-lettered meanwhile are dropped.
+    fn next_source(&self) -> Option<Source> {
+        loop {
+            let Some(&offset) = self.returned.borrow().first() else {
+                break;
+            };
+            if self.is_acked(offset) || self.is_dead_lettering(offset) {
+                self.returned.borrow_mut().pop_first();
+                continue;
+            }
+            if self.pending.borrow().contains_key(&offset) || self.has_room() {
+                return Some(Source::Returned(offset));
+            }
+            break;
+        }
+        loop {
+            let Some(&offset) = self.redeliver.borrow().front() else {
+                break;
+            };
+            let out_of_deliveries = self
+                .pending
+                .borrow()
+                .get(&offset)
+                .is_some_and(|d| d.count >= self.max_deliver() || d.held);
+            if self.is_acked(offset) || self.is_dead_lettering(offset) || out_of_deliveries {
+                self.redeliver.borrow_mut().pop_front();
+                continue;
+            }
+            return Some(Source::Redeliver(offset));
+        }
+        (self.has_room() && self.next.get() < self.log.next_offset())
+            .then(|| Source::Next(self.next.get()))
+    }
+
+    fn is_dead_lettering(&self, offset: u64) -> bool {
+        self.pending
+            .borrow()
+            .get(&offset)
+            .is_some_and(|d| d.dead_lettering)
+    }
+
+    /// Records the delivery of `offset` to `member`; returns its delivery count.
+    fn record_delivery(&self, offset: u64, member: Member) -> u32 {
+        let now = Instant::now();
+        let count = {
+            let mut pending = self.pending.borrow_mut();
+            let d = pending.entry(offset).or_insert(Delivery {
+                count: 0,
+                deadline: now,
+                holder: None,
+                held: false,
+                dead_lettering: false,
+            });
+            d.count += 1;
+            d.deadline = now + self.ack_wait();
+            d.holder = Some(member);
+            d.held = true;
+            d.count
+        };
+        if count > 1 {
+            self.redelivered.set(self.redelivered.get() + 1);
+        }
+        self.dirty.set(true);
+        count
     }
 }
 
@@ -292,16 +555,28 @@ async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>
         if c.stopped.get() {
             return;
         }
-        let again = c.redeliver.borrow_mut().pop_front();
-        let from = again.unwrap_or(c.next.get());
-        let records = match c.log.read(from, READ_BYTES).await {
-            Ok(records) => records,
+        let Some(source) = c.next_source() else {
+            // Only stale queue entries were left; they are gone now.
+            glommio::yield_if_needed().await;
+            continue;
+        };
+        let (from, bytes) = match source {
+            Source::Returned(o) | Source::Next(o) => (o, c.read_bytes()),
+            Source::Redeliver(o) => (o, 1),
+        };
+        let records = match c.log.read(from, bytes).await {
+            Ok(records) => {
+                let total: usize = records.iter().map(|r| r.body.len()).sum();
+                if let Some(average) = total.checked_div(records.len()) {
+                    c.record_bytes.set(average.max(1));
+                }
+                records
+            }
             Err(e) => {
-                tracing::warn!(stream = %c.config.stream, consumer = %c.config.name,
+                tracing::warn!(stream = %c.stream, consumer = %c.name,
                     partition = c.partition, offset = from, error = %e, "consumer read failed");
-                if let sluice_storage::StorageError::OffsetOutOfRange { start, .. } = e {
-                    // Retention removed what was not yet delivered: skip to the start.
-                    c.next.set(c.next.get().max(start));
+                if let sluice_storage::StorageError::OffsetOutOfRange { .. } = e {
+                    c.skip_removed();
                 } else {
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
@@ -309,106 +584,124 @@ async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>
             }
         };
         for record in records {
-            if again.is_some() && record.offset != from {
-                break;
-            }
-            if again.is_none() && record.offset != c.next.get() {
-                break;
-            }
-            if c.pending.borrow().len() >= c.config.max_ack_pending.max(1) as usize
-                && again.is_none()
-            {
+            let offset = record.offset;
+            let wanted = match source {
+                Source::Returned(_) => c.returned.borrow().first() == Some(&offset),
+                Source::Redeliver(o) => o == offset,
+                Source::Next(_) => c.next.get() == offset,
+            };
+            let already_pending = c.pending.borrow().contains_key(&offset);
+            if !wanted || (!already_pending && !c.has_room()) {
                 break;
             }
             let Some(member) = c.pick_member() else {
-                if let Some(offset) = again {
-                    c.redeliver.borrow_mut().push_front(offset);
+                break;
+            };
+            match source {
+                Source::Returned(_) => {
+                    c.returned.borrow_mut().pop_first();
                 }
-                break;
-            };
-            let count = {
-                let mut pending = c.pending.borrow_mut();
-                let entry = pending.entry(record.offset).or_insert(Delivery {
-                    count: 0,
-                    deadline: Instant::now(),
-                });
-                entry.count += 1;
-                entry.deadline = Instant::now() + c.ack_wait();
-                entry.count
-            };
-            if count > 1 {
-                c.redelivered.set(c.redelivered.get() + 1);
+                Source::Redeliver(_) => {
+                    c.redeliver.borrow_mut().pop_front();
+                }
+                Source::Next(_) => c.next.set(offset + 1),
             }
-            c.dirty.set(true);
-            if again.is_none() {
-                c.next.set(record.offset + 1);
-            }
-            let header = shard.encode(&Op::StreamMsg(StreamMsg {
-                sid: member.sid,
+            let count = c.record_delivery(offset, member);
+            let delivery = Delivered {
+                stream: c.stream.clone(),
+                consumer: c.name.clone(),
                 partition: c.partition,
-                offset: record.offset,
+                offset,
                 delivered: count,
-            }));
-            deliver(&shard, member, header, record.body);
-            if again.is_some() {
+                member,
+            };
+            deliver(&shard, delivery, record.body);
+            if matches!(source, Source::Redeliver(_)) {
                 break;
             }
         }
+        glommio::yield_if_needed().await;
     }
 }
 
-/// Sends a consumer message to a member, here or on its shard.
-fn deliver(shard: &Rc<Shard>, member: Member, header: Bytes, frame: Bytes) {
-    if member.shard == shard.id {
-        if let Some(conn) = shard.conn(member.conn) {
-            conn.out.push2(&header, &frame);
-        }
+/// Sends a consumer message to its member's home shard (this one or another), which counts it
+/// against the member's credit.
+fn deliver(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
+    if delivery.member.shard == shard.id {
+        super::credit::arrive(shard, delivery, frame);
     } else {
-        shard.push_to(
-            member.shard,
-            MeshItem::Deliver {
-                conn: member.conn,
-                header,
-                frame,
-            },
-        );
+        shard.push_to(delivery.member.shard, MeshItem::Deliver { delivery, frame });
     }
 }
 
-/// Moves messages whose ack wait ran out back to delivery, or to the dead letters.
+/// Moves messages whose ack wait ran out back to delivery, or to the dead letters; saves the state
+/// now and then.
 async fn deadline_loop(shard: Rc<Shard>, c: Rc<PartConsumer>) {
     let mut last_save = Instant::now();
     while !c.stopped.get() {
         glommio::timer::sleep(DEADLINE_TICK).await;
         let now = Instant::now();
-        if now.duration_since(last_save) >= SAVE_EVERY {
-            c.save();
+        if now.duration_since(last_save) >= SAVE_EVERY && c.dirty.get() && !c.saving.get() {
+            let saving = c.clone();
+            glommio::spawn_local(async move { saving.save().await }).detach();
             last_save = now;
         }
-        let due: Vec<(u64, u32)> = c
+        if c.floor.get() < c.log.first_offset() {
+            c.skip_removed();
+        }
+        let due: Vec<(u64, u32, bool)> = c
             .pending
             .borrow()
             .iter()
-            .filter(|(_, d)| d.deadline <= now)
-            .map(|(o, d)| (*o, d.count))
+            .filter(|(_, d)| d.deadline <= now && !d.dead_lettering)
+            .map(|(o, d)| (*o, d.count, d.held))
             .collect();
         if due.is_empty() {
             continue;
         }
-        for (offset, count) in due {
-            if count >= c.config.max_deliver.max(1) {
-                c.pending.borrow_mut().remove(&offset);
-                c.mark_acked(offset);
-                c.dead_lettered.set(c.dead_lettered.get() + 1);
-                super::dead_letter(&shard, &c.config, c.partition, offset, count, c.log.clone());
-            } else if !c.redeliver.borrow().contains(&offset) {
+        for (offset, count, held) in due {
+            if count >= c.max_deliver() {
+                dead_letter(&shard, &c, offset, count);
+            } else if held {
                 // Push the deadline out so that it is queued once.
                 if let Some(d) = c.pending.borrow_mut().get_mut(&offset) {
                     d.deadline = now + c.ack_wait();
+                    d.held = false;
                 }
                 c.redeliver.borrow_mut().push_back(offset);
             }
         }
         c.wake.notify_all();
     }
+}
+
+/// Stores a dead-letter copy of `offset`; the original is done only once the copy is durable, and
+/// stays pending (tried again later) if it could not be stored.
+fn dead_letter(shard: &Rc<Shard>, c: &Rc<PartConsumer>, offset: u64, count: u32) {
+    if let Some(d) = c.pending.borrow_mut().get_mut(&offset) {
+        d.dead_lettering = true;
+        d.held = false;
+    }
+    let (shard, c) = (shard.clone(), c.clone());
+    glommio::spawn_local(async move {
+        let stored =
+            super::dead_letter(&shard, &c.config, c.partition, offset, count, c.log.clone()).await;
+        match stored {
+            Ok(()) => {
+                c.pending.borrow_mut().remove(&offset);
+                c.mark_acked(offset);
+                c.dead_lettered.set(c.dead_lettered.get() + 1);
+            }
+            Err(e) => {
+                tracing::warn!(stream = %c.stream, consumer = %c.name, partition = c.partition,
+                    offset, error = %e, "dead-letter copy not stored; the message stays pending");
+                if let Some(d) = c.pending.borrow_mut().get_mut(&offset) {
+                    d.dead_lettering = false;
+                    d.deadline = Instant::now() + DEAD_LETTER_RETRY;
+                }
+            }
+        }
+        c.wake.notify_all();
+    })
+    .detach();
 }

@@ -7,8 +7,10 @@
 
 mod api;
 mod consumer;
+mod credit;
 mod partition;
 mod registry;
+mod state;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -25,12 +27,13 @@ pub use api::{
     answer_call, ask_shard_metrics, handle_api, handle_api_here, publish_registry, reply_frame,
     CallSlot,
 };
-pub use consumer::Member;
+pub use consumer::{Delivered, Member};
+pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
 pub use partition::Partition;
 pub use registry::Registry;
 
 use super::conn::Conn;
-use super::mesh::{AckOutcome, MeshItem};
+use super::mesh::{AckOutcome, MeshItem, PartitionReply};
 use super::shard::Shard;
 use super::ShardId;
 use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
@@ -43,6 +46,9 @@ pub enum Done {
     Local { conn: Rc<Conn>, seq: u64 },
     /// A connection on another shard.
     Remote { shard: ShardId, conn: u64, seq: u64 },
+    /// A question the broker asked itself (a dead letter's store), registered with
+    /// `Shard::register_call` on `shard`.
+    Call { shard: ShardId, call: u64 },
 }
 
 /// A shard's view of the streams.
@@ -52,6 +58,8 @@ pub struct Streams {
     capture: Sublist<Arc<StreamConfig>>,
     /// The partitions this shard owns, by stream name and index.
     owned: OwnedPartitions,
+    /// The consumer members whose connections this shard holds, and their credit.
+    homes: credit::Homes,
 }
 
 impl Streams {
@@ -179,6 +187,8 @@ pub enum AckTo {
     Conn(Rc<Conn>, u64),
     /// A reply subject.
     Reply(String),
+    /// A call registered on this shard (the broker waits for its own store).
+    Call(u64),
 }
 
 /// How a peer is told where an ack goes.
@@ -186,6 +196,7 @@ pub enum AckTo {
 pub enum ReplyTo {
     Conn { conn: u64, seq: u64 },
     Subject(String),
+    Call(u64),
 }
 
 /// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
@@ -203,12 +214,17 @@ fn send_to_partition(
         let done = ack.map(|ack| match ack {
             AckTo::Conn(conn, seq) => Done::Local { conn, seq },
             AckTo::Reply(subject) => Done::Reply { subject },
+            AckTo::Call(call) => Done::Call {
+                shard: shard.id,
+                call,
+            },
         });
         ensure_partition(shard, &stream, partition).enqueue(shard, body, done);
     } else {
         let reply = ack.map(|ack| match ack {
             AckTo::Conn(conn, seq) => ReplyTo::Conn { conn: conn.id, seq },
             AckTo::Reply(subject) => ReplyTo::Subject(subject),
+            AckTo::Call(call) => ReplyTo::Call(call),
         });
         shard.push_to(
             owner,
@@ -238,6 +254,7 @@ pub fn append_from_peer(
             seq,
         },
         ReplyTo::Subject(subject) => Done::Reply { subject },
+        ReplyTo::Call(call) => Done::Call { shard: from, call },
     });
     let part = ensure_partition(shard, &stream, partition);
     part.enqueue(shard, body, done);
@@ -260,6 +277,14 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
             },
         ),
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
+        Done::Call { shard: to, call } => {
+            let reply = PartitionReply::Appended(outcome);
+            if to == shard.id {
+                shard.answer_call(call, reply);
+            } else {
+                shard.push_to(to, MeshItem::CallReply { call, reply });
+            }
+        }
     }
 }
 
@@ -440,12 +465,11 @@ pub fn attach_consumer(
         conn: conn.id,
         sid: config.sid,
     };
+    credit::register(shard, conn.id, config.sid, stream.clone(), &config.name);
     for partition in 0..stream.partitions {
         let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
         if owner == shard.id {
-            let part = ensure_partition(shard, &stream, partition);
-            let (shard, config) = (shard.clone(), config.clone());
-            glommio::spawn_local(async move { part.attach(&shard, config, member).await }).detach();
+            consumer_join(shard, stream.clone(), config.clone(), partition, member);
         } else {
             shard.push_to(
                 owner,
@@ -461,7 +485,7 @@ pub fn attach_consumer(
     Ok(())
 }
 
-/// A member joins from another shard.
+/// A member joins a partition this shard owns: noted at once, attached once the partition is open.
 pub fn consumer_join(
     shard: &Rc<Shard>,
     stream: Arc<StreamConfig>,
@@ -470,8 +494,35 @@ pub fn consumer_join(
     member: Member,
 ) {
     let part = ensure_partition(shard, &stream, partition);
+    part.begin_join(&config.name, member);
     let shard = shard.clone();
     glommio::spawn_local(async move { part.attach(&shard, config, member).await }).detach();
+}
+
+/// A member's home says how much it may still take from a partition this shard owns.
+pub fn consumer_grant(
+    shard: &Rc<Shard>,
+    stream: &str,
+    consumer: &str,
+    partition: u32,
+    member: Member,
+    credit: u64,
+) {
+    let part = shard.streams.borrow().owned(stream, partition);
+    if let Some(part) = part {
+        part.grant(consumer, member, credit);
+    }
+}
+
+/// A client asks for more of a consumer's messages.
+pub fn consumer_pull(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    which: (&str, &str, u64),
+    count: u64,
+    expires_ms: u64,
+) -> Result<(), (ErrorCode, String)> {
+    credit::pull(shard, conn.id, which, count, expires_ms)
 }
 
 /// Routes a client's ack to the partition's owner.
@@ -504,8 +555,12 @@ pub fn consumer_ack(
     }
 }
 
-/// A connection closed: it leaves every consumer, here and on the other shards.
+/// A connection closed: it leaves every consumer, here and on the other shards, and what it held
+/// goes back to delivery.
 pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
+    if from == shard.id {
+        credit::forget_conn(shard, conn);
+    }
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.member_gone(from, conn);
@@ -553,73 +608,108 @@ fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
     }
 }
 
-/// Copies a message that exhausted its deliveries to the dead-letter stream and publishes an
-/// advisory on `$SYS.DLQ.<stream>.<consumer>`.
-pub fn dead_letter(
+/// Why a dead-letter copy was not stored (the original stays pending and is tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("cannot read the original: {0}")]
+    Read(#[from] sluice_storage::StorageError),
+    #[error("the original at offset {0} is not a stored publish")]
+    NotAPublish(u64),
+    #[error("no stream captures {0}")]
+    NoStream(String),
+    #[error("storing the copy failed: {0}")]
+    Store(String),
+    #[error("the copy's partition owner did not answer in time")]
+    Timeout,
+}
+
+/// How long a dead letter waits for its copy to be stored before it counts as failed.
+const DEAD_LETTER_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Copies a message that exhausted its deliveries to the dead-letter stream and waits until the
+/// copy is durable; then publishes an advisory on `$SYS.DLQ.<stream>.<consumer>`.
+pub async fn dead_letter(
     shard: &Rc<Shard>,
     config: &ConsumerConfig,
     partition: u32,
     offset: u64,
     deliveries: u32,
     log: Rc<sluice_storage::PartitionLog>,
-) {
-    let shard = shard.clone();
-    let config = config.clone();
-    glommio::spawn_local(async move {
-        let stored = match log.read(offset, 1).await {
-            Ok(records) => records.into_iter().find(|r| r.offset == offset),
-            Err(_) => None,
-        };
-        let original = stored.and_then(|r| Frame::check(r.body, u32::MAX).ok());
-        let subject = dead_letter_stream(&config.stream, &config.name);
-        let (original_subject, payload, headers) = match original.as_ref().map(|f| f.op()) {
-            Some(sluice_protocol::ArchivedOp::Pub(p)) => (
-                p.subject().to_string(),
-                p.payload().to_vec(),
-                p.headers().to_vec(),
-            ),
-            _ => (String::new(), Vec::new(), Vec::new()),
-        };
-        tracing::warn!(stream = %config.stream, consumer = %config.name, partition, offset,
-            deliveries, "message dead-lettered");
-        let copy = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
-            subject: &subject,
-            reply: None,
-            headers: &headers,
-            payload: &payload,
-            ack: false,
-        }));
-        store(&shard, copy, &subject);
-        let advisory = serde_json::json!({
-            "stream": config.stream,
-            "consumer": config.name,
-            "partition": partition,
-            "offset": offset,
-            "deliveries": deliveries,
-            "subject": original_subject,
-        })
-        .to_string();
-        let advisory_subject = format!("$SYS.{subject}");
-        let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject: &advisory_subject,
-            reply: None,
-            headers: b"",
-            payload: advisory.as_bytes(),
-            ack: false,
-        }));
-        shard.route(&frame, &advisory_subject);
-        flush_appends(&shard);
+) -> Result<(), DeadLetterError> {
+    let records = log.read(offset, 1).await?;
+    let original = records
+        .into_iter()
+        .find(|r| r.offset == offset)
+        .and_then(|r| Frame::check(r.body, u32::MAX).ok())
+        .ok_or(DeadLetterError::NotAPublish(offset))?;
+    let sluice_protocol::ArchivedOp::Pub(p) = original.op() else {
+        return Err(DeadLetterError::NotAPublish(offset));
+    };
+    let (original_subject, payload, headers) = (p.subject(), p.payload(), p.headers());
+    let subject = dead_letter_stream(&config.stream, &config.name);
+    let copy = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+        subject: &subject,
+        reply: None,
+        headers,
+        payload,
+        ack: false,
+    }));
+    store_and_wait(shard, copy, &subject).await?;
+    tracing::warn!(stream = %config.stream, consumer = %config.name, partition, offset,
+        deliveries, "message dead-lettered");
+    let advisory = serde_json::json!({
+        "stream": config.stream,
+        "consumer": config.name,
+        "partition": partition,
+        "offset": offset,
+        "deliveries": deliveries,
+        "subject": original_subject,
     })
-    .detach();
+    .to_string();
+    let advisory_subject = format!("$SYS.{subject}");
+    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+        subject: &advisory_subject,
+        reply: None,
+        headers: b"",
+        payload: advisory.as_bytes(),
+        ack: false,
+    }));
+    shard.route(&frame, &advisory_subject);
+    Ok(())
 }
 
-/// Stores a frame the broker made itself (no connection waits for its ack).
-fn store(shard: &Rc<Shard>, body: Bytes, subject: &str) {
-    let Some(stream) = shard.streams.borrow().capturing(subject) else {
-        tracing::warn!(subject, "no stream captures a dead letter; it is dropped");
-        return;
+/// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.
+async fn store_and_wait(
+    shard: &Rc<Shard>,
+    body: Bytes,
+    subject: &str,
+) -> Result<(), DeadLetterError> {
+    let stream = shard.streams.borrow().capturing(subject);
+    let Some(stream) = stream else {
+        return Err(DeadLetterError::NoStream(subject.to_string()));
     };
-    send_to_partition(shard, stream, subject, body, None);
+    let slot = Rc::new(CallSlot::default());
+    let call = shard.register_call(slot.clone());
+    send_to_partition(shard, stream, subject, body, Some(AckTo::Call(call)));
+    flush_appends(shard);
     // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
     shard.take_congested();
+    let waited = glommio::timer::timeout(DEAD_LETTER_STORE_TIMEOUT, async {
+        slot.done.wait().await;
+        Ok(())
+    })
+    .await;
+    shard.forget_call(call);
+    if waited.is_err() {
+        return Err(DeadLetterError::Timeout);
+    }
+    let reply = slot.reply.borrow_mut().take();
+    match reply {
+        Some(PartitionReply::Appended(AckOutcome { result: Ok(_), .. })) => Ok(()),
+        Some(PartitionReply::Appended(AckOutcome {
+            result: Err((_, why)),
+            ..
+        })) => Err(DeadLetterError::Store(why)),
+        _ => Err(DeadLetterError::Timeout),
+    }
 }

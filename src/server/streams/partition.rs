@@ -1,7 +1,7 @@
 //! A partition this shard owns: its log, and the appends waiting for it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -13,7 +13,8 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
-use super::consumer::{Member, PartConsumer, SavedState};
+use super::consumer::{Delivered, Member, PartConsumer};
+use super::state::{self, SavedState};
 use super::{resolve, Done};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
@@ -80,6 +81,20 @@ pub struct Partition {
     unsynced_bytes: Cell<usize>,
     /// Notified when `unsynced_bytes` falls, for publishers waiting for room.
     synced: Event,
+    /// Members whose attach waits for the log to open or the consumer to start, with what their
+    /// home granted meanwhile. A member that leaves before its attach is done is dropped from here,
+    /// so the attach finds nothing to join.
+    joining: RefCell<Vec<Joining>>,
+    /// Consumers whose saved state could not be read: when one is attached again it starts from
+    /// the log's first offset, so that it redelivers rather than skips.
+    damaged: RefCell<HashSet<String>>,
+}
+
+/// A member on its way in.
+struct Joining {
+    consumer: String,
+    member: Member,
+    grant: u64,
 }
 
 impl Partition {
@@ -108,6 +123,8 @@ impl Partition {
             consumers: RefCell::new(HashMap::new()),
             unsynced_bytes: Cell::new(0),
             synced: Event::default(),
+            joining: RefCell::new(Vec::new()),
+            damaged: RefCell::new(HashSet::new()),
         });
         let log_config = log_config(shard.config.fsync, &part.config);
         let opening = part.clone();
@@ -319,7 +336,20 @@ impl Partition {
         })
     }
 
-    /// Attaches a member to a consumer, creating the consumer's state here on first use.
+    /// Notes a member on its way in, at once (before the log is open): what its home grants and
+    /// whether it leaves are kept until `attach` is done.
+    pub fn begin_join(&self, consumer: &str, member: Member) {
+        let mut joining = self.joining.borrow_mut();
+        joining.retain(|j| !(j.consumer == consumer && same_conn(&j.member, &member)));
+        joining.push(Joining {
+            consumer: consumer.to_string(),
+            member,
+            grant: 0,
+        });
+    }
+
+    /// Attaches a member noted by `begin_join` to a consumer, creating the consumer's state here
+    /// on first use. A member that left meanwhile is not attached.
     pub async fn attach(&self, shard: &Rc<Shard>, config: Arc<ConsumerConfig>, member: Member) {
         self.opened.wait().await;
         let existing = self.consumers.borrow().get(&config.name).cloned();
@@ -330,17 +360,19 @@ impl Partition {
                 let Some(log) = log else {
                     tracing::warn!(stream = %self.config.name, partition = self.index,
                         "cannot attach a consumer: the partition is not open");
+                    self.take_joining(&config.name, &member);
                     return;
                 };
-                let state_path = PartConsumer::state_path(&self.dir, &config.name);
+                let from_first = self.damaged.borrow_mut().remove(&config.name);
                 let created = PartConsumer::start(
                     shard,
                     config.clone(),
                     self.index,
                     log,
                     self.appended.clone(),
-                    state_path,
+                    state::state_path(&self.dir, &config.name),
                     None,
+                    from_first,
                 )
                 .await;
                 // Another attach may have won while this one waited.
@@ -351,30 +383,63 @@ impl Partition {
                     .clone()
             }
         };
-        consumer.join(member);
+        match self.take_joining(&config.name, &member) {
+            Some(joining) => consumer.join(joining.member, joining.grant),
+            None => tracing::debug!(stream = %self.config.name, partition = self.index,
+                conn = member.conn, "a member left before its attach was done"),
+        }
+    }
+
+    fn take_joining(&self, consumer: &str, member: &Member) -> Option<Joining> {
+        let mut joining = self.joining.borrow_mut();
+        let at = joining
+            .iter()
+            .position(|j| j.consumer == consumer && same_conn(&j.member, member))?;
+        Some(joining.remove(at))
+    }
+
+    /// Sets what a member may still take (its home's count).
+    pub fn grant(&self, consumer: &str, member: Member, credit: u64) {
+        let c = self.consumers.borrow().get(consumer).cloned();
+        if c.is_some_and(|c| c.grant(member, credit)) {
+            return;
+        }
+        for j in self.joining.borrow_mut().iter_mut() {
+            if j.consumer == consumer && same_conn(&j.member, &member) {
+                j.member = member;
+                j.grant = credit;
+            }
+        }
+    }
+
+    /// A delivery its member's home handed back.
+    pub fn consumer_return(&self, delivery: &Delivered) {
+        let c = self.consumers.borrow().get(&*delivery.consumer).cloned();
+        if let Some(c) = c {
+            c.on_return(delivery);
+        }
     }
 
     /// Brings back the consumers saved in this partition's directory (they wait for members).
+    /// The files are read on a blocking thread.
     async fn restore_consumers(&self, shard: &Rc<Shard>, log: Rc<PartitionLog>) {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("consumers")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            let saved: SavedState = match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            {
+        let dir = self.dir.clone();
+        let found = glommio::executor()
+            .spawn_blocking(move || state::read_all(&dir))
+            .await;
+        for (name, saved) in found {
+            let saved: SavedState = match saved {
                 Ok(saved) => saved,
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable consumer state");
+                    tracing::error!(stream = %self.config.name, partition = self.index,
+                        consumer = %name, error = %e,
+                        "unreadable consumer state: the consumer restarts from the first offset");
+                    self.damaged.borrow_mut().insert(name);
                     continue;
                 }
             };
             let config = Arc::new(saved.config.clone());
+            let path = state::state_path(&self.dir, &config.name);
             let consumer = PartConsumer::start(
                 shard,
                 config.clone(),
@@ -383,6 +448,7 @@ impl Partition {
                 self.appended.clone(),
                 path,
                 Some(saved),
+                false,
             )
             .await;
             self.consumers
@@ -398,9 +464,13 @@ impl Partition {
         }
     }
 
-    /// Forgets a closed connection's memberships.
+    /// Forgets a closed connection's memberships, joined or on their way in.
     pub fn member_gone(&self, shard: ShardId, conn: u64) {
-        for c in self.consumers.borrow().values() {
+        self.joining
+            .borrow_mut()
+            .retain(|j| !(j.member.shard == shard && j.member.conn == conn));
+        let consumers: Vec<Rc<PartConsumer>> = self.consumers.borrow().values().cloned().collect();
+        for c in consumers {
             c.leave(shard, conn);
         }
     }
@@ -443,13 +513,23 @@ impl Partition {
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<Shard>) {
         self.removed.set(true);
-        for c in self.consumers.borrow_mut().drain() {
-            c.1.stop();
+        let consumers: Vec<Rc<PartConsumer>> = self
+            .consumers
+            .borrow_mut()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in &consumers {
+            c.stop();
         }
         self.flush(shard);
         let log = self.log.borrow_mut().take();
         let dir = self.dir.clone();
         glommio::spawn_local(async move {
+            // A save under way would write into the directory after it is deleted.
+            for c in consumers {
+                c.wait_saved().await;
+            }
             if let Some(log) = log {
                 let _ = log.close().await;
             }
@@ -465,8 +545,9 @@ impl Partition {
 
     /// Closes the log cleanly (at shutdown).
     pub async fn close(&self) {
-        for c in self.consumers.borrow().values() {
-            c.stop();
+        let consumers: Vec<Rc<PartConsumer>> = self.consumers.borrow().values().cloned().collect();
+        for c in consumers {
+            c.stop_and_save().await;
         }
         let log = self.log.borrow_mut().take();
         if let Some(log) = log {
@@ -476,4 +557,8 @@ impl Partition {
             }
         }
     }
+}
+
+fn same_conn(a: &Member, b: &Member) -> bool {
+    a.shard == b.shard && a.conn == b.conn
 }
