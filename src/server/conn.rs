@@ -16,14 +16,14 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::TcpStream;
 use sluice_protocol::frame::decode;
 use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
-use sluice_protocol::op::{AckKind, ArchivedSubscribe, ArchivedUnsubscribe, Info, Op};
-use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
+use sluice_protocol::op::{AckKind, Info, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
 use super::auth::{Credentials, Refusal, User};
 use super::interest::LocalSub;
 use super::nats_conn;
 use super::outbound::{run_writer, Outbound, WriteEnd};
+use super::session;
 use super::shard::{Backlog, Shard};
 use super::stats::add;
 use super::streams;
@@ -526,6 +526,17 @@ pub(super) async fn read_more(
     }
 }
 
+/// Tells the client why the session refused an operation; closes the connection if that is fatal.
+fn refuse_op(shard: &Shard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
+    let frame = shard.error_frame(refusal.code(), &refusal.to_string());
+    if refusal.is_fatal() {
+        conn.out.close_with(frame);
+        return Err(Close::Error);
+    }
+    conn.out.push(&frame);
+    Ok(())
+}
+
 /// Reports a fatal error to the client and closes.
 fn fail(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
     conn.out.close_with(shard.error_frame(code, message));
@@ -549,57 +560,22 @@ async fn handle(
     }
     match op {
         ArchivedOp::Pub(publish) => {
-            add(&shard.stats.msgs_in, 1);
-            add(&shard.stats.bytes_in, frame.len() as u64);
-            let payload_bytes = publish.payload().len() + publish.headers().len();
-            if payload_bytes > shard.config.payload_bytes_max as usize {
-                let message = format!(
-                    "payload of {payload_bytes} bytes exceeds max_payload {}",
-                    shard.config.payload_bytes_max
-                );
-                tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
-                if publish.wants_ack() {
-                    streams::refuse_ack(shard, conn, ErrorCode::PayloadTooLarge, &message);
-                }
-                fail(shard, conn, ErrorCode::PayloadTooLarge, &message);
-                return Err(Close::Error);
-            }
-            let invalid = match (
-                validate_subject(publish.subject()),
-                publish.reply().map(validate_subject),
-            ) {
-                (Err(e), _) => Some(format!("publish: {e}")),
-                (Ok(()), Some(Err(e))) => Some(format!("reply subject: {e}")),
-                _ => None,
+            let incoming = session::Incoming {
+                subject: publish.subject(),
+                reply: publish.reply(),
+                body: session::Body::Frame(frame),
+                ack: if publish.wants_ack() {
+                    session::AckMode::InTurn
+                } else {
+                    session::AckMode::None
+                },
             };
-            if let Some(message) = invalid {
-                warn(shard, conn, ErrorCode::InvalidSubject, &message);
-                if publish.wants_ack() {
-                    // The refusal takes this publish's place among the acks.
-                    streams::refuse_ack(shard, conn, ErrorCode::InvalidSubject, &message);
-                }
-                return Ok(());
+            if let Err(refusal) = session::publish(shard, conn, incoming, || ()) {
+                return refuse_op(shard, conn, &refusal);
             }
-            if !conn.may_publish(shard, publish.subject()) {
-                let message = format!("permission denied: publish to {:?}", publish.subject());
-                warn(shard, conn, ErrorCode::PermissionDenied, &message);
-                if publish.wants_ack() {
-                    streams::refuse_ack(shard, conn, ErrorCode::PermissionDenied, &message);
-                }
-                return Ok(());
-            }
-            shard.route_from(frame, publish.subject(), None);
-            streams::capture(
-                shard,
-                conn,
-                frame.bytes(),
-                publish.subject(),
-                publish.wants_ack(),
-            );
-            conn.note_congested(shard);
         }
         ArchivedOp::ConsumerAck(ack) => match AckKind::from_u8(ack.kind) {
-            Some(kind) => streams::consumer_ack(
+            Some(kind) => session::consumer_ack(
                 shard,
                 ack.stream.as_str(),
                 ack.consumer.as_str(),
@@ -619,7 +595,7 @@ async fn handle(
             let count = u64::from(pull.count.to_native());
             let expires_ms = u64::from(pull.expires_ms.to_native());
             if let Err((code, message)) =
-                streams::consumer_pull(shard, conn, which, count, expires_ms)
+                session::consumer_pull(shard, conn, which, count, expires_ms)
             {
                 warn(shard, conn, code, &message);
             }
@@ -633,8 +609,26 @@ async fn handle(
                 &request.body,
             );
         }
-        ArchivedOp::Sub(sub) => subscribe(shard, conn, sub),
-        ArchivedOp::Unsub(unsub) => unsubscribe(shard, conn, unsub),
+        ArchivedOp::Sub(sub) => {
+            let new = session::NewSub {
+                sid: sub.sid.to_native(),
+                pattern: sub.subject.as_str(),
+                queue: sub.queue.as_ref().map(|q| q.as_str()),
+                nats_sid: None,
+            };
+            if let Err(refusal) = session::subscribe(shard, conn, new) {
+                return refuse_op(shard, conn, &refusal);
+            }
+        }
+        ArchivedOp::Unsub(unsub) => {
+            let limit = match unsub.max.as_ref().map(|m| m.to_native()) {
+                Some(more) if more > 0 => session::Limit::More(more),
+                _ => session::Limit::Now,
+            };
+            if let Err(refusal) = session::unsubscribe(shard, conn, unsub.sid.to_native(), limit) {
+                return refuse_op(shard, conn, &refusal);
+            }
+        }
         ArchivedOp::Ping => {
             if conn.take_interest_changed() {
                 shard.barrier().await;
@@ -719,77 +713,4 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
         "connected"
     );
     Ok(())
-}
-
-fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: &ArchivedSubscribe<'_>) {
-    let sid = sub.sid.to_native();
-    let pattern = sub.subject.as_str();
-    if let Err(e) = validate_pattern(pattern) {
-        warn(
-            shard,
-            conn,
-            ErrorCode::InvalidSubject,
-            &format!("subscribe {pattern:?}: {e}"),
-        );
-        return;
-    }
-    if !conn.may_subscribe(shard, pattern) {
-        let message = format!("permission denied: subscribe to {pattern:?}");
-        warn(shard, conn, ErrorCode::PermissionDenied, &message);
-        return;
-    }
-    let queue = sub.queue.as_ref().map(|q| q.as_str());
-    if let Some(Err(e)) = queue.map(validate_queue) {
-        warn(
-            shard,
-            conn,
-            ErrorCode::InvalidSubject,
-            &format!("queue group: {e}"),
-        );
-        return;
-    }
-    if conn.subs.borrow().contains_key(&sid) {
-        warn(
-            shard,
-            conn,
-            ErrorCode::DuplicateSubscription,
-            &format!("subscription id {sid} is in use"),
-        );
-        return;
-    }
-    let local = Rc::new(LocalSub {
-        conn: conn.clone(),
-        sid,
-        pattern: Arc::from(pattern),
-        queue: queue.map(Arc::from),
-        header: shard.encode(&Op::Msg { sid }),
-        nats_sid: None,
-        remaining: Cell::new(u64::MAX),
-        closed: Cell::new(false),
-        delivered: Cell::new(0),
-    });
-    conn.subs.borrow_mut().insert(sid, local.clone());
-    shard.add_sub(local);
-    conn.interest_changed();
-}
-
-fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, unsub: &ArchivedUnsubscribe) {
-    let sid = unsub.sid.to_native();
-    let Some(sub) = conn.subs.borrow().get(&sid).cloned() else {
-        warn(
-            shard,
-            conn,
-            ErrorCode::UnknownSubscription,
-            &format!("no subscription with id {sid}"),
-        );
-        return;
-    };
-    match unsub.max.as_ref().map(|m| m.to_native()) {
-        Some(more) if more > 0 => sub.remaining.set(more),
-        _ => {
-            conn.subs.borrow_mut().remove(&sid);
-            shard.remove_sub(&sub);
-            conn.interest_changed();
-        }
-    }
 }

@@ -13,6 +13,7 @@ mod mesh;
 mod metrics;
 mod nats_conn;
 mod outbound;
+mod session;
 mod shard;
 mod stats;
 mod streams;

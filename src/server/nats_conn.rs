@@ -2,23 +2,18 @@
 //! as the native protocol. A publish becomes a native publish frame (so native subscribers, streams
 //! and NATS subscribers all see the same message); a delivery to a NATS subscriber is a `MSG` line.
 
-use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::nats::{
     decode_in_place, encode_err, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
 };
-use sluice_protocol::op::{Op, Publish};
-use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject_bytes};
 
 use super::auth::Credentials;
 use super::conn::{read_more, Close, Conn, Half};
-use super::interest::LocalSub;
+use super::session::{self, Refusal};
 use super::shard::Shard;
 use super::stats::add;
-use super::streams;
 
 /// `-ERR '<message>'` as bytes.
 pub fn err_line(message: &str) -> Bytes {
@@ -189,13 +184,13 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Resu
             reply,
             headers,
             payload,
-        } => publish(shard, conn, subject, reply, headers, payload),
+        } => return publish(shard, conn, subject, reply, headers, payload),
         ClientOpRef::Sub {
             subject,
             queue,
             sid,
-        } => subscribe(shard, conn, subject, queue, sid),
-        ClientOpRef::Unsub { sid, max } => unsubscribe(shard, conn, sid, max),
+        } => return subscribe(shard, conn, subject, queue, sid),
+        ClientOpRef::Unsub { sid, max } => return unsubscribe(shard, conn, sid, max),
         // Answered once the read is handled: see `read_loop`.
         ClientOpRef::Ping => {}
         ClientOpRef::Pong => conn.nats.borrow_mut().pings_out = 0,
@@ -210,43 +205,45 @@ fn publish(
     reply: Option<&[u8]>,
     headers: &[u8],
     payload: &[u8],
-) {
-    add(&shard.stats.msgs_in, 1);
-    let Ok(subject) = validate_subject_bytes(subject) else {
-        return warn(shard, conn, "Invalid Publish Subject");
+) -> Result<(), Close> {
+    let (Ok(subject), Ok(reply)) = (
+        std::str::from_utf8(subject),
+        reply.map(std::str::from_utf8).transpose(),
+    ) else {
+        add(&shard.stats.msgs_in, 1);
+        return refuse(shard, conn, &Refusal::InvalidSubject("not UTF-8".into()));
     };
-    let reply = match reply.map(validate_subject_bytes) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(_)) => return warn(shard, conn, "Invalid Publish Subject"),
-        None => None,
-    };
-    if !conn.may_publish(shard, subject) {
-        let message = format!("Permissions Violation for Publish to \"{subject}\"");
-        conn.out.push(&err_line(&message));
-        return;
-    }
-    let frame = shard.encode_frame(&Op::Pub(Publish {
+    let incoming = session::Incoming {
         subject,
         reply,
-        headers,
-        payload,
-        ack: false,
-    }));
-    add(&shard.stats.bytes_in, frame.len() as u64);
-    // As nats-server: the +OK comes before the message reaches anyone (the publisher included).
-    ok(conn);
-    let (no_echo, no_responders) = {
-        let nats = conn.nats.borrow();
-        ((!nats.echo).then_some(conn.id), nats.no_responders)
+        body: session::Body::Parts { headers, payload },
+        ack: session::AckMode::OnReply,
     };
-    let interested = shard.route_from(&frame, subject, no_echo);
-    let stored = streams::capture_with_reply(shard, frame.bytes(), subject, reply);
-    conn.note_congested(shard);
-    if !interested && !stored && no_responders {
-        if let Some(reply) = reply {
-            no_responders_status(shard, conn, reply);
+    // As nats-server: the +OK comes before the message reaches anyone (the publisher included).
+    match session::publish(shard, conn, incoming, || ok(conn)) {
+        Ok(published) => {
+            let no_responders = conn.nats.borrow().no_responders;
+            if !published.interested && !published.stored && no_responders {
+                if let Some(reply) = reply {
+                    no_responders_status(shard, conn, reply);
+                }
+            }
+            Ok(())
         }
+        Err(refusal) => refuse(shard, conn, &refusal),
     }
+}
+
+/// Tells the client why the session refused an operation, as nats-server words it; closes the
+/// connection if that is fatal.
+fn refuse(_shard: &Shard, conn: &Conn, refusal: &Refusal) -> Result<(), Close> {
+    let line = err_line(&refusal.nats_text());
+    if refusal.is_fatal() {
+        conn.out.close_with(line);
+        return Err(Close::Error);
+    }
+    conn.out.push(&line);
+    Ok(())
 }
 
 /// Tells a requester that nobody is listening: a 503 status on its reply subject.
@@ -266,68 +263,68 @@ fn no_responders_status(shard: &Shard, conn: &Conn, reply: &str) {
     }
 }
 
-fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-    let Some(id) = std::str::from_utf8(sid)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
-        return warn(shard, conn, "Invalid Subscription ID");
+fn subscribe(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    subject: &[u8],
+    queue: Option<&[u8]>,
+    sid: &[u8],
+) -> Result<(), Close> {
+    let Some(id) = parse_sid(sid) else {
+        warn(shard, conn, "Invalid Subscription ID");
+        return Ok(());
     };
     let Ok(pattern) = std::str::from_utf8(subject) else {
-        return warn(shard, conn, "Invalid Subject");
+        return refuse(
+            shard,
+            conn,
+            &Refusal::InvalidPattern {
+                pattern: String::from_utf8_lossy(subject).into_owned(),
+                why: "not UTF-8".into(),
+            },
+        );
     };
-    if validate_pattern(pattern).is_err() {
-        return warn(shard, conn, "Invalid Subject");
-    }
-    if !conn.may_subscribe(shard, pattern) {
-        let message = format!("Permissions Violation for Subscription to \"{pattern}\"");
-        conn.out.push(&err_line(&message));
-        return;
-    }
-    let queue = match queue.map(std::str::from_utf8) {
-        Some(Ok(q)) if validate_queue(q).is_ok() => Some(q),
-        Some(_) => return warn(shard, conn, "Invalid Queue Name"),
-        None => None,
+    let Ok(queue) = queue.map(std::str::from_utf8).transpose() else {
+        return refuse(shard, conn, &Refusal::InvalidQueue("not UTF-8".into()));
     };
-    if conn.subs.borrow().contains_key(&id) {
-        return warn(shard, conn, "Duplicate Subscription ID");
-    }
-    let local = Rc::new(LocalSub {
-        conn: conn.clone(),
+    let new = session::NewSub {
         sid: id,
-        pattern: Arc::from(pattern),
-        queue: queue.map(Arc::from),
-        header: Bytes::new(),
+        pattern,
+        queue,
         nats_sid: Some(Bytes::copy_from_slice(sid)),
-        remaining: Cell::new(u64::MAX),
-        closed: Cell::new(false),
-        delivered: Cell::new(0),
-    });
-    conn.subs.borrow_mut().insert(id, local.clone());
-    shard.add_sub(local);
-    conn.interest_changed();
-    ok(conn);
+    };
+    match session::subscribe(shard, conn, new) {
+        Ok(()) => {
+            ok(conn);
+            Ok(())
+        }
+        Err(refusal) => refuse(shard, conn, &refusal),
+    }
 }
 
-/// NATS counts `max` over the whole subscription, not from now on.
-fn unsubscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sid: &[u8], max: Option<u64>) {
-    let Some(id) = std::str::from_utf8(sid)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-    else {
-        return warn(shard, conn, "Invalid Subscription ID");
+/// A subscription id as NATS clients write it: a decimal number.
+fn parse_sid(sid: &[u8]) -> Option<u64> {
+    std::str::from_utf8(sid).ok()?.parse().ok()
+}
+
+/// NATS counts `max` over the whole subscription, not from now on; an unknown sid is ignored, as
+/// nats-server does.
+fn unsubscribe(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    sid: &[u8],
+    max: Option<u64>,
+) -> Result<(), Close> {
+    let Some(id) = parse_sid(sid) else {
+        warn(shard, conn, "Invalid Subscription ID");
+        return Ok(());
     };
-    let Some(sub) = conn.subs.borrow().get(&id).cloned() else {
-        // nats-server ignores an unknown sid.
-        return ok(conn);
-    };
-    match max.map(|m| m.saturating_sub(sub.delivered.get())) {
-        Some(more) if more > 0 => sub.remaining.set(more),
-        _ => {
-            conn.subs.borrow_mut().remove(&id);
-            shard.remove_sub(&sub);
-            conn.interest_changed();
+    let limit = max.map_or(session::Limit::Now, session::Limit::Total);
+    match session::unsubscribe(shard, conn, id, limit) {
+        Ok(()) | Err(Refusal::UnknownSid(_)) => {
+            ok(conn);
+            Ok(())
         }
+        Err(refusal) => refuse(shard, conn, &refusal),
     }
-    ok(conn);
 }

@@ -126,7 +126,8 @@ impl OwnedPartitions {
 }
 
 /// Stores a publish that a stream captures; with `ack`, the connection gets a `PubAck` in order.
-pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, ack: bool) {
+/// Returns whether a stream captured it.
+pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, ack: bool) -> bool {
     let stream = shard.streams.borrow().capturing(subject);
     let seq = ack.then(|| conn.next_ack());
     let Some(stream) = stream else {
@@ -134,7 +135,7 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
             let message = format!("no stream captures subject {subject}");
             complete_with_error(shard, conn, seq, ErrorCode::NoStream, message);
         }
-        return;
+        return false;
     };
     send_to_partition(
         shard,
@@ -143,6 +144,7 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
         body.clone(),
         seq.map(|seq| AckTo::Conn(conn.clone(), seq)),
     );
+    true
 }
 
 /// Answers a publish that asked for an ack, and will not be stored, with an error ack in its turn.

@@ -1,0 +1,332 @@
+//! The session layer: what a client does (publish, subscribe, unsubscribe, consume, ack), whatever
+//! port it speaks. Validation, permissions, statistics and the order of acks are decided here,
+//! once; a port (`conn.rs` for the native protocol, `nats_conn.rs` for NATS) only turns its wire
+//! format into these calls and a [`Refusal`] back into its wire format.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::op::{Op, Publish};
+use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
+use sluice_protocol::{ErrorCode, Frame};
+
+use super::conn::Conn;
+use super::interest::LocalSub;
+use super::shard::Shard;
+use super::stats::add;
+use super::streams;
+
+/// Why the session refused an operation. The client is told; the connection lives on unless the
+/// refusal [`is_fatal`](Refusal::is_fatal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The subject of a publish is not a valid subject.
+    InvalidSubject(String),
+    /// The reply subject of a publish is not a valid subject.
+    InvalidReply(String),
+    /// The pattern of a subscription is not a valid pattern.
+    InvalidPattern {
+        pattern: String,
+        why: String,
+    },
+    InvalidQueue(String),
+    /// The user may not publish to this subject.
+    PublishDenied(String),
+    /// The user may not subscribe to this pattern.
+    SubscribeDenied(String),
+    PayloadTooLarge {
+        bytes: usize,
+        max: u32,
+    },
+    DuplicateSid(u64),
+    UnknownSid(u64),
+}
+
+impl Refusal {
+    /// The code a native client receives.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::InvalidSubject(_)
+            | Refusal::InvalidReply(_)
+            | Refusal::InvalidPattern { .. }
+            | Refusal::InvalidQueue(_) => ErrorCode::InvalidSubject,
+            Refusal::PublishDenied(_) | Refusal::SubscribeDenied(_) => ErrorCode::PermissionDenied,
+            Refusal::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Refusal::DuplicateSid(_) => ErrorCode::DuplicateSubscription,
+            Refusal::UnknownSid(_) => ErrorCode::UnknownSubscription,
+        }
+    }
+
+    /// Whether the connection is closed after it (as nats-server closes on a payload over the
+    /// maximum: the client disregarded what the server announced).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Refusal::PayloadTooLarge { .. })
+    }
+
+    /// The text nats-server sends in its `-ERR` for the same refusal.
+    pub fn nats_text(&self) -> String {
+        match self {
+            Refusal::InvalidSubject(_) | Refusal::InvalidReply(_) => {
+                "Invalid Publish Subject".into()
+            }
+            Refusal::InvalidPattern { .. } => "Invalid Subject".into(),
+            Refusal::InvalidQueue(_) => "Invalid Queue Name".into(),
+            Refusal::PublishDenied(subject) => {
+                format!("Permissions Violation for Publish to \"{subject}\"")
+            }
+            Refusal::SubscribeDenied(pattern) => {
+                format!("Permissions Violation for Subscription to \"{pattern}\"")
+            }
+            Refusal::PayloadTooLarge { .. } => "Maximum Payload Violation".into(),
+            Refusal::DuplicateSid(_) => "Duplicate Subscription ID".into(),
+            Refusal::UnknownSid(_) => "Invalid Subscription ID".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::InvalidSubject(why) => write!(f, "publish: {why}"),
+            Refusal::InvalidReply(why) => write!(f, "reply subject: {why}"),
+            Refusal::InvalidPattern { pattern, why } => write!(f, "subscribe {pattern:?}: {why}"),
+            Refusal::InvalidQueue(why) => write!(f, "queue group: {why}"),
+            Refusal::PublishDenied(subject) => {
+                write!(f, "permission denied: publish to {subject:?}")
+            }
+            Refusal::SubscribeDenied(pattern) => {
+                write!(f, "permission denied: subscribe to {pattern:?}")
+            }
+            Refusal::PayloadTooLarge { bytes, max } => {
+                write!(f, "payload of {bytes} bytes exceeds max_payload {max}")
+            }
+            Refusal::DuplicateSid(sid) => write!(f, "subscription id {sid} is in use"),
+            Refusal::UnknownSid(sid) => write!(f, "no subscription with id {sid}"),
+        }
+    }
+}
+
+/// How a publish wants to hear that a stream stored it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// It does not.
+    None,
+    /// With an ack in its turn among the connection's acks (native `ack`); a refused publish gets
+    /// an error in its slot, so later acks stay with their publishes.
+    InTurn,
+    /// With a JetStream-style JSON ack published on its reply subject (NATS).
+    OnReply,
+}
+
+/// The message of a publish as the port read it.
+pub enum Body<'a> {
+    /// A native publish frame, checked, to be routed and stored byte for byte.
+    Frame(&'a Frame),
+    /// The parts of a publish from another protocol; the session encodes the native frame once.
+    Parts {
+        headers: &'a [u8],
+        payload: &'a [u8],
+    },
+}
+
+/// A publish as a port read it.
+pub struct Incoming<'a> {
+    pub subject: &'a str,
+    pub reply: Option<&'a str>,
+    pub body: Body<'a>,
+    pub ack: AckMode,
+}
+
+/// What became of an accepted publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// Some subscription or queue group matched its subject.
+    pub interested: bool,
+    /// A stream captured it.
+    pub stored: bool,
+}
+
+/// Publishes: checks size, subjects and permissions, calls `accepted` (where a port acknowledges
+/// before delivery, as NATS's verbose mode does), routes to subscribers, stores it if a stream
+/// captures its subject, and notes what it made congested so that the connection waits for it.
+pub fn publish(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    incoming: Incoming<'_>,
+    accepted: impl FnOnce(),
+) -> Result<Published, Refusal> {
+    add(&shard.stats.msgs_in, 1);
+    if let Err(refusal) = check_publish(shard, conn, &incoming) {
+        refused(shard, conn, &refusal);
+        if incoming.ack == AckMode::InTurn {
+            streams::refuse_ack(shard, conn, refusal.code(), &refusal.to_string());
+        }
+        return Err(refusal);
+    }
+    let encoded;
+    let frame = match incoming.body {
+        Body::Frame(frame) => frame,
+        Body::Parts { headers, payload } => {
+            encoded = shard.encode_frame(&Op::Pub(Publish {
+                subject: incoming.subject,
+                reply: incoming.reply,
+                headers,
+                payload,
+                ack: false,
+            }));
+            &encoded
+        }
+    };
+    add(&shard.stats.bytes_in, frame.len() as u64);
+    accepted();
+    let no_echo = (!conn.nats.borrow().echo).then_some(conn.id);
+    let interested = shard.route_from(frame, incoming.subject, no_echo);
+    let stored = match incoming.ack {
+        AckMode::OnReply => {
+            streams::capture_with_reply(shard, frame.bytes(), incoming.subject, incoming.reply)
+        }
+        AckMode::InTurn | AckMode::None => {
+            let ack = incoming.ack == AckMode::InTurn;
+            streams::capture(shard, conn, frame.bytes(), incoming.subject, ack)
+        }
+    };
+    conn.note_congested(shard);
+    Ok(Published { interested, stored })
+}
+
+fn check_publish(shard: &Shard, conn: &Conn, incoming: &Incoming<'_>) -> Result<(), Refusal> {
+    let bytes = match &incoming.body {
+        Body::Frame(frame) => match frame.op() {
+            sluice_protocol::ArchivedOp::Pub(p) => p.payload().len() + p.headers().len(),
+            _ => 0,
+        },
+        Body::Parts { headers, payload } => headers.len() + payload.len(),
+    };
+    let max = shard.config.payload_bytes_max;
+    if bytes > max as usize {
+        return Err(Refusal::PayloadTooLarge { bytes, max });
+    }
+    validate_subject(incoming.subject).map_err(|e| Refusal::InvalidSubject(e.to_string()))?;
+    if let Some(reply) = incoming.reply {
+        validate_subject(reply).map_err(|e| Refusal::InvalidReply(e.to_string()))?;
+    }
+    if !conn.may_publish(shard, incoming.subject) {
+        return Err(Refusal::PublishDenied(incoming.subject.to_string()));
+    }
+    Ok(())
+}
+
+/// Counts and logs a refusal.
+fn refused(shard: &Shard, conn: &Conn, refusal: &Refusal) {
+    match refusal {
+        // Counted where the permission was checked.
+        Refusal::PublishDenied(_) | Refusal::SubscribeDenied(_) => {}
+        Refusal::PayloadTooLarge { .. } => {
+            tracing::warn!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+        }
+        _ => {
+            add(&shard.stats.protocol_errors, 1);
+            tracing::debug!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+        }
+    }
+}
+
+/// A subscription as a port read it.
+pub struct NewSub<'a> {
+    /// Unique on the connection.
+    pub sid: u64,
+    pub pattern: &'a str,
+    pub queue: Option<&'a str>,
+    /// The id as a NATS client wrote it, for its `MSG` lines; `None` on the native protocol.
+    pub nats_sid: Option<Bytes>,
+}
+
+/// Subscribes: checks the pattern, the queue name and permissions, and adds the subscription here
+/// and to every other shard's interest.
+pub fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: NewSub<'_>) -> Result<(), Refusal> {
+    let checked = check_subscribe(shard, conn, &sub);
+    if let Err(refusal) = &checked {
+        refused(shard, conn, refusal);
+        return checked;
+    }
+    let header = match sub.nats_sid {
+        None => shard.encode(&Op::Msg { sid: sub.sid }),
+        Some(_) => Bytes::new(),
+    };
+    let local = Rc::new(LocalSub {
+        conn: conn.clone(),
+        sid: sub.sid,
+        pattern: Arc::from(sub.pattern),
+        queue: sub.queue.map(Arc::from),
+        header,
+        nats_sid: sub.nats_sid,
+        remaining: Cell::new(u64::MAX),
+        closed: Cell::new(false),
+        delivered: Cell::new(0),
+    });
+    conn.subs.borrow_mut().insert(sub.sid, local.clone());
+    shard.add_sub(local);
+    conn.interest_changed();
+    Ok(())
+}
+
+fn check_subscribe(shard: &Shard, conn: &Conn, sub: &NewSub<'_>) -> Result<(), Refusal> {
+    validate_pattern(sub.pattern).map_err(|e| Refusal::InvalidPattern {
+        pattern: sub.pattern.to_string(),
+        why: e.to_string(),
+    })?;
+    if !conn.may_subscribe(shard, sub.pattern) {
+        return Err(Refusal::SubscribeDenied(sub.pattern.to_string()));
+    }
+    if let Some(queue) = sub.queue {
+        validate_queue(queue).map_err(|e| Refusal::InvalidQueue(e.to_string()))?;
+    }
+    if conn.subs.borrow().contains_key(&sub.sid) {
+        return Err(Refusal::DuplicateSid(sub.sid));
+    }
+    Ok(())
+}
+
+/// When a subscription ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Now,
+    /// After this many more messages (native).
+    More(u64),
+    /// Once this many messages were delivered since it began (NATS's auto-unsubscribe).
+    Total(u64),
+}
+
+/// Ends a subscription now or after a number of messages. Once it has had its last message a
+/// queue group never picks it again.
+pub fn unsubscribe(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    sid: u64,
+    limit: Limit,
+) -> Result<(), Refusal> {
+    let Some(sub) = conn.subs.borrow().get(&sid).cloned() else {
+        let refusal = Refusal::UnknownSid(sid);
+        refused(shard, conn, &refusal);
+        return Err(refusal);
+    };
+    let more = match limit {
+        Limit::Now => 0,
+        Limit::More(more) => more,
+        Limit::Total(total) => total.saturating_sub(sub.delivered.get()),
+    };
+    if more > 0 {
+        sub.remaining.set(more);
+    } else {
+        conn.subs.borrow_mut().remove(&sid);
+        shard.remove_sub(&sub);
+        conn.interest_changed();
+    }
+    Ok(())
+}
+
+/// Consumers: asking for messages and acking are the streams' own operations, which every port
+/// reaches through here (attaching goes through the stream API).
+pub use super::streams::{consumer_ack, consumer_pull};
