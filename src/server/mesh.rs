@@ -99,8 +99,10 @@ pub enum MeshItem {
         code: u16,
         body: Vec<u8>,
     },
-    /// Attach a member to a consumer of a partition the peer owns.
+    /// Attach a member to a consumer of a partition the peer owns; answered with `CallReply`
+    /// (`PartitionReply::Joined`) once the consumer exists there and its state is durable.
     ConsumerJoin {
+        call: u64,
         stream: Arc<StreamConfig>,
         config: Arc<ConsumerConfig>,
         partition: u32,
@@ -188,6 +190,8 @@ pub enum PartitionReply {
     ConsumerInfo(Option<ConsumerPartitionInfo>),
     /// Where a store the broker made itself went (a dead letter's copy).
     Appended(AckOutcome),
+    /// A consumer join is done: the consumer exists in the partition and its state is durable.
+    Joined(Result<(), (ErrorCode, String)>),
 }
 
 impl MeshItem {

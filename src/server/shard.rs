@@ -609,11 +609,12 @@ impl Shard {
                 }
                 MeshItem::Call { call, request } => streams::answer_call(self, from, call, request),
                 MeshItem::ConsumerJoin {
+                    call,
                     stream,
                     config,
                     partition,
                     member,
-                } => streams::consumer_join(self, stream, config, partition, member),
+                } => streams::consumer_join(self, from, call, stream, config, partition, member),
                 MeshItem::ConsumerAck {
                     stream,
                     consumer,

@@ -35,14 +35,23 @@ pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body:
         return;
     }
     if verb == api::CONSUMER_ATTACH {
-        // Attaching is about this connection: the shard that holds it does it.
-        let result = parse::<api::ConsumerConfig>(body)
+        // Attaching is about this connection: the shard that holds it does it, and answers once
+        // every partition owner has the consumer durably.
+        let joins = parse::<api::ConsumerConfig>(body)
             .and_then(|config| super::attach_consumer(shard, conn, config));
-        let (code, reply) = match result {
-            Ok(()) => (0, b"{}".to_vec()),
-            Err((code, message)) => (code.as_u16(), message.into_bytes()),
-        };
-        conn.out.push(&reply_frame(shard, id, code, &reply));
+        let (shard, conn) = (shard.clone(), conn.clone());
+        glommio::spawn_local(async move {
+            let result = match joins {
+                Ok(joins) => joins.wait(&shard).await,
+                Err(e) => Err(e),
+            };
+            let (code, reply) = match result {
+                Ok(()) => (0, b"{}".to_vec()),
+                Err((code, message)) => (code.as_u16(), message.into_bytes()),
+            };
+            conn.out.push(&reply_frame(&shard, id, code, &reply));
+        })
+        .detach();
         return;
     }
     if shard.id.0 == 0 {

@@ -23,7 +23,7 @@ use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
-use super::state::{write_durably, SavedState};
+use super::state::{write_durably, SavedState, StateError};
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
 use crate::server::mesh::MeshItem;
 use crate::server::shard::Shard;
@@ -135,6 +135,11 @@ impl PartConsumer {
     /// and starts delivering. Messages that were delivered but unacked when it was saved are
     /// delivered again first. With `from_first` (its saved state was unreadable), it starts at the
     /// log's first offset whatever its policy: redelivering beats skipping.
+    ///
+    /// A consumer created here for the first time (no `saved`) is written down durably before it
+    /// delivers anything, with the start position its policy resolved to now: after a crash it
+    /// resumes there, not at a position its policy would name later (`New` would skip what came
+    /// in between). If that write fails, nothing is started and the error is returned.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         shard: &Rc<Shard>,
@@ -145,7 +150,7 @@ impl PartConsumer {
         state_path: PathBuf,
         saved: Option<SavedState>,
         from_first: bool,
-    ) -> Rc<PartConsumer> {
+    ) -> Result<Rc<PartConsumer>, StateError> {
         let start = match config.deliver {
             _ if from_first => log.first_offset(),
             DeliverPolicy::All => log.first_offset(),
@@ -197,9 +202,13 @@ impl PartConsumer {
             saving: Cell::new(false),
             saved: Event::default(),
         });
+        if consumer.dirty.get() {
+            // New: durable before the first delivery, so that no delivery outlives its record.
+            consumer.write_state().await?;
+        }
         glommio::spawn_local(deliver_loop(shard.clone(), consumer.clone(), appended)).detach();
         glommio::spawn_local(deadline_loop(shard.clone(), consumer.clone())).detach();
-        consumer
+        Ok(consumer)
     }
 
     /// Adds a member (again: its subscription id may have changed) with what it may take.
@@ -327,9 +336,17 @@ impl PartConsumer {
     /// Writes the state down if it changed, durably, on a blocking thread; one save at a time.
     /// Returns once this save (or the one under way) is done.
     pub async fn save(&self) {
+        if let Err(e) = self.write_state().await {
+            tracing::warn!(stream = %self.stream, consumer = %self.name,
+                partition = self.partition, error = %e, "consumer state not saved");
+        }
+    }
+
+    /// `save`, returning whether the write failed; the state stays dirty if it did.
+    async fn write_state(&self) -> Result<(), StateError> {
         self.saved.wait_until(|| !self.saving.get()).await;
         if !self.dirty.replace(false) {
-            return;
+            return Ok(());
         }
         self.saving.set(true);
         let state = self.snapshot();
@@ -339,11 +356,10 @@ impl PartConsumer {
             .await;
         self.saving.set(false);
         self.saved.notify_all();
-        if let Err(e) = written {
+        if written.is_err() {
             self.dirty.set(true);
-            tracing::warn!(stream = %self.stream, consumer = %self.name,
-                partition = self.partition, error = %e, "consumer state not saved");
         }
+        written
     }
 
     fn mark_acked(&self, offset: u64) {

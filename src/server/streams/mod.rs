@@ -6,6 +6,7 @@
 //! partition's log exactly as it arrived; the ack goes back to the publishing connection, in order.
 
 mod api;
+mod attach;
 mod consumer;
 mod credit;
 mod partition;
@@ -27,6 +28,7 @@ pub use api::{
     answer_call, ask_shard_metrics, handle_api, handle_api_here, publish_registry, reply_frame,
     CallSlot,
 };
+pub use attach::{attach_consumer, consumer_join};
 pub use consumer::{Delivered, Member};
 pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
 pub use partition::Partition;
@@ -434,71 +436,6 @@ pub async fn close_all(shard: &Rc<Shard>) {
     for part in parts {
         part.close().await;
     }
-}
-
-/// Attaches a connection of this shard to a consumer in every partition of its stream, and makes
-/// sure the consumer's dead-letter stream exists.
-pub fn attach_consumer(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
-    config: ConsumerConfig,
-) -> Result<(), (ErrorCode, String)> {
-    let stream = shard
-        .streams
-        .borrow()
-        .configs
-        .get(&config.stream)
-        .cloned()
-        .ok_or((
-            ErrorCode::NotFound,
-            format!("stream {} does not exist", config.stream),
-        ))?;
-    if config.name.is_empty() || config.name.contains(['.', ' ', '*', '>']) {
-        return Err((
-            ErrorCode::BadRequest,
-            format!("invalid consumer name {:?}", config.name),
-        ));
-    }
-    ensure_dead_letter_stream(shard, &config);
-    conn.consumer_member.set(true);
-    let config = Arc::new(config);
-    let member = Member {
-        shard: shard.id,
-        conn: conn.id,
-        sid: config.sid,
-    };
-    credit::register(shard, conn.id, config.sid, stream.clone(), &config.name);
-    for partition in 0..stream.partitions {
-        let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-        if owner == shard.id {
-            consumer_join(shard, stream.clone(), config.clone(), partition, member);
-        } else {
-            shard.push_to(
-                owner,
-                MeshItem::ConsumerJoin {
-                    stream: stream.clone(),
-                    config: config.clone(),
-                    partition,
-                    member,
-                },
-            );
-        }
-    }
-    Ok(())
-}
-
-/// A member joins a partition this shard owns: noted at once, attached once the partition is open.
-pub fn consumer_join(
-    shard: &Rc<Shard>,
-    stream: Arc<StreamConfig>,
-    config: Arc<ConsumerConfig>,
-    partition: u32,
-    member: Member,
-) {
-    let part = ensure_partition(shard, &stream, partition);
-    part.begin_join(&config.name, member);
-    let shard = shard.clone();
-    glommio::spawn_local(async move { part.attach(&shard, config, member).await }).detach();
 }
 
 /// A member's home says how much it may still take from a partition this shard owns.

@@ -88,6 +88,9 @@ pub struct Partition {
     /// Consumers whose saved state could not be read: when one is attached again it starts from
     /// the log's first offset, so that it redelivers rather than skips.
     damaged: RefCell<HashSet<String>>,
+    /// Consumers whose first state write is under way; `created` is notified when one is done.
+    creating: RefCell<HashSet<String>>,
+    created: Event,
 }
 
 /// A member on its way in.
@@ -125,6 +128,8 @@ impl Partition {
             synced: Event::default(),
             joining: RefCell::new(Vec::new()),
             damaged: RefCell::new(HashSet::new()),
+            creating: RefCell::new(HashSet::new()),
+            created: Event::default(),
         });
         let log_config = log_config(shard.config.fsync, &part.config);
         let opening = part.clone();
@@ -349,44 +354,92 @@ impl Partition {
     }
 
     /// Attaches a member noted by `begin_join` to a consumer, creating the consumer's state here
-    /// on first use. A member that left meanwhile is not attached.
-    pub async fn attach(&self, shard: &Rc<Shard>, config: Arc<ConsumerConfig>, member: Member) {
+    /// on first use. A member that left meanwhile is not attached. Returns once the consumer
+    /// exists here and its state is durable (or why it could not be created).
+    pub async fn attach(
+        &self,
+        shard: &Rc<Shard>,
+        config: Arc<ConsumerConfig>,
+        member: Member,
+    ) -> Result<(), (ErrorCode, String)> {
         self.opened.wait().await;
-        let existing = self.consumers.borrow().get(&config.name).cloned();
-        let consumer = match existing {
-            Some(c) => c,
-            None => {
-                let log = self.log.borrow().clone();
-                let Some(log) = log else {
-                    tracing::warn!(stream = %self.config.name, partition = self.index,
-                        "cannot attach a consumer: the partition is not open");
-                    self.take_joining(&config.name, &member);
-                    return;
-                };
-                let from_first = self.damaged.borrow_mut().remove(&config.name);
-                let created = PartConsumer::start(
-                    shard,
-                    config.clone(),
-                    self.index,
-                    log,
-                    self.appended.clone(),
-                    state::state_path(&self.dir, &config.name),
-                    None,
-                    from_first,
-                )
-                .await;
-                // Another attach may have won while this one waited.
-                let mut consumers = self.consumers.borrow_mut();
-                consumers
-                    .entry(config.name.clone())
-                    .or_insert(created)
-                    .clone()
+        let consumer = match self.consumer_or_create(shard, &config).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                self.take_joining(&config.name, &member);
+                return Err(e);
             }
         };
         match self.take_joining(&config.name, &member) {
             Some(joining) => consumer.join(joining.member, joining.grant),
             None => tracing::debug!(stream = %self.config.name, partition = self.index,
                 conn = member.conn, "a member left before its attach was done"),
+        }
+        Ok(())
+    }
+
+    /// The consumer's state here, created (and written down) if it is new. One creation per
+    /// consumer at a time: a second attach waits for the first, so that two first writes never
+    /// race for the same file.
+    async fn consumer_or_create(
+        &self,
+        shard: &Rc<Shard>,
+        config: &Arc<ConsumerConfig>,
+    ) -> Result<Rc<PartConsumer>, (ErrorCode, String)> {
+        let name = &config.name;
+        self.created
+            .wait_until(|| !self.creating.borrow().contains(name))
+            .await;
+        if let Some(c) = self.consumers.borrow().get(name).cloned() {
+            return Ok(c);
+        }
+        let log = self.log.borrow().clone();
+        let Some(log) = log.filter(|_| !self.removed.get()) else {
+            tracing::warn!(stream = %self.config.name, partition = self.index,
+                "cannot attach a consumer: the partition is not open");
+            return Err((
+                ErrorCode::StorageFailed,
+                format!(
+                    "partition {} of {} is not open",
+                    self.index, self.config.name
+                ),
+            ));
+        };
+        self.creating.borrow_mut().insert(name.clone());
+        let from_first = self.damaged.borrow_mut().remove(name);
+        let created = PartConsumer::start(
+            shard,
+            config.clone(),
+            self.index,
+            log,
+            self.appended.clone(),
+            state::state_path(&self.dir, name),
+            None,
+            from_first,
+        )
+        .await;
+        self.creating.borrow_mut().remove(name);
+        self.created.notify_all();
+        match created {
+            Ok(c) if self.removed.get() => {
+                c.stop();
+                Err((
+                    ErrorCode::NotFound,
+                    format!("stream {} was removed", self.config.name),
+                ))
+            }
+            Ok(c) => {
+                self.consumers.borrow_mut().insert(name.clone(), c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                tracing::warn!(stream = %self.config.name, partition = self.index,
+                    consumer = %name, error = %e, "consumer not created: its state was not saved");
+                if from_first {
+                    self.damaged.borrow_mut().insert(name.clone());
+                }
+                Err((ErrorCode::StorageFailed, e.to_string()))
+            }
         }
     }
 
@@ -440,7 +493,7 @@ impl Partition {
             };
             let config = Arc::new(saved.config.clone());
             let path = state::state_path(&self.dir, &config.name);
-            let consumer = PartConsumer::start(
+            let started = PartConsumer::start(
                 shard,
                 config.clone(),
                 self.index,
@@ -451,9 +504,16 @@ impl Partition {
                 false,
             )
             .await;
-            self.consumers
-                .borrow_mut()
-                .insert(config.name.clone(), consumer);
+            match started {
+                Ok(consumer) => {
+                    self.consumers
+                        .borrow_mut()
+                        .insert(config.name.clone(), consumer);
+                }
+                // A restored state is not written on start, so this does not happen.
+                Err(e) => tracing::error!(stream = %self.config.name, partition = self.index,
+                    consumer = %config.name, error = %e, "saved consumer not restored"),
+            }
         }
     }
 
@@ -525,11 +585,15 @@ impl Partition {
         self.flush(shard);
         let log = self.log.borrow_mut().take();
         let dir = self.dir.clone();
+        let part = self.clone();
         glommio::spawn_local(async move {
             // A save under way would write into the directory after it is deleted.
             for c in consumers {
                 c.wait_saved().await;
             }
+            part.created
+                .wait_until(|| part.creating.borrow().is_empty())
+                .await;
             if let Some(log) = log {
                 let _ = log.close().await;
             }
