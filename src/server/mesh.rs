@@ -37,8 +37,18 @@ pub const PEER_QUEUE_ITEMS_MAX: usize = 64 * 1024;
 /// slow subscriber on the peer slows its publishers here within that much.
 pub const PEER_IN_FLIGHT_BYTES_MAX: usize = 32 * 1024 * 1024;
 
-/// One thing a shard tells another.
+/// One thing a shard tells another, by concern.
 pub enum MeshItem {
+    /// Routing and interest.
+    Core(CoreItem),
+    /// Storing and consuming.
+    Stream(StreamItem),
+    /// API requests and questions about partitions, with their answers.
+    Call(CallItem),
+}
+
+/// Routing and interest: what core pub/sub needs from the other shards.
+pub enum CoreItem {
     /// A published message for the peer's subscribers: its plain subscribers if `plain`, and one
     /// member of each named queue group.
     Forward {
@@ -69,6 +79,11 @@ pub enum MeshItem {
     BarrierAck {
         id: u64,
     },
+}
+
+/// Storing and consuming: captured publishes on their way to their partition's owner, their acks on
+/// the way back, and consumers' members, credit and deliveries.
+pub enum StreamItem {
     /// Every stream there is now (from shard 0, which keeps the registry).
     StreamsChanged(Arc<Vec<StreamConfig>>),
     /// Store a captured publish in a partition this peer owns; answer with `Appended` if `reply`
@@ -84,20 +99,6 @@ pub enum MeshItem {
         conn: u64,
         seq: u64,
         ack: AckOutcome,
-    },
-    /// An API request from connection `conn`, for shard 0.
-    Api {
-        conn: u64,
-        id: u64,
-        verb: String,
-        body: Vec<u8>,
-    },
-    /// The answer to an `Api` (code 0 is success), for the shard of connection `conn`.
-    ApiReply {
-        conn: u64,
-        id: u64,
-        code: u16,
-        body: Vec<u8>,
     },
     /// Attach a member to a consumer of a partition the peer owns; answered with `CallReply`
     /// (`PartitionReply::Joined`) once the consumer exists there and its state is durable.
@@ -118,20 +119,13 @@ pub enum MeshItem {
         delay_ms: u64,
     },
     /// A connection of the sending shard closed: it is no longer a member of any consumer.
-    MemberGone {
-        conn: u64,
-    },
+    MemberGone { conn: u64 },
     /// A consumer's message for a member homed on the receiving shard, which counts it against
     /// the member's credit (or hands it back with `ConsumerReturn`).
-    Deliver {
-        delivery: Delivered,
-        frame: Bytes,
-    },
+    Deliver { delivery: Delivered, frame: Bytes },
     /// A delivery its member's home could not take (no credit left, connection gone), back to the
     /// partition's owner: first in line again, as if never sent.
-    ConsumerReturn {
-        delivery: Delivered,
-    },
+    ConsumerReturn { delivery: Delivered },
     /// What a member may still take, from its home to a partition's owner (0: stop).
     ConsumerGrant {
         stream: Arc<str>,
@@ -139,6 +133,24 @@ pub enum MeshItem {
         partition: u32,
         member: Member,
         credit: u64,
+    },
+}
+
+/// Requests to shard 0's stream API, questions to a partition's owner, and their answers.
+pub enum CallItem {
+    /// An API request from connection `conn`, for shard 0.
+    Api {
+        conn: u64,
+        id: u64,
+        verb: String,
+        body: Vec<u8>,
+    },
+    /// The answer to an `Api` (code 0 is success), for the shard of connection `conn`.
+    ApiReply {
+        conn: u64,
+        id: u64,
+        code: u16,
+        body: Vec<u8>,
     },
     /// A question about a partition the peer owns; answered with `CallReply`.
     Call {
@@ -149,6 +161,24 @@ pub enum MeshItem {
         call: u64,
         reply: PartitionReply,
     },
+}
+
+impl From<CoreItem> for MeshItem {
+    fn from(item: CoreItem) -> MeshItem {
+        MeshItem::Core(item)
+    }
+}
+
+impl From<StreamItem> for MeshItem {
+    fn from(item: StreamItem) -> MeshItem {
+        MeshItem::Stream(item)
+    }
+}
+
+impl From<CallItem> for MeshItem {
+    fn from(item: CallItem) -> MeshItem {
+        MeshItem::Call(item)
+    }
 }
 
 /// Where a stored publish went, or why it was not stored.
@@ -198,9 +228,9 @@ impl MeshItem {
     /// The message bytes it carries, counted against `PEER_IN_FLIGHT_BYTES_MAX`.
     fn bytes(&self) -> usize {
         match self {
-            MeshItem::Forward { frame, .. } => frame.len(),
-            MeshItem::Append { body, .. } => body.len(),
-            MeshItem::Deliver { frame, .. } => frame.len(),
+            MeshItem::Core(CoreItem::Forward { frame, .. }) => frame.len(),
+            MeshItem::Stream(StreamItem::Append { body, .. }) => body.len(),
+            MeshItem::Stream(StreamItem::Deliver { frame, .. }) => frame.len(),
             _ => 0,
         }
     }
@@ -229,7 +259,8 @@ pub struct PeerQueue {
 
 impl PeerQueue {
     /// Queues an item for the peer.
-    pub fn push(&self, item: MeshItem) {
+    pub fn push(&self, item: impl Into<MeshItem>) {
+        let item = item.into();
         if self.gone.get() {
             return;
         }

@@ -15,7 +15,7 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
 use super::conn::Conn;
 use super::interest::{Entry, Interest, LocalSub, Route};
-use super::mesh::{MeshBatch, MeshItem, PeerQueue};
+use super::mesh::{CoreItem, MeshBatch, MeshItem, PeerQueue};
 use super::outbound::Push;
 use super::stats::{add, Stats};
 use super::streams::{self, CallSlot, Partition, Registry, Streams};
@@ -120,13 +120,13 @@ impl Shard {
     }
 
     /// Queues an item for another shard.
-    pub fn push_to(&self, to: ShardId, item: MeshItem) {
+    pub fn push_to(&self, to: ShardId, item: impl Into<MeshItem>) {
         debug_assert_ne!(to, self.id, "a shard does not send to itself");
         self.peers[to.0 as usize].push(item);
     }
 
     /// Queues an item for every other shard.
-    pub fn broadcast(&self, item: impl Fn() -> MeshItem) {
+    pub fn broadcast<I: Into<MeshItem>>(&self, item: impl Fn() -> I) {
         for (_, peer) in self.other_peers() {
             peer.push(item());
         }
@@ -252,7 +252,7 @@ impl Shard {
     /// Adds a subscription here and tells every other shard.
     pub fn add_sub(&self, sub: Rc<LocalSub>) {
         for (_, peer) in self.other_peers() {
-            peer.push(MeshItem::InterestAdd {
+            peer.push(CoreItem::InterestAdd {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -277,7 +277,7 @@ impl Shard {
         let subs = &self.stats.subscriptions;
         subs.set(subs.get().saturating_sub(1));
         for (_, peer) in self.other_peers() {
-            peer.push(MeshItem::InterestRemove {
+            peer.push(CoreItem::InterestRemove {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -294,7 +294,7 @@ impl Shard {
         self.next_barrier_id.set(id + 1);
         self.barriers.borrow_mut().insert(id, self.shards - 1);
         for (_, peer) in self.other_peers() {
-            peer.push(MeshItem::Barrier { id });
+            peer.push(CoreItem::Barrier { id });
         }
         self.barrier_done
             .wait_until(|| !self.barriers.borrow().contains_key(&id) || self.stopping.is_set())
@@ -363,7 +363,7 @@ impl Shard {
                 .collect();
             if plain || !queues.is_empty() {
                 add(&self.stats.forwards_out, 1);
-                peer.push(MeshItem::Forward {
+                peer.push(CoreItem::Forward {
                     frame: frame.clone(),
                     plain,
                     queues,
@@ -436,7 +436,7 @@ impl Shard {
                     add(&self.stats.forwards_out, 1);
                     self.push_to(
                         to,
-                        MeshItem::Forward {
+                        CoreItem::Forward {
                             frame: frame.clone(),
                             plain: false,
                             queues: vec![name.clone()],
@@ -532,128 +532,61 @@ impl Shard {
                 futures_lite::future::or(backlog.drained(), self.stopping.wait()).await;
             }
             if bytes > 0 {
-                self.push_to(from, MeshItem::Consumed { bytes });
+                self.push_to(from, CoreItem::Consumed { bytes });
             }
         }
     }
 
-    /// Applies a batch from another shard.
+    /// Applies a batch from another shard: core items here, the rest by the streams.
     pub fn receive(self: &Rc<Self>, batch: MeshBatch) {
         let from = batch.from;
         for item in batch.items {
             match item {
-                MeshItem::Forward {
-                    frame,
-                    plain,
-                    queues,
-                    hops,
-                } => self.deliver_forward(&frame, plain, &queues, hops),
-                MeshItem::Consumed { bytes } => {
-                    self.peers[from.0 as usize].consumed(bytes);
-                    self.room.notify_all();
-                }
-                MeshItem::InterestAdd { pattern, queue } => {
-                    self.interest
-                        .borrow_mut()
-                        .insert(&pattern, Entry::Remote { shard: from, queue });
-                }
-                MeshItem::InterestRemove { pattern, queue } => {
-                    self.interest
-                        .borrow_mut()
-                        .remove(&pattern, &Entry::Remote { shard: from, queue });
-                }
-                MeshItem::Barrier { id } => {
-                    self.peers[from.0 as usize].push(MeshItem::BarrierAck { id });
-                }
-                MeshItem::StreamsChanged(list) => streams::apply_snapshot(self, &list),
-                MeshItem::Append {
-                    stream,
-                    partition,
-                    body,
-                    reply,
-                } => streams::append_from_peer(self, from, stream, partition, body, reply),
-                MeshItem::Appended { conn, seq, ack } => streams::appended(self, conn, seq, &ack),
-                MeshItem::Api {
-                    conn,
-                    id,
-                    verb,
-                    body,
-                } => {
-                    let shard = self.clone();
-                    glommio::spawn_local(async move {
-                        let (code, reply) = streams::handle_api_here(&shard, &verb, &body).await;
-                        shard.push_to(
-                            from,
-                            MeshItem::ApiReply {
-                                conn,
-                                id,
-                                code,
-                                body: reply,
-                            },
-                        );
-                    })
-                    .detach();
-                }
-                MeshItem::ApiReply {
-                    conn,
-                    id,
-                    code,
-                    body,
-                } => {
-                    if conn == 0 {
-                        continue; // A request the broker made itself.
-                    }
-                    if let Some(conn) = self.conn(conn) {
-                        conn.out.push(&streams::reply_frame(self, id, code, &body));
-                    }
-                }
-                MeshItem::Call { call, request } => streams::answer_call(self, from, call, request),
-                MeshItem::ConsumerJoin {
-                    call,
-                    stream,
-                    config,
-                    partition,
-                    member,
-                } => streams::consumer_join(self, from, call, stream, config, partition, member),
-                MeshItem::ConsumerAck {
-                    stream,
-                    consumer,
-                    partition,
-                    offset,
-                    kind,
-                    delay_ms,
-                } => streams::consumer_ack(
-                    self, &stream, &consumer, partition, offset, kind, delay_ms,
-                ),
-                MeshItem::MemberGone { conn } => streams::member_gone(self, from, conn),
-                MeshItem::Deliver { delivery, frame } => {
-                    streams::consumer_arrive(self, delivery, frame)
-                }
-                MeshItem::ConsumerReturn { delivery } => {
-                    streams::consumer_returned(self, &delivery)
-                }
-                MeshItem::ConsumerGrant {
-                    stream,
-                    consumer,
-                    partition,
-                    member,
-                    credit,
-                } => streams::consumer_grant(self, &stream, &consumer, partition, member, credit),
-                MeshItem::CallReply { call, reply } => self.answer_call(call, reply),
-                MeshItem::BarrierAck { id } => {
-                    let mut barriers = self.barriers.borrow_mut();
-                    if let Some(left) = barriers.get_mut(&id) {
-                        *left -= 1;
-                        if *left == 0 {
-                            barriers.remove(&id);
-                            drop(barriers);
-                            self.barrier_done.notify_all();
-                        }
+                MeshItem::Core(item) => self.receive_core(from, item),
+                MeshItem::Stream(item) => streams::receive(self, from, item),
+                MeshItem::Call(item) => streams::receive_call(self, from, item),
+            }
+        }
+        streams::flush_appends(self);
+    }
+
+    fn receive_core(&self, from: ShardId, item: CoreItem) {
+        match item {
+            CoreItem::Forward {
+                frame,
+                plain,
+                queues,
+                hops,
+            } => self.deliver_forward(&frame, plain, &queues, hops),
+            CoreItem::Consumed { bytes } => {
+                self.peers[from.0 as usize].consumed(bytes);
+                self.room.notify_all();
+            }
+            CoreItem::InterestAdd { pattern, queue } => {
+                self.interest
+                    .borrow_mut()
+                    .insert(&pattern, Entry::Remote { shard: from, queue });
+            }
+            CoreItem::InterestRemove { pattern, queue } => {
+                self.interest
+                    .borrow_mut()
+                    .remove(&pattern, &Entry::Remote { shard: from, queue });
+            }
+            CoreItem::Barrier { id } => {
+                self.peers[from.0 as usize].push(CoreItem::BarrierAck { id });
+            }
+            CoreItem::BarrierAck { id } => {
+                let mut barriers = self.barriers.borrow_mut();
+                if let Some(left) = barriers.get_mut(&id) {
+                    *left -= 1;
+                    if *left == 0 {
+                        barriers.remove(&id);
+                        drop(barriers);
+                        self.barrier_done.notify_all();
                     }
                 }
             }
         }
-        streams::flush_appends(self);
     }
 }
 

@@ -16,7 +16,7 @@ use super::registry::RegistryError;
 use super::{apply_snapshot, Partition};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
 use crate::server::conn::Conn;
-use crate::server::mesh::{MeshItem, PartitionReply, PartitionRequest};
+use crate::server::mesh::{CallItem, PartitionReply, PartitionRequest, StreamItem};
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
@@ -66,7 +66,7 @@ pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body:
     } else {
         shard.push_to(
             ShardId(0),
-            MeshItem::Api {
+            CallItem::Api {
                 conn: conn.id,
                 id,
                 verb: verb.to_string(),
@@ -176,7 +176,7 @@ pub fn publish_registry(shard: &Rc<Shard>) {
             .map(|r| r.streams().to_vec())
             .unwrap_or_default(),
     );
-    shard.broadcast(|| MeshItem::StreamsChanged(streams.clone()));
+    shard.broadcast(|| StreamItem::StreamsChanged(streams.clone()));
     apply_snapshot(shard, &streams);
 }
 
@@ -349,7 +349,7 @@ async fn ask_shard(
     }
     let slot = Rc::new(CallSlot::default());
     let call = shard.register_call(slot.clone());
-    shard.push_to(ShardId(owner), MeshItem::Call { call, request });
+    shard.push_to(ShardId(owner), CallItem::Call { call, request });
     let waited = glommio::timer::timeout(CALL_TIMEOUT, async {
         slot.done.wait().await;
         Ok(())
@@ -426,7 +426,7 @@ pub fn answer_call(shard: &Rc<Shard>, from: ShardId, call: u64, request: Partiti
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let reply = answer(&shard, request).await;
-        shard.push_to(from, MeshItem::CallReply { call, reply });
+        shard.push_to(from, CallItem::CallReply { call, reply });
     })
     .detach();
 }

@@ -14,7 +14,7 @@ use super::consumer::Member;
 use super::{credit, ensure_dead_letter_stream, ensure_partition, CallSlot};
 use crate::api::{shard_for, ConsumerConfig, StreamConfig};
 use crate::server::conn::Conn;
-use crate::server::mesh::{MeshItem, PartitionReply};
+use crate::server::mesh::{CallItem, PartitionReply, StreamItem};
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
@@ -94,7 +94,7 @@ pub fn attach_consumer(
         } else {
             shard.push_to(
                 owner,
-                MeshItem::ConsumerJoin {
+                StreamItem::ConsumerJoin {
                     call,
                     stream: stream.clone(),
                     config: config.clone(),
@@ -169,7 +169,7 @@ pub fn consumer_join(
         if from == shard.id {
             shard.answer_call(call, reply);
         } else {
-            shard.push_to(from, MeshItem::CallReply { call, reply });
+            shard.push_to(from, CallItem::CallReply { call, reply });
         }
     })
     .detach();

@@ -25,7 +25,7 @@ use sluice_storage::PartitionLog;
 
 use super::state::{write_durably, SavedState, StateError};
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
-use crate::server::mesh::MeshItem;
+use crate::server::mesh::StreamItem;
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
@@ -646,7 +646,10 @@ fn deliver(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
     if delivery.member.shard == shard.id {
         super::credit::arrive(shard, delivery, frame);
     } else {
-        shard.push_to(delivery.member.shard, MeshItem::Deliver { delivery, frame });
+        shard.push_to(
+            delivery.member.shard,
+            StreamItem::Deliver { delivery, frame },
+        );
     }
 }
 

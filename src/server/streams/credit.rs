@@ -21,7 +21,7 @@ use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
 use crate::api::{shard_for, StreamConfig};
-use crate::server::mesh::MeshItem;
+use crate::server::mesh::StreamItem;
 use crate::server::outbound::Push;
 use crate::server::shard::Shard;
 use crate::server::ShardId;
@@ -199,7 +199,7 @@ fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u6
     } else {
         shard.push_to(
             owner,
-            MeshItem::ConsumerGrant {
+            StreamItem::ConsumerGrant {
                 stream: Arc::from(stream.name.as_str()),
                 consumer: member.consumer.clone(),
                 partition,
@@ -266,7 +266,7 @@ fn give_back(shard: &Rc<Shard>, delivery: Delivered) {
     if owner == shard.id {
         returned(shard, &delivery);
     } else {
-        shard.push_to(owner, MeshItem::ConsumerReturn { delivery });
+        shard.push_to(owner, StreamItem::ConsumerReturn { delivery });
     }
 }
 

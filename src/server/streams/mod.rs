@@ -35,7 +35,7 @@ pub use partition::Partition;
 pub use registry::Registry;
 
 use super::conn::Conn;
-use super::mesh::{AckOutcome, MeshItem, PartitionReply};
+use super::mesh::{AckOutcome, CallItem, PartitionReply, StreamItem};
 use super::shard::Shard;
 use super::ShardId;
 use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
@@ -232,7 +232,7 @@ fn send_to_partition(
         });
         shard.push_to(
             owner,
-            MeshItem::Append {
+            StreamItem::Append {
                 stream,
                 partition,
                 body,
@@ -274,7 +274,7 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
             seq,
         } => shard.push_to(
             to,
-            MeshItem::Appended {
+            StreamItem::Appended {
                 conn,
                 seq,
                 ack: outcome,
@@ -286,7 +286,7 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
             if to == shard.id {
                 shard.answer_call(call, reply);
             } else {
-                shard.push_to(to, MeshItem::CallReply { call, reply });
+                shard.push_to(to, CallItem::CallReply { call, reply });
             }
         }
     }
@@ -482,7 +482,7 @@ pub fn consumer_ack(
     } else {
         shard.push_to(
             owner,
-            MeshItem::ConsumerAck {
+            StreamItem::ConsumerAck {
                 stream: stream.to_string(),
                 consumer: consumer.to_string(),
                 partition,
@@ -505,7 +505,7 @@ pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
         part.member_gone(from, conn);
     }
     if from == shard.id {
-        shard.broadcast(|| MeshItem::MemberGone { conn });
+        shard.broadcast(|| StreamItem::MemberGone { conn });
     }
 }
 
@@ -537,7 +537,7 @@ fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
     } else {
         shard.push_to(
             ShardId(0),
-            MeshItem::Api {
+            CallItem::Api {
                 conn: 0,
                 id: 0,
                 verb: crate::api::STREAM_ADD.to_string(),
@@ -650,5 +650,86 @@ async fn store_and_wait(
             ..
         })) => Err(DeadLetterError::Store(why)),
         _ => Err(DeadLetterError::Timeout),
+    }
+}
+
+/// Applies a stream item from another shard.
+pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
+    match item {
+        StreamItem::StreamsChanged(list) => apply_snapshot(shard, &list),
+        StreamItem::Append {
+            stream,
+            partition,
+            body,
+            reply,
+        } => append_from_peer(shard, from, stream, partition, body, reply),
+        StreamItem::Appended { conn, seq, ack } => appended(shard, conn, seq, &ack),
+        StreamItem::ConsumerJoin {
+            call,
+            stream,
+            config,
+            partition,
+            member,
+        } => consumer_join(shard, from, call, stream, config, partition, member),
+        StreamItem::ConsumerAck {
+            stream,
+            consumer,
+            partition,
+            offset,
+            kind,
+            delay_ms,
+        } => consumer_ack(shard, &stream, &consumer, partition, offset, kind, delay_ms),
+        StreamItem::MemberGone { conn } => member_gone(shard, from, conn),
+        StreamItem::Deliver { delivery, frame } => consumer_arrive(shard, delivery, frame),
+        StreamItem::ConsumerReturn { delivery } => consumer_returned(shard, &delivery),
+        StreamItem::ConsumerGrant {
+            stream,
+            consumer,
+            partition,
+            member,
+            credit,
+        } => consumer_grant(shard, &stream, &consumer, partition, member, credit),
+    }
+}
+
+/// Applies an API request, a question about a partition, or an answer, from another shard.
+pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
+    match item {
+        CallItem::Api {
+            conn,
+            id,
+            verb,
+            body,
+        } => {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let (code, reply) = handle_api_here(&shard, &verb, &body).await;
+                shard.push_to(
+                    from,
+                    CallItem::ApiReply {
+                        conn,
+                        id,
+                        code,
+                        body: reply,
+                    },
+                );
+            })
+            .detach();
+        }
+        CallItem::ApiReply {
+            conn,
+            id,
+            code,
+            body,
+        } => {
+            if conn == 0 {
+                return; // A request the broker made itself.
+            }
+            if let Some(conn) = shard.conn(conn) {
+                conn.out.push(&reply_frame(shard, id, code, &body));
+            }
+        }
+        CallItem::Call { call, request } => answer_call(shard, from, call, request),
+        CallItem::CallReply { call, reply } => shard.answer_call(call, reply),
     }
 }
