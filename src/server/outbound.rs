@@ -21,10 +21,11 @@ use sluice_storage::wake::{Event, Notify};
 /// Bytes of spare capacity a fresh buffer starts with.
 const BUFFER_BYTES_INITIAL: usize = 16 * 1024;
 
-/// Buffered bytes past which a connection's feeders wait. Large enough that one write carries
-/// many messages (the writer writes the whole buffer at once, so up to twice this is in flight),
-/// small enough that a thousand congested subscribers hold a few GiB at the very most.
-const HIGH_WATER_BYTES_MAX: usize = 1024 * 1024;
+/// Buffered bytes past which a connection's feeders wait. Above the couple of MiB a closed-loop
+/// publisher keeps in flight, so that a subscriber that keeps up never pauses its publishers (a
+/// paused read lets the sender's window close, and reopening it costs the reader's CPU); far below
+/// the 64 MiB hard limit, which still bounds a connection's memory.
+const HIGH_WATER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// How long the writer keeps trying to deliver what is buffered once the connection closes.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
