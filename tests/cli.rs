@@ -3,33 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::Broker;
+use common::{start_listening, Broker};
 
 fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-/// Starts a CLI command that subscribes and waits until it says it is listening.
-fn start_listening(args: &[&str]) -> std::process::Child {
-    let mut child = sluice()
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().expect("a line").unwrap();
-    assert!(
-        first.starts_with("listening on") || first.starts_with("answering on"),
-        "{first}"
-    );
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+    common::sluice_cli()
 }
 
 #[test]

@@ -14,53 +14,44 @@ use sluice_protocol::ArchivedOp;
 
 const PAYLOAD_BYTES: usize = 1024;
 
-async fn nats(broker: &Broker) -> async_nats::Client {
+async fn nats(url: &str) -> async_nats::Client {
     async_nats::ConnectOptions::new()
         // The client's own per-subscription queue: large enough that the client never drops
         // messages itself, so that what is counted is what the broker delivered.
         .subscription_capacity(1 << 20)
-        .connect(format!("nats://{}", broker.nats_addr))
+        .connect(url)
         .await
         .expect("connect with async-nats")
 }
 
-/// Waits until each subscription receives a probe published after it was made.
-async fn until_subscribed(
-    publisher: &async_nats::Client,
-    subject: &str,
-    subs: &mut [async_nats::Subscriber],
-) {
-    for sub in subs.iter_mut() {
-        loop {
-            publisher
-                .publish(subject.to_string(), "probe".into())
-                .await
-                .unwrap();
-            publisher.flush().await.unwrap();
-            if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
-                break;
-            }
-        }
-    }
-    for sub in subs.iter_mut() {
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-        }
+/// An async-nats publisher sends `messages` of 1 KiB flat out to `subscribers` async-nats
+/// subscribers; each must receive every one, in order: on Sluice (which cuts nobody off), and on
+/// the reference nats-server where `./test` installed it.
+async fn nats_flat_out(subscribers: usize, messages: usize) {
+    let broker = Broker::start(&[]);
+    nats_flat_out_on(
+        &format!("nats://{}", broker.nats_addr),
+        subscribers,
+        messages,
+    )
+    .await;
+    assert!(!broker.logged("slow consumer"), "no subscriber was cut off");
+    if let Some(reference) = common::ReferenceNats::start() {
+        nats_flat_out_on(&format!("nats://{}", reference.addr), subscribers, messages).await;
     }
 }
 
-/// An async-nats publisher sends `messages` of 1 KiB flat out to `subscribers` async-nats
-/// subscribers; each must receive every one, in order.
-async fn nats_flat_out(subscribers: usize, messages: usize) {
-    let broker = Broker::start(&[]);
-    let publisher = nats(&broker).await;
+async fn nats_flat_out_on(url: &str, subscribers: usize, messages: usize) {
+    let publisher = nats(url).await;
     let mut subs = Vec::new();
     let mut clients = Vec::new();
     for _ in 0..subscribers {
-        let client = nats(&broker).await;
+        let client = nats(url).await;
         subs.push(client.subscribe("firehose").await.unwrap());
         clients.push(client);
     }
-    until_subscribed(&publisher, "firehose", &mut subs).await;
+    let mut probed: Vec<&mut async_nats::Subscriber> = subs.iter_mut().collect();
+    common::until_subscribed(&publisher, "firehose", &mut probed).await;
     let readers: Vec<_> = subs
         .into_iter()
         .map(|mut sub| {
@@ -97,10 +88,9 @@ async fn nats_flat_out(subscribers: usize, messages: usize) {
         assert_eq!(reader.await.unwrap(), messages, "every message delivered");
     }
     eprintln!(
-        "{messages} messages to {subscribers} subscriber(s) in {:?}",
+        "{url}: {messages} messages to {subscribers} subscriber(s) in {:?}",
         started.elapsed()
     );
-    assert!(!broker.logged("slow consumer"), "no subscriber was cut off");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

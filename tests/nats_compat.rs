@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{receive, Broker};
+use common::{receive, until_subscribed, Broker};
 use futures::StreamExt;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -16,35 +16,6 @@ async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
         .await
         .expect("a message in time")
         .expect("the subscription is open")
-}
-
-/// Waits until every subscription sees a probe that `publisher` sends on `subject`. async-nats'
-/// `flush` writes the socket but makes no round trip, so it does not tell when a subscription made
-/// on another connection (possibly another shard) is in force; the probes do.
-async fn until_subscribed(
-    publisher: &async_nats::Client,
-    subject: &str,
-    subs: &mut [&mut async_nats::Subscriber],
-) {
-    for sub in subs.iter_mut() {
-        loop {
-            publisher
-                .publish(subject.to_string(), "probe".into())
-                .await
-                .unwrap();
-            publisher.flush().await.unwrap();
-            match tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
-                Ok(Some(m)) if &m.payload[..] == b"probe" => break,
-                Ok(Some(m)) => panic!("unexpected message on {}", m.subject),
-                _ => {}
-            }
-        }
-    }
-    // Drain the probes that were still on their way.
-    for sub in subs.iter_mut() {
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
-        }
-    }
 }
 
 async fn nats(broker: &Broker) -> async_nats::Client {

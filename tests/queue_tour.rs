@@ -4,34 +4,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::Broker;
 
 const ROUNDS: usize = 20;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
 /// `sluice sub jobs --queue workers --count 2`, once it says it is listening.
 fn member(addr: &str) -> Child {
-    let mut child = sluice()
-        .args([
-            "sub", "jobs", "--queue", "workers", "--count", "2", "-s", addr,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let first = lines.next().expect("a line").unwrap();
-    assert!(first.starts_with("listening on"), "{first}");
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+    common::start_listening(&[
+        "sub", "jobs", "--queue", "workers", "--count", "2", "-s", addr,
+    ])
 }
 
 /// The member's output once it exits by itself, or `None` if it does not within the patience.
@@ -64,7 +49,7 @@ fn the_readme_queue_tour_delivers_every_message_every_time() {
     for round in 0..ROUNDS {
         let a = member(&broker.addr);
         let b = member(&broker.addr);
-        let published = sluice()
+        let published = common::sluice_cli()
             .args(["pub", "jobs", "job {n}", "--count", "4", "-s", &broker.addr])
             .output()
             .unwrap();
@@ -91,26 +76,11 @@ fn the_readme_queue_tour_delivers_every_message_every_time() {
 
 #[test]
 fn nats_py_members_that_auto_unsubscribe_get_every_message_every_time() {
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return;
-    };
     let broker = Broker::start(&[]);
     let reference = common::ReferenceNats::start();
     let mut urls = vec![format!("nats://{}", broker.nats_addr)];
     urls.extend(reference.as_ref().map(|r| format!("nats://{}", r.addr)));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/queue_tour.py");
     for url in urls {
-        let output = Command::new(&python)
-            .args([script, &url, &ROUNDS.to_string()])
-            .output()
-            .expect("run python");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{url}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        assert_eq!(stdout.trim(), "ok", "{url}");
+        common::run_python_client("queue_tour.py", &[&url, &ROUNDS.to_string()]);
     }
 }

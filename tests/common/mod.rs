@@ -415,3 +415,82 @@ impl Drop for ReferenceNats {
         let _ = self.child.wait();
     }
 }
+
+/// The `sluice` binary under test.
+pub fn sluice_cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// Starts a CLI command that subscribes and waits until it says it is listening.
+pub fn start_listening(args: &[&str]) -> Child {
+    use std::io::BufRead;
+    let mut child = sluice_cli()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let first = lines.next().expect("a line").unwrap();
+    assert!(
+        first.starts_with("listening on") || first.starts_with("answering on"),
+        "{first}"
+    );
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// Runs a client script of `tests/py` with the interpreter `./test` installed nats-py into
+/// (`SLUICE_PYTHON`) and checks that it succeeds and prints `ok`; returns false, with a note, where
+/// that interpreter is not set.
+pub fn run_python_client(script: &str, args: &[&str]) -> bool {
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return false;
+    };
+    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .arg(path)
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout.trim(), "ok", "{script} {args:?}");
+    true
+}
+
+/// Waits until every subscription sees a probe that `publisher` sends on `subject`. async-nats'
+/// `flush` writes the socket but makes no round trip, so it does not tell when a subscription made
+/// on another connection (possibly another shard) is in force; the probes do.
+pub async fn until_subscribed(
+    publisher: &async_nats::Client,
+    subject: &str,
+    subs: &mut [&mut async_nats::Subscriber],
+) {
+    use futures::StreamExt;
+    for sub in subs.iter_mut() {
+        loop {
+            publisher
+                .publish(subject.to_string(), "probe".into())
+                .await
+                .unwrap();
+            publisher.flush().await.unwrap();
+            match tokio::time::timeout(Duration::from_millis(50), sub.next()).await {
+                Ok(Some(m)) if &m.payload[..] == b"probe" => break,
+                Ok(Some(m)) => panic!("unexpected message on {}", m.subject),
+                _ => {}
+            }
+        }
+    }
+    // Drain the probes that were still on their way.
+    for sub in subs.iter_mut() {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+        }
+    }
+}
