@@ -12,6 +12,7 @@
 pub mod error;
 pub mod frame;
 pub mod limits;
+pub mod name;
 pub mod nats;
 pub mod op;
 pub mod subject;

@@ -134,8 +134,11 @@ pub fn check(users: &[UserConfig]) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
     for (i, u) in users.iter().enumerate() {
         let at = |what: &str| format!("key `users[{i}].{what}`");
-        if u.name.is_empty() || !names.insert(u.name.as_str()) {
-            return Err(format!("{}: empty or repeated user name", at("name")));
+        if let Err(e) = sluice_protocol::name::validate_name(&u.name) {
+            return Err(format!("{}: {:?}: {e}", at("name"), u.name));
+        }
+        if !names.insert(u.name.as_str()) {
+            return Err(format!("{}: repeated user name", at("name")));
         }
         if u.password.is_none() && u.token.is_none() {
             return Err(format!(

@@ -59,10 +59,10 @@ pub fn attach_consumer(
             ErrorCode::NotFound,
             format!("stream {} does not exist", config.stream),
         ))?;
-    if config.name.is_empty() || config.name.contains(['.', ' ', '*', '>']) {
+    if let Err(e) = sluice_protocol::name::validate_name(&config.name) {
         return Err((
             ErrorCode::BadRequest,
-            format!("invalid consumer name {:?}", config.name),
+            format!("invalid consumer name {:?}: {e}", config.name),
         ));
     }
     ensure_dead_letter_stream(shard, &config);

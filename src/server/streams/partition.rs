@@ -102,16 +102,28 @@ struct Joining {
 
 impl Partition {
     /// The partition's directory under the data directory.
-    pub fn dir_of(data_dir: &std::path::Path, stream: &str, index: u32) -> PathBuf {
-        data_dir
+    /// A name becomes a path only once it is checked: it can never lead out of the data directory.
+    pub fn dir_of(
+        data_dir: &std::path::Path,
+        stream: &str,
+        index: u32,
+    ) -> Result<PathBuf, sluice_protocol::name::NameError> {
+        super::check_stream_name(stream)?;
+        Ok(data_dir
             .join("streams")
             .join(stream)
-            .join(format!("{index:04}"))
+            .join(format!("{index:04}")))
     }
 
     /// Starts opening (and recovering) the partition's log; appends queue until it is open.
     pub fn open(shard: &Rc<Shard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
-        let dir = Partition::dir_of(&shard.config.data_dir, &config.name, index);
+        let (dir, refused) = match Partition::dir_of(&shard.config.data_dir, &config.name, index) {
+            Ok(dir) => (dir, None),
+            Err(e) => (
+                PathBuf::new(),
+                Some(format!("stream name {:?}: {e}", config.name)),
+            ),
+        };
         let part = Rc::new(Partition {
             config,
             index,
@@ -131,6 +143,12 @@ impl Partition {
             creating: RefCell::new(HashSet::new()),
             created: Event::default(),
         });
+        if let Some(why) = refused {
+            tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
+            *part.failed.borrow_mut() = Some(why);
+            part.opened.set();
+            return part;
+        }
         let log_config = log_config(shard.config.fsync, &part.config);
         let opening = part.clone();
         let shard = shard.clone();
@@ -405,6 +423,12 @@ impl Partition {
                 ),
             ));
         };
+        let path = state::state_path(&self.dir, name).map_err(|e| {
+            (
+                ErrorCode::BadRequest,
+                format!("invalid consumer name {name:?}: {e}"),
+            )
+        })?;
         self.creating.borrow_mut().insert(name.clone());
         let from_first = self.damaged.borrow_mut().remove(name);
         let created = PartConsumer::start(
@@ -413,7 +437,7 @@ impl Partition {
             self.index,
             log,
             self.appended.clone(),
-            state::state_path(&self.dir, name),
+            path,
             None,
             from_first,
         )
@@ -492,7 +516,11 @@ impl Partition {
                 }
             };
             let config = Arc::new(saved.config.clone());
-            let path = state::state_path(&self.dir, &config.name);
+            let Ok(path) = state::state_path(&self.dir, &config.name) else {
+                tracing::error!(stream = %self.config.name, partition = self.index,
+                    consumer = %config.name, "saved consumer with an invalid name ignored");
+                continue;
+            };
             let started = PartConsumer::start(
                 shard,
                 config.clone(),

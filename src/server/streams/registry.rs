@@ -6,9 +6,6 @@ use sluice_protocol::subject::{overlaps, validate_pattern};
 
 use crate::api::{StreamConfig, PARTITIONS_MAX};
 
-/// Longest stream name.
-const STREAM_NAME_BYTES_MAX: usize = 128;
-
 /// Why a change to the registry was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -120,19 +117,8 @@ impl Registry {
 fn validate(config: &StreamConfig) -> Result<(), RegistryError> {
     let invalid = |m: String| Err(RegistryError::Invalid(m));
     let name = &config.name;
-    if name.is_empty()
-        || name.len() > STREAM_NAME_BYTES_MAX
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
-        || name.starts_with('.')
-        || name.ends_with('.')
-        || name.contains("..")
-    {
-        return invalid(format!(
-            "invalid stream name {name:?}: 1 to {STREAM_NAME_BYTES_MAX} of A-Z a-z 0-9 _ - and \
-             inner dots"
-        ));
+    if let Err(e) = super::check_stream_name(name) {
+        return invalid(format!("invalid stream name {name:?}: {e}"));
     }
     if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
         return invalid(format!(

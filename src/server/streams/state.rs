@@ -48,9 +48,13 @@ pub enum StateError {
     },
 }
 
-/// The file a consumer's state is saved in.
-pub fn state_path(partition_dir: &Path, name: &str) -> PathBuf {
-    partition_dir.join("consumers").join(format!("{name}.json"))
+/// The file a consumer's state is saved in; a name becomes a path only once it is checked.
+pub fn state_path(
+    partition_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, sluice_protocol::name::NameError> {
+    sluice_protocol::name::validate_name(name)?;
+    Ok(partition_dir.join("consumers").join(format!("{name}.json")))
 }
 
 /// Writes `state` to `path` durably: temporary file, fsync, rename, fsync of the directory.
@@ -131,7 +135,7 @@ mod tests {
     #[test]
     fn a_durable_write_reads_back_and_leaves_no_temporary_file() {
         let dir = std::env::temp_dir().join(format!("sluice-state-{}", fastrand::u64(..)));
-        let path = state_path(&dir, "w");
+        let path = state_path(&dir, "w").unwrap();
         write_durably(&path, &state()).unwrap();
         let all = read_all(&dir);
         assert_eq!(all.len(), 1);
@@ -148,8 +152,8 @@ mod tests {
     fn an_empty_or_garbage_state_file_is_reported_not_taken_as_a_state() {
         let dir = std::env::temp_dir().join(format!("sluice-state-{}", fastrand::u64(..)));
         std::fs::create_dir_all(dir.join("consumers")).unwrap();
-        std::fs::write(state_path(&dir, "empty"), b"").unwrap();
-        std::fs::write(state_path(&dir, "junk"), b"{\"next\": 12, \"flo").unwrap();
+        std::fs::write(state_path(&dir, "empty").unwrap(), b"").unwrap();
+        std::fs::write(state_path(&dir, "junk").unwrap(), b"{\"next\": 12, \"flo").unwrap();
         let mut all = read_all(&dir);
         all.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(all.len(), 2);
