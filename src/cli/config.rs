@@ -35,6 +35,9 @@ pub struct Settings {
     /// How long a write to a client may make no progress before it is a slow consumer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_deadline_ms: Option<u64>,
+    /// With users configured: how long a client has to authenticate before it is disconnected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// `always`, `never` or `interval:MS`.
@@ -91,6 +94,7 @@ impl Settings {
             max_payload: over.max_payload.or(self.max_payload),
             max_pending: over.max_pending.or(self.max_pending),
             write_deadline_ms: over.write_deadline_ms.or(self.write_deadline_ms),
+            auth_timeout_ms: over.auth_timeout_ms.or(self.auth_timeout_ms),
             max_connections: over.max_connections.or(self.max_connections),
             data_dir: over.data_dir.or(self.data_dir),
             fsync: over.fsync.or(self.fsync),
@@ -128,6 +132,9 @@ impl Settings {
             write_deadline_ms: self
                 .write_deadline_ms
                 .or(Some(server::WRITE_DEADLINE_DEFAULT.as_millis() as u64)),
+            auth_timeout_ms: self
+                .auth_timeout_ms
+                .or(Some(server::AUTH_TIMEOUT_DEFAULT.as_millis() as u64)),
             max_connections: self
                 .max_connections
                 .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
@@ -165,6 +172,9 @@ impl Settings {
         }
         if self.write_deadline_ms == Some(0) {
             return Err(key("write_deadline_ms", "must be at least 1".into()));
+        }
+        if self.auth_timeout_ms == Some(0) {
+            return Err(key("auth_timeout_ms", "must be at least 1".into()));
         }
         for (name, value) in [
             ("listen", &self.listen),

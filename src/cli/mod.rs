@@ -96,6 +96,10 @@ struct ServeArgs {
     /// consumer; publishers feeding a full client wait for it at most this long [default: 10000].
     #[arg(long)]
     write_deadline_ms: Option<u64>,
+    /// With users configured: how long a client has to authenticate before it is disconnected
+    /// [default: 2000].
+    #[arg(long)]
+    auth_timeout_ms: Option<u64>,
     /// Most client connections [default: 65536].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -132,6 +136,7 @@ impl ServeArgs {
             max_payload: self.max_payload,
             max_pending: self.max_pending,
             write_deadline_ms: self.write_deadline_ms,
+            auth_timeout_ms: self.auth_timeout_ms,
             max_connections: self.max_connections,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync.clone(),
@@ -232,6 +237,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.pending_bytes_max = settings.max_pending.unwrap_or(config.pending_bytes_max);
     if let Some(ms) = settings.write_deadline_ms {
         config.write_deadline = Duration::from_millis(ms.max(1));
+    }
+    if let Some(ms) = settings.auth_timeout_ms {
+        config.auth_timeout = Duration::from_millis(ms.max(1));
     }
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);

@@ -38,6 +38,10 @@ const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
 /// Most bytes asked of the kernel per read; the spare room is zeroed first, so this bounds that cost.
 const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
 
+/// Largest frame a native client may send before its connect is accepted: a connect with a name
+/// and credentials fits many times over.
+const PRE_CONNECT_FRAME_BYTES_MAX: u32 = 4 * 1024;
+
 /// Acked publishes of one connection waiting for their acks, past which the connection reads no
 /// more: bounds the ack slots a client can pile up behind a slow disk or a slow peer shard.
 const ACKS_PENDING_MAX: usize = 64 * 1024;
@@ -67,6 +71,9 @@ pub struct Conn {
     feeding: RefCell<Vec<Backlog>>,
     /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
     acks_done: Event,
+    /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
+    /// trickling bytes does not make every read zero a large buffer.
+    read_chunk: Cell<usize>,
 }
 
 impl Conn {
@@ -351,7 +358,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         refuse(&shard, stream, protocol).await;
         return;
     };
-    let Some((stream, info_sent)) = secure(&shard, stream, protocol, id).await else {
+    shard.handshakes.set(shard.handshakes.get() + 1);
+    let secured = secure(&shard, stream, protocol, id).await;
+    shard.handshakes.set(shard.handshakes.get() - 1);
+    let Some((stream, info_sent)) = secured else {
         return;
     };
     let conn = Rc::new(Conn {
@@ -366,8 +376,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         user: RefCell::new(None),
         feeding: RefCell::new(Vec::new()),
         acks_done: Event::default(),
+        read_chunk: Cell::new(READ_BUFFER_BYTES),
     });
     shard.register(conn.clone());
+    if shard.config.users.required() {
+        glommio::spawn_local(auth_deadline(shard.clone(), conn.clone(), protocol)).detach();
+    }
     tracing::debug!(
         shard = shard.id.0,
         conn = id,
@@ -428,6 +442,41 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
 }
 
+/// On a server with users: closes a connection that has not authenticated within the auth timeout,
+/// with an error that says so.
+async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
+    let timeout = shard.config.auth_timeout;
+    let ended = futures_lite::future::or(
+        async {
+            glommio::timer::sleep(timeout).await;
+            false
+        },
+        async {
+            conn.done.wait().await;
+            true
+        },
+    )
+    .await;
+    if ended || conn.user.borrow().is_some() {
+        return;
+    }
+    add(&shard.stats.auth_failures, 1);
+    tracing::warn!(
+        shard = shard.id.0,
+        conn = conn.id,
+        ?timeout,
+        "authentication timeout"
+    );
+    let frame = match protocol {
+        Protocol::Native => shard.error_frame(
+            ErrorCode::AuthorizationFailed,
+            "authentication timeout: no valid connect in time",
+        ),
+        Protocol::Nats => nats_conn::err_line("Authentication Timeout"),
+    };
+    conn.out.close_with(frame);
+}
+
 /// Tells a client over the connection limit so, and closes.
 async fn refuse(shard: &Shard, mut stream: TcpStream, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
@@ -451,7 +500,14 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
     let mut connected = false;
     loop {
         loop {
-            let frame = match decode(&mut buf, body_max) {
+            // Before its connect is accepted a client may send its connect alone: a frame
+            // announced larger is refused from its header, before any of it is buffered.
+            let max = if connected {
+                body_max
+            } else {
+                PRE_CONNECT_FRAME_BYTES_MAX
+            };
+            let frame = match decode(&mut buf, max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -485,7 +541,7 @@ pub(super) async fn read_more(
         buf.reserve(READ_BUFFER_BYTES);
     }
     let filled = buf.len();
-    let chunk = (buf.capacity() - filled).min(READ_CHUNK_BYTES_MAX);
+    let chunk = (buf.capacity() - filled).min(conn.read_chunk.get());
     buf.resize(filled + chunk, 0);
     let read = futures_lite::future::or(
         async { Some(socket.read(&mut buf[filled..]).await) },
@@ -498,6 +554,16 @@ pub(super) async fn read_more(
     match read {
         Some(Ok(n)) if n > 0 => {
             buf.truncate(filled + n);
+            // Ask for more while reads fill what was asked; less when they trickle.
+            let next = if n == chunk {
+                chunk * 2
+            } else if n < chunk / 4 {
+                chunk / 2
+            } else {
+                chunk
+            };
+            conn.read_chunk
+                .set(next.clamp(READ_CHUNK_BYTES_MIN, READ_CHUNK_BYTES_MAX));
             None
         }
         Some(Ok(_)) => {

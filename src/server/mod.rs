@@ -67,6 +67,8 @@ pub struct ServerConfig {
     pub pending_bytes_max: usize,
     /// How long a write to a client may make no progress before it is a slow consumer.
     pub write_deadline: Duration,
+    /// With users configured: how long a client has to authenticate.
+    pub auth_timeout: Duration,
     /// Most client connections over all shards.
     pub connections_max: usize,
     /// Identity announced in the server info.
@@ -93,6 +95,7 @@ impl ServerConfig {
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             write_deadline: WRITE_DEADLINE_DEFAULT,
+            auth_timeout: AUTH_TIMEOUT_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             server_id: format!("{:016x}", fastrand::u64(..)),
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
@@ -118,6 +121,10 @@ pub const PENDING_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// Default write deadline (nats-server's): a client whose socket takes nothing for this long is a
 /// slow consumer, and no publisher waits on it longer.
 pub const WRITE_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
+
+/// Default time a client has to authenticate on a server with users (nats-server's is 2 s too):
+/// an unauthenticated socket holds a connection slot and a read buffer, so it may not linger.
+pub const AUTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 
 /// Default connection limit: well above the 1,000s of streams per box the broker is for.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;

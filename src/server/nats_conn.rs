@@ -90,6 +90,7 @@ pub(super) async fn read_loop(
     }
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
     let payload_max = shard.config.payload_bytes_max as usize;
+    let must_authenticate = shard.config.users.required();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
         // PONGs wait until everything read so far is handled, as nats-server answers a read: some
@@ -97,7 +98,14 @@ pub(super) async fn read_loop(
         // buffer, and expect those SUBs in force when the PONG comes.
         let mut pongs = 0usize;
         loop {
-            match decode_in_place(&buf, payload_max, CONTROL_LINE_BYTES_MAX) {
+            // On a server with users, a client that has not authenticated may send its CONNECT
+            // line and nothing with a payload: no large buffer is reserved for it.
+            let max = if must_authenticate && !conn.nats.borrow().connected {
+                0
+            } else {
+                payload_max
+            };
+            match decode_in_place(&buf, max, CONTROL_LINE_BYTES_MAX) {
                 Ok(Decoded::Op(ClientOpRef::Ping, used)) => {
                     pongs += 1;
                     buf.advance(used);

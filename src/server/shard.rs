@@ -67,6 +67,8 @@ pub struct Shard {
     /// Woken whenever a peer queue drains, for connections waiting for room.
     room: Event,
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    /// Admitted connections still in their TLS handshake.
+    pub handshakes: Cell<usize>,
     next_conn_id: Cell<u64>,
     barriers: RefCell<HashMap<u64, usize>>,
     barrier_done: Event,
@@ -103,6 +105,7 @@ impl Shard {
             peers,
             room: Event::default(),
             conns: RefCell::new(HashMap::new()),
+            handshakes: Cell::new(0),
             next_conn_id: Cell::new(1),
             barriers: RefCell::new(HashMap::new()),
             barrier_done: Event::default(),
@@ -202,9 +205,10 @@ impl Shard {
     // ---- connections ----
 
     /// Registers a new connection, or `None` if this shard is at its connection limit.
+    /// A connection still in its TLS handshake counts against the limit too (`handshakes`).
     pub fn admit(&self) -> Option<u64> {
         let limit = self.config.connections_max.div_ceil(self.shards);
-        if self.conns.borrow().len() >= limit {
+        if self.conns.borrow().len() + self.handshakes.get() >= limit {
             add(&self.stats.connections_refused, 1);
             return None;
         }
