@@ -62,6 +62,10 @@ pub struct Conn {
     acks: RefCell<Acks>,
     /// Whether the connection attached to a consumer (its closing must be told to the owners).
     pub consumer_member: Cell<bool>,
+    /// Whether its credentials arrived (and are being checked, or were).
+    auth_started: Cell<bool>,
+    /// The consumers (stream, name) it attached to: the only ones it may pull from and ack.
+    pub consumers: RefCell<Vec<(String, String)>>,
     /// What a NATS client asked for in its CONNECT (unused on the native protocol).
     pub nats: RefCell<NatsOptions>,
     /// The user it authenticated as, on a server with users.
@@ -105,6 +109,14 @@ impl Conn {
         allowed
     }
 
+    /// Whether it attached to consumer `name` of `stream`.
+    pub fn is_member(&self, stream: &str, name: &str) -> bool {
+        self.consumers
+            .borrow()
+            .iter()
+            .any(|(s, n)| s == stream && n == name)
+    }
+
     /// Takes the subscribers the last routing made congested: the connection waits for them before
     /// it reads more. Called right after routing one of its publishes.
     pub fn note_congested(&self, shard: &Shard) {
@@ -135,6 +147,8 @@ impl Conn {
     /// Authenticates on a blocking thread (the hashes are slow by design); on success the
     /// connection runs as that user from now on.
     pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
+        // From here the client has done its part in time: the auth timeout no longer applies.
+        self.auth_started.set(true);
         let users = shard.config.users.clone();
         let name = creds.user.clone();
         let result = glommio::executor()
@@ -372,6 +386,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         interest_changed: Cell::new(false),
         acks: RefCell::new(Acks::default()),
         consumer_member: Cell::new(false),
+        consumers: RefCell::new(Vec::new()),
+        auth_started: Cell::new(false),
         nats: RefCell::new(NatsOptions::default()),
         user: RefCell::new(None),
         feeding: RefCell::new(Vec::new()),
@@ -442,8 +458,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
 }
 
-/// On a server with users: closes a connection that has not authenticated within the auth timeout,
-/// with an error that says so.
+/// On a server with users: closes a connection that has not sent its credentials within the auth
+/// timeout, with an error that says so. (Checking them is the broker's time, not the client's.)
 async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
     let timeout = shard.config.auth_timeout;
     let ended = futures_lite::future::or(
@@ -457,7 +473,7 @@ async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
         },
     )
     .await;
-    if ended || conn.user.borrow().is_some() {
+    if ended || conn.auth_started.get() {
         return;
     }
     add(&shard.stats.auth_failures, 1);
@@ -640,18 +656,23 @@ async fn handle(
                 return refuse_op(shard, conn, &refusal);
             }
         }
-        ArchivedOp::ConsumerAck(ack) => match AckKind::from_u8(ack.kind) {
-            Some(kind) => session::consumer_ack(
-                shard,
-                ack.stream.as_str(),
-                ack.consumer.as_str(),
-                ack.partition.to_native(),
-                ack.offset.to_native(),
-                kind,
-                ack.delay_ms.to_native(),
-            ),
-            None => warn(shard, conn, ErrorCode::MalformedFrame, "unknown ack kind"),
-        },
+        ArchivedOp::ConsumerAck(ack) => {
+            let Some(kind) = AckKind::from_u8(ack.kind) else {
+                warn(shard, conn, ErrorCode::MalformedFrame, "unknown ack kind");
+                return Ok(());
+            };
+            let at = session::AckAt {
+                stream: ack.stream.as_str(),
+                consumer: ack.consumer.as_str(),
+                partition: ack.partition.to_native(),
+                offset: ack.offset.to_native(),
+            };
+            if let Err(refusal) =
+                session::consumer_ack(shard, conn, at, kind, ack.delay_ms.to_native())
+            {
+                return refuse_op(shard, conn, &refusal);
+            }
+        }
         ArchivedOp::ConsumerPull(pull) => {
             let which = (
                 pull.stream.as_str(),
@@ -660,10 +681,8 @@ async fn handle(
             );
             let count = u64::from(pull.count.to_native());
             let expires_ms = u64::from(pull.expires_ms.to_native());
-            if let Err((code, message)) =
-                session::consumer_pull(shard, conn, which, count, expires_ms)
-            {
-                warn(shard, conn, code, &message);
+            if let Err(refusal) = session::consumer_pull(shard, conn, which, count, expires_ms) {
+                return refuse_op(shard, conn, &refusal);
             }
         }
         ArchivedOp::Api(request) => {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_protocol::op::{Op, Publish};
+use sluice_protocol::op::{AckKind, Op, Publish};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
 use sluice_protocol::{ErrorCode, Frame};
 
@@ -42,6 +42,18 @@ pub enum Refusal {
     },
     DuplicateSid(u64),
     UnknownSid(u64),
+    /// Only the server publishes under `$SYS.`.
+    SystemSubject(String),
+    /// The connection did not attach to the consumer it acks or pulls from.
+    NotAMember {
+        stream: String,
+        consumer: String,
+    },
+    /// The consumer refused a pull.
+    Consumer {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Refusal {
@@ -56,6 +68,8 @@ impl Refusal {
             Refusal::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Refusal::DuplicateSid(_) => ErrorCode::DuplicateSubscription,
             Refusal::UnknownSid(_) => ErrorCode::UnknownSubscription,
+            Refusal::SystemSubject(_) | Refusal::NotAMember { .. } => ErrorCode::PermissionDenied,
+            Refusal::Consumer { code, .. } => *code,
         }
     }
 
@@ -82,6 +96,10 @@ impl Refusal {
             Refusal::PayloadTooLarge { .. } => "Maximum Payload Violation".into(),
             Refusal::DuplicateSid(_) => "Duplicate Subscription ID".into(),
             Refusal::UnknownSid(_) => "Invalid Subscription ID".into(),
+            Refusal::SystemSubject(subject) => {
+                format!("Permissions Violation for Publish to \"{subject}\"")
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -104,9 +122,21 @@ impl std::fmt::Display for Refusal {
             }
             Refusal::DuplicateSid(sid) => write!(f, "subscription id {sid} is in use"),
             Refusal::UnknownSid(sid) => write!(f, "no subscription with id {sid}"),
+            Refusal::SystemSubject(subject) => {
+                write!(f, "permission denied: {subject:?} is the server's ($SYS.>)")
+            }
+            Refusal::NotAMember { stream, consumer } => write!(
+                f,
+                "permission denied: this connection is not attached to consumer {consumer:?} of {stream:?}"
+            ),
+            Refusal::Consumer { message, .. } => f.write_str(message),
         }
     }
 }
+
+/// Subjects only the server publishes on (advisories, dead-letter notices): a client publishing
+/// there could forge them.
+const SYSTEM_PREFIX: &str = "$SYS.";
 
 /// How a publish wants to hear that a stream stored it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +241,9 @@ fn check_publish(shard: &Shard, conn: &Conn, incoming: &Incoming<'_>) -> Result<
     validate_subject(incoming.subject).map_err(|e| Refusal::InvalidSubject(e.to_string()))?;
     if let Some(reply) = incoming.reply {
         validate_subject(reply).map_err(|e| Refusal::InvalidReply(e.to_string()))?;
+    }
+    if incoming.subject.starts_with(SYSTEM_PREFIX) {
+        return Err(Refusal::SystemSubject(incoming.subject.to_string()));
     }
     if !conn.may_publish(shard, incoming.subject) {
         return Err(Refusal::PublishDenied(incoming.subject.to_string()));
@@ -327,6 +360,61 @@ pub fn unsubscribe(
     Ok(())
 }
 
-/// Consumers: asking for messages and acking are the streams' own operations, which every port
-/// reaches through here (attaching goes through the stream API).
-pub use super::streams::{consumer_ack, consumer_pull};
+/// Asks a consumer for `count` messages, on behalf of a member: only a connection that attached to
+/// the consumer may pull from it.
+pub fn consumer_pull(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    which: (&str, &str, u64),
+    count: u64,
+    expires_ms: u64,
+) -> Result<(), Refusal> {
+    let (stream, consumer, _) = which;
+    member_of(shard, conn, stream, consumer)?;
+    streams::consumer_pull(shard, conn, which, count, expires_ms)
+        .map_err(|(code, message)| Refusal::Consumer { code, message })
+}
+
+/// Where a consumer's message is, for an ack.
+#[derive(Debug, Clone, Copy)]
+pub struct AckAt<'a> {
+    pub stream: &'a str,
+    pub consumer: &'a str,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// Acks, naks, marks in progress or terminates a consumer's message: only a connection that
+/// attached to the consumer may, so one tenant cannot settle another's work.
+pub fn consumer_ack(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    at: AckAt<'_>,
+    kind: AckKind,
+    delay_ms: u64,
+) -> Result<(), Refusal> {
+    member_of(shard, conn, at.stream, at.consumer)?;
+    streams::consumer_ack(
+        shard,
+        at.stream,
+        at.consumer,
+        at.partition,
+        at.offset,
+        kind,
+        delay_ms,
+    );
+    Ok(())
+}
+
+fn member_of(shard: &Shard, conn: &Conn, stream: &str, consumer: &str) -> Result<(), Refusal> {
+    if conn.is_member(stream, consumer) {
+        return Ok(());
+    }
+    add(&shard.stats.permission_errors, 1);
+    let refusal = Refusal::NotAMember {
+        stream: stream.to_string(),
+        consumer: consumer.to_string(),
+    };
+    tracing::debug!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+    Err(refusal)
+}

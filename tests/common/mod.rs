@@ -312,6 +312,15 @@ pub struct RawConn {
 impl RawConn {
     /// Connects and completes the handshake.
     pub fn connect(addr: &str) -> RawConn {
+        RawConn::connect_as(addr, None)
+    }
+
+    /// A raw connection that authenticates with a token.
+    pub fn connect_with_token(addr: &str, token: &str) -> RawConn {
+        RawConn::connect_as(addr, Some(token))
+    }
+
+    fn connect_as(addr: &str, token: Option<&str>) -> RawConn {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut raw = RawConn {
@@ -325,7 +334,7 @@ impl RawConn {
             name: "raw",
             user: None,
             password: None,
-            token: None,
+            token,
         }));
         let info = raw.read_frame().expect("info frame");
         match info.op() {
@@ -333,6 +342,17 @@ impl RawConn {
             other => panic!("expected info, got {}", other.name()),
         }
         raw
+    }
+
+    /// The next error frame's code and message, skipping other frames; `None` if the connection
+    /// ends first.
+    pub fn read_error(&mut self) -> Option<(u16, String)> {
+        while let Some(frame) = self.read_frame() {
+            if let ArchivedOp::Err(e) = frame.op() {
+                return Some((e.code.to_native(), e.message.as_str().to_string()));
+            }
+        }
+        None
     }
 
     /// Encodes and sends one operation.

@@ -34,6 +34,17 @@ pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body:
             .push(&reply_frame(shard, id, code, message.as_bytes()));
         return;
     }
+    if verb == api::STREAM_LIST {
+        // Every shard has every stream's configuration: answered here, showing a user only the
+        // streams it may read.
+        let streams = visible_streams(shard, conn);
+        let (code, reply) = match serde_json::to_vec(&api::StreamList { streams }) {
+            Ok(body) => (0, body),
+            Err(e) => (ErrorCode::BadRequest.as_u16(), e.to_string().into_bytes()),
+        };
+        conn.out.push(&reply_frame(shard, id, code, &reply));
+        return;
+    }
     if verb == api::CONSUMER_ATTACH {
         // Attaching is about this connection: the shard that holds it does it, and answers once
         // every partition owner has the consumer durably.
@@ -73,6 +84,24 @@ pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body:
                 body: body.to_vec(),
             },
         );
+    }
+}
+
+/// The streams a connection may see: all of them without users, else those whose every subject
+/// its user may subscribe to.
+fn visible_streams(shard: &Shard, conn: &Conn) -> Vec<api::StreamConfig> {
+    let all = shard.streams.borrow().all();
+    let user = conn.user.borrow();
+    match user.as_ref() {
+        None => all,
+        Some(user) => all
+            .into_iter()
+            .filter(|s| {
+                s.subjects
+                    .iter()
+                    .all(|p| user.permissions.subscribe.allows_pattern(p))
+            })
+            .collect(),
     }
 }
 

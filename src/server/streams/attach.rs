@@ -67,6 +67,11 @@ pub fn attach_consumer(
     }
     ensure_dead_letter_stream(shard, &config);
     conn.consumer_member.set(true);
+    if !conn.is_member(&config.stream, &config.name) {
+        conn.consumers
+            .borrow_mut()
+            .push((config.stream.clone(), config.name.clone()));
+    }
     let config = Arc::new(config);
     let member = Member {
         shard: shard.id,

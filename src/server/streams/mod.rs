@@ -70,6 +70,13 @@ impl Streams {
         self.configs.get(name).cloned()
     }
 
+    /// Every stream's configuration, by name.
+    pub fn all(&self) -> Vec<StreamConfig> {
+        let mut all: Vec<StreamConfig> = self.configs.values().map(|c| (**c).clone()).collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// The stream that captures `subject`, if any.
     pub fn capturing(&self, subject: &str) -> Option<Arc<StreamConfig>> {
         if self.capture.is_empty() {
