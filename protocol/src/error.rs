@@ -69,6 +69,9 @@ pub enum ErrorCode {
     /// The user may not publish to that subject or subscribe to that pattern. The connection
     /// stays open.
     PermissionDenied = 16,
+    /// A per-client bound was reached (subscriptions per connection, streams, consumers per
+    /// stream, credit per consumer member). The connection stays open.
+    LimitReached = 17,
     /// A code this version does not know.
     Unknown = 0xffff,
 }
@@ -85,6 +88,7 @@ impl ErrorCode {
                 | ErrorCode::StorageFailed
                 | ErrorCode::BadRequest
                 | ErrorCode::NotFound
+                | ErrorCode::LimitReached
                 | ErrorCode::PermissionDenied
         )
     }
@@ -106,6 +110,7 @@ impl ErrorCode {
             7 => ErrorCode::UnknownSubscription,
             15 => ErrorCode::AuthorizationFailed,
             16 => ErrorCode::PermissionDenied,
+            17 => ErrorCode::LimitReached,
             8 => ErrorCode::TooManyConnections,
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::DuplicateSubscription,

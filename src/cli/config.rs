@@ -38,6 +38,15 @@ pub struct Settings {
     /// With users configured: how long a client has to authenticate before it is disconnected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_timeout_ms: Option<u64>,
+    /// Most subscriptions one connection may hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions: Option<usize>,
+    /// Most streams on the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<usize>,
+    /// Most consumers of one stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_consumers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// `always`, `never` or `interval:MS`.
@@ -95,6 +104,9 @@ impl Settings {
             max_pending: over.max_pending.or(self.max_pending),
             write_deadline_ms: over.write_deadline_ms.or(self.write_deadline_ms),
             auth_timeout_ms: over.auth_timeout_ms.or(self.auth_timeout_ms),
+            max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
+            max_streams: over.max_streams.or(self.max_streams),
+            max_consumers: over.max_consumers.or(self.max_consumers),
             max_connections: over.max_connections.or(self.max_connections),
             data_dir: over.data_dir.or(self.data_dir),
             fsync: over.fsync.or(self.fsync),
@@ -135,6 +147,11 @@ impl Settings {
             auth_timeout_ms: self
                 .auth_timeout_ms
                 .or(Some(server::AUTH_TIMEOUT_DEFAULT.as_millis() as u64)),
+            max_subscriptions: self
+                .max_subscriptions
+                .or(Some(server::SUBSCRIPTIONS_MAX_DEFAULT)),
+            max_streams: self.max_streams.or(Some(server::STREAMS_MAX_DEFAULT)),
+            max_consumers: self.max_consumers.or(Some(server::CONSUMERS_MAX_DEFAULT)),
             max_connections: self
                 .max_connections
                 .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
@@ -175,6 +192,15 @@ impl Settings {
         }
         if self.auth_timeout_ms == Some(0) {
             return Err(key("auth_timeout_ms", "must be at least 1".into()));
+        }
+        for (name, value) in [
+            ("max_subscriptions", self.max_subscriptions),
+            ("max_streams", self.max_streams),
+            ("max_consumers", self.max_consumers),
+        ] {
+            if value == Some(0) {
+                return Err(key(name, "must be at least 1".into()));
+            }
         }
         for (name, value) in [
             ("listen", &self.listen),

@@ -100,6 +100,15 @@ struct ServeArgs {
     /// [default: 2000].
     #[arg(long)]
     auth_timeout_ms: Option<u64>,
+    /// Most subscriptions one connection may hold [default: 65536].
+    #[arg(long)]
+    max_subscriptions: Option<usize>,
+    /// Most streams on the server [default: 200000].
+    #[arg(long)]
+    max_streams: Option<usize>,
+    /// Most consumers of one stream [default: 1000].
+    #[arg(long)]
+    max_consumers: Option<usize>,
     /// Most client connections [default: 65536].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -137,6 +146,9 @@ impl ServeArgs {
             max_pending: self.max_pending,
             write_deadline_ms: self.write_deadline_ms,
             auth_timeout_ms: self.auth_timeout_ms,
+            max_subscriptions: self.max_subscriptions,
+            max_streams: self.max_streams,
+            max_consumers: self.max_consumers,
             max_connections: self.max_connections,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync.clone(),
@@ -241,6 +253,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = settings.auth_timeout_ms {
         config.auth_timeout = Duration::from_millis(ms.max(1));
     }
+    config.subscriptions_max = settings
+        .max_subscriptions
+        .unwrap_or(config.subscriptions_max);
+    config.streams_max = settings.max_streams.unwrap_or(config.streams_max);
+    config.consumers_max = settings.max_consumers.unwrap_or(config.consumers_max);
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;

@@ -1,6 +1,9 @@
 //! A shard's view of who wants which subjects: its own subscriptions and its copy of every other
 //! shard's interest, with a cache of routes per subject.
 //!
+//! The route cache keeps the routes of subjects someone wants; a change of interest drops only the
+//! routes it can alter.
+//!
 //! Remote interest is kept as one entry per remote subscription (shard and queue group, no more), so
 //! a queue group's members on another shard weigh in the member choice by their number.
 
@@ -10,6 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use sluice_protocol::subject::matches;
 use sluice_protocol::sublist::Sublist;
 
 use super::conn::Conn;
@@ -141,16 +145,30 @@ impl Interest {
     /// Files an entry under a pattern.
     pub fn insert(&mut self, pattern: &str, entry: Entry) {
         self.list.insert(pattern, entry);
-        self.cache.clear();
+        self.forget_routes(pattern);
     }
 
     /// Removes one entry equal to `entry` under `pattern`.
     pub fn remove(&mut self, pattern: &str, entry: &Entry) -> bool {
         let removed = self.list.remove(pattern, entry);
         if removed {
-            self.cache.clear();
+            self.forget_routes(pattern);
         }
         removed
+    }
+
+    /// Drops the cached routes a change of interest in `pattern` can alter: the one subject of a
+    /// literal pattern, or the subjects a wildcard matches. The other hot routes stay, so a storm
+    /// of subscriptions does not make every publish look its route up again.
+    fn forget_routes(&mut self, pattern: &str) {
+        if self.cache.is_empty() {
+            return;
+        }
+        if pattern.split('.').any(|token| token == "*" || token == ">") {
+            self.cache.retain(|subject, _| !matches(pattern, subject));
+        } else {
+            self.cache.remove(pattern);
+        }
     }
 
     /// The route for a literal subject, from the cache when possible.
@@ -178,5 +196,47 @@ impl Interest {
         }
         self.cache.insert(subject.into(), route.clone());
         route
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(shard: u32) -> Entry {
+        Entry::Remote {
+            shard: ShardId(shard),
+            queue: None,
+        }
+    }
+
+    #[test]
+    fn a_change_of_interest_drops_only_the_routes_it_can_alter() {
+        let mut interest = Interest::default();
+        interest.insert("orders.>", remote(1));
+        interest.insert("users.42", remote(1));
+        for subject in ["orders.eu", "orders.us", "users.42"] {
+            assert_eq!(interest.route(subject).remote, 1 << 1);
+        }
+        assert_eq!(interest.cache.len(), 3);
+
+        interest.insert("orders.eu", remote(2));
+        assert!(
+            !interest.cache.contains_key("orders.eu"),
+            "the literal's route is dropped"
+        );
+        assert_eq!(interest.cache.len(), 2, "the others stay");
+        assert_eq!(interest.route("orders.eu").remote, (1 << 1) | (1 << 2));
+
+        interest.insert("users.*", remote(3));
+        assert!(
+            !interest.cache.contains_key("users.42"),
+            "a wildcard drops what it matches"
+        );
+        assert!(interest.cache.contains_key("orders.us"));
+        assert_eq!(interest.route("users.42").remote, (1 << 1) | (1 << 3));
+
+        assert!(interest.remove("orders.>", &remote(1)));
+        assert_eq!(interest.route("orders.us").remote, 0, "removal is seen too");
     }
 }

@@ -69,6 +69,12 @@ pub struct ServerConfig {
     pub write_deadline: Duration,
     /// With users configured: how long a client has to authenticate.
     pub auth_timeout: Duration,
+    /// Most subscriptions one connection may hold.
+    pub subscriptions_max: usize,
+    /// Most streams on the server.
+    pub streams_max: usize,
+    /// Most consumers of one stream.
+    pub consumers_max: usize,
     /// Most client connections over all shards.
     pub connections_max: usize,
     /// Identity announced in the server info.
@@ -96,6 +102,9 @@ impl ServerConfig {
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             write_deadline: WRITE_DEADLINE_DEFAULT,
             auth_timeout: AUTH_TIMEOUT_DEFAULT,
+            subscriptions_max: SUBSCRIPTIONS_MAX_DEFAULT,
+            streams_max: STREAMS_MAX_DEFAULT,
+            consumers_max: CONSUMERS_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             server_id: format!("{:016x}", fastrand::u64(..)),
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
@@ -125,6 +134,18 @@ pub const WRITE_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
 /// Default time a client has to authenticate on a server with users (nats-server's is 2 s too):
 /// an unauthenticated socket holds a connection slot and a read buffer, so it may not linger.
 pub const AUTH_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Default bound on one connection's subscriptions: far more than a client multiplexing many
+/// streams needs, and each costs an entry on every shard, so one client cannot grow them all.
+pub const SUBSCRIPTIONS_MAX_DEFAULT: usize = 64 * 1024;
+
+/// Default bound on streams: room for a stream per user of a large service (the broker's first
+/// use), while a runaway client cannot create streams until memory or disk runs out.
+pub const STREAMS_MAX_DEFAULT: usize = 200_000;
+
+/// Default bound on one stream's consumers: each has state and tasks in every partition and a
+/// dead-letter stream, so the count is bounded like any other per-client resource.
+pub const CONSUMERS_MAX_DEFAULT: usize = 1000;
 
 /// Default connection limit: well above the 1,000s of streams per box the broker is for.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;

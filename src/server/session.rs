@@ -42,6 +42,8 @@ pub enum Refusal {
     },
     DuplicateSid(u64),
     UnknownSid(u64),
+    /// The connection holds its most subscriptions.
+    TooManySubscriptions(usize),
     /// Only the server publishes under `$SYS.`.
     SystemSubject(String),
     /// The connection did not attach to the consumer it acks or pulls from.
@@ -70,6 +72,7 @@ impl Refusal {
             Refusal::UnknownSid(_) => ErrorCode::UnknownSubscription,
             Refusal::SystemSubject(_) | Refusal::NotAMember { .. } => ErrorCode::PermissionDenied,
             Refusal::Consumer { code, .. } => *code,
+            Refusal::TooManySubscriptions(_) => ErrorCode::LimitReached,
         }
     }
 
@@ -99,6 +102,7 @@ impl Refusal {
             Refusal::SystemSubject(subject) => {
                 format!("Permissions Violation for Publish to \"{subject}\"")
             }
+            Refusal::TooManySubscriptions(_) => "Maximum Subscriptions Exceeded".into(),
             other => other.to_string(),
         }
     }
@@ -130,6 +134,10 @@ impl std::fmt::Display for Refusal {
                 "permission denied: this connection is not attached to consumer {consumer:?} of {stream:?}"
             ),
             Refusal::Consumer { message, .. } => f.write_str(message),
+            Refusal::TooManySubscriptions(max) => write!(
+                f,
+                "the connection holds its most subscriptions ({max}, max_subscriptions)"
+            ),
         }
     }
 }
@@ -318,6 +326,10 @@ fn check_subscribe(shard: &Shard, conn: &Conn, sub: &NewSub<'_>) -> Result<(), R
     }
     if conn.subs.borrow().contains_key(&sub.sid) {
         return Err(Refusal::DuplicateSid(sub.sid));
+    }
+    let max = shard.config.subscriptions_max;
+    if conn.subs.borrow().len() >= max {
+        return Err(Refusal::TooManySubscriptions(max));
     }
     Ok(())
 }

@@ -191,6 +191,7 @@ fn registry_error(e: RegistryError) -> (ErrorCode, String) {
     match e {
         RegistryError::NotFound(_) => (ErrorCode::NotFound, e.to_string()),
         RegistryError::Invalid(_) => (ErrorCode::BadRequest, e.to_string()),
+        RegistryError::Limit(_) => (ErrorCode::LimitReached, e.to_string()),
         RegistryError::Io { .. } => (ErrorCode::StorageFailed, e.to_string()),
     }
 }
@@ -212,7 +213,15 @@ pub fn publish_registry(shard: &Rc<Shard>) {
 async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
-    with_registry(shard, |r| r.add(config))?;
+    let max = shard.config.streams_max;
+    with_registry(shard, |r| {
+        if r.get(&config.name).is_none() && r.streams().len() >= max {
+            return Err(RegistryError::Limit(format!(
+                "the server holds its most streams ({max}, max_streams)"
+            )));
+        }
+        r.add(config)
+    })?;
     publish_registry(shard);
     tracing::info!(stream = %name, "stream added");
     json(&info(shard, &name).await?)

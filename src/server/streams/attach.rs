@@ -18,6 +18,10 @@ use crate::server::mesh::{CallItem, PartitionReply, StreamItem};
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
+/// Most unacked messages one consumer may hold per partition: each is an entry in its state,
+/// written at every save, so a client cannot ask for billions.
+pub const ACK_PENDING_MAX: u32 = 100_000;
+
 /// How long an attach waits for every partition owner to have the consumer, durably, before it
 /// answers an error.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +67,15 @@ pub fn attach_consumer(
         return Err((
             ErrorCode::BadRequest,
             format!("invalid consumer name {:?}: {e}", config.name),
+        ));
+    }
+    if config.max_ack_pending > ACK_PENDING_MAX {
+        return Err((
+            ErrorCode::LimitReached,
+            format!(
+                "max_ack_pending {} is over the most a consumer may have ({ACK_PENDING_MAX})",
+                config.max_ack_pending
+            ),
         ));
     }
     ensure_dead_letter_stream(shard, &config);

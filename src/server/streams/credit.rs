@@ -30,6 +30,10 @@ use crate::server::ShardId;
 /// overflowing the owners' counters.
 pub const CREDIT_MAX: u64 = 1 << 40;
 
+/// Pulls with an expiry one member may have waiting (JetStream's default `max_waiting`): each holds
+/// a timer, so a client cannot make the shard keep an unbounded number of them.
+pub const EXPIRING_PULLS_MAX: u32 = 512;
+
 /// Smallest chunk of credit a partition is granted: smaller ones would cost a round trip to the
 /// home every few messages when a member reads many partitions.
 const GRANT_CHUNK_MIN: u64 = 16;
@@ -44,6 +48,8 @@ pub struct HomeMember {
     credit: Cell<u64>,
     /// Counts pulls, so that an expiring pull lapses only if no later pull came.
     pulls: Cell<u64>,
+    /// Pulls with an expiry not yet expired.
+    expiring: Cell<u32>,
     /// Per partition: granted and not yet arrived. An owner's own count is never above it.
     outstanding: RefCell<Vec<u64>>,
 }
@@ -80,6 +86,7 @@ pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, c
             sid,
             credit: Cell::new(0),
             pulls: Cell::new(0),
+            expiring: Cell::new(0),
             outstanding: RefCell::new(vec![0; stream.partitions as usize]),
             stream,
         }),
@@ -124,6 +131,12 @@ pub fn pull(
             );
             (ErrorCode::UnknownSubscription, message)
         })?;
+    if expires_ms > 0 && member.expiring.get() >= EXPIRING_PULLS_MAX {
+        return Err((
+            ErrorCode::LimitReached,
+            format!("pull: {EXPIRING_PULLS_MAX} pulls with an expiry are already waiting"),
+        ));
+    }
     member
         .credit
         .set(member.credit.get().saturating_add(count).min(CREDIT_MAX));
@@ -132,8 +145,10 @@ pub fn pull(
     grant_spent(shard, &member);
     if expires_ms > 0 {
         let shard = shard.clone();
+        member.expiring.set(member.expiring.get() + 1);
         glommio::spawn_local(async move {
             glommio::timer::sleep(Duration::from_millis(expires_ms)).await;
+            member.expiring.set(member.expiring.get().saturating_sub(1));
             if member.pulls.get() == pulls && member.credit.get() > 0 {
                 member.credit.set(0);
                 stop(&shard, &member);

@@ -429,6 +429,16 @@ impl Partition {
                 format!("invalid consumer name {name:?}: {e}"),
             )
         })?;
+        let max = shard.config.consumers_max;
+        if self.consumers.borrow().len() + self.creating.borrow().len() >= max {
+            return Err((
+                ErrorCode::LimitReached,
+                format!(
+                    "stream {} has its most consumers ({max}, max_consumers)",
+                    self.config.name
+                ),
+            ));
+        }
         self.creating.borrow_mut().insert(name.clone());
         let from_first = self.damaged.borrow_mut().remove(name);
         let created = PartConsumer::start(

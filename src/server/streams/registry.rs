@@ -13,6 +13,9 @@ pub enum RegistryError {
     Invalid(String),
     #[error("stream {0} does not exist")]
     NotFound(String),
+    /// A bound on streams was reached.
+    #[error("{0}")]
+    Limit(String),
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
