@@ -13,9 +13,17 @@ use sluice::api::{ConsumerConfig, DeliverPolicy, StreamConfig};
 
 /// GET `path` from `addr`: (status code, body).
 fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    get_with(addr, path, "")
+}
+
+/// A GET with extra header lines (each ending in CRLF).
+fn get_with(addr: &str, path: &str, headers: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: sluice\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: sluice\r\n{headers}\r\n"
+    )?;
     let mut text = String::new();
     stream.read_to_string(&mut text)?;
     let status = text
@@ -325,4 +333,24 @@ fn invalid_config_files_name_the_key_and_the_reason() {
     }
     let out = sluice(&["serve", "--config", "/nonexistent/sluice.toml"]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn the_http_port_can_require_a_bearer_token() {
+    let broker = Broker::start(&["--http-token", "s3cret"]);
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let (status, _) = get(&broker.http_addr, path).unwrap();
+        assert_eq!(status, 401, "{path} without the token");
+        let (status, _) =
+            get_with(&broker.http_addr, path, "Authorization: Bearer wrong\r\n").unwrap();
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    let (status, body) = get_with(
+        &broker.http_addr,
+        "/metrics",
+        "Authorization: Bearer s3cret\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("sluice_"), "{body}");
 }

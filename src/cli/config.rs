@@ -38,6 +38,9 @@ pub struct Settings {
     /// With users configured: how long a client has to authenticate before it is disconnected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_timeout_ms: Option<u64>,
+    /// A bearer token the HTTP port requires (`Authorization: Bearer <token>`); none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_token: Option<String>,
     /// Most subscriptions one connection may hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_subscriptions: Option<usize>,
@@ -104,6 +107,7 @@ impl Settings {
             max_pending: over.max_pending.or(self.max_pending),
             write_deadline_ms: over.write_deadline_ms.or(self.write_deadline_ms),
             auth_timeout_ms: over.auth_timeout_ms.or(self.auth_timeout_ms),
+            http_token: over.http_token.or(self.http_token),
             max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
             max_streams: over.max_streams.or(self.max_streams),
             max_consumers: over.max_consumers.or(self.max_consumers),
@@ -147,6 +151,7 @@ impl Settings {
             auth_timeout_ms: self
                 .auth_timeout_ms
                 .or(Some(server::AUTH_TIMEOUT_DEFAULT.as_millis() as u64)),
+            http_token: self.http_token,
             max_subscriptions: self
                 .max_subscriptions
                 .or(Some(server::SUBSCRIPTIONS_MAX_DEFAULT)),

@@ -100,6 +100,9 @@ struct ServeArgs {
     /// [default: 2000].
     #[arg(long)]
     auth_timeout_ms: Option<u64>,
+    /// A bearer token the HTTP port requires (`Authorization: Bearer <token>`) [default: none].
+    #[arg(long)]
+    http_token: Option<String>,
     /// Most subscriptions one connection may hold [default: 65536].
     #[arg(long)]
     max_subscriptions: Option<usize>,
@@ -146,6 +149,7 @@ impl ServeArgs {
             max_pending: self.max_pending,
             write_deadline_ms: self.write_deadline_ms,
             auth_timeout_ms: self.auth_timeout_ms,
+            http_token: self.http_token.clone(),
             max_subscriptions: self.max_subscriptions,
             max_streams: self.max_streams,
             max_consumers: self.max_consumers,
@@ -253,6 +257,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(ms) = settings.auth_timeout_ms {
         config.auth_timeout = Duration::from_millis(ms.max(1));
     }
+    config.http_token = settings.http_token.clone();
     config.subscriptions_max = settings
         .max_subscriptions
         .unwrap_or(config.subscriptions_max);

@@ -1,4 +1,5 @@
-//! The HTTP port (`--http`): `/metrics` in the Prometheus text format, `/healthz` (the process
+//! The HTTP port (`--http`), behind a bearer token when `http_token` is set: `/metrics` in the
+//! Prometheus text format, `/healthz` (the process
 //! answers) and `/readyz` (every shard has recovered its logs). Served by shard 0, away from the
 //! client ports; the other shards' figures come over the mesh.
 
@@ -45,7 +46,15 @@ async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
         words.next().unwrap_or_default(),
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let authorized = match &shard.config.http_token {
+        None => true,
+        Some(token) => bearer(&head).is_some_and(|given| same_secret(given, token.as_bytes())),
+    };
     let (status, body) = match (method, path) {
+        _ if !authorized => (
+            "401 Unauthorized",
+            "a bearer token is required\n".to_string(),
+        ),
         (b"GET", b"/metrics") => ("200 OK", metrics::render(&gather(&shard).await)),
         (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
         (b"GET", b"/readyz") => {
@@ -72,6 +81,32 @@ async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
     let _ = stream.close().await;
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+fn bearer(head: &[u8]) -> Option<&[u8]> {
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+        if !name.eq_ignore_ascii_case(b"authorization") {
+            return None;
+        }
+        let value = value[1..].trim_ascii();
+        let scheme = value.get(..7)?;
+        scheme
+            .eq_ignore_ascii_case(b"bearer ")
+            .then(|| value[7..].trim_ascii())
+    })
+}
+
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Every shard's figures; a shard that does not answer in time is left out.
 async fn gather(shard: &Rc<Shard>) -> Vec<ShardMetrics> {
     let mut all = Vec::with_capacity(shard.shards);
@@ -83,4 +118,23 @@ async fn gather(shard: &Rc<Shard>) -> Vec<ShardMetrics> {
         }
     }
     all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_token_is_read_from_its_header_whatever_the_case() {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nauthorization: bearer s3cret \r\n\r\n";
+        assert_eq!(bearer(head), Some(&b"s3cret"[..]));
+        assert_eq!(bearer(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(
+            bearer(b"GET / HTTP/1.1\r\nAuthorization: Basic abc\r\n\r\n"),
+            None
+        );
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3", b"s3cret"));
+    }
 }

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     pub write_deadline: Duration,
     /// With users configured: how long a client has to authenticate.
     pub auth_timeout: Duration,
+    /// A bearer token the HTTP port requires, if any.
+    pub http_token: Option<String>,
     /// Most subscriptions one connection may hold.
     pub subscriptions_max: usize,
     /// Most streams on the server.
@@ -102,6 +104,7 @@ impl ServerConfig {
             pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
             write_deadline: WRITE_DEADLINE_DEFAULT,
             auth_timeout: AUTH_TIMEOUT_DEFAULT,
+            http_token: None,
             subscriptions_max: SUBSCRIPTIONS_MAX_DEFAULT,
             streams_max: STREAMS_MAX_DEFAULT,
             consumers_max: CONSUMERS_MAX_DEFAULT,
