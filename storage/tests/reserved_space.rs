@@ -176,3 +176,49 @@ fn a_log_with_one_small_record_takes_one_reservation_step_of_disk() {
         assert!(closed_bytes <= 4096, "{closed_bytes} bytes after close");
     });
 }
+
+/// Quiet logs the many-logs measurement opens at once by default: the scale of one stream per user.
+const QUIET_LOGS_DEFAULT: usize = 10_000;
+
+/// A measurement more than a check (run it with `--ignored`): `SLUICE_QUIET_LOGS` logs (10,000 by
+/// default) open at once with one small record each, and the disk they take while open.
+#[test]
+#[ignore = "a measurement: opens ten thousand logs"]
+fn ten_thousand_open_logs_with_one_record_each_take_one_step_each() {
+    let logs: usize = std::env::var("SLUICE_QUIET_LOGS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(QUIET_LOGS_DEFAULT);
+    let scratch = Scratch::new("reserved-many");
+    let root = scratch.path.clone();
+    run(move || async move {
+        let started = std::time::Instant::now();
+        let mut open = Vec::with_capacity(logs);
+        for n in 0..logs {
+            let log = PartitionLog::open(root.join(format!("{n}")), LogConfig::default())
+                .await
+                .unwrap();
+            log.append(&[Bytes::from_static(b"x")]).await.unwrap();
+            open.push(log);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let used: u64 = (0..logs)
+            .flat_map(|n| segment_files(&root.join(format!("{n}"))))
+            .map(|p| allocated_bytes(&p))
+            .sum::<u64>()
+            + (0..logs)
+                .map(|n| allocated_bytes(&root.join(format!("{n}"))))
+                .sum::<u64>();
+        let per_log = used / logs as u64;
+        println!(
+            "{logs} open logs with one record each in {secs:.1} s: {used} bytes, {per_log} per log"
+        );
+        assert!(
+            per_log <= ONE_RECORD_DISK_BYTES_MAX + 4096,
+            "{per_log} bytes per log"
+        );
+        for log in open {
+            log.close().await.unwrap();
+        }
+    });
+}
