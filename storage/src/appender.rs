@@ -8,6 +8,12 @@
 //!
 //! Large writes are split into chunks that go to the device concurrently, and `start` returns with
 //! them in flight so that the log can prepare the next writes meanwhile.
+//!
+//! Space is reserved with fallocate in steps as the segment fills (see [`reservation_after`]): a
+//! first small step when the segment is created, then steps that double up to
+//! `RESERVE_STEP_BYTES_MAX`, never past the segment's largest size. A write that would pass the
+//! reserved end first reserves the next step, so writes stay inside the file's length; the length
+//! past the records reads as zeroes, which recovery takes for the end of the log.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -22,6 +28,16 @@ use crate::wake::Latch;
 /// parallel, which keeps the device's queue busy.
 const WRITE_CHUNK_BYTES_MAX: usize = 1024 * 1024;
 
+/// First step of space reserved for a new segment (64 KiB): one small record costs this much disk
+/// until the segment is sealed, so a hundred thousand quiet streams hold about 6 GiB, where a full
+/// reservation (256 MiB each) would fill any disk. It is a multiple of every DMA alignment in use
+/// (512 bytes to 4 KiB), and doubling from it reaches `RESERVE_STEP_BYTES_MAX` in ten steps.
+pub const RESERVE_FIRST_BYTES: u64 = 64 * 1024;
+
+/// Largest step of space reserved at once (64 MiB): a busy segment reserves rarely (four times for
+/// its last 192 MiB at the default size), and an idle one holds at most this much past its records.
+pub const RESERVE_STEP_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 /// The writer of one segment file.
 pub struct Appender {
     file: Rc<DmaFile>,
@@ -29,6 +45,12 @@ pub struct Appender {
     alignment: usize,
     /// Logical bytes in the file.
     size: u64,
+    /// The file's length as far as this appender made it: blocks reserved (or written) up to here.
+    reserved: u64,
+    /// The segment's largest size: reservations stop there.
+    segment_bytes_max: u64,
+    /// False once the file system said it cannot reserve space at all; appends then extend the file.
+    reserving: bool,
     /// The bytes of the last partial block, from its aligned start to `size`.
     tail: Vec<u8>,
     /// The write of that block, while it may be in flight.
@@ -36,28 +58,33 @@ pub struct Appender {
 }
 
 impl Appender {
-    /// Creates a new, empty segment file with room for `reserve_bytes` (see [`Appender::reserve`]).
-    pub async fn create(path: &Path, reserve_bytes: u64) -> Result<Appender, StorageError> {
+    /// Creates a new, empty segment file that will hold at most about `segment_bytes_max`, and
+    /// reserves the first step of its space.
+    pub async fn create(path: &Path, segment_bytes_max: u64) -> Result<Appender, StorageError> {
         let file = DmaFile::create(path)
             .await
             .map_err(|e| StorageError::glommio("create", path, e))?;
-        reserve(&file, path, reserve_bytes).await?;
-        Ok(Appender {
+        let mut appender = Appender {
             alignment: file.alignment() as usize,
             file: Rc::new(file),
             path: path.to_path_buf(),
             size: 0,
+            reserved: 0,
+            segment_bytes_max,
+            reserving: true,
             tail: Vec::new(),
             tail_write: None,
-        })
+        };
+        appender.reserve_for(1).await;
+        Ok(appender)
     }
 
     /// Opens an existing segment to append after its first `size` bytes (which recovery checked);
-    /// anything past them is cut off, and room is made for `reserve_bytes`.
+    /// anything past them is cut off, and the next step of space is reserved after them.
     pub async fn reopen(
         path: &Path,
         size: u64,
-        reserve_bytes: u64,
+        segment_bytes_max: u64,
     ) -> Result<Appender, StorageError> {
         let file = glommio::io::OpenOptions::new()
             .read(true)
@@ -68,7 +95,6 @@ impl Appender {
         file.truncate(size)
             .await
             .map_err(|e| StorageError::glommio("truncate", path, e))?;
-        reserve(&file, path, reserve_bytes.max(size)).await?;
         let alignment = file.alignment() as usize;
         let tail_len = (size % alignment as u64) as usize;
         let mut tail = Vec::with_capacity(alignment);
@@ -87,14 +113,19 @@ impl Appender {
             }
             tail.extend_from_slice(&block[..tail_len]);
         }
-        Ok(Appender {
+        let mut appender = Appender {
             file: Rc::new(file),
             path: path.to_path_buf(),
             alignment,
             size,
+            reserved: size,
+            segment_bytes_max,
+            reserving: true,
             tail,
             tail_write: None,
-        })
+        };
+        appender.reserve_for(size + 1).await;
+        Ok(appender)
     }
 
     /// Logical bytes in the file.
@@ -105,6 +136,42 @@ impl Appender {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file's length as this appender set it: the space reserved (or written) so far. Past
+    /// `size()` it holds zeroes until written, and `finish` cuts it back to `size()`.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Makes sure the file is reserved up to at least `end` (rounded up to the alignment), by the
+    /// next step of [`reservation_after`].
+    ///
+    /// Best effort: when the file system cannot reserve the space (it is nearly full), the write
+    /// goes on without it, extends the file itself, and fails only if it finds no room; the next
+    /// write tries to reserve again. A file system without fallocate is not asked again.
+    async fn reserve_for(&mut self, end: u64) {
+        let end = end.next_multiple_of(self.alignment as u64);
+        if end <= self.reserved || !self.reserving {
+            return;
+        }
+        let target = reservation_after(
+            self.reserved,
+            end,
+            self.segment_bytes_max,
+            self.alignment as u64,
+        );
+        match self.file.pre_allocate(target, false).await {
+            Ok(()) => self.reserved = target,
+            Err(e) => {
+                let e: std::io::Error = e.into();
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.reserving = false;
+                }
+                tracing::debug!(path = %self.path.display(), error = %e, target,
+                    "segment space not reserved");
+            }
+        }
     }
 
     /// Starts writing `parts` after the current end and returns at once with the writes in flight;
@@ -120,6 +187,7 @@ impl Appender {
         if let Some(previous) = self.tail_write.take() {
             previous.wait().await?;
         }
+        self.reserve_for(self.size + data_len as u64).await;
         let start = self.size - self.tail.len() as u64;
         let total = self.tail.len() + data_len;
         let whole = total / self.alignment * self.alignment;
@@ -151,6 +219,8 @@ impl Appender {
             done += len;
         }
         self.size += data_len as u64;
+        let written_end = start + total.div_ceil(self.alignment) as u64 * self.alignment as u64;
+        self.reserved = self.reserved.max(written_end);
         let tail_len = (self.size % self.alignment as u64) as usize;
         let mut tail = vec![0u8; tail_len];
         Cursor::new(&self.tail, parts).last(&mut tail);
@@ -167,8 +237,8 @@ impl Appender {
             .map_err(|e| StorageError::glommio("fdatasync", &self.path, e))
     }
 
-    /// Cuts the padding off, syncs and closes: the file then holds exactly its records. Every write
-    /// started must have been waited for.
+    /// Cuts the padding and the reserved space off, syncs and closes: the file then holds exactly
+    /// its records, and its blocks no more than them. Every write started must have been waited for.
     pub async fn finish(mut self) -> Result<(), StorageError> {
         if let Some(previous) = self.tail_write.take() {
             previous.wait().await?;
@@ -188,22 +258,24 @@ impl Appender {
     }
 }
 
-/// Allocates the file's blocks up to `bytes` and sets its length there (the new blocks read as
-/// zeroes). Direct writes inside the file's length do not change its size, so the kernel can submit
-/// them without blocking, where writes that extend a file go through a worker thread; and the blocks
-/// of a segment end up contiguous. The length past the records is never taken for data: recovery
-/// stops at the first zeroed record and sealing cuts the file to its records.
+/// The file length to reserve when the file is reserved up to `reserved` and a write must reach
+/// `end` (both multiples of `alignment`): one step past `reserved`, the step doubling with the
+/// reservation from `RESERVE_FIRST_BYTES` up to `RESERVE_STEP_BYTES_MAX`, at least `end`, and never
+/// past the segment's largest size (rounded up to the alignment) unless `end` itself is past it (a
+/// single record larger than a segment).
 ///
-/// Best effort: when the file system cannot reserve that much (it is nearly full, or does not
-/// support fallocate), appends go on without it and fail only when a write itself finds no room.
-async fn reserve(file: &DmaFile, path: &Path, bytes: u64) -> Result<(), StorageError> {
-    if bytes == 0 {
-        return Ok(());
-    }
-    if let Err(e) = file.pre_allocate(bytes, false).await {
-        tracing::debug!(path = %path.display(), error = %e, "segment space not reserved");
-    }
-    Ok(())
+/// Reserved blocks are allocated and the file's length covers them, so direct writes inside them do
+/// not change the file's size: the kernel submits them without blocking, where writes that extend a
+/// file go through a worker thread; and the blocks of a segment end up in few extents. The length
+/// past the records is never taken for data: recovery stops at the first zeroed record and sealing
+/// cuts the file to its records.
+pub fn reservation_after(reserved: u64, end: u64, segment_bytes_max: u64, alignment: u64) -> u64 {
+    let step = reserved.clamp(RESERVE_FIRST_BYTES, RESERVE_STEP_BYTES_MAX);
+    let limit = segment_bytes_max.next_multiple_of(alignment).max(end);
+    (reserved + step)
+        .next_multiple_of(alignment)
+        .max(end)
+        .min(limit)
 }
 
 /// One write in flight; clones share it.
@@ -327,7 +399,48 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
+    use super::{reservation_after, Cursor, RESERVE_FIRST_BYTES, RESERVE_STEP_BYTES_MAX};
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn reservations_double_from_the_first_step_up_to_the_largest_step() {
+        let mut reserved = 0;
+        let mut steps = Vec::new();
+        while reserved < 256 * MIB {
+            let next = reservation_after(reserved, reserved + 4096, 256 * MIB, 4096);
+            steps.push(next - reserved);
+            reserved = next;
+        }
+        assert_eq!(steps[0], RESERVE_FIRST_BYTES);
+        assert_eq!(steps[1], RESERVE_FIRST_BYTES);
+        assert_eq!(steps[2], 2 * RESERVE_FIRST_BYTES);
+        assert!(steps.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*steps.last().unwrap(), RESERVE_STEP_BYTES_MAX);
+        assert_eq!(reserved, 256 * MIB);
+        assert!(
+            steps.len() <= 16,
+            "{} reservations per segment",
+            steps.len()
+        );
+    }
+
+    #[test]
+    fn a_reservation_covers_the_write_but_not_more_than_the_segment() {
+        // A large write reaches past one step.
+        assert_eq!(reservation_after(0, 3 * MIB, 256 * MIB, 4096), 3 * MIB);
+        // Near the end, the step stops at the segment's size.
+        assert_eq!(
+            reservation_after(250 * MIB, 251 * MIB, 256 * MIB, 4096),
+            256 * MIB
+        );
+        // A segment size that is not aligned is rounded up to the alignment.
+        assert_eq!(reservation_after(0, 4096, 10_000, 4096), 12_288);
+        // A single record larger than the segment still fits.
+        assert_eq!(reservation_after(0, 20 * MIB, 8 * MIB, 4096), 20 * MIB);
+        // Every reservation is aligned.
+        assert_eq!(reservation_after(4096, 8192, 256 * MIB, 512) % 512, 0);
+    }
 
     #[test]
     fn the_cursor_reads_the_concatenation() {

@@ -7,7 +7,9 @@
 //! - [`log`]: [`PartitionLog`], the API (`open`, `append`, `read`, `offset_for_time`,
 //!   `truncate_before`, `apply_retention`, `close`) and the group-committing writer task.
 //! - [`record`]: the on-disk record format.
-//! - [`appender`]: direct-I/O appends to one segment file, with its partial last block.
+//! - [`appender`]: direct-I/O appends to one segment file, with its partial last block; it reserves
+//!   the file's space in steps as the segment fills (64 KiB first, doubling up to 64 MiB), so a quiet
+//!   log costs one small step of disk, not a whole segment.
 //! - [`segment`]: segment files, their names, and walking their records (recovery and reads).
 //! - [`index`]: the sparse offset and time index of a segment.
 //! - [`cache`]: the newest records in memory, for tailing readers.
