@@ -132,14 +132,15 @@ impl Conn {
         }
     }
 
-    /// Authenticates on a blocking thread (the hashes are slow by design); on success the
-    /// connection runs as that user from now on.
+    /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
+    /// without holding the shard; on success the connection runs as that user from now on.
     pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
-        let users = shard.config.users.clone();
         let name = creds.user.clone();
-        let result = glommio::executor()
-            .spawn_blocking(move || users.authenticate(&creds))
-            .await;
+        let result = match shard.auth.as_ref().map(|pool| pool.check(creds)) {
+            Some(Ok(answer)) => answer.await.unwrap_or(Err(Refusal::Busy)),
+            // Every hashing thread busy and the queue full, or the server stopping.
+            Some(Err(_)) | None => Err(Refusal::Busy),
+        };
         match result {
             Ok(user) => {
                 // A second CONNECT gives back the slot the first one took.
@@ -758,6 +759,7 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
                 Refusal::TooManyConnections => {
                     "authorization failed: the user is at its connection limit"
                 }
+                Refusal::Busy => "authorization failed: the server is busy checking credentials",
             };
             fail(shard, conn, ErrorCode::AuthorizationFailed, message);
             return Err(Close::Error);
