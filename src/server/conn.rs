@@ -137,7 +137,18 @@ impl Conn {
     pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
         let name = creds.user.clone();
         let result = match shard.auth.as_ref().map(|pool| pool.check(creds)) {
-            Some(Ok(answer)) => answer.await.unwrap_or(Err(Refusal::Busy)),
+            Some(Ok(answer)) => {
+                // A connection closed meanwhile (the auth timeout, the client leaving) drops its
+                // receiver, and the hashing threads skip its check if it has not started.
+                let answer = futures_lite::future::or(async { Some(answer.await) }, async {
+                    self.done.wait().await;
+                    None
+                });
+                match answer.await {
+                    Some(answer) => answer.unwrap_or(Err(Refusal::Busy)),
+                    None => return Err(Refusal::BadCredentials),
+                }
+            }
             // Every hashing thread busy and the queue full, or the server stopping.
             Some(Err(_)) | None => Err(Refusal::Busy),
         };
