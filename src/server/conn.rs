@@ -144,16 +144,28 @@ impl Conn {
         }
     }
 
-    /// Authenticates on a blocking thread (the hashes are slow by design); on success the
-    /// connection runs as that user from now on.
+    /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
+    /// without holding the shard; on success the connection runs as that user from now on.
     pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
         // From here the client has done its part in time: the auth timeout no longer applies.
         self.auth_started.set(true);
-        let users = shard.config.users.clone();
         let name = creds.user.clone();
-        let result = glommio::executor()
-            .spawn_blocking(move || users.authenticate(&creds))
-            .await;
+        let result = match shard.auth.as_ref().map(|pool| pool.check(creds)) {
+            Some(Ok(answer)) => {
+                // A connection closed meanwhile (the auth timeout, the client leaving) drops its
+                // receiver, and the hashing threads skip its check if it has not started.
+                let answer = futures_lite::future::or(async { Some(answer.await) }, async {
+                    self.done.wait().await;
+                    None
+                });
+                match answer.await {
+                    Some(answer) => answer.unwrap_or(Err(Refusal::Busy)),
+                    None => return Err(Refusal::BadCredentials),
+                }
+            }
+            // Every hashing thread busy and the queue full, or the server stopping.
+            Some(Err(_)) | None => Err(Refusal::Busy),
+        };
         match result {
             Ok(user) => {
                 // A second CONNECT gives back the slot the first one took.
@@ -777,6 +789,7 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
                 Refusal::TooManyConnections => {
                     "authorization failed: the user is at its connection limit"
                 }
+                Refusal::Busy => "authorization failed: the server is busy checking credentials",
             };
             fail(shard, conn, ErrorCode::AuthorizationFailed, message);
             return Err(Close::Error);

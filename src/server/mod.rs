@@ -5,6 +5,7 @@
 //! serves the connections the kernel hands it.
 
 pub mod auth;
+mod auth_pool;
 mod bind;
 mod conn;
 mod http;
@@ -87,6 +88,8 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Users and their permissions; with none, clients connect without credentials.
     pub users: Arc<auth::Users>,
+    /// Threads that check password and token hashes for all shards (with users only).
+    pub auth_threads: usize,
     /// With a certificate, both client ports speak TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -113,6 +116,7 @@ impl ServerConfig {
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
             fsync: FsyncPolicy::Always,
             users: Arc::default(),
+            auth_threads: auth_pool::auth_threads_default(),
             tls: None,
         }
     }
@@ -156,6 +160,8 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
 pub enum ServerError {
+    #[error("cannot start the hashing threads: {0}")]
+    AuthThreads(std::io::Error),
     #[error("cannot resolve listen address {0}")]
     Resolve(String),
     #[error("cannot bind {addr}: {source}")]
@@ -276,12 +282,20 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     config.listen = listen;
     config.nats_listen = nats.as_ref().map(|(addr, _)| *addr);
     let config = Arc::new(config);
+    let auth = match config.users.required() {
+        true => Some(Arc::new(
+            auth_pool::AuthPool::start(config.users.clone(), config.auth_threads)
+                .map_err(ServerError::AuthThreads)?,
+        )),
+        false => None,
+    };
 
     let mesh = MeshBuilder::<MeshBatch, _>::full(shards, MESH_CHANNEL_BATCHES);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (index, &cpu) in config.cpus.iter().enumerate() {
         let config = config.clone();
+        let auth = auth.clone();
         let mesh = mesh.clone();
         let stop = stop.clone();
         let ready = ready_tx.clone();
@@ -292,7 +306,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
-            .spawn(move || run_shard(config, mesh, stop, ready, http))
+            .spawn(move || run_shard(config, auth, mesh, stop, ready, http))
             .map_err(|e| ServerError::Executor {
                 shard: index,
                 cpu,
@@ -331,6 +345,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
 
 async fn run_shard(
     config: Arc<ServerConfig>,
+    auth: Option<Arc<auth_pool::AuthPool>>,
     mesh: MeshBuilder<MeshBatch, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
@@ -363,7 +378,7 @@ async fn run_shard(
     let id = ShardId(senders.peer_id() as u32);
     let nr_peers = senders.nr_consumers();
     let peers: Vec<Rc<PeerQueue>> = (0..nr_peers).map(|_| Rc::default()).collect();
-    let shard = Rc::new(Shard::new(id, config.clone(), peers.clone()));
+    let shard = Rc::new(Shard::new(id, config.clone(), auth, peers.clone()));
     let senders = Rc::new(senders);
     for (peer, queue) in peers.iter().enumerate() {
         if peer == id.0 as usize {

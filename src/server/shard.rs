@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::op::{ErrorFrame, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
+use super::auth_pool::AuthPool;
 use super::conn::Conn;
 use super::interest::{Entry, Interest, LocalSub, Route};
 use super::mesh::{CoreItem, MeshBatch, MeshItem, PeerQueue};
@@ -60,6 +61,8 @@ pub struct Shard {
     pub id: ShardId,
     pub shards: usize,
     pub config: Arc<ServerConfig>,
+    /// The hashing threads shared by all shards, on a server with users.
+    pub auth: Option<Arc<AuthPool>>,
     pub stats: Stats,
     pub stopping: Latch,
     interest: RefCell<Interest>,
@@ -94,11 +97,17 @@ pub struct Shard {
 
 impl Shard {
     /// A shard with no connections; `peers` has one queue per shard (its own slot unused).
-    pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<PeerQueue>>) -> Shard {
+    pub fn new(
+        id: ShardId,
+        config: Arc<ServerConfig>,
+        auth: Option<Arc<AuthPool>>,
+        peers: Vec<Rc<PeerQueue>>,
+    ) -> Shard {
         Shard {
             id,
             shards: peers.len(),
             config,
+            auth,
             stats: Stats::default(),
             stopping: Latch::default(),
             interest: RefCell::new(Interest::default()),
