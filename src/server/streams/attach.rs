@@ -59,12 +59,10 @@ pub fn attach_consumer(
             ErrorCode::NotFound,
             format!("stream {} does not exist", config.stream),
         ))?;
-    if let Err(e) = sluice_protocol::name::validate_name(&config.name) {
-        return Err((
-            ErrorCode::BadRequest,
-            format!("invalid consumer name {:?}: {e}", config.name),
-        ));
-    }
+    // Names and numbers are checked before anything is created, the dead-letter stream included.
+    config
+        .check()
+        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
     ensure_dead_letter_stream(shard, &config);
     conn.consumer_member.set(true);
     let config = Arc::new(config);
