@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+mod check;
+pub use check::{
+    check_stream_name, dead_letter_stream, ConfigError, ACK_WAIT_MS_MAX, MAX_AGE_SECS_MAX,
+};
+
 /// Verb: create a stream. Body: [`StreamConfig`]. Reply: [`StreamInfo`].
 pub const STREAM_ADD: &str = "stream.add";
 /// Verb: describe a stream. Body: [`StreamName`]. Reply: [`StreamInfo`].

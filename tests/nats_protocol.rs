@@ -1,5 +1,5 @@
 //! The NATS port byte for byte, with a raw socket: INFO first, PING/PONG, limits answered with
-//! nats-server's -ERR texts, stale connections closed, and JSON acks for publishes to streams.
+//! nats-server's -ERR texts, a malformed CONNECT refused, stale connections closed, and JSON acks for publishes to streams.
 
 mod common;
 
@@ -80,6 +80,32 @@ fn oversized_payloads_and_control_lines_close_with_the_nats_errors() {
     let mut raw = Raw::connect(&broker);
     raw.send(b"NOPE\r\n");
     assert_eq!(raw.line(), "-ERR 'Unknown Protocol Operation'\r\n");
+}
+
+#[test]
+fn a_connect_that_is_not_a_json_object_is_refused_with_the_reason() {
+    let broker = Broker::start(&[]);
+    let mut raw = Raw::connect(&broker);
+    raw.send(b"CONNECT [1,2]\r\n");
+    assert_eq!(
+        raw.line(),
+        "-ERR 'Invalid CONNECT: the options must be a JSON object'\r\n"
+    );
+    assert_eq!(raw.line(), "", "closed");
+    let mut raw = Raw::connect(&broker);
+    raw.send(b"CONNECT {\"verbose\":\"yes\"}\r\n");
+    assert_eq!(
+        raw.line(),
+        "-ERR 'Invalid CONNECT: verbose must be a boolean'\r\n"
+    );
+    assert_eq!(raw.line(), "", "closed");
+    let mut raw = Raw::connect(&broker);
+    raw.send(b"CONNECT null\r\nPING\r\n");
+    assert_eq!(
+        raw.line(),
+        "PONG\r\n",
+        "null is an empty CONNECT, as for nats-server"
+    );
 }
 
 #[test]

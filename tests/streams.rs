@@ -109,6 +109,19 @@ fn the_api_refuses_what_it_cannot_do_with_clear_errors() {
         matches!(&refused, ClientError::Api { code: ErrorCode::BadRequest, message } if message.contains("overlap")),
         "{refused}"
     );
+    // A retention age whose nanoseconds would wrap is refused, and nothing is created.
+    let forever = StreamConfig {
+        name: "forever".into(),
+        subjects: vec!["forever.>".into()],
+        max_age_secs: Some(u64::MAX),
+        ..orders(1)
+    };
+    let refused = client.stream_add(&forever).unwrap_err();
+    assert!(
+        matches!(&refused, ClientError::Api { code: ErrorCode::BadRequest, message } if message.contains("max_age_secs")),
+        "{refused}"
+    );
+    assert!(client.stream_info("forever").is_err());
     let missing = client.stream_info("nope").unwrap_err();
     assert!(
         matches!(

@@ -16,10 +16,18 @@ fuzz_target!(|body: &[u8]| {
     if let Ok(Some(frame)) = decode(&mut buf, 1 << 20) {
         match frame.op() {
             ArchivedOp::Pub(p) => {
-                let _ = (p.subject().len(), p.reply(), p.headers().len(), p.payload().len());
+                let _ = (
+                    p.subject().len(),
+                    p.reply(),
+                    p.headers().len(),
+                    p.payload().len(),
+                );
             }
             ArchivedOp::Sub(s) => {
-                let _ = (s.subject.as_str().len(), s.queue.as_ref().map(|q| q.as_str().len()));
+                let _ = (
+                    s.subject.as_str().len(),
+                    s.queue.as_ref().map(|q| q.as_str().len()),
+                );
             }
             ArchivedOp::Err(e) => {
                 let _ = e.message.as_str().len();

@@ -16,6 +16,9 @@
 use bytes::{Bytes, BytesMut};
 use thiserror::Error;
 
+mod connect;
+pub use connect::{parse_connect, ConnectError, ConnectOptions};
+
 /// Longest control line accepted by default (as nats-server's `max_control_line`).
 pub const CONTROL_LINE_BYTES_MAX: usize = 4096;
 

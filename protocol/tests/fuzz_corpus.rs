@@ -1,5 +1,6 @@
-//! Replays the fuzzers' corpora (`fuzz/corpus/`) through the decoder, as the fuzz targets do, so every
-//! input the fuzzers found interesting stays covered by the normal test run.
+//! Replays the fuzzers' corpora (`fuzz/corpus/`) through the decoders and the CONNECT parser, as
+//! the fuzz targets do, so every input the fuzzers found interesting stays covered by the normal
+//! test run.
 
 use std::path::PathBuf;
 
@@ -92,4 +93,54 @@ fn the_nats_decode_corpus_decodes_the_same_whatever_the_split() {
         }
     }
     assert!(decoded > 0, "the corpus holds no valid operation");
+}
+
+#[test]
+fn the_nats_connect_corpus_never_panics_and_parsed_options_survive_a_round_trip() {
+    use sluice_protocol::nats::parse_connect;
+    let inputs = corpus("nats_connect");
+    assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
+    let (mut parsed, mut refused) = (0, 0);
+    for data in inputs {
+        match parse_connect(&data) {
+            Ok(options) => {
+                // As the fuzz target: written back as JSON, the options parse the same.
+                let json = format!(
+                    r#"{{"verbose":{},"echo":{},"no_responders":{},"headers":{},"user":{},"pass":{},"auth_token":{}}}"#,
+                    options.verbose,
+                    options.echo,
+                    options.no_responders,
+                    options.headers,
+                    quoted(&options.user),
+                    quoted(&options.pass),
+                    quoted(&options.auth_token),
+                );
+                assert_eq!(parse_connect(json.as_bytes()), Ok(options), "{json}");
+                parsed += 1;
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        parsed > 0 && refused > 0,
+        "{parsed} parsed, {refused} refused"
+    );
+}
+
+/// A JSON string literal (or `null`), escaping every character that is not printable ASCII.
+fn quoted(text: &Option<String>) -> String {
+    let Some(text) = text else {
+        return "null".into();
+    };
+    let mut out = String::from("\"");
+    for unit in text.encode_utf16() {
+        match unit {
+            0x20..=0x7e if unit != u16::from(b'"') && unit != u16::from(b'\\') => {
+                out.push(char::from(unit as u8))
+            }
+            _ => out.push_str(&format!("\\u{unit:04x}")),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sluice_protocol::nats::{
-    decode_in_place, encode_err, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
+    decode_in_place, encode_err, parse_connect, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
 };
 
 use super::auth::Credentials;
@@ -165,24 +165,30 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Resu
     }
     match op {
         ClientOpRef::Connect(json) => {
-            let options: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+            let options = match parse_connect(json) {
+                Ok(options) => options,
+                Err(e) => {
+                    // nats-server drops such a client too; the -ERR tells it why.
+                    add(&shard.stats.protocol_errors, 1);
+                    conn.out.close_with(err_line(&e.to_string()));
+                    return Err(Close::Error);
+                }
+            };
             if authenticating {
-                let text = |name: &str| options[name].as_str().map(str::to_string);
                 let creds = Credentials {
-                    user: text("user"),
-                    password: text("pass"),
-                    token: text("auth_token"),
+                    user: options.user,
+                    password: options.pass,
+                    token: options.auth_token,
                 };
                 if conn.authenticate(shard, creds).await.is_err() {
                     conn.out.close_with(err_line("Authorization Violation"));
                     return Err(Close::Error);
                 }
             }
-            let flag = |name: &str, default: bool| options[name].as_bool().unwrap_or(default);
             let mut nats = conn.nats.borrow_mut();
-            nats.verbose = flag("verbose", false);
-            nats.echo = flag("echo", true);
-            nats.no_responders = flag("no_responders", false) && flag("headers", false);
+            nats.verbose = options.verbose;
+            nats.echo = options.echo;
+            nats.no_responders = options.no_responders && options.headers;
             nats.connected = true;
             drop(nats);
             ok(conn);

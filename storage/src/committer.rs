@@ -122,7 +122,7 @@ fn take_round(inner: &Inner, planned_size: Option<u64>) -> (Vec<Pending>, bool) 
     let active = st.segments.last().expect("an active segment");
     let mut size = planned_size.unwrap_or(active.size);
     let first_ts = active.first_timestamp_ns;
-    let age_max = inner.config.segment_age_max.as_nanos() as u64;
+    let age_max = u64::try_from(inner.config.segment_age_max.as_nanos()).unwrap_or(u64::MAX);
     let mut taken_bytes = 0usize;
     let mut n = 0;
     for b in st.pending.iter() {

@@ -493,7 +493,7 @@ impl PartitionLog {
                 let too_old = self.inner.config.retention_age_max.is_some_and(|age| {
                     oldest
                         .max_timestamp_ns
-                        .saturating_add(age.as_nanos() as u64)
+                        .saturating_add(u64::try_from(age.as_nanos()).unwrap_or(u64::MAX))
                         < now_ns
                 });
                 let too_big = self

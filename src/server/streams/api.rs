@@ -190,7 +190,9 @@ fn json<T: Serialize>(value: &T) -> ApiResult {
 fn registry_error(e: RegistryError) -> (ErrorCode, String) {
     match e {
         RegistryError::NotFound(_) => (ErrorCode::NotFound, e.to_string()),
-        RegistryError::Invalid(_) => (ErrorCode::BadRequest, e.to_string()),
+        RegistryError::Invalid(_) | RegistryError::Config(_) => {
+            (ErrorCode::BadRequest, e.to_string())
+        }
         RegistryError::Limit(_) => (ErrorCode::LimitReached, e.to_string()),
         RegistryError::Io { .. } => (ErrorCode::StorageFailed, e.to_string()),
     }

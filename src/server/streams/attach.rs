@@ -63,12 +63,10 @@ pub fn attach_consumer(
             ErrorCode::NotFound,
             format!("stream {} does not exist", config.stream),
         ))?;
-    if let Err(e) = sluice_protocol::name::validate_name(&config.name) {
-        return Err((
-            ErrorCode::BadRequest,
-            format!("invalid consumer name {:?}: {e}", config.name),
-        ));
-    }
+    // Names and numbers are checked before anything is created, the dead-letter stream included.
+    config
+        .check()
+        .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
     if config.max_ack_pending > ACK_PENDING_MAX {
         return Err((
             ErrorCode::LimitReached,

@@ -408,8 +408,12 @@ impl PartConsumer {
         self.wake.notify_all();
     }
 
+    /// The ack wait; the API refuses one too long to convert, so the fallback (the longest wait
+    /// there can be) only serves consumers saved before that check.
     fn ack_wait(&self) -> Duration {
-        Duration::from_millis(self.config.ack_wait_ms.max(1))
+        self.config
+            .ack_wait()
+            .unwrap_or(Duration::from_millis(crate::api::ACK_WAIT_MS_MAX))
     }
 
     fn max_deliver(&self) -> u32 {
@@ -417,7 +421,7 @@ impl PartConsumer {
     }
 
     fn max_ack_pending(&self) -> usize {
-        self.config.max_ack_pending.max(1) as usize
+        usize::try_from(self.config.max_ack_pending.max(1)).unwrap_or(usize::MAX)
     }
 
     /// The consumer's counts in this partition.

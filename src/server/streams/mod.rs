@@ -516,26 +516,7 @@ pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
     }
 }
 
-/// The name of a consumer's dead-letter stream, which is also the subject it captures.
-/// Checks a stream name: a name by the one rule for names, or the broker's own dead-letter stream
-/// name, `DLQ.<stream>.<consumer>`, whose parts are.
-pub fn check_stream_name(name: &str) -> Result<(), sluice_protocol::name::NameError> {
-    use sluice_protocol::name::validate_name;
-    let dead_letter = name
-        .strip_prefix("DLQ.")
-        .and_then(|rest| rest.split_once('.'))
-        .filter(|(stream, consumer)| {
-            validate_name(stream).is_ok() && validate_name(consumer).is_ok()
-        });
-    match dead_letter {
-        Some(_) => Ok(()),
-        None => validate_name(name),
-    }
-}
-
-pub fn dead_letter_stream(stream: &str, consumer: &str) -> String {
-    format!("DLQ.{stream}.{consumer}")
-}
+pub use crate::api::{check_stream_name, dead_letter_stream};
 
 /// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
 fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {

@@ -34,16 +34,21 @@ fn log_config(fsync: sluice_storage::FsyncPolicy, stream: &StreamConfig) -> LogC
     let segment_bytes_max = stream.max_bytes.map_or(defaults.segment_bytes_max, |b| {
         (b / SEGMENTS_PER_LIMIT).clamp(SEGMENT_BYTES_MIN, defaults.segment_bytes_max)
     });
-    let segment_age_max = stream.max_age_secs.map_or(defaults.segment_age_max, |a| {
-        Duration::from_secs(a)
-            .div_f64(SEGMENTS_PER_LIMIT as f64)
-            .clamp(SEGMENT_AGE_MIN, defaults.segment_age_max)
+    // The API refuses an age whose nanoseconds would wrap; one in a registry written before that
+    // check is kept as the longest age there can be rather than wrapped into a short one.
+    let retention_age_max = stream.retention_age().unwrap_or_else(|_| {
+        stream
+            .max_age_secs
+            .map(|_| Duration::from_secs(crate::api::MAX_AGE_SECS_MAX))
+    });
+    let segment_age_max = retention_age_max.map_or(defaults.segment_age_max, |age| {
+        (age / SEGMENTS_PER_LIMIT as u32).clamp(SEGMENT_AGE_MIN, defaults.segment_age_max)
     });
     LogConfig {
         fsync,
         segment_bytes_max,
         segment_age_max,
-        retention_age_max: stream.max_age_secs.map(Duration::from_secs),
+        retention_age_max,
         retention_bytes_max: stream.max_bytes,
         ..defaults
     }

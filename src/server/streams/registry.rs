@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
-use sluice_protocol::subject::{overlaps, validate_pattern};
-
-use crate::api::{StreamConfig, PARTITIONS_MAX};
+use crate::api::{ConfigError, StreamConfig};
 
 /// Why a change to the registry was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("stream {0} does not exist")]
     NotFound(String),
     /// A bound on streams was reached.
@@ -60,7 +60,7 @@ impl Registry {
 
     /// Adds a stream (the same config again is accepted as is).
     pub fn add(&mut self, config: StreamConfig) -> Result<(), RegistryError> {
-        validate(&config)?;
+        config.check()?;
         if let Some(existing) = self.get(&config.name) {
             if *existing == config {
                 return Ok(());
@@ -70,16 +70,7 @@ impl Registry {
                 config.name
             )));
         }
-        for other in &self.streams {
-            for theirs in &other.subjects {
-                if let Some(ours) = config.subjects.iter().find(|s| overlaps(s, theirs)) {
-                    return Err(RegistryError::Invalid(format!(
-                        "subjects overlap: {ours} (new stream {}) and {theirs} (stream {})",
-                        config.name, other.name
-                    )));
-                }
-            }
-        }
+        config.check_against(&self.streams)?;
         self.streams.push(config);
         self.save()
     }
@@ -115,32 +106,6 @@ impl Registry {
         }
         Ok(())
     }
-}
-
-fn validate(config: &StreamConfig) -> Result<(), RegistryError> {
-    let invalid = |m: String| Err(RegistryError::Invalid(m));
-    let name = &config.name;
-    if let Err(e) = super::check_stream_name(name) {
-        return invalid(format!("invalid stream name {name:?}: {e}"));
-    }
-    if config.partitions == 0 || config.partitions > PARTITIONS_MAX {
-        return invalid(format!(
-            "partitions must be between 1 and {PARTITIONS_MAX}, not {}",
-            config.partitions
-        ));
-    }
-    if config.subjects.is_empty() {
-        return invalid("a stream needs at least one subject".into());
-    }
-    for (i, subject) in config.subjects.iter().enumerate() {
-        if let Err(e) = validate_pattern(subject) {
-            return invalid(format!("subject {subject:?}: {e}"));
-        }
-        if let Some(other) = config.subjects[..i].iter().find(|s| overlaps(s, subject)) {
-            return invalid(format!("subjects {other} and {subject} overlap"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
