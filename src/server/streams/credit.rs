@@ -147,7 +147,10 @@ pub fn pull(
         let shard = shard.clone();
         member.expiring.set(member.expiring.get() + 1);
         glommio::spawn_local(async move {
-            glommio::timer::sleep(Duration::from_millis(expires_ms)).await;
+            glommio::timer::sleep(Duration::from_millis(
+                expires_ms.min(crate::api::ACK_WAIT_MS_MAX),
+            ))
+            .await;
             member.expiring.set(member.expiring.get().saturating_sub(1));
             if member.pulls.get() == pulls && member.credit.get() > 0 {
                 member.credit.set(0);

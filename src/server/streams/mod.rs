@@ -484,7 +484,9 @@ pub fn consumer_ack(
     let owner = ShardId(shard_for(stream, partition, shard.shards as u32));
     if owner == shard.id {
         if let Some(part) = shard.streams.borrow().owned(stream, partition) {
-            part.consumer_ack(consumer, offset, kind, Duration::from_millis(delay_ms));
+            // A client's delay is capped as ack waits are: no deadline past what an Instant holds.
+            let delay = Duration::from_millis(delay_ms.min(crate::api::ACK_WAIT_MS_MAX));
+            part.consumer_ack(consumer, offset, kind, delay);
         }
     } else {
         shard.push_to(
