@@ -8,12 +8,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Broker, DataDir, PATIENCE};
+use common::{hash_with_sluice, Broker, DataDir, PATIENCE};
 use sluice::api::StreamConfig;
 use sluice::client::{Client, ClientError, ClientOptions};
 use sluice_protocol::ErrorCode;
@@ -26,19 +25,6 @@ const PAYLOAD_BYTES: usize = 4 * 1024;
 /// Clients flooding bad passwords at once on the NATS port, and on the native port.
 const NATS_FLOODERS: usize = 24;
 const NATIVE_FLOODERS: usize = 4;
-
-fn hash_with_sluice(secret: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("passwd")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// writer and victim, both with argon2 passwords as `sluice passwd` makes them.
 fn secured_broker(dir: &DataDir, extra: &[&str]) -> Broker {

@@ -6,25 +6,12 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Broker, DataDir};
+use common::{hash_with_sluice, Broker, DataDir};
 use sluice::client::{Client, ClientError, ClientOptions};
 use sluice_protocol::ErrorCode;
-
-fn hash_with_sluice(secret: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("passwd")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// alice (argon2 password) may publish and subscribe under user.alice and use inboxes, but not
 /// user.alice.secret; bob (bcrypt token) may do anything; carol may hold one connection.

@@ -109,6 +109,21 @@ impl Conn {
         allowed
     }
 
+    /// Sleeps for `duration`; false if the connection ended first.
+    pub async fn sleep_while_open(&self, duration: std::time::Duration) -> bool {
+        futures_lite::future::or(
+            async {
+                glommio::timer::sleep(duration).await;
+                true
+            },
+            async {
+                self.done.wait().await;
+                false
+            },
+        )
+        .await
+    }
+
     /// Whether it attached to consumer `name` of `stream`.
     pub fn is_member(&self, stream: &str, name: &str) -> bool {
         self.consumers
@@ -474,18 +489,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
 /// timeout, with an error that says so. (Checking them is the broker's time, not the client's.)
 async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
     let timeout = shard.config.auth_timeout;
-    let ended = futures_lite::future::or(
-        async {
-            glommio::timer::sleep(timeout).await;
-            false
-        },
-        async {
-            conn.done.wait().await;
-            true
-        },
-    )
-    .await;
-    if ended || conn.auth_started.get() {
+    if !conn.sleep_while_open(timeout).await || conn.auth_started.get() {
         return;
     }
     add(&shard.stats.auth_failures, 1);

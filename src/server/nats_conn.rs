@@ -47,18 +47,7 @@ const PINGS_OUT_MAX: u32 = 2;
 async fn keepalive(shard: Rc<Shard>, conn: Rc<Conn>) {
     let interval = shard.config.nats_ping_interval;
     loop {
-        let ended = futures_lite::future::or(
-            async {
-                glommio::timer::sleep(interval).await;
-                false
-            },
-            async {
-                conn.done.wait().await;
-                true
-            },
-        )
-        .await;
-        if ended {
+        if !conn.sleep_while_open(interval).await {
             return;
         }
         let mut nats = conn.nats.borrow_mut();

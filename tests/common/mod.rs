@@ -514,3 +514,17 @@ pub async fn until_subscribed(
         }
     }
 }
+
+/// A password or token hashed by `sluice passwd` (argon2), as an operator makes one.
+pub fn hash_with_sluice(secret: &str) -> String {
+    let mut child = sluice_cli()
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
