@@ -86,6 +86,10 @@ pub enum CoreItem {
 pub enum StreamItem {
     /// Every stream there is now (from shard 0, which keeps the registry).
     StreamsChanged(Arc<Vec<StreamConfig>>),
+    /// A stream was added or configured again (from shard 0).
+    StreamAdded(Arc<StreamConfig>),
+    /// A stream was removed (from shard 0).
+    StreamRemoved(Arc<str>),
     /// Store a captured publish in a partition this peer owns; answer with `Appended` if `reply`
     /// names the publishing connection and its ack sequence number.
     Append {

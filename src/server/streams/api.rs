@@ -212,6 +212,21 @@ pub fn publish_registry(shard: &Rc<Shard>) {
     apply_snapshot(shard, &streams);
 }
 
+/// Tells every shard, and this one, of one stream added: only that stream travels.
+fn publish_added(shard: &Rc<Shard>, name: &str) {
+    let Some(config) = shard
+        .registry
+        .borrow()
+        .as_ref()
+        .and_then(|r| r.get(name).cloned())
+    else {
+        return;
+    };
+    let config = Arc::new(config);
+    shard.broadcast(|| StreamItem::StreamAdded(config.clone()));
+    super::apply_added(shard, &config);
+}
+
 async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
@@ -224,7 +239,7 @@ async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
         }
         r.add(config)
     })?;
-    publish_registry(shard);
+    publish_added(shard, &name);
     tracing::info!(stream = %name, "stream added");
     json(&info(shard, &name).await?)
 }
@@ -232,7 +247,9 @@ async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
 fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let StreamName { name } = parse(body)?;
     with_registry(shard, |r| r.remove(&name))?;
-    publish_registry(shard);
+    let gone: Arc<str> = Arc::from(name.as_str());
+    shard.broadcast(|| StreamItem::StreamRemoved(gone.clone()));
+    super::apply_removed(shard, &name);
     tracing::info!(stream = %name, "stream removed");
     json(&serde_json::json!({}))
 }

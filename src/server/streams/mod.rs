@@ -424,6 +424,47 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
     }
 }
 
+/// Applies one stream added (or configured again) on shard 0: its capture rules and the partitions
+/// this shard owns. The cost does not grow with the number of streams, so per-user streams by the
+/// ten thousand are added at the same pace as the first.
+pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
+    {
+        let mut view = shard.streams.borrow_mut();
+        let previous = view.configs.insert(config.name.clone(), config.clone());
+        if let Some(previous) = previous {
+            for pattern in &previous.subjects {
+                view.capture.remove(pattern, &previous);
+            }
+        }
+        for pattern in &config.subjects {
+            view.capture.insert(pattern, config.clone());
+        }
+    }
+    let shards = shard.shards as u32;
+    for index in 0..config.partitions {
+        if shard_for(&config.name, index, shards) == shard.id.0 {
+            ensure_partition(shard, config, index);
+        }
+    }
+}
+
+/// Applies one stream removed on shard 0: its capture rules go, and its partitions here are closed
+/// and deleted.
+pub fn apply_removed(shard: &Rc<Shard>, name: &str) {
+    let removed: Vec<Rc<Partition>> = {
+        let mut view = shard.streams.borrow_mut();
+        if let Some(config) = view.configs.remove(name) {
+            for pattern in &config.subjects {
+                view.capture.remove(pattern, &config);
+            }
+        }
+        view.owned.retain_streams(|owned| owned != name)
+    };
+    for part in removed {
+        part.remove(shard);
+    }
+}
+
 /// Every partition this shard owns.
 pub fn owned_partitions(shard: &Shard) -> Vec<Rc<Partition>> {
     shard.streams.borrow().owned.all()
@@ -663,6 +704,8 @@ async fn store_and_wait(
 pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
     match item {
         StreamItem::StreamsChanged(list) => apply_snapshot(shard, &list),
+        StreamItem::StreamAdded(config) => apply_added(shard, &config),
+        StreamItem::StreamRemoved(name) => apply_removed(shard, &name),
         StreamItem::Append {
             stream,
             partition,
