@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -19,12 +18,13 @@ use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
 use sluice_protocol::op::{AckKind, Info, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
-use super::auth::{Credentials, Refusal, User};
-use super::interest::LocalSub;
+use super::auth::{Credentials, Refusal};
+use super::connection::Acks;
+pub use super::connection::{Conn, NatsOptions};
 use super::nats_conn;
 use super::outbound::{run_writer, Outbound, WriteEnd};
 use super::session;
-use super::shard::{Backlog, Shard};
+use super::shard::Shard;
 use super::stats::add;
 use super::streams;
 use sluice_storage::wake::{Event, Latch};
@@ -41,267 +41,6 @@ const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
 /// Largest frame a native client may send before its connect is accepted: a connect with a name
 /// and credentials fits many times over.
 const PRE_CONNECT_FRAME_BYTES_MAX: u32 = 4 * 1024;
-
-/// Acked publishes of one connection waiting for their acks, past which the connection reads no
-/// more: bounds the ack slots a client can pile up behind a slow disk or a slow peer shard.
-const ACKS_PENDING_MAX: usize = 64 * 1024;
-
-/// How long a stopping connection waits for the acks of publishes it already read.
-const ACKS_AT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// A connection's state that other tasks of the shard touch.
-pub struct Conn {
-    pub id: u64,
-    pub out: Outbound,
-    pub subs: RefCell<HashMap<u64, Rc<LocalSub>>>,
-    /// Set when the writer has finished: the reader stops too.
-    pub done: Latch,
-    /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
-    interest_changed: Cell<bool>,
-    /// Acks of stored publishes, written in the order the publishes came.
-    acks: RefCell<Acks>,
-    /// Whether the connection attached to a consumer (its closing must be told to the owners).
-    pub consumer_member: Cell<bool>,
-    /// Whether its credentials arrived (and are being checked, or were).
-    auth_started: Cell<bool>,
-    /// The consumers (stream, name) it attached to: the only ones it may pull from and ack.
-    pub consumers: RefCell<Vec<(String, String)>>,
-    /// What a NATS client asked for in its CONNECT (unused on the native protocol).
-    pub nats: RefCell<NatsOptions>,
-    /// The user it authenticated as, on a server with users.
-    pub user: RefCell<Option<Arc<User>>>,
-    /// Subscribers and partitions that this connection's publishes made congested: it reads
-    /// nothing more until they have drained (or were cut off).
-    feeding: RefCell<Vec<Backlog>>,
-    /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
-    acks_done: Event,
-    /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
-    /// trickling bytes does not make every read zero a large buffer.
-    read_chunk: Cell<usize>,
-}
-
-impl Conn {
-    /// May this connection publish to `subject`? Counts and logs a refusal.
-    pub fn may_publish(&self, shard: &Shard, subject: &str) -> bool {
-        let user = self.user.borrow();
-        let Some(user) = user.as_ref() else {
-            return true;
-        };
-        let allowed = user.permissions.publish.allows_subject(subject);
-        if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::debug!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
-        }
-        allowed
-    }
-
-    /// May this connection subscribe to `pattern`? Counts and logs a refusal.
-    pub fn may_subscribe(&self, shard: &Shard, pattern: &str) -> bool {
-        let user = self.user.borrow();
-        let Some(user) = user.as_ref() else {
-            return true;
-        };
-        let allowed = user.permissions.subscribe.allows_pattern(pattern);
-        if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
-        }
-        allowed
-    }
-
-    /// Sleeps for `duration`; false if the connection ended first.
-    pub async fn sleep_while_open(&self, duration: std::time::Duration) -> bool {
-        futures_lite::future::or(
-            async {
-                glommio::timer::sleep(duration).await;
-                true
-            },
-            async {
-                self.done.wait().await;
-                false
-            },
-        )
-        .await
-    }
-
-    /// Whether it attached to consumer `name` of `stream`.
-    pub fn is_member(&self, stream: &str, name: &str) -> bool {
-        self.consumers
-            .borrow()
-            .iter()
-            .any(|(s, n)| s == stream && n == name)
-    }
-
-    /// Takes the subscribers the last routing made congested: the connection waits for them before
-    /// it reads more. Called right after routing one of its publishes.
-    pub fn note_congested(&self, shard: &Shard) {
-        let congested = shard.take_congested();
-        if !congested.is_empty() {
-            let mut feeding = self.feeding.borrow_mut();
-            // Waiting on itself would stop the reads that its own client may need to progress.
-            feeding.extend(congested.into_iter().filter(|b| !b.is_conn(self.id)));
-        }
-    }
-
-    /// Waits until everything this connection made congested has drained (a subscriber's wait is
-    /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
-    /// stops.
-    async fn wait_for_backlog(&self, shard: &Shard) {
-        let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        for backlog in feeding {
-            futures_lite::future::or(backlog.drained(), shard.stopping.wait()).await;
-        }
-        if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
-            let acks_room = self
-                .acks_done
-                .wait_until(|| self.acks.borrow().slots.len() < ACKS_PENDING_MAX);
-            futures_lite::future::or(acks_room, shard.stopping.wait()).await;
-        }
-    }
-
-    /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
-    /// without holding the shard; on success the connection runs as that user from now on.
-    pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
-        // From here the client has done its part in time: the auth timeout no longer applies.
-        self.auth_started.set(true);
-        let name = creds.user.clone();
-        let result = match shard.auth.as_ref().map(|pool| pool.check(creds)) {
-            Some(Ok(answer)) => {
-                // A connection closed meanwhile (the auth timeout, the client leaving) drops its
-                // receiver, and the hashing threads skip its check if it has not started.
-                let answer = futures_lite::future::or(async { Some(answer.await) }, async {
-                    self.done.wait().await;
-                    None
-                });
-                match answer.await {
-                    Some(answer) => answer.unwrap_or(Err(Refusal::Busy)),
-                    None => return Err(Refusal::BadCredentials),
-                }
-            }
-            // Every hashing thread busy and the queue full, or the server stopping.
-            Some(Err(_)) | None => Err(Refusal::Busy),
-        };
-        match result {
-            Ok(user) => {
-                // A second CONNECT gives back the slot the first one took.
-                if let Some(previous) = self.user.borrow_mut().replace(user) {
-                    previous.release();
-                }
-                Ok(())
-            }
-            Err(refusal) => {
-                add(&shard.stats.auth_failures, 1);
-                tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
-                Err(refusal)
-            }
-        }
-    }
-}
-
-/// The CONNECT options of a NATS client that change what the server does.
-#[derive(Debug, Clone)]
-pub struct NatsOptions {
-    /// Whether this is a NATS connection at all.
-    pub enabled: bool,
-    /// Answer every operation with +OK.
-    pub verbose: bool,
-    /// Deliver the client's own publishes to its subscriptions.
-    pub echo: bool,
-    /// Answer a request nobody listens to with a 503 status message.
-    pub no_responders: bool,
-    /// Server pings not yet answered with a PONG.
-    pub pings_out: u32,
-    /// Whether CONNECT has been accepted (required first on a server with users).
-    pub connected: bool,
-}
-
-impl Default for NatsOptions {
-    fn default() -> Self {
-        NatsOptions {
-            enabled: false,
-            verbose: false,
-            echo: true,
-            no_responders: false,
-            pings_out: 0,
-            connected: false,
-        }
-    }
-}
-
-/// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
-#[derive(Default)]
-struct Acks {
-    first: u64,
-    slots: std::collections::VecDeque<Option<bytes::Bytes>>,
-}
-
-impl Conn {
-    /// What the client is told when the server stops.
-    fn shutdown_notice(&self, shard: &Shard) -> bytes::Bytes {
-        if self.nats.borrow().enabled {
-            nats_conn::err_line("Server Shutdown")
-        } else {
-            shard.error_frame(ErrorCode::ShuttingDown, "server shutting down")
-        }
-    }
-
-    /// At shutdown, once reading has stopped: waits (a bounded time) for the publishes already read
-    /// to become durable and their acks to be written, so that a client sees the ack of everything
-    /// the broker stored before it is told the server is going away.
-    async fn finish_acks(&self, shard: &Rc<Shard>) {
-        streams::flush_appends(shard);
-        let acked = async {
-            self.acks_done
-                .wait_until(|| self.acks.borrow().slots.is_empty())
-                .await;
-            // NATS acks travel as messages on reply subjects: wait until what this shard stores
-            // is durable, so that those published here have been sent.
-            streams::wait_synced(shard).await;
-        };
-        let timeout = glommio::timer::sleep(ACKS_AT_STOP_TIMEOUT);
-        futures_lite::future::or(acked, timeout).await;
-    }
-
-    /// Marks interest as changed: the next ping waits until every shard applied it.
-    pub(super) fn interest_changed(&self) {
-        self.interest_changed.set(true);
-    }
-
-    /// Whether interest changed since the last ping (and forgets it).
-    pub(super) fn take_interest_changed(&self) -> bool {
-        self.interest_changed.replace(false)
-    }
-
-    /// Reserves the next ack number.
-    pub fn next_ack(&self) -> u64 {
-        let mut acks = self.acks.borrow_mut();
-        acks.slots.push_back(None);
-        acks.first + acks.slots.len() as u64 - 1
-    }
-
-    /// Fills ack `seq` and writes every ack that is now next in line.
-    pub fn complete_ack(&self, seq: u64, frame: bytes::Bytes) {
-        let mut acks = self.acks.borrow_mut();
-        let Some(index) = seq.checked_sub(acks.first) else {
-            return;
-        };
-        if let Some(slot) = acks.slots.get_mut(index as usize) {
-            *slot = Some(frame);
-        }
-        let mut written = false;
-        while let Some(Some(_)) = acks.slots.front() {
-            if let Some(Some(frame)) = acks.slots.pop_front() {
-                self.out.push(&frame);
-            }
-            acks.first += 1;
-            written = true;
-        }
-        drop(acks);
-        if written {
-            self.acks_done.notify_all();
-        }
-    }
-}
 
 /// Why a connection ends.
 pub(super) enum Close {
@@ -617,10 +356,19 @@ pub(super) async fn read_more(
         None => {
             if shard.stopping.is_set() {
                 conn.finish_acks(shard).await;
-                conn.out.close_with(conn.shutdown_notice(shard));
+                conn.out.close_with(shutdown_notice(shard, conn));
             }
             Some(Close::Quiet)
         }
+    }
+}
+
+/// What a client is told when the server stops, in its protocol.
+fn shutdown_notice(shard: &Shard, conn: &Conn) -> bytes::Bytes {
+    if conn.nats.borrow().enabled {
+        nats_conn::err_line("Server Shutdown")
+    } else {
+        shard.error_frame(ErrorCode::ShuttingDown, "server shutting down")
     }
 }
 

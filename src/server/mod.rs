@@ -8,6 +8,7 @@ pub mod auth;
 mod auth_pool;
 mod bind;
 mod conn;
+mod connection;
 mod http;
 mod interest;
 mod mesh;
