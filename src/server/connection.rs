@@ -121,9 +121,7 @@ impl Conn {
     /// stops.
     pub(super) async fn wait_for_backlog(&self, shard: &Shard) {
         let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        for backlog in feeding {
-            futures_lite::future::or(backlog.drained(), shard.stopping.wait()).await;
-        }
+        shard.wait_drained(feeding).await;
         if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
             let acks_room = self
                 .acks_done

@@ -393,6 +393,13 @@ impl Shard {
         std::mem::take(&mut *self.congested.borrow_mut())
     }
 
+    /// Waits until each of `backlog` has drained, or the shard stops.
+    pub async fn wait_drained(&self, backlog: Vec<Backlog>) {
+        for backlog in backlog {
+            futures_lite::future::or(backlog.drained(), self.stopping.wait()).await;
+        }
+    }
+
     /// Remembers something the current publish made too full, for its feeder to wait on.
     pub fn note_backlog(&self, backlog: Backlog) {
         let mut congested = self.congested.borrow_mut();
@@ -541,9 +548,7 @@ impl Shard {
         while let Some(batch) = stream.recv().await {
             let (from, bytes) = (batch.from, batch.bytes);
             self.receive(batch);
-            for backlog in self.take_congested() {
-                futures_lite::future::or(backlog.drained(), self.stopping.wait()).await;
-            }
+            self.wait_drained(self.take_congested()).await;
             if bytes > 0 {
                 self.push_to(from, CoreItem::Consumed { bytes });
             }

@@ -123,29 +123,19 @@ impl<F> Drop for EventWait<'_, F> {
 }
 
 /// A flag that is set once and that tasks can wait for (a shard's stop signal, a connection's end).
-///
-/// Waits are often one arm of a select that is polled again and again for the other arm's sake, so
-/// each wait owns one slot and re-polling replaces its waker there instead of adding another.
+/// An [`Event`] whose condition is the flag, so a wait polled again and again for another arm's
+/// sake holds one slot, as every event wait does.
 #[derive(Default)]
 pub struct Latch {
     set: Cell<bool>,
-    slots: RefCell<Vec<Option<Waker>>>,
-    free: RefCell<Vec<usize>>,
+    event: Event,
 }
 
 impl Latch {
     /// Sets the latch and wakes everyone waiting on it.
     pub fn set(&self) {
         self.set.set(true);
-        let wakers: Vec<Waker> = self
-            .slots
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
-        for waker in wakers {
-            waker.wake();
-        }
+        self.event.notify_all();
     }
 
     /// Whether the latch is set.
@@ -154,55 +144,8 @@ impl Latch {
     }
 
     /// Waits until the latch is set.
-    pub fn wait(&self) -> LatchWait<'_> {
-        LatchWait {
-            latch: self,
-            slot: None,
-        }
-    }
-}
-
-/// The future of [`Latch::wait`].
-pub struct LatchWait<'a> {
-    latch: &'a Latch,
-    slot: Option<usize>,
-}
-
-impl std::future::Future for LatchWait<'_> {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if self.latch.set.get() {
-            return Poll::Ready(());
-        }
-        let waker = Some(cx.waker().clone());
-        match self.slot {
-            Some(slot) => self.latch.slots.borrow_mut()[slot] = waker,
-            None => {
-                let slot = match self.latch.free.borrow_mut().pop() {
-                    Some(slot) => {
-                        self.latch.slots.borrow_mut()[slot] = waker;
-                        slot
-                    }
-                    None => {
-                        let mut slots = self.latch.slots.borrow_mut();
-                        slots.push(waker);
-                        slots.len() - 1
-                    }
-                };
-                self.slot = Some(slot);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for LatchWait<'_> {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            self.latch.slots.borrow_mut()[slot] = None;
-            self.latch.free.borrow_mut().push(slot);
-        }
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + '_ {
+        self.event.wait_until(|| self.set.get())
     }
 }
 
@@ -223,11 +166,11 @@ mod tests {
             for _ in 0..100 {
                 assert!(wait.as_mut().poll(&mut cx).is_pending());
             }
-            assert_eq!(latch.slots.borrow().len(), 1);
+            assert_eq!(latch.event.slots(), 1);
         }
         let mut again = pin!(latch.wait());
         assert!(again.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(latch.slots.borrow().len(), 1, "the freed slot is reused");
+        assert_eq!(latch.event.slots(), 1, "the freed slot is reused");
         latch.set();
         assert!(again.as_mut().poll(&mut cx).is_ready());
     }
