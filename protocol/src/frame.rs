@@ -272,6 +272,12 @@ impl FrameEncoder {
     }
 }
 
+impl PartialEq for Frame {
+    fn eq(&self, other: &Frame) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,11 +358,5 @@ mod tests {
         let start = frame.bytes().as_ptr() as usize;
         let inner = payload.as_ptr() as usize;
         assert!(inner >= start && inner < start + frame.len());
-    }
-}
-
-impl PartialEq for Frame {
-    fn eq(&self, other: &Frame) -> bool {
-        self.bytes == other.bytes
     }
 }

@@ -6,11 +6,13 @@
 //! - [`op`]: the operations a frame body carries (rkyv-archived, read in place).
 //! - [`subject`]: subject and pattern validation.
 //! - [`sublist`]: a trie that matches subjects against subscription patterns with `*` and `>`.
+//! - [`jetstream`]: the JetStream API's subjects, JSON, acks, pulls, headers and times.
 //! - [`error`]: typed decode errors and the codes the server sends back.
 //! - [`limits`]: every bound of the protocol, named, with the reason for it.
 
 pub mod error;
 pub mod frame;
+pub mod jetstream;
 pub mod limits;
 pub mod name;
 pub mod nats;

@@ -1,4 +1,4 @@
-//! Replays the fuzzers' corpora (`fuzz/corpus/`) through the decoders and the CONNECT parser, as
+//! Replays the fuzzers' corpora (`fuzz/corpus/`) through the decoders, the CONNECT parser and the JetStream codecs, as
 //! the fuzz targets do, so every input the fuzzers found interesting stays covered by the normal
 //! test run.
 
@@ -143,4 +143,31 @@ fn quoted(text: &Option<String>) -> String {
     }
     out.push('"');
     out
+}
+
+#[test]
+fn the_jetstream_corpus_holds_every_invariant_of_the_decoders() {
+    use sluice_protocol::jetstream::{check_decoders, json, subject};
+    let inputs = corpus("jetstream");
+    assert!(inputs.len() >= 20, "corpus has {} inputs", inputs.len());
+    let (mut subjects, mut configs) = (0, 0);
+    for data in &inputs {
+        check_decoders(data);
+        let text = String::from_utf8_lossy(data);
+        if !matches!(
+            subject::parse_api_subject(&text),
+            None | Some(subject::ApiSubject::Unknown)
+        ) {
+            subjects += 1;
+        }
+        if json::parse_request::<json::ConsumerCreateRequest>(data)
+            .is_ok_and(|r| !r.stream_name.is_empty())
+        {
+            configs += 1;
+        }
+    }
+    assert!(
+        subjects > 0 && configs > 0,
+        "{subjects} API subjects, {configs} consumer configs"
+    );
 }
