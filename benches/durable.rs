@@ -92,6 +92,8 @@ fn main() {
                 partitions: 4,
                 max_age_secs: None,
                 max_bytes: None,
+                created_ns: 0,
+                jetstream: None,
             })
             .unwrap();
         let mut stored = 0u64;

@@ -14,6 +14,9 @@ pub const STREAM_ADD: &str = "stream.add";
 pub const STREAM_INFO: &str = "stream.info";
 /// Verb: list streams. Body: `{}`. Reply: [`StreamList`].
 pub const STREAM_LIST: &str = "stream.list";
+/// Verb: change an existing stream's configuration (not its partitions). Body: [`StreamConfig`].
+/// Reply: [`StreamInfo`].
+pub const STREAM_UPDATE: &str = "stream.update";
 /// Verb: delete a stream and its data. Body: [`StreamName`]. Reply: `{}`.
 pub const STREAM_REMOVE: &str = "stream.rm";
 
@@ -35,6 +38,16 @@ pub struct StreamConfig {
     /// Delete the oldest segments of a partition while it is larger than this.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// When the stream was created, in nanoseconds since the Unix epoch (0: not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_ns: u64,
+    /// The configuration a JetStream client gave, kept to be reported back as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<Box<sluice_protocol::jetstream::json::StreamConfig>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> u32 {

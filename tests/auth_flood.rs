@@ -171,6 +171,8 @@ fn durable_acks_all_arrive_while_bad_passwords_flood_the_broker() {
             max_age_secs: None,
             // 1 MiB segments, four kept: rolls and removes all along.
             max_bytes: Some(4 * 1024 * 1024),
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
 

@@ -23,6 +23,8 @@ fn stream(client: &Client, name: &str, partitions: u32) {
             partitions,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
 }

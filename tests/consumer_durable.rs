@@ -60,6 +60,8 @@ fn a_new_consumer_killed_before_its_first_ack_redelivers_everything_after_a_rest
                 partitions: PARTITIONS,
                 max_age_secs: None,
                 max_bytes: None,
+                created_ns: 0,
+                jetstream: None,
             })
             .unwrap();
         // Something stored before the attach, which `New` must never deliver.

@@ -49,6 +49,8 @@ fn consumed_half(data: &DataDir) {
             partitions: 1,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     for i in 0..10 {
@@ -108,6 +110,8 @@ fn the_ack_floor_moves_up_past_what_retention_removed() {
             partitions: 1,
             max_age_secs: Some(1),
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     for i in 0..10 {

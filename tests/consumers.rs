@@ -19,6 +19,8 @@ fn stream(client: &Client, partitions: u32) {
             partitions,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
 }
@@ -378,6 +380,8 @@ fn a_dead_letter_that_cannot_be_stored_stays_pending_until_its_copy_is_durable()
             partitions: 1,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let deadline = std::time::Instant::now() + PATIENCE;

@@ -169,6 +169,8 @@ fn a_broker_killed_under_load_restarts_at_once_on_the_same_ports_and_loses_nothi
             partitions: PARTITIONS,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let acked: Arc<Mutex<Stored>> = Arc::default();

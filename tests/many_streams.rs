@@ -48,6 +48,8 @@ fn user_stream(n: usize) -> StreamConfig {
         partitions: 1,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     }
 }
 

@@ -29,6 +29,8 @@ fn stream(name: &str) -> StreamConfig {
         partitions: 1,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     }
 }
 
@@ -44,6 +46,8 @@ fn names_that_would_leave_the_data_directory_are_refused_and_nothing_is_written_
             partitions: 2,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let token = format!("sluice-names-{:x}", fastrand::u64(..));

@@ -132,6 +132,8 @@ fn a_publish_with_a_reply_to_a_stream_gets_a_json_ack() {
             partitions: 2,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let mut raw = Raw::connect(&broker);

@@ -95,6 +95,8 @@ fn metrics_count_what_the_load_did() {
             partitions: 3,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let acks: Vec<_> = (0..300)
@@ -179,6 +181,8 @@ fn readyz_waits_for_every_shard_to_recover_its_logs() {
                 partitions: 512,
                 max_age_secs: None,
                 max_bytes: None,
+                created_ns: 0,
+                jetstream: None,
             })
             .unwrap();
     }

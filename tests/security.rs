@@ -295,6 +295,8 @@ fn streams_are_reached_only_within_permissions() {
         partitions: 1,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     };
     let consumer = |stream: &str| ConsumerConfig {
         stream: stream.into(),

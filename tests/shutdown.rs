@@ -23,6 +23,8 @@ fn sigterm_acks_what_was_read_before_closing() {
         partitions: 2,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     };
     broker.client().stream_add(&stream).unwrap();
     let client = broker.client_on_shard(0);

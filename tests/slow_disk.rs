@@ -27,6 +27,8 @@ fn memory_levels_off_when_the_disk_is_slower_than_the_publishers() {
             partitions: 2,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -29,6 +29,8 @@ fn every_acknowledged_publish_survives_sigkill() {
             partitions: 4,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         };
         broker.client().stream_add(&config).unwrap();
     }

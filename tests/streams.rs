@@ -18,6 +18,8 @@ fn orders(partitions: u32) -> StreamConfig {
         partitions,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     }
 }
 
@@ -201,6 +203,8 @@ fn retention_deletes_old_messages_in_the_background() {
             partitions: 1,
             max_age_secs: Some(1),
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         })
         .unwrap();
     for i in 0..50 {

@@ -51,6 +51,8 @@ fn stream(name: &str, subject: &str) -> StreamConfig {
         partitions: 1,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     }
 }
 

@@ -25,8 +25,7 @@ fuzz_target!(|data: &[u8]| {
             subjects: vec!["orders.>".into()],
             partitions: 1,
             max_age_secs: None,
-            max_bytes: None,
-        }];
+            max_bytes: None, created_ns: 0, jetstream: None }];
         if config.check().is_ok() {
             let _ = config.check_against(&existing);
             let age = config.retention_age().expect("a checked age converts");

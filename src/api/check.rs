@@ -202,6 +202,8 @@ mod tests {
             partitions: 4,
             max_age_secs,
             max_bytes: Some(u64::MAX),
+            created_ns: 0,
+            jetstream: None,
         }
     }
 

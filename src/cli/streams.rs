@@ -113,6 +113,8 @@ pub fn run(args: StreamArgs) -> Result<(), String> {
                 partitions,
                 max_age_secs: max_age.map(|d| d.as_secs()),
                 max_bytes,
+                created_ns: 0,
+                jetstream: None,
             };
             let info = client.stream_add(&config).map_err(|e| e.to_string())?;
             print_info(&info);

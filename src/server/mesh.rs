@@ -212,6 +212,11 @@ pub enum PartitionRequest {
     },
     /// The shard's figures for /metrics and /readyz.
     ShardMetrics,
+    /// A stream API call, for shard 0.
+    Api {
+        verb: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Their answers.
@@ -226,6 +231,8 @@ pub enum PartitionReply {
     Appended(AckOutcome),
     /// A consumer join is done: the consumer exists in the partition and its state is durable.
     Joined(Result<(), (ErrorCode, String)>),
+    /// A stream API call's code (0: success) and JSON answer or error message.
+    Api(u16, Vec<u8>),
 }
 
 impl MeshItem {

@@ -11,6 +11,7 @@ mod conn;
 mod connection;
 mod http;
 mod interest;
+mod jetstream;
 mod mesh;
 mod metrics;
 mod nats_conn;

@@ -22,12 +22,19 @@ pub fn err_line(message: &str) -> Bytes {
     out.freeze()
 }
 
+/// The nats-server version whose client protocol and JetStream API the NATS port speaks.
+pub const NATS_VERSION: &str = "2.11.0";
+
 /// The INFO line sent when a client connects.
 pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
     let info = serde_json::json!({
         "server_id": shard.config.server_id,
         "server_name": "sluice",
-        "version": env!("CARGO_PKG_VERSION"),
+        // NATS clients choose the JetStream API forms they use by this version: Sluice answers
+        // those of nats-server 2.11.
+        "version": NATS_VERSION,
+        "sluice_version": env!("CARGO_PKG_VERSION"),
+        "jetstream": true,
         "proto": 1,
         "host": shard.config.nats_listen.map(|a| a.ip().to_string()),
         "port": shard.config.nats_listen.map(|a| a.port()),
@@ -216,6 +223,13 @@ fn publish(
         add(&shard.stats.msgs_in, 1);
         return refuse(shard, conn, &Refusal::InvalidSubject("not UTF-8".into()));
     };
+    if subject.starts_with("$JS.")
+        && super::jetstream::handle_publish(shard, conn, subject, reply, payload)
+    {
+        add(&shard.stats.msgs_in, 1);
+        ok(conn);
+        return Ok(());
+    }
     let incoming = session::Incoming {
         subject,
         reply,

@@ -400,11 +400,22 @@ pub fn receive(sub: &sluice::client::Subscription, n: usize) -> Vec<sluice::clie
 pub struct ReferenceNats {
     child: Child,
     pub addr: String,
+    /// JetStream's store, when it runs with JetStream.
+    _store: Option<DataDir>,
 }
 
 impl ReferenceNats {
     /// Starts nats-server with JetStream off, or `None` (with a note) where it is not installed.
     pub fn start() -> Option<ReferenceNats> {
+        ReferenceNats::start_with(false)
+    }
+
+    /// Starts nats-server with JetStream on, at its defaults, storing in a temporary directory.
+    pub fn start_jetstream() -> Option<ReferenceNats> {
+        ReferenceNats::start_with(true)
+    }
+
+    fn start_with(jetstream: bool) -> Option<ReferenceNats> {
         let Ok(binary) = std::env::var("SLUICE_NATS_SERVER") else {
             eprintln!("reference run skipped: SLUICE_NATS_SERVER is not set");
             return None;
@@ -413,8 +424,18 @@ impl ReferenceNats {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        let store = jetstream.then(DataDir::new);
+        let mut args = vec![
+            "-a".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        if let Some(store) = &store {
+            args.extend(["-js".into(), "-sd".into(), store.path.display().to_string()]);
+        }
         let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -425,7 +446,11 @@ impl ReferenceNats {
             assert!(Instant::now() < deadline, "nats-server did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(ReferenceNats { child, addr })
+        Some(ReferenceNats {
+            child,
+            addr,
+            _store: store,
+        })
     }
 }
 
@@ -475,6 +500,33 @@ pub fn run_python_client(script: &str, args: &[&str]) -> bool {
         .args(args)
         .output()
         .expect("run python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert_eq!(stdout.trim(), "ok", "{script} {args:?}");
+    true
+}
+
+/// Runs `tests/js/<script>` with Node and the NATS JavaScript clients that `./test` installs (named
+/// in `SLUICE_NODE_MODULES`), and checks that it printed "ok". Returns false (with a note) where
+/// they are not installed.
+pub fn run_node_client(script: &str, args: &[&str]) -> bool {
+    let Ok(modules) = std::env::var("SLUICE_NODE_MODULES") else {
+        eprintln!(
+            "skipped: SLUICE_NODE_MODULES is not set (./test sets it after installing the clients)"
+        );
+        return false;
+    };
+    let path = format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("node")
+        .arg(path)
+        .args(args)
+        .env("NODE_PATH", modules)
+        .output()
+        .expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

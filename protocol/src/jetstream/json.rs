@@ -227,7 +227,7 @@ pub enum Storage {
 }
 
 /// A stream's configuration, as requested and as reported.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StreamConfig {
     pub name: String,

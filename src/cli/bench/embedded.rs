@@ -115,6 +115,8 @@ pub fn ensure_stream(plan: &Plan) -> Result<(), BenchError> {
                     partitions,
                     max_age_secs: None,
                     max_bytes: None,
+                    created_ns: 0,
+                    jetstream: None,
                 })?;
             }
             Ok(())

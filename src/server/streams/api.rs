@@ -118,7 +118,7 @@ fn api_allowed(shard: &Shard, conn: &Conn, verb: &str, body: &[u8]) -> Result<()
     }
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let text = |k: &str| value[k].as_str().map(str::to_string);
-    let (name, subjects) = if verb == api::STREAM_ADD {
+    let (name, subjects) = if verb == api::STREAM_ADD || verb == api::STREAM_UPDATE {
         let subjects = value["subjects"]
             .as_array()
             .map(|a| {
@@ -141,7 +141,8 @@ fn api_allowed(shard: &Shard, conn: &Conn, verb: &str, body: &[u8]) -> Result<()
             None => return Ok(()),
         }
     };
-    let writes = verb == api::STREAM_ADD || verb == api::STREAM_REMOVE;
+    let writes =
+        verb == api::STREAM_ADD || verb == api::STREAM_UPDATE || verb == api::STREAM_REMOVE;
     let perms = &user.permissions;
     let allowed = subjects
         .iter()
@@ -164,6 +165,7 @@ pub fn reply_frame(shard: &Shard, id: u64, code: u16, body: &[u8]) -> bytes::Byt
 pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answer {
     let result = match verb {
         api::STREAM_ADD => stream_add(shard, body).await,
+        api::STREAM_UPDATE => stream_update(shard, body).await,
         api::STREAM_REMOVE => stream_remove(shard, body),
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
@@ -241,6 +243,15 @@ async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     })?;
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream added");
+    json(&info(shard, &name).await?)
+}
+
+async fn stream_update(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let config: StreamConfig = parse(body)?;
+    let name = config.name.clone();
+    with_registry(shard, |r| r.update(config))?;
+    publish_added(shard, &name);
+    tracing::info!(stream = %name, "stream configured again");
     json(&info(shard, &name).await?)
 }
 
@@ -426,6 +437,25 @@ async fn ask_shard(
     ))
 }
 
+/// Calls the stream API from any shard: answered here on shard 0, else asked of shard 0.
+pub async fn call_api(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answer {
+    if shard.id.0 == 0 {
+        return handle_api_here(shard, verb, body).await;
+    }
+    let request = PartitionRequest::Api {
+        verb: verb.to_owned(),
+        body: body.to_vec(),
+    };
+    match ask_shard(shard, ShardId(0), request).await {
+        Ok(PartitionReply::Api(code, body)) => (code, body),
+        Ok(_) => (
+            ErrorCode::StorageFailed.as_u16(),
+            b"mismatched answer".to_vec(),
+        ),
+        Err((code, message)) => (code.as_u16(), message.into_bytes()),
+    }
+}
+
 /// A pending question to another shard.
 #[derive(Default)]
 pub struct CallSlot {
@@ -436,6 +466,11 @@ pub struct CallSlot {
 /// Answers a question about a partition this shard owns.
 pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
     match request {
+        PartitionRequest::Api { verb, body } => {
+            // Boxed: the API asks partitions in turn, through this function.
+            let (code, body) = Box::pin(handle_api_here(shard, &verb, &body)).await;
+            PartitionReply::Api(code, body)
+        }
         PartitionRequest::ShardMetrics => {
             PartitionReply::ShardMetrics(Box::new(crate::server::metrics::snapshot(shard).await))
         }

@@ -25,8 +25,8 @@ use sluice_protocol::sublist::Sublist;
 use sluice_protocol::{ErrorCode, Frame};
 
 pub use api::{
-    answer_call, ask_shard_metrics, handle_api, handle_api_here, publish_registry, reply_frame,
-    CallSlot,
+    answer_call, ask_shard_metrics, call_api, handle_api, handle_api_here, publish_registry,
+    reply_frame, CallSlot,
 };
 pub use attach::{attach_consumer, consumer_join};
 pub use consumer::{Delivered, Member};
@@ -573,6 +573,8 @@ fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
         partitions: 1,
         max_age_secs: None,
         max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
     };
     let body = serde_json::to_vec(&dlq).unwrap_or_default();
     if shard.id.0 == 0 {

@@ -165,6 +165,33 @@ impl Registry {
         self.fold_if_due()
     }
 
+    /// Changes an existing stream's configuration; its partitions stay as they are.
+    pub fn update(&mut self, config: StreamConfig) -> Result<(), RegistryError> {
+        config.check()?;
+        let Some(existing) = self.get(&config.name) else {
+            return Err(RegistryError::NotFound(config.name.clone()));
+        };
+        if existing.partitions != config.partitions {
+            return Err(RegistryError::Invalid(format!(
+                "stream {} has {} partitions; they cannot change",
+                config.name, existing.partitions
+            )));
+        }
+        if *existing == config {
+            return Ok(());
+        }
+        let others: Vec<StreamConfig> = self
+            .streams
+            .iter()
+            .filter(|s| s.name != config.name)
+            .cloned()
+            .collect();
+        config.check_against(&others)?;
+        self.record(&Change::Add(config.clone()))?;
+        self.apply(Change::Add(config));
+        self.fold_if_due()
+    }
+
     /// Removes a stream.
     pub fn remove(&mut self, name: &str) -> Result<(), RegistryError> {
         if self.get(name).is_none() {
@@ -245,6 +272,8 @@ mod tests {
             partitions: 4,
             max_age_secs: None,
             max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
         }
     }
 

@@ -1,0 +1,142 @@
+//! The JetStream API on the NATS port: what a NATS client publishes under `$JS.API.` becomes a call
+//! on Sluice's streams, and the answer goes back to its reply subject as JSON, the way nats-server
+//! answers it. A port: wire formats only; the streams and their registry do the work.
+//!
+//! A stream made here has one partition, so a JetStream sequence is its offset plus one; a
+//! partitioned stream made with the native API shows through here with the sequences of
+//! `sluice_protocol::jetstream::seq`.
+
+mod streams;
+
+use std::rc::Rc;
+
+use sluice_protocol::jetstream::json::{self, ApiError};
+use sluice_protocol::jetstream::subject::{parse_api_subject, ApiSubject};
+use sluice_protocol::op::{Op, Publish};
+
+use super::connection::Conn;
+use super::shard::Shard;
+
+/// Handles a NATS publish to a JetStream API subject; returns false when the subject is not one
+/// this port answers (it is then an ordinary publish, which nobody answers: a 503 to the client).
+pub fn handle_publish(
+    shard: &Rc<Shard>,
+    conn: &Rc<Conn>,
+    subject: &str,
+    reply: Option<&str>,
+    payload: &[u8],
+) -> bool {
+    let Some(request) = parse_api_subject(subject) else {
+        return false;
+    };
+    if !answers(&request) {
+        return false;
+    }
+    // A request the user may not publish is refused by the session, as any publish.
+    if !conn.may_publish(shard, subject) {
+        return false;
+    }
+    let Some(reply) = reply else {
+        // Nowhere to answer: nats-server ignores it too.
+        return true;
+    };
+    let (shard, conn) = (shard.clone(), conn.clone());
+    let (reply, payload) = (reply.to_owned(), payload.to_vec());
+    let request = Request::from(request);
+    glommio::spawn_local(async move {
+        let answer = request.answer(&shard, &conn, &payload).await;
+        respond(&shard, &reply, &answer);
+    })
+    .detach();
+    true
+}
+
+/// Whether this port answers the request (the others are left unanswered, as on a server
+/// without them).
+fn answers(request: &ApiSubject<'_>) -> bool {
+    matches!(
+        request,
+        ApiSubject::Info
+            | ApiSubject::StreamCreate(_)
+            | ApiSubject::StreamUpdate(_)
+            | ApiSubject::StreamInfo(_)
+            | ApiSubject::StreamDelete(_)
+            | ApiSubject::StreamNames
+            | ApiSubject::StreamList
+    )
+}
+
+/// An API request that owns its names, to be answered in a task.
+enum Request {
+    Info,
+    StreamCreate(String),
+    StreamUpdate(String),
+    StreamInfo(String),
+    StreamDelete(String),
+    StreamNames,
+    StreamList,
+    Unsupported,
+}
+
+impl From<ApiSubject<'_>> for Request {
+    fn from(subject: ApiSubject<'_>) -> Request {
+        match subject {
+            ApiSubject::Info => Request::Info,
+            ApiSubject::StreamCreate(s) => Request::StreamCreate(s.to_owned()),
+            ApiSubject::StreamUpdate(s) => Request::StreamUpdate(s.to_owned()),
+            ApiSubject::StreamInfo(s) => Request::StreamInfo(s.to_owned()),
+            ApiSubject::StreamDelete(s) => Request::StreamDelete(s.to_owned()),
+            ApiSubject::StreamNames => Request::StreamNames,
+            ApiSubject::StreamList => Request::StreamList,
+            _ => Request::Unsupported,
+        }
+    }
+}
+
+impl Request {
+    /// The JSON answer.
+    async fn answer(self, shard: &Rc<Shard>, conn: &Rc<Conn>, body: &[u8]) -> Vec<u8> {
+        let kind = self.kind();
+        let result = match self {
+            Request::Info => streams::account_info(shard, conn).await,
+            Request::StreamCreate(name) => streams::create(shard, conn, &name, body, false).await,
+            Request::StreamUpdate(name) => streams::create(shard, conn, &name, body, true).await,
+            Request::StreamInfo(name) => streams::info(shard, conn, &name, body).await,
+            Request::StreamDelete(name) => streams::delete(shard, conn, &name).await,
+            Request::StreamNames => streams::names(shard, conn, body),
+            Request::StreamList => streams::list(shard, conn, body).await,
+            Request::Unsupported => Err(ApiError::bad_request("not supported by this server")),
+        };
+        result.unwrap_or_else(|error| {
+            tracing::debug!(shard = shard.id.0, conn = conn.id, kind, code = error.err_code,
+                description = %error.description, "JetStream API request refused");
+            json::error_response(kind, &error)
+        })
+    }
+
+    /// The `<kind>` of its `io.nats.jetstream.api.v1.<kind>_response`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Info => "account_info",
+            Request::StreamCreate(_) => "stream_create",
+            Request::StreamUpdate(_) => "stream_update",
+            Request::StreamInfo(_) => "stream_info",
+            Request::StreamDelete(_) => "stream_delete",
+            Request::StreamNames => "stream_names",
+            Request::StreamList => "stream_list",
+            Request::Unsupported => "error",
+        }
+    }
+}
+
+/// Publishes an answer on the request's reply subject.
+fn respond(shard: &Shard, reply: &str, body: &[u8]) {
+    let frame = shard.encode_frame(&Op::Pub(Publish {
+        subject: reply,
+        reply: None,
+        headers: b"",
+        payload: body,
+        ack: false,
+    }));
+    shard.route(&frame, reply);
+}

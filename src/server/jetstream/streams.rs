@@ -1,0 +1,349 @@
+//! Streams through the JetStream API: account info, create, update, info, delete, names, list.
+//! Each becomes a call of the native stream API (answered by shard 0, which keeps the registry);
+//! the JetStream config a client gave is kept with the stream and reported back as given, with
+//! nats-server's defaults filled in.
+
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sluice_protocol::jetstream::json::{
+    self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, StreamInfoRequest,
+    StreamNames, StreamState, Success, LIST_PAGE, NAMES_PAGE,
+};
+use sluice_protocol::jetstream::seq::seq_of;
+use sluice_protocol::jetstream::time::{format_time_ns, ZERO_TIME};
+use sluice_protocol::subject::overlaps;
+use sluice_protocol::ErrorCode;
+
+use crate::api::{self, check_stream_name, StreamConfig};
+use crate::server::connection::Conn;
+use crate::server::shard::Shard;
+use crate::server::streams::call_api;
+
+type Answer = Result<Vec<u8>, ApiError>;
+
+/// `$JS.API.INFO`.
+pub async fn account_info(shard: &Rc<Shard>, conn: &Conn) -> Answer {
+    let streams = visible(shard, conn);
+    let info = AccountInfo {
+        streams: streams.len() as u64,
+        limits: AccountLimits {
+            max_memory: -1,
+            max_storage: -1,
+            max_streams: i64::try_from(shard.config.streams_max).unwrap_or(-1),
+            max_consumers: i64::try_from(shard.config.consumers_max).unwrap_or(-1),
+            max_ack_pending: -1,
+            memory_max_stream_bytes: -1,
+            storage_max_stream_bytes: -1,
+            max_bytes_required: false,
+        },
+        api: ApiStats {
+            level: 1,
+            total: 0,
+            errors: 0,
+        },
+        ..AccountInfo::default()
+    };
+    Ok(json::response("account_info", &info))
+}
+
+/// STREAM.CREATE (or STREAM.UPDATE with `update`).
+pub async fn create(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    name: &str,
+    body: &[u8],
+    update: bool,
+) -> Answer {
+    let kind = if update {
+        "stream_update"
+    } else {
+        "stream_create"
+    };
+    let mut wanted: json::StreamConfig = json::parse_request(body)?;
+    if wanted.name.is_empty() {
+        wanted.name = name.to_owned();
+    }
+    if wanted.name != name {
+        return Err(ApiError::stream_name_mismatch());
+    }
+    check_stream_name(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid stream name: {e}")))?;
+    let wanted = wanted.effective();
+    may_write(shard, conn, &wanted.subjects)?;
+    let existing = shard.streams.borrow().config(name);
+    let created_ns = match (&existing, update) {
+        (Some(existing), false) => {
+            if jetstream_config(existing) == wanted {
+                let info = native_info(shard, name).await?;
+                return Ok(json::response(kind, &stream_info(&info, false)));
+            }
+            return Err(ApiError::stream_name_in_use());
+        }
+        (None, true) => return Err(ApiError::stream_not_found()),
+        (Some(existing), true) => existing.created_ns,
+        (None, false) => now_ns(),
+    };
+    let config = StreamConfig {
+        name: name.to_owned(),
+        subjects: wanted.subjects.clone(),
+        partitions: existing.as_ref().map_or(1, |e| e.partitions),
+        max_age_secs: u64::try_from(wanted.max_age)
+            .ok()
+            .filter(|&ns| ns > 0)
+            .map(|ns| ns.div_ceil(1_000_000_000)),
+        max_bytes: u64::try_from(wanted.max_bytes).ok().filter(|&b| b > 0),
+        created_ns,
+        jetstream: Some(Box::new(wanted)),
+    };
+    let others: Vec<StreamConfig> = shard
+        .streams
+        .borrow()
+        .all()
+        .into_iter()
+        .filter(|s| s.name != name)
+        .collect();
+    if config.check_against(&others).is_err() {
+        return Err(ApiError::subjects_overlap());
+    }
+    let verb = if update {
+        api::STREAM_UPDATE
+    } else {
+        api::STREAM_ADD
+    };
+    let body = serde_json::to_vec(&config).map_err(|e| ApiError::server_error(e.to_string()))?;
+    let info: api::StreamInfo = native_call(shard, verb, &body).await?;
+    tracing::info!(
+        stream = name,
+        update,
+        "stream configured through the JetStream API"
+    );
+    Ok(json::response(kind, &stream_info(&info, !update)))
+}
+
+/// STREAM.INFO.
+pub async fn info(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+    let _request: StreamInfoRequest = json::parse_request(body)?;
+    may_read(shard, conn, name)?;
+    let info = native_info(shard, name).await?;
+    Ok(json::response("stream_info", &stream_info(&info, false)))
+}
+
+/// STREAM.DELETE: the stream, its data and its consumers.
+pub async fn delete(shard: &Rc<Shard>, conn: &Conn, name: &str) -> Answer {
+    let subjects = match shard.streams.borrow().config(name) {
+        Some(config) => config.subjects.clone(),
+        None => return Err(ApiError::stream_not_found()),
+    };
+    may_write(shard, conn, &subjects)?;
+    let body = serde_json::to_vec(&api::StreamName {
+        name: name.to_owned(),
+    })
+    .map_err(|e| ApiError::server_error(e.to_string()))?;
+    let _: serde_json::Value = native_call(shard, api::STREAM_REMOVE, &body).await?;
+    Ok(json::response("stream_delete", &Success { success: true }))
+}
+
+/// STREAM.NAMES: the names a user may read, a page at a time; `subject` keeps those whose
+/// subjects collide with it.
+pub fn names(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
+    let request: ListRequest = json::parse_request(body)?;
+    let matching = matching(shard, conn, &request);
+    let total = matching.len();
+    let page: Vec<String> = matching
+        .into_iter()
+        .skip(request.offset)
+        .take(NAMES_PAGE)
+        .map(|s| s.name)
+        .collect();
+    let names = StreamNames {
+        total,
+        offset: request.offset,
+        limit: NAMES_PAGE,
+        streams: (!page.is_empty()).then_some(page),
+    };
+    Ok(json::response("stream_names", &names))
+}
+
+/// STREAM.LIST: the infos of the streams a user may read, a page at a time.
+pub async fn list(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
+    let request: ListRequest = json::parse_request(body)?;
+    let matching = matching(shard, conn, &request);
+    let total = matching.len();
+    let mut streams = Vec::new();
+    for config in matching.into_iter().skip(request.offset).take(LIST_PAGE) {
+        match native_info(shard, &config.name).await {
+            Ok(info) => streams.push(stream_info(&info, false)),
+            // Removed since the names were read.
+            Err(e) if e.err_code == ApiError::stream_not_found().err_code => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json::StreamList {
+        total,
+        offset: request.offset,
+        limit: LIST_PAGE,
+        streams,
+    };
+    Ok(json::response("stream_list", &list))
+}
+
+/// The streams a user may read that match a names or list request, by name.
+fn matching(shard: &Shard, conn: &Conn, request: &ListRequest) -> Vec<StreamConfig> {
+    let mut streams: Vec<StreamConfig> = visible(shard, conn)
+        .into_iter()
+        .filter(|s| match &request.subject {
+            Some(subject) => s.subjects.iter().any(|p| overlaps(p, subject)),
+            None => true,
+        })
+        .collect();
+    streams.sort_by(|a, b| a.name.cmp(&b.name));
+    streams
+}
+
+/// The streams a connection may see: all without users, else those whose every subject its user
+/// may subscribe to (as the native `stream.list`).
+fn visible(shard: &Shard, conn: &Conn) -> Vec<StreamConfig> {
+    let all = shard.streams.borrow().all();
+    match conn.user.borrow().as_ref() {
+        None => all,
+        Some(user) => all
+            .into_iter()
+            .filter(|s| {
+                s.subjects
+                    .iter()
+                    .all(|p| user.permissions.subscribe.allows_pattern(p))
+            })
+            .collect(),
+    }
+}
+
+/// Reading a stream needs subscribe permission for every subject it captures. An unknown stream
+/// is answered as not found.
+fn may_read(shard: &Shard, conn: &Conn, name: &str) -> Result<(), ApiError> {
+    let Some(config) = shard.streams.borrow().config(name) else {
+        return Err(ApiError::stream_not_found());
+    };
+    let user = conn.user.borrow();
+    let Some(user) = user.as_ref() else {
+        return Ok(());
+    };
+    if config
+        .subjects
+        .iter()
+        .all(|p| user.permissions.subscribe.allows_pattern(p))
+    {
+        Ok(())
+    } else {
+        Err(permission_denied())
+    }
+}
+
+/// Creating, changing or removing a stream needs publish and subscribe permission for its
+/// subjects.
+fn may_write(_shard: &Shard, conn: &Conn, subjects: &[String]) -> Result<(), ApiError> {
+    let user = conn.user.borrow();
+    let Some(user) = user.as_ref() else {
+        return Ok(());
+    };
+    let perms = &user.permissions;
+    if subjects
+        .iter()
+        .all(|p| perms.subscribe.allows_pattern(p) && perms.publish.allows_pattern(p))
+    {
+        Ok(())
+    } else {
+        Err(permission_denied())
+    }
+}
+
+fn permission_denied() -> ApiError {
+    ApiError::new(403, 10003, "permission denied for the stream's subjects")
+}
+
+/// A native API call, its answer read as `T` or mapped to a JetStream error.
+async fn native_call<T: serde::de::DeserializeOwned>(
+    shard: &Rc<Shard>,
+    verb: &str,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let (code, answer) = call_api(shard, verb, body).await;
+    if code == 0 {
+        return serde_json::from_slice(&answer).map_err(|e| ApiError::server_error(e.to_string()));
+    }
+    let message = String::from_utf8_lossy(&answer).into_owned();
+    Err(match ErrorCode::from_u16(code) {
+        ErrorCode::NotFound => ApiError::stream_not_found(),
+        ErrorCode::LimitReached => ApiError::new(400, 10027, message),
+        ErrorCode::BadRequest => ApiError::bad_request(message),
+        _ => ApiError::server_error(message),
+    })
+}
+
+async fn native_info(shard: &Rc<Shard>, name: &str) -> Result<api::StreamInfo, ApiError> {
+    let body = serde_json::to_vec(&api::StreamName {
+        name: name.to_owned(),
+    })
+    .map_err(|e| ApiError::server_error(e.to_string()))?;
+    native_call(shard, api::STREAM_INFO, &body).await
+}
+
+/// The JetStream config of a stream: the one a client gave, or, for a stream made with the native
+/// API, one that says what it keeps.
+pub fn jetstream_config(config: &StreamConfig) -> json::StreamConfig {
+    if let Some(given) = &config.jetstream {
+        return (**given).clone();
+    }
+    json::StreamConfig {
+        name: config.name.clone(),
+        subjects: config.subjects.clone(),
+        max_age: config.max_age_secs.map_or(0, |s| {
+            i64::try_from(s.saturating_mul(1_000_000_000)).unwrap_or(i64::MAX)
+        }),
+        max_bytes: config
+            .max_bytes
+            .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+        ..json::StreamConfig::default()
+    }
+    .effective()
+}
+
+/// A native stream info as JetStream's.
+fn stream_info(native: &api::StreamInfo, did_create: bool) -> json::StreamInfo {
+    let partitions = native.config.partitions;
+    let mut first_seq = u64::MAX;
+    let mut last_seq = 0;
+    for part in &native.partitions {
+        if let Some(last) = part.last_offset {
+            let last = seq_of(part.partition, last, partitions).unwrap_or(u64::MAX);
+            let first = seq_of(part.partition, part.first_offset, partitions).unwrap_or(u64::MAX);
+            last_seq = last_seq.max(last);
+            first_seq = first_seq.min(first);
+        }
+    }
+    if first_seq == u64::MAX {
+        first_seq = 0;
+    }
+    json::StreamInfo {
+        config: jetstream_config(&native.config),
+        created: format_time_ns(native.config.created_ns),
+        state: StreamState {
+            messages: native.messages(),
+            bytes: native.bytes(),
+            first_seq,
+            first_ts: ZERO_TIME.to_owned(),
+            last_seq,
+            last_ts: ZERO_TIME.to_owned(),
+            consumer_count: native.consumers.len() as u64,
+            ..StreamState::default()
+        },
+        ts: format_time_ns(now_ns()),
+        did_create,
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,145 @@
+"""Drives the JetStream stream API with nats-py, unchanged: streams, publish acks, message ids and
+expectations. Usage: js_streams.py <url> <section>... Prints "ok" when every check of every named
+section holds. The same script runs against nats-server, so it describes NATS's behaviour."""
+
+import asyncio
+import sys
+import time
+
+import nats
+from nats.js.api import StreamConfig
+from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, APIError
+
+
+async def account(js, jsm) -> None:
+    info = await jsm.account_info()
+    assert info.limits is not None and info.api is not None, info
+
+
+async def streams(js, jsm, tag: str) -> None:
+    name = f"ORD{tag}"
+    created = await jsm.add_stream(name=name, subjects=[f"orders{tag}.>"])
+    assert created.config.name == name, created
+    assert created.config.subjects == [f"orders{tag}.>"], created.config
+    assert created.config.max_msgs == -1 and created.config.num_replicas == 1, created.config
+    assert created.state.messages == 0 and created.state.last_seq == 0, created.state
+
+    # Creating again with the same config answers with the stream; another config is refused.
+    again = await jsm.add_stream(name=name, subjects=[f"orders{tag}.>"])
+    assert again.config.name == name
+    try:
+        await jsm.add_stream(name=name, subjects=[f"other{tag}.>"])
+        raise AssertionError("a different config was accepted")
+    except BadRequestError as e:
+        assert e.err_code == 10058, e
+
+    # Publish acks count from 1 within the stream.
+    for i in range(1, 4):
+        ack = await js.publish(f"orders{tag}.new", f"order {i}".encode())
+        assert (ack.stream, ack.seq, ack.duplicate) == (name, i, None), ack
+
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 3, info.state
+    assert (info.state.first_seq, info.state.last_seq) == (1, 3), info.state
+    assert info.state.bytes > 0, info.state
+
+    # Update: a new subject is taken.
+    config = info.config
+    config.subjects = [f"orders{tag}.>", f"returns{tag}.>"]
+    updated = await jsm.update_stream(config)
+    assert f"returns{tag}.>" in updated.config.subjects, updated.config
+    ack = await js.publish(f"returns{tag}.x", b"back")
+    assert ack.seq == 4, ack
+
+    # Streams are listed and found by subject.
+    names = await jsm.streams_info()
+    assert name in [s.config.name for s in names], names
+    found = await js.find_stream_name_by_subject(f"orders{tag}.new")
+    assert found == name, found
+
+    # Errors a client acts on.
+    try:
+        await jsm.stream_info(f"MISSING{tag}")
+        raise AssertionError("a missing stream was found")
+    except NotFoundError as e:
+        assert e.err_code == 10059, e
+    try:
+        await js.publish(f"nowhere{tag}.x", b"x")
+        raise AssertionError("a publish no stream captures was acked")
+    except NoStreamResponseError:
+        pass
+
+    assert await jsm.delete_stream(name)
+    try:
+        await jsm.stream_info(name)
+        raise AssertionError("a deleted stream was found")
+    except NotFoundError:
+        pass
+
+
+async def dedup(js, jsm, tag: str) -> None:
+    name = f"DED{tag}"
+    await jsm.add_stream(name=name, subjects=[f"ded{tag}.>"])
+    first = await js.publish(f"ded{tag}.a", b"1", headers={"Nats-Msg-Id": "m1"})
+    second = await js.publish(f"ded{tag}.a", b"1", headers={"Nats-Msg-Id": "m1"})
+    assert first.seq == 1 and not first.duplicate, first
+    assert second.seq == 1 and second.duplicate, second
+    third = await js.publish(f"ded{tag}.a", b"2", headers={"Nats-Msg-Id": "m2"})
+    assert third.seq == 2, third
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 2, info.state
+    await jsm.delete_stream(name)
+
+
+async def expectations(js, jsm, tag: str) -> None:
+    name = f"EXP{tag}"
+    await jsm.add_stream(name=name, subjects=[f"exp{tag}.>"])
+    await js.publish(f"exp{tag}.a", b"1")
+    try:
+        await js.publish(f"exp{tag}.a", b"2", stream="OTHER")
+        raise AssertionError("a publish expecting another stream was stored")
+    except APIError as e:
+        assert e.err_code == 10060, e
+    try:
+        await js.publish(f"exp{tag}.a", b"2", headers={"Nats-Expected-Last-Sequence": "5"})
+        raise AssertionError("a publish with a wrong last sequence was stored")
+    except APIError as e:
+        assert e.err_code == 10071, e
+    ack = await js.publish(f"exp{tag}.a", b"2", headers={"Nats-Expected-Last-Sequence": "1"})
+    assert ack.seq == 2, ack
+    ack = await js.publish(
+        f"exp{tag}.b", b"3", headers={"Nats-Expected-Last-Subject-Sequence": "0"}
+    )
+    assert ack.seq == 3, ack
+    try:
+        await js.publish(f"exp{tag}.b", b"4", headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+        raise AssertionError("a publish with a wrong last subject sequence was stored")
+    except APIError as e:
+        assert e.err_code == 10071, e
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 3, info.state
+    await jsm.delete_stream(name)
+
+
+async def main(url: str, sections: list) -> None:
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    jsm = nc.jsm()
+    tag = str(int(time.time() * 1000) % 1000000)
+    for section in sections:
+        if section == "account":
+            await account(js, jsm)
+        elif section == "streams":
+            await streams(js, jsm, tag)
+        elif section == "dedup":
+            await dedup(js, jsm, tag)
+        elif section == "expectations":
+            await expectations(js, jsm, tag)
+        else:
+            raise SystemExit(f"unknown section {section}")
+    await nc.close()
+    print("ok")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2:]))
