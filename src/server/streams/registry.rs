@@ -301,6 +301,29 @@ mod tests {
     }
 
     #[test]
+    fn an_update_changes_a_stream_in_place_and_survives_a_reload() {
+        let dir = std::env::temp_dir().join(format!("sluice-update-{}", fastrand::u64(..)));
+        let mut registry = Registry::load(&dir).unwrap();
+        registry.add(stream("orders", &["orders.>"])).unwrap();
+        registry.add(stream("users", &["users.>"])).unwrap();
+        assert!(matches!(
+            registry.update(stream("missing", &["m.>"])),
+            Err(RegistryError::NotFound(_))
+        ));
+        assert!(registry.update(stream("orders", &["users.x"])).is_err());
+        let mut fewer = stream("orders", &["orders.>"]);
+        fewer.partitions = 2;
+        assert!(registry.update(fewer).is_err());
+        let mut wider = stream("orders", &["orders.>", "returns.>"]);
+        wider.max_bytes = Some(1 << 30);
+        registry.update(wider.clone()).unwrap();
+        let again = Registry::load(&dir).unwrap();
+        assert_eq!(again.get("orders"), Some(&wider));
+        assert_eq!(again.streams().len(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn the_journal_survives_a_torn_last_line_a_double_replay_and_folding() {
         let dir = std::env::temp_dir().join(format!("sluice-journal-{}", fastrand::u64(..)));
         let mut registry = Registry::load(&dir).unwrap();
