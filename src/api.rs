@@ -164,6 +164,9 @@ pub struct StoredMessage {
     pub offset: u64,
     pub timestamp_ns: u64,
     pub subject: String,
+    /// The header block it was published with (`NATS/1.0\r\n...`), or empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<u8>,
     pub payload: Vec<u8>,
 }
 

@@ -7,9 +7,9 @@ mod common;
 use common::{Broker, ReferenceNats};
 
 /// The sections of the scripts that Sluice answers.
-const SECTIONS: &[&str] = &["account", "streams"];
+const SECTIONS: &[&str] = &["account", "streams", "messages"];
 /// Every section, for the reference server.
-const ALL_SECTIONS: &[&str] = &["account", "streams", "dedup"];
+const ALL_SECTIONS: &[&str] = &["account", "streams", "messages", "dedup"];
 const PY_ONLY_SECTIONS: &[&str] = &["expectations"];
 
 fn args<'a>(url: &'a str, sections: &[&'a str]) -> Vec<&'a str> {

@@ -76,6 +76,28 @@ async function dedup(js, jsm, tag) {
   await jsm.streams.delete(name);
 }
 
+async function messages(js, jsm, tag) {
+  const name = `MSG${tag}`;
+  await jsm.streams.add({ name, subjects: [`msg${tag}.>`], allow_direct: true });
+  await js.publish(`msg${tag}.a`, "first");
+  const h = require("@nats-io/transport-node").headers();
+  h.set("Trace", "7");
+  await js.publish(`msg${tag}.b`, "second", { headers: h });
+  const first = await jsm.streams.getMessage(name, { seq: 1 });
+  check(first.subject === `msg${tag}.a` && first.seq === 1, "message 1 by sequence");
+  check(first.string() === "first", "message 1's data");
+  const second = await jsm.streams.getMessage(name, { seq: 2 });
+  check(second.header.get("Trace") === "7", "message 2's header");
+  const direct = await jsm.direct.getMessage(name, { seq: 2 });
+  check(direct !== null && direct.subject === `msg${tag}.b` && direct.seq === 2, "direct get");
+  check(direct.string() === "second" && direct.header.get("Trace") === "7", "direct get body");
+  const missing = await jsm.direct.getMessage(name, { seq: 9 });
+  check(missing === null, "direct get past the end is null");
+  const none = await jsm.streams.getMessage(name, { seq: 9 });
+  check(none === null, "get past the end is null");
+  await jsm.streams.delete(name);
+}
+
 async function main() {
   const [server, ...sections] = process.argv.slice(2);
   const nc = await connect({ servers: server });
@@ -86,6 +108,7 @@ async function main() {
     if (section === "account") await account(jsm);
     else if (section === "streams") await streams(js, jsm, tag);
     else if (section === "dedup") await dedup(js, jsm, tag);
+    else if (section === "messages") await messages(js, jsm, tag);
     else throw new Error(`unknown section ${section}`);
   }
   await nc.close();

@@ -121,6 +121,26 @@ async def expectations(js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def messages(js, jsm, tag: str) -> None:
+    name = f"MSG{tag}"
+    await jsm.add_stream(name=name, subjects=[f"msg{tag}.>"])
+    await js.publish(f"msg{tag}.a", b"first")
+    await js.publish(f"msg{tag}.b", b"second", headers={"Trace": "7"})
+    await js.publish(f"msg{tag}.c", b"")
+    first = await jsm.get_msg(name, 1)
+    assert (first.subject, first.seq, first.data) == (f"msg{tag}.a", 1, b"first"), first
+    second = await jsm.get_msg(name, 2)
+    assert second.data == b"second" and second.headers.get("Trace") == "7", second
+    third = await jsm.get_msg(name, 3)
+    assert third.subject == f"msg{tag}.c" and not third.data, third
+    try:
+        await jsm.get_msg(name, 9)
+        raise AssertionError("a message past the end was found")
+    except NotFoundError as e:
+        assert e.err_code == 10037, e
+    await jsm.delete_stream(name)
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -133,6 +153,8 @@ async def main(url: str, sections: list) -> None:
             await streams(js, jsm, tag)
         elif section == "dedup":
             await dedup(js, jsm, tag)
+        elif section == "messages":
+            await messages(js, jsm, tag)
         elif section == "expectations":
             await expectations(js, jsm, tag)
         else:

@@ -32,6 +32,12 @@ pub fn handle_publish(
     if !answers(&request) {
         return false;
     }
+    if let ApiSubject::DirectGet { stream, .. } = request {
+        // Only a stream made with `allow_direct` answers; otherwise nobody does (a 503).
+        if !streams::allows_direct(shard, stream) {
+            return false;
+        }
+    }
     // A request the user may not publish is refused by the session, as any publish.
     if !conn.may_publish(shard, subject) {
         return false;
@@ -44,6 +50,11 @@ pub fn handle_publish(
     let (reply, payload) = (reply.to_owned(), payload.to_vec());
     let request = Request::from(request);
     glommio::spawn_local(async move {
+        if let Request::DirectGet(stream) = &request {
+            let (headers, body) = streams::direct_get(&shard, &conn, stream, &payload).await;
+            respond_with(&shard, &reply, &headers, &body);
+            return;
+        }
         let answer = request.answer(&shard, &conn, &payload).await;
         respond(&shard, &reply, &answer);
     })
@@ -63,6 +74,11 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamDelete(_)
             | ApiSubject::StreamNames
             | ApiSubject::StreamList
+            | ApiSubject::StreamMsgGet(_)
+            | ApiSubject::DirectGet {
+                last_by_subject: None,
+                ..
+            }
     )
 }
 
@@ -75,6 +91,8 @@ enum Request {
     StreamDelete(String),
     StreamNames,
     StreamList,
+    StreamMsgGet(String),
+    DirectGet(String),
     Unsupported,
 }
 
@@ -88,6 +106,8 @@ impl From<ApiSubject<'_>> for Request {
             ApiSubject::StreamDelete(s) => Request::StreamDelete(s.to_owned()),
             ApiSubject::StreamNames => Request::StreamNames,
             ApiSubject::StreamList => Request::StreamList,
+            ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
+            ApiSubject::DirectGet { stream, .. } => Request::DirectGet(stream.to_owned()),
             _ => Request::Unsupported,
         }
     }
@@ -105,7 +125,10 @@ impl Request {
             Request::StreamDelete(name) => streams::delete(shard, conn, &name).await,
             Request::StreamNames => streams::names(shard, conn, body),
             Request::StreamList => streams::list(shard, conn, body).await,
-            Request::Unsupported => Err(ApiError::bad_request("not supported by this server")),
+            Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
+            Request::DirectGet(_) | Request::Unsupported => {
+                Err(ApiError::bad_request("not supported by this server"))
+            }
         };
         result.unwrap_or_else(|error| {
             tracing::debug!(shard = shard.id.0, conn = conn.id, kind, code = error.err_code,
@@ -124,17 +147,23 @@ impl Request {
             Request::StreamDelete(_) => "stream_delete",
             Request::StreamNames => "stream_names",
             Request::StreamList => "stream_list",
-            Request::Unsupported => "error",
+            Request::StreamMsgGet(_) => "stream_msg_get",
+            Request::DirectGet(_) | Request::Unsupported => "error",
         }
     }
 }
 
 /// Publishes an answer on the request's reply subject.
 fn respond(shard: &Shard, reply: &str, body: &[u8]) {
+    respond_with(shard, reply, b"", body);
+}
+
+/// Publishes an answer with headers on the request's reply subject.
+fn respond_with(shard: &Shard, reply: &str, headers: &[u8], body: &[u8]) {
     let frame = shard.encode_frame(&Op::Pub(Publish {
         subject: reply,
         reply: None,
-        headers: b"",
+        headers,
         payload: body,
         ack: false,
     }));

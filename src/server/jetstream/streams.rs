@@ -6,11 +6,15 @@
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sluice_protocol::jetstream::json::{
-    self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, StreamInfoRequest,
-    StreamNames, StreamState, Success, LIST_PAGE, NAMES_PAGE,
+use sluice_protocol::jetstream::headers::{
+    status_block, HeaderBuilder, SEQUENCE, STREAM, SUBJECT, TIME_STAMP,
 };
-use sluice_protocol::jetstream::seq::seq_of;
+use sluice_protocol::jetstream::json::{
+    self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, MsgGetRequest,
+    MsgGetResponse, StoredMsg, StreamInfoRequest, StreamNames, StreamState, Success, LIST_PAGE,
+    NAMES_PAGE,
+};
+use sluice_protocol::jetstream::seq::{position_of, seq_of};
 use sluice_protocol::jetstream::time::{format_time_ns, ZERO_TIME};
 use sluice_protocol::subject::overlaps;
 use sluice_protocol::ErrorCode;
@@ -186,6 +190,102 @@ pub async fn list(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
         streams,
     };
     Ok(json::response("stream_list", &list))
+}
+
+/// STREAM.MSG.GET: a message by sequence, as JSON with its headers and data in base64.
+pub async fn msg_get(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+    let request: MsgGetRequest = json::parse_request(body)?;
+    may_read(shard, conn, name)?;
+    let message = get(shard, name, &request).await?;
+    let stored = StoredMsg::new(
+        &message.subject,
+        request.seq,
+        &message.headers,
+        &message.payload,
+        message.timestamp_ns,
+    );
+    Ok(json::response(
+        "stream_msg_get",
+        &MsgGetResponse { message: stored },
+    ))
+}
+
+/// DIRECT.GET: a message by sequence, as itself, with headers that say where it is stored.
+/// Returns the header block and payload of the answer (a `404` status when there is none).
+pub async fn direct_get(
+    shard: &Rc<Shard>,
+    conn: &Conn,
+    name: &str,
+    body: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    if body.trim_ascii().is_empty() {
+        return (status_block(408, "Empty Request"), Vec::new());
+    }
+    let Ok(request) = json::parse_request::<MsgGetRequest>(body) else {
+        return (status_block(408, "Malformed Request"), Vec::new());
+    };
+    if may_read(shard, conn, name).is_err() {
+        return (status_block(404, "Message Not Found"), Vec::new());
+    }
+    match get(shard, name, &request).await {
+        Ok(message) => {
+            let mut headers = HeaderBuilder::from_block(&message.headers);
+            headers
+                .add(STREAM, name)
+                .add(SUBJECT, &message.subject)
+                .add_u64(SEQUENCE, request.seq)
+                .add(TIME_STAMP, &format_time_ns(message.timestamp_ns));
+            (headers.build(), message.payload)
+        }
+        Err(_) => (status_block(404, "Message Not Found"), Vec::new()),
+    }
+}
+
+/// Reads the message a get request names. Only by sequence, for now.
+async fn get(
+    shard: &Rc<Shard>,
+    name: &str,
+    request: &MsgGetRequest,
+) -> Result<api::StoredMessage, ApiError> {
+    if request.last_by_subj.is_some() || request.next_by_subj.is_some() {
+        return Err(ApiError::bad_request(
+            "getting a message by subject is not supported by this server",
+        ));
+    }
+    let partitions = shard
+        .streams
+        .borrow()
+        .config(name)
+        .map(|c| c.partitions)
+        .ok_or_else(ApiError::stream_not_found)?;
+    let Some((partition, offset)) = position_of(request.seq, partitions) else {
+        return Err(ApiError::no_message_found());
+    };
+    let location = api::MessageLocation {
+        name: name.to_owned(),
+        partition,
+        offset,
+    };
+    let body = serde_json::to_vec(&location).map_err(|e| ApiError::server_error(e.to_string()))?;
+    native_call(shard, api::STREAM_GET, &body)
+        .await
+        .map_err(|e| {
+            if e.err_code == ApiError::stream_not_found().err_code {
+                ApiError::no_message_found()
+            } else {
+                e
+            }
+        })
+}
+
+/// Whether a stream answers DIRECT.GET (it was made with `allow_direct`).
+pub fn allows_direct(shard: &Shard, name: &str) -> bool {
+    shard
+        .streams
+        .borrow()
+        .config(name)
+        .and_then(|c| c.jetstream.as_ref().map(|j| j.allow_direct))
+        .unwrap_or(false)
 }
 
 /// The streams a user may read that match a names or list request, by name.

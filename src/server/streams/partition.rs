@@ -360,6 +360,7 @@ impl Partition {
             offset,
             timestamp_ns: record.timestamp_ns,
             subject: publish.subject().to_string(),
+            headers: publish.headers().to_vec(),
             payload: publish.payload().to_vec(),
         })
     }
