@@ -155,6 +155,10 @@ pub struct MessageLocation {
     pub name: String,
     pub partition: u32,
     pub offset: u64,
+    /// Instead of `partition` and `offset`: the last message stored on this subject (on streams
+    /// made through the JetStream API, which index their subjects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_by_subject: Option<String>,
 }
 
 /// A message read back from a stream.

@@ -7,7 +7,7 @@ mod common;
 use common::{Broker, ReferenceNats};
 
 /// The sections of the scripts that Sluice answers.
-const SECTIONS: &[&str] = &["account", "streams", "messages"];
+const SECTIONS: &[&str] = &["account", "streams", "messages", "dedup"];
 /// Every section, for the reference server.
 const ALL_SECTIONS: &[&str] = &["account", "streams", "messages", "dedup"];
 const PY_ONLY_SECTIONS: &[&str] = &["expectations"];
@@ -22,7 +22,9 @@ fn args<'a>(url: &'a str, sections: &[&'a str]) -> Vec<&'a str> {
 fn nats_py_manages_streams_and_publishes_with_acks() {
     let broker = Broker::start(&[]);
     let url = format!("nats://{}", broker.nats_addr);
-    common::run_python_client("js_streams.py", &args(&url, SECTIONS));
+    let mut py = SECTIONS.to_vec();
+    py.extend_from_slice(PY_ONLY_SECTIONS);
+    common::run_python_client("js_streams.py", &args(&url, &py));
 }
 
 #[test]

@@ -136,6 +136,7 @@ impl Client {
             name: name.into(),
             partition,
             offset,
+            last_by_subject: None,
         };
         self.api(api::STREAM_GET, &at)
     }

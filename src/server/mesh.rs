@@ -191,6 +191,29 @@ pub struct AckOutcome {
     pub stream: Arc<str>,
     pub partition: u32,
     pub result: Result<u64, (ErrorCode, String)>,
+    /// The publish repeated a message id seen within the stream's duplicate window: nothing was
+    /// stored, and `result` is where the first one was.
+    pub duplicate: bool,
+    /// What a JetStream client is told of a refusal, when the refusal is JetStream's own (an
+    /// expectation in the publish's headers that did not hold).
+    pub api_error: Option<Box<sluice_protocol::jetstream::json::ApiError>>,
+}
+
+impl AckOutcome {
+    /// A message stored (or refused for `code`) with nothing JetStream would add.
+    pub fn plain(
+        stream: Arc<str>,
+        partition: u32,
+        result: Result<u64, (ErrorCode, String)>,
+    ) -> AckOutcome {
+        AckOutcome {
+            stream,
+            partition,
+            result,
+            duplicate: false,
+            api_error: None,
+        }
+    }
 }
 
 /// Questions one shard asks another about a partition.
@@ -204,6 +227,12 @@ pub enum PartitionRequest {
         stream: String,
         partition: u32,
         offset: u64,
+    },
+    /// The last message stored on a subject.
+    GetLast {
+        stream: String,
+        partition: u32,
+        subject: String,
     },
     ConsumerInfo {
         stream: String,

@@ -259,6 +259,11 @@ impl PartitionLog {
         })
     }
 
+    /// The offset the next append will be given (appends ordered and not yet durable count).
+    pub fn next_assigned_offset(&self) -> u64 {
+        self.inner.state.borrow().assign_next
+    }
+
     /// The first offset that can be read.
     pub fn first_offset(&self) -> u64 {
         self.inner.state.borrow().start_offset

@@ -95,6 +95,13 @@ async function messages(js, jsm, tag) {
   check(missing === null, "direct get past the end is null");
   const none = await jsm.streams.getMessage(name, { seq: 9 });
   check(none === null, "get past the end is null");
+  await js.publish(`msg${tag}.a`, "again");
+  const last = await jsm.streams.getMessage(name, { last_by_subj: `msg${tag}.a` });
+  check(last.seq === 3 && last.string() === "again", "last message on a subject");
+  const lastDirect = await jsm.direct.getMessage(name, { last_by_subj: `msg${tag}.a` });
+  check(lastDirect.seq === 3 && lastDirect.string() === "again", "direct last on a subject");
+  const nothing = await jsm.direct.getMessage(name, { last_by_subj: `msg${tag}.none` });
+  check(nothing === null, "direct last on a subject with nothing is null");
   await jsm.streams.delete(name);
 }
 

@@ -138,6 +138,14 @@ async def messages(js, jsm, tag: str) -> None:
         raise AssertionError("a message past the end was found")
     except NotFoundError as e:
         assert e.err_code == 10037, e
+    await js.publish(f"msg{tag}.a", b"again")
+    last = await jsm.get_last_msg(name, f"msg{tag}.a")
+    assert (last.seq, last.data) == (4, b"again"), last
+    try:
+        await jsm.get_last_msg(name, f"msg{tag}.none")
+        raise AssertionError("a subject with no message had a last one")
+    except NotFoundError as e:
+        assert e.err_code == 10037, e
     await jsm.delete_stream(name)
 
 

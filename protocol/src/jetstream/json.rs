@@ -43,14 +43,18 @@ pub fn response<T: Serialize>(kind: &str, body: &T) -> Vec<u8> {
     serde_json::to_vec(&object).unwrap_or_default()
 }
 
-/// Reads a request body as Go's JSON decoder would for nats-server: an empty body is the type's
-/// default, `null` anywhere is the field's zero value, and unknown fields are ignored.
+/// Reads a request body as Go's JSON decoder would for nats-server: an empty body or `null` (which
+/// async-nats sends for STREAM.INFO) is the type's default, `null` anywhere is the field's zero
+/// value, and unknown fields are ignored.
 pub fn parse_request<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.trim_ascii().is_empty() {
         return Ok(T::default());
     }
     let mut value: serde_json::Value =
         serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
+    if value.is_null() {
+        return Ok(T::default());
+    }
     strip_nulls(&mut value);
     serde_json::from_value(value).map_err(ApiError::invalid_json)
 }
@@ -767,6 +771,10 @@ mod tests {
     fn bad_and_empty_bodies() {
         assert_eq!(
             parse_request::<PurgeRequest>(b"").unwrap(),
+            PurgeRequest::default()
+        );
+        assert_eq!(
+            parse_request::<PurgeRequest>(b"null").unwrap(),
             PurgeRequest::default()
         );
         let error = parse_request::<PurgeRequest>(b"{nope").unwrap_err();

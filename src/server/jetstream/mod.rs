@@ -50,8 +50,9 @@ pub fn handle_publish(
     let (reply, payload) = (reply.to_owned(), payload.to_vec());
     let request = Request::from(request);
     glommio::spawn_local(async move {
-        if let Request::DirectGet(stream) = &request {
-            let (headers, body) = streams::direct_get(&shard, &conn, stream, &payload).await;
+        if let Request::DirectGet(stream, subject) = &request {
+            let (headers, body) =
+                streams::direct_get(&shard, &conn, stream, subject.as_deref(), &payload).await;
             respond_with(&shard, &reply, &headers, &body);
             return;
         }
@@ -75,10 +76,7 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamNames
             | ApiSubject::StreamList
             | ApiSubject::StreamMsgGet(_)
-            | ApiSubject::DirectGet {
-                last_by_subject: None,
-                ..
-            }
+            | ApiSubject::DirectGet { .. }
     )
 }
 
@@ -92,7 +90,9 @@ enum Request {
     StreamNames,
     StreamList,
     StreamMsgGet(String),
-    DirectGet(String),
+    /// A direct get of a stream, and the subject whose last message it wants when the subject
+    /// names one.
+    DirectGet(String, Option<String>),
     Unsupported,
 }
 
@@ -107,7 +107,10 @@ impl From<ApiSubject<'_>> for Request {
             ApiSubject::StreamNames => Request::StreamNames,
             ApiSubject::StreamList => Request::StreamList,
             ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
-            ApiSubject::DirectGet { stream, .. } => Request::DirectGet(stream.to_owned()),
+            ApiSubject::DirectGet {
+                stream,
+                last_by_subject,
+            } => Request::DirectGet(stream.to_owned(), last_by_subject.map(str::to_owned)),
             _ => Request::Unsupported,
         }
     }
@@ -126,7 +129,7 @@ impl Request {
             Request::StreamNames => streams::names(shard, conn, body),
             Request::StreamList => streams::list(shard, conn, body).await,
             Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
-            Request::DirectGet(_) | Request::Unsupported => {
+            Request::DirectGet(..) | Request::Unsupported => {
                 Err(ApiError::bad_request("not supported by this server"))
             }
         };
@@ -148,7 +151,7 @@ impl Request {
             Request::StreamNames => "stream_names",
             Request::StreamList => "stream_list",
             Request::StreamMsgGet(_) => "stream_msg_get",
-            Request::DirectGet(_) | Request::Unsupported => "error",
+            Request::DirectGet(..) | Request::Unsupported => "error",
         }
     }
 }

@@ -196,10 +196,10 @@ pub async fn list(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
 pub async fn msg_get(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: MsgGetRequest = json::parse_request(body)?;
     may_read(shard, conn, name)?;
-    let message = get(shard, name, &request).await?;
+    let (message, seq) = get(shard, name, &request).await?;
     let stored = StoredMsg::new(
         &message.subject,
-        request.seq,
+        seq,
         &message.headers,
         &message.payload,
         message.timestamp_ns,
@@ -216,24 +216,32 @@ pub async fn direct_get(
     shard: &Rc<Shard>,
     conn: &Conn,
     name: &str,
+    last_by_subject: Option<&str>,
     body: &[u8],
 ) -> (Vec<u8>, Vec<u8>) {
-    if body.trim_ascii().is_empty() {
-        return (status_block(408, "Empty Request"), Vec::new());
-    }
-    let Ok(request) = json::parse_request::<MsgGetRequest>(body) else {
-        return (status_block(408, "Malformed Request"), Vec::new());
+    let request = match last_by_subject {
+        Some(subject) => MsgGetRequest {
+            last_by_subj: Some(subject.to_owned()),
+            ..MsgGetRequest::default()
+        },
+        None if body.trim_ascii().is_empty() => {
+            return (status_block(408, "Empty Request"), Vec::new());
+        }
+        None => match json::parse_request::<MsgGetRequest>(body) {
+            Ok(request) => request,
+            Err(_) => return (status_block(408, "Malformed Request"), Vec::new()),
+        },
     };
     if may_read(shard, conn, name).is_err() {
         return (status_block(404, "Message Not Found"), Vec::new());
     }
     match get(shard, name, &request).await {
-        Ok(message) => {
+        Ok((message, seq)) => {
             let mut headers = HeaderBuilder::from_block(&message.headers);
             headers
                 .add(STREAM, name)
                 .add(SUBJECT, &message.subject)
-                .add_u64(SEQUENCE, request.seq)
+                .add_u64(SEQUENCE, seq)
                 .add(TIME_STAMP, &format_time_ns(message.timestamp_ns));
             (headers.build(), message.payload)
         }
@@ -241,15 +249,16 @@ pub async fn direct_get(
     }
 }
 
-/// Reads the message a get request names. Only by sequence, for now.
+/// Reads the message a get request names: by sequence, or the last on a subject. Returns it with
+/// its sequence.
 async fn get(
     shard: &Rc<Shard>,
     name: &str,
     request: &MsgGetRequest,
-) -> Result<api::StoredMessage, ApiError> {
-    if request.last_by_subj.is_some() || request.next_by_subj.is_some() {
+) -> Result<(api::StoredMessage, u64), ApiError> {
+    if request.next_by_subj.is_some() {
         return Err(ApiError::bad_request(
-            "getting a message by subject is not supported by this server",
+            "getting the next message on a subject is not supported by this server",
         ));
     }
     let partitions = shard
@@ -258,24 +267,38 @@ async fn get(
         .config(name)
         .map(|c| c.partitions)
         .ok_or_else(ApiError::stream_not_found)?;
-    let Some((partition, offset)) = position_of(request.seq, partitions) else {
-        return Err(ApiError::no_message_found());
-    };
-    let location = api::MessageLocation {
-        name: name.to_owned(),
-        partition,
-        offset,
+    let location = match &request.last_by_subj {
+        Some(subject) => api::MessageLocation {
+            name: name.to_owned(),
+            partition: 0,
+            offset: 0,
+            last_by_subject: Some(subject.clone()),
+        },
+        None => {
+            let Some((partition, offset)) = position_of(request.seq, partitions) else {
+                return Err(ApiError::no_message_found());
+            };
+            api::MessageLocation {
+                name: name.to_owned(),
+                partition,
+                offset,
+                last_by_subject: None,
+            }
+        }
     };
     let body = serde_json::to_vec(&location).map_err(|e| ApiError::server_error(e.to_string()))?;
-    native_call(shard, api::STREAM_GET, &body)
-        .await
-        .map_err(|e| {
-            if e.err_code == ApiError::stream_not_found().err_code {
-                ApiError::no_message_found()
-            } else {
-                e
-            }
-        })
+    let message: api::StoredMessage =
+        native_call(shard, api::STREAM_GET, &body)
+            .await
+            .map_err(|e| {
+                if e.err_code == ApiError::stream_not_found().err_code {
+                    ApiError::no_message_found()
+                } else {
+                    e
+                }
+            })?;
+    let seq = seq_of(message.partition, message.offset, partitions).unwrap_or(u64::MAX);
+    Ok((message, seq))
 }
 
 /// Whether a stream answers DIRECT.GET (it was made with `allow_direct`).

@@ -283,6 +283,18 @@ async fn stream_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
 async fn stream_get(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let at: MessageLocation = parse(body)?;
     let config = config_of(shard, &at.name)?;
+    if let Some(subject) = at.last_by_subject {
+        let partition = api::partition_for(&subject, config.partitions);
+        let request = PartitionRequest::GetLast {
+            stream: at.name.clone(),
+            partition,
+            subject,
+        };
+        return match ask(shard, &config, partition, request).await? {
+            PartitionReply::Get(result) => json(&result?),
+            _ => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+        };
+    }
     if at.partition >= config.partitions {
         return Err((
             ErrorCode::NotFound,
@@ -493,6 +505,23 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
             offset,
         } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Get(part.get(offset).await),
+            None => PartitionReply::Get(Err((
+                ErrorCode::NotFound,
+                format!("partition {partition} of {stream} is not here"),
+            ))),
+        },
+        PartitionRequest::GetLast {
+            stream,
+            partition,
+            subject,
+        } => match owned(shard, &stream, partition) {
+            Some(part) => match part.last_of_subject(&subject).await {
+                Some(offset) => PartitionReply::Get(part.get(offset).await),
+                None => PartitionReply::Get(Err((
+                    ErrorCode::NotFound,
+                    format!("no message on {subject} in {stream}"),
+                ))),
+            },
             None => PartitionReply::Get(Err((
                 ErrorCode::NotFound,
                 format!("partition {partition} of {stream} is not here"),

@@ -7,6 +7,7 @@
 
 mod api;
 mod attach;
+mod checks;
 mod consumer;
 mod credit;
 mod partition;
@@ -20,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::jetstream::json::{ApiError, PubAckError};
+use sluice_protocol::jetstream::seq::seq_of;
 use sluice_protocol::op::{AckKind, Op, PubAck};
 use sluice_protocol::sublist::Sublist;
 use sluice_protocol::{ErrorCode, Frame};
@@ -165,11 +168,7 @@ pub fn refuse_ack(shard: &Rc<Shard>, conn: &Rc<Conn>, code: ErrorCode, message: 
 fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, message: String) {
     let frame = ack_frame(
         shard,
-        &AckOutcome {
-            stream: Arc::from(""),
-            partition: 0,
-            result: Err((code, message)),
-        },
+        &AckOutcome::plain(Arc::from(""), 0, Err((code, message))),
     );
     conn.complete_ack(seq, frame);
 }
@@ -304,12 +303,21 @@ fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
     let json = match &outcome.result {
         // Written directly: one per stored publish, where building a JSON value showed.
         Ok(offset) => {
+            let partitions = shard
+                .streams
+                .borrow()
+                .config(&outcome.stream)
+                .map_or(1, |c| c.partitions);
+            let seq = seq_of(outcome.partition, *offset, partitions).unwrap_or(u64::MAX);
             let mut out = Vec::with_capacity(96);
             out.extend_from_slice(b"{\"stream\":");
             let _ = serde_json::to_writer(&mut out, &*outcome.stream);
             let mut n = itoa::Buffer::new();
             out.extend_from_slice(b",\"seq\":");
-            out.extend_from_slice(n.format(offset + 1).as_bytes());
+            out.extend_from_slice(n.format(seq).as_bytes());
+            if outcome.duplicate {
+                out.extend_from_slice(b",\"duplicate\":true");
+            }
             out.extend_from_slice(b",\"partition\":");
             out.extend_from_slice(n.format(outcome.partition).as_bytes());
             out.extend_from_slice(b",\"offset\":");
@@ -317,11 +325,22 @@ fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
             out.push(b'}');
             out
         }
-        Err((code, message)) => serde_json::json!({
-            "error": { "code": 503, "err_code": code.as_u16(), "description": message },
-        })
-        .to_string()
-        .into_bytes(),
+        Err((code, message)) => {
+            let error = match &outcome.api_error {
+                Some(error) => (**error).clone(),
+                None => match code {
+                    ErrorCode::PayloadTooLarge => ApiError::new(400, 10054, message.clone()),
+                    // nats-server's "stream store failed".
+                    _ => ApiError::new(503, 10077, message.clone()),
+                },
+            };
+            let refusal = PubAckError {
+                error,
+                stream: outcome.stream.to_string(),
+                seq: 0,
+            };
+            serde_json::to_vec(&refusal).unwrap_or_default()
+        }
     };
     let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
         subject,

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::jetstream::seq::seq_of;
 use sluice_protocol::op::AckKind;
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
+use super::checks::{PublishChecks, Verdict};
 use super::consumer::{Delivered, Member, PartConsumer};
 use super::state::{self, SavedState};
 use super::{resolve, Done};
@@ -96,6 +98,28 @@ pub struct Partition {
     /// Consumers whose first state write is under way; `created` is notified when one is done.
     creating: RefCell<HashSet<String>>,
     created: Event,
+    /// A JetStream stream's memory of message ids and subjects, to check publishes against; set
+    /// once the log is open and read back.
+    checks: RefCell<Option<PublishChecks>>,
+    /// The log's first offset when the checks last forgot removed subjects.
+    checks_first: Cell<u64>,
+}
+
+/// Bytes read at a time while rebuilding publish checks.
+const RESTORE_READ_BYTES: usize = 1024 * 1024;
+
+/// The subject and header block of a stored publish frame.
+fn publish_parts(frame: &Frame) -> Option<(&str, &[u8])> {
+    match frame.op() {
+        ArchivedOp::Pub(publish) => Some((publish.subject(), publish.headers())),
+        _ => None,
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// A member on its way in.
@@ -147,6 +171,8 @@ impl Partition {
             damaged: RefCell::new(HashSet::new()),
             creating: RefCell::new(HashSet::new()),
             created: Event::default(),
+            checks: RefCell::new(None),
+            checks_first: Cell::new(0),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
@@ -164,6 +190,7 @@ impl Partition {
                         next_offset = log.next_offset(), "partition open");
                     let log = Rc::new(log);
                     *opening.log.borrow_mut() = Some(log.clone());
+                    opening.restore_checks(&log).await;
                     opening.restore_consumers(&shard, log).await;
                 }
                 Err(e) => {
@@ -235,11 +262,11 @@ impl Partition {
                     resolve(
                         shard,
                         done,
-                        AckOutcome {
-                            stream: stream.clone(),
-                            partition: self.index,
-                            result: Err((ErrorCode::StorageFailed, why.clone())),
-                        },
+                        AckOutcome::plain(
+                            stream.clone(),
+                            self.index,
+                            Err((ErrorCode::StorageFailed, why.clone())),
+                        ),
                     );
                 }
             }
@@ -250,10 +277,18 @@ impl Partition {
             self.synced_bytes(batch_bytes);
             return;
         };
+        let (items, duplicates) = self.apply_checks(shard, &log, items);
         let bodies: Vec<Bytes> = items.iter().map(|(b, _)| b.clone()).collect();
         match log.append_ordered(&bodies) {
             Err(e) => {
-                fail_all(shard, items, e.to_string());
+                let duplicates = duplicates
+                    .into_iter()
+                    .map(|(_, done)| (Bytes::new(), Some(done)));
+                fail_all(
+                    shard,
+                    items.into_iter().chain(duplicates).collect(),
+                    e.to_string(),
+                );
                 self.synced_bytes(batch_bytes);
             }
             Ok(ticket) => {
@@ -278,17 +313,128 @@ impl Partition {
                         resolve(
                             &shard,
                             done,
-                            AckOutcome {
-                                stream: stream.clone(),
-                                partition: index,
-                                result,
-                            },
+                            AckOutcome::plain(stream.clone(), index, result),
                         );
+                    }
+                    // A duplicate is answered once what it repeats is durable: it was stored in
+                    // this batch or an earlier one, which group commit makes durable first.
+                    for (offset, done) in duplicates {
+                        let mut outcome = AckOutcome::plain(
+                            stream.clone(),
+                            index,
+                            result
+                                .as_ref()
+                                .map(|_| offset)
+                                .map_err(|e| (ErrorCode::StorageFailed, e.to_string())),
+                        );
+                        outcome.duplicate = true;
+                        resolve(&shard, done, outcome);
                     }
                 })
                 .detach();
             }
         }
+    }
+
+    /// Runs a JetStream stream's publish checks over a batch, in the order it will be stored:
+    /// refusals are answered at once, duplicates are set aside (with the offset they repeat) to be
+    /// answered with the batch, and the rest is returned to be stored.
+    #[allow(clippy::type_complexity)]
+    fn apply_checks(
+        &self,
+        shard: &Rc<Shard>,
+        log: &PartitionLog,
+        items: Vec<(Bytes, Option<Done>)>,
+    ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>) {
+        let mut checks = self.checks.borrow_mut();
+        let Some(checks) = checks.as_mut() else {
+            return (items, Vec::new());
+        };
+        let first = log.first_offset();
+        if first != self.checks_first.get() {
+            checks.removed_below(first);
+            self.checks_first.set(first);
+        }
+        let now = now_ns();
+        let mut next = log.next_assigned_offset();
+        let (index, partitions) = (self.index, self.config.partitions);
+        let sequence = |offset| seq_of(index, offset, partitions).unwrap_or(u64::MAX);
+        let mut keep = Vec::with_capacity(items.len());
+        let mut duplicates = Vec::new();
+        for (body, done) in items {
+            let frame = Frame::check(body.clone(), u32::MAX).ok();
+            let Some((subject, headers)) = frame.as_ref().and_then(publish_parts) else {
+                keep.push((body, done));
+                continue;
+            };
+            match checks.check(&self.config.name, subject, headers, next, now, sequence) {
+                Verdict::Store => {
+                    checks.stored(subject, headers, next, now);
+                    next += 1;
+                    keep.push((body, done));
+                }
+                Verdict::Duplicate { offset } => {
+                    if let Some(done) = done {
+                        duplicates.push((offset, done));
+                    }
+                }
+                Verdict::Refuse(error) => {
+                    if let Some(done) = done {
+                        let mut outcome = AckOutcome::plain(
+                            Arc::from(self.config.name.as_str()),
+                            index,
+                            Err((ErrorCode::BadRequest, error.description.clone())),
+                        );
+                        outcome.api_error = Some(Box::new(error));
+                        resolve(shard, done, outcome);
+                    }
+                }
+            }
+        }
+        (keep, duplicates)
+    }
+
+    /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
+    /// every subject and the ids within the duplicate window.
+    async fn restore_checks(&self, log: &PartitionLog) {
+        let Some(window_ns) = self.config.jetstream.as_ref().map(|j| j.duplicate_window) else {
+            return;
+        };
+        let mut checks = PublishChecks::new(u64::try_from(window_ns).unwrap_or(0));
+        let horizon = now_ns().saturating_sub(u64::try_from(window_ns).unwrap_or(0));
+        let (mut offset, end) = (log.first_offset(), log.next_offset());
+        while offset < end {
+            let records = match log.read(offset, RESTORE_READ_BYTES).await {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                        "cannot read back the stream to rebuild its publish checks");
+                    break;
+                }
+            };
+            for record in &records {
+                let parts = Frame::check(record.body.clone(), u32::MAX).ok();
+                if let Some((subject, headers)) = parts.as_ref().and_then(publish_parts) {
+                    // Ids older than the window are forgotten at once.
+                    let headers = if record.timestamp_ns >= horizon {
+                        headers
+                    } else {
+                        &[]
+                    };
+                    checks.stored(subject, headers, record.offset, record.timestamp_ns);
+                }
+                offset = record.offset + 1;
+            }
+        }
+        *self.checks.borrow_mut() = Some(checks);
+        self.checks_first.set(log.first_offset());
+    }
+
+    /// The offset of the last message on `subject`, for a JetStream stream.
+    pub async fn last_of_subject(&self, subject: &str) -> Option<u64> {
+        self.opened.wait().await;
+        self.checks.borrow().as_ref()?.last_of(subject)
     }
 
     /// The partition's counts, from its log (once it is open).
