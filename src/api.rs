@@ -17,6 +17,9 @@ pub const STREAM_LIST: &str = "stream.list";
 /// Verb: change an existing stream's configuration (not its partitions). Body: [`StreamConfig`].
 /// Reply: [`StreamInfo`].
 pub const STREAM_UPDATE: &str = "stream.update";
+/// Verb: remove a stream's oldest messages: all of them, those below a sequence, or all but the
+/// newest few. Body: [`StreamPurge`]. Reply: [`Purged`].
+pub const STREAM_PURGE: &str = "stream.purge";
 /// Verb: delete a stream and its data. Body: [`StreamName`]. Reply: `{}`.
 pub const STREAM_REMOVE: &str = "stream.rm";
 
@@ -52,6 +55,23 @@ fn is_zero(n: &u64) -> bool {
 
 fn one() -> u32 {
     1
+}
+
+/// What to purge from a stream: everything, or (with `seq`) the messages below that stream
+/// sequence, or (with `keep`) all but the newest `keep` messages of each partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPurge {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u64>,
+}
+
+/// How many messages a purge removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub purged: u64,
 }
 
 /// Names a stream.

@@ -228,6 +228,12 @@ pub enum PartitionRequest {
         partition: u32,
         offset: u64,
     },
+    /// Remove the partition's messages below an offset, or all but the newest few.
+    Purge {
+        stream: String,
+        partition: u32,
+        to: PurgeTo,
+    },
     /// The last message stored on a subject.
     GetLast {
         stream: String,
@@ -248,6 +254,17 @@ pub enum PartitionRequest {
     },
 }
 
+/// Where a purge stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeTo {
+    /// Everything stored.
+    All,
+    /// Everything below this offset.
+    Below(u64),
+    /// All but the newest this many.
+    Keep(u64),
+}
+
 /// Their answers.
 #[derive(Debug, Clone)]
 pub enum PartitionReply {
@@ -262,6 +279,8 @@ pub enum PartitionReply {
     Joined(Result<(), (ErrorCode, String)>),
     /// A stream API call's code (0: success) and JSON answer or error message.
     Api(u16, Vec<u8>),
+    /// How many messages a purge removed.
+    Purged(Result<u64, (ErrorCode, String)>),
 }
 
 impl MeshItem {

@@ -149,6 +149,58 @@ async def messages(js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def purge(js, jsm, tag: str) -> None:
+    name = f"PUR{tag}"
+    await jsm.add_stream(name=name, subjects=[f"pur{tag}.>"])
+    for i in range(10):
+        await js.publish(f"pur{tag}.x", str(i).encode())
+    # Below a sequence, then all but the newest, then everything.
+    await jsm.purge_stream(name, seq=4)
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (7, 4, 10), info.state
+    await jsm.purge_stream(name, keep=2)
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq) == (2, 9), info.state
+    await jsm.purge_stream(name)
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (0, 11, 10), info.state
+    ack = await js.publish(f"pur{tag}.x", b"after")
+    assert ack.seq == 11, ack
+    await jsm.delete_stream(name)
+
+
+async def limits(js, jsm, tag: str) -> None:
+    # discard old: the oldest go past max_msgs.
+    name = f"LIM{tag}"
+    await jsm.add_stream(name=name, subjects=[f"lim{tag}.>"], max_msgs=3)
+    for i in range(5):
+        await js.publish(f"lim{tag}.x", str(i).encode())
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (3, 3, 5), info.state
+    await jsm.delete_stream(name)
+    # discard new: the new are refused past max_msgs; too large a message is refused.
+    name = f"LIN{tag}"
+    await jsm.add_stream(
+        StreamConfig(name=name, subjects=[f"lin{tag}.>"], max_msgs=2, discard="new", max_msg_size=16)
+    )
+    await js.publish(f"lin{tag}.x", b"1")
+    await js.publish(f"lin{tag}.x", b"2")
+    try:
+        await js.publish(f"lin{tag}.x", b"3")
+        raise AssertionError("a publish past max_msgs was stored with discard new")
+    except APIError as e:
+        assert e.err_code == 10077, e
+    await jsm.purge_stream(name)
+    try:
+        await js.publish(f"lin{tag}.x", b"x" * 17)
+        raise AssertionError("a message over max_msg_size was stored")
+    except APIError as e:
+        assert e.err_code == 10054, e
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 0, info.state
+    await jsm.delete_stream(name)
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -161,6 +213,10 @@ async def main(url: str, sections: list) -> None:
             await streams(js, jsm, tag)
         elif section == "dedup":
             await dedup(js, jsm, tag)
+        elif section == "purge":
+            await purge(js, jsm, tag)
+        elif section == "limits":
+            await limits(js, jsm, tag)
         elif section == "messages":
             await messages(js, jsm, tag)
         elif section == "expectations":

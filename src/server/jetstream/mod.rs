@@ -76,6 +76,7 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamNames
             | ApiSubject::StreamList
             | ApiSubject::StreamMsgGet(_)
+            | ApiSubject::StreamPurge(_)
             | ApiSubject::DirectGet { .. }
     )
 }
@@ -90,6 +91,7 @@ enum Request {
     StreamNames,
     StreamList,
     StreamMsgGet(String),
+    StreamPurge(String),
     /// A direct get of a stream, and the subject whose last message it wants when the subject
     /// names one.
     DirectGet(String, Option<String>),
@@ -107,6 +109,7 @@ impl From<ApiSubject<'_>> for Request {
             ApiSubject::StreamNames => Request::StreamNames,
             ApiSubject::StreamList => Request::StreamList,
             ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
+            ApiSubject::StreamPurge(s) => Request::StreamPurge(s.to_owned()),
             ApiSubject::DirectGet {
                 stream,
                 last_by_subject,
@@ -129,6 +132,7 @@ impl Request {
             Request::StreamNames => streams::names(shard, conn, body),
             Request::StreamList => streams::list(shard, conn, body).await,
             Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
+            Request::StreamPurge(name) => streams::purge(shard, conn, &name, body).await,
             Request::DirectGet(..) | Request::Unsupported => {
                 Err(ApiError::bad_request("not supported by this server"))
             }
@@ -151,6 +155,7 @@ impl Request {
             Request::StreamNames => "stream_names",
             Request::StreamList => "stream_list",
             Request::StreamMsgGet(_) => "stream_msg_get",
+            Request::StreamPurge(_) => "stream_purge",
             Request::DirectGet(..) | Request::Unsupported => "error",
         }
     }

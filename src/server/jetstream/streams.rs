@@ -11,8 +11,8 @@ use sluice_protocol::jetstream::headers::{
 };
 use sluice_protocol::jetstream::json::{
     self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, MsgGetRequest,
-    MsgGetResponse, StoredMsg, StreamInfoRequest, StreamNames, StreamState, Success, LIST_PAGE,
-    NAMES_PAGE,
+    MsgGetResponse, PurgeRequest, PurgeResponse, StoredMsg, StreamInfoRequest, StreamNames,
+    StreamState, Success, LIST_PAGE, NAMES_PAGE,
 };
 use sluice_protocol::jetstream::seq::{position_of, seq_of};
 use sluice_protocol::jetstream::time::{format_time_ns, ZERO_TIME};
@@ -146,6 +146,43 @@ pub async fn delete(shard: &Rc<Shard>, conn: &Conn, name: &str) -> Answer {
     .map_err(|e| ApiError::server_error(e.to_string()))?;
     let _: serde_json::Value = native_call(shard, api::STREAM_REMOVE, &body).await?;
     Ok(json::response("stream_delete", &Success { success: true }))
+}
+
+/// STREAM.PURGE: everything, everything below a sequence, or all but the newest few. Purging by
+/// subject is not supported yet.
+pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+    let request: PurgeRequest = json::parse_request(body)?;
+    let config = shard
+        .streams
+        .borrow()
+        .config(name)
+        .ok_or_else(ApiError::stream_not_found)?;
+    may_write(shard, conn, &config.subjects)?;
+    if jetstream_config(&config).deny_purge {
+        return Err(ApiError::new(500, 10066, "stream purge not permitted"));
+    }
+    if let Some(filter) = request.filter.as_deref().filter(|f| !f.is_empty()) {
+        let whole = filter == ">" || (config.subjects.len() == 1 && config.subjects[0] == filter);
+        if !whole {
+            return Err(ApiError::bad_request(
+                "purging by subject is not supported by this server",
+            ));
+        }
+    }
+    let native = api::StreamPurge {
+        name: name.to_owned(),
+        seq: (request.seq > 0).then_some(request.seq),
+        keep: (request.keep > 0).then_some(request.keep),
+    };
+    let body = serde_json::to_vec(&native).map_err(|e| ApiError::server_error(e.to_string()))?;
+    let purged: api::Purged = native_call(shard, api::STREAM_PURGE, &body).await?;
+    Ok(json::response(
+        "stream_purge",
+        &PurgeResponse {
+            success: true,
+            purged: purged.purged,
+        },
+    ))
 }
 
 /// STREAM.NAMES: the names a user may read, a page at a time; `subject` keeps those whose
@@ -437,12 +474,16 @@ fn stream_info(native: &api::StreamInfo, did_create: bool) -> json::StreamInfo {
     let mut first_seq = u64::MAX;
     let mut last_seq = 0;
     for part in &native.partitions {
-        if let Some(last) = part.last_offset {
-            let last = seq_of(part.partition, last, partitions).unwrap_or(u64::MAX);
-            let first = seq_of(part.partition, part.first_offset, partitions).unwrap_or(u64::MAX);
-            last_seq = last_seq.max(last);
-            first_seq = first_seq.min(first);
+        // A partition emptied by a purge or retention still counts its sequence on: its first is
+        // one past its last, as JetStream reports a purged stream.
+        let next = part.last_offset.map_or(part.first_offset, |last| last + 1);
+        if next == 0 {
+            continue;
         }
+        let last = seq_of(part.partition, next - 1, partitions).unwrap_or(u64::MAX);
+        let first = seq_of(part.partition, part.first_offset, partitions).unwrap_or(u64::MAX);
+        last_seq = last_seq.max(last);
+        first_seq = first_seq.min(first);
     }
     if first_seq == u64::MAX {
         first_seq = 0;

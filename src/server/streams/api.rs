@@ -16,7 +16,7 @@ use super::registry::RegistryError;
 use super::{apply_snapshot, Partition};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
 use crate::server::conn::Conn;
-use crate::server::mesh::{CallItem, PartitionReply, PartitionRequest, StreamItem};
+use crate::server::mesh::{CallItem, PartitionReply, PartitionRequest, PurgeTo, StreamItem};
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
@@ -166,6 +166,7 @@ pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answ
     let result = match verb {
         api::STREAM_ADD => stream_add(shard, body).await,
         api::STREAM_UPDATE => stream_update(shard, body).await,
+        api::STREAM_PURGE => stream_purge(shard, body).await,
         api::STREAM_REMOVE => stream_remove(shard, body),
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
@@ -253,6 +254,34 @@ async fn stream_update(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream configured again");
     json(&info(shard, &name).await?)
+}
+
+async fn stream_purge(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let request: api::StreamPurge = parse(body)?;
+    let config = config_of(shard, &request.name)?;
+    let mut purged = 0;
+    for partition in 0..config.partitions {
+        let to = match (request.seq, request.keep) {
+            (_, Some(keep)) => PurgeTo::Keep(keep),
+            // The first offset of this partition whose stream sequence is at or past `seq`.
+            (Some(seq), None) => PurgeTo::Below(
+                seq.saturating_sub(1 + u64::from(partition))
+                    .div_ceil(u64::from(config.partitions)),
+            ),
+            (None, None) => PurgeTo::All,
+        };
+        let request = PartitionRequest::Purge {
+            stream: request.name.clone(),
+            partition,
+            to,
+        };
+        match ask(shard, &config, partition, request).await? {
+            PartitionReply::Purged(result) => purged += result?,
+            _ => return Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+        }
+    }
+    tracing::info!(stream = %request.name, purged, "stream purged");
+    json(&api::Purged { purged })
 }
 
 fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
@@ -509,6 +538,14 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
                 ErrorCode::NotFound,
                 format!("partition {partition} of {stream} is not here"),
             ))),
+        },
+        PartitionRequest::Purge {
+            stream,
+            partition,
+            to,
+        } => match owned(shard, &stream, partition) {
+            Some(part) => PartitionReply::Purged(part.purge(to).await),
+            None => PartitionReply::Purged(Ok(0)),
         },
         PartitionRequest::GetLast {
             stream,

@@ -29,9 +29,53 @@ pub enum Verdict {
     Refuse(ApiError),
 }
 
+/// The limits a JetStream stream refuses new messages past (`discard: new`), and the largest
+/// message it takes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_msgs: Option<u64>,
+    pub max_bytes: Option<u64>,
+    pub max_msg_size: Option<u64>,
+}
+
+impl Limits {
+    /// The limits of a JetStream config.
+    pub fn of(config: &sluice_protocol::jetstream::json::StreamConfig) -> Limits {
+        use sluice_protocol::jetstream::json::Discard;
+        let limit = |n: i64| u64::try_from(n).ok().filter(|&n| n > 0);
+        let discard_new = config.discard == Discard::New;
+        Limits {
+            max_msgs: limit(config.max_msgs).filter(|_| discard_new),
+            max_bytes: limit(config.max_bytes).filter(|_| discard_new),
+            max_msg_size: limit(config.max_msg_size),
+        }
+    }
+}
+
+/// A publish to check.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub subject: &'a str,
+    pub headers: &'a [u8],
+    /// Headers and payload, in bytes.
+    pub size: u64,
+}
+
+/// Where the partition stands when the publish would be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// The first offset still stored.
+    pub first: u64,
+    /// The offset the publish would be stored at.
+    pub next: u64,
+    /// Bytes stored.
+    pub bytes: u64,
+}
+
 /// A partition's memory of ids and subjects.
 #[derive(Debug, Default)]
 pub struct PublishChecks {
+    limits: Limits,
     window_ns: u64,
     ids: HashMap<String, u64>,
     /// (stored at, id), oldest first: the order ids leave the window.
@@ -42,33 +86,36 @@ pub struct PublishChecks {
 }
 
 impl PublishChecks {
-    /// Checks that remember ids for `window_ns`.
-    pub fn new(window_ns: u64) -> PublishChecks {
+    /// Checks that remember ids for `window_ns` and refuse what passes `limits`.
+    pub fn new(window_ns: u64, limits: Limits) -> PublishChecks {
         PublishChecks {
+            limits,
             window_ns,
             ..PublishChecks::default()
         }
     }
 
-    /// Decides about a publish of `subject` with `headers` to stream `stream`, whose next offset
-    /// (in this partition) is `next_offset`; `sequence` turns an offset into the stream sequence
-    /// clients see. Time is `now_ns`.
+    /// Decides about a publish to stream `stream` that would be stored at `at`; `sequence` turns
+    /// an offset into the stream sequence clients see. Time is `now_ns`.
     pub fn check(
         &mut self,
         stream: &str,
-        subject: &str,
-        headers: &[u8],
-        next_offset: u64,
+        incoming: Incoming<'_>,
+        at: Position,
         now_ns: u64,
         sequence: impl Fn(u64) -> u64,
     ) -> Verdict {
         self.expire(now_ns);
-        let Ok(headers) = Headers::parse(headers) else {
+        if let Some(refusal) = self.over_limits(incoming, at) {
+            return Verdict::Refuse(refusal);
+        }
+        let Ok(headers) = Headers::parse(incoming.headers) else {
             return Verdict::Store;
         };
         if headers.is_empty() {
             return Verdict::Store;
         }
+        let (subject, next_offset) = (incoming.subject, at.next);
         if let Some(id) = headers.get(MSG_ID) {
             if let Some(&offset) = self.ids.get(id) {
                 return Verdict::Duplicate { offset };
@@ -107,6 +154,28 @@ impl PublishChecks {
             }
         }
         Verdict::Store
+    }
+
+    /// The refusal of a publish past the stream's limits, if it is.
+    fn over_limits(&self, incoming: Incoming<'_>, at: Position) -> Option<ApiError> {
+        let limits = &self.limits;
+        if limits.max_msg_size.is_some_and(|max| incoming.size > max) {
+            return Some(ApiError::new(
+                400,
+                10054,
+                "message size exceeds maximum allowed",
+            ));
+        }
+        if limits.max_msgs.is_some_and(|max| at.next - at.first >= max) {
+            return Some(ApiError::new(503, 10077, "maximum messages exceeded"));
+        }
+        if limits
+            .max_bytes
+            .is_some_and(|max| at.bytes.saturating_add(incoming.size) > max)
+        {
+            return Some(ApiError::new(503, 10077, "maximum bytes exceeded"));
+        }
+        None
     }
 
     /// Notes a message stored at `offset` (after `check` said to store it, or while recovering).
@@ -182,30 +251,49 @@ mod tests {
         offset + 1
     }
 
+    fn publish<'a>(subject: &'a str, headers: &'a [u8]) -> Incoming<'a> {
+        Incoming {
+            subject,
+            headers,
+            size: headers.len() as u64,
+        }
+    }
+
+    fn at(next: u64) -> Position {
+        Position {
+            first: 0,
+            next,
+            bytes: 0,
+        }
+    }
+
     #[test]
     fn an_id_seen_within_the_window_is_a_duplicate_of_its_first_store() {
-        let mut checks = PublishChecks::new(120 * SEC);
+        let mut checks = PublishChecks::new(120 * SEC, Limits::default());
         let h = block(&[(MSG_ID, "m1")]);
-        assert_eq!(checks.check("S", "a", &h, 0, SEC, plus_one), Verdict::Store);
+        assert_eq!(
+            checks.check("S", publish("a", &h), at(0), SEC, plus_one),
+            Verdict::Store
+        );
         checks.stored("a", &h, 0, SEC);
         assert_eq!(
-            checks.check("S", "a", &h, 1, 2 * SEC, plus_one),
+            checks.check("S", publish("a", &h), at(1), 2 * SEC, plus_one),
             Verdict::Duplicate { offset: 0 }
         );
         // Past the window it is new again.
         assert_eq!(
-            checks.check("S", "a", &h, 1, 122 * SEC, plus_one),
+            checks.check("S", publish("a", &h), at(1), 122 * SEC, plus_one),
             Verdict::Store
         );
     }
 
     #[test]
     fn expectations_refuse_with_the_actual_value() {
-        let mut checks = PublishChecks::new(120 * SEC);
+        let mut checks = PublishChecks::new(120 * SEC, Limits::default());
         checks.stored("a", b"", 0, SEC);
         checks.stored("b", &block(&[(MSG_ID, "x")]), 1, SEC);
         let refuse = |checks: &mut PublishChecks, fields: &[(&str, &str)]| {
-            checks.check("S", "a", &block(fields), 2, 2 * SEC, plus_one)
+            checks.check("S", publish("a", &block(fields)), at(2), 2 * SEC, plus_one)
         };
         assert_eq!(
             refuse(&mut checks, &[(EXPECTED_LAST_SEQUENCE, "5")]),
@@ -242,8 +330,50 @@ mod tests {
     }
 
     #[test]
+    fn limits_refuse_what_would_pass_them() {
+        let limits = Limits {
+            max_msgs: Some(2),
+            max_bytes: Some(100),
+            max_msg_size: Some(40),
+        };
+        let mut checks = PublishChecks::new(0, limits);
+        let small = Incoming {
+            subject: "a",
+            headers: b"",
+            size: 10,
+        };
+        let position = |first, next, bytes| Position { first, next, bytes };
+        assert_eq!(
+            checks.check("S", small, position(0, 1, 10), SEC, plus_one),
+            Verdict::Store
+        );
+        let refused = |v: Verdict| match v {
+            Verdict::Refuse(e) => e.description,
+            other => panic!("stored: {other:?}"),
+        };
+        assert_eq!(
+            refused(checks.check("S", small, position(0, 2, 20), SEC, plus_one)),
+            "maximum messages exceeded"
+        );
+        // Once older messages are gone, there is room again.
+        assert_eq!(
+            checks.check("S", small, position(1, 2, 10), SEC, plus_one),
+            Verdict::Store
+        );
+        assert_eq!(
+            refused(checks.check("S", small, position(1, 2, 95), SEC, plus_one)),
+            "maximum bytes exceeded"
+        );
+        let big = Incoming { size: 41, ..small };
+        assert_eq!(
+            refused(checks.check("S", big, position(0, 0, 0), SEC, plus_one)),
+            "message size exceeds maximum allowed"
+        );
+    }
+
+    #[test]
     fn a_subject_whose_messages_were_removed_has_no_last() {
-        let mut checks = PublishChecks::new(0);
+        let mut checks = PublishChecks::new(0, Limits::default());
         checks.stored("a", b"", 0, SEC);
         checks.stored("b", b"", 1, SEC);
         checks.removed_below(1);
@@ -258,7 +388,7 @@ mod tests {
             publishes in proptest::collection::vec((0u8..8, 0u64..5), 1..200),
         ) {
             let window = 10 * SEC;
-            let mut checks = PublishChecks::new(window);
+            let mut checks = PublishChecks::new(window, Limits::default());
             let mut model: HashMap<String, (u64, u64)> = HashMap::new();
             let (mut now, mut next) = (SEC, 0u64);
             for (id, advance) in publishes {
@@ -269,7 +399,7 @@ mod tests {
                     Some(&(offset, at)) if at >= now.saturating_sub(window) => Verdict::Duplicate { offset },
                     _ => Verdict::Store,
                 };
-                let got = checks.check("S", "s", &h, next, now, plus_one);
+                let got = checks.check("S", publish("s", &h), at(next), now, plus_one);
                 prop_assert_eq!(&got, &want);
                 if got == Verdict::Store {
                     checks.stored("s", &h, next, now);

@@ -14,14 +14,14 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
-use super::checks::{PublishChecks, Verdict};
+use super::checks::{Incoming, Limits, Position, PublishChecks, Verdict};
 use super::consumer::{Delivered, Member, PartConsumer};
 use super::state::{self, SavedState};
 use super::{resolve, Done};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
-use crate::server::mesh::AckOutcome;
+use crate::server::mesh::{AckOutcome, PurgeTo};
 use crate::server::shard::{Backlog, Shard};
 use crate::server::ShardId;
 
@@ -108,10 +108,10 @@ pub struct Partition {
 /// Bytes read at a time while rebuilding publish checks.
 const RESTORE_READ_BYTES: usize = 1024 * 1024;
 
-/// The subject and header block of a stored publish frame.
-fn publish_parts(frame: &Frame) -> Option<(&str, &[u8])> {
+/// The subject, header block and payload of a stored publish frame.
+fn publish_parts(frame: &Frame) -> Option<(&str, &[u8], &[u8])> {
     match frame.op() {
-        ArchivedOp::Pub(publish) => Some((publish.subject(), publish.headers())),
+        ArchivedOp::Pub(publish) => Some((publish.subject(), publish.headers(), publish.payload())),
         _ => None,
     }
 }
@@ -298,6 +298,7 @@ impl Partition {
                 let appended = self.appended.clone();
                 glommio::spawn_local(async move {
                     let result = ticket.durable().await;
+                    part.trim_to_max_msgs(&log).await;
                     part.synced_bytes(batch_bytes);
                     appended.notify_all();
                     if let Err(e) = &result {
@@ -357,20 +358,28 @@ impl Partition {
         }
         let now = now_ns();
         let mut next = log.next_assigned_offset();
+        let mut bytes = log.size_bytes();
         let (index, partitions) = (self.index, self.config.partitions);
         let sequence = |offset| seq_of(index, offset, partitions).unwrap_or(u64::MAX);
         let mut keep = Vec::with_capacity(items.len());
         let mut duplicates = Vec::new();
         for (body, done) in items {
             let frame = Frame::check(body.clone(), u32::MAX).ok();
-            let Some((subject, headers)) = frame.as_ref().and_then(publish_parts) else {
+            let Some((subject, headers, payload)) = frame.as_ref().and_then(publish_parts) else {
                 keep.push((body, done));
                 continue;
             };
-            match checks.check(&self.config.name, subject, headers, next, now, sequence) {
+            let incoming = Incoming {
+                subject,
+                headers,
+                size: (headers.len() + payload.len()) as u64,
+            };
+            let at = Position { first, next, bytes };
+            match checks.check(&self.config.name, incoming, at, now, sequence) {
                 Verdict::Store => {
                     checks.stored(subject, headers, next, now);
                     next += 1;
+                    bytes += body.len() as u64;
                     keep.push((body, done));
                 }
                 Verdict::Duplicate { offset } => {
@@ -397,10 +406,12 @@ impl Partition {
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
     /// every subject and the ids within the duplicate window.
     async fn restore_checks(&self, log: &PartitionLog) {
-        let Some(window_ns) = self.config.jetstream.as_ref().map(|j| j.duplicate_window) else {
+        let Some(config) = self.config.jetstream.as_ref() else {
             return;
         };
-        let mut checks = PublishChecks::new(u64::try_from(window_ns).unwrap_or(0));
+        let window_ns = config.duplicate_window;
+        let mut checks =
+            PublishChecks::new(u64::try_from(window_ns).unwrap_or(0), Limits::of(config));
         let horizon = now_ns().saturating_sub(u64::try_from(window_ns).unwrap_or(0));
         let (mut offset, end) = (log.first_offset(), log.next_offset());
         while offset < end {
@@ -415,7 +426,7 @@ impl Partition {
             };
             for record in &records {
                 let parts = Frame::check(record.body.clone(), u32::MAX).ok();
-                if let Some((subject, headers)) = parts.as_ref().and_then(publish_parts) {
+                if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
                     // Ids older than the window are forgotten at once.
                     let headers = if record.timestamp_ns >= horizon {
                         headers
@@ -742,6 +753,50 @@ impl Partition {
     pub async fn consumer_info(&self, consumer: &str) -> Option<ConsumerPartitionInfo> {
         self.opened.wait().await;
         self.consumers.borrow().get(consumer).map(|c| c.info())
+    }
+
+    /// Removes the messages a purge names; returns how many went.
+    pub async fn purge(&self, to: PurgeTo) -> Result<u64, (ErrorCode, String)> {
+        self.opened.wait().await;
+        let log = self.log.borrow().clone();
+        let Some(log) = log else {
+            return Ok(0);
+        };
+        let first = log.first_offset();
+        let next = log.next_offset();
+        let target = match to {
+            PurgeTo::All => next,
+            PurgeTo::Below(offset) => offset.min(next),
+            PurgeTo::Keep(keep) => next.saturating_sub(keep),
+        };
+        if target <= first {
+            return Ok(0);
+        }
+        log.truncate_before(target)
+            .await
+            .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
+        tracing::info!(stream = %self.config.name, partition = self.index, first = target,
+            "partition purged");
+        Ok(target - first)
+    }
+
+    /// Keeps a JetStream stream with `discard: old` within its `max_msgs`: its oldest messages go.
+    async fn trim_to_max_msgs(&self, log: &PartitionLog) {
+        let Some(max) = self.config.jetstream.as_ref().and_then(|j| {
+            (j.discard == sluice_protocol::jetstream::json::Discard::Old)
+                .then(|| u64::try_from(j.max_msgs).ok())
+                .flatten()
+                .filter(|&m| m > 0)
+        }) else {
+            return;
+        };
+        let next = log.next_offset();
+        if next - log.first_offset() > max {
+            if let Err(e) = log.truncate_before(next - max).await {
+                tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                    "cannot remove the messages past max_msgs");
+            }
+        }
     }
 
     /// Applies the stream's retention limits.
