@@ -20,6 +20,8 @@ pub const STREAM_UPDATE: &str = "stream.update";
 /// Verb: remove a stream's oldest messages: all of them, those below a sequence, or all but the
 /// newest few. Body: [`StreamPurge`]. Reply: [`Purged`].
 pub const STREAM_PURGE: &str = "stream.purge";
+/// Verb: delete one message. Body: [`MessageLocation`]. Reply: `{}`, or `NotFound`.
+pub const STREAM_DELETE_MESSAGE: &str = "stream.delete_msg";
 /// Verb: delete a stream and its data. Body: [`StreamName`]. Reply: `{}`.
 pub const STREAM_REMOVE: &str = "stream.rm";
 
@@ -62,6 +64,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamPurge {
     pub name: String,
+    /// Only the messages on subjects this pattern matches (then `keep` counts per subject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

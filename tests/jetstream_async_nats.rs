@@ -33,7 +33,7 @@ async fn publish(js: &jetstream::Context, subject: &str, message: Publish) -> (u
 }
 
 #[test]
-fn message_ids_and_last_messages_survive_a_restart() {
+fn message_ids_revisions_and_deletes_survive_a_restart() {
     let dir = DataDir::new();
     let rt = runtime();
     {
@@ -67,6 +67,16 @@ fn message_ids_and_last_messages_survive_a_restart() {
                 .payload("b1".into())
                 .expected_last_subject_sequence(0);
             assert_eq!(publish(&js, "kv.b", create).await, (3, false));
+            // Seven revisions of kv.c (sequences 4 to 10) keep the newest five; one of those is
+            // then deleted.
+            for i in 0..7 {
+                let put = Publish::build().payload(format!("c{i}").into());
+                assert_eq!(publish(&js, "kv.c", put).await.0, 4 + i);
+            }
+            let mut stream = js.get_stream("KVLIKE").await.expect("get stream");
+            assert!(stream.delete_message(8).await.expect("delete 8"));
+            let info = stream.info().await.expect("info");
+            assert_eq!(info.state.messages, 3 + 4);
         });
     }
     // The ids within the duplicate window and the last message of each subject are read back from
@@ -84,10 +94,22 @@ fn message_ids_and_last_messages_survive_a_restart() {
         assert_eq!((last.sequence, &last.payload[..]), (2, &b"v2"[..]));
         let by_seq = stream.get_raw_message(3).await.expect("message 3");
         assert_eq!(by_seq.subject.as_str(), "kv.b");
+        // The evicted revisions and the deleted message stay gone.
+        for gone in [4, 5, 8] {
+            assert!(
+                stream.get_raw_message(gone).await.is_err(),
+                "{gone} is back"
+            );
+        }
+        let c = stream
+            .get_last_raw_message_by_subject("kv.c")
+            .await
+            .expect("last of kv.c");
+        assert_eq!((c.sequence, &c.payload[..]), (10, &b"c6"[..]));
         let update = Publish::build()
             .payload("v3".into())
             .expected_last_subject_sequence(2);
-        assert_eq!(publish(&js, "kv.a", update).await, (4, false));
+        assert_eq!(publish(&js, "kv.a", update).await, (11, false));
         let info = js
             .get_stream("KVLIKE")
             .await
@@ -96,10 +118,11 @@ fn message_ids_and_last_messages_survive_a_restart() {
             .await
             .expect("info")
             .clone();
-        assert_eq!(info.state.messages, 4);
+        // kv.a: 1, 2 and 11; kv.b: 3; kv.c: 6, 7, 9, 10.
+        assert_eq!(info.state.messages, 8);
         assert_eq!(
             (info.state.first_sequence, info.state.last_sequence),
-            (1, 4)
+            (1, 11)
         );
     });
 }

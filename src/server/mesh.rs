@@ -234,6 +234,12 @@ pub enum PartitionRequest {
         partition: u32,
         to: PurgeTo,
     },
+    /// Delete one message from the middle of the partition.
+    DeleteMessage {
+        stream: String,
+        partition: u32,
+        offset: u64,
+    },
     /// The last message stored on a subject.
     GetLast {
         stream: String,
@@ -255,7 +261,7 @@ pub enum PartitionRequest {
 }
 
 /// Where a purge stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurgeTo {
     /// Everything stored.
     All,
@@ -263,6 +269,13 @@ pub enum PurgeTo {
     Below(u64),
     /// All but the newest this many.
     Keep(u64),
+    /// The messages on the subjects a filter matches: all but the newest `keep` of each subject,
+    /// and only those below `below` when it is set.
+    Subjects {
+        filter: String,
+        keep: u64,
+        below: Option<u64>,
+    },
 }
 
 /// Their answers.
@@ -281,6 +294,8 @@ pub enum PartitionReply {
     Api(u16, Vec<u8>),
     /// How many messages a purge removed.
     Purged(Result<u64, (ErrorCode, String)>),
+    /// Whether a message delete found the message.
+    Deleted(Result<bool, (ErrorCode, String)>),
 }
 
 impl MeshItem {

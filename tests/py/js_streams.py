@@ -201,6 +201,74 @@ async def limits(js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def deletes(js, jsm, tag: str) -> None:
+    # A limit per subject keeps each subject's newest messages.
+    name = f"DEL{tag}"
+    await jsm.add_stream(name=name, subjects=[f"del{tag}.>"], max_msgs_per_subject=2)
+    for i in range(3):
+        await js.publish(f"del{tag}.k", f"k{i}".encode())
+    await js.publish(f"del{tag}.j", b"j0")
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq, info.state.last_seq) == (3, 2, 4), info.state
+    try:
+        await jsm.get_msg(name, 1)
+        raise AssertionError("an evicted revision was found")
+    except NotFoundError:
+        pass
+    # One message deleted from the middle.
+    assert await jsm.delete_msg(name, 3)
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 2, info.state
+    try:
+        await jsm.get_msg(name, 3)
+        raise AssertionError("a deleted message was found")
+    except NotFoundError:
+        pass
+    last = await jsm.get_last_msg(name, f"del{tag}.k")
+    assert last.seq == 2, last
+    try:
+        await jsm.delete_msg(name, 3)
+        raise AssertionError("a message was deleted twice")
+    except APIError:
+        pass
+    # A purge by subject keeps the other subjects.
+    await jsm.purge_stream(name, subject=f"del{tag}.k")
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 1, info.state
+    last = await jsm.get_last_msg(name, f"del{tag}.j")
+    assert last.data == b"j0", last
+    await jsm.delete_stream(name)
+
+    # Rollups, where allowed; deletes refused where denied.
+    name = f"ROL{tag}"
+    await jsm.add_stream(
+        StreamConfig(name=name, subjects=[f"rol{tag}.>"], allow_rollup_hdrs=True, deny_delete=True)
+    )
+    for i in range(3):
+        await js.publish(f"rol{tag}.x", str(i).encode())
+    await js.publish(f"rol{tag}.y", b"y")
+    await js.publish(f"rol{tag}.x", b"all of x", headers={"Nats-Rollup": "sub"})
+    info = await jsm.stream_info(name)
+    assert info.state.messages == 2, info.state
+    try:
+        await jsm.delete_msg(name, 4)
+        raise AssertionError("a delete was allowed on a stream that denies it")
+    except APIError as e:
+        assert e.err_code == 10057, e
+    await js.publish(f"rol{tag}.z", b"everything", headers={"Nats-Rollup": "all"})
+    info = await jsm.stream_info(name)
+    assert (info.state.messages, info.state.first_seq) == (1, 6), info.state
+    await jsm.delete_stream(name)
+    name = f"NOR{tag}"
+    await jsm.add_stream(name=name, subjects=[f"nor{tag}.>"])
+    try:
+        await js.publish(f"nor{tag}.x", b"x", headers={"Nats-Rollup": "sub"})
+        raise AssertionError("a rollup was stored on a stream that does not allow them")
+    except APIError as e:
+        assert e.err_code == 10111, e
+    await jsm.delete_stream(name)
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -213,6 +281,8 @@ async def main(url: str, sections: list) -> None:
             await streams(js, jsm, tag)
         elif section == "dedup":
             await dedup(js, jsm, tag)
+        elif section == "deletes":
+            await deletes(js, jsm, tag)
         elif section == "purge":
             await purge(js, jsm, tag)
         elif section == "limits":

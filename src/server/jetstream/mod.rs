@@ -77,6 +77,7 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamList
             | ApiSubject::StreamMsgGet(_)
             | ApiSubject::StreamPurge(_)
+            | ApiSubject::StreamMsgDelete(_)
             | ApiSubject::DirectGet { .. }
     )
 }
@@ -92,6 +93,7 @@ enum Request {
     StreamList,
     StreamMsgGet(String),
     StreamPurge(String),
+    StreamMsgDelete(String),
     /// A direct get of a stream, and the subject whose last message it wants when the subject
     /// names one.
     DirectGet(String, Option<String>),
@@ -110,6 +112,7 @@ impl From<ApiSubject<'_>> for Request {
             ApiSubject::StreamList => Request::StreamList,
             ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
             ApiSubject::StreamPurge(s) => Request::StreamPurge(s.to_owned()),
+            ApiSubject::StreamMsgDelete(s) => Request::StreamMsgDelete(s.to_owned()),
             ApiSubject::DirectGet {
                 stream,
                 last_by_subject,
@@ -133,6 +136,7 @@ impl Request {
             Request::StreamList => streams::list(shard, conn, body).await,
             Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
             Request::StreamPurge(name) => streams::purge(shard, conn, &name, body).await,
+            Request::StreamMsgDelete(name) => streams::msg_delete(shard, conn, &name, body).await,
             Request::DirectGet(..) | Request::Unsupported => {
                 Err(ApiError::bad_request("not supported by this server"))
             }
@@ -156,6 +160,7 @@ impl Request {
             Request::StreamList => "stream_list",
             Request::StreamMsgGet(_) => "stream_msg_get",
             Request::StreamPurge(_) => "stream_purge",
+            Request::StreamMsgDelete(_) => "stream_msg_delete",
             Request::DirectGet(..) | Request::Unsupported => "error",
         }
     }

@@ -10,13 +10,13 @@ use sluice_protocol::jetstream::headers::{
     status_block, HeaderBuilder, SEQUENCE, STREAM, SUBJECT, TIME_STAMP,
 };
 use sluice_protocol::jetstream::json::{
-    self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, MsgGetRequest,
-    MsgGetResponse, PurgeRequest, PurgeResponse, StoredMsg, StreamInfoRequest, StreamNames,
-    StreamState, Success, LIST_PAGE, NAMES_PAGE,
+    self, AccountInfo, AccountLimits, ApiError, ApiStats, ListRequest, MsgDeleteRequest,
+    MsgGetRequest, MsgGetResponse, PurgeRequest, PurgeResponse, StoredMsg, StreamInfoRequest,
+    StreamNames, StreamState, Success, LIST_PAGE, NAMES_PAGE,
 };
 use sluice_protocol::jetstream::seq::{position_of, seq_of};
 use sluice_protocol::jetstream::time::{format_time_ns, ZERO_TIME};
-use sluice_protocol::subject::overlaps;
+use sluice_protocol::subject::{overlaps, validate_pattern};
 use sluice_protocol::ErrorCode;
 
 use crate::api::{self, check_stream_name, StreamConfig};
@@ -148,8 +148,8 @@ pub async fn delete(shard: &Rc<Shard>, conn: &Conn, name: &str) -> Answer {
     Ok(json::response("stream_delete", &Success { success: true }))
 }
 
-/// STREAM.PURGE: everything, everything below a sequence, or all but the newest few. Purging by
-/// subject is not supported yet.
+/// STREAM.PURGE: everything, everything below a sequence, or all but the newest few; with a
+/// filter, only the subjects it matches (and `keep` counts per subject).
 pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: PurgeRequest = json::parse_request(body)?;
     let config = shard
@@ -161,16 +161,18 @@ pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> A
     if jetstream_config(&config).deny_purge {
         return Err(ApiError::new(500, 10066, "stream purge not permitted"));
     }
-    if let Some(filter) = request.filter.as_deref().filter(|f| !f.is_empty()) {
-        let whole = filter == ">" || (config.subjects.len() == 1 && config.subjects[0] == filter);
-        if !whole {
-            return Err(ApiError::bad_request(
-                "purging by subject is not supported by this server",
-            ));
-        }
+    // A filter that covers the whole stream is a purge of the whole stream.
+    let filter = request
+        .filter
+        .filter(|f| !f.is_empty())
+        .filter(|f| f != ">" && !(config.subjects.len() == 1 && config.subjects[0] == *f));
+    if let Some(filter) = &filter {
+        validate_pattern(filter)
+            .map_err(|e| ApiError::bad_request(format!("invalid purge filter: {e}")))?;
     }
     let native = api::StreamPurge {
         name: name.to_owned(),
+        filter,
         seq: (request.seq > 0).then_some(request.seq),
         keep: (request.keep > 0).then_some(request.keep),
     };
@@ -183,6 +185,37 @@ pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> A
             purged: purged.purged,
         },
     ))
+}
+
+/// STREAM.MSG.DELETE: one message, by sequence.
+pub async fn msg_delete(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+    let request: MsgDeleteRequest = json::parse_request(body)?;
+    let config = shard
+        .streams
+        .borrow()
+        .config(name)
+        .ok_or_else(ApiError::stream_not_found)?;
+    may_write(shard, conn, &config.subjects)?;
+    if jetstream_config(&config).deny_delete {
+        return Err(ApiError::delete_not_permitted());
+    }
+    let not_found = || ApiError::new(400, 10043, format!("sequence {} not found", request.seq));
+    let (partition, offset) = position_of(request.seq, config.partitions).ok_or_else(not_found)?;
+    let location = api::MessageLocation {
+        name: name.to_owned(),
+        partition,
+        offset,
+        last_by_subject: None,
+    };
+    let body = serde_json::to_vec(&location).map_err(|e| ApiError::server_error(e.to_string()))?;
+    match native_call::<serde_json::Value>(shard, api::STREAM_DELETE_MESSAGE, &body).await {
+        Ok(_) => Ok(json::response(
+            "stream_msg_delete",
+            &Success { success: true },
+        )),
+        Err(e) if e.err_code == ApiError::stream_not_found().err_code => Err(not_found()),
+        Err(e) => Err(e),
+    }
 }
 
 /// STREAM.NAMES: the names a user may read, a page at a time; `subject` keeps those whose

@@ -167,6 +167,7 @@ pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answ
         api::STREAM_ADD => stream_add(shard, body).await,
         api::STREAM_UPDATE => stream_update(shard, body).await,
         api::STREAM_PURGE => stream_purge(shard, body).await,
+        api::STREAM_DELETE_MESSAGE => stream_delete_message(shard, body).await,
         api::STREAM_REMOVE => stream_remove(shard, body),
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
@@ -261,14 +262,20 @@ async fn stream_purge(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let config = config_of(shard, &request.name)?;
     let mut purged = 0;
     for partition in 0..config.partitions {
-        let to = match (request.seq, request.keep) {
-            (_, Some(keep)) => PurgeTo::Keep(keep),
-            // The first offset of this partition whose stream sequence is at or past `seq`.
-            (Some(seq), None) => PurgeTo::Below(
-                seq.saturating_sub(1 + u64::from(partition))
-                    .div_ceil(u64::from(config.partitions)),
-            ),
-            (None, None) => PurgeTo::All,
+        // The first offset of this partition whose stream sequence is at or past `seq`.
+        let below = |seq: u64| {
+            seq.saturating_sub(1 + u64::from(partition))
+                .div_ceil(u64::from(config.partitions))
+        };
+        let to = match (&request.filter, request.seq, request.keep) {
+            (Some(filter), seq, keep) => PurgeTo::Subjects {
+                filter: filter.clone(),
+                keep: keep.unwrap_or(0),
+                below: seq.map(below),
+            },
+            (None, _, Some(keep)) => PurgeTo::Keep(keep),
+            (None, Some(seq), None) => PurgeTo::Below(below(seq)),
+            (None, None, None) => PurgeTo::All,
         };
         let request = PartitionRequest::Purge {
             stream: request.name.clone(),
@@ -282,6 +289,34 @@ async fn stream_purge(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     }
     tracing::info!(stream = %request.name, purged, "stream purged");
     json(&api::Purged { purged })
+}
+
+async fn stream_delete_message(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+    let at: MessageLocation = parse(body)?;
+    let config = config_of(shard, &at.name)?;
+    if at.partition >= config.partitions {
+        return Err((
+            ErrorCode::NotFound,
+            format!("stream {} has no partition {}", at.name, at.partition),
+        ));
+    }
+    let request = PartitionRequest::DeleteMessage {
+        stream: at.name.clone(),
+        partition: at.partition,
+        offset: at.offset,
+    };
+    match ask(shard, &config, at.partition, request).await? {
+        PartitionReply::Deleted(Ok(true)) => json(&serde_json::json!({})),
+        PartitionReply::Deleted(Ok(false)) => Err((
+            ErrorCode::NotFound,
+            format!(
+                "no message at offset {} of partition {}",
+                at.offset, at.partition
+            ),
+        )),
+        PartitionReply::Deleted(Err(e)) => Err(e),
+        _ => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+    }
 }
 
 fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
@@ -546,6 +581,14 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
         } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Purged(part.purge(to).await),
             None => PartitionReply::Purged(Ok(0)),
+        },
+        PartitionRequest::DeleteMessage {
+            stream,
+            partition,
+            offset,
+        } => match owned(shard, &stream, partition) {
+            Some(part) => PartitionReply::Deleted(part.delete_message(offset).await),
+            None => PartitionReply::Deleted(Ok(false)),
         },
         PartitionRequest::GetLast {
             stream,

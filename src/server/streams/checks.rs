@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use sluice_protocol::jetstream::headers::{
     Headers, EXPECTED_LAST_MSG_ID, EXPECTED_LAST_SEQUENCE, EXPECTED_LAST_SUBJECT_SEQUENCE,
-    EXPECTED_STREAM, MSG_ID,
+    EXPECTED_STREAM, MSG_ID, ROLLUP,
 };
 use sluice_protocol::jetstream::json::ApiError;
 
@@ -36,6 +36,10 @@ pub struct Limits {
     pub max_msgs: Option<u64>,
     pub max_bytes: Option<u64>,
     pub max_msg_size: Option<u64>,
+    /// Messages kept per subject: past it, a subject's oldest goes (KV history).
+    pub max_msgs_per_subject: Option<u64>,
+    /// Whether `Nats-Rollup` is allowed.
+    pub allow_rollup: bool,
 }
 
 impl Limits {
@@ -48,6 +52,8 @@ impl Limits {
             max_msgs: limit(config.max_msgs).filter(|_| discard_new),
             max_bytes: limit(config.max_bytes).filter(|_| discard_new),
             max_msg_size: limit(config.max_msg_size),
+            max_msgs_per_subject: limit(config.max_msgs_per_subject),
+            allow_rollup: config.allow_rollup_hdrs,
         }
     }
 }
@@ -81,8 +87,17 @@ pub struct PublishChecks {
     /// (stored at, id), oldest first: the order ids leave the window.
     ids_by_age: VecDeque<(u64, String)>,
     last_id: Option<String>,
-    /// Subject → offset of its last message.
-    last_by_subject: HashMap<String, u64>,
+    /// Subject → offsets of its messages, oldest first: every one on a stream with a limit per
+    /// subject or rollups (which need them), else only the last.
+    subjects: HashMap<String, VecDeque<u64>>,
+}
+
+/// What storing a message removes besides: older messages of its subject (past the limit per
+/// subject, or rolled up), or everything before it (a rollup of the stream).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub offsets: Vec<u64>,
+    pub below: Option<u64>,
 }
 
 impl PublishChecks {
@@ -134,12 +149,19 @@ impl PublishChecks {
             Err(bad) => return Verdict::Refuse(bad_number(EXPECTED_LAST_SEQUENCE, bad)),
             _ => {}
         }
+        if let Some(rollup) = headers.get(ROLLUP) {
+            if !self.limits.allow_rollup {
+                return Verdict::Refuse(ApiError::rollup_not_permitted());
+            }
+            if rollup != "sub" && rollup != "all" {
+                return Verdict::Refuse(ApiError::bad_request(format!(
+                    "rollup value invalid: {rollup}"
+                )));
+            }
+        }
         match headers.get_u64(EXPECTED_LAST_SUBJECT_SEQUENCE) {
             Ok(Some(expected)) => {
-                let last = self
-                    .last_by_subject
-                    .get(subject)
-                    .map_or(0, |&o| sequence(o));
+                let last = self.last_of(subject).map_or(0, &sequence);
                 if expected != last {
                     return Verdict::Refuse(ApiError::wrong_last_sequence(last));
                 }
@@ -178,17 +200,47 @@ impl PublishChecks {
         None
     }
 
-    /// Notes a message stored at `offset` (after `check` said to store it, or while recovering).
-    pub fn stored(&mut self, subject: &str, headers: &[u8], offset: u64, stored_ns: u64) {
-        match self.last_by_subject.get_mut(subject) {
-            Some(last) => *last = offset,
-            None => {
-                self.last_by_subject.insert(subject.to_owned(), offset);
+    /// Whether every offset of a subject is kept (not only its last).
+    pub fn keeps_all(&self) -> bool {
+        self.limits.max_msgs_per_subject.is_some() || self.limits.allow_rollup
+    }
+
+    /// Notes a message stored at `offset` (after `check` said to store it, or while recovering);
+    /// returns what it removes besides.
+    pub fn stored(
+        &mut self,
+        subject: &str,
+        headers: &[u8],
+        offset: u64,
+        stored_ns: u64,
+    ) -> Removal {
+        let keeps_all = self.keeps_all();
+        let offsets = match self.subjects.get_mut(subject) {
+            Some(offsets) => offsets,
+            None => self.subjects.entry(subject.to_owned()).or_default(),
+        };
+        if !keeps_all {
+            offsets.clear();
+        }
+        offsets.push_back(offset);
+        let mut removal = Removal::default();
+        let Ok(headers) = Headers::parse(headers) else {
+            return removal;
+        };
+        match headers.get(ROLLUP) {
+            Some("sub") if self.limits.allow_rollup => {
+                removal.offsets.extend(offsets.drain(..offsets.len() - 1));
+            }
+            Some("all") if self.limits.allow_rollup => {
+                removal.below = Some(offset);
+            }
+            _ => {}
+        }
+        if let Some(max) = self.limits.max_msgs_per_subject {
+            while offsets.len() as u64 > max {
+                removal.offsets.extend(offsets.pop_front());
             }
         }
-        let Ok(headers) = Headers::parse(headers) else {
-            return;
-        };
         if let Some(id) = headers.get(MSG_ID) {
             self.last_id = Some(id.to_owned());
             if self.window_ns > 0 && self.ids.insert(id.to_owned(), offset).is_none() {
@@ -200,18 +252,51 @@ impl PublishChecks {
                 }
             }
         }
+        removal
+    }
+
+    /// Forgets deleted messages of a subject.
+    pub fn deleted(&mut self, subject: &str, gone: &[u64]) {
+        if let Some(offsets) = self.subjects.get_mut(subject) {
+            offsets.retain(|o| !gone.contains(o));
+            if offsets.is_empty() {
+                self.subjects.remove(subject);
+            }
+        }
+    }
+
+    /// The offsets of every message kept on `subject`, oldest first (only the last on a stream
+    /// that keeps no more).
+    #[cfg(test)]
+    pub fn offsets_of(&self, subject: &str) -> Vec<u64> {
+        self.subjects
+            .get(subject)
+            .map(|o| o.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The subjects `filter` matches, each with its offsets (see `offsets_of`).
+    pub fn matching(&self, filter: &str) -> Vec<(String, Vec<u64>)> {
+        self.subjects
+            .iter()
+            .filter(|(subject, _)| sluice_protocol::subject::matches(filter, subject))
+            .map(|(subject, offsets)| (subject.clone(), offsets.iter().copied().collect()))
+            .collect()
     }
 
     /// The offset of the last message on `subject`.
     pub fn last_of(&self, subject: &str) -> Option<u64> {
-        self.last_by_subject.get(subject).copied()
+        self.subjects.get(subject)?.back().copied()
     }
 
-    /// Forgets every subject whose last message is below `first_offset` (retention or a purge
-    /// removed it).
+    /// Forgets the messages below `first_offset` (retention or a purge removed them).
     pub fn removed_below(&mut self, first_offset: u64) {
-        self.last_by_subject
-            .retain(|_, &mut offset| offset >= first_offset);
+        self.subjects.retain(|_, offsets| {
+            while offsets.front().is_some_and(|&o| o < first_offset) {
+                offsets.pop_front();
+            }
+            !offsets.is_empty()
+        });
     }
 
     /// Forgets the ids that left the window.
@@ -335,6 +420,7 @@ mod tests {
             max_msgs: Some(2),
             max_bytes: Some(100),
             max_msg_size: Some(40),
+            ..Limits::default()
         };
         let mut checks = PublishChecks::new(0, limits);
         let small = Incoming {
@@ -368,6 +454,45 @@ mod tests {
         assert_eq!(
             refused(checks.check("S", big, position(0, 0, 0), SEC, plus_one)),
             "message size exceeds maximum allowed"
+        );
+    }
+
+    #[test]
+    fn a_subject_keeps_its_newest_revisions_and_rollups_remove_the_rest() {
+        let limits = Limits {
+            max_msgs_per_subject: Some(2),
+            allow_rollup: true,
+            ..Limits::default()
+        };
+        let mut checks = PublishChecks::new(0, limits);
+        assert_eq!(checks.stored("k", b"", 0, SEC), Removal::default());
+        checks.stored("k", b"", 1, SEC);
+        checks.stored("j", b"", 2, SEC);
+        let evicted = checks.stored("k", b"", 3, SEC);
+        assert_eq!(evicted.offsets, [0]);
+        assert_eq!(checks.offsets_of("k"), [1, 3]);
+        let rollup = checks.stored("k", &block(&[(ROLLUP, "sub")]), 4, SEC);
+        assert_eq!(rollup.offsets, [1, 3]);
+        assert_eq!(checks.offsets_of("k"), [4]);
+        let all = checks.stored("j", &block(&[(ROLLUP, "all")]), 5, SEC);
+        assert_eq!(all.below, Some(5));
+        checks.deleted("k", &[4]);
+        assert_eq!(checks.last_of("k"), None);
+        assert_eq!(checks.offsets_of("j"), [2, 5]);
+    }
+
+    #[test]
+    fn rollups_need_permission() {
+        let mut checks = PublishChecks::new(0, Limits::default());
+        assert_eq!(
+            checks.check(
+                "S",
+                publish("a", &block(&[(ROLLUP, "sub")])),
+                at(0),
+                SEC,
+                plus_one
+            ),
+            Verdict::Refuse(ApiError::rollup_not_permitted())
         );
     }
 

@@ -10,6 +10,7 @@ mod attach;
 mod checks;
 mod consumer;
 mod credit;
+mod deleted;
 mod partition;
 mod registry;
 mod state;

@@ -14,8 +14,9 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
-use super::checks::{Incoming, Limits, Position, PublishChecks, Verdict};
+use super::checks::{Incoming, Limits, Position, PublishChecks, Removal, Verdict};
 use super::consumer::{Delivered, Member, PartConsumer};
+use super::deleted::Deleted;
 use super::state::{self, SavedState};
 use super::{resolve, Done};
 use crate::api::{
@@ -103,6 +104,8 @@ pub struct Partition {
     checks: RefCell<Option<PublishChecks>>,
     /// The log's first offset when the checks last forgot removed subjects.
     checks_first: Cell<u64>,
+    /// Messages deleted from the middle of the partition: readers skip them.
+    deleted: RefCell<Deleted>,
 }
 
 /// Bytes read at a time while rebuilding publish checks.
@@ -173,6 +176,7 @@ impl Partition {
             created: Event::default(),
             checks: RefCell::new(None),
             checks_first: Cell::new(0),
+            deleted: RefCell::new(Deleted::default()),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
@@ -277,7 +281,7 @@ impl Partition {
             self.synced_bytes(batch_bytes);
             return;
         };
-        let (items, duplicates) = self.apply_checks(shard, &log, items);
+        let (items, duplicates, removal) = self.apply_checks(shard, &log, items);
         let bodies: Vec<Bytes> = items.iter().map(|(b, _)| b.clone()).collect();
         match log.append_ordered(&bodies) {
             Err(e) => {
@@ -298,6 +302,9 @@ impl Partition {
                 let appended = self.appended.clone();
                 glommio::spawn_local(async move {
                     let result = ticket.durable().await;
+                    if result.is_ok() {
+                        part.apply_removal(&log, removal).await;
+                    }
                     part.trim_to_max_msgs(&log).await;
                     part.synced_bytes(batch_bytes);
                     appended.notify_all();
@@ -346,11 +353,12 @@ impl Partition {
         shard: &Rc<Shard>,
         log: &PartitionLog,
         items: Vec<(Bytes, Option<Done>)>,
-    ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>) {
+    ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>, Removal) {
         let mut checks = self.checks.borrow_mut();
         let Some(checks) = checks.as_mut() else {
-            return (items, Vec::new());
+            return (items, Vec::new(), Removal::default());
         };
+        let mut removal = Removal::default();
         let first = log.first_offset();
         if first != self.checks_first.get() {
             checks.removed_below(first);
@@ -377,7 +385,9 @@ impl Partition {
             let at = Position { first, next, bytes };
             match checks.check(&self.config.name, incoming, at, now, sequence) {
                 Verdict::Store => {
-                    checks.stored(subject, headers, next, now);
+                    let removes = checks.stored(subject, headers, next, now);
+                    removal.offsets.extend(removes.offsets);
+                    removal.below = removes.below.or(removal.below);
                     next += 1;
                     bytes += body.len() as u64;
                     keep.push((body, done));
@@ -400,19 +410,99 @@ impl Partition {
                 }
             }
         }
-        (keep, duplicates)
+        (keep, duplicates, removal)
+    }
+
+    /// Removes what a stored batch removes besides: older messages of its subjects (listed as
+    /// deleted) and, for a rollup of the stream, everything before it. What is listed in memory at
+    /// once; the list on disk follows. The list is derived again from the log at start, so a crash
+    /// before it is written loses nothing.
+    async fn apply_removal(&self, log: &PartitionLog, removal: Removal) {
+        if let Some(below) = removal.below {
+            if let Err(e) = log.truncate_before(below).await {
+                tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                    "cannot remove the messages a rollup replaced");
+            }
+            self.forget_deleted_below(log.first_offset()).await;
+        }
+        if removal.offsets.is_empty() {
+            return;
+        }
+        self.deleted.borrow_mut().insert(&removal.offsets);
+        let dir = self.dir.clone();
+        let offsets = removal.offsets;
+        let written = glommio::executor()
+            .spawn_blocking(move || Deleted::append_durably(&dir, &offsets))
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                "cannot write the deleted list");
+        }
+    }
+
+    /// Forgets deletions below the log's first offset, rewriting the list when enough went stale.
+    async fn forget_deleted_below(&self, first: u64) {
+        let live = self.deleted.borrow_mut().forget_below(first);
+        if let Some(live) = live {
+            let dir = self.dir.clone();
+            let written = glommio::executor()
+                .spawn_blocking(move || Deleted::rewrite_durably(&dir, &live))
+                .await;
+            if let Err(e) = written {
+                tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                    "cannot rewrite the deleted list");
+            }
+        }
+    }
+
+    /// Deletes the message at `offset` from the middle of the partition, durably; false when there
+    /// is none there.
+    pub async fn delete_message(&self, offset: u64) -> Result<bool, (ErrorCode, String)> {
+        self.opened.wait().await;
+        let log = self.log.borrow().clone();
+        let Some(log) = log else {
+            return Ok(false);
+        };
+        if offset < log.first_offset()
+            || offset >= log.next_offset()
+            || self.deleted.borrow().contains(offset)
+        {
+            return Ok(false);
+        }
+        let message = self.get(offset).await?;
+        let dir = self.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || Deleted::append_durably(&dir, &[offset]))
+            .await
+            .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
+        self.deleted.borrow_mut().insert(&[offset]);
+        if let Some(checks) = self.checks.borrow_mut().as_mut() {
+            checks.deleted(&message.subject, &[offset]);
+        }
+        Ok(true)
     }
 
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
     /// every subject and the ids within the duplicate window.
     async fn restore_checks(&self, log: &PartitionLog) {
+        let dir = self.dir.clone();
+        let first = log.first_offset();
+        match glommio::executor()
+            .spawn_blocking(move || Deleted::load(&dir, first))
+            .await
+        {
+            Ok(deleted) => *self.deleted.borrow_mut() = deleted,
+            Err(e) => tracing::warn!(stream = %self.config.name, partition = self.index,
+                error = %e, "cannot read the deleted list"),
+        }
         let Some(config) = self.config.jetstream.as_ref() else {
             return;
         };
-        let window_ns = config.duplicate_window;
-        let mut checks =
-            PublishChecks::new(u64::try_from(window_ns).unwrap_or(0), Limits::of(config));
-        let horizon = now_ns().saturating_sub(u64::try_from(window_ns).unwrap_or(0));
+        let window_ns = u64::try_from(config.duplicate_window).unwrap_or(0);
+        let mut checks = PublishChecks::new(window_ns, Limits::of(config));
+        // What the limits per subject and rollups removed is derived again from the log, so a
+        // crash before the deleted list was written loses nothing.
+        let mut derived = Removal::default();
         let (mut offset, end) = (log.first_offset(), log.next_offset());
         while offset < end {
             let records = match log.read(offset, RESTORE_READ_BYTES).await {
@@ -425,21 +515,28 @@ impl Partition {
                 }
             };
             for record in &records {
+                offset = record.offset + 1;
+                if self.deleted.borrow().contains(record.offset) {
+                    continue;
+                }
                 let parts = Frame::check(record.body.clone(), u32::MAX).ok();
                 if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
-                    // Ids older than the window are forgotten at once.
-                    let headers = if record.timestamp_ns >= horizon {
-                        headers
-                    } else {
-                        &[]
-                    };
-                    checks.stored(subject, headers, record.offset, record.timestamp_ns);
+                    // Ids older than the window are forgotten at the first check.
+                    let removes =
+                        checks.stored(subject, headers, record.offset, record.timestamp_ns);
+                    derived.offsets.extend(removes.offsets);
+                    derived.below = removes.below.or(derived.below);
                 }
-                offset = record.offset + 1;
             }
         }
         *self.checks.borrow_mut() = Some(checks);
         self.checks_first.set(log.first_offset());
+        derived
+            .offsets
+            .retain(|&o| !self.deleted.borrow().contains(o));
+        if !derived.offsets.is_empty() || derived.below.is_some() {
+            self.apply_removal(log, derived).await;
+        }
     }
 
     /// The offset of the last message on `subject`, for a JetStream stream.
@@ -463,11 +560,18 @@ impl Partition {
         self.opened.wait().await;
         match self.log.borrow().as_ref() {
             Some(log) => {
-                let first = log.first_offset();
+                let deleted_list = self.deleted.borrow();
+                // The first message still there: deleted ones at the front do not count.
+                let mut first = log.first_offset();
                 let next = log.next_offset();
+                while first < next && deleted_list.contains(first) {
+                    first += 1;
+                }
+                let deleted = deleted_list.count_from(first);
+                drop(deleted_list);
                 PartitionInfo {
                     partition: self.index,
-                    messages: next - first,
+                    messages: (next - first).saturating_sub(deleted),
                     bytes: log.size_bytes(),
                     first_offset: first,
                     last_offset: next.checked_sub(1).filter(|_| next > first),
@@ -497,7 +601,7 @@ impl Partition {
         let record = records
             .into_iter()
             .next()
-            .filter(|r| r.offset == offset)
+            .filter(|r| r.offset == offset && !self.deleted.borrow().contains(offset))
             .ok_or_else(|| {
                 (
                     ErrorCode::NotFound,
@@ -768,6 +872,11 @@ impl Partition {
             PurgeTo::All => next,
             PurgeTo::Below(offset) => offset.min(next),
             PurgeTo::Keep(keep) => next.saturating_sub(keep),
+            PurgeTo::Subjects {
+                filter,
+                keep,
+                below,
+            } => return self.purge_subjects(&log, &filter, keep, below).await,
         };
         if target <= first {
             return Ok(0);
@@ -775,9 +884,100 @@ impl Partition {
         log.truncate_before(target)
             .await
             .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
+        let deleted =
+            self.deleted.borrow().count_from(first) - self.deleted.borrow().count_from(target);
+        self.forget_deleted_below(target).await;
         tracing::info!(stream = %self.config.name, partition = self.index, first = target,
             "partition purged");
-        Ok(target - first)
+        Ok(target - first - deleted)
+    }
+
+    /// Deletes the messages on the subjects `filter` matches, all but the newest `keep` of each,
+    /// and only below `below` if set. Returns how many went.
+    async fn purge_subjects(
+        &self,
+        log: &PartitionLog,
+        filter: &str,
+        keep: u64,
+        below: Option<u64>,
+    ) -> Result<u64, (ErrorCode, String)> {
+        let known = self
+            .checks
+            .borrow()
+            .as_ref()
+            .filter(|c| c.keeps_all())
+            .map(|c| c.matching(filter));
+        let subjects = match known {
+            Some(subjects) => subjects,
+            None => self.scan_subjects(log, filter).await?,
+        };
+        let mut doomed = Vec::new();
+        let mut by_subject = Vec::new();
+        for (subject, offsets) in subjects {
+            let cut = offsets
+                .len()
+                .saturating_sub(usize::try_from(keep).unwrap_or(usize::MAX));
+            let gone: Vec<u64> = offsets[..cut]
+                .iter()
+                .copied()
+                .filter(|&o| below.is_none_or(|b| o < b))
+                .collect();
+            doomed.extend_from_slice(&gone);
+            by_subject.push((subject, gone));
+        }
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let dir = self.dir.clone();
+        let written = doomed.clone();
+        glommio::executor()
+            .spawn_blocking(move || Deleted::append_durably(&dir, &written))
+            .await
+            .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
+        self.deleted.borrow_mut().insert(&doomed);
+        if let Some(checks) = self.checks.borrow_mut().as_mut() {
+            for (subject, gone) in &by_subject {
+                checks.deleted(subject, gone);
+            }
+        }
+        tracing::info!(stream = %self.config.name, partition = self.index, filter,
+            purged = doomed.len(), "partition purged by subject");
+        Ok(doomed.len() as u64)
+    }
+
+    /// Reads the partition for the offsets of every subject `filter` matches.
+    async fn scan_subjects(
+        &self,
+        log: &PartitionLog,
+        filter: &str,
+    ) -> Result<Vec<(String, Vec<u64>)>, (ErrorCode, String)> {
+        let mut found: HashMap<String, Vec<u64>> = HashMap::new();
+        let (mut offset, end) = (log.first_offset(), log.next_offset());
+        while offset < end {
+            let records = log
+                .read(offset, RESTORE_READ_BYTES)
+                .await
+                .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
+            if records.is_empty() {
+                break;
+            }
+            for record in &records {
+                offset = record.offset + 1;
+                if self.deleted.borrow().contains(record.offset) {
+                    continue;
+                }
+                let frame = Frame::check(record.body.clone(), u32::MAX).ok();
+                if let Some((subject, _, _)) = frame.as_ref().and_then(publish_parts) {
+                    if sluice_protocol::subject::matches(filter, subject) {
+                        found
+                            .entry(subject.to_owned())
+                            .or_default()
+                            .push(record.offset);
+                    }
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
     }
 
     /// Keeps a JetStream stream with `discard: old` within its `max_msgs`: its oldest messages go.
@@ -791,11 +991,23 @@ impl Partition {
             return;
         };
         let next = log.next_offset();
-        if next - log.first_offset() > max {
-            if let Err(e) = log.truncate_before(next - max).await {
+        let first = log.first_offset();
+        let stored = (next - first).saturating_sub(self.deleted.borrow().count_from(first));
+        if stored > max {
+            // The oldest `stored - max` messages still there go.
+            let mut cut = first;
+            let mut left = stored - max;
+            while left > 0 && cut < next {
+                if !self.deleted.borrow().contains(cut) {
+                    left -= 1;
+                }
+                cut += 1;
+            }
+            if let Err(e) = log.truncate_before(cut).await {
                 tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
                     "cannot remove the messages past max_msgs");
             }
+            self.forget_deleted_below(cut).await;
         }
     }
 
@@ -803,7 +1015,9 @@ impl Partition {
     pub async fn apply_retention(&self) {
         let log = self.log.borrow().clone();
         if let Some(log) = log {
-            match log.apply_retention(sluice_storage::now_ns()).await {
+            let result = log.apply_retention(sluice_storage::now_ns()).await;
+            self.forget_deleted_below(log.first_offset()).await;
+            match result {
                 Ok(gone) if gone.segments > 0 => {
                     tracing::info!(stream = %self.config.name, partition = self.index,
                         segments = gone.segments, bytes = gone.bytes, "retention deleted segments");
