@@ -67,6 +67,17 @@ pub struct Settings {
     /// PEM private key of `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign client certificates: a client that presents one must be
+    /// signed by them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Every client presents a certificate signed by `tls_ca`, or its handshake fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// As `tls_verify`, and a client that sends no credentials is the user named as its
+    /// certificate names its holder (nats-server's `verify_and_map`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_map: Option<bool>,
     /// Users, with hashed credentials and permissions; with any, every client must authenticate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<server::auth::UserConfig>,
@@ -118,6 +129,9 @@ impl Settings {
             log_level: over.log_level.or(self.log_level),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
+            tls_ca: over.tls_ca.or(self.tls_ca),
+            tls_verify: over.tls_verify.or(self.tls_verify),
+            tls_map: over.tls_map.or(self.tls_map),
             users: if over.users.is_empty() {
                 self.users
             } else {
@@ -168,6 +182,9 @@ impl Settings {
             log_level: self.log_level.or(Some("info".into())),
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            tls_ca: self.tls_ca,
+            tls_verify: self.tls_verify.or(Some(false)),
+            tls_map: self.tls_map.or(Some(false)),
             users: self.users,
         }
     }
@@ -237,12 +254,34 @@ impl Settings {
         Ok(())
     }
 
-    /// Checks what only the merged settings can tell: a certificate needs its key.
+    /// Checks what only the merged settings can tell: a certificate needs its key, client
+    /// certificates need TLS and a CA bundle, mapping them needs users, and users without a
+    /// password or token need mapping.
     pub fn check_merged(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("key `tls_cert`: tls_cert and tls_key go together".into());
         }
-        Ok(())
+        let verify = self.tls_verify == Some(true);
+        let map = self.tls_map == Some(true);
+        let which = match (map, verify) {
+            (true, _) => "tls_map",
+            (false, true) => "tls_verify",
+            (false, false) => "tls_ca",
+        };
+        if (self.tls_ca.is_some() || verify || map) && self.tls_cert.is_none() {
+            return Err(format!(
+                "key `{which}`: client certificates need TLS: give tls_cert and tls_key"
+            ));
+        }
+        if (verify || map) && self.tls_ca.is_none() {
+            return Err(format!(
+                "key `{which}`: give tls_ca, the CAs that sign client certificates"
+            ));
+        }
+        if map && self.users.is_empty() {
+            return Err("key `tls_map`: no users to map client certificates to".into());
+        }
+        server::tls::check_secrets(&self.users, map)
     }
 
     /// The settings as a TOML file.

@@ -134,6 +134,18 @@ struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long)]
     tls_key: Option<std::path::PathBuf>,
+    /// PEM bundle of the CAs that sign client certificates; a client that presents one must be
+    /// signed by them.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Require a client certificate signed by --tls-ca: a handshake without one fails.
+    #[arg(long)]
+    tls_verify: bool,
+    /// As --tls-verify, and a client that sends no credentials is the user its certificate names:
+    /// an e-mail or DNS name of its subject alternative names, or its subject in RFC 2253 form
+    /// (`CN=alice,O=Acme`), first match in that order, among users without password or token.
+    #[arg(long)]
+    tls_map: bool,
 }
 
 impl ServeArgs {
@@ -160,6 +172,9 @@ impl ServeArgs {
             log_level: self.log_level.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_verify: self.tls_verify.then_some(true),
+            tls_map: self.tls_map.then_some(true),
             users: Vec::new(),
         }
     }
@@ -268,7 +283,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.fsync = text(&settings.fsync).parse()?;
     config.users = std::sync::Arc::new(server::auth::Users::new(&settings.users));
     if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
-        config.tls = Some(server::tls_config(cert, key)?);
+        use server::tls::{client_verifier, ClientCerts};
+        config.tls_map = settings.tls_map == Some(true);
+        let required = config.tls_map || settings.tls_verify == Some(true);
+        let certs = match required {
+            true => ClientCerts::Required,
+            false => ClientCerts::Optional,
+        };
+        let clients = match &settings.tls_ca {
+            Some(ca) => Some(client_verifier(ca, certs)?),
+            None => None,
+        };
+        config.tls = Some(server::tls_config(cert, key, clients)?);
     }
     let shards = config.cpus.len();
     server::run(config, |bound| {

@@ -19,6 +19,7 @@ mod session;
 mod shard;
 mod stats;
 mod streams;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -93,6 +94,8 @@ pub struct ServerConfig {
     pub auth_threads: usize,
     /// With a certificate, both client ports speak TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A client that sends no credentials is the user its (verified) certificate names.
+    pub tls_map: bool,
 }
 
 impl ServerConfig {
@@ -119,6 +122,7 @@ impl ServerConfig {
             users: Arc::default(),
             auth_threads: auth_pool::auth_threads_default(),
             tls: None,
+            tls_map: false,
         }
     }
 }
@@ -196,10 +200,12 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
 }
 
-/// A TLS configuration from PEM files: the certificate chain and its private key.
+/// A TLS configuration from PEM files: the certificate chain and its private key; with a client
+/// verifier (`tls::client_verifier`), clients present certificates it accepts.
 pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -215,10 +221,14 @@ pub fn tls_config(
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("key `tls_key`: {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    builder
         .with_single_cert(certs, key)
         .map(Arc::new)
         .map_err(|e| format!("key `tls_key`: {e}"))

@@ -405,6 +405,11 @@ pub struct ReferenceNats {
 impl ReferenceNats {
     /// Starts nats-server with JetStream off, or `None` (with a note) where it is not installed.
     pub fn start() -> Option<ReferenceNats> {
+        ReferenceNats::start_with(&[])
+    }
+
+    /// As [`ReferenceNats::start`], with more arguments (a `-c` configuration file, say).
+    pub fn start_with(extra: &[&str]) -> Option<ReferenceNats> {
         let Ok(binary) = std::env::var("SLUICE_NATS_SERVER") else {
             eprintln!("reference run skipped: SLUICE_NATS_SERVER is not set");
             return None;
@@ -415,6 +420,7 @@ impl ReferenceNats {
             .port();
         let child = Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
