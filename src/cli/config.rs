@@ -50,6 +50,15 @@ pub struct Settings {
     /// Most consumers of one stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_consumers: Option<usize>,
+    /// Most partitions of one stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_partitions: Option<u32>,
+    /// Most unacked messages a consumer may ask to hold per partition (its `max_ack_pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<u32>,
+    /// Most pulls with an expiry one consumer member may have waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_waiting_pulls: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// `always`, `never` or `interval:MS`.
@@ -122,6 +131,9 @@ impl Settings {
             max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
             max_streams: over.max_streams.or(self.max_streams),
             max_consumers: over.max_consumers.or(self.max_consumers),
+            max_partitions: over.max_partitions.or(self.max_partitions),
+            max_ack_pending: over.max_ack_pending.or(self.max_ack_pending),
+            max_waiting_pulls: over.max_waiting_pulls.or(self.max_waiting_pulls),
             max_connections: over.max_connections.or(self.max_connections),
             data_dir: over.data_dir.or(self.data_dir),
             fsync: over.fsync.or(self.fsync),
@@ -171,6 +183,13 @@ impl Settings {
                 .or(Some(server::SUBSCRIPTIONS_MAX_DEFAULT)),
             max_streams: self.max_streams.or(Some(server::STREAMS_MAX_DEFAULT)),
             max_consumers: self.max_consumers.or(Some(server::CONSUMERS_MAX_DEFAULT)),
+            max_partitions: self.max_partitions.or(Some(server::PARTITIONS_MAX_DEFAULT)),
+            max_ack_pending: self
+                .max_ack_pending
+                .or(Some(server::ACK_PENDING_MAX_DEFAULT)),
+            max_waiting_pulls: self
+                .max_waiting_pulls
+                .or(Some(server::WAITING_PULLS_MAX_DEFAULT)),
             max_connections: self
                 .max_connections
                 .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
@@ -219,6 +238,15 @@ impl Settings {
             ("max_subscriptions", self.max_subscriptions),
             ("max_streams", self.max_streams),
             ("max_consumers", self.max_consumers),
+        ] {
+            if value == Some(0) {
+                return Err(key(name, "must be at least 1".into()));
+            }
+        }
+        for (name, value) in [
+            ("max_partitions", self.max_partitions),
+            ("max_ack_pending", self.max_ack_pending),
+            ("max_waiting_pulls", self.max_waiting_pulls),
         ] {
             if value == Some(0) {
                 return Err(key(name, "must be at least 1".into()));

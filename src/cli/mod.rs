@@ -31,8 +31,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the broker.
-    Serve(ServeArgs),
+    /// Run the broker. (Boxed: its many flags make it far larger than the other commands.)
+    Serve(Box<ServeArgs>),
     /// Publish messages to a subject.
     Pub(talk::PubArgs),
     /// Print messages on a subject, one line each: SUBJECT<TAB>PAYLOAD.
@@ -112,6 +112,16 @@ struct ServeArgs {
     /// Most consumers of one stream [default: 1000].
     #[arg(long)]
     max_consumers: Option<usize>,
+    /// Most partitions of one stream [default: 1024].
+    #[arg(long)]
+    max_partitions: Option<u32>,
+    /// Most unacked messages a consumer may ask to hold per partition (its max_ack_pending)
+    /// [default: 100000].
+    #[arg(long)]
+    max_ack_pending: Option<u32>,
+    /// Most pulls with an expiry one consumer member may have waiting [default: 512].
+    #[arg(long)]
+    max_waiting_pulls: Option<u32>,
     /// Most client connections [default: 65536].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -165,6 +175,9 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             max_streams: self.max_streams,
             max_consumers: self.max_consumers,
+            max_partitions: self.max_partitions,
+            max_ack_pending: self.max_ack_pending,
+            max_waiting_pulls: self.max_waiting_pulls,
             max_connections: self.max_connections,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync.clone(),
@@ -187,7 +200,7 @@ pub fn main() -> ExitCode {
         init_logs("text", "info");
     }
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Pub(args) => talk::publish(args),
         Command::Sub(args) => talk::subscribe(args),
         Command::Request(args) => talk::request(args),
@@ -278,6 +291,11 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or(config.subscriptions_max);
     config.streams_max = settings.max_streams.unwrap_or(config.streams_max);
     config.consumers_max = settings.max_consumers.unwrap_or(config.consumers_max);
+    config.partitions_max = settings.max_partitions.unwrap_or(config.partitions_max);
+    config.ack_pending_max = settings.max_ack_pending.unwrap_or(config.ack_pending_max);
+    config.waiting_pulls_max = settings
+        .max_waiting_pulls
+        .unwrap_or(config.waiting_pulls_max);
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;
