@@ -427,6 +427,21 @@ fn without_a_certificate_or_with_one_of_another_ca_the_handshake_fails() {
 }
 
 #[test]
+fn with_a_ca_alone_a_certificate_is_optional_but_checked_when_presented() {
+    let pki = Pki::new();
+    let broker = pki.broker(&[], "");
+    let mut plain = Native::connect(&broker, pki.client(None));
+    plain.send(&[Op::Ping]);
+    assert_eq!(plain.until_pong(), [Seen::Info, Seen::Pong]);
+
+    let forged = Ca::new("Another CA").sign(&[], &[(DnType::CommonName, "x")], true);
+    let mut forged = Native::connect(&broker, pki.client(Some(&forged)));
+    forged.send(&[Op::Ping]);
+    assert_eq!(forged.until_pong(), [], "a certificate of another CA");
+    assert!(broker.wait_for_log("TLS handshake failed"));
+}
+
+#[test]
 fn client_certificate_settings_that_cannot_work_are_refused_at_start() {
     let dir = DataDir::new();
     let cases = [
