@@ -25,9 +25,6 @@ pub const STREAM_DELETE_MESSAGE: &str = "stream.delete_msg";
 /// Verb: delete a stream and its data. Body: [`StreamName`]. Reply: `{}`.
 pub const STREAM_REMOVE: &str = "stream.rm";
 
-/// Most partitions of one stream.
-pub const PARTITIONS_MAX: u32 = 1024;
-
 /// A stream: which subjects it captures and how it keeps them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamConfig {

@@ -1,6 +1,7 @@
 //! Every per-client resource has a bound, and reaching it gets the client a clear error while the
-//! broker goes on serving: subscriptions per connection, streams, consumers per stream, unacked
-//! messages per consumer, pulls with an expiry waiting per member.
+//! broker goes on serving: subscriptions per connection, streams, consumers per stream, partitions
+//! per stream, unacked messages per consumer, pulls with an expiry waiting per member. Each bound
+//! is a setting; the tests set small ones.
 
 mod common;
 
@@ -38,11 +39,27 @@ fn consumer(stream: &str, name: &str, max_ack_pending: u32) -> ConsumerConfig {
 }
 
 fn api_code<T>(result: Result<T, ClientError>) -> ErrorCode {
+    api_error(result).0
+}
+
+fn api_error<T>(result: Result<T, ClientError>) -> (ErrorCode, String) {
     match result {
-        Err(ClientError::Api { code, .. }) => code,
+        Err(ClientError::Api { code, message }) => (code, message),
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("accepted past its bound"),
     }
+}
+
+/// Another client still gets what it subscribed to: the broker goes on serving.
+fn others_are_served(broker: &Broker) {
+    let other = broker.client();
+    let sub = other.subscribe("others.x").unwrap();
+    other.flush().unwrap();
+    other.publish("others.x", "served").unwrap();
+    assert_eq!(
+        sub.next_timeout(common::PATIENCE).unwrap().payload(),
+        b"served"
+    );
 }
 
 #[test]
@@ -115,25 +132,53 @@ fn streams_consumers_and_unacked_messages_are_bounded() {
 }
 
 #[test]
+fn partitions_per_stream_and_unacked_messages_per_consumer_are_settings() {
+    let broker = Broker::start(&["--max-partitions", "4", "--max-ack-pending", "50"]);
+    let client = broker.client();
+    let mut wide = stream("wide");
+    wide.partitions = 5;
+    let (code, message) = api_error(client.stream_add(&wide));
+    assert_eq!(code, ErrorCode::LimitReached);
+    assert!(message.contains("max_partitions"), "{message}");
+    wide.partitions = 4;
+    client.stream_add(&wide).unwrap();
+
+    let (code, message) = api_error(client.consume(consumer("wide", "greedy", 51)));
+    assert_eq!(code, ErrorCode::LimitReached);
+    assert!(message.contains("max_ack_pending"), "{message}");
+    // The same client goes on, within the bounds.
+    let worker = client.consume(consumer("wide", "worker", 50)).unwrap();
+    client.publish_durable("wide.1", "job").unwrap();
+    let message = worker.next_timeout(common::PATIENCE).expect("delivered");
+    worker.ack(&message).unwrap();
+    others_are_served(&broker);
+}
+
+#[test]
 fn pulls_with_an_expiry_waiting_are_bounded() {
-    let broker = Broker::start(&[]);
+    let broker = Broker::start(&["--max-waiting-pulls", "4"]);
     let client = broker.client();
     client.stream_add(&stream("work")).unwrap();
     let member = client
         .attach_consumer(consumer("work", "puller", 100))
         .unwrap();
-    for _ in 0..512 {
+    for _ in 0..4 {
         member.pull_expiring(1, Duration::from_secs(60)).unwrap();
     }
     client.flush().unwrap();
-    assert!(client.take_errors().is_empty(), "512 pulls may wait");
+    assert!(client.take_errors().is_empty(), "4 pulls may wait");
     member.pull_expiring(1, Duration::from_secs(60)).unwrap();
     client.flush().unwrap();
     let errors = client.take_errors();
     assert!(
         errors
             .iter()
-            .any(|(code, _)| *code == ErrorCode::LimitReached),
+            .any(|(code, m)| *code == ErrorCode::LimitReached && m.contains("max_waiting_pulls")),
         "{errors:?}"
     );
+    // The connection goes on: the credit of the pulls that wait brings a message.
+    client.publish_durable("work.1", "job").unwrap();
+    let message = member.next_timeout(common::PATIENCE).expect("delivered");
+    member.ack(&message).unwrap();
+    others_are_served(&broker);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sluice_protocol::name::{validate_name, NameError, NAME_BYTES_MAX};
 use sluice_protocol::subject::{overlaps, validate_pattern, SubjectError};
 
-use super::{ConsumerConfig, StreamConfig, PARTITIONS_MAX};
+use super::{ConsumerConfig, StreamConfig};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 const NANOS_PER_MILLI: u64 = 1_000_000;
@@ -34,7 +34,8 @@ pub enum ConfigError {
     ConsumerName { name: String, source: NameError },
     #[error("dead-letter stream name {name:?} is {bytes} bytes, more than {NAME_BYTES_MAX}: use a shorter stream or consumer name")]
     DeadLetterNameTooLong { name: String, bytes: usize },
-    #[error("partitions must be between 1 and {PARTITIONS_MAX}, not {partitions}")]
+    /// A stream needs a partition; the most it may have is the server's `max_partitions`.
+    #[error("partitions must be at least 1, not {partitions}")]
     Partitions { partitions: u32 },
     #[error("a stream needs at least one subject")]
     NoSubjects,
@@ -92,7 +93,7 @@ impl StreamConfig {
                 source,
             });
         }
-        if self.partitions == 0 || self.partitions > PARTITIONS_MAX {
+        if self.partitions == 0 {
             return Err(ConfigError::Partitions {
                 partitions: self.partitions,
             });
@@ -286,12 +287,10 @@ mod tests {
     fn stream_configs_keep_the_rules_of_the_registry() {
         let mut config = stream(None);
         assert_eq!(config.check(), Ok(()));
-        config.partitions = PARTITIONS_MAX + 1;
+        config.partitions = 0;
         assert_eq!(
             config.check(),
-            Err(ConfigError::Partitions {
-                partitions: PARTITIONS_MAX + 1
-            })
+            Err(ConfigError::Partitions { partitions: 0 })
         );
         config.partitions = 1;
         config.subjects = vec!["a.*".into(), "a.b".into()];

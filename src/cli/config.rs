@@ -50,6 +50,15 @@ pub struct Settings {
     /// Most consumers of one stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_consumers: Option<usize>,
+    /// Most partitions of one stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_partitions: Option<u32>,
+    /// Most unacked messages a consumer may ask to hold per partition (its `max_ack_pending`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ack_pending: Option<u32>,
+    /// Most pulls with an expiry one consumer member may have waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_waiting_pulls: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     /// `always`, `never` or `interval:MS`.
@@ -67,6 +76,17 @@ pub struct Settings {
     /// PEM private key of `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs that sign client certificates: a client that presents one must be
+    /// signed by them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// Every client presents a certificate signed by `tls_ca`, or its handshake fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_verify: Option<bool>,
+    /// As `tls_verify`, and a client that sends no credentials is the user named as its
+    /// certificate names its holder (nats-server's `verify_and_map`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_map: Option<bool>,
     /// Users, with hashed credentials and permissions; with any, every client must authenticate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<server::auth::UserConfig>,
@@ -111,6 +131,9 @@ impl Settings {
             max_subscriptions: over.max_subscriptions.or(self.max_subscriptions),
             max_streams: over.max_streams.or(self.max_streams),
             max_consumers: over.max_consumers.or(self.max_consumers),
+            max_partitions: over.max_partitions.or(self.max_partitions),
+            max_ack_pending: over.max_ack_pending.or(self.max_ack_pending),
+            max_waiting_pulls: over.max_waiting_pulls.or(self.max_waiting_pulls),
             max_connections: over.max_connections.or(self.max_connections),
             data_dir: over.data_dir.or(self.data_dir),
             fsync: over.fsync.or(self.fsync),
@@ -118,6 +141,9 @@ impl Settings {
             log_level: over.log_level.or(self.log_level),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
+            tls_ca: over.tls_ca.or(self.tls_ca),
+            tls_verify: over.tls_verify.or(self.tls_verify),
+            tls_map: over.tls_map.or(self.tls_map),
             users: if over.users.is_empty() {
                 self.users
             } else {
@@ -157,6 +183,13 @@ impl Settings {
                 .or(Some(server::SUBSCRIPTIONS_MAX_DEFAULT)),
             max_streams: self.max_streams.or(Some(server::STREAMS_MAX_DEFAULT)),
             max_consumers: self.max_consumers.or(Some(server::CONSUMERS_MAX_DEFAULT)),
+            max_partitions: self.max_partitions.or(Some(server::PARTITIONS_MAX_DEFAULT)),
+            max_ack_pending: self
+                .max_ack_pending
+                .or(Some(server::ACK_PENDING_MAX_DEFAULT)),
+            max_waiting_pulls: self
+                .max_waiting_pulls
+                .or(Some(server::WAITING_PULLS_MAX_DEFAULT)),
             max_connections: self
                 .max_connections
                 .or(Some(server::CONNECTIONS_MAX_DEFAULT)),
@@ -168,6 +201,9 @@ impl Settings {
             log_level: self.log_level.or(Some("info".into())),
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            tls_ca: self.tls_ca,
+            tls_verify: self.tls_verify.or(Some(false)),
+            tls_map: self.tls_map.or(Some(false)),
             users: self.users,
         }
     }
@@ -208,6 +244,15 @@ impl Settings {
             }
         }
         for (name, value) in [
+            ("max_partitions", self.max_partitions),
+            ("max_ack_pending", self.max_ack_pending),
+            ("max_waiting_pulls", self.max_waiting_pulls),
+        ] {
+            if value == Some(0) {
+                return Err(key(name, "must be at least 1".into()));
+            }
+        }
+        for (name, value) in [
             ("listen", &self.listen),
             ("nats", &self.nats),
             ("http", &self.http),
@@ -237,12 +282,34 @@ impl Settings {
         Ok(())
     }
 
-    /// Checks what only the merged settings can tell: a certificate needs its key.
+    /// Checks what only the merged settings can tell: a certificate needs its key, client
+    /// certificates need TLS and a CA bundle, mapping them needs users, and users without a
+    /// password or token need mapping.
     pub fn check_merged(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("key `tls_cert`: tls_cert and tls_key go together".into());
         }
-        Ok(())
+        let verify = self.tls_verify == Some(true);
+        let map = self.tls_map == Some(true);
+        let which = match (map, verify) {
+            (true, _) => "tls_map",
+            (false, true) => "tls_verify",
+            (false, false) => "tls_ca",
+        };
+        if (self.tls_ca.is_some() || verify || map) && self.tls_cert.is_none() {
+            return Err(format!(
+                "key `{which}`: client certificates need TLS: give tls_cert and tls_key"
+            ));
+        }
+        if (verify || map) && self.tls_ca.is_none() {
+            return Err(format!(
+                "key `{which}`: give tls_ca, the CAs that sign client certificates"
+            ));
+        }
+        if map && self.users.is_empty() {
+            return Err("key `tls_map`: no users to map client certificates to".into());
+        }
+        server::tls::check_secrets(&self.users, map)
     }
 
     /// The settings as a TOML file.

@@ -31,8 +31,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the broker.
-    Serve(ServeArgs),
+    /// Run the broker. (Boxed: its many flags make it far larger than the other commands.)
+    Serve(Box<ServeArgs>),
     /// Publish messages to a subject.
     Pub(talk::PubArgs),
     /// Print messages on a subject, one line each: SUBJECT<TAB>PAYLOAD.
@@ -112,6 +112,16 @@ struct ServeArgs {
     /// Most consumers of one stream [default: 1000].
     #[arg(long)]
     max_consumers: Option<usize>,
+    /// Most partitions of one stream [default: 1024].
+    #[arg(long)]
+    max_partitions: Option<u32>,
+    /// Most unacked messages a consumer may ask to hold per partition (its max_ack_pending)
+    /// [default: 100000].
+    #[arg(long)]
+    max_ack_pending: Option<u32>,
+    /// Most pulls with an expiry one consumer member may have waiting [default: 512].
+    #[arg(long)]
+    max_waiting_pulls: Option<u32>,
     /// Most client connections [default: 65536].
     #[arg(long)]
     max_connections: Option<usize>,
@@ -134,6 +144,18 @@ struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long)]
     tls_key: Option<std::path::PathBuf>,
+    /// PEM bundle of the CAs that sign client certificates; a client that presents one must be
+    /// signed by them.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Require a client certificate signed by --tls-ca: a handshake without one fails.
+    #[arg(long)]
+    tls_verify: bool,
+    /// As --tls-verify, and a client that sends no credentials is the user its certificate names:
+    /// an e-mail or DNS name of its subject alternative names, or its subject in RFC 2253 form
+    /// (`CN=alice,O=Acme`), first match in that order, among users without password or token.
+    #[arg(long)]
+    tls_map: bool,
 }
 
 impl ServeArgs {
@@ -153,6 +175,9 @@ impl ServeArgs {
             max_subscriptions: self.max_subscriptions,
             max_streams: self.max_streams,
             max_consumers: self.max_consumers,
+            max_partitions: self.max_partitions,
+            max_ack_pending: self.max_ack_pending,
+            max_waiting_pulls: self.max_waiting_pulls,
             max_connections: self.max_connections,
             data_dir: self.data_dir.clone(),
             fsync: self.fsync.clone(),
@@ -160,6 +185,9 @@ impl ServeArgs {
             log_level: self.log_level.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_verify: self.tls_verify.then_some(true),
+            tls_map: self.tls_map.then_some(true),
             users: Vec::new(),
         }
     }
@@ -172,7 +200,7 @@ pub fn main() -> ExitCode {
         init_logs("text", "info");
     }
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Pub(args) => talk::publish(args),
         Command::Sub(args) => talk::subscribe(args),
         Command::Request(args) => talk::request(args),
@@ -263,12 +291,28 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or(config.subscriptions_max);
     config.streams_max = settings.max_streams.unwrap_or(config.streams_max);
     config.consumers_max = settings.max_consumers.unwrap_or(config.consumers_max);
+    config.partitions_max = settings.max_partitions.unwrap_or(config.partitions_max);
+    config.ack_pending_max = settings.max_ack_pending.unwrap_or(config.ack_pending_max);
+    config.waiting_pulls_max = settings
+        .max_waiting_pulls
+        .unwrap_or(config.waiting_pulls_max);
     config.connections_max = settings.max_connections.unwrap_or(config.connections_max);
     config.data_dir = settings.data_dir.clone().unwrap_or(config.data_dir);
     config.fsync = text(&settings.fsync).parse()?;
     config.users = std::sync::Arc::new(server::auth::Users::new(&settings.users));
     if let (Some(cert), Some(key)) = (&settings.tls_cert, &settings.tls_key) {
-        config.tls = Some(server::tls_config(cert, key)?);
+        use server::tls::{client_verifier, ClientCerts};
+        config.tls_map = settings.tls_map == Some(true);
+        let required = config.tls_map || settings.tls_verify == Some(true);
+        let certs = match required {
+            true => ClientCerts::Required,
+            false => ClientCerts::Optional,
+        };
+        let clients = match &settings.tls_ca {
+            Some(ca) => Some(client_verifier(ca, certs)?),
+            None => None,
+        };
+        config.tls = Some(server::tls_config(cert, key, clients)?);
     }
     let shards = config.cpus.len();
     server::run(config, |bound| {

@@ -145,17 +145,17 @@ pub fn check(users: &[UserConfig]) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
     for (i, u) in users.iter().enumerate() {
         let at = |what: &str| format!("key `users[{i}].{what}`");
-        if let Err(e) = sluice_protocol::name::validate_name(&u.name) {
+        // A user known by its client certificate is named as the certificate names it: an
+        // e-mail, a DNS name or a distinguished name, with dots, spaces and `=`.
+        let named = match u.password.is_some() || u.token.is_some() {
+            true => sluice_protocol::name::validate_name(&u.name).map_err(|e| e.to_string()),
+            false => super::tls::check_certificate_name(&u.name),
+        };
+        if let Err(e) = named {
             return Err(format!("{}: {:?}: {e}", at("name"), u.name));
         }
         if !names.insert(u.name.as_str()) {
             return Err(format!("{}: repeated user name", at("name")));
-        }
-        if u.password.is_none() && u.token.is_none() {
-            return Err(format!(
-                "{}: a user needs a password or a token",
-                at("password")
-            ));
         }
         for (what, hash) in [("password", &u.password), ("token", &u.token)] {
             if let Some(h) = hash {
@@ -255,6 +255,8 @@ pub enum Refusal {
     /// Every hashing thread is busy and the queue in front of them is full: refused at once rather
     /// than queued without bound.
     Busy,
+    /// No user without a password or token is named as the client certificate names its holder.
+    UnknownCertificate,
 }
 
 /// Which secret a client presented.
@@ -332,6 +334,24 @@ impl Users {
                 index
             }
         };
+        self.admit(index)
+    }
+
+    /// Finds the user a verified client certificate stands for: the first of its names (e-mails,
+    /// DNS names, URIs, then the subject) that is the name of a user without a password or token;
+    /// and takes one of its connections. Cheap: no hash.
+    pub fn authenticate_certificate(
+        &self,
+        identity: &super::tls::CertIdentity,
+    ) -> Result<Arc<User>, Refusal> {
+        let index = identity
+            .names()
+            .find_map(|name| {
+                self.users
+                    .iter()
+                    .position(|u| u.password.is_none() && u.token.is_none() && u.name == name)
+            })
+            .ok_or(Refusal::UnknownCertificate)?;
         self.admit(index)
     }
 

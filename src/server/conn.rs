@@ -27,6 +27,7 @@ use super::session;
 use super::shard::Shard;
 use super::stats::add;
 use super::streams;
+use super::tls::CertIdentity;
 use sluice_storage::wake::{Event, Latch};
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
@@ -96,16 +97,22 @@ pub enum Protocol {
 /// How long a client has to complete its TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// A connection's stream once secured: the socket, whether the NATS INFO was sent already, and
+/// the names of the client's certificate (with `tls_map`).
+type Secured = (Box<dyn Socket>, bool, Option<CertIdentity>);
+
 /// Wraps an accepted stream in TLS when the server requires it. A NATS client first gets the INFO
 /// line in the clear (announcing `tls_required`), then starts the handshake, as NATS clients do.
+/// A handshake that fails (no client certificate where one is required, one from another CA) is
+/// counted and logged, and the connection closed.
 async fn secure(
     shard: &Shard,
     mut stream: TcpStream,
     protocol: Protocol,
     id: u64,
-) -> Option<(Box<dyn Socket>, bool)> {
+) -> Option<Secured> {
     let Some(tls) = shard.config.tls.clone() else {
-        return Some((Box::new(stream), false));
+        return Some((Box::new(stream), false, None));
     };
     if protocol == Protocol::Nats {
         use futures_lite::AsyncWriteExt;
@@ -121,10 +128,37 @@ async fn secure(
     })
     .await;
     match handshake {
-        Ok(tls_stream) => Some((Box::new(tls_stream), protocol == Protocol::Nats)),
+        Ok(tls_stream) => {
+            let certificate = match shard.config.tls_map {
+                true => certificate_of(shard, id, &tls_stream),
+                false => None,
+            };
+            Some((
+                Box::new(tls_stream),
+                protocol == Protocol::Nats,
+                certificate,
+            ))
+        }
         Err(e) => {
             add(&shard.stats.protocol_errors, 1);
+            add(&shard.stats.tls_handshake_failures, 1);
             tracing::warn!(shard = shard.id.0, conn = id, error = %e, "TLS handshake failed");
+            None
+        }
+    }
+}
+
+/// The names of the certificate a client presented (and the handshake verified).
+fn certificate_of(
+    shard: &Shard,
+    id: u64,
+    stream: &futures_rustls::server::TlsStream<TcpStream>,
+) -> Option<CertIdentity> {
+    let der = stream.get_ref().1.peer_certificates()?.first()?;
+    match CertIdentity::from_der(der) {
+        Ok(identity) => Some(identity),
+        Err(e) => {
+            tracing::warn!(shard = shard.id.0, conn = id, error = %e, "unreadable client certificate");
             None
         }
     }
@@ -141,7 +175,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
     shard.handshakes.set(shard.handshakes.get() + 1);
     let secured = secure(&shard, stream, protocol, id).await;
     shard.handshakes.set(shard.handshakes.get() - 1);
-    let Some((stream, info_sent)) = secured else {
+    let Some((stream, info_sent, certificate)) = secured else {
         return;
     };
     let conn = Rc::new(Conn {
@@ -159,6 +193,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         feeding: RefCell::new(Vec::new()),
         acks_done: Event::default(),
         read_chunk: Cell::new(READ_BUFFER_BYTES),
+        certificate,
     });
     shard.register(conn.clone());
     if shard.config.users.required() {
@@ -542,6 +577,9 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
                     "authorization failed: the user is at its connection limit"
                 }
                 Refusal::Busy => "authorization failed: the server is busy checking credentials",
+                Refusal::UnknownCertificate => {
+                    "authorization failed: the client certificate names no user"
+                }
             };
             fail(shard, conn, ErrorCode::AuthorizationFailed, message);
             return Err(Close::Error);

@@ -13,6 +13,7 @@ use super::outbound::Outbound;
 use super::shard::{Backlog, Shard};
 use super::stats::add;
 use super::streams;
+use super::tls::CertIdentity;
 use sluice_storage::wake::{Event, Latch};
 
 /// Acked publishes of one connection waiting for their acks, past which the connection reads no
@@ -51,6 +52,9 @@ pub struct Conn {
     /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
     /// trickling bytes does not make every read zero a large buffer.
     pub(super) read_chunk: Cell<usize>,
+    /// The names of its verified client certificate, with `tls_map`: a connect without
+    /// credentials authenticates as the user the certificate names.
+    pub(super) certificate: Option<CertIdentity>,
 }
 
 impl Conn {
@@ -131,10 +135,17 @@ impl Conn {
     }
 
     /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
-    /// without holding the shard; on success the connection runs as that user from now on.
+    /// without holding the shard; on success the connection runs as that user from now on. With
+    /// `tls_map`, a connect without credentials is the user its client certificate names.
     pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
         // From here the client has done its part in time: the auth timeout no longer applies.
         self.auth_started.set(true);
+        let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        let no_credentials = !given(&creds.user) && !given(&creds.password) && !given(&creds.token);
+        if let (Some(identity), true) = (&self.certificate, no_credentials) {
+            let result = shard.config.users.authenticate_certificate(identity);
+            return self.authenticated(shard, result, Some(&identity.subject), None);
+        }
         let name = creds.user.clone();
         let result = match shard.auth.as_ref().map(|pool| pool.check(creds)) {
             Some(Ok(answer)) => {
@@ -152,6 +163,17 @@ impl Conn {
             // Every hashing thread busy and the queue full, or the server stopping.
             Some(Err(_)) | None => Err(Refusal::Busy),
         };
+        self.authenticated(shard, result, None, name)
+    }
+
+    /// Runs the connection as the user found, or counts and logs the refusal.
+    fn authenticated(
+        &self,
+        shard: &Shard,
+        result: Result<Arc<User>, Refusal>,
+        certificate: Option<&str>,
+        name: Option<String>,
+    ) -> Result<(), Refusal> {
         match result {
             Ok(user) => {
                 // A second CONNECT gives back the slot the first one took.
@@ -162,7 +184,18 @@ impl Conn {
             }
             Err(refusal) => {
                 add(&shard.stats.auth_failures, 1);
-                tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
+                match certificate {
+                    Some(subject) => tracing::warn!(
+                        shard = shard.id.0,
+                        conn = self.id,
+                        certificate = subject,
+                        ?refusal,
+                        "authentication by client certificate failed"
+                    ),
+                    None => {
+                        tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed")
+                    }
+                }
                 Err(refusal)
             }
         }

@@ -50,6 +50,11 @@ pub async fn snapshot(shard: &Rc<Shard>) -> ShardMetrics {
         ("protocol_errors", s.protocol_errors.get(), true),
         ("permission_errors", s.permission_errors.get(), true),
         ("auth_failures", s.auth_failures.get(), true),
+        (
+            "tls_handshake_failures",
+            s.tls_handshake_failures.get(),
+            true,
+        ),
         ("queue_drops", s.queue_drops.get(), true),
     ];
     let mut ready = shard.id.0 != 0 || shard.registry.borrow().is_some();

@@ -20,6 +20,7 @@ mod session;
 mod shard;
 mod stats;
 mod streams;
+pub mod tls;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -80,6 +81,12 @@ pub struct ServerConfig {
     pub streams_max: usize,
     /// Most consumers of one stream.
     pub consumers_max: usize,
+    /// Most partitions of one stream.
+    pub partitions_max: u32,
+    /// Most unacked messages one consumer may hold per partition (its `max_ack_pending`).
+    pub ack_pending_max: u32,
+    /// Most pulls with an expiry one consumer member may have waiting.
+    pub waiting_pulls_max: u32,
     /// Most client connections over all shards.
     pub connections_max: usize,
     /// Identity announced in the server info.
@@ -94,6 +101,8 @@ pub struct ServerConfig {
     pub auth_threads: usize,
     /// With a certificate, both client ports speak TLS only.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A client that sends no credentials is the user its (verified) certificate names.
+    pub tls_map: bool,
 }
 
 impl ServerConfig {
@@ -113,6 +122,9 @@ impl ServerConfig {
             subscriptions_max: SUBSCRIPTIONS_MAX_DEFAULT,
             streams_max: STREAMS_MAX_DEFAULT,
             consumers_max: CONSUMERS_MAX_DEFAULT,
+            partitions_max: PARTITIONS_MAX_DEFAULT,
+            ack_pending_max: ACK_PENDING_MAX_DEFAULT,
+            waiting_pulls_max: WAITING_PULLS_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             server_id: format!("{:016x}", fastrand::u64(..)),
             data_dir: std::path::PathBuf::from(DATA_DIR_DEFAULT),
@@ -120,6 +132,7 @@ impl ServerConfig {
             users: Arc::default(),
             auth_threads: auth_pool::auth_threads_default(),
             tls: None,
+            tls_map: false,
         }
     }
 }
@@ -155,6 +168,18 @@ pub const STREAMS_MAX_DEFAULT: usize = 200_000;
 /// Default bound on one stream's consumers: each has state and tasks in every partition and a
 /// dead-letter stream, so the count is bounded like any other per-client resource.
 pub const CONSUMERS_MAX_DEFAULT: usize = 1000;
+
+/// Default bound on one stream's partitions: each is a directory of segments, a log with its
+/// committer task and an entry per consumer, so a client cannot ask for millions.
+pub const PARTITIONS_MAX_DEFAULT: u32 = 1024;
+
+/// Default bound on the unacked messages one consumer may hold per partition: each is an entry in
+/// its state, written at every save, so a client cannot ask for billions.
+pub const ACK_PENDING_MAX_DEFAULT: u32 = 100_000;
+
+/// Default bound on the pulls with an expiry one member may have waiting (JetStream's default
+/// `max_waiting`): each holds a timer, so a client cannot make the shard keep an unbounded number.
+pub const WAITING_PULLS_MAX_DEFAULT: u32 = 512;
 
 /// Default connection limit: well above the 1,000s of streams per box the broker is for.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 64 * 1024;
@@ -197,10 +222,12 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
 }
 
-/// A TLS configuration from PEM files: the certificate chain and its private key.
+/// A TLS configuration from PEM files: the certificate chain and its private key; with a client
+/// verifier (`tls::client_verifier`), clients present certificates it accepts.
 pub fn tls_config(
     cert: &std::path::Path,
     key: &std::path::Path,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -216,10 +243,14 @@ pub fn tls_config(
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("key `tls_key`: {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    builder
         .with_single_cert(certs, key)
         .map(Arc::new)
         .map_err(|e| format!("key `tls_key`: {e}"))

@@ -22,6 +22,9 @@ pub struct Stats {
     pub permission_errors: Cell<u64>,
     /// Connections refused for bad credentials.
     pub auth_failures: Cell<u64>,
+    /// TLS handshakes that failed: a plain client, no client certificate where one is required,
+    /// one from another CA.
+    pub tls_handshake_failures: Cell<u64>,
     /// Queue-group messages that reached a shard whose members had all gone.
     pub queue_drops: Cell<u64>,
 }

@@ -407,15 +407,20 @@ pub struct ReferenceNats {
 impl ReferenceNats {
     /// Starts nats-server with JetStream off, or `None` (with a note) where it is not installed.
     pub fn start() -> Option<ReferenceNats> {
-        ReferenceNats::start_with(false)
+        ReferenceNats::launch(false, &[])
     }
 
     /// Starts nats-server with JetStream on, at its defaults, storing in a temporary directory.
     pub fn start_jetstream() -> Option<ReferenceNats> {
-        ReferenceNats::start_with(true)
+        ReferenceNats::launch(true, &[])
     }
 
-    fn start_with(jetstream: bool) -> Option<ReferenceNats> {
+    /// As [`ReferenceNats::start`], with more arguments (a `-c` configuration file, say).
+    pub fn start_with(extra: &[&str]) -> Option<ReferenceNats> {
+        ReferenceNats::launch(false, extra)
+    }
+
+    fn launch(jetstream: bool, extra: &[&str]) -> Option<ReferenceNats> {
         let Ok(binary) = std::env::var("SLUICE_NATS_SERVER") else {
             eprintln!("reference run skipped: SLUICE_NATS_SERVER is not set");
             return None;
@@ -436,6 +441,7 @@ impl ReferenceNats {
         }
         let child = Command::new(binary)
             .args(&args)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

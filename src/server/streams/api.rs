@@ -234,6 +234,17 @@ fn publish_added(shard: &Rc<Shard>, name: &str) {
 async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
+    let partitions_max = shard.config.partitions_max;
+    if config.partitions > partitions_max {
+        return Err((
+            ErrorCode::LimitReached,
+            format!(
+                "stream {name}: {} partitions, more than a stream may have ({partitions_max}, \
+                 max_partitions)",
+                config.partitions
+            ),
+        ));
+    }
     let max = shard.config.streams_max;
     with_registry(shard, |r| {
         if r.get(&config.name).is_none() && r.streams().len() >= max {

@@ -18,10 +18,6 @@ use crate::server::mesh::{CallItem, PartitionReply, StreamItem};
 use crate::server::shard::Shard;
 use crate::server::ShardId;
 
-/// Most unacked messages one consumer may hold per partition: each is an entry in its state,
-/// written at every save, so a client cannot ask for billions.
-pub const ACK_PENDING_MAX: u32 = 100_000;
-
 /// How long an attach waits for every partition owner to have the consumer, durably, before it
 /// answers an error.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,11 +63,13 @@ pub fn attach_consumer(
     config
         .check()
         .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    if config.max_ack_pending > ACK_PENDING_MAX {
+    let ack_pending_max = shard.config.ack_pending_max;
+    if config.max_ack_pending > ack_pending_max {
         return Err((
             ErrorCode::LimitReached,
             format!(
-                "max_ack_pending {} is over the most a consumer may have ({ACK_PENDING_MAX})",
+                "max_ack_pending {} is over the most a consumer may have ({ack_pending_max}, \
+                 the server's max_ack_pending)",
                 config.max_ack_pending
             ),
         ));

@@ -30,10 +30,6 @@ use crate::server::ShardId;
 /// overflowing the owners' counters.
 pub const CREDIT_MAX: u64 = 1 << 40;
 
-/// Pulls with an expiry one member may have waiting (JetStream's default `max_waiting`): each holds
-/// a timer, so a client cannot make the shard keep an unbounded number of them.
-pub const EXPIRING_PULLS_MAX: u32 = 512;
-
 /// Smallest chunk of credit a partition is granted: smaller ones would cost a round trip to the
 /// home every few messages when a member reads many partitions.
 const GRANT_CHUNK_MIN: u64 = 16;
@@ -131,10 +127,13 @@ pub fn pull(
             );
             (ErrorCode::UnknownSubscription, message)
         })?;
-    if expires_ms > 0 && member.expiring.get() >= EXPIRING_PULLS_MAX {
+    let waiting_max = shard.config.waiting_pulls_max;
+    if expires_ms > 0 && member.expiring.get() >= waiting_max {
         return Err((
             ErrorCode::LimitReached,
-            format!("pull: {EXPIRING_PULLS_MAX} pulls with an expiry are already waiting"),
+            format!(
+                "pull: {waiting_max} pulls with an expiry are already waiting (max_waiting_pulls)"
+            ),
         ));
     }
     member
