@@ -7,17 +7,9 @@
 pub mod auth;
 mod auth_pool;
 mod bind;
-mod conn;
-mod connection;
-mod http;
-mod interest;
-mod mesh;
-mod metrics;
-mod nats_conn;
-mod outbound;
+mod core;
+mod ports;
 mod session;
-mod shard;
-mod stats;
 mod streams;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,8 +25,9 @@ use sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT;
 use sluice_storage::FsyncPolicy;
 use thiserror::Error;
 
-use mesh::{MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
-use shard::Shard;
+use self::core::mesh::{self, MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
+use self::core::shard::Shard;
+use ports::{conn, http};
 
 /// Most shards one server runs: interest is tracked per shard in a 64-bit set.
 pub const SHARDS_MAX: usize = 64;

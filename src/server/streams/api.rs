@@ -15,9 +15,9 @@ use sluice_storage::wake::Latch;
 use super::registry::RegistryError;
 use super::{apply_snapshot, Partition};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
-use crate::server::conn::Conn;
-use crate::server::mesh::{CallItem, PartitionReply, PartitionRequest, StreamItem};
-use crate::server::shard::Shard;
+use crate::server::core::mesh::{CallItem, PartitionReply, PartitionRequest, StreamItem};
+use crate::server::core::shard::Shard;
+use crate::server::session::connection::Conn;
 use crate::server::ShardId;
 
 /// How long shard 0 waits for another shard to answer about a partition.
@@ -28,7 +28,7 @@ type Answer = (u16, Vec<u8>);
 /// An API request from a connection on this shard: answered here on shard 0, else sent to shard 0.
 pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body: &[u8]) {
     if let Err(message) = api_allowed(shard, conn, verb, body) {
-        crate::server::stats::add(&shard.stats.permission_errors, 1);
+        crate::server::core::stats::add(&shard.stats.permission_errors, 1);
         let code = ErrorCode::PermissionDenied.as_u16();
         conn.out
             .push(&reply_frame(shard, id, code, message.as_bytes()));
@@ -387,7 +387,7 @@ async fn ask(
 pub async fn ask_shard_metrics(
     shard: &Rc<Shard>,
     target: ShardId,
-) -> Option<crate::server::metrics::ShardMetrics> {
+) -> Option<super::metrics::ShardMetrics> {
     match ask_shard(shard, target, PartitionRequest::ShardMetrics).await {
         Ok(PartitionReply::ShardMetrics(m)) => Some(*m),
         _ => None,
@@ -437,7 +437,7 @@ pub struct CallSlot {
 pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
     match request {
         PartitionRequest::ShardMetrics => {
-            PartitionReply::ShardMetrics(Box::new(crate::server::metrics::snapshot(shard).await))
+            PartitionReply::ShardMetrics(Box::new(super::metrics::snapshot(shard).await))
         }
         PartitionRequest::Stats { stream, partition } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Stats(part.info().await, part.consumer_infos().await),

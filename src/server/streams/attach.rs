@@ -13,9 +13,9 @@ use sluice_protocol::ErrorCode;
 use super::consumer::Member;
 use super::{credit, ensure_dead_letter_stream, ensure_partition, CallSlot};
 use crate::api::{shard_for, ConsumerConfig, StreamConfig};
-use crate::server::conn::Conn;
-use crate::server::mesh::{CallItem, PartitionReply, StreamItem};
-use crate::server::shard::Shard;
+use crate::server::core::mesh::{CallItem, PartitionReply, StreamItem};
+use crate::server::core::shard::Shard;
+use crate::server::session::connection::Conn;
 use crate::server::ShardId;
 
 /// Most unacked messages one consumer may hold per partition: each is an entry in its state,

@@ -25,8 +25,8 @@ use sluice_storage::PartitionLog;
 
 use super::state::{write_durably, SavedState, StateError};
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
-use crate::server::mesh::StreamItem;
-use crate::server::shard::Shard;
+use crate::server::core::mesh::StreamItem;
+use crate::server::core::shard::Shard;
 use crate::server::ShardId;
 
 /// How often ack deadlines are checked.

@@ -21,9 +21,9 @@ use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
 use crate::api::{shard_for, StreamConfig};
-use crate::server::mesh::StreamItem;
-use crate::server::outbound::Push;
-use crate::server::shard::Shard;
+use crate::server::core::mesh::StreamItem;
+use crate::server::core::outbound::Push;
+use crate::server::core::shard::Shard;
 use crate::server::ShardId;
 
 /// Most credit a member may hold: far more than any bound on unacked messages, and far from

@@ -9,6 +9,7 @@ mod api;
 mod attach;
 mod consumer;
 mod credit;
+pub mod metrics;
 mod partition;
 mod registry;
 mod state;
@@ -34,11 +35,11 @@ pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
 pub use partition::Partition;
 pub use registry::Registry;
 
-use super::conn::Conn;
-use super::mesh::{AckOutcome, CallItem, PartitionReply, StreamItem};
-use super::shard::Shard;
-use super::ShardId;
 use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
+use crate::server::core::mesh::{AckOutcome, CallItem, PartitionReply, StreamItem};
+use crate::server::core::shard::Shard;
+use crate::server::session::connection::Conn;
+use crate::server::ShardId;
 
 /// Who waits for a stored publish's ack.
 pub enum Done {

@@ -19,8 +19,8 @@ use super::{resolve, Done};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
-use crate::server::mesh::AckOutcome;
-use crate::server::shard::{Backlog, Shard};
+use crate::server::core::mesh::AckOutcome;
+use crate::server::core::shard::{Backlog, Shard};
 use crate::server::ShardId;
 
 /// Segments per retention limit: retention deletes whole segments, so a partition keeps between

@@ -13,14 +13,14 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::op::{ErrorFrame, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
-use super::auth_pool::AuthPool;
-use super::conn::Conn;
 use super::interest::{Entry, Interest, LocalSub, Route};
 use super::mesh::{CoreItem, MeshBatch, MeshItem, PeerQueue};
 use super::outbound::Push;
 use super::stats::{add, Stats};
-use super::streams::{self, CallSlot, Partition, Registry, Streams};
-use super::{ServerConfig, ShardId};
+use crate::server::auth_pool::AuthPool;
+use crate::server::session::connection::Conn;
+use crate::server::streams::{self, CallSlot, Partition, Registry, Streams};
+use crate::server::{ServerConfig, ShardId};
 use sluice_storage::wake::{Event, Latch};
 
 /// Something a publish made too full, that its feeder (the publishing connection, or the mesh

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::auth::{Credentials, Refusal, User};
-use super::interest::LocalSub;
-use super::outbound::Outbound;
-use super::shard::{Backlog, Shard};
-use super::stats::add;
-use super::streams;
+use crate::server::auth::{Credentials, Refusal, User};
+use crate::server::core::interest::LocalSub;
+use crate::server::core::outbound::Outbound;
+use crate::server::core::shard::{Backlog, Shard};
+use crate::server::core::stats::add;
+use crate::server::streams;
 use sluice_storage::wake::{Event, Latch};
 
 /// Acked publishes of one connection waiting for their acks, past which the connection reads no
@@ -30,13 +30,13 @@ pub struct Conn {
     /// Set when the writer has finished: the reader stops too.
     pub done: Latch,
     /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
-    pub(super) interest_changed: Cell<bool>,
+    pub(in crate::server) interest_changed: Cell<bool>,
     /// Acks of stored publishes, written in the order the publishes came.
-    pub(super) acks: RefCell<Acks>,
+    pub(in crate::server) acks: RefCell<Acks>,
     /// Whether the connection attached to a consumer (its closing must be told to the owners).
     pub consumer_member: Cell<bool>,
     /// Whether its credentials arrived (and are being checked, or were).
-    pub(super) auth_started: Cell<bool>,
+    pub(in crate::server) auth_started: Cell<bool>,
     /// The consumers (stream, name) it attached to: the only ones it may pull from and ack.
     pub consumers: RefCell<Vec<(String, String)>>,
     /// What a NATS client asked for in its CONNECT (unused on the native protocol).
@@ -45,12 +45,12 @@ pub struct Conn {
     pub user: RefCell<Option<Arc<User>>>,
     /// Subscribers and partitions that this connection's publishes made congested: it reads
     /// nothing more until they have drained (or were cut off).
-    pub(super) feeding: RefCell<Vec<Backlog>>,
+    pub(in crate::server) feeding: RefCell<Vec<Backlog>>,
     /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
-    pub(super) acks_done: Event,
+    pub(in crate::server) acks_done: Event,
     /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
     /// trickling bytes does not make every read zero a large buffer.
-    pub(super) read_chunk: Cell<usize>,
+    pub(in crate::server) read_chunk: Cell<usize>,
 }
 
 impl Conn {
@@ -119,7 +119,7 @@ impl Conn {
     /// Waits until everything this connection made congested has drained (a subscriber's wait is
     /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
     /// stops.
-    pub(super) async fn wait_for_backlog(&self, shard: &Shard) {
+    pub(in crate::server) async fn wait_for_backlog(&self, shard: &Shard) {
         let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
         shard.wait_drained(feeding).await;
         if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
@@ -201,7 +201,7 @@ impl Default for NatsOptions {
 
 /// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
 #[derive(Default)]
-pub(super) struct Acks {
+pub(in crate::server) struct Acks {
     first: u64,
     slots: std::collections::VecDeque<Option<bytes::Bytes>>,
 }
@@ -210,7 +210,7 @@ impl Conn {
     /// At shutdown, once reading has stopped: waits (a bounded time) for the publishes already read
     /// to become durable and their acks to be written, so that a client sees the ack of everything
     /// the broker stored before it is told the server is going away.
-    pub(super) async fn finish_acks(&self, shard: &Rc<Shard>) {
+    pub(in crate::server) async fn finish_acks(&self, shard: &Rc<Shard>) {
         streams::flush_appends(shard);
         let acked = async {
             self.acks_done
@@ -225,12 +225,12 @@ impl Conn {
     }
 
     /// Marks interest as changed: the next ping waits until every shard applied it.
-    pub(super) fn interest_changed(&self) {
+    pub(in crate::server) fn interest_changed(&self) {
         self.interest_changed.set(true);
     }
 
     /// Whether interest changed since the last ping (and forgets it).
-    pub(super) fn take_interest_changed(&self) -> bool {
+    pub(in crate::server) fn take_interest_changed(&self) -> bool {
         self.interest_changed.replace(false)
     }
 

@@ -9,11 +9,11 @@ use sluice_protocol::nats::{
     decode_in_place, encode_err, parse_connect, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
 };
 
-use super::auth::Credentials;
 use super::conn::{read_more, Close, Conn, Half};
-use super::session::{self, Refusal};
-use super::shard::Shard;
-use super::stats::add;
+use crate::server::auth::Credentials;
+use crate::server::core::shard::Shard;
+use crate::server::core::stats::add;
+use crate::server::session::{self, Refusal};
 
 /// `-ERR '<message>'` as bytes.
 pub fn err_line(message: &str) -> Bytes {
@@ -23,7 +23,7 @@ pub fn err_line(message: &str) -> Bytes {
 }
 
 /// The INFO line sent when a client connects.
-pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
+pub(in crate::server) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
     let info = serde_json::json!({
         "server_id": shard.config.server_id,
         "server_name": "sluice",
@@ -67,7 +67,7 @@ async fn keepalive(shard: Rc<Shard>, conn: Rc<Conn>) {
     }
 }
 
-pub(super) async fn read_loop(
+pub(in crate::server) async fn read_loop(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     mut socket: Half,

@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::metrics::{self, ShardMetrics};
-use super::shard::Shard;
-use super::ShardId;
+use crate::server::core::shard::Shard;
+use crate::server::streams::metrics::{self, ShardMetrics};
+use crate::server::ShardId;
 
 /// Longest request head read.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -21,7 +21,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts HTTP connections until the shard stops.
 pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    super::accept_until_stopped(&shard, &listener, |stream| answer(shard.clone(), stream)).await;
+    crate::server::accept_until_stopped(&shard, &listener, |stream| answer(shard.clone(), stream))
+        .await;
 }
 
 async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
@@ -113,7 +114,8 @@ async fn gather(shard: &Rc<Shard>) -> Vec<ShardMetrics> {
     for id in 0..shard.shards as u32 {
         if id == shard.id.0 {
             all.push(metrics::snapshot(shard).await);
-        } else if let Some(m) = super::streams::ask_shard_metrics(shard, ShardId(id)).await {
+        } else if let Some(m) = crate::server::streams::ask_shard_metrics(shard, ShardId(id)).await
+        {
             all.push(m);
         }
     }

@@ -16,12 +16,12 @@ use sluice_protocol::{ErrorCode, Frame};
 
 use sluice_protocol::op::AckKind;
 
-use super::streams::{Delivered, Member, ReplyTo};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
+use crate::server::streams::{Delivered, Member, ReplyTo};
 
-use super::ShardId;
+use crate::server::ShardId;
 use sluice_storage::wake::Notify;
 
 /// Channel capacity between two shards, in batches.
@@ -220,7 +220,7 @@ pub enum PartitionReply {
     /// The partition's counts and each of its consumers' counts.
     Stats(PartitionInfo, Vec<(String, ConsumerPartitionInfo)>),
     Get(Result<StoredMessage, (ErrorCode, String)>),
-    ShardMetrics(Box<super::metrics::ShardMetrics>),
+    ShardMetrics(Box<crate::server::streams::metrics::ShardMetrics>),
     ConsumerInfo(Option<ConsumerPartitionInfo>),
     /// Where a store the broker made itself went (a dead letter's copy).
     Appended(AckOutcome),

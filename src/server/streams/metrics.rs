@@ -6,8 +6,8 @@ use std::rc::Rc;
 
 use sluice_storage::{Histogram, LogMetricsSnapshot, BUCKET_BOUNDS_US};
 
-use super::shard::Shard;
 use crate::api::ConsumerPartitionInfo;
+use crate::server::core::shard::Shard;
 
 /// One shard's figures at one moment.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ pub async fn snapshot(shard: &Rc<Shard>) -> ShardMetrics {
     let mut ready = shard.id.0 != 0 || shard.registry.borrow().is_some();
     let mut partitions = Vec::new();
     let mut log = LogMetricsSnapshot::default();
-    for part in super::streams::owned_partitions(shard) {
+    for part in super::owned_partitions(shard) {
         if !part.is_open() {
             ready = false;
             continue;

@@ -12,11 +12,13 @@ use sluice_protocol::op::{AckKind, Op, Publish};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
 use sluice_protocol::{ErrorCode, Frame};
 
-use super::conn::Conn;
-use super::interest::LocalSub;
-use super::shard::Shard;
-use super::stats::add;
-use super::streams;
+pub mod connection;
+
+use self::connection::Conn;
+use crate::server::core::interest::LocalSub;
+use crate::server::core::shard::Shard;
+use crate::server::core::stats::add;
+use crate::server::streams;
 
 /// Why the session refused an operation. The client is told; the connection lives on unless the
 /// refusal [`is_fatal`](Refusal::is_fatal).

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use sluice_protocol::subject::matches;
 use sluice_protocol::sublist::Sublist;
 
-use super::conn::Conn;
-use super::ShardId;
+use crate::server::session::connection::Conn;
+use crate::server::ShardId;
 
 /// Most subjects whose routes are cached; past it an eighth of them is dropped. Bounds memory when
 /// publishers use many distinct subjects.

@@ -18,15 +18,15 @@ use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
 use sluice_protocol::op::{AckKind, Info, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
-use super::auth::{Credentials, Refusal};
-use super::connection::Acks;
-pub use super::connection::{Conn, NatsOptions};
 use super::nats_conn;
-use super::outbound::{run_writer, Outbound, WriteEnd};
-use super::session;
-use super::shard::Shard;
-use super::stats::add;
-use super::streams;
+use crate::server::auth::{Credentials, Refusal};
+use crate::server::core::outbound::{run_writer, Outbound, WriteEnd};
+use crate::server::core::shard::Shard;
+use crate::server::core::stats::add;
+use crate::server::session;
+use crate::server::session::connection::Acks;
+pub use crate::server::session::connection::{Conn, NatsOptions};
+use crate::server::streams;
 use sluice_storage::wake::{Event, Latch};
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
@@ -43,7 +43,7 @@ const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
 const PRE_CONNECT_FRAME_BYTES_MAX: u32 = 4 * 1024;
 
 /// Why a connection ends.
-pub(super) enum Close {
+pub(in crate::server) enum Close {
     /// The peer went away or the server is stopping.
     Quiet,
     /// A fatal protocol error, already reported to the client.
@@ -52,11 +52,11 @@ pub(super) enum Close {
 
 /// A read or write half of a socket shared by the reader and the writer tasks of one shard.
 /// A client's byte stream: plain TCP or TLS over it.
-pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {}
+pub(in crate::server) trait Socket: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Socket for T {}
 
 /// One side (reading or writing) of a connection's socket, shared by its reader and writer tasks.
-pub(super) struct Half(Rc<RefCell<Box<dyn Socket>>>);
+pub(in crate::server) struct Half(Rc<RefCell<Box<dyn Socket>>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -299,7 +299,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
 
 /// Flushes what the frames handled so far queued, waits for room, and reads more into `buf`;
 /// `Some` when the connection ends.
-pub(super) async fn read_more(
+pub(in crate::server) async fn read_more(
     shard: &Rc<Shard>,
     conn: &Rc<Conn>,
     socket: &mut Half,

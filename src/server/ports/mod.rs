@@ -1,0 +1,6 @@
+//! The ports: wire formats in, session calls out. `conn.rs` speaks the native protocol (and starts
+//! every connection), `nats_conn.rs` the NATS protocol, `http.rs` serves `/metrics` and health.
+
+pub mod conn;
+pub mod http;
+pub mod nats_conn;
