@@ -8,6 +8,7 @@ pub mod auth;
 mod auth_pool;
 mod bind;
 mod core;
+mod dispatch;
 mod ports;
 mod session;
 mod streams;
@@ -28,6 +29,8 @@ use thiserror::Error;
 use self::core::mesh::{self, MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
 use self::core::shard::Shard;
 use ports::{conn, http};
+use session::SessionShard;
+use streams::StreamShard;
 
 /// Most shards one server runs: interest is tracked per shard in a 64-bit set.
 pub const SHARDS_MAX: usize = 64;
@@ -372,36 +375,41 @@ async fn run_shard(
     let id = ShardId(senders.peer_id() as u32);
     let nr_peers = senders.nr_consumers();
     let peers: Vec<Rc<PeerQueue>> = (0..nr_peers).map(|_| Rc::default()).collect();
-    let shard = Rc::new(Shard::new(id, config.clone(), auth, peers.clone()));
+    let core = Rc::new(Shard::new(id, config.clone(), peers.clone()));
+    let streams = Rc::new(StreamShard::new(core.clone()));
+    let shard = Rc::new(SessionShard {
+        core: core.clone(),
+        streams: streams.clone(),
+        auth,
+    });
     let senders = Rc::new(senders);
     for (peer, queue) in peers.iter().enumerate() {
         if peer == id.0 as usize {
             continue;
         }
-        let shard = shard.clone();
+        let core = core.clone();
         glommio::spawn_local(mesh::run_sender(
             id,
             peer,
             queue.clone(),
             senders.clone(),
-            move || shard.on_peer_sent(),
+            move || core.on_peer_sent(),
         ))
         .detach();
     }
     {
-        let shard = shard.clone();
         let mut receivers = receivers;
         for (_peer, stream) in receivers.streams() {
-            glommio::spawn_local(shard.clone().receive_from(stream)).detach();
+            glommio::spawn_local(dispatch::receive_from(streams.clone(), stream)).detach();
         }
     }
     {
-        let shard = shard.clone();
+        let core = core.clone();
         glommio::spawn_local(async move {
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(STOP_POLL).await;
             }
-            shard.stopping.set();
+            core.stopping.set();
         })
         .detach();
     }
@@ -409,13 +417,13 @@ async fn run_shard(
         use std::os::unix::io::{FromRawFd, IntoRawFd};
         // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-        glommio::spawn_local(http::serve(shard.clone(), listener)).detach();
+        glommio::spawn_local(http::serve(streams.clone(), listener)).detach();
     }
     if id.0 == 0 {
         match streams::Registry::load(&config.data_dir) {
             Ok(registry) => {
-                *shard.registry.borrow_mut() = Some(registry);
-                streams::publish_registry(&shard);
+                *streams.registry.borrow_mut() = Some(registry);
+                streams::publish_registry(&streams);
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("stream registry: {e}")));
@@ -424,11 +432,11 @@ async fn run_shard(
         }
     }
     {
-        let shard = shard.clone();
+        let streams = streams.clone();
         glommio::spawn_local(async move {
-            while !shard.stopping.is_set() {
+            while !streams.core.stopping.is_set() {
                 glommio::timer::sleep(RETENTION_INTERVAL).await;
-                streams::apply_retention(&shard).await;
+                streams::apply_retention(&streams).await;
             }
         })
         .detach();
@@ -446,9 +454,9 @@ async fn run_shard(
     if let Some(task) = nats_accept {
         task.await;
     }
-    drain(&shard).await;
-    streams::close_all(&shard).await;
-    let stats = &shard.stats;
+    drain(&core).await;
+    streams::close_all(&streams).await;
+    let stats = &core.stats;
     tracing::info!(
         shard = id.0,
         accepted = stats.connections_accepted.get(),
@@ -461,8 +469,8 @@ async fn run_shard(
     );
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, protocol: conn::Protocol) {
-    accept_until_stopped(shard, listener, |stream| {
+async fn accept_loop(shard: &Rc<SessionShard>, listener: &TcpListener, protocol: conn::Protocol) {
+    accept_until_stopped(&shard.core, listener, |stream| {
         conn::serve(shard.clone(), stream, protocol)
     })
     .await;

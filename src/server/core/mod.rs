@@ -2,6 +2,7 @@
 //! bounded output, and the mesh that carries items between shards. Core knows nothing of streams,
 //! sessions or ports: they build on it.
 
+pub mod backlog;
 pub mod interest;
 pub mod mesh;
 pub mod outbound;

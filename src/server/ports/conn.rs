@@ -18,14 +18,14 @@ use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
 use sluice_protocol::op::{AckKind, Info, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
-use super::nats_conn;
+use super::{nats_conn, stream_api};
 use crate::server::auth::{Credentials, Refusal};
 use crate::server::core::outbound::{run_writer, Outbound, WriteEnd};
-use crate::server::core::shard::Shard;
 use crate::server::core::stats::add;
 use crate::server::session;
 use crate::server::session::connection::Acks;
 pub use crate::server::session::connection::{Conn, NatsOptions};
+use crate::server::session::SessionShard;
 use crate::server::streams;
 use sluice_storage::wake::{Event, Latch};
 
@@ -99,12 +99,12 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Wraps an accepted stream in TLS when the server requires it. A NATS client first gets the INFO
 /// line in the clear (announcing `tls_required`), then starts the handshake, as NATS clients do.
 async fn secure(
-    shard: &Shard,
+    shard: &SessionShard,
     mut stream: TcpStream,
     protocol: Protocol,
     id: u64,
 ) -> Option<(Box<dyn Socket>, bool)> {
-    let Some(tls) = shard.config.tls.clone() else {
+    let Some(tls) = shard.core.config.tls.clone() else {
         return Some((Box::new(stream), false));
     };
     if protocol == Protocol::Nats {
@@ -123,30 +123,33 @@ async fn secure(
     match handshake {
         Ok(tls_stream) => Some((Box::new(tls_stream), protocol == Protocol::Nats)),
         Err(e) => {
-            add(&shard.stats.protocol_errors, 1);
-            tracing::warn!(shard = shard.id.0, conn = id, error = %e, "TLS handshake failed");
+            add(&shard.core.stats.protocol_errors, 1);
+            tracing::warn!(shard = shard.core.id.0, conn = id, error = %e, "TLS handshake failed");
             None
         }
     }
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
+pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protocol) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let Some(id) = shard.admit() else {
+    let Some(id) = shard.core.admit() else {
         refuse(&shard, stream, protocol).await;
         return;
     };
-    shard.handshakes.set(shard.handshakes.get() + 1);
+    shard.core.handshakes.set(shard.core.handshakes.get() + 1);
     let secured = secure(&shard, stream, protocol, id).await;
-    shard.handshakes.set(shard.handshakes.get() - 1);
+    shard.core.handshakes.set(shard.core.handshakes.get() - 1);
     let Some((stream, info_sent)) = secured else {
         return;
     };
     let conn = Rc::new(Conn {
         id,
-        out: Outbound::new(shard.config.pending_bytes_max, shard.config.write_deadline),
+        out: Outbound::new(
+            shard.core.config.pending_bytes_max,
+            shard.core.config.write_deadline,
+        ),
         subs: RefCell::new(HashMap::new()),
         done: Latch::default(),
         interest_changed: Cell::new(false),
@@ -160,12 +163,12 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         acks_done: Event::default(),
         read_chunk: Cell::new(READ_BUFFER_BYTES),
     });
-    shard.register(conn.clone());
-    if shard.config.users.required() {
+    shard.core.register(conn.clone());
+    if shard.core.config.users.required() {
         glommio::spawn_local(auth_deadline(shard.clone(), conn.clone(), protocol)).detach();
     }
     tracing::debug!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         conn = id,
         ?peer,
         ?protocol,
@@ -179,7 +182,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         let mut half = Half(socket.clone());
         glommio::spawn_local(async move {
             let slow = || match protocol {
-                Protocol::Native => shard.error_frame(
+                Protocol::Native => shard.core.error_frame(
                     ErrorCode::SlowConsumer,
                     "slow consumer: the connection fell too far behind",
                 ),
@@ -188,22 +191,22 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
             match run_writer(&conn.out, &mut half, slow).await {
                 WriteEnd::Closed => {}
                 WriteEnd::Failed(e) => {
-                    tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
+                    tracing::debug!(shard = shard.core.id.0, conn = conn.id, error = %e, "write ended");
                 }
                 WriteEnd::OverLimit => {
                     // Counted and logged where the append failed (`Shard::deliver`).
                 }
                 WriteEnd::Stalled(deadline) => {
-                    add(&shard.stats.slow_consumers, 1);
+                    add(&shard.core.stats.slow_consumers, 1);
                     tracing::warn!(
-                        shard = shard.id.0,
+                        shard = shard.core.id.0,
                         conn = conn.id,
                         ?deadline,
                         "slow consumer: the socket took nothing for the write deadline, disconnecting"
                     );
                 }
             }
-            shard.remove_subs_of(&conn);
+            shard.core.remove_subs_of(&conn);
             conn.done.set();
         })
     };
@@ -213,33 +216,33 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         Protocol::Nats => nats_conn::read_loop(&shard, &conn, Half(socket), info_sent).await,
     };
     if let Close::Error = close {
-        add(&shard.stats.protocol_errors, 1);
+        add(&shard.core.stats.protocol_errors, 1);
     }
-    shard.unregister(&conn);
+    session::close(&shard, &conn);
     if let Some(user) = conn.user.borrow_mut().take() {
         user.release();
     }
     conn.out.close();
     writer.await;
-    tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
+    tracing::debug!(shard = shard.core.id.0, conn = id, "connection closed");
 }
 
 /// On a server with users: closes a connection that has not sent its credentials within the auth
 /// timeout, with an error that says so. (Checking them is the broker's time, not the client's.)
-async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
-    let timeout = shard.config.auth_timeout;
+async fn auth_deadline(shard: Rc<SessionShard>, conn: Rc<Conn>, protocol: Protocol) {
+    let timeout = shard.core.config.auth_timeout;
     if !conn.sleep_while_open(timeout).await || conn.auth_started.get() {
         return;
     }
-    add(&shard.stats.auth_failures, 1);
+    add(&shard.core.stats.auth_failures, 1);
     tracing::warn!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         conn = conn.id,
         ?timeout,
         "authentication timeout"
     );
     let frame = match protocol {
-        Protocol::Native => shard.error_frame(
+        Protocol::Native => shard.core.error_frame(
             ErrorCode::AuthorizationFailed,
             "authentication timeout: no valid connect in time",
         ),
@@ -249,24 +252,24 @@ async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
 }
 
 /// Tells a client over the connection limit so, and closes.
-async fn refuse(shard: &Shard, mut stream: TcpStream, protocol: Protocol) {
+async fn refuse(shard: &SessionShard, mut stream: TcpStream, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
     tracing::warn!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         "connection refused: at the connection limit"
     );
     let frame = match protocol {
-        Protocol::Native => {
-            shard.error_frame(ErrorCode::TooManyConnections, "too many connections")
-        }
+        Protocol::Native => shard
+            .core
+            .error_frame(ErrorCode::TooManyConnections, "too many connections"),
         Protocol::Nats => nats_conn::err_line("maximum connections exceeded"),
     };
     let _ = stream.write_all(&frame).await;
     let _ = stream.close().await;
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
-    let body_max = frame_body_bytes_max(shard.config.payload_bytes_max);
+async fn read_loop(shard: &Rc<SessionShard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
+    let body_max = frame_body_bytes_max(shard.core.config.payload_bytes_max);
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut connected = false;
     loop {
@@ -282,7 +285,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad frame");
+                    tracing::warn!(shard = shard.core.id.0, conn = conn.id, error = %e, "bad frame");
                     fail(shard, conn, e.code(), &e.to_string());
                     return Close::Error;
                 }
@@ -300,13 +303,13 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
 /// Flushes what the frames handled so far queued, waits for room, and reads more into `buf`;
 /// `Some` when the connection ends.
 pub(in crate::server) async fn read_more(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     socket: &mut Half,
     buf: &mut BytesMut,
 ) -> Option<Close> {
-    streams::flush_appends(shard);
-    shard.wait_for_room().await;
+    streams::flush_appends(&shard.streams);
+    shard.core.wait_for_room().await;
     conn.wait_for_backlog(shard).await;
     if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
         buf.reserve(READ_BUFFER_BYTES);
@@ -317,7 +320,7 @@ pub(in crate::server) async fn read_more(
     let read = futures_lite::future::or(
         async { Some(socket.read(&mut buf[filled..]).await) },
         async {
-            futures_lite::future::or(shard.stopping.wait(), conn.done.wait()).await;
+            futures_lite::future::or(shard.core.stopping.wait(), conn.done.wait()).await;
             None
         },
     )
@@ -341,7 +344,7 @@ pub(in crate::server) async fn read_more(
             buf.truncate(filled);
             if !buf.is_empty() {
                 tracing::info!(
-                    shard = shard.id.0,
+                    shard = shard.core.id.0,
                     conn = conn.id,
                     bytes = buf.len(),
                     "client went away mid-frame"
@@ -350,11 +353,11 @@ pub(in crate::server) async fn read_more(
             Some(Close::Quiet)
         }
         Some(Err(e)) => {
-            tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "read failed");
+            tracing::debug!(shard = shard.core.id.0, conn = conn.id, error = %e, "read failed");
             Some(Close::Quiet)
         }
         None => {
-            if shard.stopping.is_set() {
+            if shard.core.stopping.is_set() {
                 conn.finish_acks(shard).await;
                 conn.out.close_with(shutdown_notice(shard, conn));
             }
@@ -364,17 +367,19 @@ pub(in crate::server) async fn read_more(
 }
 
 /// What a client is told when the server stops, in its protocol.
-fn shutdown_notice(shard: &Shard, conn: &Conn) -> bytes::Bytes {
+fn shutdown_notice(shard: &SessionShard, conn: &Conn) -> bytes::Bytes {
     if conn.nats.borrow().enabled {
         nats_conn::err_line("Server Shutdown")
     } else {
-        shard.error_frame(ErrorCode::ShuttingDown, "server shutting down")
+        shard
+            .core
+            .error_frame(ErrorCode::ShuttingDown, "server shutting down")
     }
 }
 
 /// Tells the client why the session refused an operation; closes the connection if that is fatal.
-fn refuse_op(shard: &Shard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
-    let frame = shard.error_frame(refusal.code(), &refusal.to_string());
+fn refuse_op(shard: &SessionShard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
+    let frame = shard.core.error_frame(refusal.code(), &refusal.to_string());
     if refusal.is_fatal() {
         conn.out.close_with(frame);
         return Err(Close::Error);
@@ -384,18 +389,18 @@ fn refuse_op(shard: &Shard, conn: &Conn, refusal: &session::Refusal) -> Result<(
 }
 
 /// Reports a fatal error to the client and closes.
-fn fail(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
-    conn.out.close_with(shard.error_frame(code, message));
+fn fail(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
+    conn.out.close_with(shard.core.error_frame(code, message));
 }
 
 /// Reports an error the connection survives.
-fn warn(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
-    add(&shard.stats.protocol_errors, 1);
-    conn.out.push(&shard.error_frame(code, message));
+fn warn(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
+    add(&shard.core.stats.protocol_errors, 1);
+    conn.out.push(&shard.core.error_frame(code, message));
 }
 
 async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     frame: &Frame,
     connected: &mut bool,
@@ -450,7 +455,7 @@ async fn handle(
             }
         }
         ArchivedOp::Api(request) => {
-            streams::handle_api(
+            stream_api::handle_api(
                 shard,
                 conn,
                 request.id.to_native(),
@@ -480,14 +485,14 @@ async fn handle(
         }
         ArchivedOp::Ping => {
             if conn.take_interest_changed() {
-                shard.barrier().await;
+                shard.core.barrier().await;
             }
-            conn.out.push(&shard.encode(&Op::Pong));
+            conn.out.push(&shard.core.encode(&Op::Pong));
         }
         ArchivedOp::Pong => {}
         ArchivedOp::Err(e) => {
             tracing::info!(
-                shard = shard.id.0,
+                shard = shard.core.id.0,
                 conn = conn.id,
                 code = e.code.to_native(),
                 message = e.message.as_str(),
@@ -501,7 +506,7 @@ async fn handle(
         | ArchivedOp::ApiReply(_)
         | ArchivedOp::StreamMsg(_) => {
             let message = format!("unexpected {} from a client", op.name());
-            tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
+            tracing::warn!(shard = shard.core.id.0, conn = conn.id, "{message}");
             fail(shard, conn, ErrorCode::MalformedFrame, &message);
             return Err(Close::Error);
         }
@@ -511,7 +516,7 @@ async fn handle(
 
 /// The first frame must be a connect with our protocol version (and, on a server with users,
 /// valid credentials); the answer is the server info.
-async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
+async fn connect(shard: &SessionShard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
     let ArchivedOp::Connect(connect) = op else {
         fail(
             shard,
@@ -529,7 +534,7 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
         fail(shard, conn, ErrorCode::ProtocolVersion, &message);
         return Err(Close::Error);
     }
-    if shard.config.users.required() {
+    if shard.core.config.users.required() {
         let creds = Credentials {
             user: connect.user.as_ref().map(|s| s.as_str().to_string()),
             password: connect.password.as_ref().map(|s| s.as_str().to_string()),
@@ -547,17 +552,17 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
             return Err(Close::Error);
         }
     }
-    let info = shard.encode(&Op::Info(Info {
-        server_id: &shard.config.server_id,
+    let info = shard.core.encode(&Op::Info(Info {
+        server_id: &shard.core.config.server_id,
         version: env!("CARGO_PKG_VERSION"),
         proto: PROTOCOL_VERSION,
-        shard: shard.id.0,
-        shards: shard.shards as u32,
-        max_payload: shard.config.payload_bytes_max,
+        shard: shard.core.id.0,
+        shards: shard.core.shards as u32,
+        max_payload: shard.core.config.payload_bytes_max,
     }));
     conn.out.push(&info);
     tracing::debug!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         conn = conn.id,
         name = connect.name.as_str(),
         "connected"

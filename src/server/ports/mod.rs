@@ -4,3 +4,4 @@
 pub mod conn;
 pub mod http;
 pub mod nats_conn;
+pub mod stream_api;

@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::SessionShard;
 use crate::server::auth::{Credentials, Refusal, User};
+use crate::server::core::backlog::Backlog;
 use crate::server::core::interest::LocalSub;
 use crate::server::core::outbound::Outbound;
-use crate::server::core::shard::{Backlog, Shard};
 use crate::server::core::stats::add;
 use crate::server::streams;
 use sluice_storage::wake::{Event, Latch};
@@ -55,29 +56,29 @@ pub struct Conn {
 
 impl Conn {
     /// May this connection publish to `subject`? Counts and logs a refusal.
-    pub fn may_publish(&self, shard: &Shard, subject: &str) -> bool {
+    pub fn may_publish(&self, shard: &SessionShard, subject: &str) -> bool {
         let user = self.user.borrow();
         let Some(user) = user.as_ref() else {
             return true;
         };
         let allowed = user.permissions.publish.allows_subject(subject);
         if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::debug!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
+            add(&shard.core.stats.permission_errors, 1);
+            tracing::debug!(shard = shard.core.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
         }
         allowed
     }
 
     /// May this connection subscribe to `pattern`? Counts and logs a refusal.
-    pub fn may_subscribe(&self, shard: &Shard, pattern: &str) -> bool {
+    pub fn may_subscribe(&self, shard: &SessionShard, pattern: &str) -> bool {
         let user = self.user.borrow();
         let Some(user) = user.as_ref() else {
             return true;
         };
         let allowed = user.permissions.subscribe.allows_pattern(pattern);
         if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
+            add(&shard.core.stats.permission_errors, 1);
+            tracing::info!(shard = shard.core.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
         }
         allowed
     }
@@ -107,8 +108,8 @@ impl Conn {
 
     /// Takes the subscribers the last routing made congested: the connection waits for them before
     /// it reads more. Called right after routing one of its publishes.
-    pub fn note_congested(&self, shard: &Shard) {
-        let congested = shard.take_congested();
+    pub fn note_congested(&self, shard: &SessionShard) {
+        let congested = shard.core.take_congested();
         if !congested.is_empty() {
             let mut feeding = self.feeding.borrow_mut();
             // Waiting on itself would stop the reads that its own client may need to progress.
@@ -119,20 +120,24 @@ impl Conn {
     /// Waits until everything this connection made congested has drained (a subscriber's wait is
     /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
     /// stops.
-    pub(in crate::server) async fn wait_for_backlog(&self, shard: &Shard) {
+    pub(in crate::server) async fn wait_for_backlog(&self, shard: &SessionShard) {
         let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        shard.wait_drained(feeding).await;
+        shard.core.wait_drained(feeding).await;
         if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
             let acks_room = self
                 .acks_done
                 .wait_until(|| self.acks.borrow().slots.len() < ACKS_PENDING_MAX);
-            futures_lite::future::or(acks_room, shard.stopping.wait()).await;
+            futures_lite::future::or(acks_room, shard.core.stopping.wait()).await;
         }
     }
 
     /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
     /// without holding the shard; on success the connection runs as that user from now on.
-    pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
+    pub async fn authenticate(
+        &self,
+        shard: &SessionShard,
+        creds: Credentials,
+    ) -> Result<(), Refusal> {
         // From here the client has done its part in time: the auth timeout no longer applies.
         self.auth_started.set(true);
         let name = creds.user.clone();
@@ -161,8 +166,8 @@ impl Conn {
                 Ok(())
             }
             Err(refusal) => {
-                add(&shard.stats.auth_failures, 1);
-                tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
+                add(&shard.core.stats.auth_failures, 1);
+                tracing::warn!(shard = shard.core.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
                 Err(refusal)
             }
         }
@@ -210,15 +215,15 @@ impl Conn {
     /// At shutdown, once reading has stopped: waits (a bounded time) for the publishes already read
     /// to become durable and their acks to be written, so that a client sees the ack of everything
     /// the broker stored before it is told the server is going away.
-    pub(in crate::server) async fn finish_acks(&self, shard: &Rc<Shard>) {
-        streams::flush_appends(shard);
+    pub(in crate::server) async fn finish_acks(&self, shard: &Rc<SessionShard>) {
+        streams::flush_appends(&shard.streams);
         let acked = async {
             self.acks_done
                 .wait_until(|| self.acks.borrow().slots.is_empty())
                 .await;
             // NATS acks travel as messages on reply subjects: wait until what this shard stores
             // is durable, so that those published here have been sent.
-            streams::wait_synced(shard).await;
+            streams::wait_synced(&shard.streams).await;
         };
         let timeout = glommio::timer::sleep(ACKS_AT_STOP_TIMEOUT);
         futures_lite::future::or(acked, timeout).await;

@@ -20,10 +20,10 @@ use sluice_protocol::op::{Op, StreamMsg};
 use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
+use super::StreamShard;
 use crate::api::{shard_for, StreamConfig};
 use crate::server::core::mesh::StreamItem;
 use crate::server::core::outbound::Push;
-use crate::server::core::shard::Shard;
 use crate::server::ShardId;
 
 /// Most credit a member may hold: far more than any bound on unacked messages, and far from
@@ -72,7 +72,13 @@ pub struct Homes {
 
 /// Registers a member that attaches (with no credit: it receives nothing until it pulls). A
 /// connection attached to the same consumer under another sid is replaced.
-pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, consumer: &str) {
+pub fn register(
+    shard: &StreamShard,
+    conn: u64,
+    sid: u64,
+    stream: Arc<StreamConfig>,
+    consumer: &str,
+) {
     let mut streams = shard.streams.borrow_mut();
     let homes = &mut streams.homes.members;
     homes.retain(|&(c, _), m| {
@@ -94,7 +100,7 @@ pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, c
 }
 
 /// Forgets the members of a closed connection.
-pub fn forget_conn(shard: &Shard, conn: u64) {
+pub fn forget_conn(shard: &StreamShard, conn: u64) {
     shard
         .streams
         .borrow_mut()
@@ -103,7 +109,7 @@ pub fn forget_conn(shard: &Shard, conn: u64) {
         .retain(|&(c, _), _| c != conn);
 }
 
-fn home(shard: &Shard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
+fn home(shard: &StreamShard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
     shard
         .streams
         .borrow()
@@ -116,7 +122,7 @@ fn home(shard: &Shard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
 /// A member asks for `count` more messages; with `expires_ms`, what is left of its credit lapses
 /// after that long unless it pulls again.
 pub fn pull(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     conn: u64,
     (stream, consumer, sid): (&str, &str, u64),
     count: u64,
@@ -163,7 +169,7 @@ pub fn pull(
 }
 
 /// Grants a chunk of the credit to every partition that has none outstanding (new, or spent).
-fn grant_spent(shard: &Rc<Shard>, member: &HomeMember) {
+fn grant_spent(shard: &Rc<StreamShard>, member: &HomeMember) {
     let credit = member.credit.get();
     if credit == 0 {
         return;
@@ -188,7 +194,7 @@ fn grant_spent(shard: &Rc<Shard>, member: &HomeMember) {
 }
 
 /// Tells every owner still holding a grant to stop.
-fn stop(shard: &Rc<Shard>, member: &HomeMember) {
+fn stop(shard: &Rc<StreamShard>, member: &HomeMember) {
     let holding: Vec<u32> = {
         let mut outstanding = member.outstanding.borrow_mut();
         outstanding
@@ -207,15 +213,15 @@ fn stop(shard: &Rc<Shard>, member: &HomeMember) {
 }
 
 /// Tells a partition's owner how much the member may take from it.
-fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u64) {
+fn send_grant(shard: &Rc<StreamShard>, member: &HomeMember, partition: u32, credit: u64) {
     let stream = &member.stream;
-    let who = member.member(shard.id);
-    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-    if owner == shard.id {
+    let who = member.member(shard.core.id);
+    let owner = ShardId(shard_for(&stream.name, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         let part = super::ensure_partition(shard, stream, partition);
         part.grant(&member.consumer, who, credit);
     } else {
-        shard.push_to(
+        shard.core.push_to(
             owner,
             StreamItem::ConsumerGrant {
                 stream: Arc::from(stream.name.as_str()),
@@ -230,9 +236,9 @@ fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u6
 
 /// A delivery reaches the member's home: written to the connection if the member has credit,
 /// else handed back to its owner.
-pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
+pub fn arrive(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
     let member = home(shard, delivery.member.conn, delivery.member.sid);
-    let conn = shard.conn(delivery.member.conn);
+    let conn = shard.core.conn(delivery.member.conn);
     let (Some(member), Some(conn)) = (member, conn) else {
         give_back(shard, delivery);
         return;
@@ -242,7 +248,7 @@ pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
         give_back(shard, delivery);
         return;
     }
-    let header = shard.encode(&Op::StreamMsg(StreamMsg {
+    let header = shard.core.encode(&Op::StreamMsg(StreamMsg {
         sid: delivery.member.sid,
         partition: delivery.partition,
         offset: delivery.offset,
@@ -275,21 +281,23 @@ pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
 }
 
 /// Hands a delivery back to the owner of its partition.
-fn give_back(shard: &Rc<Shard>, delivery: Delivered) {
+fn give_back(shard: &Rc<StreamShard>, delivery: Delivered) {
     let owner = ShardId(shard_for(
         &delivery.stream,
         delivery.partition,
-        shard.shards as u32,
+        shard.core.shards as u32,
     ));
-    if owner == shard.id {
+    if owner == shard.core.id {
         returned(shard, &delivery);
     } else {
-        shard.push_to(owner, StreamItem::ConsumerReturn { delivery });
+        shard
+            .core
+            .push_to(owner, StreamItem::ConsumerReturn { delivery });
     }
 }
 
 /// A delivery handed back to this shard, which owns its partition.
-pub fn returned(shard: &Rc<Shard>, delivery: &Delivered) {
+pub fn returned(shard: &Rc<StreamShard>, delivery: &Delivered) {
     let part = shard
         .streams
         .borrow()

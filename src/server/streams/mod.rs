@@ -14,6 +14,7 @@ mod partition;
 mod registry;
 mod state;
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,10 +27,10 @@ use sluice_protocol::sublist::Sublist;
 use sluice_protocol::{ErrorCode, Frame};
 
 pub use api::{
-    answer_call, ask_shard_metrics, handle_api, handle_api_here, publish_registry, reply_frame,
+    answer_call, ask_shard_metrics, handle_api_here, publish_registry, reply_frame, send_api,
     CallSlot,
 };
-pub use attach::{attach_consumer, consumer_join};
+pub use attach::{attach_consumer, consumer_join, Joins};
 pub use consumer::{Delivered, Member};
 pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
 pub use partition::Partition;
@@ -50,8 +51,59 @@ pub enum Done {
     /// A connection on another shard.
     Remote { shard: ShardId, conn: u64, seq: u64 },
     /// A question the broker asked itself (a dead letter's store), registered with
-    /// `Shard::register_call` on `shard`.
+    /// `StreamShard::register_call` on `shard`.
     Call { shard: ShardId, call: u64 },
+}
+
+/// The streams' state on one shard, beside the core shard it routes through: the streams' view,
+/// the registry (shard 0), the partitions with queued appends and the questions asked of other
+/// shards. Owned by the shard's executor like the core shard; every streams function takes it.
+pub struct StreamShard {
+    pub core: Rc<Shard>,
+    /// This shard's view of the streams, and the partitions it owns.
+    pub streams: RefCell<Streams>,
+    /// The stream registry: shard 0 only.
+    pub registry: RefCell<Option<Registry>>,
+    /// Owned partitions with appends queued since the last flush.
+    pub dirty_partitions: RefCell<Vec<Rc<Partition>>>,
+    calls: RefCell<HashMap<u64, Rc<CallSlot>>>,
+    next_call: Cell<u64>,
+}
+
+impl StreamShard {
+    /// The streams' state of a shard with no streams yet.
+    pub fn new(core: Rc<Shard>) -> StreamShard {
+        StreamShard {
+            core,
+            streams: RefCell::new(Streams::default()),
+            registry: RefCell::new(None),
+            dirty_partitions: RefCell::new(Vec::new()),
+            calls: RefCell::new(HashMap::new()),
+            next_call: Cell::new(1),
+        }
+    }
+
+    /// Registers a question to another shard; its answer fills `slot`.
+    pub fn register_call(&self, slot: Rc<CallSlot>) -> u64 {
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        self.calls.borrow_mut().insert(id, slot);
+        id
+    }
+
+    /// Fills the slot of a question this shard asked (an answer from a peer, or from itself).
+    pub fn answer_call(&self, call: u64, reply: PartitionReply) {
+        let slot = self.calls.borrow_mut().remove(&call);
+        if let Some(slot) = slot {
+            *slot.reply.borrow_mut() = Some(reply);
+            slot.done.set();
+        }
+    }
+
+    /// Forgets a question (answered or timed out).
+    pub fn forget_call(&self, id: u64) {
+        self.calls.borrow_mut().remove(&id);
+    }
 }
 
 /// A shard's view of the streams.
@@ -137,7 +189,13 @@ impl OwnedPartitions {
 
 /// Stores a publish that a stream captures; with `ack`, the connection gets a `PubAck` in order.
 /// Returns whether a stream captured it.
-pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, ack: bool) -> bool {
+pub fn capture(
+    shard: &Rc<StreamShard>,
+    conn: &Rc<Conn>,
+    body: &Bytes,
+    subject: &str,
+    ack: bool,
+) -> bool {
     let stream = shard.streams.borrow().capturing(subject);
     let seq = ack.then(|| conn.next_ack());
     let Some(stream) = stream else {
@@ -158,12 +216,18 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
 }
 
 /// Answers a publish that asked for an ack, and will not be stored, with an error ack in its turn.
-pub fn refuse_ack(shard: &Rc<Shard>, conn: &Rc<Conn>, code: ErrorCode, message: &str) {
+pub fn refuse_ack(shard: &Rc<StreamShard>, conn: &Rc<Conn>, code: ErrorCode, message: &str) {
     let seq = conn.next_ack();
     complete_with_error(shard, conn, seq, code, message.to_string());
 }
 
-fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, message: String) {
+fn complete_with_error(
+    shard: &StreamShard,
+    conn: &Conn,
+    seq: u64,
+    code: ErrorCode,
+    message: String,
+) {
     let frame = ack_frame(
         shard,
         &AckOutcome {
@@ -179,7 +243,7 @@ fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, me
 /// gets a JSON ack there (`{"stream":..,"seq":..}`, as JetStream clients expect). Returns whether a
 /// stream captured it.
 pub fn capture_with_reply(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     body: &Bytes,
     subject: &str,
     reply: Option<&str>,
@@ -214,20 +278,20 @@ pub enum ReplyTo {
 /// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
 /// the connection (of this shard) and ack number that wait for the outcome.
 fn send_to_partition(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: Arc<StreamConfig>,
     subject: &str,
     body: Bytes,
     ack: Option<AckTo>,
 ) {
     let partition = partition_for(subject, stream.partitions);
-    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-    if owner == shard.id {
+    let owner = ShardId(shard_for(&stream.name, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         let done = ack.map(|ack| match ack {
             AckTo::Conn(conn, seq) => Done::Local { conn, seq },
             AckTo::Reply(subject) => Done::Reply { subject },
             AckTo::Call(call) => Done::Call {
-                shard: shard.id,
+                shard: shard.core.id,
                 call,
             },
         });
@@ -238,7 +302,7 @@ fn send_to_partition(
             AckTo::Reply(subject) => ReplyTo::Subject(subject),
             AckTo::Call(call) => ReplyTo::Call(call),
         });
-        shard.push_to(
+        shard.core.push_to(
             owner,
             StreamItem::Append {
                 stream,
@@ -252,7 +316,7 @@ fn send_to_partition(
 
 /// Stores a publish that another shard captured for a partition this shard owns.
 pub fn append_from_peer(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     from: ShardId,
     stream: Arc<StreamConfig>,
     partition: u32,
@@ -273,14 +337,14 @@ pub fn append_from_peer(
 }
 
 /// Delivers an ack to whoever waits for it.
-pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
+pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
     match done {
         Done::Local { conn, seq } => conn.complete_ack(seq, ack_frame(shard, &outcome)),
         Done::Remote {
             shard: to,
             conn,
             seq,
-        } => shard.push_to(
+        } => shard.core.push_to(
             to,
             StreamItem::Appended {
                 conn,
@@ -291,17 +355,17 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
         Done::Call { shard: to, call } => {
             let reply = PartitionReply::Appended(outcome);
-            if to == shard.id {
+            if to == shard.core.id {
                 shard.answer_call(call, reply);
             } else {
-                shard.push_to(to, CallItem::CallReply { call, reply });
+                shard.core.push_to(to, CallItem::CallReply { call, reply });
             }
         }
     }
 }
 
 /// Publishes a JetStream-style JSON ack on a reply subject.
-fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
+fn reply_json(shard: &Rc<StreamShard>, subject: &str, outcome: &AckOutcome) {
     let json = match &outcome.result {
         // Written directly: one per stored publish, where building a JSON value showed.
         Ok(offset) => {
@@ -324,30 +388,32 @@ fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
         .to_string()
         .into_bytes(),
     };
-    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-        subject,
-        reply: None,
-        headers: b"",
-        payload: &json,
-        ack: false,
-    }));
-    shard.route(&frame, subject);
+    let frame = shard
+        .core
+        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+            subject,
+            reply: None,
+            headers: b"",
+            payload: &json,
+            ack: false,
+        }));
+    shard.core.route(&frame, subject);
 }
 
 /// An ack from another shard for a connection here.
-pub fn appended(shard: &Rc<Shard>, conn: u64, seq: u64, outcome: &AckOutcome) {
-    if let Some(conn) = shard.conn(conn) {
+pub fn appended(shard: &Rc<StreamShard>, conn: u64, seq: u64, outcome: &AckOutcome) {
+    if let Some(conn) = shard.core.conn(conn) {
         conn.complete_ack(seq, ack_frame(shard, outcome));
     }
 }
 
 /// The `PubAck` frame for an outcome.
-pub fn ack_frame(shard: &Shard, outcome: &AckOutcome) -> Bytes {
+pub fn ack_frame(shard: &StreamShard, outcome: &AckOutcome) -> Bytes {
     let (offset, code, error) = match &outcome.result {
         Ok(offset) => (*offset, 0, ""),
         Err((code, message)) => (0, code.as_u16(), message.as_str()),
     };
-    shard.encode(&Op::PubAck(PubAck {
+    shard.core.encode(&Op::PubAck(PubAck {
         stream: &outcome.stream,
         partition: outcome.partition,
         offset,
@@ -358,7 +424,7 @@ pub fn ack_frame(shard: &Shard, outcome: &AckOutcome) -> Bytes {
 
 /// The owned partition, opened (in the background) on first use.
 pub fn ensure_partition(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &Arc<StreamConfig>,
     index: u32,
 ) -> Rc<Partition> {
@@ -375,7 +441,7 @@ pub fn ensure_partition(
 }
 
 /// Appends what connections and peers queued since the last call, one append per partition.
-pub fn flush_appends(shard: &Rc<Shard>) {
+pub fn flush_appends(shard: &Rc<StreamShard>) {
     let dirty = std::mem::take(&mut *shard.dirty_partitions.borrow_mut());
     for part in dirty {
         part.flush(shard);
@@ -383,7 +449,7 @@ pub fn flush_appends(shard: &Rc<Shard>) {
 }
 
 /// Waits until everything this shard's partitions stored is durable (or failed).
-pub async fn wait_synced(shard: &Shard) {
+pub async fn wait_synced(shard: &StreamShard) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.wait_synced().await;
@@ -392,8 +458,8 @@ pub async fn wait_synced(shard: &Shard) {
 
 /// Applies shard 0's list of streams: new capture rules, partitions to open here, removed streams'
 /// partitions to close and delete.
-pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
-    let shards = shard.shards as u32;
+pub fn apply_snapshot(shard: &Rc<StreamShard>, streams: &[StreamConfig]) {
+    let shards = shard.core.shards as u32;
     let removed: Vec<Rc<Partition>> = {
         let mut view = shard.streams.borrow_mut();
         view.configs = streams
@@ -418,7 +484,7 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
         shard.streams.borrow().configs.values().cloned().collect();
     for config in configs {
         for index in 0..config.partitions {
-            if shard_for(&config.name, index, shards) == shard.id.0 {
+            if shard_for(&config.name, index, shards) == shard.core.id.0 {
                 ensure_partition(shard, &config, index);
             }
         }
@@ -428,7 +494,7 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
 /// Applies one stream added (or configured again) on shard 0: its capture rules and the partitions
 /// this shard owns. The cost does not grow with the number of streams, so per-user streams by the
 /// ten thousand are added at the same pace as the first.
-pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
+pub fn apply_added(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>) {
     {
         let mut view = shard.streams.borrow_mut();
         let previous = view.configs.insert(config.name.clone(), config.clone());
@@ -441,9 +507,9 @@ pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
             view.capture.insert(pattern, config.clone());
         }
     }
-    let shards = shard.shards as u32;
+    let shards = shard.core.shards as u32;
     for index in 0..config.partitions {
-        if shard_for(&config.name, index, shards) == shard.id.0 {
+        if shard_for(&config.name, index, shards) == shard.core.id.0 {
             ensure_partition(shard, config, index);
         }
     }
@@ -451,7 +517,7 @@ pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
 
 /// Applies one stream removed on shard 0: its capture rules go, and its partitions here are closed
 /// and deleted.
-pub fn apply_removed(shard: &Rc<Shard>, name: &str) {
+pub fn apply_removed(shard: &Rc<StreamShard>, name: &str) {
     let removed: Vec<Rc<Partition>> = {
         let mut view = shard.streams.borrow_mut();
         if let Some(config) = view.configs.remove(name) {
@@ -467,12 +533,12 @@ pub fn apply_removed(shard: &Rc<Shard>, name: &str) {
 }
 
 /// Every partition this shard owns.
-pub fn owned_partitions(shard: &Shard) -> Vec<Rc<Partition>> {
+pub fn owned_partitions(shard: &StreamShard) -> Vec<Rc<Partition>> {
     shard.streams.borrow().owned.all()
 }
 
 /// Runs retention on every owned partition.
-pub async fn apply_retention(shard: &Rc<Shard>) {
+pub async fn apply_retention(shard: &Rc<StreamShard>) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.apply_retention().await;
@@ -480,7 +546,7 @@ pub async fn apply_retention(shard: &Rc<Shard>) {
 }
 
 /// Closes every owned partition cleanly (at shutdown).
-pub async fn close_all(shard: &Rc<Shard>) {
+pub async fn close_all(shard: &Rc<StreamShard>) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.close().await;
@@ -489,7 +555,7 @@ pub async fn close_all(shard: &Rc<Shard>) {
 
 /// A member's home says how much it may still take from a partition this shard owns.
 pub fn consumer_grant(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &str,
     consumer: &str,
     partition: u32,
@@ -504,18 +570,18 @@ pub fn consumer_grant(
 
 /// A client asks for more of a consumer's messages.
 pub fn consumer_pull(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
+    shard: &Rc<StreamShard>,
+    conn: u64,
     which: (&str, &str, u64),
     count: u64,
     expires_ms: u64,
 ) -> Result<(), (ErrorCode, String)> {
-    credit::pull(shard, conn.id, which, count, expires_ms)
+    credit::pull(shard, conn, which, count, expires_ms)
 }
 
 /// Routes a client's ack to the partition's owner.
 pub fn consumer_ack(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &str,
     consumer: &str,
     partition: u32,
@@ -523,15 +589,15 @@ pub fn consumer_ack(
     kind: AckKind,
     delay_ms: u64,
 ) {
-    let owner = ShardId(shard_for(stream, partition, shard.shards as u32));
-    if owner == shard.id {
+    let owner = ShardId(shard_for(stream, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         if let Some(part) = shard.streams.borrow().owned(stream, partition) {
             // A client's delay is capped as ack waits are: no deadline past what an Instant holds.
             let delay = Duration::from_millis(delay_ms.min(crate::api::ACK_WAIT_MS_MAX));
             part.consumer_ack(consumer, offset, kind, delay);
         }
     } else {
-        shard.push_to(
+        shard.core.push_to(
             owner,
             StreamItem::ConsumerAck {
                 stream: stream.to_string(),
@@ -547,23 +613,23 @@ pub fn consumer_ack(
 
 /// A connection closed: it leaves every consumer, here and on the other shards, and what it held
 /// goes back to delivery.
-pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
-    if from == shard.id {
+pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
+    if from == shard.core.id {
         credit::forget_conn(shard, conn);
     }
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.member_gone(from, conn);
     }
-    if from == shard.id {
-        shard.broadcast(|| StreamItem::MemberGone { conn });
+    if from == shard.core.id {
+        shard.core.broadcast(|| StreamItem::MemberGone { conn });
     }
 }
 
 pub use crate::api::{check_stream_name, dead_letter_stream};
 
 /// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
-fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
+fn ensure_dead_letter_stream(shard: &Rc<StreamShard>, config: &ConsumerConfig) {
     let name = dead_letter_stream(&config.stream, &config.name);
     if shard.streams.borrow().configs.contains_key(&name) {
         return;
@@ -576,14 +642,14 @@ fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
         max_bytes: None,
     };
     let body = serde_json::to_vec(&dlq).unwrap_or_default();
-    if shard.id.0 == 0 {
+    if shard.core.id.0 == 0 {
         let shard = shard.clone();
         glommio::spawn_local(async move {
             handle_api_here(&shard, crate::api::STREAM_ADD, &body).await;
         })
         .detach();
     } else {
-        shard.push_to(
+        shard.core.push_to(
             ShardId(0),
             CallItem::Api {
                 conn: 0,
@@ -616,7 +682,7 @@ const DEAD_LETTER_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Copies a message that exhausted its deliveries to the dead-letter stream and waits until the
 /// copy is durable; then publishes an advisory on `$SYS.DLQ.<stream>.<consumer>`.
 pub async fn dead_letter(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     config: &ConsumerConfig,
     partition: u32,
     offset: u64,
@@ -634,7 +700,7 @@ pub async fn dead_letter(
     };
     let (original_subject, payload, headers) = (p.subject(), p.payload(), p.headers());
     let subject = dead_letter_stream(&config.stream, &config.name);
-    let copy = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
+    let copy = shard.core.encode(&Op::Pub(sluice_protocol::op::Publish {
         subject: &subject,
         reply: None,
         headers,
@@ -654,20 +720,22 @@ pub async fn dead_letter(
     })
     .to_string();
     let advisory_subject = format!("$SYS.{subject}");
-    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-        subject: &advisory_subject,
-        reply: None,
-        headers: b"",
-        payload: advisory.as_bytes(),
-        ack: false,
-    }));
-    shard.route(&frame, &advisory_subject);
+    let frame = shard
+        .core
+        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+            subject: &advisory_subject,
+            reply: None,
+            headers: b"",
+            payload: advisory.as_bytes(),
+            ack: false,
+        }));
+    shard.core.route(&frame, &advisory_subject);
     Ok(())
 }
 
 /// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.
 async fn store_and_wait(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     body: Bytes,
     subject: &str,
 ) -> Result<(), DeadLetterError> {
@@ -680,7 +748,7 @@ async fn store_and_wait(
     send_to_partition(shard, stream, subject, body, Some(AckTo::Call(call)));
     flush_appends(shard);
     // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
-    shard.take_congested();
+    shard.core.take_congested();
     let waited = glommio::timer::timeout(DEAD_LETTER_STORE_TIMEOUT, async {
         slot.done.wait().await;
         Ok(())
@@ -702,7 +770,7 @@ async fn store_and_wait(
 }
 
 /// Applies a stream item from another shard.
-pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
+pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
     match item {
         StreamItem::StreamsChanged(list) => apply_snapshot(shard, &list),
         StreamItem::StreamAdded(config) => apply_added(shard, &config),
@@ -743,7 +811,7 @@ pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
 }
 
 /// Applies an API request, a question about a partition, or an answer, from another shard.
-pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
+pub fn receive_call(shard: &Rc<StreamShard>, from: ShardId, item: CallItem) {
     match item {
         CallItem::Api {
             conn,
@@ -754,7 +822,7 @@ pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let (code, reply) = handle_api_here(&shard, &verb, &body).await;
-                shard.push_to(
+                shard.core.push_to(
                     from,
                     CallItem::ApiReply {
                         conn,
@@ -775,7 +843,7 @@ pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
             if conn == 0 {
                 return; // A request the broker made itself.
             }
-            if let Some(conn) = shard.conn(conn) {
+            if let Some(conn) = shard.core.conn(conn) {
                 conn.out.push(&reply_frame(shard, id, code, &body));
             }
         }

@@ -1,0 +1,40 @@
+//! The mesh receivers: each item from another shard goes to the layer it concerns, and the batch's
+//! bytes go back to its sender once what it made congested has drained.
+
+use std::rc::Rc;
+
+use glommio::channels::shared_channel::ConnectedReceiver;
+
+use super::core::mesh::{CoreItem, MeshBatch, MeshItem};
+use super::streams::{self, StreamShard};
+
+/// Receives batches from one peer until the mesh closes. After each batch, the receiver waits
+/// for the subscribers and partitions it made congested (a subscriber's wait is bounded by the
+/// write deadline) and only then gives the peer its bytes back (`Consumed`): a slow subscriber
+/// slows the publishers on other shards that feed it, through their peer queue's bound, as it
+/// slows those on this one.
+pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<MeshBatch>) {
+    while let Some(batch) = stream.recv().await {
+        let (from, bytes) = (batch.from, batch.bytes);
+        receive(&shard, batch);
+        let core = &shard.core;
+        core.wait_drained(core.take_congested()).await;
+        if bytes > 0 {
+            core.push_to(from, CoreItem::Consumed { bytes });
+        }
+    }
+}
+
+/// Applies a batch from another shard, in order: core items by the core shard, the rest by the
+/// streams; then appends what the batch queued for this shard's partitions.
+fn receive(shard: &Rc<StreamShard>, batch: MeshBatch) {
+    let from = batch.from;
+    for item in batch.items {
+        match item {
+            MeshItem::Core(item) => shard.core.receive_core(from, item),
+            MeshItem::Stream(item) => streams::receive(shard, from, item),
+            MeshItem::Call(item) => streams::receive_call(shard, from, item),
+        }
+    }
+    streams::flush_appends(shard);
+}
