@@ -5,15 +5,53 @@ use std::rc::Rc;
 
 use glommio::channels::shared_channel::ConnectedReceiver;
 
-use super::core::mesh::{CoreItem, MeshBatch, MeshItem};
-use super::streams::{self, StreamShard};
+use super::core::mesh::{self, CoreItem, MeshBatch, PeerQueue};
+use super::streams::{self, CallItem, StreamItem, StreamShard};
+
+/// One thing a shard tells another, by concern. Everything for one peer goes through one queue,
+/// so items keep their order whatever layer sent them.
+pub enum MeshItem {
+    /// Routing and interest.
+    Core(CoreItem),
+    /// Storing and consuming.
+    Stream(StreamItem),
+    /// API requests and questions about partitions, with their answers.
+    Call(CallItem),
+}
+
+impl mesh::MeshItem for MeshItem {
+    fn bytes(&self) -> usize {
+        match self {
+            MeshItem::Core(CoreItem::Forward { frame, .. }) => frame.len(),
+            MeshItem::Stream(StreamItem::Append { body, .. }) => body.len(),
+            MeshItem::Stream(StreamItem::Deliver { frame, .. }) => frame.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl From<CoreItem> for MeshItem {
+    fn from(item: CoreItem) -> MeshItem {
+        MeshItem::Core(item)
+    }
+}
+
+/// The streams' items go into the same queue as core's.
+impl streams::Peer for PeerQueue<MeshItem> {
+    fn push(&self, item: streams::Item) {
+        match item {
+            streams::Item::Stream(item) => PeerQueue::push(self, MeshItem::Stream(item)),
+            streams::Item::Call(item) => PeerQueue::push(self, MeshItem::Call(item)),
+        }
+    }
+}
 
 /// Receives batches from one peer until the mesh closes. After each batch, the receiver waits
 /// for the subscribers and partitions it made congested (a subscriber's wait is bounded by the
 /// write deadline) and only then gives the peer its bytes back (`Consumed`): a slow subscriber
 /// slows the publishers on other shards that feed it, through their peer queue's bound, as it
 /// slows those on this one.
-pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<MeshBatch>) {
+pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<MeshBatch<MeshItem>>) {
     while let Some(batch) = stream.recv().await {
         let (from, bytes) = (batch.from, batch.bytes);
         receive(&shard, batch);
@@ -27,7 +65,7 @@ pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<Mesh
 
 /// Applies a batch from another shard, in order: core items by the core shard, the rest by the
 /// streams; then appends what the batch queued for this shard's partitions.
-fn receive(shard: &Rc<StreamShard>, batch: MeshBatch) {
+fn receive(shard: &Rc<StreamShard>, batch: MeshBatch<MeshItem>) {
     let from = batch.from;
     for item in batch.items {
         match item {

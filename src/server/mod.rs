@@ -28,6 +28,7 @@ use thiserror::Error;
 
 use self::core::mesh::{self, MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
 use self::core::shard::Shard;
+use dispatch::MeshItem;
 use ports::{conn, http};
 use session::SessionShard;
 use streams::StreamShard;
@@ -287,7 +288,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         false => None,
     };
 
-    let mesh = MeshBuilder::<MeshBatch, _>::full(shards, MESH_CHANNEL_BATCHES);
+    let mesh = MeshBuilder::<MeshBatch<MeshItem>, _>::full(shards, MESH_CHANNEL_BATCHES);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (index, &cpu) in config.cpus.iter().enumerate() {
@@ -343,7 +344,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
 async fn run_shard(
     config: Arc<ServerConfig>,
     auth: Option<Arc<auth_pool::AuthPool>>,
-    mesh: MeshBuilder<MeshBatch, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<MeshBatch<MeshItem>, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     http: Option<std::net::TcpListener>,
@@ -374,9 +375,17 @@ async fn run_shard(
     };
     let id = ShardId(senders.peer_id() as u32);
     let nr_peers = senders.nr_consumers();
-    let peers: Vec<Rc<PeerQueue>> = (0..nr_peers).map(|_| Rc::default()).collect();
-    let core = Rc::new(Shard::new(id, config.clone(), peers.clone()));
-    let streams = Rc::new(StreamShard::new(core.clone()));
+    let peers: Vec<Rc<PeerQueue<MeshItem>>> = (0..nr_peers).map(|_| Rc::default()).collect();
+    let core_peers = peers
+        .iter()
+        .map(|p| p.clone() as Rc<dyn mesh::Peer>)
+        .collect();
+    let core = Rc::new(Shard::new(id, config.clone(), core_peers));
+    let stream_peers = peers
+        .iter()
+        .map(|p| p.clone() as Rc<dyn streams::Peer>)
+        .collect();
+    let streams = Rc::new(StreamShard::new(core.clone(), stream_peers));
     let shard = Rc::new(SessionShard {
         core: core.clone(),
         streams: streams.clone(),

@@ -10,16 +10,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use glommio::channels::channel_mesh::Senders;
-use sluice_protocol::{ErrorCode, Frame};
-
-use sluice_protocol::op::AckKind;
-
-use crate::api::{
-    ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
-};
-use crate::server::streams::{Delivered, Member, ReplyTo};
+use sluice_protocol::Frame;
 
 use crate::server::ShardId;
 use sluice_storage::wake::Notify;
@@ -36,16 +28,6 @@ pub const PEER_QUEUE_ITEMS_MAX: usize = 64 * 1024;
 /// About 30 ms of traffic at 1 GB/s: enough to keep the channel busy, little enough that a
 /// slow subscriber on the peer slows its publishers here within that much.
 pub const PEER_IN_FLIGHT_BYTES_MAX: usize = 32 * 1024 * 1024;
-
-/// One thing a shard tells another, by concern.
-pub enum MeshItem {
-    /// Routing and interest.
-    Core(CoreItem),
-    /// Storing and consuming.
-    Stream(StreamItem),
-    /// API requests and questions about partitions, with their answers.
-    Call(CallItem),
-}
 
 /// Routing and interest: what core pub/sub needs from the other shards.
 pub enum CoreItem {
@@ -81,177 +63,49 @@ pub enum CoreItem {
     },
 }
 
-/// Storing and consuming: captured publishes on their way to their partition's owner, their acks on
-/// the way back, and consumers' members, credit and deliveries.
-pub enum StreamItem {
-    /// Every stream there is now (from shard 0, which keeps the registry).
-    StreamsChanged(Arc<Vec<StreamConfig>>),
-    /// A stream was added or configured again (from shard 0).
-    StreamAdded(Arc<StreamConfig>),
-    /// A stream was removed (from shard 0).
-    StreamRemoved(Arc<str>),
-    /// Store a captured publish in a partition this peer owns; answer with `Appended` if `reply`
-    /// names the publishing connection and its ack sequence number.
-    Append {
-        stream: Arc<StreamConfig>,
-        partition: u32,
-        body: Bytes,
-        reply: Option<ReplyTo>,
-    },
-    /// The outcome of an `Append`, for connection `conn`'s ack number `seq`.
-    Appended {
-        conn: u64,
-        seq: u64,
-        ack: AckOutcome,
-    },
-    /// Attach a member to a consumer of a partition the peer owns; answered with `CallReply`
-    /// (`PartitionReply::Joined`) once the consumer exists there and its state is durable.
-    ConsumerJoin {
-        call: u64,
-        stream: Arc<StreamConfig>,
-        config: Arc<ConsumerConfig>,
-        partition: u32,
-        member: Member,
-    },
-    /// A client's ack (or nak, progress, term) for a partition the peer owns.
-    ConsumerAck {
-        stream: String,
-        consumer: String,
-        partition: u32,
-        offset: u64,
-        kind: AckKind,
-        delay_ms: u64,
-    },
-    /// A connection of the sending shard closed: it is no longer a member of any consumer.
-    MemberGone { conn: u64 },
-    /// A consumer's message for a member homed on the receiving shard, which counts it against
-    /// the member's credit (or hands it back with `ConsumerReturn`).
-    Deliver { delivery: Delivered, frame: Bytes },
-    /// A delivery its member's home could not take (no credit left, connection gone), back to the
-    /// partition's owner: first in line again, as if never sent.
-    ConsumerReturn { delivery: Delivered },
-    /// What a member may still take, from its home to a partition's owner (0: stop).
-    ConsumerGrant {
-        stream: Arc<str>,
-        consumer: Arc<str>,
-        partition: u32,
-        member: Member,
-        credit: u64,
-    },
-}
-
-/// Requests to shard 0's stream API, questions to a partition's owner, and their answers.
-pub enum CallItem {
-    /// An API request from connection `conn`, for shard 0.
-    Api {
-        conn: u64,
-        id: u64,
-        verb: String,
-        body: Vec<u8>,
-    },
-    /// The answer to an `Api` (code 0 is success), for the shard of connection `conn`.
-    ApiReply {
-        conn: u64,
-        id: u64,
-        code: u16,
-        body: Vec<u8>,
-    },
-    /// A question about a partition the peer owns; answered with `CallReply`.
-    Call {
-        call: u64,
-        request: PartitionRequest,
-    },
-    CallReply {
-        call: u64,
-        reply: PartitionReply,
-    },
-}
-
-impl From<CoreItem> for MeshItem {
-    fn from(item: CoreItem) -> MeshItem {
-        MeshItem::Core(item)
-    }
-}
-
-impl From<StreamItem> for MeshItem {
-    fn from(item: StreamItem) -> MeshItem {
-        MeshItem::Stream(item)
-    }
-}
-
-impl From<CallItem> for MeshItem {
-    fn from(item: CallItem) -> MeshItem {
-        MeshItem::Call(item)
-    }
-}
-
-/// Where a stored publish went, or why it was not stored.
-#[derive(Debug, Clone)]
-pub struct AckOutcome {
-    pub stream: Arc<str>,
-    pub partition: u32,
-    pub result: Result<u64, (ErrorCode, String)>,
-}
-
-/// Questions one shard asks another about a partition.
-#[derive(Debug, Clone)]
-pub enum PartitionRequest {
-    Stats {
-        stream: String,
-        partition: u32,
-    },
-    Get {
-        stream: String,
-        partition: u32,
-        offset: u64,
-    },
-    ConsumerInfo {
-        stream: String,
-        partition: u32,
-        consumer: String,
-    },
-    /// The shard's figures for /metrics and /readyz.
-    ShardMetrics,
-}
-
-/// Their answers.
-#[derive(Debug, Clone)]
-pub enum PartitionReply {
-    /// The partition's counts and each of its consumers' counts.
-    Stats(PartitionInfo, Vec<(String, ConsumerPartitionInfo)>),
-    Get(Result<StoredMessage, (ErrorCode, String)>),
-    ShardMetrics(Box<crate::server::streams::metrics::ShardMetrics>),
-    ConsumerInfo(Option<ConsumerPartitionInfo>),
-    /// Where a store the broker made itself went (a dead letter's copy).
-    Appended(AckOutcome),
-    /// A consumer join is done: the consumer exists in the partition and its state is durable.
-    Joined(Result<(), (ErrorCode, String)>),
-}
-
-impl MeshItem {
+/// What a peer queue carries: core's items and those of the layers above, in one enum that the
+/// wiring defines (`crate::server::dispatch::MeshItem`), so that items for one peer keep their
+/// order whatever their concern.
+pub trait MeshItem: From<CoreItem> + Send + 'static {
     /// The message bytes it carries, counted against `PEER_IN_FLIGHT_BYTES_MAX`.
-    fn bytes(&self) -> usize {
-        match self {
-            MeshItem::Core(CoreItem::Forward { frame, .. }) => frame.len(),
-            MeshItem::Stream(StreamItem::Append { body, .. }) => body.len(),
-            MeshItem::Stream(StreamItem::Deliver { frame, .. }) => frame.len(),
-            _ => 0,
-        }
+    fn bytes(&self) -> usize;
+}
+
+/// The queue to one peer, as core sees it: one virtual call per push, whatever the item type.
+pub trait Peer {
+    /// Queues a core item for the peer.
+    fn push_core(&self, item: CoreItem);
+    /// Whether publishers may queue more.
+    fn has_room(&self) -> bool;
+    /// The peer handled `bytes` of what was sent.
+    fn consumed(&self, bytes: usize);
+}
+
+impl<I: MeshItem> Peer for PeerQueue<I> {
+    fn push_core(&self, item: CoreItem) {
+        self.push(item);
+    }
+
+    fn has_room(&self) -> bool {
+        PeerQueue::has_room(self)
+    }
+
+    fn consumed(&self, bytes: usize) {
+        PeerQueue::consumed(self, bytes)
     }
 }
 
 /// Items from one shard to another, in the order they were queued.
-pub struct MeshBatch {
+pub struct MeshBatch<I> {
     pub from: ShardId,
-    pub items: Vec<MeshItem>,
+    pub items: Vec<I>,
     /// The message bytes of the items, given back with `Consumed` once handled.
     pub bytes: usize,
 }
 
 /// The outgoing queue to one peer.
-#[derive(Default)]
-pub struct PeerQueue {
-    items: RefCell<Vec<MeshItem>>,
+pub struct PeerQueue<I> {
+    items: RefCell<Vec<I>>,
     /// Message bytes of `items`.
     queued_bytes: Cell<usize>,
     /// Message bytes queued or sent and not yet handled by the peer.
@@ -261,9 +115,21 @@ pub struct PeerQueue {
     gone: Cell<bool>,
 }
 
-impl PeerQueue {
+impl<I> Default for PeerQueue<I> {
+    fn default() -> Self {
+        PeerQueue {
+            items: RefCell::new(Vec::new()),
+            queued_bytes: Cell::new(0),
+            in_flight_bytes: Cell::new(0),
+            notify: Notify::default(),
+            gone: Cell::new(false),
+        }
+    }
+}
+
+impl<I: MeshItem> PeerQueue<I> {
     /// Queues an item for the peer.
-    pub fn push(&self, item: impl Into<MeshItem>) {
+    pub fn push(&self, item: impl Into<I>) {
         let item = item.into();
         if self.gone.get() {
             return;
@@ -294,11 +160,11 @@ impl PeerQueue {
 
 /// Sends the queue to `peer` until the mesh closes. `on_sent` runs after each batch (to wake
 /// publishers waiting for room).
-pub async fn run_sender(
+pub async fn run_sender<I: MeshItem>(
     from: ShardId,
     peer: usize,
-    queue: Rc<PeerQueue>,
-    senders: Rc<Senders<MeshBatch>>,
+    queue: Rc<PeerQueue<I>>,
+    senders: Rc<Senders<MeshBatch<I>>>,
     on_sent: impl Fn(),
 ) {
     loop {

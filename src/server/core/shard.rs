@@ -15,7 +15,7 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
 use super::backlog::Backlog;
 use super::interest::{Entry, Interest, LocalSub, Route};
-use super::mesh::{CoreItem, MeshItem, PeerQueue};
+use super::mesh::{CoreItem, Peer};
 use super::outbound::Push;
 use super::stats::{add, Stats};
 use crate::server::session::connection::Conn;
@@ -30,7 +30,7 @@ pub struct Shard {
     pub stats: Stats,
     pub stopping: Latch,
     interest: RefCell<Interest>,
-    peers: Vec<Rc<PeerQueue>>,
+    peers: Vec<Rc<dyn Peer>>,
     /// Woken whenever a peer queue drains, for connections waiting for room.
     room: Event,
     conns: RefCell<HashMap<u64, Rc<Conn>>>,
@@ -53,7 +53,7 @@ pub struct Shard {
 
 impl Shard {
     /// A shard with no connections; `peers` has one queue per shard (its own slot unused).
-    pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<PeerQueue>>) -> Shard {
+    pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<dyn Peer>>) -> Shard {
         Shard {
             id,
             shards: peers.len(),
@@ -77,16 +77,9 @@ impl Shard {
     }
 
     /// Queues an item for another shard.
-    pub fn push_to(&self, to: ShardId, item: impl Into<MeshItem>) {
+    pub fn push_to(&self, to: ShardId, item: CoreItem) {
         debug_assert_ne!(to, self.id, "a shard does not send to itself");
-        self.peers[to.0 as usize].push(item);
-    }
-
-    /// Queues an item for every other shard.
-    pub fn broadcast<I: Into<MeshItem>>(&self, item: impl Fn() -> I) {
-        for (_, peer) in self.other_peers() {
-            peer.push(item());
-        }
+        self.peers[to.0 as usize].push_core(item);
     }
 
     /// A connection of this shard by id.
@@ -94,7 +87,7 @@ impl Shard {
         self.conns.borrow().get(&id).cloned()
     }
 
-    fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<PeerQueue>)> {
+    fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<dyn Peer>)> {
         let own = self.id.0 as usize;
         self.peers
             .iter()
@@ -185,7 +178,7 @@ impl Shard {
     /// Adds a subscription here and tells every other shard.
     pub fn add_sub(&self, sub: Rc<LocalSub>) {
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::InterestAdd {
+            peer.push_core(CoreItem::InterestAdd {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -210,7 +203,7 @@ impl Shard {
         let subs = &self.stats.subscriptions;
         subs.set(subs.get().saturating_sub(1));
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::InterestRemove {
+            peer.push_core(CoreItem::InterestRemove {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -227,7 +220,7 @@ impl Shard {
         self.next_barrier_id.set(id + 1);
         self.barriers.borrow_mut().insert(id, self.shards - 1);
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::Barrier { id });
+            peer.push_core(CoreItem::Barrier { id });
         }
         self.barrier_done
             .wait_until(|| !self.barriers.borrow().contains_key(&id) || self.stopping.is_set())
@@ -296,7 +289,7 @@ impl Shard {
                 .collect();
             if plain || !queues.is_empty() {
                 add(&self.stats.forwards_out, 1);
-                peer.push(CoreItem::Forward {
+                peer.push_core(CoreItem::Forward {
                     frame: frame.clone(),
                     plain,
                     queues,
@@ -481,7 +474,7 @@ impl Shard {
                     .remove(&pattern, &Entry::Remote { shard: from, queue });
             }
             CoreItem::Barrier { id } => {
-                self.peers[from.0 as usize].push(CoreItem::BarrierAck { id });
+                self.peers[from.0 as usize].push_core(CoreItem::BarrierAck { id });
             }
             CoreItem::BarrierAck { id } => {
                 let mut barriers = self.barriers.borrow_mut();

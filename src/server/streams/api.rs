@@ -12,10 +12,10 @@ use sluice_protocol::op::{ApiReply, Op};
 use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Latch;
 
+use super::items::{CallItem, PartitionReply, PartitionRequest, StreamItem};
 use super::registry::RegistryError;
 use super::{apply_snapshot, Partition, StreamShard};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
-use crate::server::core::mesh::{CallItem, PartitionReply, PartitionRequest, StreamItem};
 use crate::server::ShardId;
 
 /// How long shard 0 waits for another shard to answer about a partition.
@@ -26,7 +26,7 @@ type Answer = (u16, Vec<u8>);
 /// Sends an API request from connection `conn` of this shard to shard 0, whose answer comes back
 /// as a `CallItem::ApiReply` and is written to the connection's output.
 pub fn send_api(shard: &StreamShard, conn: u64, id: u64, verb: &str, body: &[u8]) {
-    shard.core.push_to(
+    shard.push_to(
         ShardId(0),
         CallItem::Api {
             conn,
@@ -92,9 +92,7 @@ pub fn publish_registry(shard: &Rc<StreamShard>) {
             .map(|r| r.streams().to_vec())
             .unwrap_or_default(),
     );
-    shard
-        .core
-        .broadcast(|| StreamItem::StreamsChanged(streams.clone()));
+    shard.broadcast(|| StreamItem::StreamsChanged(streams.clone()));
     apply_snapshot(shard, &streams);
 }
 
@@ -109,9 +107,7 @@ fn publish_added(shard: &Rc<StreamShard>, name: &str) {
         return;
     };
     let config = Arc::new(config);
-    shard
-        .core
-        .broadcast(|| StreamItem::StreamAdded(config.clone()));
+    shard.broadcast(|| StreamItem::StreamAdded(config.clone()));
     super::apply_added(shard, &config);
 }
 
@@ -136,9 +132,7 @@ fn stream_remove(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let StreamName { name } = parse(body)?;
     with_registry(shard, |r| r.remove(&name))?;
     let gone: Arc<str> = Arc::from(name.as_str());
-    shard
-        .core
-        .broadcast(|| StreamItem::StreamRemoved(gone.clone()));
+    shard.broadcast(|| StreamItem::StreamRemoved(gone.clone()));
     super::apply_removed(shard, &name);
     tracing::info!(stream = %name, "stream removed");
     json(&serde_json::json!({}))
@@ -296,9 +290,7 @@ async fn ask_shard(
     }
     let slot = Rc::new(CallSlot::default());
     let call = shard.register_call(slot.clone());
-    shard
-        .core
-        .push_to(ShardId(owner), CallItem::Call { call, request });
+    shard.push_to(ShardId(owner), CallItem::Call { call, request });
     let waited = glommio::timer::timeout(CALL_TIMEOUT, async {
         slot.done.wait().await;
         Ok(())
@@ -375,9 +367,7 @@ pub fn answer_call(shard: &Rc<StreamShard>, from: ShardId, call: u64, request: P
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let reply = answer(&shard, request).await;
-        shard
-            .core
-            .push_to(from, CallItem::CallReply { call, reply });
+        shard.push_to(from, CallItem::CallReply { call, reply });
     })
     .detach();
 }

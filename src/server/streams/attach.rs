@@ -11,10 +11,10 @@ use std::time::Duration;
 use sluice_protocol::ErrorCode;
 
 use super::consumer::Member;
+use super::items::{CallItem, PartitionReply, StreamItem};
 use super::StreamShard;
 use super::{credit, ensure_dead_letter_stream, ensure_partition, CallSlot};
 use crate::api::{shard_for, ConsumerConfig, StreamConfig};
-use crate::server::core::mesh::{CallItem, PartitionReply, StreamItem};
 use crate::server::ShardId;
 
 /// Most unacked messages one consumer may hold per partition: each is an entry in its state,
@@ -102,7 +102,7 @@ pub fn attach_consumer(
                 member,
             );
         } else {
-            shard.core.push_to(
+            shard.push_to(
                 owner,
                 StreamItem::ConsumerJoin {
                     call,
@@ -179,9 +179,7 @@ pub fn consumer_join(
         if from == shard.core.id {
             shard.answer_call(call, reply);
         } else {
-            shard
-                .core
-                .push_to(from, CallItem::CallReply { call, reply });
+            shard.push_to(from, CallItem::CallReply { call, reply });
         }
     })
     .detach();

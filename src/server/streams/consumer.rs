@@ -23,10 +23,10 @@ use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
+use super::items::StreamItem;
 use super::state::{write_durably, SavedState, StateError};
 use super::StreamShard;
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
-use crate::server::core::mesh::StreamItem;
 use crate::server::ShardId;
 
 /// How often ack deadlines are checked.
@@ -650,7 +650,7 @@ fn deliver(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
     if delivery.member.shard == shard.core.id {
         super::credit::arrive(shard, delivery, frame);
     } else {
-        shard.core.push_to(
+        shard.push_to(
             delivery.member.shard,
             StreamItem::Deliver { delivery, frame },
         );

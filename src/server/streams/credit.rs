@@ -20,9 +20,9 @@ use sluice_protocol::op::{Op, StreamMsg};
 use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
+use super::items::StreamItem;
 use super::StreamShard;
 use crate::api::{shard_for, StreamConfig};
-use crate::server::core::mesh::StreamItem;
 use crate::server::core::outbound::Push;
 use crate::server::ShardId;
 
@@ -221,7 +221,7 @@ fn send_grant(shard: &Rc<StreamShard>, member: &HomeMember, partition: u32, cred
         let part = super::ensure_partition(shard, stream, partition);
         part.grant(&member.consumer, who, credit);
     } else {
-        shard.core.push_to(
+        shard.push_to(
             owner,
             StreamItem::ConsumerGrant {
                 stream: Arc::from(stream.name.as_str()),
@@ -290,9 +290,7 @@ fn give_back(shard: &Rc<StreamShard>, delivery: Delivered) {
     if owner == shard.core.id {
         returned(shard, &delivery);
     } else {
-        shard
-            .core
-            .push_to(owner, StreamItem::ConsumerReturn { delivery });
+        shard.push_to(owner, StreamItem::ConsumerReturn { delivery });
     }
 }
 

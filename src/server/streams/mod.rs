@@ -9,6 +9,7 @@ mod api;
 mod attach;
 mod consumer;
 mod credit;
+mod items;
 pub mod metrics;
 mod partition;
 mod registry;
@@ -33,11 +34,11 @@ pub use api::{
 pub use attach::{attach_consumer, consumer_join, Joins};
 pub use consumer::{Delivered, Member};
 pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
+pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
 
 use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
-use crate::server::core::mesh::{AckOutcome, CallItem, PartitionReply, StreamItem};
 use crate::server::core::shard::Shard;
 use crate::server::session::connection::Conn;
 use crate::server::ShardId;
@@ -60,6 +61,8 @@ pub enum Done {
 /// shards. Owned by the shard's executor like the core shard; every streams function takes it.
 pub struct StreamShard {
     pub core: Rc<Shard>,
+    /// One queue per shard (its own slot unused), shared with core: items keep their order.
+    peers: Vec<Rc<dyn Peer>>,
     /// This shard's view of the streams, and the partitions it owns.
     pub streams: RefCell<Streams>,
     /// The stream registry: shard 0 only.
@@ -72,14 +75,29 @@ pub struct StreamShard {
 
 impl StreamShard {
     /// The streams' state of a shard with no streams yet.
-    pub fn new(core: Rc<Shard>) -> StreamShard {
+    pub fn new(core: Rc<Shard>, peers: Vec<Rc<dyn Peer>>) -> StreamShard {
         StreamShard {
             core,
+            peers,
             streams: RefCell::new(Streams::default()),
             registry: RefCell::new(None),
             dirty_partitions: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
             next_call: Cell::new(1),
+        }
+    }
+
+    /// Queues an item for another shard.
+    pub fn push_to(&self, to: ShardId, item: impl Into<Item>) {
+        debug_assert_ne!(to, self.core.id, "a shard does not send to itself");
+        self.peers[to.0 as usize].push(item.into());
+    }
+
+    /// Queues an item for every other shard.
+    pub fn broadcast<I: Into<Item>>(&self, item: impl Fn() -> I) {
+        let own = self.core.id.0 as usize;
+        for (_, peer) in self.peers.iter().enumerate().filter(|(i, _)| *i != own) {
+            peer.push(item().into());
         }
     }
 
@@ -302,7 +320,7 @@ fn send_to_partition(
             AckTo::Reply(subject) => ReplyTo::Subject(subject),
             AckTo::Call(call) => ReplyTo::Call(call),
         });
-        shard.core.push_to(
+        shard.push_to(
             owner,
             StreamItem::Append {
                 stream,
@@ -344,7 +362,7 @@ pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
             shard: to,
             conn,
             seq,
-        } => shard.core.push_to(
+        } => shard.push_to(
             to,
             StreamItem::Appended {
                 conn,
@@ -358,7 +376,7 @@ pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
             if to == shard.core.id {
                 shard.answer_call(call, reply);
             } else {
-                shard.core.push_to(to, CallItem::CallReply { call, reply });
+                shard.push_to(to, CallItem::CallReply { call, reply });
             }
         }
     }
@@ -597,7 +615,7 @@ pub fn consumer_ack(
             part.consumer_ack(consumer, offset, kind, delay);
         }
     } else {
-        shard.core.push_to(
+        shard.push_to(
             owner,
             StreamItem::ConsumerAck {
                 stream: stream.to_string(),
@@ -622,7 +640,7 @@ pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
         part.member_gone(from, conn);
     }
     if from == shard.core.id {
-        shard.core.broadcast(|| StreamItem::MemberGone { conn });
+        shard.broadcast(|| StreamItem::MemberGone { conn });
     }
 }
 
@@ -649,7 +667,7 @@ fn ensure_dead_letter_stream(shard: &Rc<StreamShard>, config: &ConsumerConfig) {
         })
         .detach();
     } else {
-        shard.core.push_to(
+        shard.push_to(
             ShardId(0),
             CallItem::Api {
                 conn: 0,
@@ -822,7 +840,7 @@ pub fn receive_call(shard: &Rc<StreamShard>, from: ShardId, item: CallItem) {
             let shard = shard.clone();
             glommio::spawn_local(async move {
                 let (code, reply) = handle_api_here(&shard, &verb, &body).await;
-                shard.core.push_to(
+                shard.push_to(
                     from,
                     CallItem::ApiReply {
                         conn,

@@ -14,6 +14,7 @@ use sluice_storage::wake::{Event, Latch};
 use sluice_storage::{LogConfig, PartitionLog, StorageError};
 
 use super::consumer::{Delivered, Member, PartConsumer};
+use super::items::AckOutcome;
 use super::state::{self, SavedState};
 use super::StreamShard;
 use super::{resolve, Done};
@@ -21,7 +22,6 @@ use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
 use crate::server::core::backlog::{Backlog, Congestion};
-use crate::server::core::mesh::AckOutcome;
 use crate::server::ShardId;
 
 /// Segments per retention limit: retention deletes whole segments, so a partition keeps between

@@ -1,0 +1,169 @@
+//! What the streams tell other shards: captured publishes on their way to their partition's owner,
+//! acks on the way back, consumers' members, credit and deliveries (`StreamItem`); API requests,
+//! questions about partitions and their answers (`CallItem`). They travel in the same peer queues
+//! as core's items, in order with them (`crate::server::dispatch::MeshItem`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::op::AckKind;
+use sluice_protocol::ErrorCode;
+
+use super::metrics::ShardMetrics;
+use super::{Delivered, Member, ReplyTo};
+use crate::api::{
+    ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
+};
+
+/// Storing and consuming: captured publishes on their way to their partition's owner, their acks on
+/// the way back, and consumers' members, credit and deliveries.
+pub enum StreamItem {
+    /// Every stream there is now (from shard 0, which keeps the registry).
+    StreamsChanged(Arc<Vec<StreamConfig>>),
+    /// A stream was added or configured again (from shard 0).
+    StreamAdded(Arc<StreamConfig>),
+    /// A stream was removed (from shard 0).
+    StreamRemoved(Arc<str>),
+    /// Store a captured publish in a partition this peer owns; answer with `Appended` if `reply`
+    /// names the publishing connection and its ack sequence number.
+    Append {
+        stream: Arc<StreamConfig>,
+        partition: u32,
+        body: Bytes,
+        reply: Option<ReplyTo>,
+    },
+    /// The outcome of an `Append`, for connection `conn`'s ack number `seq`.
+    Appended {
+        conn: u64,
+        seq: u64,
+        ack: AckOutcome,
+    },
+    /// Attach a member to a consumer of a partition the peer owns; answered with `CallReply`
+    /// (`PartitionReply::Joined`) once the consumer exists there and its state is durable.
+    ConsumerJoin {
+        call: u64,
+        stream: Arc<StreamConfig>,
+        config: Arc<ConsumerConfig>,
+        partition: u32,
+        member: Member,
+    },
+    /// A client's ack (or nak, progress, term) for a partition the peer owns.
+    ConsumerAck {
+        stream: String,
+        consumer: String,
+        partition: u32,
+        offset: u64,
+        kind: AckKind,
+        delay_ms: u64,
+    },
+    /// A connection of the sending shard closed: it is no longer a member of any consumer.
+    MemberGone { conn: u64 },
+    /// A consumer's message for a member homed on the receiving shard, which counts it against
+    /// the member's credit (or hands it back with `ConsumerReturn`).
+    Deliver { delivery: Delivered, frame: Bytes },
+    /// A delivery its member's home could not take (no credit left, connection gone), back to the
+    /// partition's owner: first in line again, as if never sent.
+    ConsumerReturn { delivery: Delivered },
+    /// What a member may still take, from its home to a partition's owner (0: stop).
+    ConsumerGrant {
+        stream: Arc<str>,
+        consumer: Arc<str>,
+        partition: u32,
+        member: Member,
+        credit: u64,
+    },
+}
+
+/// Requests to shard 0's stream API, questions to a partition's owner, and their answers.
+pub enum CallItem {
+    /// An API request from connection `conn`, for shard 0.
+    Api {
+        conn: u64,
+        id: u64,
+        verb: String,
+        body: Vec<u8>,
+    },
+    /// The answer to an `Api` (code 0 is success), for the shard of connection `conn`.
+    ApiReply {
+        conn: u64,
+        id: u64,
+        code: u16,
+        body: Vec<u8>,
+    },
+    /// A question about a partition the peer owns; answered with `CallReply`.
+    Call {
+        call: u64,
+        request: PartitionRequest,
+    },
+    CallReply {
+        call: u64,
+        reply: PartitionReply,
+    },
+}
+
+/// Where a stored publish went, or why it was not stored.
+#[derive(Debug, Clone)]
+pub struct AckOutcome {
+    pub stream: Arc<str>,
+    pub partition: u32,
+    pub result: Result<u64, (ErrorCode, String)>,
+}
+
+/// Questions one shard asks another about a partition.
+#[derive(Debug, Clone)]
+pub enum PartitionRequest {
+    Stats {
+        stream: String,
+        partition: u32,
+    },
+    Get {
+        stream: String,
+        partition: u32,
+        offset: u64,
+    },
+    ConsumerInfo {
+        stream: String,
+        partition: u32,
+        consumer: String,
+    },
+    /// The shard's figures for /metrics and /readyz.
+    ShardMetrics,
+}
+
+/// Their answers.
+#[derive(Debug, Clone)]
+pub enum PartitionReply {
+    /// The partition's counts and each of its consumers' counts.
+    Stats(PartitionInfo, Vec<(String, ConsumerPartitionInfo)>),
+    Get(Result<StoredMessage, (ErrorCode, String)>),
+    ShardMetrics(Box<ShardMetrics>),
+    ConsumerInfo(Option<ConsumerPartitionInfo>),
+    /// Where a store the broker made itself went (a dead letter's copy).
+    Appended(AckOutcome),
+    /// A consumer join is done: the consumer exists in the partition and its state is durable.
+    Joined(Result<(), (ErrorCode, String)>),
+}
+
+/// A stream or call item, as the streams hand it to a peer queue.
+pub enum Item {
+    Stream(StreamItem),
+    Call(CallItem),
+}
+
+impl From<StreamItem> for Item {
+    fn from(item: StreamItem) -> Item {
+        Item::Stream(item)
+    }
+}
+
+impl From<CallItem> for Item {
+    fn from(item: CallItem) -> Item {
+        Item::Call(item)
+    }
+}
+
+/// The queue to one peer shard, as the streams see it: the items go in order with everything
+/// else queued for that peer.
+pub trait Peer {
+    fn push(&self, item: Item);
+}
