@@ -6,7 +6,8 @@ use std::rc::Rc;
 use glommio::channels::shared_channel::ConnectedReceiver;
 
 use super::core::mesh::{self, CoreItem, MeshBatch, PeerQueue};
-use super::streams::{self, CallItem, StreamItem, StreamShard};
+use super::session::{self, SessionShard};
+use super::streams::{self, CallItem, StreamItem};
 
 /// One thing a shard tells another, by concern. Everything for one peer goes through one queue,
 /// so items keep their order whatever layer sent them.
@@ -51,7 +52,7 @@ impl streams::Peer for PeerQueue<MeshItem> {
 /// write deadline) and only then gives the peer its bytes back (`Consumed`): a slow subscriber
 /// slows the publishers on other shards that feed it, through their peer queue's bound, as it
 /// slows those on this one.
-pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<MeshBatch<MeshItem>>) {
+pub async fn receive_from(shard: Rc<SessionShard>, stream: ConnectedReceiver<MeshBatch<MeshItem>>) {
     while let Some(batch) = stream.recv().await {
         let (from, bytes) = (batch.from, batch.bytes);
         receive(&shard, batch);
@@ -64,15 +65,18 @@ pub async fn receive_from(shard: Rc<StreamShard>, stream: ConnectedReceiver<Mesh
 }
 
 /// Applies a batch from another shard, in order: core items by the core shard, the rest by the
-/// streams; then appends what the batch queued for this shard's partitions.
-fn receive(shard: &Rc<StreamShard>, batch: MeshBatch<MeshItem>) {
+/// streams, acks for this shard's connections by the session; then appends what the batch queued for this shard's partitions.
+fn receive(shard: &Rc<SessionShard>, batch: MeshBatch<MeshItem>) {
     let from = batch.from;
     for item in batch.items {
         match item {
             MeshItem::Core(item) => shard.core.receive_core(from, item),
-            MeshItem::Stream(item) => streams::receive(shard, from, item),
-            MeshItem::Call(item) => streams::receive_call(shard, from, item),
+            MeshItem::Stream(StreamItem::Appended { conn, seq, ack }) => {
+                session::appended(shard, conn, seq, &ack)
+            }
+            MeshItem::Stream(item) => streams::receive(&shard.streams, from, item),
+            MeshItem::Call(item) => streams::receive_call(&shard.streams, from, item),
         }
     }
-    streams::flush_appends(shard);
+    streams::flush_appends(&shard.streams);
 }

@@ -386,11 +386,7 @@ async fn run_shard(
         .map(|p| p.clone() as Rc<dyn streams::Peer>)
         .collect();
     let streams = Rc::new(StreamShard::new(core.clone(), stream_peers));
-    let shard = Rc::new(SessionShard {
-        core: core.clone(),
-        streams: streams.clone(),
-        auth,
-    });
+    let shard = Rc::new(SessionShard::new(core.clone(), streams.clone(), auth));
     let senders = Rc::new(senders);
     for (peer, queue) in peers.iter().enumerate() {
         if peer == id.0 as usize {
@@ -409,7 +405,7 @@ async fn run_shard(
     {
         let mut receivers = receivers;
         for (_peer, stream) in receivers.streams() {
-            glommio::spawn_local(dispatch::receive_from(streams.clone(), stream)).detach();
+            glommio::spawn_local(dispatch::receive_from(shard.clone(), stream)).detach();
         }
     }
     {

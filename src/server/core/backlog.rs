@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use crate::server::session::connection::Conn;
+use super::client::Client;
 use sluice_storage::wake::Event;
 
 /// Something outside core that fills as it is fed and drains by itself (a partition's bytes not yet
@@ -20,7 +20,7 @@ pub trait Congestion {
 /// receiver that brought the publish) waits for before reading more.
 pub enum Backlog {
     /// A subscriber whose output passed its high-water mark.
-    Subscriber(Rc<Conn>),
+    Subscriber(Rc<Client>),
     /// Something a layer above keeps that fills and drains by itself: a partition with too much
     /// stored and not yet durable.
     Congested(Rc<dyn Congestion>),

@@ -64,7 +64,7 @@ pub enum CoreItem {
 }
 
 /// What a peer queue carries: core's items and those of the layers above, in one enum that the
-/// wiring defines (`crate::server::dispatch::MeshItem`), so that items for one peer keep their
+/// wiring defines (`MeshItem` in `server/dispatch.rs`), so that items for one peer keep their
 /// order whatever their concern.
 pub trait MeshItem: From<CoreItem> + Send + 'static {
     /// The message bytes it carries, counted against `PEER_IN_FLIGHT_BYTES_MAX`.

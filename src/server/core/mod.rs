@@ -3,6 +3,7 @@
 //! sessions or ports: they build on it.
 
 pub mod backlog;
+pub mod client;
 pub mod interest;
 pub mod mesh;
 pub mod outbound;

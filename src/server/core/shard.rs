@@ -14,11 +14,11 @@ use sluice_protocol::op::{ErrorFrame, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
 use super::backlog::Backlog;
+use super::client::Client;
 use super::interest::{Entry, Interest, LocalSub, Route};
 use super::mesh::{CoreItem, Peer};
 use super::outbound::Push;
 use super::stats::{add, Stats};
-use crate::server::session::connection::Conn;
 use crate::server::{ServerConfig, ShardId};
 use sluice_storage::wake::{Event, Latch};
 
@@ -33,7 +33,7 @@ pub struct Shard {
     peers: Vec<Rc<dyn Peer>>,
     /// Woken whenever a peer queue drains, for connections waiting for room.
     room: Event,
-    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    conns: RefCell<HashMap<u64, Rc<Client>>>,
     /// Admitted connections still in their TLS handshake.
     pub handshakes: Cell<usize>,
     next_conn_id: Cell<u64>,
@@ -83,7 +83,7 @@ impl Shard {
     }
 
     /// A connection of this shard by id.
-    pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+    pub fn client(&self, id: u64) -> Option<Rc<Client>> {
         self.conns.borrow().get(&id).cloned()
     }
 
@@ -143,7 +143,7 @@ impl Shard {
         Some(id)
     }
 
-    pub fn register(&self, conn: Rc<Conn>) {
+    pub fn register(&self, conn: Rc<Client>) {
         self.conns.borrow_mut().insert(conn.id, conn);
         self.stats
             .connections_open
@@ -151,7 +151,7 @@ impl Shard {
     }
 
     /// Forgets a connection and every subscription it held.
-    pub fn unregister(&self, conn: &Conn) {
+    pub fn unregister(&self, conn: &Client) {
         self.remove_subs_of(conn);
         self.conns.borrow_mut().remove(&conn.id);
         self.stats
@@ -161,7 +161,7 @@ impl Shard {
 
     /// Removes every subscription of a connection (it closed, or was cut off as a slow consumer),
     /// so that no queue group picks it again.
-    pub fn remove_subs_of(&self, conn: &Conn) {
+    pub fn remove_subs_of(&self, conn: &Client) {
         let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
         for sub in subs {
             self.remove_sub(&sub);
@@ -169,7 +169,7 @@ impl Shard {
     }
 
     /// Connections still open.
-    pub fn open_connections(&self) -> Vec<Rc<Conn>> {
+    pub fn open_connections(&self) -> Vec<Rc<Client>> {
         self.conns.borrow().values().cloned().collect()
     }
 

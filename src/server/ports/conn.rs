@@ -4,8 +4,7 @@
 //! Writing is a separate task (see `outbound`), so a connection that publishes and subscribes at once
 //! never waits on itself.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -20,14 +19,13 @@ use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
 use super::{nats_conn, stream_api};
 use crate::server::auth::{Credentials, Refusal};
+use crate::server::core::client::Client;
 use crate::server::core::outbound::{run_writer, Outbound, WriteEnd};
 use crate::server::core::stats::add;
 use crate::server::session;
-use crate::server::session::connection::Acks;
-pub use crate::server::session::connection::{Conn, NatsOptions};
+pub use crate::server::session::connection::Conn;
 use crate::server::session::SessionShard;
 use crate::server::streams;
-use sluice_storage::wake::{Event, Latch};
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -144,26 +142,12 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
     let Some((stream, info_sent)) = secured else {
         return;
     };
-    let conn = Rc::new(Conn {
-        id,
-        out: Outbound::new(
-            shard.core.config.pending_bytes_max,
-            shard.core.config.write_deadline,
-        ),
-        subs: RefCell::new(HashMap::new()),
-        done: Latch::default(),
-        interest_changed: Cell::new(false),
-        acks: RefCell::new(Acks::default()),
-        consumer_member: Cell::new(false),
-        consumers: RefCell::new(Vec::new()),
-        auth_started: Cell::new(false),
-        nats: RefCell::new(NatsOptions::default()),
-        user: RefCell::new(None),
-        feeding: RefCell::new(Vec::new()),
-        acks_done: Event::default(),
-        read_chunk: Cell::new(READ_BUFFER_BYTES),
-    });
-    shard.core.register(conn.clone());
+    let out = Outbound::new(
+        shard.core.config.pending_bytes_max,
+        shard.core.config.write_deadline,
+    );
+    let conn = Rc::new(Conn::new(Rc::new(Client::new(id, out)), READ_BUFFER_BYTES));
+    session::open(&shard, &conn);
     if shard.core.config.users.required() {
         glommio::spawn_local(auth_deadline(shard.clone(), conn.clone(), protocol)).detach();
     }
@@ -188,10 +172,10 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
                 ),
                 Protocol::Nats => nats_conn::err_line("Slow Consumer"),
             };
-            match run_writer(&conn.out, &mut half, slow).await {
+            match run_writer(&conn.client.out, &mut half, slow).await {
                 WriteEnd::Closed => {}
                 WriteEnd::Failed(e) => {
-                    tracing::debug!(shard = shard.core.id.0, conn = conn.id, error = %e, "write ended");
+                    tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "write ended");
                 }
                 WriteEnd::OverLimit => {
                     // Counted and logged where the append failed (`Shard::deliver`).
@@ -200,14 +184,14 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
                     add(&shard.core.stats.slow_consumers, 1);
                     tracing::warn!(
                         shard = shard.core.id.0,
-                        conn = conn.id,
+                        conn = conn.client.id,
                         ?deadline,
                         "slow consumer: the socket took nothing for the write deadline, disconnecting"
                     );
                 }
             }
-            shard.core.remove_subs_of(&conn);
-            conn.done.set();
+            shard.core.remove_subs_of(&conn.client);
+            conn.client.done.set();
         })
     };
 
@@ -222,7 +206,7 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
     if let Some(user) = conn.user.borrow_mut().take() {
         user.release();
     }
-    conn.out.close();
+    conn.client.out.close();
     writer.await;
     tracing::debug!(shard = shard.core.id.0, conn = id, "connection closed");
 }
@@ -231,13 +215,13 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
 /// timeout, with an error that says so. (Checking them is the broker's time, not the client's.)
 async fn auth_deadline(shard: Rc<SessionShard>, conn: Rc<Conn>, protocol: Protocol) {
     let timeout = shard.core.config.auth_timeout;
-    if !conn.sleep_while_open(timeout).await || conn.auth_started.get() {
+    if !conn.client.sleep_while_open(timeout).await || conn.auth_started.get() {
         return;
     }
     add(&shard.core.stats.auth_failures, 1);
     tracing::warn!(
         shard = shard.core.id.0,
-        conn = conn.id,
+        conn = conn.client.id,
         ?timeout,
         "authentication timeout"
     );
@@ -248,7 +232,7 @@ async fn auth_deadline(shard: Rc<SessionShard>, conn: Rc<Conn>, protocol: Protoc
         ),
         Protocol::Nats => nats_conn::err_line("Authentication Timeout"),
     };
-    conn.out.close_with(frame);
+    conn.client.out.close_with(frame);
 }
 
 /// Tells a client over the connection limit so, and closes.
@@ -285,7 +269,7 @@ async fn read_loop(shard: &Rc<SessionShard>, conn: &Rc<Conn>, mut socket: Half) 
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(shard = shard.core.id.0, conn = conn.id, error = %e, "bad frame");
+                    tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "bad frame");
                     fail(shard, conn, e.code(), &e.to_string());
                     return Close::Error;
                 }
@@ -320,7 +304,7 @@ pub(in crate::server) async fn read_more(
     let read = futures_lite::future::or(
         async { Some(socket.read(&mut buf[filled..]).await) },
         async {
-            futures_lite::future::or(shard.core.stopping.wait(), conn.done.wait()).await;
+            futures_lite::future::or(shard.core.stopping.wait(), conn.client.done.wait()).await;
             None
         },
     )
@@ -345,7 +329,7 @@ pub(in crate::server) async fn read_more(
             if !buf.is_empty() {
                 tracing::info!(
                     shard = shard.core.id.0,
-                    conn = conn.id,
+                    conn = conn.client.id,
                     bytes = buf.len(),
                     "client went away mid-frame"
                 );
@@ -353,13 +337,13 @@ pub(in crate::server) async fn read_more(
             Some(Close::Quiet)
         }
         Some(Err(e)) => {
-            tracing::debug!(shard = shard.core.id.0, conn = conn.id, error = %e, "read failed");
+            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "read failed");
             Some(Close::Quiet)
         }
         None => {
             if shard.core.stopping.is_set() {
                 conn.finish_acks(shard).await;
-                conn.out.close_with(shutdown_notice(shard, conn));
+                conn.client.out.close_with(shutdown_notice(shard, conn));
             }
             Some(Close::Quiet)
         }
@@ -381,22 +365,24 @@ fn shutdown_notice(shard: &SessionShard, conn: &Conn) -> bytes::Bytes {
 fn refuse_op(shard: &SessionShard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
     let frame = shard.core.error_frame(refusal.code(), &refusal.to_string());
     if refusal.is_fatal() {
-        conn.out.close_with(frame);
+        conn.client.out.close_with(frame);
         return Err(Close::Error);
     }
-    conn.out.push(&frame);
+    conn.client.out.push(&frame);
     Ok(())
 }
 
 /// Reports a fatal error to the client and closes.
 fn fail(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
-    conn.out.close_with(shard.core.error_frame(code, message));
+    conn.client
+        .out
+        .close_with(shard.core.error_frame(code, message));
 }
 
 /// Reports an error the connection survives.
 fn warn(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
     add(&shard.core.stats.protocol_errors, 1);
-    conn.out.push(&shard.core.error_frame(code, message));
+    conn.client.out.push(&shard.core.error_frame(code, message));
 }
 
 async fn handle(
@@ -484,16 +470,16 @@ async fn handle(
             }
         }
         ArchivedOp::Ping => {
-            if conn.take_interest_changed() {
+            if conn.client.take_interest_changed() {
                 shard.core.barrier().await;
             }
-            conn.out.push(&shard.core.encode(&Op::Pong));
+            conn.client.out.push(&shard.core.encode(&Op::Pong));
         }
         ArchivedOp::Pong => {}
         ArchivedOp::Err(e) => {
             tracing::info!(
                 shard = shard.core.id.0,
-                conn = conn.id,
+                conn = conn.client.id,
                 code = e.code.to_native(),
                 message = e.message.as_str(),
                 "client reported an error"
@@ -506,7 +492,7 @@ async fn handle(
         | ArchivedOp::ApiReply(_)
         | ArchivedOp::StreamMsg(_) => {
             let message = format!("unexpected {} from a client", op.name());
-            tracing::warn!(shard = shard.core.id.0, conn = conn.id, "{message}");
+            tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, "{message}");
             fail(shard, conn, ErrorCode::MalformedFrame, &message);
             return Err(Close::Error);
         }
@@ -560,10 +546,10 @@ async fn connect(shard: &SessionShard, conn: &Conn, op: &ArchivedOp<'_>) -> Resu
         shards: shard.core.shards as u32,
         max_payload: shard.core.config.payload_bytes_max,
     }));
-    conn.out.push(&info);
+    conn.client.out.push(&info);
     tracing::debug!(
         shard = shard.core.id.0,
-        conn = conn.id,
+        conn = conn.client.id,
         name = connect.name.as_str(),
         "connected"
     );

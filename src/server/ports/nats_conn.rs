@@ -47,7 +47,7 @@ const PINGS_OUT_MAX: u32 = 2;
 async fn keepalive(shard: Rc<SessionShard>, conn: Rc<Conn>) {
     let interval = shard.core.config.nats_ping_interval;
     loop {
-        if !conn.sleep_while_open(interval).await {
+        if !conn.client.sleep_while_open(interval).await {
             return;
         }
         let mut nats = conn.nats.borrow_mut();
@@ -55,15 +55,15 @@ async fn keepalive(shard: Rc<SessionShard>, conn: Rc<Conn>) {
             drop(nats);
             tracing::info!(
                 shard = shard.core.id.0,
-                conn = conn.id,
+                conn = conn.client.id,
                 "stale NATS connection closed"
             );
-            conn.out.close_with(err_line("Stale Connection"));
+            conn.client.out.close_with(err_line("Stale Connection"));
             return;
         }
         nats.pings_out += 1;
         drop(nats);
-        conn.out.push(b"PING\r\n");
+        conn.client.out.push(b"PING\r\n");
     }
 }
 
@@ -75,7 +75,7 @@ pub(in crate::server) async fn read_loop(
 ) -> Close {
     conn.nats.borrow_mut().enabled = true;
     if !info_sent {
-        conn.out.push(&info_line(shard, conn.id));
+        conn.client.out.push(&info_line(shard, conn.client.id));
     }
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
     let payload_max = shard.core.config.payload_bytes_max as usize;
@@ -108,18 +108,18 @@ pub(in crate::server) async fn read_loop(
                 Ok(Decoded::Incomplete { needed }) => {
                     buf.reserve(needed.saturating_sub(buf.len()));
                     if pongs > 0 {
-                        if conn.take_interest_changed() {
+                        if conn.client.take_interest_changed() {
                             shard.core.barrier().await;
                         }
                         for _ in 0..pongs {
-                            conn.out.push(b"PONG\r\n");
+                            conn.client.out.push(b"PONG\r\n");
                         }
                     }
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(shard = shard.core.id.0, conn = conn.id, error = %e, "bad NATS input");
-                    conn.out.close_with(err_line(&e.to_string()));
+                    tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "bad NATS input");
+                    conn.client.out.close_with(err_line(&e.to_string()));
                     return Close::Error;
                 }
             }
@@ -132,14 +132,14 @@ pub(in crate::server) async fn read_loop(
 
 fn ok(conn: &Conn) {
     if conn.nats.borrow().verbose {
-        conn.out.push(b"+OK\r\n");
+        conn.client.out.push(b"+OK\r\n");
     }
 }
 
 /// An error the connection survives.
 fn warn(shard: &SessionShard, conn: &Conn, message: &str) {
     add(&shard.core.stats.protocol_errors, 1);
-    conn.out.push(&err_line(message));
+    conn.client.out.push(&err_line(message));
 }
 
 async fn handle(
@@ -153,7 +153,9 @@ async fn handle(
         && !matches!(op, ClientOpRef::Connect(_) | ClientOpRef::Pong)
     {
         add(&shard.core.stats.auth_failures, 1);
-        conn.out.close_with(err_line("Authorization Violation"));
+        conn.client
+            .out
+            .close_with(err_line("Authorization Violation"));
         return Err(Close::Error);
     }
     match op {
@@ -163,7 +165,7 @@ async fn handle(
                 Err(e) => {
                     // nats-server drops such a client too; the -ERR tells it why.
                     add(&shard.core.stats.protocol_errors, 1);
-                    conn.out.close_with(err_line(&e.to_string()));
+                    conn.client.out.close_with(err_line(&e.to_string()));
                     return Err(Close::Error);
                 }
             };
@@ -174,7 +176,9 @@ async fn handle(
                     token: options.auth_token,
                 };
                 if conn.authenticate(shard, creds).await.is_err() {
-                    conn.out.close_with(err_line("Authorization Violation"));
+                    conn.client
+                        .out
+                        .close_with(err_line("Authorization Violation"));
                     return Err(Close::Error);
                 }
             }
@@ -246,16 +250,16 @@ fn publish(
 fn refuse(_shard: &SessionShard, conn: &Conn, refusal: &Refusal) -> Result<(), Close> {
     let line = err_line(&refusal.nats_text());
     if refusal.is_fatal() {
-        conn.out.close_with(line);
+        conn.client.out.close_with(line);
         return Err(Close::Error);
     }
-    conn.out.push(&line);
+    conn.client.out.push(&line);
     Ok(())
 }
 
 /// Tells a requester that nobody is listening: a 503 status on its reply subject.
 fn no_responders_status(shard: &SessionShard, conn: &Conn, reply: &str) {
-    for sub in shard.core.subs_of(conn.id, reply) {
+    for sub in shard.core.subs_of(conn.client.id, reply) {
         let Some(sid) = &sub.nats_sid else { continue };
         let mut line = BytesMut::new();
         sluice_protocol::nats::encode_msg(
@@ -266,7 +270,7 @@ fn no_responders_status(shard: &SessionShard, conn: &Conn, reply: &str) {
             b"NATS/1.0 503\r\n\r\n",
             b"",
         );
-        conn.out.push(&line);
+        conn.client.out.push(&line);
     }
 }
 

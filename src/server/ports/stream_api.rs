@@ -18,7 +18,8 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
     if let Err(message) = api_allowed(&shard.streams, conn, verb, body) {
         add(&shard.core.stats.permission_errors, 1);
         let code = ErrorCode::PermissionDenied.as_u16();
-        conn.out
+        conn.client
+            .out
             .push(&reply_frame(&shard.streams, id, code, message.as_bytes()));
         return;
     }
@@ -30,7 +31,8 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
             Ok(body) => (0, body),
             Err(e) => (ErrorCode::BadRequest.as_u16(), e.to_string().into_bytes()),
         };
-        conn.out
+        conn.client
+            .out
             .push(&reply_frame(&shard.streams, id, code, &reply));
         return;
     }
@@ -49,7 +51,8 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
                 Ok(()) => (0, b"{}".to_vec()),
                 Err((code, message)) => (code.as_u16(), message.into_bytes()),
             };
-            conn.out
+            conn.client
+                .out
                 .push(&reply_frame(&shard.streams, id, code, &reply));
         })
         .detach();
@@ -61,12 +64,13 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
         let (verb, body) = (verb.to_string(), body.to_vec());
         glommio::spawn_local(async move {
             let (code, reply) = handle_api_here(&shard.streams, &verb, &body).await;
-            conn.out
+            conn.client
+                .out
                 .push(&reply_frame(&shard.streams, id, code, &reply));
         })
         .detach();
     } else {
-        streams::send_api(&shard.streams, conn.id, id, verb, body);
+        streams::send_api(&shard.streams, conn.client.id, id, verb, body);
     }
 }
 

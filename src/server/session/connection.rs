@@ -1,20 +1,18 @@
-//! A client connection's state, whatever port it speaks: its output, subscriptions, acks in turn,
-//! user, consumers and what it is waiting on. The ports (`conn.rs`, `nats_conn.rs`) drive it; the
-//! shard and the streams deliver to it.
+//! A client connection's session state, whatever port it speaks: acks in turn, user, consumers
+//! and NATS options, around the core `Client` (output, subscriptions, what it is waiting on). The
+//! ports (`conn.rs`, `nats_conn.rs`) drive it; core delivers to its client, the streams write its
+//! acks through `streams::AckWaiter`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::SessionShard;
 use crate::server::auth::{Credentials, Refusal, User};
-use crate::server::core::backlog::Backlog;
-use crate::server::core::interest::LocalSub;
-use crate::server::core::outbound::Outbound;
+use crate::server::core::client::Client;
 use crate::server::core::stats::add;
-use crate::server::streams;
-use sluice_storage::wake::{Event, Latch};
+use crate::server::streams::{self, AckWaiter};
+use sluice_storage::wake::Event;
 
 /// Acked publishes of one connection waiting for their acks, past which the connection reads no
 /// more: bounds the ack slots a client can pile up behind a slow disk or a slow peer shard.
@@ -25,13 +23,8 @@ const ACKS_AT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// A connection's state that other tasks of the shard touch.
 pub struct Conn {
-    pub id: u64,
-    pub out: Outbound,
-    pub subs: RefCell<HashMap<u64, Rc<LocalSub>>>,
-    /// Set when the writer has finished: the reader stops too.
-    pub done: Latch,
-    /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
-    pub(in crate::server) interest_changed: Cell<bool>,
+    /// What core routes to and waits for.
+    pub client: Rc<Client>,
     /// Acks of stored publishes, written in the order the publishes came.
     pub(in crate::server) acks: RefCell<Acks>,
     /// Whether the connection attached to a consumer (its closing must be told to the owners).
@@ -44,9 +37,6 @@ pub struct Conn {
     pub nats: RefCell<NatsOptions>,
     /// The user it authenticated as, on a server with users.
     pub user: RefCell<Option<Arc<User>>>,
-    /// Subscribers and partitions that this connection's publishes made congested: it reads
-    /// nothing more until they have drained (or were cut off).
-    pub(in crate::server) feeding: RefCell<Vec<Backlog>>,
     /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
     pub(in crate::server) acks_done: Event,
     /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
@@ -55,6 +45,22 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection that has not authenticated, attached or acked anything yet; its first read
+    /// asks the kernel for `read_chunk` bytes.
+    pub fn new(client: Rc<Client>, read_chunk: usize) -> Conn {
+        Conn {
+            client,
+            acks: RefCell::new(Acks::default()),
+            consumer_member: Cell::new(false),
+            auth_started: Cell::new(false),
+            consumers: RefCell::new(Vec::new()),
+            nats: RefCell::new(NatsOptions::default()),
+            user: RefCell::new(None),
+            acks_done: Event::default(),
+            read_chunk: Cell::new(read_chunk),
+        }
+    }
+
     /// May this connection publish to `subject`? Counts and logs a refusal.
     pub fn may_publish(&self, shard: &SessionShard, subject: &str) -> bool {
         let user = self.user.borrow();
@@ -64,7 +70,7 @@ impl Conn {
         let allowed = user.permissions.publish.allows_subject(subject);
         if !allowed {
             add(&shard.core.stats.permission_errors, 1);
-            tracing::debug!(shard = shard.core.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
+            tracing::debug!(shard = shard.core.id.0, conn = self.client.id, user = %user.name, subject, "publish refused by permissions");
         }
         allowed
     }
@@ -78,24 +84,9 @@ impl Conn {
         let allowed = user.permissions.subscribe.allows_pattern(pattern);
         if !allowed {
             add(&shard.core.stats.permission_errors, 1);
-            tracing::info!(shard = shard.core.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
+            tracing::info!(shard = shard.core.id.0, conn = self.client.id, user = %user.name, pattern, "subscription refused by permissions");
         }
         allowed
-    }
-
-    /// Sleeps for `duration`; false if the connection ended first.
-    pub async fn sleep_while_open(&self, duration: std::time::Duration) -> bool {
-        futures_lite::future::or(
-            async {
-                glommio::timer::sleep(duration).await;
-                true
-            },
-            async {
-                self.done.wait().await;
-                false
-            },
-        )
-        .await
     }
 
     /// Whether it attached to consumer `name` of `stream`.
@@ -106,23 +97,11 @@ impl Conn {
             .any(|(s, n)| s == stream && n == name)
     }
 
-    /// Takes the subscribers the last routing made congested: the connection waits for them before
-    /// it reads more. Called right after routing one of its publishes.
-    pub fn note_congested(&self, shard: &SessionShard) {
-        let congested = shard.core.take_congested();
-        if !congested.is_empty() {
-            let mut feeding = self.feeding.borrow_mut();
-            // Waiting on itself would stop the reads that its own client may need to progress.
-            feeding.extend(congested.into_iter().filter(|b| !b.is_conn(self.id)));
-        }
-    }
-
     /// Waits until everything this connection made congested has drained (a subscriber's wait is
     /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
     /// stops.
     pub(in crate::server) async fn wait_for_backlog(&self, shard: &SessionShard) {
-        let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        shard.core.wait_drained(feeding).await;
+        self.client.wait_fed(&shard.core).await;
         if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
             let acks_room = self
                 .acks_done
@@ -146,7 +125,7 @@ impl Conn {
                 // A connection closed meanwhile (the auth timeout, the client leaving) drops its
                 // receiver, and the hashing threads skip its check if it has not started.
                 let answer = futures_lite::future::or(async { Some(answer.await) }, async {
-                    self.done.wait().await;
+                    self.client.done.wait().await;
                     None
                 });
                 match answer.await {
@@ -167,7 +146,7 @@ impl Conn {
             }
             Err(refusal) => {
                 add(&shard.core.stats.auth_failures, 1);
-                tracing::warn!(shard = shard.core.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed");
+                tracing::warn!(shard = shard.core.id.0, conn = self.client.id, user = ?name, ?refusal, "authentication failed");
                 Err(refusal)
             }
         }
@@ -229,16 +208,6 @@ impl Conn {
         futures_lite::future::or(acked, timeout).await;
     }
 
-    /// Marks interest as changed: the next ping waits until every shard applied it.
-    pub(in crate::server) fn interest_changed(&self) {
-        self.interest_changed.set(true);
-    }
-
-    /// Whether interest changed since the last ping (and forgets it).
-    pub(in crate::server) fn take_interest_changed(&self) -> bool {
-        self.interest_changed.replace(false)
-    }
-
     /// Reserves the next ack number.
     pub fn next_ack(&self) -> u64 {
         let mut acks = self.acks.borrow_mut();
@@ -258,7 +227,7 @@ impl Conn {
         let mut written = false;
         while let Some(Some(_)) = acks.slots.front() {
             if let Some(Some(frame)) = acks.slots.pop_front() {
-                self.out.push(&frame);
+                self.client.out.push(&frame);
             }
             acks.first += 1;
             written = true;
@@ -267,5 +236,19 @@ impl Conn {
         if written {
             self.acks_done.notify_all();
         }
+    }
+}
+
+impl AckWaiter for Conn {
+    fn id(&self) -> u64 {
+        self.client.id
+    }
+
+    fn next_ack(&self) -> u64 {
+        Conn::next_ack(self)
+    }
+
+    fn complete_ack(&self, seq: u64, frame: bytes::Bytes) {
+        Conn::complete_ack(self, seq, frame)
     }
 }

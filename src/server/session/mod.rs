@@ -3,7 +3,8 @@
 //! once; a port (`conn.rs` for the native protocol, `nats_conn.rs` for NATS) only turns its wire
 //! format into these calls and a [`Refusal`] back into its wire format.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::server::auth_pool::AuthPool;
 use crate::server::core::interest::LocalSub;
 use crate::server::core::shard::Shard;
 use crate::server::core::stats::add;
-use crate::server::streams::{self, Joins, StreamShard};
+use crate::server::streams::{self, AckOutcome, Joins, StreamShard};
 
 /// What the session layer works with on one shard: the core shard, the streams' state beside
 /// it, and the hashing threads.
@@ -29,15 +30,42 @@ pub struct SessionShard {
     pub streams: Rc<StreamShard>,
     /// The hashing threads shared by all shards, on a server with users.
     pub auth: Option<Arc<AuthPool>>,
+    /// The connections of this shard, by id: where acks stored on other shards go.
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+}
+
+impl SessionShard {
+    pub fn new(
+        core: Rc<Shard>,
+        streams: Rc<StreamShard>,
+        auth: Option<Arc<AuthPool>>,
+    ) -> SessionShard {
+        SessionShard {
+            core,
+            streams,
+            auth,
+            conns: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+/// A connection begins: core routes to its client from now on.
+pub fn open(shard: &SessionShard, conn: &Rc<Conn>) {
+    shard.core.register(conn.client.clone());
+    shard
+        .conns
+        .borrow_mut()
+        .insert(conn.client.id, conn.clone());
 }
 
 /// A connection ends: it leaves every consumer it attached to (here and on the owners' shards),
 /// and the shard forgets it and every subscription it held.
 pub fn close(shard: &Rc<SessionShard>, conn: &Conn) {
     if conn.consumer_member.get() {
-        streams::member_gone(&shard.streams, shard.core.id, conn.id);
+        streams::member_gone(&shard.streams, shard.core.id, conn.client.id);
     }
-    shard.core.unregister(conn);
+    shard.conns.borrow_mut().remove(&conn.client.id);
+    shard.core.unregister(&conn.client);
 }
 
 /// Why the session refused an operation. The client is told; the connection lives on unless the
@@ -221,7 +249,12 @@ pub fn publish(
     if let Err(refusal) = check_publish(shard, conn, &incoming) {
         refused(shard, conn, &refusal);
         if incoming.ack == AckMode::InTurn {
-            streams::refuse_ack(&shard.streams, conn, refusal.code(), &refusal.to_string());
+            streams::refuse_ack(
+                &shard.streams,
+                &**conn,
+                refusal.code(),
+                &refusal.to_string(),
+            );
         }
         return Err(refusal);
     }
@@ -241,7 +274,7 @@ pub fn publish(
     };
     add(&shard.core.stats.bytes_in, frame.len() as u64);
     accepted();
-    let no_echo = (!conn.nats.borrow().echo).then_some(conn.id);
+    let no_echo = (!conn.nats.borrow().echo).then_some(conn.client.id);
     let interested = shard.core.route_from(frame, incoming.subject, no_echo);
     let stored = match incoming.ack {
         AckMode::OnReply => streams::capture_with_reply(
@@ -255,7 +288,7 @@ pub fn publish(
             streams::capture(&shard.streams, conn, frame.bytes(), incoming.subject, ack)
         }
     };
-    conn.note_congested(shard);
+    conn.client.note_congested(&shard.core);
     Ok(Published { interested, stored })
 }
 
@@ -294,11 +327,11 @@ fn refused(shard: &SessionShard, conn: &Conn, refusal: &Refusal) {
         // Counted where the permission was checked.
         Refusal::PublishDenied(_) | Refusal::SubscribeDenied(_) => {}
         Refusal::PayloadTooLarge { .. } => {
-            tracing::warn!(shard = shard.core.id.0, conn = conn.id, %refusal, "refused");
+            tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
         }
         _ => {
             add(&shard.core.stats.protocol_errors, 1);
-            tracing::debug!(shard = shard.core.id.0, conn = conn.id, %refusal, "refused");
+            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
         }
     }
 }
@@ -330,7 +363,7 @@ pub fn subscribe(
         Some(_) => Bytes::new(),
     };
     let local = Rc::new(LocalSub {
-        conn: conn.clone(),
+        conn: conn.client.clone(),
         sid: sub.sid,
         pattern: Arc::from(sub.pattern),
         queue: sub.queue.map(Arc::from),
@@ -340,9 +373,9 @@ pub fn subscribe(
         closed: Cell::new(false),
         delivered: Cell::new(0),
     });
-    conn.subs.borrow_mut().insert(sub.sid, local.clone());
+    conn.client.subs.borrow_mut().insert(sub.sid, local.clone());
     shard.core.add_sub(local);
-    conn.interest_changed();
+    conn.client.interest_changed();
     Ok(())
 }
 
@@ -357,11 +390,11 @@ fn check_subscribe(shard: &SessionShard, conn: &Conn, sub: &NewSub<'_>) -> Resul
     if let Some(queue) = sub.queue {
         validate_queue(queue).map_err(|e| Refusal::InvalidQueue(e.to_string()))?;
     }
-    if conn.subs.borrow().contains_key(&sub.sid) {
+    if conn.client.subs.borrow().contains_key(&sub.sid) {
         return Err(Refusal::DuplicateSid(sub.sid));
     }
     let max = shard.core.config.subscriptions_max;
-    if conn.subs.borrow().len() >= max {
+    if conn.client.subs.borrow().len() >= max {
         return Err(Refusal::TooManySubscriptions(max));
     }
     Ok(())
@@ -385,7 +418,7 @@ pub fn unsubscribe(
     sid: u64,
     limit: Limit,
 ) -> Result<(), Refusal> {
-    let Some(sub) = conn.subs.borrow().get(&sid).cloned() else {
+    let Some(sub) = conn.client.subs.borrow().get(&sid).cloned() else {
         let refusal = Refusal::UnknownSid(sid);
         refused(shard, conn, &refusal);
         return Err(refusal);
@@ -398,9 +431,9 @@ pub fn unsubscribe(
     if more > 0 {
         sub.remaining.set(more);
     } else {
-        conn.subs.borrow_mut().remove(&sid);
+        conn.client.subs.borrow_mut().remove(&sid);
         shard.core.remove_sub(&sub);
-        conn.interest_changed();
+        conn.client.interest_changed();
     }
     Ok(())
 }
@@ -416,7 +449,7 @@ pub fn consumer_pull(
 ) -> Result<(), Refusal> {
     let (stream, consumer, _) = which;
     member_of(shard, conn, stream, consumer)?;
-    streams::consumer_pull(&shard.streams, conn.id, which, count, expires_ms)
+    streams::consumer_pull(&shard.streams, conn.client.id, which, count, expires_ms)
         .map_err(|(code, message)| Refusal::Consumer { code, message })
 }
 
@@ -429,13 +462,22 @@ pub fn consumer_attach(
     config: ConsumerConfig,
 ) -> Result<Joins, (ErrorCode, String)> {
     let (stream, name) = (config.stream.clone(), config.name.clone());
-    let joins = streams::attach_consumer(&shard.streams, conn.id, config)?;
+    let joins = streams::attach_consumer(&shard.streams, conn.client.id, config)?;
     // Noted before anything is awaited: a closing connection that follows tells the owners.
     conn.consumer_member.set(true);
     if !conn.is_member(&stream, &name) {
         conn.consumers.borrow_mut().push((stream, name));
     }
     Ok(joins)
+}
+
+/// The outcome of a publish that another shard stored, for connection `conn` of this shard: its
+/// ack, in turn.
+pub fn appended(shard: &SessionShard, conn: u64, seq: u64, outcome: &AckOutcome) {
+    let conn = shard.conns.borrow().get(&conn).cloned();
+    if let Some(conn) = conn {
+        conn.complete_ack(seq, streams::ack_frame(&shard.streams, outcome));
+    }
 }
 
 /// Where a consumer's message is, for an ack.
@@ -483,6 +525,6 @@ fn member_of(
         stream: stream.to_string(),
         consumer: consumer.to_string(),
     };
-    tracing::debug!(shard = shard.core.id.0, conn = conn.id, %refusal, "refused");
+    tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
     Err(refusal)
 }

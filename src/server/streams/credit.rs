@@ -238,7 +238,7 @@ fn send_grant(shard: &Rc<StreamShard>, member: &HomeMember, partition: u32, cred
 /// else handed back to its owner.
 pub fn arrive(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
     let member = home(shard, delivery.member.conn, delivery.member.sid);
-    let conn = shard.core.conn(delivery.member.conn);
+    let conn = shard.core.client(delivery.member.conn);
     let (Some(member), Some(conn)) = (member, conn) else {
         give_back(shard, delivery);
         return;

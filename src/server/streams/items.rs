@@ -1,7 +1,7 @@
 //! What the streams tell other shards: captured publishes on their way to their partition's owner,
 //! acks on the way back, consumers' members, credit and deliveries (`StreamItem`); API requests,
 //! questions about partitions and their answers (`CallItem`). They travel in the same peer queues
-//! as core's items, in order with them (`crate::server::dispatch::MeshItem`).
+//! as core's items, in order with them (`MeshItem` in `server/dispatch.rs`).
 
 use std::sync::Arc;
 

@@ -40,15 +40,25 @@ pub use registry::Registry;
 
 use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
 use crate::server::core::shard::Shard;
-use crate::server::session::connection::Conn;
 use crate::server::ShardId;
+
+/// A connection of this shard that waits for its stored publishes' acks, in the order of its
+/// publishes (the session's connection).
+pub trait AckWaiter {
+    /// The connection's id on this shard.
+    fn id(&self) -> u64;
+    /// Reserves the next ack number.
+    fn next_ack(&self) -> u64;
+    /// Fills ack `seq`, and writes every ack that is now next in line.
+    fn complete_ack(&self, seq: u64, frame: Bytes);
+}
 
 /// Who waits for a stored publish's ack.
 pub enum Done {
     /// A NATS publisher, answered with a JetStream-style JSON ack on its reply subject.
     Reply { subject: String },
     /// A connection on this shard, and its ack number.
-    Local { conn: Rc<Conn>, seq: u64 },
+    Local { conn: Rc<dyn AckWaiter>, seq: u64 },
     /// A connection on another shard.
     Remote { shard: ShardId, conn: u64, seq: u64 },
     /// A question the broker asked itself (a dead letter's store), registered with
@@ -207,9 +217,9 @@ impl OwnedPartitions {
 
 /// Stores a publish that a stream captures; with `ack`, the connection gets a `PubAck` in order.
 /// Returns whether a stream captured it.
-pub fn capture(
+pub fn capture<C: AckWaiter + 'static>(
     shard: &Rc<StreamShard>,
-    conn: &Rc<Conn>,
+    conn: &Rc<C>,
     body: &Bytes,
     subject: &str,
     ack: bool,
@@ -219,7 +229,7 @@ pub fn capture(
     let Some(stream) = stream else {
         if let Some(seq) = seq {
             let message = format!("no stream captures subject {subject}");
-            complete_with_error(shard, conn, seq, ErrorCode::NoStream, message);
+            complete_with_error(shard, &**conn, seq, ErrorCode::NoStream, message);
         }
         return false;
     };
@@ -228,20 +238,20 @@ pub fn capture(
         stream,
         subject,
         body.clone(),
-        seq.map(|seq| AckTo::Conn(conn.clone(), seq)),
+        seq.map(|seq| AckTo::Conn(conn.clone() as Rc<dyn AckWaiter>, seq)),
     );
     true
 }
 
 /// Answers a publish that asked for an ack, and will not be stored, with an error ack in its turn.
-pub fn refuse_ack(shard: &Rc<StreamShard>, conn: &Rc<Conn>, code: ErrorCode, message: &str) {
+pub fn refuse_ack(shard: &Rc<StreamShard>, conn: &dyn AckWaiter, code: ErrorCode, message: &str) {
     let seq = conn.next_ack();
     complete_with_error(shard, conn, seq, code, message.to_string());
 }
 
 fn complete_with_error(
     shard: &StreamShard,
-    conn: &Conn,
+    conn: &dyn AckWaiter,
     seq: u64,
     code: ErrorCode,
     message: String,
@@ -278,7 +288,7 @@ pub fn capture_with_reply(
 /// Who gets a stored publish's ack, seen from the shard it arrived on.
 pub enum AckTo {
     /// A native connection of this shard, and its ack number.
-    Conn(Rc<Conn>, u64),
+    Conn(Rc<dyn AckWaiter>, u64),
     /// A reply subject.
     Reply(String),
     /// A call registered on this shard (the broker waits for its own store).
@@ -316,7 +326,10 @@ fn send_to_partition(
         ensure_partition(shard, &stream, partition).enqueue(shard, body, done);
     } else {
         let reply = ack.map(|ack| match ack {
-            AckTo::Conn(conn, seq) => ReplyTo::Conn { conn: conn.id, seq },
+            AckTo::Conn(conn, seq) => ReplyTo::Conn {
+                conn: conn.id(),
+                seq,
+            },
             AckTo::Reply(subject) => ReplyTo::Subject(subject),
             AckTo::Call(call) => ReplyTo::Call(call),
         });
@@ -416,13 +429,6 @@ fn reply_json(shard: &Rc<StreamShard>, subject: &str, outcome: &AckOutcome) {
             ack: false,
         }));
     shard.core.route(&frame, subject);
-}
-
-/// An ack from another shard for a connection here.
-pub fn appended(shard: &Rc<StreamShard>, conn: u64, seq: u64, outcome: &AckOutcome) {
-    if let Some(conn) = shard.core.conn(conn) {
-        conn.complete_ack(seq, ack_frame(shard, outcome));
-    }
 }
 
 /// The `PubAck` frame for an outcome.
@@ -799,7 +805,8 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
             body,
             reply,
         } => append_from_peer(shard, from, stream, partition, body, reply),
-        StreamItem::Appended { conn, seq, ack } => appended(shard, conn, seq, &ack),
+        // Acks for the connections here are the session's: the wiring hands them over.
+        StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::ConsumerJoin {
             call,
             stream,
@@ -861,7 +868,7 @@ pub fn receive_call(shard: &Rc<StreamShard>, from: ShardId, item: CallItem) {
             if conn == 0 {
                 return; // A request the broker made itself.
             }
-            if let Some(conn) = shard.core.conn(conn) {
+            if let Some(conn) = shard.core.client(conn) {
                 conn.out.push(&reply_frame(shard, id, code, &body));
             }
         }
