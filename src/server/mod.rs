@@ -9,6 +9,8 @@ mod auth_pool;
 mod bind;
 mod core;
 mod dispatch;
+#[cfg(test)]
+mod layers;
 mod ports;
 mod session;
 mod streams;
