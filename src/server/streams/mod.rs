@@ -9,6 +9,7 @@ mod api;
 mod attach;
 mod consumer;
 mod credit;
+mod dead_letter;
 mod items;
 pub mod metrics;
 mod partition;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_protocol::op::{AckKind, Op, PubAck};
 use sluice_protocol::sublist::Sublist;
-use sluice_protocol::{ErrorCode, Frame};
+use sluice_protocol::ErrorCode;
 
 pub use api::{
     answer_call, ask_shard_metrics, handle_api_here, publish_registry, reply_frame, send_api,
@@ -34,11 +35,13 @@ pub use api::{
 pub use attach::{attach_consumer, consumer_join, Joins};
 pub use consumer::{Delivered, Member};
 pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
+pub use dead_letter::dead_letter;
+use dead_letter::ensure_dead_letter_stream;
 pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
 
-use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
+use crate::api::{check_stream_name, partition_for, shard_for, StreamConfig};
 use crate::server::core::shard::Shard;
 use crate::server::ShardId;
 
@@ -647,149 +650,6 @@ pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
     }
     if from == shard.core.id {
         shard.broadcast(|| StreamItem::MemberGone { conn });
-    }
-}
-
-pub use crate::api::{check_stream_name, dead_letter_stream};
-
-/// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
-fn ensure_dead_letter_stream(shard: &Rc<StreamShard>, config: &ConsumerConfig) {
-    let name = dead_letter_stream(&config.stream, &config.name);
-    if shard.streams.borrow().configs.contains_key(&name) {
-        return;
-    }
-    let dlq = StreamConfig {
-        name: name.clone(),
-        subjects: vec![name],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-    };
-    let body = serde_json::to_vec(&dlq).unwrap_or_default();
-    if shard.core.id.0 == 0 {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            handle_api_here(&shard, crate::api::STREAM_ADD, &body).await;
-        })
-        .detach();
-    } else {
-        shard.push_to(
-            ShardId(0),
-            CallItem::Api {
-                conn: 0,
-                id: 0,
-                verb: crate::api::STREAM_ADD.to_string(),
-                body,
-            },
-        );
-    }
-}
-
-/// Why a dead-letter copy was not stored (the original stays pending and is tried again).
-#[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    #[error("cannot read the original: {0}")]
-    Read(#[from] sluice_storage::StorageError),
-    #[error("the original at offset {0} is not a stored publish")]
-    NotAPublish(u64),
-    #[error("no stream captures {0}")]
-    NoStream(String),
-    #[error("storing the copy failed: {0}")]
-    Store(String),
-    #[error("the copy's partition owner did not answer in time")]
-    Timeout,
-}
-
-/// How long a dead letter waits for its copy to be stored before it counts as failed.
-const DEAD_LETTER_STORE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Copies a message that exhausted its deliveries to the dead-letter stream and waits until the
-/// copy is durable; then publishes an advisory on `$SYS.DLQ.<stream>.<consumer>`.
-pub async fn dead_letter(
-    shard: &Rc<StreamShard>,
-    config: &ConsumerConfig,
-    partition: u32,
-    offset: u64,
-    deliveries: u32,
-    log: Rc<sluice_storage::PartitionLog>,
-) -> Result<(), DeadLetterError> {
-    let records = log.read(offset, 1).await?;
-    let original = records
-        .into_iter()
-        .find(|r| r.offset == offset)
-        .and_then(|r| Frame::check(r.body, u32::MAX).ok())
-        .ok_or(DeadLetterError::NotAPublish(offset))?;
-    let sluice_protocol::ArchivedOp::Pub(p) = original.op() else {
-        return Err(DeadLetterError::NotAPublish(offset));
-    };
-    let (original_subject, payload, headers) = (p.subject(), p.payload(), p.headers());
-    let subject = dead_letter_stream(&config.stream, &config.name);
-    let copy = shard.core.encode(&Op::Pub(sluice_protocol::op::Publish {
-        subject: &subject,
-        reply: None,
-        headers,
-        payload,
-        ack: false,
-    }));
-    store_and_wait(shard, copy, &subject).await?;
-    tracing::warn!(stream = %config.stream, consumer = %config.name, partition, offset,
-        deliveries, "message dead-lettered");
-    let advisory = serde_json::json!({
-        "stream": config.stream,
-        "consumer": config.name,
-        "partition": partition,
-        "offset": offset,
-        "deliveries": deliveries,
-        "subject": original_subject,
-    })
-    .to_string();
-    let advisory_subject = format!("$SYS.{subject}");
-    let frame = shard
-        .core
-        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject: &advisory_subject,
-            reply: None,
-            headers: b"",
-            payload: advisory.as_bytes(),
-            ack: false,
-        }));
-    shard.core.route(&frame, &advisory_subject);
-    Ok(())
-}
-
-/// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.
-async fn store_and_wait(
-    shard: &Rc<StreamShard>,
-    body: Bytes,
-    subject: &str,
-) -> Result<(), DeadLetterError> {
-    let stream = shard.streams.borrow().capturing(subject);
-    let Some(stream) = stream else {
-        return Err(DeadLetterError::NoStream(subject.to_string()));
-    };
-    let slot = Rc::new(CallSlot::default());
-    let call = shard.register_call(slot.clone());
-    send_to_partition(shard, stream, subject, body, Some(AckTo::Call(call)));
-    flush_appends(shard);
-    // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
-    shard.core.take_congested();
-    let waited = glommio::timer::timeout(DEAD_LETTER_STORE_TIMEOUT, async {
-        slot.done.wait().await;
-        Ok(())
-    })
-    .await;
-    shard.forget_call(call);
-    if waited.is_err() {
-        return Err(DeadLetterError::Timeout);
-    }
-    let reply = slot.reply.borrow_mut().take();
-    match reply {
-        Some(PartitionReply::Appended(AckOutcome { result: Ok(_), .. })) => Ok(()),
-        Some(PartitionReply::Appended(AckOutcome {
-            result: Err((_, why)),
-            ..
-        })) => Err(DeadLetterError::Store(why)),
-        _ => Err(DeadLetterError::Timeout),
     }
 }
 
