@@ -7,18 +7,12 @@
 pub mod auth;
 mod auth_pool;
 mod bind;
-mod conn;
-mod connection;
-mod http;
-mod interest;
-mod jetstream;
-mod mesh;
-mod metrics;
-mod nats_conn;
-mod outbound;
+mod core;
+mod dispatch;
+#[cfg(test)]
+mod layers;
+mod ports;
 mod session;
-mod shard;
-mod stats;
 mod streams;
 pub mod tls;
 
@@ -35,8 +29,12 @@ use sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT;
 use sluice_storage::FsyncPolicy;
 use thiserror::Error;
 
-use mesh::{MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
-use shard::Shard;
+use self::core::mesh::{self, MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
+use self::core::shard::Shard;
+use dispatch::MeshItem;
+use ports::{conn, http};
+use session::SessionShard;
+use streams::StreamShard;
 
 /// Most shards one server runs: interest is tracked per shard in a 64-bit set.
 pub const SHARDS_MAX: usize = 64;
@@ -323,7 +321,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         false => None,
     };
 
-    let mesh = MeshBuilder::<MeshBatch, _>::full(shards, MESH_CHANNEL_BATCHES);
+    let mesh = MeshBuilder::<MeshBatch<MeshItem>, _>::full(shards, MESH_CHANNEL_BATCHES);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::with_capacity(shards);
     for (index, &cpu) in config.cpus.iter().enumerate() {
@@ -379,7 +377,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
 async fn run_shard(
     config: Arc<ServerConfig>,
     auth: Option<Arc<auth_pool::AuthPool>>,
-    mesh: MeshBuilder<MeshBatch, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<MeshBatch<MeshItem>, glommio::channels::channel_mesh::Full>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     http: Option<std::net::TcpListener>,
@@ -410,37 +408,46 @@ async fn run_shard(
     };
     let id = ShardId(senders.peer_id() as u32);
     let nr_peers = senders.nr_consumers();
-    let peers: Vec<Rc<PeerQueue>> = (0..nr_peers).map(|_| Rc::default()).collect();
-    let shard = Rc::new(Shard::new(id, config.clone(), auth, peers.clone()));
+    let peers: Vec<Rc<PeerQueue<MeshItem>>> = (0..nr_peers).map(|_| Rc::default()).collect();
+    let core_peers = peers
+        .iter()
+        .map(|p| p.clone() as Rc<dyn mesh::Peer>)
+        .collect();
+    let core = Rc::new(Shard::new(id, config.clone(), core_peers));
+    let stream_peers = peers
+        .iter()
+        .map(|p| p.clone() as Rc<dyn streams::Peer>)
+        .collect();
+    let streams = Rc::new(StreamShard::new(core.clone(), stream_peers));
+    let shard = Rc::new(SessionShard::new(core.clone(), streams.clone(), auth));
     let senders = Rc::new(senders);
     for (peer, queue) in peers.iter().enumerate() {
         if peer == id.0 as usize {
             continue;
         }
-        let shard = shard.clone();
+        let core = core.clone();
         glommio::spawn_local(mesh::run_sender(
             id,
             peer,
             queue.clone(),
             senders.clone(),
-            move || shard.on_peer_sent(),
+            move || core.on_peer_sent(),
         ))
         .detach();
     }
     {
-        let shard = shard.clone();
         let mut receivers = receivers;
         for (_peer, stream) in receivers.streams() {
-            glommio::spawn_local(shard.clone().receive_from(stream)).detach();
+            glommio::spawn_local(dispatch::receive_from(shard.clone(), stream)).detach();
         }
     }
     {
-        let shard = shard.clone();
+        let core = core.clone();
         glommio::spawn_local(async move {
             while !stop.load(Ordering::Relaxed) {
                 glommio::timer::sleep(STOP_POLL).await;
             }
-            shard.stopping.set();
+            core.stopping.set();
         })
         .detach();
     }
@@ -448,13 +455,13 @@ async fn run_shard(
         use std::os::unix::io::{FromRawFd, IntoRawFd};
         // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-        glommio::spawn_local(http::serve(shard.clone(), listener)).detach();
+        glommio::spawn_local(http::serve(streams.clone(), listener)).detach();
     }
     if id.0 == 0 {
         match streams::Registry::load(&config.data_dir) {
             Ok(registry) => {
-                *shard.registry.borrow_mut() = Some(registry);
-                streams::publish_registry(&shard);
+                *streams.registry.borrow_mut() = Some(registry);
+                streams::publish_registry(&streams);
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("stream registry: {e}")));
@@ -463,11 +470,11 @@ async fn run_shard(
         }
     }
     {
-        let shard = shard.clone();
+        let streams = streams.clone();
         glommio::spawn_local(async move {
-            while !shard.stopping.is_set() {
+            while !streams.core.stopping.is_set() {
                 glommio::timer::sleep(RETENTION_INTERVAL).await;
-                streams::apply_retention(&shard).await;
+                streams::apply_retention(&streams).await;
             }
         })
         .detach();
@@ -485,9 +492,9 @@ async fn run_shard(
     if let Some(task) = nats_accept {
         task.await;
     }
-    drain(&shard).await;
-    streams::close_all(&shard).await;
-    let stats = &shard.stats;
+    drain(&core).await;
+    streams::close_all(&streams).await;
+    let stats = &core.stats;
     tracing::info!(
         shard = id.0,
         accepted = stats.connections_accepted.get(),
@@ -500,8 +507,8 @@ async fn run_shard(
     );
 }
 
-async fn accept_loop(shard: &Rc<Shard>, listener: &TcpListener, protocol: conn::Protocol) {
-    accept_until_stopped(shard, listener, |stream| {
+async fn accept_loop(shard: &Rc<SessionShard>, listener: &TcpListener, protocol: conn::Protocol) {
+    accept_until_stopped(&shard.core, listener, |stream| {
         conn::serve(shard.clone(), stream, protocol)
     })
     .await;

@@ -12,12 +12,10 @@ use sluice_protocol::op::{ApiReply, Op};
 use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Latch;
 
+use super::items::{CallItem, PartitionReply, PartitionRequest, PurgeTo, StreamItem};
 use super::registry::RegistryError;
-use super::{apply_snapshot, Partition};
+use super::{apply_snapshot, Partition, StreamShard};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
-use crate::server::conn::Conn;
-use crate::server::mesh::{CallItem, PartitionReply, PartitionRequest, PurgeTo, StreamItem};
-use crate::server::shard::Shard;
 use crate::server::ShardId;
 
 /// How long shard 0 waits for another shard to answer about a partition.
@@ -25,144 +23,29 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Answer = (u16, Vec<u8>);
 
-/// An API request from a connection on this shard: answered here on shard 0, else sent to shard 0.
-pub fn handle_api(shard: &Rc<Shard>, conn: &Rc<Conn>, id: u64, verb: &str, body: &[u8]) {
-    if let Err(message) = api_allowed(shard, conn, verb, body) {
-        crate::server::stats::add(&shard.stats.permission_errors, 1);
-        let code = ErrorCode::PermissionDenied.as_u16();
-        conn.out
-            .push(&reply_frame(shard, id, code, message.as_bytes()));
-        return;
-    }
-    if verb == api::STREAM_LIST {
-        // Every shard has every stream's configuration: answered here, showing a user only the
-        // streams it may read.
-        let streams = visible_streams(shard, conn);
-        let (code, reply) = match serde_json::to_vec(&api::StreamList { streams }) {
-            Ok(body) => (0, body),
-            Err(e) => (ErrorCode::BadRequest.as_u16(), e.to_string().into_bytes()),
-        };
-        conn.out.push(&reply_frame(shard, id, code, &reply));
-        return;
-    }
-    if verb == api::CONSUMER_ATTACH {
-        // Attaching is about this connection: the shard that holds it does it, and answers once
-        // every partition owner has the consumer durably.
-        let joins = parse::<api::ConsumerConfig>(body)
-            .and_then(|config| super::attach_consumer(shard, conn, config));
-        let (shard, conn) = (shard.clone(), conn.clone());
-        glommio::spawn_local(async move {
-            let result = match joins {
-                Ok(joins) => joins.wait(&shard).await,
-                Err(e) => Err(e),
-            };
-            let (code, reply) = match result {
-                Ok(()) => (0, b"{}".to_vec()),
-                Err((code, message)) => (code.as_u16(), message.into_bytes()),
-            };
-            conn.out.push(&reply_frame(&shard, id, code, &reply));
-        })
-        .detach();
-        return;
-    }
-    if shard.id.0 == 0 {
-        let shard = shard.clone();
-        let conn = conn.clone();
-        let (verb, body) = (verb.to_string(), body.to_vec());
-        glommio::spawn_local(async move {
-            let (code, reply) = handle_api_here(&shard, &verb, &body).await;
-            conn.out.push(&reply_frame(&shard, id, code, &reply));
-        })
-        .detach();
-    } else {
-        shard.push_to(
-            ShardId(0),
-            CallItem::Api {
-                conn: conn.id,
-                id,
-                verb: verb.to_string(),
-                body: body.to_vec(),
-            },
-        );
-    }
-}
-
-/// The streams a connection may see: all of them without users, else those whose every subject
-/// its user may subscribe to.
-fn visible_streams(shard: &Shard, conn: &Conn) -> Vec<api::StreamConfig> {
-    let all = shard.streams.borrow().all();
-    let user = conn.user.borrow();
-    match user.as_ref() {
-        None => all,
-        Some(user) => all
-            .into_iter()
-            .filter(|s| {
-                s.subjects
-                    .iter()
-                    .all(|p| user.permissions.subscribe.allows_pattern(p))
-            })
-            .collect(),
-    }
-}
-
-/// A user reaches a stream's messages through the API only within its permissions: reading a
-/// stream (info, get, consumers) needs subscribe permission for every subject it captures; creating
-/// or removing one needs publish and subscribe permission for them.
-fn api_allowed(shard: &Shard, conn: &Conn, verb: &str, body: &[u8]) -> Result<(), String> {
-    let user = conn.user.borrow();
-    let Some(user) = user.as_ref() else {
-        return Ok(());
-    };
-    if verb == api::STREAM_LIST {
-        return Ok(());
-    }
-    let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let text = |k: &str| value[k].as_str().map(str::to_string);
-    let (name, subjects) = if verb == api::STREAM_ADD || verb == api::STREAM_UPDATE {
-        let subjects = value["subjects"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        (text("name").unwrap_or_default(), subjects)
-    } else {
-        let name = if verb.starts_with("consumer.") {
-            text("stream")
-        } else {
-            text("name").or_else(|| text("stream"))
-        };
-        let name = name.unwrap_or_default();
-        match shard.streams.borrow().config(&name) {
-            Some(config) => (name, config.subjects.clone()),
-            // Unknown streams are answered by the API itself.
-            None => return Ok(()),
-        }
-    };
-    let writes =
-        verb == api::STREAM_ADD || verb == api::STREAM_UPDATE || verb == api::STREAM_REMOVE;
-    let perms = &user.permissions;
-    let allowed = subjects
-        .iter()
-        .all(|p| perms.subscribe.allows_pattern(p) && (!writes || perms.publish.allows_pattern(p)));
-    if allowed {
-        Ok(())
-    } else {
-        Err(format!(
-            "permission denied: {verb} on stream {name:?} needs permission for its subjects {subjects:?}"
-        ))
-    }
+/// Sends an API request from connection `conn` of this shard to shard 0, whose answer comes back
+/// as a `CallItem::ApiReply` and is written to the connection's output.
+pub fn send_api(shard: &StreamShard, conn: u64, id: u64, verb: &str, body: &[u8]) {
+    shard.push_to(
+        ShardId(0),
+        CallItem::Api {
+            conn,
+            id,
+            verb: verb.to_string(),
+            body: body.to_vec(),
+        },
+    );
 }
 
 /// The `ApiReply` frame; `code` 0 is success.
-pub fn reply_frame(shard: &Shard, id: u64, code: u16, body: &[u8]) -> bytes::Bytes {
-    shard.encode(&Op::ApiReply(ApiReply { id, code, body }))
+pub fn reply_frame(shard: &StreamShard, id: u64, code: u16, body: &[u8]) -> bytes::Bytes {
+    shard
+        .core
+        .encode(&Op::ApiReply(ApiReply { id, code, body }))
 }
 
 /// Answers an API request on shard 0: code 0 and a JSON body, or an error code and its message.
-pub async fn handle_api_here(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answer {
+pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer {
     let result = match verb {
         api::STREAM_ADD => stream_add(shard, body).await,
         api::STREAM_UPDATE => stream_update(shard, body).await,
@@ -203,7 +86,7 @@ fn registry_error(e: RegistryError) -> (ErrorCode, String) {
 }
 
 /// Sends the registry's streams to every shard and applies them here.
-pub fn publish_registry(shard: &Rc<Shard>) {
+pub fn publish_registry(shard: &Rc<StreamShard>) {
     let streams: Arc<Vec<StreamConfig>> = Arc::new(
         shard
             .registry
@@ -217,7 +100,7 @@ pub fn publish_registry(shard: &Rc<Shard>) {
 }
 
 /// Tells every shard, and this one, of one stream added: only that stream travels.
-fn publish_added(shard: &Rc<Shard>, name: &str) {
+fn publish_added(shard: &Rc<StreamShard>, name: &str) {
     let Some(config) = shard
         .registry
         .borrow()
@@ -231,10 +114,10 @@ fn publish_added(shard: &Rc<Shard>, name: &str) {
     super::apply_added(shard, &config);
 }
 
-async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
-    let partitions_max = shard.config.partitions_max;
+    let partitions_max = shard.core.config.partitions_max;
     if config.partitions > partitions_max {
         return Err((
             ErrorCode::LimitReached,
@@ -245,7 +128,7 @@ async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
             ),
         ));
     }
-    let max = shard.config.streams_max;
+    let max = shard.core.config.streams_max;
     with_registry(shard, |r| {
         if r.get(&config.name).is_none() && r.streams().len() >= max {
             return Err(RegistryError::Limit(format!(
@@ -259,7 +142,7 @@ async fn stream_add(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     json(&info(shard, &name).await?)
 }
 
-async fn stream_update(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
     with_registry(shard, |r| r.update(config))?;
@@ -268,7 +151,7 @@ async fn stream_update(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     json(&info(shard, &name).await?)
 }
 
-async fn stream_purge(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_purge(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let request: api::StreamPurge = parse(body)?;
     let config = config_of(shard, &request.name)?;
     let mut purged = 0;
@@ -302,7 +185,7 @@ async fn stream_purge(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     json(&api::Purged { purged })
 }
 
-async fn stream_delete_message(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_delete_message(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let at: MessageLocation = parse(body)?;
     let config = config_of(shard, &at.name)?;
     if at.partition >= config.partitions {
@@ -330,7 +213,7 @@ async fn stream_delete_message(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     }
 }
 
-fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+fn stream_remove(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let StreamName { name } = parse(body)?;
     with_registry(shard, |r| r.remove(&name))?;
     let gone: Arc<str> = Arc::from(name.as_str());
@@ -340,7 +223,7 @@ fn stream_remove(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     json(&serde_json::json!({}))
 }
 
-fn stream_list(shard: &Rc<Shard>) -> ApiResult {
+fn stream_list(shard: &Rc<StreamShard>) -> ApiResult {
     let streams = shard
         .registry
         .borrow()
@@ -350,12 +233,12 @@ fn stream_list(shard: &Rc<Shard>) -> ApiResult {
     json(&StreamList { streams })
 }
 
-async fn stream_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_info(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let StreamName { name } = parse(body)?;
     json(&info(shard, &name).await?)
 }
 
-async fn stream_get(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn stream_get(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let at: MessageLocation = parse(body)?;
     let config = config_of(shard, &at.name)?;
     if let Some(subject) = at.last_by_subject {
@@ -387,7 +270,7 @@ async fn stream_get(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
     }
 }
 
-async fn consumer_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
+async fn consumer_info(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let api::ConsumerName { stream, name } = parse(body)?;
     let config = config_of(shard, &stream)?;
     let mut partitions = Vec::new();
@@ -417,7 +300,7 @@ async fn consumer_info(shard: &Rc<Shard>, body: &[u8]) -> ApiResult {
 }
 
 fn with_registry<T>(
-    shard: &Shard,
+    shard: &StreamShard,
     f: impl FnOnce(&mut super::Registry) -> Result<T, RegistryError>,
 ) -> Result<T, (ErrorCode, String)> {
     let mut registry = shard.registry.borrow_mut();
@@ -428,7 +311,7 @@ fn with_registry<T>(
     f(registry).map_err(registry_error)
 }
 
-fn config_of(shard: &Shard, name: &str) -> Result<StreamConfig, (ErrorCode, String)> {
+fn config_of(shard: &StreamShard, name: &str) -> Result<StreamConfig, (ErrorCode, String)> {
     shard
         .registry
         .borrow()
@@ -437,7 +320,7 @@ fn config_of(shard: &Shard, name: &str) -> Result<StreamConfig, (ErrorCode, Stri
         .ok_or((ErrorCode::NotFound, format!("stream {name} does not exist")))
 }
 
-async fn info(shard: &Rc<Shard>, name: &str) -> Result<StreamInfo, (ErrorCode, String)> {
+async fn info(shard: &Rc<StreamShard>, name: &str) -> Result<StreamInfo, (ErrorCode, String)> {
     let config = config_of(shard, name)?;
     let mut partitions = Vec::with_capacity(config.partitions as usize);
     let mut consumers: Vec<api::ConsumerInfo> = Vec::new();
@@ -472,20 +355,20 @@ async fn info(shard: &Rc<Shard>, name: &str) -> Result<StreamInfo, (ErrorCode, S
 
 /// Asks the partition's owner (this shard or another).
 async fn ask(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     config: &StreamConfig,
     partition: u32,
     request: PartitionRequest,
 ) -> Result<PartitionReply, (ErrorCode, String)> {
-    let owner = api::shard_for(&config.name, partition, shard.shards as u32);
+    let owner = api::shard_for(&config.name, partition, shard.core.shards as u32);
     ask_shard(shard, ShardId(owner), request).await
 }
 
 /// The figures of another shard, for /metrics and /readyz; `None` if it does not answer in time.
 pub async fn ask_shard_metrics(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     target: ShardId,
-) -> Option<crate::server::metrics::ShardMetrics> {
+) -> Option<super::metrics::ShardMetrics> {
     match ask_shard(shard, target, PartitionRequest::ShardMetrics).await {
         Ok(PartitionReply::ShardMetrics(m)) => Some(*m),
         _ => None,
@@ -494,12 +377,12 @@ pub async fn ask_shard_metrics(
 
 /// Asks `target` (this shard or another) and waits for the answer.
 async fn ask_shard(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     target: ShardId,
     request: PartitionRequest,
 ) -> Result<PartitionReply, (ErrorCode, String)> {
     let owner = target.0;
-    if owner == shard.id.0 {
+    if owner == shard.core.id.0 {
         return Ok(answer(shard, request).await);
     }
     let slot = Rc::new(CallSlot::default());
@@ -525,8 +408,8 @@ async fn ask_shard(
 }
 
 /// Calls the stream API from any shard: answered here on shard 0, else asked of shard 0.
-pub async fn call_api(shard: &Rc<Shard>, verb: &str, body: &[u8]) -> Answer {
-    if shard.id.0 == 0 {
+pub async fn call_api(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer {
+    if shard.core.id.0 == 0 {
         return handle_api_here(shard, verb, body).await;
     }
     let request = PartitionRequest::Api {
@@ -551,7 +434,7 @@ pub struct CallSlot {
 }
 
 /// Answers a question about a partition this shard owns.
-pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionReply {
+pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> PartitionReply {
     match request {
         PartitionRequest::Api { verb, body } => {
             // Boxed: the API asks partitions in turn, through this function.
@@ -559,7 +442,7 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
             PartitionReply::Api(code, body)
         }
         PartitionRequest::ShardMetrics => {
-            PartitionReply::ShardMetrics(Box::new(crate::server::metrics::snapshot(shard).await))
+            PartitionReply::ShardMetrics(Box::new(super::metrics::snapshot(shard).await))
         }
         PartitionRequest::Stats { stream, partition } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Stats(part.info().await, part.consumer_infos().await),
@@ -629,12 +512,12 @@ pub async fn answer(shard: &Rc<Shard>, request: PartitionRequest) -> PartitionRe
     }
 }
 
-fn owned(shard: &Rc<Shard>, stream: &str, partition: u32) -> Option<Rc<Partition>> {
+fn owned(shard: &Rc<StreamShard>, stream: &str, partition: u32) -> Option<Rc<Partition>> {
     shard.streams.borrow().owned(stream, partition)
 }
 
 /// Answers another shard's question in the background.
-pub fn answer_call(shard: &Rc<Shard>, from: ShardId, call: u64, request: PartitionRequest) {
+pub fn answer_call(shard: &Rc<StreamShard>, from: ShardId, call: u64, request: PartitionRequest) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let reply = answer(&shard, request).await;

@@ -11,11 +11,10 @@ use std::time::Duration;
 use sluice_protocol::ErrorCode;
 
 use super::consumer::Member;
+use super::items::{CallItem, PartitionReply, StreamItem};
+use super::StreamShard;
 use super::{credit, ensure_dead_letter_stream, ensure_partition, CallSlot};
 use crate::api::{shard_for, ConsumerConfig, StreamConfig};
-use crate::server::conn::Conn;
-use crate::server::mesh::{CallItem, PartitionReply, StreamItem};
-use crate::server::shard::Shard;
 use crate::server::ShardId;
 
 /// How long an attach waits for every partition owner to have the consumer, durably, before it
@@ -31,7 +30,7 @@ impl Joins {
     /// Waits until every partition owner (this shard or another) has the consumer and has written
     /// its state down, or `ATTACH_TIMEOUT` passed: a client told its consumer exists finds it
     /// again after a crash, at the position it was created at.
-    pub async fn wait(self, shard: &Shard) -> Result<(), (ErrorCode, String)> {
+    pub async fn wait(self, shard: &StreamShard) -> Result<(), (ErrorCode, String)> {
         let joined = wait_joined(&self.slots).await;
         for (_, call, _) in &self.slots {
             shard.forget_call(*call);
@@ -40,13 +39,14 @@ impl Joins {
     }
 }
 
-/// Attaches a connection of this shard to a consumer in every partition of its stream, and makes
-/// sure the consumer's dead-letter stream exists. Synchronous, while the connection is known to be
-/// open: its home and every owner note the member before a `MemberGone` can follow, so no ghost
-/// member stays behind. The answer waits for the returned `Joins`.
+/// Attaches connection `conn` of this shard to a consumer in every partition of its stream, and
+/// makes sure the consumer's dead-letter stream exists. Synchronous, while the connection is known
+/// to be open: its home and every owner note the member before a `MemberGone` can follow, so no
+/// ghost member stays behind. The answer waits for the returned `Joins`; the caller (the session)
+/// notes the membership on the connection when this succeeds.
 pub fn attach_consumer(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
+    shard: &Rc<StreamShard>,
+    conn: u64,
     config: ConsumerConfig,
 ) -> Result<Joins, (ErrorCode, String)> {
     let stream = shard
@@ -63,7 +63,7 @@ pub fn attach_consumer(
     config
         .check()
         .map_err(|e| (ErrorCode::BadRequest, e.to_string()))?;
-    let ack_pending_max = shard.config.ack_pending_max;
+    let ack_pending_max = shard.core.config.ack_pending_max;
     if config.max_ack_pending > ack_pending_max {
         return Err((
             ErrorCode::LimitReached,
@@ -75,30 +75,24 @@ pub fn attach_consumer(
         ));
     }
     ensure_dead_letter_stream(shard, &config);
-    conn.consumer_member.set(true);
-    if !conn.is_member(&config.stream, &config.name) {
-        conn.consumers
-            .borrow_mut()
-            .push((config.stream.clone(), config.name.clone()));
-    }
     let config = Arc::new(config);
     let member = Member {
-        shard: shard.id,
-        conn: conn.id,
+        shard: shard.core.id,
+        conn,
         sid: config.sid,
     };
-    credit::register(shard, conn.id, config.sid, stream.clone(), &config.name);
+    credit::register(shard, conn, config.sid, stream.clone(), &config.name);
     // Every join is sent (and noted by its owner) before anything is awaited, so a pull or a
     // closing connection that follows finds the member on its way in everywhere.
     let mut slots = Vec::with_capacity(stream.partitions as usize);
     for partition in 0..stream.partitions {
         let slot = Rc::new(CallSlot::default());
         let call = shard.register_call(slot.clone());
-        let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-        if owner == shard.id {
+        let owner = ShardId(shard_for(&stream.name, partition, shard.core.shards as u32));
+        if owner == shard.core.id {
             consumer_join(
                 shard,
-                shard.id,
+                shard.core.id,
                 call,
                 stream.clone(),
                 config.clone(),
@@ -162,7 +156,7 @@ async fn wait_joined(slots: &[(u32, u64, Rc<CallSlot>)]) -> Result<(), (ErrorCod
 /// and the consumer exists here durably; then call `call` of shard `from` (the member's home) is
 /// answered with `PartitionReply::Joined`.
 pub fn consumer_join(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     from: ShardId,
     call: u64,
     stream: Arc<StreamConfig>,
@@ -171,8 +165,8 @@ pub fn consumer_join(
     member: Member,
 ) {
     debug_assert_eq!(
-        shard_for(&stream.name, partition, shard.shards as u32),
-        shard.id.0,
+        shard_for(&stream.name, partition, shard.core.shards as u32),
+        shard.core.id.0,
         "a join for a partition this shard does not own"
     );
     let part = ensure_partition(shard, &stream, partition);
@@ -180,7 +174,7 @@ pub fn consumer_join(
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let reply = PartitionReply::Joined(part.attach(&shard, config, member).await);
-        if from == shard.id {
+        if from == shard.core.id {
             shard.answer_call(call, reply);
         } else {
             shard.push_to(from, CallItem::CallReply { call, reply });

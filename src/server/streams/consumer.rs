@@ -23,10 +23,10 @@ use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
+use super::items::StreamItem;
 use super::state::{write_durably, SavedState, StateError};
+use super::StreamShard;
 use crate::api::{ConsumerConfig, ConsumerPartitionInfo, DeliverPolicy};
-use crate::server::mesh::StreamItem;
-use crate::server::shard::Shard;
 use crate::server::ShardId;
 
 /// How often ack deadlines are checked.
@@ -142,7 +142,7 @@ impl PartConsumer {
     /// in between). If that write fails, nothing is started and the error is returned.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
-        shard: &Rc<Shard>,
+        shard: &Rc<StreamShard>,
         config: Arc<ConsumerConfig>,
         partition: u32,
         log: Rc<PartitionLog>,
@@ -564,7 +564,7 @@ impl PartConsumer {
     }
 }
 
-async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>) {
+async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<Event>) {
     loop {
         // New messages wake us through `appended`; everything else through `c.wake`.
         futures_lite::future::or(
@@ -646,8 +646,8 @@ async fn deliver_loop(shard: Rc<Shard>, c: Rc<PartConsumer>, appended: Rc<Event>
 
 /// Sends a consumer message to its member's home shard (this one or another), which counts it
 /// against the member's credit.
-fn deliver(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
-    if delivery.member.shard == shard.id {
+fn deliver(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
+    if delivery.member.shard == shard.core.id {
         super::credit::arrive(shard, delivery, frame);
     } else {
         shard.push_to(
@@ -659,7 +659,7 @@ fn deliver(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
 
 /// Moves messages whose ack wait ran out back to delivery, or to the dead letters; saves the state
 /// now and then.
-async fn deadline_loop(shard: Rc<Shard>, c: Rc<PartConsumer>) {
+async fn deadline_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>) {
     let mut last_save = Instant::now();
     while !c.stopped.get() {
         glommio::timer::sleep(DEADLINE_TICK).await;
@@ -700,7 +700,7 @@ async fn deadline_loop(shard: Rc<Shard>, c: Rc<PartConsumer>) {
 
 /// Stores a dead-letter copy of `offset`; the original is done only once the copy is durable, and
 /// stays pending (tried again later) if it could not be stored.
-fn dead_letter(shard: &Rc<Shard>, c: &Rc<PartConsumer>, offset: u64, count: u32) {
+fn dead_letter(shard: &Rc<StreamShard>, c: &Rc<PartConsumer>, offset: u64, count: u32) {
     if let Some(d) = c.pending.borrow_mut().get_mut(&offset) {
         d.dead_lettering = true;
         d.held = false;

@@ -20,10 +20,10 @@ use sluice_protocol::op::{Op, StreamMsg};
 use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
+use super::items::StreamItem;
+use super::StreamShard;
 use crate::api::{shard_for, StreamConfig};
-use crate::server::mesh::StreamItem;
-use crate::server::outbound::Push;
-use crate::server::shard::Shard;
+use crate::server::core::outbound::Push;
 use crate::server::ShardId;
 
 /// Most credit a member may hold: far more than any bound on unacked messages, and far from
@@ -68,7 +68,13 @@ pub struct Homes {
 
 /// Registers a member that attaches (with no credit: it receives nothing until it pulls). A
 /// connection attached to the same consumer under another sid is replaced.
-pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, consumer: &str) {
+pub fn register(
+    shard: &StreamShard,
+    conn: u64,
+    sid: u64,
+    stream: Arc<StreamConfig>,
+    consumer: &str,
+) {
     let mut streams = shard.streams.borrow_mut();
     let homes = &mut streams.homes.members;
     homes.retain(|&(c, _), m| {
@@ -90,7 +96,7 @@ pub fn register(shard: &Shard, conn: u64, sid: u64, stream: Arc<StreamConfig>, c
 }
 
 /// Forgets the members of a closed connection.
-pub fn forget_conn(shard: &Shard, conn: u64) {
+pub fn forget_conn(shard: &StreamShard, conn: u64) {
     shard
         .streams
         .borrow_mut()
@@ -99,7 +105,7 @@ pub fn forget_conn(shard: &Shard, conn: u64) {
         .retain(|&(c, _), _| c != conn);
 }
 
-fn home(shard: &Shard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
+fn home(shard: &StreamShard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
     shard
         .streams
         .borrow()
@@ -112,7 +118,7 @@ fn home(shard: &Shard, conn: u64, sid: u64) -> Option<Rc<HomeMember>> {
 /// A member asks for `count` more messages; with `expires_ms`, what is left of its credit lapses
 /// after that long unless it pulls again.
 pub fn pull(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     conn: u64,
     (stream, consumer, sid): (&str, &str, u64),
     count: u64,
@@ -127,7 +133,7 @@ pub fn pull(
             );
             (ErrorCode::UnknownSubscription, message)
         })?;
-    let waiting_max = shard.config.waiting_pulls_max;
+    let waiting_max = shard.core.config.waiting_pulls_max;
     if expires_ms > 0 && member.expiring.get() >= waiting_max {
         return Err((
             ErrorCode::LimitReached,
@@ -162,7 +168,7 @@ pub fn pull(
 }
 
 /// Grants a chunk of the credit to every partition that has none outstanding (new, or spent).
-fn grant_spent(shard: &Rc<Shard>, member: &HomeMember) {
+fn grant_spent(shard: &Rc<StreamShard>, member: &HomeMember) {
     let credit = member.credit.get();
     if credit == 0 {
         return;
@@ -187,7 +193,7 @@ fn grant_spent(shard: &Rc<Shard>, member: &HomeMember) {
 }
 
 /// Tells every owner still holding a grant to stop.
-fn stop(shard: &Rc<Shard>, member: &HomeMember) {
+fn stop(shard: &Rc<StreamShard>, member: &HomeMember) {
     let holding: Vec<u32> = {
         let mut outstanding = member.outstanding.borrow_mut();
         outstanding
@@ -206,11 +212,11 @@ fn stop(shard: &Rc<Shard>, member: &HomeMember) {
 }
 
 /// Tells a partition's owner how much the member may take from it.
-fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u64) {
+fn send_grant(shard: &Rc<StreamShard>, member: &HomeMember, partition: u32, credit: u64) {
     let stream = &member.stream;
-    let who = member.member(shard.id);
-    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-    if owner == shard.id {
+    let who = member.member(shard.core.id);
+    let owner = ShardId(shard_for(&stream.name, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         let part = super::ensure_partition(shard, stream, partition);
         part.grant(&member.consumer, who, credit);
     } else {
@@ -229,9 +235,9 @@ fn send_grant(shard: &Rc<Shard>, member: &HomeMember, partition: u32, credit: u6
 
 /// A delivery reaches the member's home: written to the connection if the member has credit,
 /// else handed back to its owner.
-pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
+pub fn arrive(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
     let member = home(shard, delivery.member.conn, delivery.member.sid);
-    let conn = shard.conn(delivery.member.conn);
+    let conn = shard.core.client(delivery.member.conn);
     let (Some(member), Some(conn)) = (member, conn) else {
         give_back(shard, delivery);
         return;
@@ -241,7 +247,7 @@ pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
         give_back(shard, delivery);
         return;
     }
-    let header = shard.encode(&Op::StreamMsg(StreamMsg {
+    let header = shard.core.encode(&Op::StreamMsg(StreamMsg {
         sid: delivery.member.sid,
         partition: delivery.partition,
         offset: delivery.offset,
@@ -274,13 +280,13 @@ pub fn arrive(shard: &Rc<Shard>, delivery: Delivered, frame: Bytes) {
 }
 
 /// Hands a delivery back to the owner of its partition.
-fn give_back(shard: &Rc<Shard>, delivery: Delivered) {
+fn give_back(shard: &Rc<StreamShard>, delivery: Delivered) {
     let owner = ShardId(shard_for(
         &delivery.stream,
         delivery.partition,
-        shard.shards as u32,
+        shard.core.shards as u32,
     ));
-    if owner == shard.id {
+    if owner == shard.core.id {
         returned(shard, &delivery);
     } else {
         shard.push_to(owner, StreamItem::ConsumerReturn { delivery });
@@ -288,7 +294,7 @@ fn give_back(shard: &Rc<Shard>, delivery: Delivered) {
 }
 
 /// A delivery handed back to this shard, which owns its partition.
-pub fn returned(shard: &Rc<Shard>, delivery: &Delivered) {
+pub fn returned(shard: &Rc<StreamShard>, delivery: &Delivered) {
     let part = shard
         .streams
         .borrow()

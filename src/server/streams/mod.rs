@@ -10,11 +10,15 @@ mod attach;
 mod checks;
 mod consumer;
 mod credit;
+mod dead_letter;
 mod deleted;
+mod items;
+pub mod metrics;
 mod partition;
 mod registry;
 mod state;
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -26,35 +30,115 @@ use sluice_protocol::jetstream::json::{ApiError, PubAckError};
 use sluice_protocol::jetstream::seq::seq_of;
 use sluice_protocol::op::{AckKind, Op, PubAck};
 use sluice_protocol::sublist::Sublist;
-use sluice_protocol::{ErrorCode, Frame};
+use sluice_protocol::ErrorCode;
 
 pub use api::{
-    answer_call, ask_shard_metrics, call_api, handle_api, handle_api_here, publish_registry,
-    reply_frame, CallSlot,
+    answer_call, ask_shard_metrics, call_api, handle_api_here, publish_registry, reply_frame,
+    send_api, CallSlot,
 };
-pub use attach::{attach_consumer, consumer_join};
+pub use attach::{attach_consumer, consumer_join, Joins};
 pub use consumer::{Delivered, Member};
 pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
+pub use dead_letter::dead_letter;
+use dead_letter::ensure_dead_letter_stream;
+pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
 
-use super::conn::Conn;
-use super::mesh::{AckOutcome, CallItem, PartitionReply, StreamItem};
-use super::shard::Shard;
-use super::ShardId;
-use crate::api::{partition_for, shard_for, ConsumerConfig, StreamConfig};
+use crate::api::{check_stream_name, partition_for, shard_for, StreamConfig};
+use crate::server::core::shard::Shard;
+use crate::server::ShardId;
+
+/// A connection of this shard that waits for its stored publishes' acks, in the order of its
+/// publishes (the session's connection).
+pub trait AckWaiter {
+    /// The connection's id on this shard.
+    fn id(&self) -> u64;
+    /// Reserves the next ack number.
+    fn next_ack(&self) -> u64;
+    /// Fills ack `seq`, and writes every ack that is now next in line.
+    fn complete_ack(&self, seq: u64, frame: Bytes);
+}
 
 /// Who waits for a stored publish's ack.
 pub enum Done {
     /// A NATS publisher, answered with a JetStream-style JSON ack on its reply subject.
     Reply { subject: String },
     /// A connection on this shard, and its ack number.
-    Local { conn: Rc<Conn>, seq: u64 },
+    Local { conn: Rc<dyn AckWaiter>, seq: u64 },
     /// A connection on another shard.
     Remote { shard: ShardId, conn: u64, seq: u64 },
     /// A question the broker asked itself (a dead letter's store), registered with
-    /// `Shard::register_call` on `shard`.
+    /// `StreamShard::register_call` on `shard`.
     Call { shard: ShardId, call: u64 },
+}
+
+/// The streams' state on one shard, beside the core shard it routes through: the streams' view,
+/// the registry (shard 0), the partitions with queued appends and the questions asked of other
+/// shards. Owned by the shard's executor like the core shard; every streams function takes it.
+pub struct StreamShard {
+    pub core: Rc<Shard>,
+    /// One queue per shard (its own slot unused), shared with core: items keep their order.
+    peers: Vec<Rc<dyn Peer>>,
+    /// This shard's view of the streams, and the partitions it owns.
+    pub streams: RefCell<Streams>,
+    /// The stream registry: shard 0 only.
+    pub registry: RefCell<Option<Registry>>,
+    /// Owned partitions with appends queued since the last flush.
+    pub dirty_partitions: RefCell<Vec<Rc<Partition>>>,
+    calls: RefCell<HashMap<u64, Rc<CallSlot>>>,
+    next_call: Cell<u64>,
+}
+
+impl StreamShard {
+    /// The streams' state of a shard with no streams yet.
+    pub fn new(core: Rc<Shard>, peers: Vec<Rc<dyn Peer>>) -> StreamShard {
+        StreamShard {
+            core,
+            peers,
+            streams: RefCell::new(Streams::default()),
+            registry: RefCell::new(None),
+            dirty_partitions: RefCell::new(Vec::new()),
+            calls: RefCell::new(HashMap::new()),
+            next_call: Cell::new(1),
+        }
+    }
+
+    /// Queues an item for another shard.
+    pub fn push_to(&self, to: ShardId, item: impl Into<Item>) {
+        debug_assert_ne!(to, self.core.id, "a shard does not send to itself");
+        self.peers[to.0 as usize].push(item.into());
+    }
+
+    /// Queues an item for every other shard.
+    pub fn broadcast<I: Into<Item>>(&self, item: impl Fn() -> I) {
+        let own = self.core.id.0 as usize;
+        for (_, peer) in self.peers.iter().enumerate().filter(|(i, _)| *i != own) {
+            peer.push(item().into());
+        }
+    }
+
+    /// Registers a question to another shard; its answer fills `slot`.
+    pub fn register_call(&self, slot: Rc<CallSlot>) -> u64 {
+        let id = self.next_call.get();
+        self.next_call.set(id + 1);
+        self.calls.borrow_mut().insert(id, slot);
+        id
+    }
+
+    /// Fills the slot of a question this shard asked (an answer from a peer, or from itself).
+    pub fn answer_call(&self, call: u64, reply: PartitionReply) {
+        let slot = self.calls.borrow_mut().remove(&call);
+        if let Some(slot) = slot {
+            *slot.reply.borrow_mut() = Some(reply);
+            slot.done.set();
+        }
+    }
+
+    /// Forgets a question (answered or timed out).
+    pub fn forget_call(&self, id: u64) {
+        self.calls.borrow_mut().remove(&id);
+    }
 }
 
 /// A shard's view of the streams.
@@ -140,13 +224,19 @@ impl OwnedPartitions {
 
 /// Stores a publish that a stream captures; with `ack`, the connection gets a `PubAck` in order.
 /// Returns whether a stream captured it.
-pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, ack: bool) -> bool {
+pub fn capture<C: AckWaiter + 'static>(
+    shard: &Rc<StreamShard>,
+    conn: &Rc<C>,
+    body: &Bytes,
+    subject: &str,
+    ack: bool,
+) -> bool {
     let stream = shard.streams.borrow().capturing(subject);
     let seq = ack.then(|| conn.next_ack());
     let Some(stream) = stream else {
         if let Some(seq) = seq {
             let message = format!("no stream captures subject {subject}");
-            complete_with_error(shard, conn, seq, ErrorCode::NoStream, message);
+            complete_with_error(shard, &**conn, seq, ErrorCode::NoStream, message);
         }
         return false;
     };
@@ -155,18 +245,24 @@ pub fn capture(shard: &Rc<Shard>, conn: &Rc<Conn>, body: &Bytes, subject: &str, 
         stream,
         subject,
         body.clone(),
-        seq.map(|seq| AckTo::Conn(conn.clone(), seq)),
+        seq.map(|seq| AckTo::Conn(conn.clone() as Rc<dyn AckWaiter>, seq)),
     );
     true
 }
 
 /// Answers a publish that asked for an ack, and will not be stored, with an error ack in its turn.
-pub fn refuse_ack(shard: &Rc<Shard>, conn: &Rc<Conn>, code: ErrorCode, message: &str) {
+pub fn refuse_ack(shard: &Rc<StreamShard>, conn: &dyn AckWaiter, code: ErrorCode, message: &str) {
     let seq = conn.next_ack();
     complete_with_error(shard, conn, seq, code, message.to_string());
 }
 
-fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, message: String) {
+fn complete_with_error(
+    shard: &StreamShard,
+    conn: &dyn AckWaiter,
+    seq: u64,
+    code: ErrorCode,
+    message: String,
+) {
     let frame = ack_frame(
         shard,
         &AckOutcome::plain(Arc::from(""), 0, Err((code, message))),
@@ -178,7 +274,7 @@ fn complete_with_error(shard: &Shard, conn: &Conn, seq: u64, code: ErrorCode, me
 /// gets a JSON ack there (`{"stream":..,"seq":..}`, as JetStream clients expect). Returns whether a
 /// stream captured it.
 pub fn capture_with_reply(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     body: &Bytes,
     subject: &str,
     reply: Option<&str>,
@@ -195,7 +291,7 @@ pub fn capture_with_reply(
 /// Who gets a stored publish's ack, seen from the shard it arrived on.
 pub enum AckTo {
     /// A native connection of this shard, and its ack number.
-    Conn(Rc<Conn>, u64),
+    Conn(Rc<dyn AckWaiter>, u64),
     /// A reply subject.
     Reply(String),
     /// A call registered on this shard (the broker waits for its own store).
@@ -213,27 +309,30 @@ pub enum ReplyTo {
 /// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
 /// the connection (of this shard) and ack number that wait for the outcome.
 fn send_to_partition(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: Arc<StreamConfig>,
     subject: &str,
     body: Bytes,
     ack: Option<AckTo>,
 ) {
     let partition = partition_for(subject, stream.partitions);
-    let owner = ShardId(shard_for(&stream.name, partition, shard.shards as u32));
-    if owner == shard.id {
+    let owner = ShardId(shard_for(&stream.name, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         let done = ack.map(|ack| match ack {
             AckTo::Conn(conn, seq) => Done::Local { conn, seq },
             AckTo::Reply(subject) => Done::Reply { subject },
             AckTo::Call(call) => Done::Call {
-                shard: shard.id,
+                shard: shard.core.id,
                 call,
             },
         });
         ensure_partition(shard, &stream, partition).enqueue(shard, body, done);
     } else {
         let reply = ack.map(|ack| match ack {
-            AckTo::Conn(conn, seq) => ReplyTo::Conn { conn: conn.id, seq },
+            AckTo::Conn(conn, seq) => ReplyTo::Conn {
+                conn: conn.id(),
+                seq,
+            },
             AckTo::Reply(subject) => ReplyTo::Subject(subject),
             AckTo::Call(call) => ReplyTo::Call(call),
         });
@@ -251,7 +350,7 @@ fn send_to_partition(
 
 /// Stores a publish that another shard captured for a partition this shard owns.
 pub fn append_from_peer(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     from: ShardId,
     stream: Arc<StreamConfig>,
     partition: u32,
@@ -272,7 +371,7 @@ pub fn append_from_peer(
 }
 
 /// Delivers an ack to whoever waits for it.
-pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
+pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
     match done {
         Done::Local { conn, seq } => conn.complete_ack(seq, ack_frame(shard, &outcome)),
         Done::Remote {
@@ -290,7 +389,7 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
         Done::Call { shard: to, call } => {
             let reply = PartitionReply::Appended(outcome);
-            if to == shard.id {
+            if to == shard.core.id {
                 shard.answer_call(call, reply);
             } else {
                 shard.push_to(to, CallItem::CallReply { call, reply });
@@ -300,7 +399,7 @@ pub fn resolve(shard: &Rc<Shard>, done: Done, outcome: AckOutcome) {
 }
 
 /// Publishes a JetStream-style JSON ack on a reply subject.
-fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
+fn reply_json(shard: &Rc<StreamShard>, subject: &str, outcome: &AckOutcome) {
     let json = match &outcome.result {
         // Written directly: one per stored publish, where building a JSON value showed.
         Ok(offset) => {
@@ -343,30 +442,25 @@ fn reply_json(shard: &Rc<Shard>, subject: &str, outcome: &AckOutcome) {
             serde_json::to_vec(&refusal).unwrap_or_default()
         }
     };
-    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-        subject,
-        reply: None,
-        headers: b"",
-        payload: &json,
-        ack: false,
-    }));
-    shard.route(&frame, subject);
-}
-
-/// An ack from another shard for a connection here.
-pub fn appended(shard: &Rc<Shard>, conn: u64, seq: u64, outcome: &AckOutcome) {
-    if let Some(conn) = shard.conn(conn) {
-        conn.complete_ack(seq, ack_frame(shard, outcome));
-    }
+    let frame = shard
+        .core
+        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+            subject,
+            reply: None,
+            headers: b"",
+            payload: &json,
+            ack: false,
+        }));
+    shard.core.route(&frame, subject);
 }
 
 /// The `PubAck` frame for an outcome.
-pub fn ack_frame(shard: &Shard, outcome: &AckOutcome) -> Bytes {
+pub fn ack_frame(shard: &StreamShard, outcome: &AckOutcome) -> Bytes {
     let (offset, code, error) = match &outcome.result {
         Ok(offset) => (*offset, 0, ""),
         Err((code, message)) => (0, code.as_u16(), message.as_str()),
     };
-    shard.encode(&Op::PubAck(PubAck {
+    shard.core.encode(&Op::PubAck(PubAck {
         stream: &outcome.stream,
         partition: outcome.partition,
         offset,
@@ -377,7 +471,7 @@ pub fn ack_frame(shard: &Shard, outcome: &AckOutcome) -> Bytes {
 
 /// The owned partition, opened (in the background) on first use.
 pub fn ensure_partition(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &Arc<StreamConfig>,
     index: u32,
 ) -> Rc<Partition> {
@@ -394,7 +488,7 @@ pub fn ensure_partition(
 }
 
 /// Appends what connections and peers queued since the last call, one append per partition.
-pub fn flush_appends(shard: &Rc<Shard>) {
+pub fn flush_appends(shard: &Rc<StreamShard>) {
     let dirty = std::mem::take(&mut *shard.dirty_partitions.borrow_mut());
     for part in dirty {
         part.flush(shard);
@@ -402,7 +496,7 @@ pub fn flush_appends(shard: &Rc<Shard>) {
 }
 
 /// Waits until everything this shard's partitions stored is durable (or failed).
-pub async fn wait_synced(shard: &Shard) {
+pub async fn wait_synced(shard: &StreamShard) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.wait_synced().await;
@@ -411,8 +505,8 @@ pub async fn wait_synced(shard: &Shard) {
 
 /// Applies shard 0's list of streams: new capture rules, partitions to open here, removed streams'
 /// partitions to close and delete.
-pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
-    let shards = shard.shards as u32;
+pub fn apply_snapshot(shard: &Rc<StreamShard>, streams: &[StreamConfig]) {
+    let shards = shard.core.shards as u32;
     let removed: Vec<Rc<Partition>> = {
         let mut view = shard.streams.borrow_mut();
         view.configs = streams
@@ -437,7 +531,7 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
         shard.streams.borrow().configs.values().cloned().collect();
     for config in configs {
         for index in 0..config.partitions {
-            if shard_for(&config.name, index, shards) == shard.id.0 {
+            if shard_for(&config.name, index, shards) == shard.core.id.0 {
                 ensure_partition(shard, &config, index);
             }
         }
@@ -447,7 +541,7 @@ pub fn apply_snapshot(shard: &Rc<Shard>, streams: &[StreamConfig]) {
 /// Applies one stream added (or configured again) on shard 0: its capture rules and the partitions
 /// this shard owns. The cost does not grow with the number of streams, so per-user streams by the
 /// ten thousand are added at the same pace as the first.
-pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
+pub fn apply_added(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>) {
     {
         let mut view = shard.streams.borrow_mut();
         let previous = view.configs.insert(config.name.clone(), config.clone());
@@ -460,9 +554,9 @@ pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
             view.capture.insert(pattern, config.clone());
         }
     }
-    let shards = shard.shards as u32;
+    let shards = shard.core.shards as u32;
     for index in 0..config.partitions {
-        if shard_for(&config.name, index, shards) == shard.id.0 {
+        if shard_for(&config.name, index, shards) == shard.core.id.0 {
             ensure_partition(shard, config, index);
         }
     }
@@ -470,7 +564,7 @@ pub fn apply_added(shard: &Rc<Shard>, config: &Arc<StreamConfig>) {
 
 /// Applies one stream removed on shard 0: its capture rules go, and its partitions here are closed
 /// and deleted.
-pub fn apply_removed(shard: &Rc<Shard>, name: &str) {
+pub fn apply_removed(shard: &Rc<StreamShard>, name: &str) {
     let removed: Vec<Rc<Partition>> = {
         let mut view = shard.streams.borrow_mut();
         if let Some(config) = view.configs.remove(name) {
@@ -486,12 +580,12 @@ pub fn apply_removed(shard: &Rc<Shard>, name: &str) {
 }
 
 /// Every partition this shard owns.
-pub fn owned_partitions(shard: &Shard) -> Vec<Rc<Partition>> {
+pub fn owned_partitions(shard: &StreamShard) -> Vec<Rc<Partition>> {
     shard.streams.borrow().owned.all()
 }
 
 /// Runs retention on every owned partition.
-pub async fn apply_retention(shard: &Rc<Shard>) {
+pub async fn apply_retention(shard: &Rc<StreamShard>) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.apply_retention().await;
@@ -499,7 +593,7 @@ pub async fn apply_retention(shard: &Rc<Shard>) {
 }
 
 /// Closes every owned partition cleanly (at shutdown).
-pub async fn close_all(shard: &Rc<Shard>) {
+pub async fn close_all(shard: &Rc<StreamShard>) {
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.close().await;
@@ -508,7 +602,7 @@ pub async fn close_all(shard: &Rc<Shard>) {
 
 /// A member's home says how much it may still take from a partition this shard owns.
 pub fn consumer_grant(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &str,
     consumer: &str,
     partition: u32,
@@ -523,18 +617,18 @@ pub fn consumer_grant(
 
 /// A client asks for more of a consumer's messages.
 pub fn consumer_pull(
-    shard: &Rc<Shard>,
-    conn: &Rc<Conn>,
+    shard: &Rc<StreamShard>,
+    conn: u64,
     which: (&str, &str, u64),
     count: u64,
     expires_ms: u64,
 ) -> Result<(), (ErrorCode, String)> {
-    credit::pull(shard, conn.id, which, count, expires_ms)
+    credit::pull(shard, conn, which, count, expires_ms)
 }
 
 /// Routes a client's ack to the partition's owner.
 pub fn consumer_ack(
-    shard: &Rc<Shard>,
+    shard: &Rc<StreamShard>,
     stream: &str,
     consumer: &str,
     partition: u32,
@@ -542,8 +636,8 @@ pub fn consumer_ack(
     kind: AckKind,
     delay_ms: u64,
 ) {
-    let owner = ShardId(shard_for(stream, partition, shard.shards as u32));
-    if owner == shard.id {
+    let owner = ShardId(shard_for(stream, partition, shard.core.shards as u32));
+    if owner == shard.core.id {
         if let Some(part) = shard.streams.borrow().owned(stream, partition) {
             // A client's delay is capped as ack waits are: no deadline past what an Instant holds.
             let delay = Duration::from_millis(delay_ms.min(crate::api::ACK_WAIT_MS_MAX));
@@ -566,164 +660,21 @@ pub fn consumer_ack(
 
 /// A connection closed: it leaves every consumer, here and on the other shards, and what it held
 /// goes back to delivery.
-pub fn member_gone(shard: &Rc<Shard>, from: ShardId, conn: u64) {
-    if from == shard.id {
+pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
+    if from == shard.core.id {
         credit::forget_conn(shard, conn);
     }
     let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
     for part in parts {
         part.member_gone(from, conn);
     }
-    if from == shard.id {
+    if from == shard.core.id {
         shard.broadcast(|| StreamItem::MemberGone { conn });
     }
 }
 
-pub use crate::api::{check_stream_name, dead_letter_stream};
-
-/// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
-fn ensure_dead_letter_stream(shard: &Rc<Shard>, config: &ConsumerConfig) {
-    let name = dead_letter_stream(&config.stream, &config.name);
-    if shard.streams.borrow().configs.contains_key(&name) {
-        return;
-    }
-    let dlq = StreamConfig {
-        name: name.clone(),
-        subjects: vec![name],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
-    };
-    let body = serde_json::to_vec(&dlq).unwrap_or_default();
-    if shard.id.0 == 0 {
-        let shard = shard.clone();
-        glommio::spawn_local(async move {
-            handle_api_here(&shard, crate::api::STREAM_ADD, &body).await;
-        })
-        .detach();
-    } else {
-        shard.push_to(
-            ShardId(0),
-            CallItem::Api {
-                conn: 0,
-                id: 0,
-                verb: crate::api::STREAM_ADD.to_string(),
-                body,
-            },
-        );
-    }
-}
-
-/// Why a dead-letter copy was not stored (the original stays pending and is tried again).
-#[derive(Debug, thiserror::Error)]
-pub enum DeadLetterError {
-    #[error("cannot read the original: {0}")]
-    Read(#[from] sluice_storage::StorageError),
-    #[error("the original at offset {0} is not a stored publish")]
-    NotAPublish(u64),
-    #[error("no stream captures {0}")]
-    NoStream(String),
-    #[error("storing the copy failed: {0}")]
-    Store(String),
-    #[error("the copy's partition owner did not answer in time")]
-    Timeout,
-}
-
-/// How long a dead letter waits for its copy to be stored before it counts as failed.
-const DEAD_LETTER_STORE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Copies a message that exhausted its deliveries to the dead-letter stream and waits until the
-/// copy is durable; then publishes an advisory on `$SYS.DLQ.<stream>.<consumer>`.
-pub async fn dead_letter(
-    shard: &Rc<Shard>,
-    config: &ConsumerConfig,
-    partition: u32,
-    offset: u64,
-    deliveries: u32,
-    log: Rc<sluice_storage::PartitionLog>,
-) -> Result<(), DeadLetterError> {
-    let records = log.read(offset, 1).await?;
-    let original = records
-        .into_iter()
-        .find(|r| r.offset == offset)
-        .and_then(|r| Frame::check(r.body, u32::MAX).ok())
-        .ok_or(DeadLetterError::NotAPublish(offset))?;
-    let sluice_protocol::ArchivedOp::Pub(p) = original.op() else {
-        return Err(DeadLetterError::NotAPublish(offset));
-    };
-    let (original_subject, payload, headers) = (p.subject(), p.payload(), p.headers());
-    let subject = dead_letter_stream(&config.stream, &config.name);
-    let copy = shard.encode(&Op::Pub(sluice_protocol::op::Publish {
-        subject: &subject,
-        reply: None,
-        headers,
-        payload,
-        ack: false,
-    }));
-    store_and_wait(shard, copy, &subject).await?;
-    tracing::warn!(stream = %config.stream, consumer = %config.name, partition, offset,
-        deliveries, "message dead-lettered");
-    let advisory = serde_json::json!({
-        "stream": config.stream,
-        "consumer": config.name,
-        "partition": partition,
-        "offset": offset,
-        "deliveries": deliveries,
-        "subject": original_subject,
-    })
-    .to_string();
-    let advisory_subject = format!("$SYS.{subject}");
-    let frame = shard.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-        subject: &advisory_subject,
-        reply: None,
-        headers: b"",
-        payload: advisory.as_bytes(),
-        ack: false,
-    }));
-    shard.route(&frame, &advisory_subject);
-    Ok(())
-}
-
-/// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.
-async fn store_and_wait(
-    shard: &Rc<Shard>,
-    body: Bytes,
-    subject: &str,
-) -> Result<(), DeadLetterError> {
-    let stream = shard.streams.borrow().capturing(subject);
-    let Some(stream) = stream else {
-        return Err(DeadLetterError::NoStream(subject.to_string()));
-    };
-    let slot = Rc::new(CallSlot::default());
-    let call = shard.register_call(slot.clone());
-    send_to_partition(shard, stream, subject, body, Some(AckTo::Call(call)));
-    flush_appends(shard);
-    // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
-    shard.take_congested();
-    let waited = glommio::timer::timeout(DEAD_LETTER_STORE_TIMEOUT, async {
-        slot.done.wait().await;
-        Ok(())
-    })
-    .await;
-    shard.forget_call(call);
-    if waited.is_err() {
-        return Err(DeadLetterError::Timeout);
-    }
-    let reply = slot.reply.borrow_mut().take();
-    match reply {
-        Some(PartitionReply::Appended(AckOutcome { result: Ok(_), .. })) => Ok(()),
-        Some(PartitionReply::Appended(AckOutcome {
-            result: Err((_, why)),
-            ..
-        })) => Err(DeadLetterError::Store(why)),
-        _ => Err(DeadLetterError::Timeout),
-    }
-}
-
 /// Applies a stream item from another shard.
-pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
+pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
     match item {
         StreamItem::StreamsChanged(list) => apply_snapshot(shard, &list),
         StreamItem::StreamAdded(config) => apply_added(shard, &config),
@@ -734,7 +685,8 @@ pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
             body,
             reply,
         } => append_from_peer(shard, from, stream, partition, body, reply),
-        StreamItem::Appended { conn, seq, ack } => appended(shard, conn, seq, &ack),
+        // Acks for the connections here are the session's: the wiring hands them over.
+        StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::ConsumerJoin {
             call,
             stream,
@@ -764,7 +716,7 @@ pub fn receive(shard: &Rc<Shard>, from: ShardId, item: StreamItem) {
 }
 
 /// Applies an API request, a question about a partition, or an answer, from another shard.
-pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
+pub fn receive_call(shard: &Rc<StreamShard>, from: ShardId, item: CallItem) {
     match item {
         CallItem::Api {
             conn,
@@ -796,7 +748,7 @@ pub fn receive_call(shard: &Rc<Shard>, from: ShardId, item: CallItem) {
             if conn == 0 {
                 return; // A request the broker made itself.
             }
-            if let Some(conn) = shard.conn(conn) {
+            if let Some(conn) = shard.core.client(conn) {
                 conn.out.push(&reply_frame(shard, id, code, &body));
             }
         }

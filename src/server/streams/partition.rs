@@ -17,13 +17,14 @@ use sluice_storage::{LogConfig, PartitionLog, StorageError};
 use super::checks::{Incoming, Limits, Position, PublishChecks, Removal, Verdict};
 use super::consumer::{Delivered, Member, PartConsumer};
 use super::deleted::Deleted;
+use super::items::{AckOutcome, PurgeTo};
 use super::state::{self, SavedState};
+use super::StreamShard;
 use super::{resolve, Done};
 use crate::api::{
     ConsumerConfig, ConsumerPartitionInfo, PartitionInfo, StoredMessage, StreamConfig,
 };
-use crate::server::mesh::{AckOutcome, PurgeTo};
-use crate::server::shard::{Backlog, Shard};
+use crate::server::core::backlog::{Backlog, Congestion};
 use crate::server::ShardId;
 
 /// Segments per retention limit: retention deletes whole segments, so a partition keeps between
@@ -67,6 +68,18 @@ const SEGMENT_AGE_MIN: Duration = Duration::from_millis(250);
 /// feeding it wait (their reads pause): a slow disk slows its writers instead of growing memory.
 /// Thirty-two group-commit rounds of 512 KiB: far more than keeps the disk busy.
 pub const UNSYNCED_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// A partition is congested while `UNSYNCED_BYTES_MAX` bytes wait to be durable; `synced` is
+/// notified as they become so.
+impl Congestion for Partition {
+    fn is_congested(&self) -> bool {
+        Partition::is_congested(self)
+    }
+
+    fn changed(&self) -> &Event {
+        &self.synced
+    }
+}
 
 /// One owned partition.
 pub struct Partition {
@@ -148,14 +161,15 @@ impl Partition {
     }
 
     /// Starts opening (and recovering) the partition's log; appends queue until it is open.
-    pub fn open(shard: &Rc<Shard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
-        let (dir, refused) = match Partition::dir_of(&shard.config.data_dir, &config.name, index) {
-            Ok(dir) => (dir, None),
-            Err(e) => (
-                PathBuf::new(),
-                Some(format!("stream name {:?}: {e}", config.name)),
-            ),
-        };
+    pub fn open(shard: &Rc<StreamShard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
+        let (dir, refused) =
+            match Partition::dir_of(&shard.core.config.data_dir, &config.name, index) {
+                Ok(dir) => (dir, None),
+                Err(e) => (
+                    PathBuf::new(),
+                    Some(format!("stream name {:?}: {e}", config.name)),
+                ),
+            };
         let part = Rc::new(Partition {
             config,
             index,
@@ -184,7 +198,7 @@ impl Partition {
             part.opened.set();
             return part;
         }
-        let log_config = log_config(shard.config.fsync, &part.config);
+        let log_config = log_config(shard.core.config.fsync, &part.config);
         let opening = part.clone();
         let shard = shard.clone();
         glommio::spawn_local(async move {
@@ -215,11 +229,6 @@ impl Partition {
         self.unsynced_bytes.get() >= UNSYNCED_BYTES_MAX
     }
 
-    /// Waits until enough of what was stored is durable (or failed) for publishers to go on.
-    pub async fn wait_uncongested(&self) {
-        self.synced.wait_until(|| !self.is_congested()).await
-    }
-
     /// Waits until everything enqueued so far is durable (or failed).
     pub async fn wait_synced(&self) {
         self.synced
@@ -234,12 +243,12 @@ impl Partition {
     }
 
     /// Queues a body for the next append.
-    pub fn enqueue(self: &Rc<Self>, shard: &Rc<Shard>, body: Bytes, done: Option<Done>) {
+    pub fn enqueue(self: &Rc<Self>, shard: &Rc<StreamShard>, body: Bytes, done: Option<Done>) {
         self.unsynced_bytes
             .set(self.unsynced_bytes.get() + body.len());
         self.pending.borrow_mut().push((body, done));
         if self.is_congested() {
-            shard.note_backlog(Backlog::Partition(self.clone()));
+            shard.core.note_backlog(Backlog::Congested(self.clone()));
         }
         if !self.queued.replace(true) {
             shard.dirty_partitions.borrow_mut().push(self.clone());
@@ -247,7 +256,7 @@ impl Partition {
     }
 
     /// Appends everything queued as one batch, if the log is open; acks follow durability.
-    pub fn flush(self: &Rc<Self>, shard: &Rc<Shard>) {
+    pub fn flush(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.queued.set(false);
         let failed = self.failed.borrow().clone();
         let log = self.log.borrow().clone();
@@ -260,7 +269,7 @@ impl Partition {
         }
         let batch_bytes: usize = items.iter().map(|(body, _)| body.len()).sum();
         let stream: Arc<str> = Arc::from(self.config.name.as_str());
-        let fail_all = |shard: &Rc<Shard>, items: Vec<(Bytes, Option<Done>)>, why: String| {
+        let fail_all = |shard: &Rc<StreamShard>, items: Vec<(Bytes, Option<Done>)>, why: String| {
             for (_, done) in items {
                 if let Some(done) = done {
                     resolve(
@@ -350,7 +359,7 @@ impl Partition {
     #[allow(clippy::type_complexity)]
     fn apply_checks(
         &self,
-        shard: &Rc<Shard>,
+        shard: &Rc<StreamShard>,
         log: &PartitionLog,
         items: Vec<(Bytes, Option<Done>)>,
     ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>, Removal) {
@@ -643,7 +652,7 @@ impl Partition {
     /// exists here and its state is durable (or why it could not be created).
     pub async fn attach(
         &self,
-        shard: &Rc<Shard>,
+        shard: &Rc<StreamShard>,
         config: Arc<ConsumerConfig>,
         member: Member,
     ) -> Result<(), (ErrorCode, String)> {
@@ -668,7 +677,7 @@ impl Partition {
     /// race for the same file.
     async fn consumer_or_create(
         &self,
-        shard: &Rc<Shard>,
+        shard: &Rc<StreamShard>,
         config: &Arc<ConsumerConfig>,
     ) -> Result<Rc<PartConsumer>, (ErrorCode, String)> {
         let name = &config.name;
@@ -696,7 +705,7 @@ impl Partition {
                 format!("invalid consumer name {name:?}: {e}"),
             )
         })?;
-        let max = shard.config.consumers_max;
+        let max = shard.core.config.consumers_max;
         if self.consumers.borrow().len() + self.creating.borrow().len() >= max {
             return Err((
                 ErrorCode::LimitReached,
@@ -776,7 +785,7 @@ impl Partition {
 
     /// Brings back the consumers saved in this partition's directory (they wait for members).
     /// The files are read on a blocking thread.
-    async fn restore_consumers(&self, shard: &Rc<Shard>, log: Rc<PartitionLog>) {
+    async fn restore_consumers(&self, shard: &Rc<StreamShard>, log: Rc<PartitionLog>) {
         let dir = self.dir.clone();
         let found = glommio::executor()
             .spawn_blocking(move || state::read_all(&dir))
@@ -1030,7 +1039,7 @@ impl Partition {
     }
 
     /// Closes the log and deletes the partition's data (its stream was removed).
-    pub fn remove(self: &Rc<Self>, shard: &Rc<Shard>) {
+    pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);
         let consumers: Vec<Rc<PartConsumer>> = self
             .consumers

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use sluice_storage::{Histogram, LogMetricsSnapshot, BUCKET_BOUNDS_US};
 
-use super::shard::Shard;
+use super::StreamShard;
 use crate::api::ConsumerPartitionInfo;
 
 /// One shard's figures at one moment.
@@ -33,8 +33,8 @@ pub struct PartitionMetrics {
 }
 
 /// Describes this shard.
-pub async fn snapshot(shard: &Rc<Shard>) -> ShardMetrics {
-    let s = &shard.stats;
+pub async fn snapshot(shard: &Rc<StreamShard>) -> ShardMetrics {
+    let s = &shard.core.stats;
     let figures = vec![
         ("connections", s.connections_open.get(), false),
         ("connections_accepted", s.connections_accepted.get(), true),
@@ -57,10 +57,10 @@ pub async fn snapshot(shard: &Rc<Shard>) -> ShardMetrics {
         ),
         ("queue_drops", s.queue_drops.get(), true),
     ];
-    let mut ready = shard.id.0 != 0 || shard.registry.borrow().is_some();
+    let mut ready = shard.core.id.0 != 0 || shard.registry.borrow().is_some();
     let mut partitions = Vec::new();
     let mut log = LogMetricsSnapshot::default();
-    for part in super::streams::owned_partitions(shard) {
+    for part in super::owned_partitions(shard) {
         if !part.is_open() {
             ready = false;
             continue;
@@ -79,7 +79,7 @@ pub async fn snapshot(shard: &Rc<Shard>) -> ShardMetrics {
         });
     }
     ShardMetrics {
-        shard: shard.id.0,
+        shard: shard.core.id.0,
         figures,
         ready,
         partitions,

@@ -9,11 +9,11 @@ use sluice_protocol::nats::{
     decode_in_place, encode_err, parse_connect, ClientOpRef, Decoded, CONTROL_LINE_BYTES_MAX,
 };
 
-use super::auth::Credentials;
 use super::conn::{read_more, Close, Conn, Half};
-use super::session::{self, Refusal};
-use super::shard::Shard;
-use super::stats::add;
+use crate::server::auth::Credentials;
+use crate::server::core::stats::add;
+use crate::server::session::SessionShard;
+use crate::server::session::{self, Refusal};
 
 /// `-ERR '<message>'` as bytes.
 pub fn err_line(message: &str) -> Bytes {
@@ -26,9 +26,9 @@ pub fn err_line(message: &str) -> Bytes {
 pub const NATS_VERSION: &str = "2.11.0";
 
 /// The INFO line sent when a client connects.
-pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
+pub(in crate::server) fn info_line(shard: &SessionShard, conn_id: u64) -> Bytes {
     let info = serde_json::json!({
-        "server_id": shard.config.server_id,
+        "server_id": shard.core.config.server_id,
         "server_name": "sluice",
         // NATS clients choose the JetStream API forms they use by this version: Sluice answers
         // those of nats-server 2.11.
@@ -36,13 +36,13 @@ pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
         "sluice_version": env!("CARGO_PKG_VERSION"),
         "jetstream": true,
         "proto": 1,
-        "host": shard.config.nats_listen.map(|a| a.ip().to_string()),
-        "port": shard.config.nats_listen.map(|a| a.port()),
+        "host": shard.core.config.nats_listen.map(|a| a.ip().to_string()),
+        "port": shard.core.config.nats_listen.map(|a| a.port()),
         "headers": true,
-        "max_payload": shard.config.payload_bytes_max,
+        "max_payload": shard.core.config.payload_bytes_max,
         "client_id": conn_id,
-        "auth_required": shard.config.users.required(),
-        "tls_required": shard.config.tls.is_some(),
+        "auth_required": shard.core.config.users.required(),
+        "tls_required": shard.core.config.tls.is_some(),
     });
     Bytes::from(format!("INFO {info}\r\n"))
 }
@@ -51,42 +51,42 @@ pub(super) fn info_line(shard: &Shard, conn_id: u64) -> Bytes {
 const PINGS_OUT_MAX: u32 = 2;
 
 /// Pings the client every interval; closes the connection once it leaves too many unanswered.
-async fn keepalive(shard: Rc<Shard>, conn: Rc<Conn>) {
-    let interval = shard.config.nats_ping_interval;
+async fn keepalive(shard: Rc<SessionShard>, conn: Rc<Conn>) {
+    let interval = shard.core.config.nats_ping_interval;
     loop {
-        if !conn.sleep_while_open(interval).await {
+        if !conn.client.sleep_while_open(interval).await {
             return;
         }
         let mut nats = conn.nats.borrow_mut();
         if nats.pings_out >= PINGS_OUT_MAX {
             drop(nats);
             tracing::info!(
-                shard = shard.id.0,
-                conn = conn.id,
+                shard = shard.core.id.0,
+                conn = conn.client.id,
                 "stale NATS connection closed"
             );
-            conn.out.close_with(err_line("Stale Connection"));
+            conn.client.out.close_with(err_line("Stale Connection"));
             return;
         }
         nats.pings_out += 1;
         drop(nats);
-        conn.out.push(b"PING\r\n");
+        conn.client.out.push(b"PING\r\n");
     }
 }
 
-pub(super) async fn read_loop(
-    shard: &Rc<Shard>,
+pub(in crate::server) async fn read_loop(
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     mut socket: Half,
     info_sent: bool,
 ) -> Close {
     conn.nats.borrow_mut().enabled = true;
     if !info_sent {
-        conn.out.push(&info_line(shard, conn.id));
+        conn.client.out.push(&info_line(shard, conn.client.id));
     }
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
-    let payload_max = shard.config.payload_bytes_max as usize;
-    let must_authenticate = shard.config.users.required();
+    let payload_max = shard.core.config.payload_bytes_max as usize;
+    let must_authenticate = shard.core.config.users.required();
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
         // PONGs wait until everything read so far is handled, as nats-server answers a read: some
@@ -115,18 +115,18 @@ pub(super) async fn read_loop(
                 Ok(Decoded::Incomplete { needed }) => {
                     buf.reserve(needed.saturating_sub(buf.len()));
                     if pongs > 0 {
-                        if conn.take_interest_changed() {
-                            shard.barrier().await;
+                        if conn.client.take_interest_changed() {
+                            shard.core.barrier().await;
                         }
                         for _ in 0..pongs {
-                            conn.out.push(b"PONG\r\n");
+                            conn.client.out.push(b"PONG\r\n");
                         }
                     }
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad NATS input");
-                    conn.out.close_with(err_line(&e.to_string()));
+                    tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "bad NATS input");
+                    conn.client.out.close_with(err_line(&e.to_string()));
                     return Close::Error;
                 }
             }
@@ -139,24 +139,30 @@ pub(super) async fn read_loop(
 
 fn ok(conn: &Conn) {
     if conn.nats.borrow().verbose {
-        conn.out.push(b"+OK\r\n");
+        conn.client.out.push(b"+OK\r\n");
     }
 }
 
 /// An error the connection survives.
-fn warn(shard: &Shard, conn: &Conn, message: &str) {
-    add(&shard.stats.protocol_errors, 1);
-    conn.out.push(&err_line(message));
+fn warn(shard: &SessionShard, conn: &Conn, message: &str) {
+    add(&shard.core.stats.protocol_errors, 1);
+    conn.client.out.push(&err_line(message));
 }
 
-async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Result<(), Close> {
-    let authenticating = shard.config.users.required();
+async fn handle(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    op: ClientOpRef<'_>,
+) -> Result<(), Close> {
+    let authenticating = shard.core.config.users.required();
     if authenticating
         && !conn.nats.borrow().connected
         && !matches!(op, ClientOpRef::Connect(_) | ClientOpRef::Pong)
     {
-        add(&shard.stats.auth_failures, 1);
-        conn.out.close_with(err_line("Authorization Violation"));
+        add(&shard.core.stats.auth_failures, 1);
+        conn.client
+            .out
+            .close_with(err_line("Authorization Violation"));
         return Err(Close::Error);
     }
     match op {
@@ -165,8 +171,8 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Resu
                 Ok(options) => options,
                 Err(e) => {
                     // nats-server drops such a client too; the -ERR tells it why.
-                    add(&shard.stats.protocol_errors, 1);
-                    conn.out.close_with(err_line(&e.to_string()));
+                    add(&shard.core.stats.protocol_errors, 1);
+                    conn.client.out.close_with(err_line(&e.to_string()));
                     return Err(Close::Error);
                 }
             };
@@ -177,7 +183,9 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Resu
                     token: options.auth_token,
                 };
                 if conn.authenticate(shard, creds).await.is_err() {
-                    conn.out.close_with(err_line("Authorization Violation"));
+                    conn.client
+                        .out
+                        .close_with(err_line("Authorization Violation"));
                     return Err(Close::Error);
                 }
             }
@@ -209,7 +217,7 @@ async fn handle(shard: &Rc<Shard>, conn: &Rc<Conn>, op: ClientOpRef<'_>) -> Resu
 }
 
 fn publish(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     subject: &[u8],
     reply: Option<&[u8]>,
@@ -220,13 +228,13 @@ fn publish(
         std::str::from_utf8(subject),
         reply.map(std::str::from_utf8).transpose(),
     ) else {
-        add(&shard.stats.msgs_in, 1);
+        add(&shard.core.stats.msgs_in, 1);
         return refuse(shard, conn, &Refusal::InvalidSubject("not UTF-8".into()));
     };
     if subject.starts_with("$JS.")
         && super::jetstream::handle_publish(shard, conn, subject, reply, payload)
     {
-        add(&shard.stats.msgs_in, 1);
+        add(&shard.core.stats.msgs_in, 1);
         ok(conn);
         return Ok(());
     }
@@ -253,19 +261,19 @@ fn publish(
 
 /// Tells the client why the session refused an operation, as nats-server words it; closes the
 /// connection if that is fatal.
-fn refuse(_shard: &Shard, conn: &Conn, refusal: &Refusal) -> Result<(), Close> {
+fn refuse(_shard: &SessionShard, conn: &Conn, refusal: &Refusal) -> Result<(), Close> {
     let line = err_line(&refusal.nats_text());
     if refusal.is_fatal() {
-        conn.out.close_with(line);
+        conn.client.out.close_with(line);
         return Err(Close::Error);
     }
-    conn.out.push(&line);
+    conn.client.out.push(&line);
     Ok(())
 }
 
 /// Tells a requester that nobody is listening: a 503 status on its reply subject.
-fn no_responders_status(shard: &Shard, conn: &Conn, reply: &str) {
-    for sub in shard.subs_of(conn.id, reply) {
+fn no_responders_status(shard: &SessionShard, conn: &Conn, reply: &str) {
+    for sub in shard.core.subs_of(conn.client.id, reply) {
         let Some(sid) = &sub.nats_sid else { continue };
         let mut line = BytesMut::new();
         sluice_protocol::nats::encode_msg(
@@ -276,12 +284,12 @@ fn no_responders_status(shard: &Shard, conn: &Conn, reply: &str) {
             b"NATS/1.0 503\r\n\r\n",
             b"",
         );
-        conn.out.push(&line);
+        conn.client.out.push(&line);
     }
 }
 
 fn subscribe(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     subject: &[u8],
     queue: Option<&[u8]>,
@@ -327,7 +335,7 @@ fn parse_sid(sid: &[u8]) -> Option<u64> {
 /// NATS counts `max` over the whole subscription, not from now on; an unknown sid is ignored, as
 /// nats-server does.
 fn unsubscribe(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     sid: &[u8],
     max: Option<u64>,

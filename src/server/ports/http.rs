@@ -9,9 +9,9 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::metrics::{self, ShardMetrics};
-use super::shard::Shard;
-use super::ShardId;
+use crate::server::streams::metrics::{self, ShardMetrics};
+use crate::server::streams::StreamShard;
+use crate::server::ShardId;
 
 /// Longest request head read.
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
@@ -20,11 +20,14 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts HTTP connections until the shard stops.
-pub async fn serve(shard: Rc<Shard>, listener: TcpListener) {
-    super::accept_until_stopped(&shard, &listener, |stream| answer(shard.clone(), stream)).await;
+pub async fn serve(shard: Rc<StreamShard>, listener: TcpListener) {
+    crate::server::accept_until_stopped(&shard.core, &listener, |stream| {
+        answer(shard.clone(), stream)
+    })
+    .await;
 }
 
-async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn answer(shard: Rc<StreamShard>, mut stream: TcpStream) {
     let head = glommio::timer::timeout(REQUEST_TIMEOUT, async {
         let mut head = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
@@ -46,7 +49,7 @@ async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
         words.next().unwrap_or_default(),
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    let authorized = match &shard.config.http_token {
+    let authorized = match &shard.core.config.http_token {
         None => true,
         Some(token) => bearer(&head).is_some_and(|given| same_secret(given, token.as_bytes())),
     };
@@ -59,7 +62,7 @@ async fn answer(shard: Rc<Shard>, mut stream: TcpStream) {
         (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
         (b"GET", b"/readyz") => {
             let shards = gather(&shard).await;
-            if shards.len() == shard.shards && shards.iter().all(|s| s.ready) {
+            if shards.len() == shard.core.shards && shards.iter().all(|s| s.ready) {
                 ("200 OK", "ready\n".to_string())
             } else {
                 ("503 Service Unavailable", "recovering\n".to_string())
@@ -108,12 +111,13 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
 }
 
 /// Every shard's figures; a shard that does not answer in time is left out.
-async fn gather(shard: &Rc<Shard>) -> Vec<ShardMetrics> {
-    let mut all = Vec::with_capacity(shard.shards);
-    for id in 0..shard.shards as u32 {
-        if id == shard.id.0 {
+async fn gather(shard: &Rc<StreamShard>) -> Vec<ShardMetrics> {
+    let mut all = Vec::with_capacity(shard.core.shards);
+    for id in 0..shard.core.shards as u32 {
+        if id == shard.core.id.0 {
             all.push(metrics::snapshot(shard).await);
-        } else if let Some(m) = super::streams::ask_shard_metrics(shard, ShardId(id)).await {
+        } else if let Some(m) = crate::server::streams::ask_shard_metrics(shard, ShardId(id)).await
+        {
             all.push(m);
         }
     }

@@ -20,22 +20,22 @@ use sluice_protocol::subject::{overlaps, validate_pattern};
 use sluice_protocol::ErrorCode;
 
 use crate::api::{self, check_stream_name, StreamConfig};
-use crate::server::connection::Conn;
-use crate::server::shard::Shard;
+use crate::server::session::connection::Conn;
+use crate::server::session::SessionShard;
 use crate::server::streams::call_api;
 
 type Answer = Result<Vec<u8>, ApiError>;
 
 /// `$JS.API.INFO`.
-pub async fn account_info(shard: &Rc<Shard>, conn: &Conn) -> Answer {
+pub async fn account_info(shard: &Rc<SessionShard>, conn: &Conn) -> Answer {
     let streams = visible(shard, conn);
     let info = AccountInfo {
         streams: streams.len() as u64,
         limits: AccountLimits {
             max_memory: -1,
             max_storage: -1,
-            max_streams: i64::try_from(shard.config.streams_max).unwrap_or(-1),
-            max_consumers: i64::try_from(shard.config.consumers_max).unwrap_or(-1),
+            max_streams: i64::try_from(shard.core.config.streams_max).unwrap_or(-1),
+            max_consumers: i64::try_from(shard.core.config.consumers_max).unwrap_or(-1),
             max_ack_pending: -1,
             memory_max_stream_bytes: -1,
             storage_max_stream_bytes: -1,
@@ -53,7 +53,7 @@ pub async fn account_info(shard: &Rc<Shard>, conn: &Conn) -> Answer {
 
 /// STREAM.CREATE (or STREAM.UPDATE with `update`).
 pub async fn create(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Conn,
     name: &str,
     body: &[u8],
@@ -75,7 +75,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("invalid stream name: {e}")))?;
     let wanted = wanted.effective();
     may_write(shard, conn, &wanted.subjects)?;
-    let existing = shard.streams.borrow().config(name);
+    let existing = shard.streams.streams.borrow().config(name);
     let created_ns = match (&existing, update) {
         (Some(existing), false) => {
             if jetstream_config(existing) == wanted {
@@ -102,6 +102,7 @@ pub async fn create(
     };
     let others: Vec<StreamConfig> = shard
         .streams
+        .streams
         .borrow()
         .all()
         .into_iter()
@@ -126,7 +127,7 @@ pub async fn create(
 }
 
 /// STREAM.INFO.
-pub async fn info(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+pub async fn info(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let _request: StreamInfoRequest = json::parse_request(body)?;
     may_read(shard, conn, name)?;
     let info = native_info(shard, name).await?;
@@ -134,8 +135,8 @@ pub async fn info(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> An
 }
 
 /// STREAM.DELETE: the stream, its data and its consumers.
-pub async fn delete(shard: &Rc<Shard>, conn: &Conn, name: &str) -> Answer {
-    let subjects = match shard.streams.borrow().config(name) {
+pub async fn delete(shard: &Rc<SessionShard>, conn: &Conn, name: &str) -> Answer {
+    let subjects = match shard.streams.streams.borrow().config(name) {
         Some(config) => config.subjects.clone(),
         None => return Err(ApiError::stream_not_found()),
     };
@@ -150,9 +151,10 @@ pub async fn delete(shard: &Rc<Shard>, conn: &Conn, name: &str) -> Answer {
 
 /// STREAM.PURGE: everything, everything below a sequence, or all but the newest few; with a
 /// filter, only the subjects it matches (and `keep` counts per subject).
-pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+pub async fn purge(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: PurgeRequest = json::parse_request(body)?;
     let config = shard
+        .streams
         .streams
         .borrow()
         .config(name)
@@ -188,9 +190,10 @@ pub async fn purge(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> A
 }
 
 /// STREAM.MSG.DELETE: one message, by sequence.
-pub async fn msg_delete(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+pub async fn msg_delete(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: MsgDeleteRequest = json::parse_request(body)?;
     let config = shard
+        .streams
         .streams
         .borrow()
         .config(name)
@@ -220,7 +223,7 @@ pub async fn msg_delete(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8])
 
 /// STREAM.NAMES: the names a user may read, a page at a time; `subject` keeps those whose
 /// subjects collide with it.
-pub fn names(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
+pub fn names(shard: &Rc<SessionShard>, conn: &Conn, body: &[u8]) -> Answer {
     let request: ListRequest = json::parse_request(body)?;
     let matching = matching(shard, conn, &request);
     let total = matching.len();
@@ -240,7 +243,7 @@ pub fn names(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
 }
 
 /// STREAM.LIST: the infos of the streams a user may read, a page at a time.
-pub async fn list(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
+pub async fn list(shard: &Rc<SessionShard>, conn: &Conn, body: &[u8]) -> Answer {
     let request: ListRequest = json::parse_request(body)?;
     let matching = matching(shard, conn, &request);
     let total = matching.len();
@@ -263,7 +266,7 @@ pub async fn list(shard: &Rc<Shard>, conn: &Conn, body: &[u8]) -> Answer {
 }
 
 /// STREAM.MSG.GET: a message by sequence, as JSON with its headers and data in base64.
-pub async fn msg_get(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
+pub async fn msg_get(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: MsgGetRequest = json::parse_request(body)?;
     may_read(shard, conn, name)?;
     let (message, seq) = get(shard, name, &request).await?;
@@ -283,7 +286,7 @@ pub async fn msg_get(shard: &Rc<Shard>, conn: &Conn, name: &str, body: &[u8]) ->
 /// DIRECT.GET: a message by sequence, as itself, with headers that say where it is stored.
 /// Returns the header block and payload of the answer (a `404` status when there is none).
 pub async fn direct_get(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Conn,
     name: &str,
     last_by_subject: Option<&str>,
@@ -322,7 +325,7 @@ pub async fn direct_get(
 /// Reads the message a get request names: by sequence, or the last on a subject. Returns it with
 /// its sequence.
 async fn get(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     name: &str,
     request: &MsgGetRequest,
 ) -> Result<(api::StoredMessage, u64), ApiError> {
@@ -332,6 +335,7 @@ async fn get(
         ));
     }
     let partitions = shard
+        .streams
         .streams
         .borrow()
         .config(name)
@@ -372,8 +376,9 @@ async fn get(
 }
 
 /// Whether a stream answers DIRECT.GET (it was made with `allow_direct`).
-pub fn allows_direct(shard: &Shard, name: &str) -> bool {
+pub fn allows_direct(shard: &SessionShard, name: &str) -> bool {
     shard
+        .streams
         .streams
         .borrow()
         .config(name)
@@ -382,7 +387,7 @@ pub fn allows_direct(shard: &Shard, name: &str) -> bool {
 }
 
 /// The streams a user may read that match a names or list request, by name.
-fn matching(shard: &Shard, conn: &Conn, request: &ListRequest) -> Vec<StreamConfig> {
+fn matching(shard: &SessionShard, conn: &Conn, request: &ListRequest) -> Vec<StreamConfig> {
     let mut streams: Vec<StreamConfig> = visible(shard, conn)
         .into_iter()
         .filter(|s| match &request.subject {
@@ -396,8 +401,8 @@ fn matching(shard: &Shard, conn: &Conn, request: &ListRequest) -> Vec<StreamConf
 
 /// The streams a connection may see: all without users, else those whose every subject its user
 /// may subscribe to (as the native `stream.list`).
-fn visible(shard: &Shard, conn: &Conn) -> Vec<StreamConfig> {
-    let all = shard.streams.borrow().all();
+fn visible(shard: &SessionShard, conn: &Conn) -> Vec<StreamConfig> {
+    let all = shard.streams.streams.borrow().all();
     match conn.user.borrow().as_ref() {
         None => all,
         Some(user) => all
@@ -413,8 +418,8 @@ fn visible(shard: &Shard, conn: &Conn) -> Vec<StreamConfig> {
 
 /// Reading a stream needs subscribe permission for every subject it captures. An unknown stream
 /// is answered as not found.
-fn may_read(shard: &Shard, conn: &Conn, name: &str) -> Result<(), ApiError> {
-    let Some(config) = shard.streams.borrow().config(name) else {
+fn may_read(shard: &SessionShard, conn: &Conn, name: &str) -> Result<(), ApiError> {
+    let Some(config) = shard.streams.streams.borrow().config(name) else {
         return Err(ApiError::stream_not_found());
     };
     let user = conn.user.borrow();
@@ -434,7 +439,7 @@ fn may_read(shard: &Shard, conn: &Conn, name: &str) -> Result<(), ApiError> {
 
 /// Creating, changing or removing a stream needs publish and subscribe permission for its
 /// subjects.
-fn may_write(_shard: &Shard, conn: &Conn, subjects: &[String]) -> Result<(), ApiError> {
+fn may_write(_shard: &SessionShard, conn: &Conn, subjects: &[String]) -> Result<(), ApiError> {
     let user = conn.user.borrow();
     let Some(user) = user.as_ref() else {
         return Ok(());
@@ -456,11 +461,11 @@ fn permission_denied() -> ApiError {
 
 /// A native API call, its answer read as `T` or mapped to a JetStream error.
 async fn native_call<T: serde::de::DeserializeOwned>(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     verb: &str,
     body: &[u8],
 ) -> Result<T, ApiError> {
-    let (code, answer) = call_api(shard, verb, body).await;
+    let (code, answer) = call_api(&shard.streams, verb, body).await;
     if code == 0 {
         return serde_json::from_slice(&answer).map_err(|e| ApiError::server_error(e.to_string()));
     }
@@ -473,7 +478,7 @@ async fn native_call<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn native_info(shard: &Rc<Shard>, name: &str) -> Result<api::StreamInfo, ApiError> {
+async fn native_info(shard: &Rc<SessionShard>, name: &str) -> Result<api::StreamInfo, ApiError> {
     let body = serde_json::to_vec(&api::StreamName {
         name: name.to_owned(),
     })

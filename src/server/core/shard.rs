@@ -13,63 +13,27 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::op::{ErrorFrame, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame, FrameEncoder};
 
-use super::auth_pool::AuthPool;
-use super::conn::Conn;
+use super::backlog::Backlog;
+use super::client::Client;
 use super::interest::{Entry, Interest, LocalSub, Route};
-use super::mesh::{CoreItem, MeshBatch, MeshItem, PeerQueue};
+use super::mesh::{CoreItem, Peer};
 use super::outbound::Push;
 use super::stats::{add, Stats};
-use super::streams::{self, CallSlot, Partition, Registry, Streams};
-use super::{ServerConfig, ShardId};
+use crate::server::{ServerConfig, ShardId};
 use sluice_storage::wake::{Event, Latch};
-
-/// Something a publish made too full, that its feeder (the publishing connection, or the mesh
-/// receiver that brought the publish) waits for before reading more.
-pub enum Backlog {
-    /// A subscriber whose output passed its high-water mark.
-    Subscriber(Rc<Conn>),
-    /// A partition with too much stored and not yet durable.
-    Partition(Rc<Partition>),
-}
-
-impl Backlog {
-    /// Waits until it can take more (the subscriber's writer took its buffer, or the disk caught
-    /// up), or its connection ended. A subscriber's wait is bounded by the write deadline.
-    pub async fn drained(&self) {
-        match self {
-            Backlog::Subscriber(conn) => conn.out.wait_uncongested().await,
-            Backlog::Partition(part) => part.wait_uncongested().await,
-        }
-    }
-
-    /// Whether it is the connection `id`.
-    pub fn is_conn(&self, id: u64) -> bool {
-        matches!(self, Backlog::Subscriber(conn) if conn.id == id)
-    }
-
-    fn is(&self, other: &Backlog) -> bool {
-        match (self, other) {
-            (Backlog::Subscriber(a), Backlog::Subscriber(b)) => Rc::ptr_eq(a, b),
-            (Backlog::Partition(a), Backlog::Partition(b)) => Rc::ptr_eq(a, b),
-            _ => false,
-        }
-    }
-}
 
 /// The state of one shard.
 pub struct Shard {
     pub id: ShardId,
     pub shards: usize,
     pub config: Arc<ServerConfig>,
-    /// The hashing threads shared by all shards, on a server with users.
-    pub auth: Option<Arc<AuthPool>>,
     pub stats: Stats,
     pub stopping: Latch,
     interest: RefCell<Interest>,
-    peers: Vec<Rc<PeerQueue>>,
+    peers: Vec<Rc<dyn Peer>>,
     /// Woken whenever a peer queue drains, for connections waiting for room.
     room: Event,
-    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    conns: RefCell<HashMap<u64, Rc<Client>>>,
     /// Admitted connections still in their TLS handshake.
     pub handshakes: Cell<usize>,
     next_conn_id: Cell<u64>,
@@ -85,29 +49,15 @@ pub struct Shard {
     /// them (a publishing connection, a mesh receiver) takes the list right after routing and waits
     /// for them before reading more.
     congested: RefCell<Vec<Backlog>>,
-    /// This shard's view of the streams, and the partitions it owns.
-    pub streams: RefCell<Streams>,
-    /// The stream registry: shard 0 only.
-    pub registry: RefCell<Option<Registry>>,
-    /// Owned partitions with appends queued since the last flush.
-    pub dirty_partitions: RefCell<Vec<Rc<Partition>>>,
-    calls: RefCell<HashMap<u64, Rc<CallSlot>>>,
-    next_call: Cell<u64>,
 }
 
 impl Shard {
     /// A shard with no connections; `peers` has one queue per shard (its own slot unused).
-    pub fn new(
-        id: ShardId,
-        config: Arc<ServerConfig>,
-        auth: Option<Arc<AuthPool>>,
-        peers: Vec<Rc<PeerQueue>>,
-    ) -> Shard {
+    pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<dyn Peer>>) -> Shard {
         Shard {
             id,
             shards: peers.len(),
             config,
-            auth,
             stats: Stats::default(),
             stopping: Latch::default(),
             interest: RefCell::new(Interest::default()),
@@ -123,55 +73,21 @@ impl Shard {
             frame_pool: RefCell::new(BytesMut::new()),
             expired: RefCell::new(Vec::new()),
             congested: RefCell::new(Vec::new()),
-            streams: RefCell::new(Streams::default()),
-            registry: RefCell::new(None),
-            dirty_partitions: RefCell::new(Vec::new()),
-            calls: RefCell::new(HashMap::new()),
-            next_call: Cell::new(1),
         }
     }
 
     /// Queues an item for another shard.
-    pub fn push_to(&self, to: ShardId, item: impl Into<MeshItem>) {
+    pub fn push_to(&self, to: ShardId, item: CoreItem) {
         debug_assert_ne!(to, self.id, "a shard does not send to itself");
-        self.peers[to.0 as usize].push(item);
-    }
-
-    /// Queues an item for every other shard.
-    pub fn broadcast<I: Into<MeshItem>>(&self, item: impl Fn() -> I) {
-        for (_, peer) in self.other_peers() {
-            peer.push(item());
-        }
+        self.peers[to.0 as usize].push_core(item);
     }
 
     /// A connection of this shard by id.
-    pub fn conn(&self, id: u64) -> Option<Rc<Conn>> {
+    pub fn client(&self, id: u64) -> Option<Rc<Client>> {
         self.conns.borrow().get(&id).cloned()
     }
 
-    /// Registers a question to another shard; its answer fills `slot`.
-    pub fn register_call(&self, slot: Rc<CallSlot>) -> u64 {
-        let id = self.next_call.get();
-        self.next_call.set(id + 1);
-        self.calls.borrow_mut().insert(id, slot);
-        id
-    }
-
-    /// Fills the slot of a question this shard asked (an answer from a peer, or from itself).
-    pub fn answer_call(&self, call: u64, reply: super::mesh::PartitionReply) {
-        let slot = self.calls.borrow_mut().remove(&call);
-        if let Some(slot) = slot {
-            *slot.reply.borrow_mut() = Some(reply);
-            slot.done.set();
-        }
-    }
-
-    /// Forgets a question (answered or timed out).
-    pub fn forget_call(&self, id: u64) {
-        self.calls.borrow_mut().remove(&id);
-    }
-
-    fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<PeerQueue>)> {
+    fn other_peers(&self) -> impl Iterator<Item = (usize, &Rc<dyn Peer>)> {
         let own = self.id.0 as usize;
         self.peers
             .iter()
@@ -227,7 +143,7 @@ impl Shard {
         Some(id)
     }
 
-    pub fn register(&self, conn: Rc<Conn>) {
+    pub fn register(&self, conn: Rc<Client>) {
         self.conns.borrow_mut().insert(conn.id, conn);
         self.stats
             .connections_open
@@ -235,10 +151,7 @@ impl Shard {
     }
 
     /// Forgets a connection and every subscription it held.
-    pub fn unregister(self: &Rc<Self>, conn: &Conn) {
-        if conn.consumer_member.get() {
-            streams::member_gone(self, self.id, conn.id);
-        }
+    pub fn unregister(&self, conn: &Client) {
         self.remove_subs_of(conn);
         self.conns.borrow_mut().remove(&conn.id);
         self.stats
@@ -248,7 +161,7 @@ impl Shard {
 
     /// Removes every subscription of a connection (it closed, or was cut off as a slow consumer),
     /// so that no queue group picks it again.
-    pub fn remove_subs_of(&self, conn: &Conn) {
+    pub fn remove_subs_of(&self, conn: &Client) {
         let subs: Vec<Rc<LocalSub>> = conn.subs.borrow_mut().drain().map(|(_, s)| s).collect();
         for sub in subs {
             self.remove_sub(&sub);
@@ -256,7 +169,7 @@ impl Shard {
     }
 
     /// Connections still open.
-    pub fn open_connections(&self) -> Vec<Rc<Conn>> {
+    pub fn open_connections(&self) -> Vec<Rc<Client>> {
         self.conns.borrow().values().cloned().collect()
     }
 
@@ -265,7 +178,7 @@ impl Shard {
     /// Adds a subscription here and tells every other shard.
     pub fn add_sub(&self, sub: Rc<LocalSub>) {
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::InterestAdd {
+            peer.push_core(CoreItem::InterestAdd {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -290,7 +203,7 @@ impl Shard {
         let subs = &self.stats.subscriptions;
         subs.set(subs.get().saturating_sub(1));
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::InterestRemove {
+            peer.push_core(CoreItem::InterestRemove {
                 pattern: sub.pattern.clone(),
                 queue: sub.queue.clone(),
             });
@@ -307,7 +220,7 @@ impl Shard {
         self.next_barrier_id.set(id + 1);
         self.barriers.borrow_mut().insert(id, self.shards - 1);
         for (_, peer) in self.other_peers() {
-            peer.push(CoreItem::Barrier { id });
+            peer.push_core(CoreItem::Barrier { id });
         }
         self.barrier_done
             .wait_until(|| !self.barriers.borrow().contains_key(&id) || self.stopping.is_set())
@@ -376,7 +289,7 @@ impl Shard {
                 .collect();
             if plain || !queues.is_empty() {
                 add(&self.stats.forwards_out, 1);
-                peer.push(CoreItem::Forward {
+                peer.push_core(CoreItem::Forward {
                     frame: frame.clone(),
                     plain,
                     queues,
@@ -537,38 +450,8 @@ impl Shard {
 
     // ---- the mesh ----
 
-    /// Receives batches from one peer until the mesh closes. After each batch, the receiver waits
-    /// for the subscribers it made congested (bounded by the write deadline) and only then gives the
-    /// peer its bytes back (`Consumed`): a slow subscriber slows the publishers on other shards that
-    /// feed it, through their peer queue's bound, as it slows those on this one.
-    pub async fn receive_from(
-        self: Rc<Self>,
-        stream: glommio::channels::shared_channel::ConnectedReceiver<MeshBatch>,
-    ) {
-        while let Some(batch) = stream.recv().await {
-            let (from, bytes) = (batch.from, batch.bytes);
-            self.receive(batch);
-            self.wait_drained(self.take_congested()).await;
-            if bytes > 0 {
-                self.push_to(from, CoreItem::Consumed { bytes });
-            }
-        }
-    }
-
-    /// Applies a batch from another shard: core items here, the rest by the streams.
-    pub fn receive(self: &Rc<Self>, batch: MeshBatch) {
-        let from = batch.from;
-        for item in batch.items {
-            match item {
-                MeshItem::Core(item) => self.receive_core(from, item),
-                MeshItem::Stream(item) => streams::receive(self, from, item),
-                MeshItem::Call(item) => streams::receive_call(self, from, item),
-            }
-        }
-        streams::flush_appends(self);
-    }
-
-    fn receive_core(&self, from: ShardId, item: CoreItem) {
+    /// Applies a core item from another shard.
+    pub fn receive_core(&self, from: ShardId, item: CoreItem) {
         match item {
             CoreItem::Forward {
                 frame,
@@ -591,7 +474,7 @@ impl Shard {
                     .remove(&pattern, &Entry::Remote { shard: from, queue });
             }
             CoreItem::Barrier { id } => {
-                self.peers[from.0 as usize].push(CoreItem::BarrierAck { id });
+                self.peers[from.0 as usize].push_core(CoreItem::BarrierAck { id });
             }
             CoreItem::BarrierAck { id } => {
                 let mut barriers = self.barriers.borrow_mut();

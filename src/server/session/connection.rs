@@ -1,20 +1,19 @@
-//! A client connection's state, whatever port it speaks: its output, subscriptions, acks in turn,
-//! user, consumers and what it is waiting on. The ports (`conn.rs`, `nats_conn.rs`) drive it; the
-//! shard and the streams deliver to it.
+//! A client connection's session state, whatever port it speaks: acks in turn, user, consumers
+//! and NATS options, around the core `Client` (output, subscriptions, what it is waiting on). The
+//! ports (`conn.rs`, `nats_conn.rs`) drive it; core delivers to its client, the streams write its
+//! acks through `streams::AckWaiter`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::auth::{Credentials, Refusal, User};
-use super::interest::LocalSub;
-use super::outbound::Outbound;
-use super::shard::{Backlog, Shard};
-use super::stats::add;
-use super::streams;
-use super::tls::CertIdentity;
-use sluice_storage::wake::{Event, Latch};
+use super::SessionShard;
+use crate::server::auth::{Credentials, Refusal, User};
+use crate::server::core::client::Client;
+use crate::server::core::stats::add;
+use crate::server::streams::{self, AckWaiter};
+use crate::server::tls::CertIdentity;
+use sluice_storage::wake::Event;
 
 /// Acked publishes of one connection waiting for their acks, past which the connection reads no
 /// more: bounds the ack slots a client can pile up behind a slow disk or a slow peer shard.
@@ -25,80 +24,74 @@ const ACKS_AT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 /// A connection's state that other tasks of the shard touch.
 pub struct Conn {
-    pub id: u64,
-    pub out: Outbound,
-    pub subs: RefCell<HashMap<u64, Rc<LocalSub>>>,
-    /// Set when the writer has finished: the reader stops too.
-    pub done: Latch,
-    /// Whether interest changed since the last ping (a ping then waits for every shard to apply it).
-    pub(super) interest_changed: Cell<bool>,
+    /// What core routes to and waits for.
+    pub client: Rc<Client>,
     /// Acks of stored publishes, written in the order the publishes came.
-    pub(super) acks: RefCell<Acks>,
+    pub(in crate::server) acks: RefCell<Acks>,
     /// Whether the connection attached to a consumer (its closing must be told to the owners).
     pub consumer_member: Cell<bool>,
     /// Whether its credentials arrived (and are being checked, or were).
-    pub(super) auth_started: Cell<bool>,
+    pub(in crate::server) auth_started: Cell<bool>,
     /// The consumers (stream, name) it attached to: the only ones it may pull from and ack.
     pub consumers: RefCell<Vec<(String, String)>>,
     /// What a NATS client asked for in its CONNECT (unused on the native protocol).
     pub nats: RefCell<NatsOptions>,
     /// The user it authenticated as, on a server with users.
     pub user: RefCell<Option<Arc<User>>>,
-    /// Subscribers and partitions that this connection's publishes made congested: it reads
-    /// nothing more until they have drained (or were cut off).
-    pub(super) feeding: RefCell<Vec<Backlog>>,
     /// Notified as acks are written, for a reader waiting for ack slots (or for the last ack).
-    pub(super) acks_done: Event,
+    pub(in crate::server) acks_done: Event,
     /// Bytes to ask of the kernel on the next read: follows what reads return, so that a client
     /// trickling bytes does not make every read zero a large buffer.
-    pub(super) read_chunk: Cell<usize>,
+    pub(in crate::server) read_chunk: Cell<usize>,
     /// The names of its verified client certificate, with `tls_map`: a connect without
     /// credentials authenticates as the user the certificate names.
-    pub(super) certificate: Option<CertIdentity>,
+    pub(in crate::server) certificate: Option<CertIdentity>,
 }
 
 impl Conn {
+    /// A connection that has not authenticated, attached or acked anything yet; its first read
+    /// asks the kernel for `read_chunk` bytes.
+    pub fn new(client: Rc<Client>, read_chunk: usize, certificate: Option<CertIdentity>) -> Conn {
+        Conn {
+            client,
+            acks: RefCell::new(Acks::default()),
+            consumer_member: Cell::new(false),
+            auth_started: Cell::new(false),
+            consumers: RefCell::new(Vec::new()),
+            nats: RefCell::new(NatsOptions::default()),
+            user: RefCell::new(None),
+            acks_done: Event::default(),
+            read_chunk: Cell::new(read_chunk),
+            certificate,
+        }
+    }
+
     /// May this connection publish to `subject`? Counts and logs a refusal.
-    pub fn may_publish(&self, shard: &Shard, subject: &str) -> bool {
+    pub fn may_publish(&self, shard: &SessionShard, subject: &str) -> bool {
         let user = self.user.borrow();
         let Some(user) = user.as_ref() else {
             return true;
         };
         let allowed = user.permissions.publish.allows_subject(subject);
         if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::debug!(shard = shard.id.0, conn = self.id, user = %user.name, subject, "publish refused by permissions");
+            add(&shard.core.stats.permission_errors, 1);
+            tracing::debug!(shard = shard.core.id.0, conn = self.client.id, user = %user.name, subject, "publish refused by permissions");
         }
         allowed
     }
 
     /// May this connection subscribe to `pattern`? Counts and logs a refusal.
-    pub fn may_subscribe(&self, shard: &Shard, pattern: &str) -> bool {
+    pub fn may_subscribe(&self, shard: &SessionShard, pattern: &str) -> bool {
         let user = self.user.borrow();
         let Some(user) = user.as_ref() else {
             return true;
         };
         let allowed = user.permissions.subscribe.allows_pattern(pattern);
         if !allowed {
-            add(&shard.stats.permission_errors, 1);
-            tracing::info!(shard = shard.id.0, conn = self.id, user = %user.name, pattern, "subscription refused by permissions");
+            add(&shard.core.stats.permission_errors, 1);
+            tracing::info!(shard = shard.core.id.0, conn = self.client.id, user = %user.name, pattern, "subscription refused by permissions");
         }
         allowed
-    }
-
-    /// Sleeps for `duration`; false if the connection ended first.
-    pub async fn sleep_while_open(&self, duration: std::time::Duration) -> bool {
-        futures_lite::future::or(
-            async {
-                glommio::timer::sleep(duration).await;
-                true
-            },
-            async {
-                self.done.wait().await;
-                false
-            },
-        )
-        .await
     }
 
     /// Whether it attached to consumer `name` of `stream`.
@@ -109,41 +102,33 @@ impl Conn {
             .any(|(s, n)| s == stream && n == name)
     }
 
-    /// Takes the subscribers the last routing made congested: the connection waits for them before
-    /// it reads more. Called right after routing one of its publishes.
-    pub fn note_congested(&self, shard: &Shard) {
-        let congested = shard.take_congested();
-        if !congested.is_empty() {
-            let mut feeding = self.feeding.borrow_mut();
-            // Waiting on itself would stop the reads that its own client may need to progress.
-            feeding.extend(congested.into_iter().filter(|b| !b.is_conn(self.id)));
-        }
-    }
-
     /// Waits until everything this connection made congested has drained (a subscriber's wait is
     /// bounded by the write deadline) and its acks in waiting are under their bound, or the shard
     /// stops.
-    pub(super) async fn wait_for_backlog(&self, shard: &Shard) {
-        let feeding = std::mem::take(&mut *self.feeding.borrow_mut());
-        shard.wait_drained(feeding).await;
+    pub(in crate::server) async fn wait_for_backlog(&self, shard: &SessionShard) {
+        self.client.wait_fed(&shard.core).await;
         if self.acks.borrow().slots.len() >= ACKS_PENDING_MAX {
             let acks_room = self
                 .acks_done
                 .wait_until(|| self.acks.borrow().slots.len() < ACKS_PENDING_MAX);
-            futures_lite::future::or(acks_room, shard.stopping.wait()).await;
+            futures_lite::future::or(acks_room, shard.core.stopping.wait()).await;
         }
     }
 
     /// Authenticates on the hashing threads (the hashes are slow by design), awaiting their answer
     /// without holding the shard; on success the connection runs as that user from now on. With
     /// `tls_map`, a connect without credentials is the user its client certificate names.
-    pub async fn authenticate(&self, shard: &Shard, creds: Credentials) -> Result<(), Refusal> {
+    pub async fn authenticate(
+        &self,
+        shard: &SessionShard,
+        creds: Credentials,
+    ) -> Result<(), Refusal> {
         // From here the client has done its part in time: the auth timeout no longer applies.
         self.auth_started.set(true);
         let given = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
         let no_credentials = !given(&creds.user) && !given(&creds.password) && !given(&creds.token);
         if let (Some(identity), true) = (&self.certificate, no_credentials) {
-            let result = shard.config.users.authenticate_certificate(identity);
+            let result = shard.core.config.users.authenticate_certificate(identity);
             return self.authenticated(shard, result, Some(&identity.subject), None);
         }
         let name = creds.user.clone();
@@ -152,7 +137,7 @@ impl Conn {
                 // A connection closed meanwhile (the auth timeout, the client leaving) drops its
                 // receiver, and the hashing threads skip its check if it has not started.
                 let answer = futures_lite::future::or(async { Some(answer.await) }, async {
-                    self.done.wait().await;
+                    self.client.done.wait().await;
                     None
                 });
                 match answer.await {
@@ -169,7 +154,7 @@ impl Conn {
     /// Runs the connection as the user found, or counts and logs the refusal.
     fn authenticated(
         &self,
-        shard: &Shard,
+        shard: &SessionShard,
         result: Result<Arc<User>, Refusal>,
         certificate: Option<&str>,
         name: Option<String>,
@@ -183,17 +168,17 @@ impl Conn {
                 Ok(())
             }
             Err(refusal) => {
-                add(&shard.stats.auth_failures, 1);
+                add(&shard.core.stats.auth_failures, 1);
                 match certificate {
                     Some(subject) => tracing::warn!(
-                        shard = shard.id.0,
-                        conn = self.id,
+                        shard = shard.core.id.0,
+                        conn = self.client.id,
                         certificate = subject,
                         ?refusal,
                         "authentication by client certificate failed"
                     ),
                     None => {
-                        tracing::warn!(shard = shard.id.0, conn = self.id, user = ?name, ?refusal, "authentication failed")
+                        tracing::warn!(shard = shard.core.id.0, conn = self.client.id, user = ?name, ?refusal, "authentication failed")
                     }
                 }
                 Err(refusal)
@@ -234,7 +219,7 @@ impl Default for NatsOptions {
 
 /// Publish acks waiting for their turn: slot `i` is ack number `first + i`.
 #[derive(Default)]
-pub(super) struct Acks {
+pub(in crate::server) struct Acks {
     first: u64,
     slots: std::collections::VecDeque<Option<bytes::Bytes>>,
 }
@@ -243,28 +228,18 @@ impl Conn {
     /// At shutdown, once reading has stopped: waits (a bounded time) for the publishes already read
     /// to become durable and their acks to be written, so that a client sees the ack of everything
     /// the broker stored before it is told the server is going away.
-    pub(super) async fn finish_acks(&self, shard: &Rc<Shard>) {
-        streams::flush_appends(shard);
+    pub(in crate::server) async fn finish_acks(&self, shard: &Rc<SessionShard>) {
+        streams::flush_appends(&shard.streams);
         let acked = async {
             self.acks_done
                 .wait_until(|| self.acks.borrow().slots.is_empty())
                 .await;
             // NATS acks travel as messages on reply subjects: wait until what this shard stores
             // is durable, so that those published here have been sent.
-            streams::wait_synced(shard).await;
+            streams::wait_synced(&shard.streams).await;
         };
         let timeout = glommio::timer::sleep(ACKS_AT_STOP_TIMEOUT);
         futures_lite::future::or(acked, timeout).await;
-    }
-
-    /// Marks interest as changed: the next ping waits until every shard applied it.
-    pub(super) fn interest_changed(&self) {
-        self.interest_changed.set(true);
-    }
-
-    /// Whether interest changed since the last ping (and forgets it).
-    pub(super) fn take_interest_changed(&self) -> bool {
-        self.interest_changed.replace(false)
     }
 
     /// Reserves the next ack number.
@@ -286,7 +261,7 @@ impl Conn {
         let mut written = false;
         while let Some(Some(_)) = acks.slots.front() {
             if let Some(Some(frame)) = acks.slots.pop_front() {
-                self.out.push(&frame);
+                self.client.out.push(&frame);
             }
             acks.first += 1;
             written = true;
@@ -295,5 +270,19 @@ impl Conn {
         if written {
             self.acks_done.notify_all();
         }
+    }
+}
+
+impl AckWaiter for Conn {
+    fn id(&self) -> u64 {
+        self.client.id
+    }
+
+    fn next_ack(&self) -> u64 {
+        Conn::next_ack(self)
+    }
+
+    fn complete_ack(&self, seq: u64, frame: bytes::Bytes) {
+        Conn::complete_ack(self, seq, frame)
     }
 }

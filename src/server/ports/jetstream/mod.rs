@@ -14,13 +14,13 @@ use sluice_protocol::jetstream::json::{self, ApiError};
 use sluice_protocol::jetstream::subject::{parse_api_subject, ApiSubject};
 use sluice_protocol::op::{Op, Publish};
 
-use super::connection::Conn;
-use super::shard::Shard;
+use crate::server::session::connection::Conn;
+use crate::server::session::SessionShard;
 
 /// Handles a NATS publish to a JetStream API subject; returns false when the subject is not one
 /// this port answers (it is then an ordinary publish, which nobody answers: a 503 to the client).
 pub fn handle_publish(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     subject: &str,
     reply: Option<&str>,
@@ -124,7 +124,7 @@ impl From<ApiSubject<'_>> for Request {
 
 impl Request {
     /// The JSON answer.
-    async fn answer(self, shard: &Rc<Shard>, conn: &Rc<Conn>, body: &[u8]) -> Vec<u8> {
+    async fn answer(self, shard: &Rc<SessionShard>, conn: &Rc<Conn>, body: &[u8]) -> Vec<u8> {
         let kind = self.kind();
         let result = match self {
             Request::Info => streams::account_info(shard, conn).await,
@@ -142,7 +142,7 @@ impl Request {
             }
         };
         result.unwrap_or_else(|error| {
-            tracing::debug!(shard = shard.id.0, conn = conn.id, kind, code = error.err_code,
+            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, kind, code = error.err_code,
                 description = %error.description, "JetStream API request refused");
             json::error_response(kind, &error)
         })
@@ -167,18 +167,18 @@ impl Request {
 }
 
 /// Publishes an answer on the request's reply subject.
-fn respond(shard: &Shard, reply: &str, body: &[u8]) {
+fn respond(shard: &SessionShard, reply: &str, body: &[u8]) {
     respond_with(shard, reply, b"", body);
 }
 
 /// Publishes an answer with headers on the request's reply subject.
-fn respond_with(shard: &Shard, reply: &str, headers: &[u8], body: &[u8]) {
-    let frame = shard.encode_frame(&Op::Pub(Publish {
+fn respond_with(shard: &SessionShard, reply: &str, headers: &[u8], body: &[u8]) {
+    let frame = shard.core.encode_frame(&Op::Pub(Publish {
         subject: reply,
         reply: None,
         headers,
         payload: body,
         ack: false,
     }));
-    shard.route(&frame, reply);
+    shard.core.route(&frame, reply);
 }

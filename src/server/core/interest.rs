@@ -16,8 +16,8 @@ use bytes::Bytes;
 use sluice_protocol::subject::matches;
 use sluice_protocol::sublist::Sublist;
 
-use super::conn::Conn;
-use super::ShardId;
+use super::client::Client;
+use crate::server::ShardId;
 
 /// Most subjects whose routes are cached; past it an eighth of them is dropped. Bounds memory when
 /// publishers use many distinct subjects.
@@ -25,7 +25,7 @@ const ROUTE_CACHE_ENTRIES_MAX: usize = 64 * 1024;
 
 /// One subscription of a connection on this shard.
 pub struct LocalSub {
-    pub conn: Rc<Conn>,
+    pub conn: Rc<Client>,
     pub sid: u64,
     pub pattern: Arc<str>,
     pub queue: Option<Arc<str>>,

@@ -3,7 +3,8 @@
 //! once; a port (`conn.rs` for the native protocol, `nats_conn.rs` for NATS) only turns its wire
 //! format into these calls and a [`Refusal`] back into its wire format.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -12,11 +13,60 @@ use sluice_protocol::op::{AckKind, Op, Publish};
 use sluice_protocol::subject::{validate_pattern, validate_queue, validate_subject};
 use sluice_protocol::{ErrorCode, Frame};
 
-use super::conn::Conn;
-use super::interest::LocalSub;
-use super::shard::Shard;
-use super::stats::add;
-use super::streams;
+pub mod connection;
+
+use self::connection::Conn;
+use crate::api::ConsumerConfig;
+use crate::server::auth_pool::AuthPool;
+use crate::server::core::interest::LocalSub;
+use crate::server::core::shard::Shard;
+use crate::server::core::stats::add;
+use crate::server::streams::{self, AckOutcome, Joins, StreamShard};
+
+/// What the session layer works with on one shard: the core shard, the streams' state beside
+/// it, and the hashing threads.
+pub struct SessionShard {
+    pub core: Rc<Shard>,
+    pub streams: Rc<StreamShard>,
+    /// The hashing threads shared by all shards, on a server with users.
+    pub auth: Option<Arc<AuthPool>>,
+    /// The connections of this shard, by id: where acks stored on other shards go.
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+}
+
+impl SessionShard {
+    pub fn new(
+        core: Rc<Shard>,
+        streams: Rc<StreamShard>,
+        auth: Option<Arc<AuthPool>>,
+    ) -> SessionShard {
+        SessionShard {
+            core,
+            streams,
+            auth,
+            conns: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+/// A connection begins: core routes to its client from now on.
+pub fn open(shard: &SessionShard, conn: &Rc<Conn>) {
+    shard.core.register(conn.client.clone());
+    shard
+        .conns
+        .borrow_mut()
+        .insert(conn.client.id, conn.clone());
+}
+
+/// A connection ends: it leaves every consumer it attached to (here and on the owners' shards),
+/// and the shard forgets it and every subscription it held.
+pub fn close(shard: &Rc<SessionShard>, conn: &Conn) {
+    if conn.consumer_member.get() {
+        streams::member_gone(&shard.streams, shard.core.id, conn.client.id);
+    }
+    shard.conns.borrow_mut().remove(&conn.client.id);
+    shard.core.unregister(&conn.client);
+}
 
 /// Why the session refused an operation. The client is told; the connection lives on unless the
 /// refusal [`is_fatal`](Refusal::is_fatal).
@@ -190,16 +240,21 @@ pub struct Published {
 /// before delivery, as NATS's verbose mode does), routes to subscribers, stores it if a stream
 /// captures its subject, and notes what it made congested so that the connection waits for it.
 pub fn publish(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     incoming: Incoming<'_>,
     accepted: impl FnOnce(),
 ) -> Result<Published, Refusal> {
-    add(&shard.stats.msgs_in, 1);
+    add(&shard.core.stats.msgs_in, 1);
     if let Err(refusal) = check_publish(shard, conn, &incoming) {
         refused(shard, conn, &refusal);
         if incoming.ack == AckMode::InTurn {
-            streams::refuse_ack(shard, conn, refusal.code(), &refusal.to_string());
+            streams::refuse_ack(
+                &shard.streams,
+                &**conn,
+                refusal.code(),
+                &refusal.to_string(),
+            );
         }
         return Err(refusal);
     }
@@ -207,7 +262,7 @@ pub fn publish(
     let frame = match incoming.body {
         Body::Frame(frame) => frame,
         Body::Parts { headers, payload } => {
-            encoded = shard.encode_frame(&Op::Pub(Publish {
+            encoded = shard.core.encode_frame(&Op::Pub(Publish {
                 subject: incoming.subject,
                 reply: incoming.reply,
                 headers,
@@ -217,24 +272,31 @@ pub fn publish(
             &encoded
         }
     };
-    add(&shard.stats.bytes_in, frame.len() as u64);
+    add(&shard.core.stats.bytes_in, frame.len() as u64);
     accepted();
-    let no_echo = (!conn.nats.borrow().echo).then_some(conn.id);
-    let interested = shard.route_from(frame, incoming.subject, no_echo);
+    let no_echo = (!conn.nats.borrow().echo).then_some(conn.client.id);
+    let interested = shard.core.route_from(frame, incoming.subject, no_echo);
     let stored = match incoming.ack {
-        AckMode::OnReply => {
-            streams::capture_with_reply(shard, frame.bytes(), incoming.subject, incoming.reply)
-        }
+        AckMode::OnReply => streams::capture_with_reply(
+            &shard.streams,
+            frame.bytes(),
+            incoming.subject,
+            incoming.reply,
+        ),
         AckMode::InTurn | AckMode::None => {
             let ack = incoming.ack == AckMode::InTurn;
-            streams::capture(shard, conn, frame.bytes(), incoming.subject, ack)
+            streams::capture(&shard.streams, conn, frame.bytes(), incoming.subject, ack)
         }
     };
-    conn.note_congested(shard);
+    conn.client.note_congested(&shard.core);
     Ok(Published { interested, stored })
 }
 
-fn check_publish(shard: &Shard, conn: &Conn, incoming: &Incoming<'_>) -> Result<(), Refusal> {
+fn check_publish(
+    shard: &SessionShard,
+    conn: &Conn,
+    incoming: &Incoming<'_>,
+) -> Result<(), Refusal> {
     let bytes = match &incoming.body {
         Body::Frame(frame) => match frame.op() {
             sluice_protocol::ArchivedOp::Pub(p) => p.payload().len() + p.headers().len(),
@@ -242,7 +304,7 @@ fn check_publish(shard: &Shard, conn: &Conn, incoming: &Incoming<'_>) -> Result<
         },
         Body::Parts { headers, payload } => headers.len() + payload.len(),
     };
-    let max = shard.config.payload_bytes_max;
+    let max = shard.core.config.payload_bytes_max;
     if bytes > max as usize {
         return Err(Refusal::PayloadTooLarge { bytes, max });
     }
@@ -260,16 +322,16 @@ fn check_publish(shard: &Shard, conn: &Conn, incoming: &Incoming<'_>) -> Result<
 }
 
 /// Counts and logs a refusal.
-fn refused(shard: &Shard, conn: &Conn, refusal: &Refusal) {
+fn refused(shard: &SessionShard, conn: &Conn, refusal: &Refusal) {
     match refusal {
         // Counted where the permission was checked.
         Refusal::PublishDenied(_) | Refusal::SubscribeDenied(_) => {}
         Refusal::PayloadTooLarge { .. } => {
-            tracing::warn!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+            tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
         }
         _ => {
-            add(&shard.stats.protocol_errors, 1);
-            tracing::debug!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+            add(&shard.core.stats.protocol_errors, 1);
+            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
         }
     }
 }
@@ -286,18 +348,22 @@ pub struct NewSub<'a> {
 
 /// Subscribes: checks the pattern, the queue name and permissions, and adds the subscription here
 /// and to every other shard's interest.
-pub fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: NewSub<'_>) -> Result<(), Refusal> {
+pub fn subscribe(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    sub: NewSub<'_>,
+) -> Result<(), Refusal> {
     let checked = check_subscribe(shard, conn, &sub);
     if let Err(refusal) = &checked {
         refused(shard, conn, refusal);
         return checked;
     }
     let header = match sub.nats_sid {
-        None => shard.encode(&Op::Msg { sid: sub.sid }),
+        None => shard.core.encode(&Op::Msg { sid: sub.sid }),
         Some(_) => Bytes::new(),
     };
     let local = Rc::new(LocalSub {
-        conn: conn.clone(),
+        conn: conn.client.clone(),
         sid: sub.sid,
         pattern: Arc::from(sub.pattern),
         queue: sub.queue.map(Arc::from),
@@ -307,13 +373,13 @@ pub fn subscribe(shard: &Rc<Shard>, conn: &Rc<Conn>, sub: NewSub<'_>) -> Result<
         closed: Cell::new(false),
         delivered: Cell::new(0),
     });
-    conn.subs.borrow_mut().insert(sub.sid, local.clone());
-    shard.add_sub(local);
-    conn.interest_changed();
+    conn.client.subs.borrow_mut().insert(sub.sid, local.clone());
+    shard.core.add_sub(local);
+    conn.client.interest_changed();
     Ok(())
 }
 
-fn check_subscribe(shard: &Shard, conn: &Conn, sub: &NewSub<'_>) -> Result<(), Refusal> {
+fn check_subscribe(shard: &SessionShard, conn: &Conn, sub: &NewSub<'_>) -> Result<(), Refusal> {
     validate_pattern(sub.pattern).map_err(|e| Refusal::InvalidPattern {
         pattern: sub.pattern.to_string(),
         why: e.to_string(),
@@ -324,11 +390,11 @@ fn check_subscribe(shard: &Shard, conn: &Conn, sub: &NewSub<'_>) -> Result<(), R
     if let Some(queue) = sub.queue {
         validate_queue(queue).map_err(|e| Refusal::InvalidQueue(e.to_string()))?;
     }
-    if conn.subs.borrow().contains_key(&sub.sid) {
+    if conn.client.subs.borrow().contains_key(&sub.sid) {
         return Err(Refusal::DuplicateSid(sub.sid));
     }
-    let max = shard.config.subscriptions_max;
-    if conn.subs.borrow().len() >= max {
+    let max = shard.core.config.subscriptions_max;
+    if conn.client.subs.borrow().len() >= max {
         return Err(Refusal::TooManySubscriptions(max));
     }
     Ok(())
@@ -347,12 +413,12 @@ pub enum Limit {
 /// Ends a subscription now or after a number of messages. Once it has had its last message a
 /// queue group never picks it again.
 pub fn unsubscribe(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     sid: u64,
     limit: Limit,
 ) -> Result<(), Refusal> {
-    let Some(sub) = conn.subs.borrow().get(&sid).cloned() else {
+    let Some(sub) = conn.client.subs.borrow().get(&sid).cloned() else {
         let refusal = Refusal::UnknownSid(sid);
         refused(shard, conn, &refusal);
         return Err(refusal);
@@ -365,9 +431,9 @@ pub fn unsubscribe(
     if more > 0 {
         sub.remaining.set(more);
     } else {
-        conn.subs.borrow_mut().remove(&sid);
-        shard.remove_sub(&sub);
-        conn.interest_changed();
+        conn.client.subs.borrow_mut().remove(&sid);
+        shard.core.remove_sub(&sub);
+        conn.client.interest_changed();
     }
     Ok(())
 }
@@ -375,7 +441,7 @@ pub fn unsubscribe(
 /// Asks a consumer for `count` messages, on behalf of a member: only a connection that attached to
 /// the consumer may pull from it.
 pub fn consumer_pull(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     which: (&str, &str, u64),
     count: u64,
@@ -383,8 +449,35 @@ pub fn consumer_pull(
 ) -> Result<(), Refusal> {
     let (stream, consumer, _) = which;
     member_of(shard, conn, stream, consumer)?;
-    streams::consumer_pull(shard, conn, which, count, expires_ms)
+    streams::consumer_pull(&shard.streams, conn.client.id, which, count, expires_ms)
         .map_err(|(code, message)| Refusal::Consumer { code, message })
+}
+
+/// Attaches the connection to a consumer (creating it if need be), on behalf of a client that may
+/// read the stream: from now on it may pull from the consumer and ack its messages. The answer
+/// waits for the returned joins.
+pub fn consumer_attach(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    config: ConsumerConfig,
+) -> Result<Joins, (ErrorCode, String)> {
+    let (stream, name) = (config.stream.clone(), config.name.clone());
+    let joins = streams::attach_consumer(&shard.streams, conn.client.id, config)?;
+    // Noted before anything is awaited: a closing connection that follows tells the owners.
+    conn.consumer_member.set(true);
+    if !conn.is_member(&stream, &name) {
+        conn.consumers.borrow_mut().push((stream, name));
+    }
+    Ok(joins)
+}
+
+/// The outcome of a publish that another shard stored, for connection `conn` of this shard: its
+/// ack, in turn.
+pub fn appended(shard: &SessionShard, conn: u64, seq: u64, outcome: &AckOutcome) {
+    let conn = shard.conns.borrow().get(&conn).cloned();
+    if let Some(conn) = conn {
+        conn.complete_ack(seq, streams::ack_frame(&shard.streams, outcome));
+    }
 }
 
 /// Where a consumer's message is, for an ack.
@@ -399,7 +492,7 @@ pub struct AckAt<'a> {
 /// Acks, naks, marks in progress or terminates a consumer's message: only a connection that
 /// attached to the consumer may, so one tenant cannot settle another's work.
 pub fn consumer_ack(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     at: AckAt<'_>,
     kind: AckKind,
@@ -407,7 +500,7 @@ pub fn consumer_ack(
 ) -> Result<(), Refusal> {
     member_of(shard, conn, at.stream, at.consumer)?;
     streams::consumer_ack(
-        shard,
+        &shard.streams,
         at.stream,
         at.consumer,
         at.partition,
@@ -418,15 +511,20 @@ pub fn consumer_ack(
     Ok(())
 }
 
-fn member_of(shard: &Shard, conn: &Conn, stream: &str, consumer: &str) -> Result<(), Refusal> {
+fn member_of(
+    shard: &SessionShard,
+    conn: &Conn,
+    stream: &str,
+    consumer: &str,
+) -> Result<(), Refusal> {
     if conn.is_member(stream, consumer) {
         return Ok(());
     }
-    add(&shard.stats.permission_errors, 1);
+    add(&shard.core.stats.permission_errors, 1);
     let refusal = Refusal::NotAMember {
         stream: stream.to_string(),
         consumer: consumer.to_string(),
     };
-    tracing::debug!(shard = shard.id.0, conn = conn.id, %refusal, "refused");
+    tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "refused");
     Err(refusal)
 }

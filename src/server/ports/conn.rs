@@ -4,8 +4,7 @@
 //! Writing is a separate task (see `outbound`), so a connection that publishes and subscribes at once
 //! never waits on itself.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -18,17 +17,16 @@ use sluice_protocol::limits::{frame_body_bytes_max, PROTOCOL_VERSION};
 use sluice_protocol::op::{AckKind, Info, Op};
 use sluice_protocol::{ArchivedOp, ErrorCode, Frame};
 
-use super::auth::{Credentials, Refusal};
-use super::connection::Acks;
-pub use super::connection::{Conn, NatsOptions};
-use super::nats_conn;
-use super::outbound::{run_writer, Outbound, WriteEnd};
-use super::session;
-use super::shard::Shard;
-use super::stats::add;
-use super::streams;
-use super::tls::CertIdentity;
-use sluice_storage::wake::{Event, Latch};
+use super::{nats_conn, stream_api};
+use crate::server::auth::{Credentials, Refusal};
+use crate::server::core::client::Client;
+use crate::server::core::outbound::{run_writer, Outbound, WriteEnd};
+use crate::server::core::stats::add;
+use crate::server::session;
+pub use crate::server::session::connection::Conn;
+use crate::server::session::SessionShard;
+use crate::server::streams;
+use crate::server::tls::CertIdentity;
 
 /// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
 const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -44,7 +42,7 @@ const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
 const PRE_CONNECT_FRAME_BYTES_MAX: u32 = 4 * 1024;
 
 /// Why a connection ends.
-pub(super) enum Close {
+pub(in crate::server) enum Close {
     /// The peer went away or the server is stopping.
     Quiet,
     /// A fatal protocol error, already reported to the client.
@@ -53,11 +51,11 @@ pub(super) enum Close {
 
 /// A read or write half of a socket shared by the reader and the writer tasks of one shard.
 /// A client's byte stream: plain TCP or TLS over it.
-pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {}
+pub(in crate::server) trait Socket: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Socket for T {}
 
 /// One side (reading or writing) of a connection's socket, shared by its reader and writer tasks.
-pub(super) struct Half(Rc<RefCell<Box<dyn Socket>>>);
+pub(in crate::server) struct Half(Rc<RefCell<Box<dyn Socket>>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -106,12 +104,12 @@ type Secured = (Box<dyn Socket>, bool, Option<CertIdentity>);
 /// A handshake that fails (no client certificate where one is required, one from another CA) is
 /// counted and logged, and the connection closed.
 async fn secure(
-    shard: &Shard,
+    shard: &SessionShard,
     mut stream: TcpStream,
     protocol: Protocol,
     id: u64,
 ) -> Option<Secured> {
-    let Some(tls) = shard.config.tls.clone() else {
+    let Some(tls) = shard.core.config.tls.clone() else {
         return Some((Box::new(stream), false, None));
     };
     if protocol == Protocol::Nats {
@@ -129,7 +127,7 @@ async fn secure(
     .await;
     match handshake {
         Ok(tls_stream) => {
-            let certificate = match shard.config.tls_map {
+            let certificate = match shard.core.config.tls_map {
                 true => certificate_of(shard, id, &tls_stream),
                 false => None,
             };
@@ -140,9 +138,9 @@ async fn secure(
             ))
         }
         Err(e) => {
-            add(&shard.stats.protocol_errors, 1);
-            add(&shard.stats.tls_handshake_failures, 1);
-            tracing::warn!(shard = shard.id.0, conn = id, error = %e, "TLS handshake failed");
+            add(&shard.core.stats.protocol_errors, 1);
+            add(&shard.core.stats.tls_handshake_failures, 1);
+            tracing::warn!(shard = shard.core.id.0, conn = id, error = %e, "TLS handshake failed");
             None
         }
     }
@@ -150,7 +148,7 @@ async fn secure(
 
 /// The names of the certificate a client presented (and the handshake verified).
 fn certificate_of(
-    shard: &Shard,
+    shard: &SessionShard,
     id: u64,
     stream: &futures_rustls::server::TlsStream<TcpStream>,
 ) -> Option<CertIdentity> {
@@ -158,49 +156,42 @@ fn certificate_of(
     match CertIdentity::from_der(der) {
         Ok(identity) => Some(identity),
         Err(e) => {
-            tracing::warn!(shard = shard.id.0, conn = id, error = %e, "unreadable client certificate");
+            tracing::warn!(shard = shard.core.id.0, conn = id, error = %e,
+                "unreadable client certificate");
             None
         }
     }
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
+pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protocol) {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().ok();
-    let Some(id) = shard.admit() else {
+    let Some(id) = shard.core.admit() else {
         refuse(&shard, stream, protocol).await;
         return;
     };
-    shard.handshakes.set(shard.handshakes.get() + 1);
+    shard.core.handshakes.set(shard.core.handshakes.get() + 1);
     let secured = secure(&shard, stream, protocol, id).await;
-    shard.handshakes.set(shard.handshakes.get() - 1);
+    shard.core.handshakes.set(shard.core.handshakes.get() - 1);
     let Some((stream, info_sent, certificate)) = secured else {
         return;
     };
-    let conn = Rc::new(Conn {
-        id,
-        out: Outbound::new(shard.config.pending_bytes_max, shard.config.write_deadline),
-        subs: RefCell::new(HashMap::new()),
-        done: Latch::default(),
-        interest_changed: Cell::new(false),
-        acks: RefCell::new(Acks::default()),
-        consumer_member: Cell::new(false),
-        consumers: RefCell::new(Vec::new()),
-        auth_started: Cell::new(false),
-        nats: RefCell::new(NatsOptions::default()),
-        user: RefCell::new(None),
-        feeding: RefCell::new(Vec::new()),
-        acks_done: Event::default(),
-        read_chunk: Cell::new(READ_BUFFER_BYTES),
+    let out = Outbound::new(
+        shard.core.config.pending_bytes_max,
+        shard.core.config.write_deadline,
+    );
+    let conn = Rc::new(Conn::new(
+        Rc::new(Client::new(id, out)),
+        READ_BUFFER_BYTES,
         certificate,
-    });
-    shard.register(conn.clone());
-    if shard.config.users.required() {
+    ));
+    session::open(&shard, &conn);
+    if shard.core.config.users.required() {
         glommio::spawn_local(auth_deadline(shard.clone(), conn.clone(), protocol)).detach();
     }
     tracing::debug!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         conn = id,
         ?peer,
         ?protocol,
@@ -214,32 +205,32 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         let mut half = Half(socket.clone());
         glommio::spawn_local(async move {
             let slow = || match protocol {
-                Protocol::Native => shard.error_frame(
+                Protocol::Native => shard.core.error_frame(
                     ErrorCode::SlowConsumer,
                     "slow consumer: the connection fell too far behind",
                 ),
                 Protocol::Nats => nats_conn::err_line("Slow Consumer"),
             };
-            match run_writer(&conn.out, &mut half, slow).await {
+            match run_writer(&conn.client.out, &mut half, slow).await {
                 WriteEnd::Closed => {}
                 WriteEnd::Failed(e) => {
-                    tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "write ended");
+                    tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "write ended");
                 }
                 WriteEnd::OverLimit => {
                     // Counted and logged where the append failed (`Shard::deliver`).
                 }
                 WriteEnd::Stalled(deadline) => {
-                    add(&shard.stats.slow_consumers, 1);
+                    add(&shard.core.stats.slow_consumers, 1);
                     tracing::warn!(
-                        shard = shard.id.0,
-                        conn = conn.id,
+                        shard = shard.core.id.0,
+                        conn = conn.client.id,
                         ?deadline,
                         "slow consumer: the socket took nothing for the write deadline, disconnecting"
                     );
                 }
             }
-            shard.remove_subs_of(&conn);
-            conn.done.set();
+            shard.core.remove_subs_of(&conn.client);
+            conn.client.done.set();
         })
     };
 
@@ -248,60 +239,60 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, protocol: Protocol) {
         Protocol::Nats => nats_conn::read_loop(&shard, &conn, Half(socket), info_sent).await,
     };
     if let Close::Error = close {
-        add(&shard.stats.protocol_errors, 1);
+        add(&shard.core.stats.protocol_errors, 1);
     }
-    shard.unregister(&conn);
+    session::close(&shard, &conn);
     if let Some(user) = conn.user.borrow_mut().take() {
         user.release();
     }
-    conn.out.close();
+    conn.client.out.close();
     writer.await;
-    tracing::debug!(shard = shard.id.0, conn = id, "connection closed");
+    tracing::debug!(shard = shard.core.id.0, conn = id, "connection closed");
 }
 
 /// On a server with users: closes a connection that has not sent its credentials within the auth
 /// timeout, with an error that says so. (Checking them is the broker's time, not the client's.)
-async fn auth_deadline(shard: Rc<Shard>, conn: Rc<Conn>, protocol: Protocol) {
-    let timeout = shard.config.auth_timeout;
-    if !conn.sleep_while_open(timeout).await || conn.auth_started.get() {
+async fn auth_deadline(shard: Rc<SessionShard>, conn: Rc<Conn>, protocol: Protocol) {
+    let timeout = shard.core.config.auth_timeout;
+    if !conn.client.sleep_while_open(timeout).await || conn.auth_started.get() {
         return;
     }
-    add(&shard.stats.auth_failures, 1);
+    add(&shard.core.stats.auth_failures, 1);
     tracing::warn!(
-        shard = shard.id.0,
-        conn = conn.id,
+        shard = shard.core.id.0,
+        conn = conn.client.id,
         ?timeout,
         "authentication timeout"
     );
     let frame = match protocol {
-        Protocol::Native => shard.error_frame(
+        Protocol::Native => shard.core.error_frame(
             ErrorCode::AuthorizationFailed,
             "authentication timeout: no valid connect in time",
         ),
         Protocol::Nats => nats_conn::err_line("Authentication Timeout"),
     };
-    conn.out.close_with(frame);
+    conn.client.out.close_with(frame);
 }
 
 /// Tells a client over the connection limit so, and closes.
-async fn refuse(shard: &Shard, mut stream: TcpStream, protocol: Protocol) {
+async fn refuse(shard: &SessionShard, mut stream: TcpStream, protocol: Protocol) {
     use futures_lite::AsyncWriteExt;
     tracing::warn!(
-        shard = shard.id.0,
+        shard = shard.core.id.0,
         "connection refused: at the connection limit"
     );
     let frame = match protocol {
-        Protocol::Native => {
-            shard.error_frame(ErrorCode::TooManyConnections, "too many connections")
-        }
+        Protocol::Native => shard
+            .core
+            .error_frame(ErrorCode::TooManyConnections, "too many connections"),
         Protocol::Nats => nats_conn::err_line("maximum connections exceeded"),
     };
     let _ = stream.write_all(&frame).await;
     let _ = stream.close().await;
 }
 
-async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
-    let body_max = frame_body_bytes_max(shard.config.payload_bytes_max);
+async fn read_loop(shard: &Rc<SessionShard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
+    let body_max = frame_body_bytes_max(shard.core.config.payload_bytes_max);
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut connected = false;
     loop {
@@ -317,7 +308,7 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(shard = shard.id.0, conn = conn.id, error = %e, "bad frame");
+                    tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "bad frame");
                     fail(shard, conn, e.code(), &e.to_string());
                     return Close::Error;
                 }
@@ -334,14 +325,14 @@ async fn read_loop(shard: &Rc<Shard>, conn: &Rc<Conn>, mut socket: Half) -> Clos
 
 /// Flushes what the frames handled so far queued, waits for room, and reads more into `buf`;
 /// `Some` when the connection ends.
-pub(super) async fn read_more(
-    shard: &Rc<Shard>,
+pub(in crate::server) async fn read_more(
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     socket: &mut Half,
     buf: &mut BytesMut,
 ) -> Option<Close> {
-    streams::flush_appends(shard);
-    shard.wait_for_room().await;
+    streams::flush_appends(&shard.streams);
+    shard.core.wait_for_room().await;
     conn.wait_for_backlog(shard).await;
     if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
         buf.reserve(READ_BUFFER_BYTES);
@@ -352,7 +343,7 @@ pub(super) async fn read_more(
     let read = futures_lite::future::or(
         async { Some(socket.read(&mut buf[filled..]).await) },
         async {
-            futures_lite::future::or(shard.stopping.wait(), conn.done.wait()).await;
+            futures_lite::future::or(shard.core.stopping.wait(), conn.client.done.wait()).await;
             None
         },
     )
@@ -376,8 +367,8 @@ pub(super) async fn read_more(
             buf.truncate(filled);
             if !buf.is_empty() {
                 tracing::info!(
-                    shard = shard.id.0,
-                    conn = conn.id,
+                    shard = shard.core.id.0,
+                    conn = conn.client.id,
                     bytes = buf.len(),
                     "client went away mid-frame"
                 );
@@ -385,13 +376,13 @@ pub(super) async fn read_more(
             Some(Close::Quiet)
         }
         Some(Err(e)) => {
-            tracing::debug!(shard = shard.id.0, conn = conn.id, error = %e, "read failed");
+            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, error = %e, "read failed");
             Some(Close::Quiet)
         }
         None => {
-            if shard.stopping.is_set() {
+            if shard.core.stopping.is_set() {
                 conn.finish_acks(shard).await;
-                conn.out.close_with(shutdown_notice(shard, conn));
+                conn.client.out.close_with(shutdown_notice(shard, conn));
             }
             Some(Close::Quiet)
         }
@@ -399,38 +390,42 @@ pub(super) async fn read_more(
 }
 
 /// What a client is told when the server stops, in its protocol.
-fn shutdown_notice(shard: &Shard, conn: &Conn) -> bytes::Bytes {
+fn shutdown_notice(shard: &SessionShard, conn: &Conn) -> bytes::Bytes {
     if conn.nats.borrow().enabled {
         nats_conn::err_line("Server Shutdown")
     } else {
-        shard.error_frame(ErrorCode::ShuttingDown, "server shutting down")
+        shard
+            .core
+            .error_frame(ErrorCode::ShuttingDown, "server shutting down")
     }
 }
 
 /// Tells the client why the session refused an operation; closes the connection if that is fatal.
-fn refuse_op(shard: &Shard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
-    let frame = shard.error_frame(refusal.code(), &refusal.to_string());
+fn refuse_op(shard: &SessionShard, conn: &Conn, refusal: &session::Refusal) -> Result<(), Close> {
+    let frame = shard.core.error_frame(refusal.code(), &refusal.to_string());
     if refusal.is_fatal() {
-        conn.out.close_with(frame);
+        conn.client.out.close_with(frame);
         return Err(Close::Error);
     }
-    conn.out.push(&frame);
+    conn.client.out.push(&frame);
     Ok(())
 }
 
 /// Reports a fatal error to the client and closes.
-fn fail(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
-    conn.out.close_with(shard.error_frame(code, message));
+fn fail(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
+    conn.client
+        .out
+        .close_with(shard.core.error_frame(code, message));
 }
 
 /// Reports an error the connection survives.
-fn warn(shard: &Shard, conn: &Conn, code: ErrorCode, message: &str) {
-    add(&shard.stats.protocol_errors, 1);
-    conn.out.push(&shard.error_frame(code, message));
+fn warn(shard: &SessionShard, conn: &Conn, code: ErrorCode, message: &str) {
+    add(&shard.core.stats.protocol_errors, 1);
+    conn.client.out.push(&shard.core.error_frame(code, message));
 }
 
 async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     frame: &Frame,
     connected: &mut bool,
@@ -485,7 +480,7 @@ async fn handle(
             }
         }
         ArchivedOp::Api(request) => {
-            streams::handle_api(
+            stream_api::handle_api(
                 shard,
                 conn,
                 request.id.to_native(),
@@ -514,16 +509,16 @@ async fn handle(
             }
         }
         ArchivedOp::Ping => {
-            if conn.take_interest_changed() {
-                shard.barrier().await;
+            if conn.client.take_interest_changed() {
+                shard.core.barrier().await;
             }
-            conn.out.push(&shard.encode(&Op::Pong));
+            conn.client.out.push(&shard.core.encode(&Op::Pong));
         }
         ArchivedOp::Pong => {}
         ArchivedOp::Err(e) => {
             tracing::info!(
-                shard = shard.id.0,
-                conn = conn.id,
+                shard = shard.core.id.0,
+                conn = conn.client.id,
                 code = e.code.to_native(),
                 message = e.message.as_str(),
                 "client reported an error"
@@ -536,7 +531,7 @@ async fn handle(
         | ArchivedOp::ApiReply(_)
         | ArchivedOp::StreamMsg(_) => {
             let message = format!("unexpected {} from a client", op.name());
-            tracing::warn!(shard = shard.id.0, conn = conn.id, "{message}");
+            tracing::warn!(shard = shard.core.id.0, conn = conn.client.id, "{message}");
             fail(shard, conn, ErrorCode::MalformedFrame, &message);
             return Err(Close::Error);
         }
@@ -546,7 +541,7 @@ async fn handle(
 
 /// The first frame must be a connect with our protocol version (and, on a server with users,
 /// valid credentials); the answer is the server info.
-async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
+async fn connect(shard: &SessionShard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), Close> {
     let ArchivedOp::Connect(connect) = op else {
         fail(
             shard,
@@ -564,7 +559,7 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
         fail(shard, conn, ErrorCode::ProtocolVersion, &message);
         return Err(Close::Error);
     }
-    if shard.config.users.required() {
+    if shard.core.config.users.required() {
         let creds = Credentials {
             user: connect.user.as_ref().map(|s| s.as_str().to_string()),
             password: connect.password.as_ref().map(|s| s.as_str().to_string()),
@@ -585,18 +580,18 @@ async fn connect(shard: &Shard, conn: &Conn, op: &ArchivedOp<'_>) -> Result<(), 
             return Err(Close::Error);
         }
     }
-    let info = shard.encode(&Op::Info(Info {
-        server_id: &shard.config.server_id,
+    let info = shard.core.encode(&Op::Info(Info {
+        server_id: &shard.core.config.server_id,
         version: env!("CARGO_PKG_VERSION"),
         proto: PROTOCOL_VERSION,
-        shard: shard.id.0,
-        shards: shard.shards as u32,
-        max_payload: shard.config.payload_bytes_max,
+        shard: shard.core.id.0,
+        shards: shard.core.shards as u32,
+        max_payload: shard.core.config.payload_bytes_max,
     }));
-    conn.out.push(&info);
+    conn.client.out.push(&info);
     tracing::debug!(
-        shard = shard.id.0,
-        conn = conn.id,
+        shard = shard.core.id.0,
+        conn = conn.client.id,
         name = connect.name.as_str(),
         "connected"
     );
