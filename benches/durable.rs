@@ -54,6 +54,7 @@ fn consume(client: &Client, name: &str, count: u64) -> f64 {
             max_deliver: 5,
             max_ack_pending: 10_000,
             sid: 0,
+            jetstream: None,
         })
         .unwrap();
     let start = Instant::now();

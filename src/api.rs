@@ -231,6 +231,9 @@ pub struct ConsumerConfig {
     pub max_ack_pending: u32,
     /// The client's subscription id for this consumer's messages.
     pub sid: u64,
+    /// The configuration a JetStream client gave, kept to be reported back as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<Box<sluice_protocol::jetstream::json::ConsumerConfig>>,
 }
 
 /// Names a consumer.
@@ -274,4 +277,13 @@ pub struct ConsumerPartitionInfo {
     pub ack_floor: u64,
     /// Messages sent to the dead-letter stream.
     pub dead_lettered: u64,
+    /// The next offset never delivered.
+    #[serde(default)]
+    pub next: u64,
+    /// Deliveries made so far, redeliveries included: the last delivery's sequence.
+    #[serde(default)]
+    pub delivered_seq: u64,
+    /// The consumer's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Box<ConsumerConfig>>,
 }

@@ -51,6 +51,7 @@ fn config(stream: &str, name: &str) -> ConsumerConfig {
         max_deliver: 5,
         max_ack_pending: 1000,
         sid: 0,
+        jetstream: None,
     }
 }
 

@@ -29,6 +29,7 @@ fn config() -> ConsumerConfig {
         max_deliver: 100,
         max_ack_pending: 1_000,
         sid: 0,
+        jetstream: None,
     }
 }
 

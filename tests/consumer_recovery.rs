@@ -18,6 +18,7 @@ fn config(name: &str, deliver: DeliverPolicy) -> ConsumerConfig {
         max_deliver: 5,
         max_ack_pending: 1000,
         sid: 0,
+        jetstream: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn consumer(client: &Client, name: &str, deliver: DeliverPolicy, ack_wait_ms: u6
             max_deliver: 3,
             max_ack_pending: 1000,
             sid: 0,
+            jetstream: None,
         })
         .unwrap()
 }
@@ -304,6 +305,7 @@ fn max_ack_pending_pauses_delivery_and_in_progress_holds_a_message() {
             max_deliver: 5,
             max_ack_pending: 5,
             sid: 0,
+            jetstream: None,
         })
         .unwrap();
     let first: Vec<Message> = (0..5).map(|_| c.next_timeout(PATIENCE).unwrap()).collect();

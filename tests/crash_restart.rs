@@ -46,6 +46,7 @@ fn consumer_config(name: &str, max_ack_pending: u32) -> ConsumerConfig {
         max_deliver: MAX_DELIVER,
         max_ack_pending,
         sid: 0,
+        jetstream: None,
     }
 }
 

@@ -35,6 +35,7 @@ fn consumer(stream: &str, name: &str, max_ack_pending: u32) -> ConsumerConfig {
         max_deliver: 5,
         max_ack_pending,
         sid: 0,
+        jetstream: None,
     }
 }
 

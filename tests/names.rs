@@ -19,6 +19,7 @@ fn consumer(name: &str) -> ConsumerConfig {
         max_deliver: 5,
         max_ack_pending: 100,
         sid: 0,
+        jetstream: None,
     }
 }
 

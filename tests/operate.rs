@@ -118,6 +118,7 @@ fn metrics_count_what_the_load_did() {
             max_deliver: 5,
             max_ack_pending: 1000,
             sid: 0,
+            jetstream: None,
         })
         .unwrap();
     for _ in 0..100 {

@@ -306,6 +306,7 @@ fn streams_are_reached_only_within_permissions() {
         max_deliver: 5,
         max_ack_pending: 100,
         sid: 0,
+        jetstream: None,
     };
     let denied = |r: Result<(), ClientError>| match r {
         Err(ClientError::Api { code, .. }) => code == ErrorCode::PermissionDenied,

@@ -72,6 +72,7 @@ fn only_a_member_of_a_consumer_can_ack_its_messages() {
             max_deliver: 5,
             max_ack_pending: 100,
             sid: 0,
+            jetstream: None,
         })
         .unwrap();
     let message = worker.next_timeout(common::PATIENCE).expect("delivered");

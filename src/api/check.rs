@@ -217,6 +217,7 @@ mod tests {
             max_deliver: u32::MAX,
             max_ack_pending: u32::MAX,
             sid: u64::MAX,
+            jetstream: None,
         }
     }
 

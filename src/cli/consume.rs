@@ -90,6 +90,7 @@ pub fn consume(args: ConsumeArgs) -> Result<(), String> {
         max_deliver: args.max_deliver,
         max_ack_pending: args.max_ack_pending,
         sid: 0,
+        jetstream: None,
     };
     // With --count, ask for exactly that many: the broker sends no more, so nothing is left
     // waiting for its ack wait when this run ends. Without, ask in batches as they are read.

@@ -478,7 +478,7 @@ pub enum ReplayPolicy {
 }
 
 /// A consumer's configuration, as requested and as reported.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ConsumerConfig {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -195,6 +195,7 @@ pub fn consume(plan: &Arc<Plan>, load_cpus: &[usize], quiet: bool) -> Result<Out
                 max_deliver: 5,
                 max_ack_pending: 10_000,
                 sid: 0,
+                jetstream: None,
             });
             let consumer = match consumer {
                 Ok(c) => c,

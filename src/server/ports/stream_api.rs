@@ -40,7 +40,7 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
         // Attaching is about this connection: the shard that holds it does it, and answers once
         // every partition owner has the consumer durably.
         let joins = parse::<api::ConsumerConfig>(body)
-            .and_then(|config| session::consumer_attach(shard, conn, config));
+            .and_then(|config| session::consumer_attach(shard, conn, config, None));
         let (shard, conn) = (shard.clone(), conn.clone());
         glommio::spawn_local(async move {
             let result = match joins {

@@ -22,6 +22,9 @@ const ACKS_PENDING_MAX: usize = 64 * 1024;
 /// How long a stopping connection waits for the acks of publishes it already read.
 const ACKS_AT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A port's state of one consumer membership, by (stream, consumer), kept opaque.
+pub type PortMembership = ((String, String), Rc<dyn std::any::Any>);
+
 /// A connection's state that other tasks of the shard touch.
 pub struct Conn {
     /// What core routes to and waits for.
@@ -46,6 +49,9 @@ pub struct Conn {
     /// The names of its verified client certificate, with `tls_map`: a connect without
     /// credentials authenticates as the user the certificate names.
     pub(in crate::server) certificate: Option<CertIdentity>,
+    /// Its memberships of JetStream consumers, by (stream, consumer): the port's state of each
+    /// (its open pull requests), which the session keeps without knowing it.
+    pub pullers: RefCell<Vec<PortMembership>>,
 }
 
 impl Conn {
@@ -63,6 +69,7 @@ impl Conn {
             acks_done: Event::default(),
             read_chunk: Cell::new(read_chunk),
             certificate,
+            pullers: RefCell::new(Vec::new()),
         }
     }
 

@@ -460,9 +460,10 @@ pub fn consumer_attach(
     shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
     config: ConsumerConfig,
+    sink: Option<Rc<dyn streams::DeliverySink>>,
 ) -> Result<Joins, (ErrorCode, String)> {
     let (stream, name) = (config.stream.clone(), config.name.clone());
-    let joins = streams::attach_consumer(&shard.streams, conn.client.id, config)?;
+    let joins = streams::attach_consumer(&shard.streams, conn.client.id, config, sink)?;
     // Noted before anything is awaited: a closing connection that follows tells the owners.
     conn.consumer_member.set(true);
     if !conn.is_member(&stream, &name) {

@@ -48,6 +48,7 @@ pub fn attach_consumer(
     shard: &Rc<StreamShard>,
     conn: u64,
     config: ConsumerConfig,
+    sink: Option<Rc<dyn credit::DeliverySink>>,
 ) -> Result<Joins, (ErrorCode, String)> {
     let stream = shard
         .streams
@@ -81,7 +82,7 @@ pub fn attach_consumer(
         conn,
         sid: config.sid,
     };
-    credit::register(shard, conn, config.sid, stream.clone(), &config.name);
+    credit::register(shard, conn, config.sid, stream.clone(), &config.name, sink);
     // Every join is sent (and noted by its owner) before anything is awaited, so a pull or a
     // closing connection that follows finds the member on its way in everywhere.
     let mut slots = Vec::with_capacity(stream.partitions as usize);

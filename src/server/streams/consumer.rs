@@ -23,6 +23,7 @@ use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
+use super::deleted::Deleted;
 use super::items::StreamItem;
 use super::state::{write_durably, SavedState, StateError};
 use super::StreamShard;
@@ -68,6 +69,12 @@ pub struct Delivered {
     /// The delivery count it was sent with.
     pub delivered: u32,
     pub member: Member,
+    /// This delivery's sequence among the consumer's deliveries in the partition.
+    pub consumer_seq: u64,
+    /// When the message was stored, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Messages not yet delivered after this one.
+    pub pending: u64,
 }
 
 /// A member and what its home last said it may still take.
@@ -118,6 +125,12 @@ pub struct PartConsumer {
     returned: RefCell<BTreeSet<u64>>,
     redelivered: Cell<u64>,
     dead_lettered: Cell<u64>,
+    /// Deliveries made, redeliveries included.
+    delivered_seq: Cell<u64>,
+    /// Subjects it takes (a JetStream filter); empty: all.
+    filters: Vec<String>,
+    /// The partition's messages deleted from the middle: never delivered.
+    deleted: Rc<RefCell<Deleted>>,
     /// Average record size of the last read: a round reads about what the grants allow.
     record_bytes: Cell<usize>,
     /// Woken when delivery may proceed: a grant came, an ack freed room, a message is due again.
@@ -150,7 +163,13 @@ impl PartConsumer {
         state_path: PathBuf,
         saved: Option<SavedState>,
         from_first: bool,
+        deleted: Rc<RefCell<Deleted>>,
     ) -> Result<Rc<PartConsumer>, StateError> {
+        let filters = config
+            .jetstream
+            .as_ref()
+            .map(|j| j.filters().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
         let start = match config.deliver {
             _ if from_first => log.first_offset(),
             DeliverPolicy::All => log.first_offset(),
@@ -194,6 +213,9 @@ impl PartConsumer {
             returned: RefCell::new(BTreeSet::new()),
             redelivered: Cell::new(saved.as_ref().map_or(0, |s| s.redelivered)),
             dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
+            delivered_seq: Cell::new(saved.as_ref().map_or(0, |s| s.delivered_seq)),
+            filters,
+            deleted,
             record_bytes: Cell::new(RECORD_BYTES_GUESS),
             wake: Event::default(),
             stopped: Cell::new(false),
@@ -330,6 +352,7 @@ impl PartConsumer {
                 .collect(),
             redelivered: self.redelivered.get(),
             dead_lettered: self.dead_lettered.get(),
+            delivered_seq: self.delivered_seq.get(),
         }
     }
 
@@ -424,6 +447,27 @@ impl PartConsumer {
         usize::try_from(self.config.max_ack_pending.max(1)).unwrap_or(usize::MAX)
     }
 
+    /// Whether the consumer passes over a record: deleted, or on a subject outside its filters.
+    fn passes_over(&self, record: &sluice_storage::Record) -> bool {
+        if self.deleted.borrow().contains(record.offset) {
+            return true;
+        }
+        if self.filters.is_empty() {
+            return false;
+        }
+        let Ok(frame) = sluice_protocol::Frame::check(record.body.clone(), u32::MAX) else {
+            return false;
+        };
+        let sluice_protocol::ArchivedOp::Pub(publish) = frame.op() else {
+            return false;
+        };
+        let subject = publish.subject();
+        !self
+            .filters
+            .iter()
+            .any(|f| sluice_protocol::subject::matches(f, subject))
+    }
+
     /// The consumer's counts in this partition.
     pub fn info(&self) -> ConsumerPartitionInfo {
         let end = self.log.next_offset();
@@ -435,6 +479,9 @@ impl PartConsumer {
             redelivered: self.redelivered.get(),
             ack_floor: self.floor.get(),
             dead_lettered: self.dead_lettered.get(),
+            next: self.next.get(),
+            delivered_seq: self.delivered_seq.get(),
+            config: Some(Box::new((*self.config).clone())),
         }
     }
 
@@ -605,6 +652,14 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
         };
         for record in records {
             let offset = record.offset;
+            // A message the consumer does not take (deleted, or outside its filter) is passed
+            // over as if acked.
+            if matches!(source, Source::Next(_)) && c.next.get() == offset && c.passes_over(&record)
+            {
+                c.next.set(offset + 1);
+                c.mark_acked(offset);
+                continue;
+            }
             let wanted = match source {
                 Source::Returned(_) => c.returned.borrow().first() == Some(&offset),
                 Source::Redeliver(o) => o == offset,
@@ -627,6 +682,7 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
                 Source::Next(_) => c.next.set(offset + 1),
             }
             let count = c.record_delivery(offset, member);
+            c.delivered_seq.set(c.delivered_seq.get() + 1);
             let delivery = Delivered {
                 stream: c.stream.clone(),
                 consumer: c.name.clone(),
@@ -634,6 +690,9 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
                 offset,
                 delivered: count,
                 member,
+                consumer_seq: c.delivered_seq.get(),
+                timestamp_ns: record.timestamp_ns,
+                pending: c.log.next_offset().saturating_sub(c.next.get()),
             };
             deliver(&shard, delivery, record.body);
             if matches!(source, Source::Redeliver(_)) {

@@ -34,6 +34,14 @@ pub const CREDIT_MAX: u64 = 1 << 40;
 /// home every few messages when a member reads many partitions.
 const GRANT_CHUNK_MIN: u64 = 16;
 
+/// How a member's deliveries reach its connection when not as native `StreamMsg` frames: another
+/// port's rendering (the JetStream API writes a NATS `MSG` with an ack subject).
+pub trait DeliverySink {
+    /// Writes a delivery to the connection; false if the member cannot take it now (it then goes
+    /// back to its owner unseen).
+    fn deliver(&self, delivery: &Delivered, frame: &Bytes) -> bool;
+}
+
 /// A member of a consumer whose connection lives on this shard.
 pub struct HomeMember {
     stream: Arc<StreamConfig>,
@@ -48,6 +56,8 @@ pub struct HomeMember {
     expiring: Cell<u32>,
     /// Per partition: granted and not yet arrived. An owner's own count is never above it.
     outstanding: RefCell<Vec<u64>>,
+    /// Where its deliveries go, when not as native frames.
+    sink: Option<Rc<dyn DeliverySink>>,
 }
 
 impl HomeMember {
@@ -74,6 +84,7 @@ pub fn register(
     sid: u64,
     stream: Arc<StreamConfig>,
     consumer: &str,
+    sink: Option<Rc<dyn DeliverySink>>,
 ) {
     let mut streams = shard.streams.borrow_mut();
     let homes = &mut streams.homes.members;
@@ -91,6 +102,7 @@ pub fn register(
             expiring: Cell::new(0),
             outstanding: RefCell::new(vec![0; stream.partitions as usize]),
             stream,
+            sink,
         }),
     );
 }
@@ -165,6 +177,22 @@ pub fn pull(
         .detach();
     }
     Ok(())
+}
+
+/// A member gives back `count` of its credit (a pull that ended unfilled); the owners are told to
+/// stop when none is left.
+pub fn take_back(shard: &Rc<StreamShard>, conn: u64, sid: u64, count: u64) {
+    let Some(member) = home(shard, conn, sid) else {
+        return;
+    };
+    let credit = member.credit.get();
+    if credit == 0 {
+        return;
+    }
+    member.credit.set(credit.saturating_sub(count));
+    if member.credit.get() == 0 {
+        stop(shard, &member);
+    }
 }
 
 /// Grants a chunk of the credit to every partition that has none outstanding (new, or spent).
@@ -247,18 +275,25 @@ pub fn arrive(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
         give_back(shard, delivery);
         return;
     }
-    let header = shard.core.encode(&Op::StreamMsg(StreamMsg {
-        sid: delivery.member.sid,
-        partition: delivery.partition,
-        offset: delivery.offset,
-        delivered: delivery.delivered,
-    }));
-    match conn.out.push2(&header, &frame) {
-        Push::Queued => {}
-        // The connection is going away: what it could not take goes to the others.
-        Push::Closed | Push::SlowConsumer => {
+    if let Some(sink) = &member.sink {
+        if !sink.deliver(&delivery, &frame) {
             give_back(shard, delivery);
             return;
+        }
+    } else {
+        let header = shard.core.encode(&Op::StreamMsg(StreamMsg {
+            sid: delivery.member.sid,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            delivered: delivery.delivered,
+        }));
+        match conn.out.push2(&header, &frame) {
+            Push::Queued => {}
+            // The connection is going away: what it could not take goes to the others.
+            Push::Closed | Push::SlowConsumer => {
+                give_back(shard, delivery);
+                return;
+            }
         }
     }
     member.credit.set(credit - 1);

@@ -38,7 +38,10 @@ pub use api::{
 };
 pub use attach::{attach_consumer, consumer_join, Joins};
 pub use consumer::{Delivered, Member};
-pub use credit::{arrive as consumer_arrive, returned as consumer_returned};
+pub use credit::{
+    arrive as consumer_arrive, returned as consumer_returned, take_back as consumer_take_back,
+    DeliverySink,
+};
 pub use dead_letter::dead_letter;
 use dead_letter::ensure_dead_letter_stream;
 pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};

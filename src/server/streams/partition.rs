@@ -118,7 +118,7 @@ pub struct Partition {
     /// The log's first offset when the checks last forgot removed subjects.
     checks_first: Cell<u64>,
     /// Messages deleted from the middle of the partition: readers skip them.
-    deleted: RefCell<Deleted>,
+    deleted: Rc<RefCell<Deleted>>,
 }
 
 /// Bytes read at a time while rebuilding publish checks.
@@ -190,7 +190,7 @@ impl Partition {
             created: Event::default(),
             checks: RefCell::new(None),
             checks_first: Cell::new(0),
-            deleted: RefCell::new(Deleted::default()),
+            deleted: Rc::new(RefCell::new(Deleted::default())),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
@@ -726,6 +726,7 @@ impl Partition {
             path,
             None,
             from_first,
+            self.deleted.clone(),
         )
         .await;
         self.creating.borrow_mut().remove(name);
@@ -816,6 +817,7 @@ impl Partition {
                 path,
                 Some(saved),
                 false,
+                self.deleted.clone(),
             )
             .await;
             match started {

@@ -26,6 +26,9 @@ pub struct SavedState {
     pub deliveries: Vec<(u64, u32)>,
     pub redelivered: u64,
     pub dead_lettered: u64,
+    /// Deliveries made so far (the last delivery's sequence).
+    #[serde(default)]
+    pub delivered_seq: u64,
 }
 
 /// Why a state file could not be used.
@@ -122,6 +125,7 @@ mod tests {
                 max_deliver: 3,
                 max_ack_pending: 10,
                 sid: 1,
+                jetstream: None,
             },
             next: 7,
             floor: 3,
@@ -129,6 +133,7 @@ mod tests {
             deliveries: vec![(3, 1), (4, 2), (6, 1)],
             redelivered: 1,
             dead_lettered: 0,
+            delivered_seq: 4,
         }
     }
 

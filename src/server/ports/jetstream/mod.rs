@@ -6,12 +6,15 @@
 //! partitioned stream made with the native API shows through here with the sequences of
 //! `sluice_protocol::jetstream::seq`.
 
+mod consumers;
 mod streams;
 
 use std::rc::Rc;
 
 use sluice_protocol::jetstream::json::{self, ApiError};
-use sluice_protocol::jetstream::subject::{parse_api_subject, ApiSubject};
+use sluice_protocol::jetstream::subject::{
+    parse_ack_reply, parse_api_subject, ApiSubject, CreateForm, ACK_PREFIX,
+};
 use sluice_protocol::op::{Op, Publish};
 
 use crate::server::session::connection::Conn;
@@ -26,6 +29,14 @@ pub fn handle_publish(
     reply: Option<&str>,
     payload: &[u8],
 ) -> bool {
+    if subject.starts_with(ACK_PREFIX) {
+        // An ack of a delivered message: the session checks the connection may ack it.
+        if let Some(at) = parse_ack_reply(subject) {
+            consumers::ack(shard, conn, &at, reply, payload);
+            return true;
+        }
+        return false;
+    }
     let Some(request) = parse_api_subject(subject) else {
         return false;
     };
@@ -46,6 +57,17 @@ pub fn handle_publish(
         // Nowhere to answer: nats-server ignores it too.
         return true;
     };
+    if let ApiSubject::ConsumerNext { stream, consumer } = request {
+        // A pull: its messages, or its end, go to the reply subject.
+        let (shard, conn) = (shard.clone(), conn.clone());
+        let (stream, consumer, reply) = (stream.to_owned(), consumer.to_owned(), reply.to_owned());
+        let body = payload.to_vec();
+        glommio::spawn_local(async move {
+            consumers::next(&shard, &conn, &stream, &consumer, &reply, &body).await;
+        })
+        .detach();
+        return true;
+    }
     let (shard, conn) = (shard.clone(), conn.clone());
     let (reply, payload) = (reply.to_owned(), payload.to_vec());
     let request = Request::from(request);
@@ -78,6 +100,11 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamMsgGet(_)
             | ApiSubject::StreamPurge(_)
             | ApiSubject::StreamMsgDelete(_)
+            | ApiSubject::ConsumerCreate { .. }
+            | ApiSubject::ConsumerInfo { .. }
+            | ApiSubject::ConsumerNames(_)
+            | ApiSubject::ConsumerList(_)
+            | ApiSubject::ConsumerNext { .. }
             | ApiSubject::DirectGet { .. }
     )
 }
@@ -94,6 +121,10 @@ enum Request {
     StreamMsgGet(String),
     StreamPurge(String),
     StreamMsgDelete(String),
+    ConsumerCreate(String, OwnedForm),
+    ConsumerInfo(String, String),
+    ConsumerNames(String),
+    ConsumerList(String),
     /// A direct get of a stream, and the subject whose last message it wants when the subject
     /// names one.
     DirectGet(String, Option<String>),
@@ -113,6 +144,14 @@ impl From<ApiSubject<'_>> for Request {
             ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
             ApiSubject::StreamPurge(s) => Request::StreamPurge(s.to_owned()),
             ApiSubject::StreamMsgDelete(s) => Request::StreamMsgDelete(s.to_owned()),
+            ApiSubject::ConsumerCreate { stream, form } => {
+                Request::ConsumerCreate(stream.to_owned(), OwnedForm::from(form))
+            }
+            ApiSubject::ConsumerInfo { stream, consumer } => {
+                Request::ConsumerInfo(stream.to_owned(), consumer.to_owned())
+            }
+            ApiSubject::ConsumerNames(s) => Request::ConsumerNames(s.to_owned()),
+            ApiSubject::ConsumerList(s) => Request::ConsumerList(s.to_owned()),
             ApiSubject::DirectGet {
                 stream,
                 last_by_subject,
@@ -137,6 +176,14 @@ impl Request {
             Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
             Request::StreamPurge(name) => streams::purge(shard, conn, &name, body).await,
             Request::StreamMsgDelete(name) => streams::msg_delete(shard, conn, &name, body).await,
+            Request::ConsumerCreate(stream, form) => {
+                consumers::create(shard, conn, &stream, form.borrowed(), body).await
+            }
+            Request::ConsumerInfo(stream, consumer) => {
+                consumers::info(shard, conn, &stream, &consumer).await
+            }
+            Request::ConsumerNames(stream) => consumers::names(shard, conn, &stream, body).await,
+            Request::ConsumerList(stream) => consumers::list(shard, conn, &stream, body).await,
             Request::DirectGet(..) | Request::Unsupported => {
                 Err(ApiError::bad_request("not supported by this server"))
             }
@@ -161,7 +208,47 @@ impl Request {
             Request::StreamMsgGet(_) => "stream_msg_get",
             Request::StreamPurge(_) => "stream_purge",
             Request::StreamMsgDelete(_) => "stream_msg_delete",
+            Request::ConsumerCreate(..) => "consumer_create",
+            Request::ConsumerInfo(..) => "consumer_info",
+            Request::ConsumerNames(_) => "consumer_names",
+            Request::ConsumerList(_) => "consumer_list",
             Request::DirectGet(..) | Request::Unsupported => "error",
+        }
+    }
+}
+
+/// A consumer-create form that owns its names.
+enum OwnedForm {
+    Unnamed,
+    Named {
+        name: String,
+        filter: Option<String>,
+    },
+    Durable(String),
+}
+
+impl From<CreateForm<'_>> for OwnedForm {
+    fn from(form: CreateForm<'_>) -> OwnedForm {
+        match form {
+            CreateForm::Unnamed => OwnedForm::Unnamed,
+            CreateForm::Named { name, filter } => OwnedForm::Named {
+                name: name.to_owned(),
+                filter: filter.map(str::to_owned),
+            },
+            CreateForm::Durable(d) => OwnedForm::Durable(d.to_owned()),
+        }
+    }
+}
+
+impl OwnedForm {
+    fn borrowed(&self) -> CreateForm<'_> {
+        match self {
+            OwnedForm::Unnamed => CreateForm::Unnamed,
+            OwnedForm::Named { name, filter } => CreateForm::Named {
+                name,
+                filter: filter.as_deref(),
+            },
+            OwnedForm::Durable(d) => CreateForm::Durable(d),
         }
     }
 }

@@ -417,21 +417,25 @@ fn visible(shard: &SessionShard, conn: &Conn) -> Vec<StreamConfig> {
 }
 
 /// Reading a stream needs subscribe permission for every subject it captures. An unknown stream
-/// is answered as not found.
-fn may_read(shard: &SessionShard, conn: &Conn, name: &str) -> Result<(), ApiError> {
+/// is answered as not found. Returns the stream's config.
+pub(super) fn may_read(
+    shard: &SessionShard,
+    conn: &Conn,
+    name: &str,
+) -> Result<std::sync::Arc<StreamConfig>, ApiError> {
     let Some(config) = shard.streams.streams.borrow().config(name) else {
         return Err(ApiError::stream_not_found());
     };
     let user = conn.user.borrow();
     let Some(user) = user.as_ref() else {
-        return Ok(());
+        return Ok(config);
     };
     if config
         .subjects
         .iter()
         .all(|p| user.permissions.subscribe.allows_pattern(p))
     {
-        Ok(())
+        Ok(config)
     } else {
         Err(permission_denied())
     }
@@ -460,7 +464,7 @@ fn permission_denied() -> ApiError {
 }
 
 /// A native API call, its answer read as `T` or mapped to a JetStream error.
-async fn native_call<T: serde::de::DeserializeOwned>(
+pub(super) async fn native_call<T: serde::de::DeserializeOwned>(
     shard: &Rc<SessionShard>,
     verb: &str,
     body: &[u8],
@@ -478,7 +482,10 @@ async fn native_call<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn native_info(shard: &Rc<SessionShard>, name: &str) -> Result<api::StreamInfo, ApiError> {
+pub(super) async fn native_info(
+    shard: &Rc<SessionShard>,
+    name: &str,
+) -> Result<api::StreamInfo, ApiError> {
     let body = serde_json::to_vec(&api::StreamName {
         name: name.to_owned(),
     })
