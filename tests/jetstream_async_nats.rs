@@ -126,3 +126,109 @@ fn message_ids_revisions_and_deletes_survive_a_restart() {
         );
     });
 }
+
+#[test]
+fn a_pull_consumer_fetches_and_acks() {
+    use async_nats::jetstream::consumer::{pull, PullConsumer};
+    use futures::StreamExt;
+    let broker = Broker::start(&[]);
+    runtime().block_on(async {
+        let js = context(&broker).await;
+        let stream = js
+            .create_stream(stream::Config {
+                name: "WORK".into(),
+                subjects: vec!["work.>".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("create stream");
+        for i in 0..10 {
+            let job = Publish::build().payload(format!("job {i}").into());
+            assert_eq!(publish(&js, "work.train", job).await.0, i + 1);
+        }
+        let consumer: PullConsumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some("trainers".into()),
+                filter_subject: "work.train".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("create consumer");
+        let mut got = Vec::new();
+        while got.len() < 10 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(4)
+                .messages()
+                .await
+                .expect("fetch");
+            while let Some(message) = batch.next().await {
+                let message = message.expect("message");
+                let info = message.info().expect("ack subject");
+                assert_eq!(info.delivered, 1);
+                got.push((info.stream_sequence, message.payload.clone()));
+                message.ack().await.expect("ack");
+            }
+        }
+        let want: Vec<_> = (0..10)
+            .map(|i| (i + 1, bytes::Bytes::from(format!("job {i}"))))
+            .collect();
+        assert_eq!(got, want);
+        let mut consumer = consumer;
+        let info = consumer.info().await.expect("consumer info");
+        assert_eq!(info.num_pending, 0);
+        assert_eq!(info.delivered.stream_sequence, 10);
+    });
+}
+
+#[test]
+fn a_key_value_bucket_puts_gets_updates_and_deletes() {
+    use async_nats::jetstream::kv;
+    let broker = Broker::start(&[]);
+    runtime().block_on(async {
+        let js = context(&broker).await;
+        let bucket = js
+            .create_key_value(kv::Config {
+                bucket: "models".into(),
+                history: 3,
+                ..Default::default()
+            })
+            .await
+            .expect("create bucket");
+        let first = bucket.put("llama", "v1".into()).await.expect("put");
+        assert_eq!(
+            bucket.get("llama").await.expect("get").as_deref(),
+            Some(&b"v1"[..])
+        );
+        let second = bucket
+            .update("llama", "v2".into(), first)
+            .await
+            .expect("update with the current revision");
+        assert!(second > first);
+        assert!(
+            bucket.update("llama", "v3".into(), first).await.is_err(),
+            "an update with a stale revision was stored"
+        );
+        assert!(bucket.create("llama", "again".into()).await.is_err());
+        bucket.create("mistral", "m1".into()).await.expect("create");
+        bucket.delete("llama").await.expect("delete");
+        assert_eq!(bucket.get("llama").await.expect("get"), None);
+        // A deleted key may be created again.
+        bucket
+            .create("llama", "v4".into())
+            .await
+            .expect("create after delete");
+        assert_eq!(
+            bucket.get("llama").await.expect("get").as_deref(),
+            Some(&b"v4"[..])
+        );
+        let entry = bucket
+            .entry("mistral")
+            .await
+            .expect("entry")
+            .expect("mistral");
+        assert_eq!(entry.operation, kv::Operation::Put);
+        bucket.purge("mistral").await.expect("purge");
+        assert_eq!(bucket.get("mistral").await.expect("get"), None);
+    });
+}
