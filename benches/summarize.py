@@ -177,6 +177,38 @@ def machine():
     ]
 
 
+def jsapi_table(directory, group, title):
+    """The JetStream API rows: benches/go/jsbench (Debian's nats.go) against each server."""
+    rows = {}
+    for path in glob.glob(os.path.join(directory, f"{group}.*.json")):
+        system = os.path.basename(path).split(".")[1]
+        try:
+            with open(path) as f:
+                rows.setdefault(system, []).append(json.load(f))
+        except (OSError, ValueError):
+            pass
+    if not rows:
+        return ""
+    base = median(r["msgs_per_s"] for r in rows.get("jetstream", []))
+    lines = [
+        f"#### {title}",
+        "",
+        "| system | rounds | msgs/s (median) | ratio to jetstream | p50 us | p99 us | p99.9 us "
+        "| server CPU ns/msg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for system in ("jetstream", "jetstream-sync-always", "sluice"):
+        rs = rows.get(system)
+        if not rs:
+            continue
+        rate = median(r["msgs_per_s"] for r in rs)
+        ratio = f"{rate / base:.2f}" if base else "-"
+        cells = " | ".join(fmt(median(r.get(k, 0) for r in rs)) for k in ("p50_us", "p99_us", "p999_us"))
+        cpu = fmt(median(r.get("server_cpu_ns_per_msg", 0) for r in rs))
+        lines.append(f"| {system} | {len(rs)} | {fmt(rate)} | {ratio} | {cells} | {cpu} |")
+    return "\n".join(lines) + "\n\n"
+
+
 def report(out, target, server_cpus, load_cpus, rounds, command=None):
     groups = runs(os.path.join(out, "runs"))
     core = ("nats-server", "sluice-nats", "sluice-native")
@@ -230,6 +262,18 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
         for w in ("1", "256"):
             body += table(groups, f"durable-{size}-w{w}", durable, "jetstream",
                           f"{size} B, {w} in flight")
+    jsapi = jsapi_table(os.path.join(out, "runs"), "jsapi-pub-16", "Asynchronous publish, 16 B, 256 in flight")
+    jsapi += jsapi_table(os.path.join(out, "runs"), "jsapi-consume-16",
+                         "Durable pull consumer, 16 B, fetches of 256, every message acked")
+    if jsapi:
+        body += "## The JetStream API, with an independent client\n\n"
+        body += (
+            "`benches/go/jsbench` (Debian's nats.go) against each server's JetStream API: publish "
+            "latency is publish to ack, consume latency is per fetch. Sluice runs at its defaults "
+            "(fsync always, group commit); the server's CPU time per message is read from /proc "
+            "around each run.\n\n"
+        )
+        body += jsapi
     body += f"## One-way latency at a fixed rate ({rate} msgs/s, half of nats-server's 1 -> 1 maximum)\n\n"
     body += "Open loop: latency counts from each message's intended send time.\n\n"
     body += table(groups, "latency", core, "nats-server", "1 -> 1, 16 B, open loop")
