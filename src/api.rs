@@ -200,6 +200,9 @@ pub struct StoredMessage {
 /// [`ConsumerConfig`]. Reply: `{}`. Attaching grants no credit: messages arrive on `sid` only as
 /// the connection asks for them with the `ConsumerPull` operation, never more.
 pub const CONSUMER_ATTACH: &str = "consumer.attach";
+/// Verb: delete a consumer (it stops delivering; its state goes). Body: [`ConsumerName`].
+/// Reply: `{}`, or `NotFound`.
+pub const CONSUMER_DELETE: &str = "consumer.delete";
 /// Verb: a consumer's counts. Body: [`ConsumerName`]. Reply: [`ConsumerInfo`].
 pub const CONSUMER_INFO: &str = "consumer.info";
 

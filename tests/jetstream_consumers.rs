@@ -11,7 +11,7 @@ use common::{Broker, ReferenceNats};
 fn nats_py_pulls_acks_and_sees_redeliveries() {
     let broker = Broker::start(&[]);
     let url = format!("nats://{}", broker.nats_addr);
-    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery"]);
+    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery", "policies"]);
 }
 
 #[test]
@@ -26,6 +26,6 @@ fn the_consumer_scripts_describe_nats_server() {
         return;
     };
     let url = format!("nats://{}", reference.addr);
-    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery"]);
+    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery", "policies"]);
     common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull"]);
 }

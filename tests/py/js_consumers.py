@@ -4,12 +4,14 @@ js_consumers.py <url> <section>... Prints "ok" when every check holds. The same 
 against nats-server, so it describes NATS's behaviour."""
 
 import asyncio
+import json
 import sys
 import time
 
 import nats
 from nats.errors import TimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
 
 
 async def pull(nc, js, jsm, tag: str) -> None:
@@ -96,6 +98,75 @@ async def redelivery(nc, js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def policies(nc, js, jsm, tag: str) -> None:
+    name = f"POL{tag}"
+    await jsm.add_stream(name=name, subjects=[f"pol{tag}.>"])
+    for i in range(6):
+        await js.publish(f"pol{tag}.x", str(i).encode())
+    # Ack all: an ack covers every delivery up to it.
+    config = ConsumerConfig(durable_name="all", ack_policy=AckPolicy.ALL)
+    sub = await js.pull_subscribe(f"pol{tag}.>", durable="all", stream=name, config=config)
+    msgs = [(await sub.fetch(1, timeout=5))[0] for _ in range(3)]
+    await msgs[2].ack_sync()
+    info = await jsm.consumer_info(name, "all")
+    assert (info.num_ack_pending, info.ack_floor.stream_seq) == (0, 3), info
+    # Ack none: nothing waits for an ack.
+    config = ConsumerConfig(durable_name="none", ack_policy=AckPolicy.NONE)
+    sub = await js.pull_subscribe(f"pol{tag}.>", durable="none", stream=name, config=config)
+    msgs = [(await sub.fetch(1, timeout=5))[0] for _ in range(3)]
+    assert [m.data for m in msgs] == [b"0", b"1", b"2"], msgs
+    info = await jsm.consumer_info(name, "none")
+    assert (info.num_ack_pending, info.delivered.stream_seq) == (0, 3), info
+    # Backoff: each delivery waits its own step for the ack (one message, so only it can come).
+    await jsm.add_stream(name=f"BAK{tag}", subjects=[f"bak{tag}.>"])
+    await js.publish(f"bak{tag}.x", b"retry me")
+    config = ConsumerConfig(
+        durable_name="back", ack_policy=AckPolicy.EXPLICIT, backoff=[0.5, 5.0], max_deliver=3
+    )
+    sub = await js.pull_subscribe(f"bak{tag}.>", durable="back", stream=f"BAK{tag}", config=config)
+    (m,) = await sub.fetch(1, timeout=5)
+    started = time.monotonic()
+    (again,) = await sub.fetch(1, timeout=5)
+    waited = time.monotonic() - started
+    assert again.data == m.data and again.metadata.num_delivered == 2, again.metadata
+    assert 0.3 < waited < 3, waited
+    try:
+        await sub.fetch(1, timeout=1.5)
+        raise AssertionError("the second backoff step was not waited")
+    except TimeoutError:
+        pass
+    await jsm.delete_stream(f"BAK{tag}")
+    # Max deliveries: after the last, the message is not delivered again, and an advisory says so.
+    await jsm.add_stream(name=f"MAX{tag}", subjects=[f"max{tag}.>"])
+    await js.publish(f"max{tag}.x", b"poison")
+    advisories = await nc.subscribe(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.MAX{tag}.>")
+    config = ConsumerConfig(
+        durable_name="capped", ack_policy=AckPolicy.EXPLICIT, ack_wait=0.5, max_deliver=2
+    )
+    sub = await js.pull_subscribe(f"max{tag}.>", durable="capped", stream=f"MAX{tag}", config=config)
+    for delivery in (1, 2):
+        (m,) = await sub.fetch(1, timeout=5)
+        assert m.metadata.num_delivered == delivery, m.metadata
+    # (nats-server notices the last delivery ran out while a pull waits.)
+    try:
+        await sub.fetch(1, timeout=1.5)
+        raise AssertionError("a message was delivered past max_deliver")
+    except TimeoutError:
+        pass
+    advisory = json.loads((await advisories.next_msg(timeout=5)).data)
+    assert advisory["type"] == "io.nats.jetstream.advisory.v1.max_deliver", advisory
+    assert (advisory["consumer"], advisory["stream_seq"], advisory["deliveries"]) == ("capped", 1, 2), advisory
+    await jsm.delete_stream(f"MAX{tag}")
+    # Delete: the consumer is gone.
+    assert await jsm.delete_consumer(name, "all")
+    try:
+        await jsm.consumer_info(name, "all")
+        raise AssertionError("a deleted consumer was found")
+    except NotFoundError:
+        pass
+    await jsm.delete_stream(name)
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -104,6 +175,8 @@ async def main(url: str, sections: list) -> None:
     for section in sections:
         if section == "pull":
             await pull(nc, js, jsm, tag)
+        elif section == "policies":
+            await policies(nc, js, jsm, tag)
         elif section == "redelivery":
             await redelivery(nc, js, jsm, tag)
         else:

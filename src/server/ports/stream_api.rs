@@ -135,6 +135,7 @@ fn api_allowed(shard: &StreamShard, conn: &Conn, verb: &str, body: &[u8]) -> Res
             | api::STREAM_REMOVE
             | api::STREAM_PURGE
             | api::STREAM_DELETE_MESSAGE
+            | api::CONSUMER_DELETE
     );
     let perms = &user.permissions;
     let allowed = subjects

@@ -51,6 +51,7 @@ pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -
         api::STREAM_UPDATE => stream_update(shard, body).await,
         api::STREAM_PURGE => stream_purge(shard, body).await,
         api::STREAM_DELETE_MESSAGE => stream_delete_message(shard, body).await,
+        api::CONSUMER_DELETE => consumer_delete(shard, body).await,
         api::STREAM_REMOVE => stream_remove(shard, body),
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
@@ -183,6 +184,30 @@ async fn stream_purge(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     }
     tracing::info!(stream = %request.name, purged, "stream purged");
     json(&api::Purged { purged })
+}
+
+async fn consumer_delete(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+    let api::ConsumerName { stream, name } = parse(body)?;
+    let config = config_of(shard, &stream)?;
+    let mut found = false;
+    for partition in 0..config.partitions {
+        let request = PartitionRequest::ConsumerDelete {
+            stream: stream.clone(),
+            partition,
+            consumer: name.clone(),
+        };
+        if let PartitionReply::Deleted(Ok(true)) = ask(shard, &config, partition, request).await? {
+            found = true;
+        }
+    }
+    if !found {
+        return Err((
+            ErrorCode::NotFound,
+            format!("consumer {name} of {stream} does not exist"),
+        ));
+    }
+    tracing::info!(stream = %stream, consumer = %name, "consumer deleted");
+    json(&serde_json::json!({}))
 }
 
 async fn stream_delete_message(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
@@ -475,6 +500,14 @@ pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> Parti
         } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Purged(part.purge(to).await),
             None => PartitionReply::Purged(Ok(0)),
+        },
+        PartitionRequest::ConsumerDelete {
+            stream,
+            partition,
+            consumer,
+        } => match owned(shard, &stream, partition) {
+            Some(part) => PartitionReply::Deleted(Ok(part.delete_consumer(&consumer).await)),
+            None => PartitionReply::Deleted(Ok(false)),
         },
         PartitionRequest::DeleteMessage {
             stream,

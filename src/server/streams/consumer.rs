@@ -129,6 +129,11 @@ pub struct PartConsumer {
     delivered_seq: Cell<u64>,
     /// Subjects it takes (a JetStream filter); empty: all.
     filters: Vec<String>,
+    /// How its deliveries are acked: each (the default), every one up to an acked one, or none.
+    ack_policy: sluice_protocol::jetstream::json::AckPolicy,
+    /// The ack wait of each delivery, by delivery count (a JetStream backoff); the last one
+    /// serves every later delivery. Empty: the ack wait.
+    backoff: Vec<Duration>,
     /// The partition's messages deleted from the middle: never delivered.
     deleted: Rc<RefCell<Deleted>>,
     /// Average record size of the last read: a round reads about what the grants allow.
@@ -169,6 +174,20 @@ impl PartConsumer {
             .jetstream
             .as_ref()
             .map(|j| j.filters().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        let ack_policy = config
+            .jetstream
+            .as_ref()
+            .map_or(Default::default(), |j| j.ack_policy);
+        let backoff = config
+            .jetstream
+            .as_ref()
+            .and_then(|j| j.backoff.as_ref())
+            .map(|b| {
+                b.iter()
+                    .map(|&ns| Duration::from_nanos(u64::try_from(ns).unwrap_or(0)))
+                    .collect()
+            })
             .unwrap_or_default();
         let start = match config.deliver {
             _ if from_first => log.first_offset(),
@@ -215,6 +234,8 @@ impl PartConsumer {
             dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
             delivered_seq: Cell::new(saved.as_ref().map_or(0, |s| s.delivered_seq)),
             filters,
+            ack_policy,
+            backoff,
             deleted,
             record_bytes: Cell::new(RECORD_BYTES_GUESS),
             wake: Event::default(),
@@ -318,6 +339,22 @@ impl PartConsumer {
     pub fn on_ack(&self, offset: u64, kind: AckKind, delay: Duration) {
         let now = Instant::now();
         match kind {
+            AckKind::Ack | AckKind::Term
+                if self.ack_policy == sluice_protocol::jetstream::json::AckPolicy::All =>
+            {
+                // An ack covers every delivery up to it.
+                let covered: Vec<u64> = self
+                    .pending
+                    .borrow()
+                    .range(..=offset)
+                    .filter(|(_, d)| !d.dead_lettering)
+                    .map(|(o, _)| *o)
+                    .collect();
+                for o in covered {
+                    self.pending.borrow_mut().remove(&o);
+                    self.mark_acked(o);
+                }
+            }
             AckKind::Ack | AckKind::Term => {
                 if self.pending.borrow_mut().remove(&offset).is_none() {
                     return;
@@ -437,6 +474,15 @@ impl PartConsumer {
         self.config
             .ack_wait()
             .unwrap_or(Duration::from_millis(crate::api::ACK_WAIT_MS_MAX))
+    }
+
+    /// How long the `count`th delivery waits for its ack: the backoff's step for it, if any.
+    fn wait_for(&self, count: u32) -> Duration {
+        let step = usize::try_from(count.saturating_sub(1)).unwrap_or(usize::MAX);
+        match self.backoff.get(step).or(self.backoff.last()) {
+            Some(wait) if !wait.is_zero() => *wait,
+            _ => self.ack_wait(),
+        }
     }
 
     fn max_deliver(&self) -> u32 {
@@ -598,7 +644,7 @@ impl PartConsumer {
                 dead_lettering: false,
             });
             d.count += 1;
-            d.deadline = now + self.ack_wait();
+            d.deadline = now + self.wait_for(d.count);
             d.holder = Some(member);
             d.held = true;
             d.count
@@ -695,6 +741,11 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
                 pending: c.log.next_offset().saturating_sub(c.next.get()),
             };
             deliver(&shard, delivery, record.body);
+            if c.ack_policy == sluice_protocol::jetstream::json::AckPolicy::None {
+                // Delivered is done.
+                c.pending.borrow_mut().remove(&offset);
+                c.mark_acked(offset);
+            }
             if matches!(source, Source::Redeliver(_)) {
                 break;
             }

@@ -118,7 +118,51 @@ pub async fn dead_letter(
             ack: false,
         }));
     shard.core.route(&frame, &advisory_subject);
+    if config.jetstream.is_some() {
+        max_deliveries_advisory(shard, config, partition, offset, deliveries);
+    }
     Ok(())
+}
+
+/// Tells JetStream clients that a message ran out of deliveries, as nats-server does, on
+/// `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`.
+fn max_deliveries_advisory(
+    shard: &Rc<StreamShard>,
+    config: &ConsumerConfig,
+    partition: u32,
+    offset: u64,
+    deliveries: u32,
+) {
+    use sluice_protocol::jetstream::{seq::seq_of, time::format_time_ns};
+    let partitions = shard
+        .streams
+        .borrow()
+        .config(&config.stream)
+        .map_or(1, |c| c.partitions);
+    let advisory = serde_json::json!({
+        "type": "io.nats.jetstream.advisory.v1.max_deliver",
+        "id": format!("{:016x}{:08x}", fastrand::u64(..), fastrand::u32(..)),
+        "timestamp": format_time_ns(sluice_storage::now_ns()),
+        "stream": config.stream,
+        "consumer": config.name,
+        "stream_seq": seq_of(partition, offset, partitions),
+        "deliveries": deliveries,
+    })
+    .to_string();
+    let subject = format!(
+        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+        config.stream, config.name
+    );
+    let frame = shard
+        .core
+        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+            subject: &subject,
+            reply: None,
+            headers: b"",
+            payload: advisory.as_bytes(),
+            ack: false,
+        }));
+    shard.core.route(&frame, &subject);
 }
 
 /// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.

@@ -150,6 +150,12 @@ pub enum PartitionRequest {
         partition: u32,
         to: PurgeTo,
     },
+    /// Delete a consumer's share of the partition.
+    ConsumerDelete {
+        stream: String,
+        partition: u32,
+        consumer: String,
+    },
     /// Delete one message from the middle of the partition.
     DeleteMessage {
         stream: String,

@@ -1040,6 +1040,28 @@ impl Partition {
         }
     }
 
+    /// Deletes a consumer here: it stops delivering and its state file goes. Whether it was here.
+    pub async fn delete_consumer(&self, name: &str) -> bool {
+        self.opened.wait().await;
+        let Some(consumer) = self.consumers.borrow_mut().remove(name) else {
+            return false;
+        };
+        consumer.stop();
+        consumer.wait_saved().await;
+        if let Ok(path) = state::state_path(&self.dir, name) {
+            let removed = glommio::executor()
+                .spawn_blocking(move || std::fs::remove_file(path))
+                .await;
+            if let Err(e) = removed {
+                tracing::warn!(stream = %self.config.name, partition = self.index, consumer = name,
+                    error = %e, "cannot delete the consumer's state");
+            }
+        }
+        tracing::info!(stream = %self.config.name, partition = self.index, consumer = name,
+            "consumer deleted");
+        true
+    }
+
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);

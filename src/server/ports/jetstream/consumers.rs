@@ -20,8 +20,8 @@ use sluice_protocol::jetstream::headers::{
     status_block, HeaderBuilder, LAST_CONSUMER, LAST_STREAM, PENDING_BYTES, PENDING_MESSAGES,
 };
 use sluice_protocol::jetstream::json::{
-    self, AckPolicy, ApiError, ConsumerCreateRequest, ConsumerInfo, ConsumerNames, DeliverPolicy,
-    ListRequest, SequenceInfo, LIST_PAGE, NAMES_PAGE,
+    self, ApiError, ConsumerCreateRequest, ConsumerInfo, ConsumerNames, DeliverPolicy, ListRequest,
+    SequenceInfo, LIST_PAGE, NAMES_PAGE,
 };
 use sluice_protocol::jetstream::seq::{position_of, seq_of};
 use sluice_protocol::jetstream::subject::{AckReply, CreateForm};
@@ -159,9 +159,6 @@ fn check_supported(config: &json::ConsumerConfig) -> Result<(), ApiError> {
     if config.is_push() {
         return unsupported("a push consumer (deliver_subject)");
     }
-    if config.ack_policy != AckPolicy::Explicit {
-        return unsupported("an ack policy other than explicit");
-    }
     if matches!(config.deliver_policy, DeliverPolicy::LastPerSubject) {
         return unsupported("deliver policy last_per_subject");
     }
@@ -271,6 +268,40 @@ pub async fn info(shard: &Rc<SessionShard>, conn: &Conn, stream: &str, consumer:
         .await?
         .ok_or_else(ApiError::consumer_not_found)?;
     Ok(json::response("consumer_info", &consumer_info(&info)))
+}
+
+/// CONSUMER.DELETE: the consumer stops delivering and its state goes; this connection's open pull
+/// requests on it end with `409 Consumer Deleted`.
+pub async fn delete(shard: &Rc<SessionShard>, conn: &Conn, stream: &str, consumer: &str) -> Answer {
+    may_read(shard, conn, stream)?;
+    let body = serde_json::to_vec(&ConsumerName {
+        stream: stream.to_owned(),
+        name: consumer.to_owned(),
+    })
+    .map_err(|e| ApiError::server_error(e.to_string()))?;
+    match native_call::<serde_json::Value>(shard, api::CONSUMER_DELETE, &body).await {
+        Ok(_) => {}
+        Err(e) if e.err_code == ApiError::stream_not_found().err_code => {
+            return Err(match shard.streams.streams.borrow().config(stream) {
+                Some(_) => ApiError::consumer_not_found(),
+                None => e,
+            });
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(puller) = puller_of(conn, stream, consumer) {
+        let open: Vec<u64> = puller.requests.borrow().iter().map(|r| r.id).collect();
+        for id in open {
+            puller.end(id, 409, "Consumer Deleted");
+        }
+        conn.pullers
+            .borrow_mut()
+            .retain(|((s, c), _)| !(s == stream && c == consumer));
+    }
+    Ok(json::response(
+        "consumer_delete",
+        &json::Success { success: true },
+    ))
 }
 
 /// CONSUMER.NAMES.

@@ -102,6 +102,7 @@ fn answers(request: &ApiSubject<'_>) -> bool {
             | ApiSubject::StreamMsgDelete(_)
             | ApiSubject::ConsumerCreate { .. }
             | ApiSubject::ConsumerInfo { .. }
+            | ApiSubject::ConsumerDelete { .. }
             | ApiSubject::ConsumerNames(_)
             | ApiSubject::ConsumerList(_)
             | ApiSubject::ConsumerNext { .. }
@@ -123,6 +124,7 @@ enum Request {
     StreamMsgDelete(String),
     ConsumerCreate(String, OwnedForm),
     ConsumerInfo(String, String),
+    ConsumerDelete(String, String),
     ConsumerNames(String),
     ConsumerList(String),
     /// A direct get of a stream, and the subject whose last message it wants when the subject
@@ -149,6 +151,9 @@ impl From<ApiSubject<'_>> for Request {
             }
             ApiSubject::ConsumerInfo { stream, consumer } => {
                 Request::ConsumerInfo(stream.to_owned(), consumer.to_owned())
+            }
+            ApiSubject::ConsumerDelete { stream, consumer } => {
+                Request::ConsumerDelete(stream.to_owned(), consumer.to_owned())
             }
             ApiSubject::ConsumerNames(s) => Request::ConsumerNames(s.to_owned()),
             ApiSubject::ConsumerList(s) => Request::ConsumerList(s.to_owned()),
@@ -182,6 +187,9 @@ impl Request {
             Request::ConsumerInfo(stream, consumer) => {
                 consumers::info(shard, conn, &stream, &consumer).await
             }
+            Request::ConsumerDelete(stream, consumer) => {
+                consumers::delete(shard, conn, &stream, &consumer).await
+            }
             Request::ConsumerNames(stream) => consumers::names(shard, conn, &stream, body).await,
             Request::ConsumerList(stream) => consumers::list(shard, conn, &stream, body).await,
             Request::DirectGet(..) | Request::Unsupported => {
@@ -210,6 +218,7 @@ impl Request {
             Request::StreamMsgDelete(_) => "stream_msg_delete",
             Request::ConsumerCreate(..) => "consumer_create",
             Request::ConsumerInfo(..) => "consumer_info",
+            Request::ConsumerDelete(..) => "consumer_delete",
             Request::ConsumerNames(_) => "consumer_names",
             Request::ConsumerList(_) => "consumer_list",
             Request::DirectGet(..) | Request::Unsupported => "error",
