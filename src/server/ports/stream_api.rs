@@ -26,7 +26,7 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
     if verb == api::STREAM_LIST {
         // Every shard has every stream's configuration: answered here, showing a user only the
         // streams it may read.
-        let streams = visible_streams(&shard.streams, conn);
+        let streams = session::readable_streams(shard, conn);
         let (code, reply) = match serde_json::to_vec(&api::StreamList { streams }) {
             Ok(body) => (0, body),
             Err(e) => (ErrorCode::BadRequest.as_u16(), e.to_string().into_bytes()),
@@ -71,24 +71,6 @@ pub fn handle_api(shard: &Rc<SessionShard>, conn: &Rc<Conn>, id: u64, verb: &str
         .detach();
     } else {
         streams::send_api(&shard.streams, conn.client.id, id, verb, body);
-    }
-}
-
-/// The streams a connection may see: all of them without users, else those whose every subject
-/// its user may subscribe to.
-fn visible_streams(shard: &StreamShard, conn: &Conn) -> Vec<api::StreamConfig> {
-    let all = shard.streams.borrow().all();
-    let user = conn.user.borrow();
-    match user.as_ref() {
-        None => all,
-        Some(user) => all
-            .into_iter()
-            .filter(|s| {
-                s.subjects
-                    .iter()
-                    .all(|p| user.permissions.subscribe.allows_pattern(p))
-            })
-            .collect(),
     }
 }
 

@@ -481,6 +481,23 @@ pub fn appended(shard: &SessionShard, conn: u64, seq: u64, outcome: &AckOutcome)
     }
 }
 
+/// The streams a connection may read, by name: all of them without users, else those whose every
+/// subject its user may subscribe to. Every port lists streams through this.
+pub fn readable_streams(shard: &SessionShard, conn: &Conn) -> Vec<crate::api::StreamConfig> {
+    let all = shard.streams.streams.borrow().all();
+    match conn.user.borrow().as_ref() {
+        None => all,
+        Some(user) => all
+            .into_iter()
+            .filter(|s| {
+                s.subjects
+                    .iter()
+                    .all(|p| user.permissions.subscribe.allows_pattern(p))
+            })
+            .collect(),
+    }
+}
+
 /// Where a consumer's message is, for an ack.
 #[derive(Debug, Clone, Copy)]
 pub struct AckAt<'a> {

@@ -21,14 +21,14 @@ use sluice_protocol::ErrorCode;
 
 use crate::api::{self, check_stream_name, StreamConfig};
 use crate::server::session::connection::Conn;
-use crate::server::session::SessionShard;
+use crate::server::session::{self, SessionShard};
 use crate::server::streams::call_api;
 
 type Answer = Result<Vec<u8>, ApiError>;
 
 /// `$JS.API.INFO`.
 pub async fn account_info(shard: &Rc<SessionShard>, conn: &Conn) -> Answer {
-    let streams = visible(shard, conn);
+    let streams = session::readable_streams(shard, conn);
     let info = AccountInfo {
         streams: streams.len() as u64,
         limits: AccountLimits {
@@ -153,14 +153,8 @@ pub async fn delete(shard: &Rc<SessionShard>, conn: &Conn, name: &str) -> Answer
 /// filter, only the subjects it matches (and `keep` counts per subject).
 pub async fn purge(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: PurgeRequest = json::parse_request(body)?;
-    let config = shard
-        .streams
-        .streams
-        .borrow()
-        .config(name)
-        .ok_or_else(ApiError::stream_not_found)?;
-    may_write(shard, conn, &config.subjects)?;
-    if jetstream_config(&config).deny_purge {
+    let (config, given) = writable(shard, conn, name)?;
+    if given.deny_purge {
         return Err(ApiError::new(500, 10066, "stream purge not permitted"));
     }
     // A filter that covers the whole stream is a purge of the whole stream.
@@ -192,14 +186,8 @@ pub async fn purge(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8
 /// STREAM.MSG.DELETE: one message, by sequence.
 pub async fn msg_delete(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8]) -> Answer {
     let request: MsgDeleteRequest = json::parse_request(body)?;
-    let config = shard
-        .streams
-        .streams
-        .borrow()
-        .config(name)
-        .ok_or_else(ApiError::stream_not_found)?;
-    may_write(shard, conn, &config.subjects)?;
-    if jetstream_config(&config).deny_delete {
+    let (config, given) = writable(shard, conn, name)?;
+    if given.deny_delete {
         return Err(ApiError::delete_not_permitted());
     }
     let not_found = || ApiError::new(400, 10043, format!("sequence {} not found", request.seq));
@@ -388,7 +376,7 @@ pub fn allows_direct(shard: &SessionShard, name: &str) -> bool {
 
 /// The streams a user may read that match a names or list request, by name.
 fn matching(shard: &SessionShard, conn: &Conn, request: &ListRequest) -> Vec<StreamConfig> {
-    let mut streams: Vec<StreamConfig> = visible(shard, conn)
+    let mut streams: Vec<StreamConfig> = session::readable_streams(shard, conn)
         .into_iter()
         .filter(|s| match &request.subject {
             Some(subject) => s.subjects.iter().any(|p| overlaps(p, subject)),
@@ -397,23 +385,6 @@ fn matching(shard: &SessionShard, conn: &Conn, request: &ListRequest) -> Vec<Str
         .collect();
     streams.sort_by(|a, b| a.name.cmp(&b.name));
     streams
-}
-
-/// The streams a connection may see: all without users, else those whose every subject its user
-/// may subscribe to (as the native `stream.list`).
-fn visible(shard: &SessionShard, conn: &Conn) -> Vec<StreamConfig> {
-    let all = shard.streams.streams.borrow().all();
-    match conn.user.borrow().as_ref() {
-        None => all,
-        Some(user) => all
-            .into_iter()
-            .filter(|s| {
-                s.subjects
-                    .iter()
-                    .all(|p| user.permissions.subscribe.allows_pattern(p))
-            })
-            .collect(),
-    }
 }
 
 /// Reading a stream needs subscribe permission for every subject it captures. An unknown stream
@@ -439,6 +410,23 @@ pub(super) fn may_read(
     } else {
         Err(permission_denied())
     }
+}
+
+/// A stream the connection may change, with its JetStream config.
+fn writable(
+    shard: &SessionShard,
+    conn: &Conn,
+    name: &str,
+) -> Result<(std::sync::Arc<StreamConfig>, json::StreamConfig), ApiError> {
+    let config = shard
+        .streams
+        .streams
+        .borrow()
+        .config(name)
+        .ok_or_else(ApiError::stream_not_found)?;
+    may_write(shard, conn, &config.subjects)?;
+    let given = jetstream_config(&config);
+    Ok((config, given))
 }
 
 /// Creating, changing or removing a stream needs publish and subscribe permission for its
