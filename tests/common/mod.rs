@@ -501,11 +501,15 @@ pub fn run_python_client(script: &str, args: &[&str]) -> bool {
         return false;
     };
     let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new(python)
-        .arg(path)
-        .args(args)
-        .output()
-        .expect("run python");
+    let mut command = Command::new(python);
+    command.arg(path).args(args);
+    run_client_script(command, script, args);
+    true
+}
+
+/// Runs a client script and checks that it succeeded and printed `ok`.
+fn run_client_script(mut command: Command, script: &str, args: &[&str]) {
+    let output = command.output().expect("run the client script");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -513,7 +517,6 @@ pub fn run_python_client(script: &str, args: &[&str]) -> bool {
         "{script} {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert_eq!(stdout.trim(), "ok", "{script} {args:?}");
-    true
 }
 
 /// Runs `tests/js/<script>` with Node and the NATS JavaScript clients that `./test` installs (named
@@ -527,19 +530,9 @@ pub fn run_node_client(script: &str, args: &[&str]) -> bool {
         return false;
     };
     let path = format!("{}/tests/js/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = Command::new("node")
-        .arg(path)
-        .args(args)
-        .env("NODE_PATH", modules)
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert_eq!(stdout.trim(), "ok", "{script} {args:?}");
+    let mut command = Command::new("node");
+    command.arg(path).args(args).env("NODE_PATH", modules);
+    run_client_script(command, script, args);
     true
 }
 

@@ -107,17 +107,7 @@ pub async fn dead_letter(
         "subject": original_subject,
     })
     .to_string();
-    let advisory_subject = format!("$SYS.{subject}");
-    let frame = shard
-        .core
-        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject: &advisory_subject,
-            reply: None,
-            headers: b"",
-            payload: advisory.as_bytes(),
-            ack: false,
-        }));
-    shard.core.route(&frame, &advisory_subject);
+    announce(shard, &format!("$SYS.{subject}"), &advisory);
     if config.jetstream.is_some() {
         max_deliveries_advisory(shard, config, partition, offset, deliveries);
     }
@@ -153,16 +143,21 @@ fn max_deliveries_advisory(
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
         config.stream, config.name
     );
+    announce(shard, &subject, &advisory);
+}
+
+/// Publishes an advisory the broker makes to whoever listens on `subject`.
+fn announce(shard: &StreamShard, subject: &str, advisory: &str) {
     let frame = shard
         .core
         .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject: &subject,
+            subject,
             reply: None,
             headers: b"",
             payload: advisory.as_bytes(),
             ack: false,
         }));
-    shard.core.route(&frame, &subject);
+    shard.core.route(&frame, subject);
 }
 
 /// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.
