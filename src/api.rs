@@ -218,6 +218,9 @@ pub enum DeliverPolicy {
     Offset(u64),
     /// From the first message at or after this time (ns since the Unix epoch).
     Time(u64),
+    /// The last message of every subject (that the consumer takes), then what comes next: a
+    /// key-value watcher's start (streams made through the JetStream API only).
+    LastPerSubject,
 }
 
 /// A durable consumer and how it delivers.

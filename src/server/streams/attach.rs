@@ -75,7 +75,14 @@ pub fn attach_consumer(
             ),
         ));
     }
-    ensure_dead_letter_stream(shard, &config);
+    // A consumer that never redelivers (JetStream's ack none) has nothing to dead-letter.
+    let acks_none = config
+        .jetstream
+        .as_ref()
+        .is_some_and(|j| j.ack_policy == sluice_protocol::jetstream::json::AckPolicy::None);
+    if !acks_none {
+        ensure_dead_letter_stream(shard, &config);
+    }
     let config = Arc::new(config);
     let member = Member {
         shard: shard.core.id,

@@ -284,6 +284,43 @@ impl PublishChecks {
             .collect()
     }
 
+    /// The offsets of the last message of every subject any of `filters` matches (all subjects
+    /// without filters), in offset order.
+    pub fn lasts_matching(&self, filters: &[String]) -> Vec<u64> {
+        let mut lasts: Vec<u64> = self
+            .subjects
+            .iter()
+            .filter(|(subject, _)| {
+                filters.is_empty()
+                    || filters
+                        .iter()
+                        .any(|f| sluice_protocol::subject::matches(f, subject))
+            })
+            .filter_map(|(_, offsets)| offsets.back().copied())
+            .collect();
+        lasts.sort_unstable();
+        lasts
+    }
+
+    /// Messages at or past `from` on the subjects any of `filters` matches; `None` when this
+    /// partition does not keep every offset of its subjects (then it cannot tell).
+    pub fn count_matching_from(&self, filters: &[String], from: u64) -> Option<u64> {
+        if !self.keeps_all() {
+            return None;
+        }
+        let count = self
+            .subjects
+            .iter()
+            .filter(|(subject, _)| {
+                filters
+                    .iter()
+                    .any(|f| sluice_protocol::subject::matches(f, subject))
+            })
+            .map(|(_, offsets)| offsets.iter().rev().take_while(|&&o| o >= from).count() as u64)
+            .sum();
+        Some(count)
+    }
+
     /// The offset of the last message on `subject`.
     pub fn last_of(&self, subject: &str) -> Option<u64> {
         self.subjects.get(subject)?.back().copied()

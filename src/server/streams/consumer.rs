@@ -23,6 +23,7 @@ use sluice_protocol::op::AckKind;
 use sluice_storage::wake::Event;
 use sluice_storage::PartitionLog;
 
+use super::checks::PublishChecks;
 use super::deleted::Deleted;
 use super::items::StreamItem;
 use super::state::{write_durably, SavedState, StateError};
@@ -134,6 +135,12 @@ pub struct PartConsumer {
     /// The ack wait of each delivery, by delivery count (a JetStream backoff); the last one
     /// serves every later delivery. Empty: the ack wait.
     backoff: Vec<Duration>,
+    /// The last message of each subject a `LastPerSubject` consumer starts with: first in line,
+    /// though below its ack floor, until delivered.
+    seeds: RefCell<BTreeSet<u64>>,
+    /// The partition's publish checks (a JetStream stream's subjects), to count what a filter
+    /// has not yet delivered.
+    checks: Rc<RefCell<Option<PublishChecks>>>,
     /// The partition's messages deleted from the middle: never delivered.
     deleted: Rc<RefCell<Deleted>>,
     /// Average record size of the last read: a round reads about what the grants allow.
@@ -169,6 +176,8 @@ impl PartConsumer {
         saved: Option<SavedState>,
         from_first: bool,
         deleted: Rc<RefCell<Deleted>>,
+        lasts: Vec<u64>,
+        checks: Rc<RefCell<Option<PublishChecks>>>,
     ) -> Result<Rc<PartConsumer>, StateError> {
         let filters = config
             .jetstream
@@ -195,6 +204,12 @@ impl PartConsumer {
             DeliverPolicy::New => log.next_offset(),
             DeliverPolicy::Offset(o) => o.max(log.first_offset()),
             DeliverPolicy::Time(t) => log.offset_for_time(t).await.unwrap_or(log.next_offset()),
+            // The last of each subject go first in line (below), then what is new.
+            DeliverPolicy::LastPerSubject => log.next_offset(),
+        };
+        let first_in_line: BTreeSet<u64> = match (&config.deliver, &saved) {
+            (DeliverPolicy::LastPerSubject, None) if !from_first => lasts.into_iter().collect(),
+            _ => BTreeSet::new(),
         };
         let now = Instant::now();
         let saved_deliveries = saved.as_ref().map_or(&[][..], |s| &s.deliveries[..]);
@@ -229,7 +244,9 @@ impl PartConsumer {
                     .collect(),
             ),
             redeliver: RefCell::new(saved_deliveries.iter().map(|&(o, _)| o).collect()),
-            returned: RefCell::new(BTreeSet::new()),
+            seeds: RefCell::new(first_in_line.clone()),
+            checks,
+            returned: RefCell::new(first_in_line),
             redelivered: Cell::new(saved.as_ref().map_or(0, |s| s.redelivered)),
             dead_lettered: Cell::new(saved.as_ref().map_or(0, |s| s.dead_lettered)),
             delivered_seq: Cell::new(saved.as_ref().map_or(0, |s| s.delivered_seq)),
@@ -514,13 +531,30 @@ impl PartConsumer {
             .any(|f| sluice_protocol::subject::matches(f, subject))
     }
 
+    /// Messages at or past `next` that the consumer takes: all of them without a filter; with
+    /// one, those its subjects match, where the partition keeps its subjects' offsets.
+    fn undelivered(&self) -> u64 {
+        let end = self.log.next_offset();
+        let next = self.next.get();
+        if !self.filters.is_empty() {
+            if let Some(count) = self
+                .checks
+                .borrow()
+                .as_ref()
+                .and_then(|c| c.count_matching_from(&self.filters, next))
+            {
+                return count;
+            }
+        }
+        end.saturating_sub(next)
+    }
+
     /// The consumer's counts in this partition.
     pub fn info(&self) -> ConsumerPartitionInfo {
-        let end = self.log.next_offset();
         let waiting = self.redeliver.borrow().len() + self.returned.borrow().len();
         ConsumerPartitionInfo {
             partition: self.partition,
-            pending: end.saturating_sub(self.next.get()) + waiting as u64,
+            pending: self.undelivered() + waiting as u64,
             ack_pending: self.pending.borrow().len() as u64,
             redelivered: self.redelivered.get(),
             ack_floor: self.floor.get(),
@@ -596,7 +630,8 @@ impl PartConsumer {
             let Some(&offset) = self.returned.borrow().first() else {
                 break;
             };
-            if self.is_acked(offset) || self.is_dead_lettering(offset) {
+            let seed = self.seeds.borrow().contains(&offset);
+            if (self.is_acked(offset) && !seed) || self.is_dead_lettering(offset) {
                 self.returned.borrow_mut().pop_first();
                 continue;
             }
@@ -721,6 +756,7 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
             match source {
                 Source::Returned(_) => {
                     c.returned.borrow_mut().pop_first();
+                    c.seeds.borrow_mut().remove(&offset);
                 }
                 Source::Redeliver(_) => {
                     c.redeliver.borrow_mut().pop_front();
@@ -738,7 +774,8 @@ async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<
                 member,
                 consumer_seq: c.delivered_seq.get(),
                 timestamp_ns: record.timestamp_ns,
-                pending: c.log.next_offset().saturating_sub(c.next.get()),
+                // Not yet delivered: what is new, and what waits first in line.
+                pending: c.undelivered() + c.returned.borrow().len() as u64,
             };
             deliver(&shard, delivery, record.body);
             if c.ack_policy == sluice_protocol::jetstream::json::AckPolicy::None {

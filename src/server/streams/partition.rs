@@ -114,7 +114,7 @@ pub struct Partition {
     created: Event,
     /// A JetStream stream's memory of message ids and subjects, to check publishes against; set
     /// once the log is open and read back.
-    checks: RefCell<Option<PublishChecks>>,
+    checks: Rc<RefCell<Option<PublishChecks>>>,
     /// The log's first offset when the checks last forgot removed subjects.
     checks_first: Cell<u64>,
     /// Messages deleted from the middle of the partition: readers skip them.
@@ -188,7 +188,7 @@ impl Partition {
             damaged: RefCell::new(HashSet::new()),
             creating: RefCell::new(HashSet::new()),
             created: Event::default(),
-            checks: RefCell::new(None),
+            checks: Rc::new(RefCell::new(None)),
             checks_first: Cell::new(0),
             deleted: Rc::new(RefCell::new(Deleted::default())),
         });
@@ -548,6 +548,23 @@ impl Partition {
         }
     }
 
+    /// For a consumer that starts with the last message of every subject: their offsets.
+    fn lasts_for(&self, config: &ConsumerConfig) -> Vec<u64> {
+        if config.deliver != crate::api::DeliverPolicy::LastPerSubject {
+            return Vec::new();
+        }
+        let filters: Vec<String> = config
+            .jetstream
+            .as_ref()
+            .map(|j| j.filters().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        self.checks
+            .borrow()
+            .as_ref()
+            .map(|c| c.lasts_matching(&filters))
+            .unwrap_or_default()
+    }
+
     /// The offset of the last message on `subject`, for a JetStream stream.
     pub async fn last_of_subject(&self, subject: &str) -> Option<u64> {
         self.opened.wait().await;
@@ -727,6 +744,8 @@ impl Partition {
             None,
             from_first,
             self.deleted.clone(),
+            self.lasts_for(config),
+            self.checks.clone(),
         )
         .await;
         self.creating.borrow_mut().remove(name);
@@ -818,6 +837,8 @@ impl Partition {
                 Some(saved),
                 false,
                 self.deleted.clone(),
+                Vec::new(),
+                self.checks.clone(),
             )
             .await;
             match started {

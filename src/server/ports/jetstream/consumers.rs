@@ -42,7 +42,7 @@ type Answer = Result<Vec<u8>, ApiError>;
 
 /// Subscription ids the broker gives its JetStream members on a connection: far above the
 /// decimal ids clients choose, so they never collide.
-const MEMBER_SID_BASE: u64 = 1 << 62;
+pub(super) const MEMBER_SID_BASE: u64 = 1 << 62;
 
 /// How long a `no_wait` pull without an expiry waits for deliveries before it ends with `404`.
 const NO_WAIT_IDLE: Duration = Duration::from_millis(20);
@@ -68,20 +68,13 @@ pub async fn create(
     api::check_stream_name(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid consumer name: {e}")))?;
     let config = config.effective();
-    check_supported(&config)?;
     let existing = info_of(shard, stream, &name).await?;
     if let Some(existing) = &existing {
         let same = existing_config(existing).is_some_and(|c| *c == config);
         if same || request.action != "create" {
             // The same consumer again; an update of one is taken as it stands.
-            attach(
-                shard,
-                conn,
-                stream,
-                &name,
-                native_config(shard, stream, &name, &config).await?,
-            )
-            .await?;
+            let native = native_config(shard, stream, &name, &config).await?;
+            join(shard, conn, stream, &name, native, &config).await?;
             let info = info_of(shard, stream, &name).await?;
             return Ok(json::response(
                 "consumer_create",
@@ -94,7 +87,7 @@ pub async fn create(
         return Err(ApiError::consumer_does_not_exist());
     }
     let native = native_config(shard, stream, &name, &config).await?;
-    attach(shard, conn, stream, &name, native).await?;
+    join(shard, conn, stream, &name, native, &config).await?;
     tracing::info!(stream, consumer = %name, "consumer created through the JetStream API");
     let info = info_of(shard, stream, &name)
         .await?
@@ -149,20 +142,21 @@ fn consumer_name(
     }
 }
 
-/// What Sluice's consumers do not do yet is refused rather than done wrong.
-fn check_supported(config: &json::ConsumerConfig) -> Result<(), ApiError> {
-    let unsupported = |what: &str| {
-        Err(ApiError::bad_request(format!(
-            "{what} is not supported by this server yet"
-        )))
-    };
+/// Attaches the creating connection: to a push consumer through a pusher, to a pull consumer
+/// through a puller.
+async fn join(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    stream: &str,
+    name: &str,
+    native: api::ConsumerConfig,
+    config: &json::ConsumerConfig,
+) -> Result<(), ApiError> {
     if config.is_push() {
-        return unsupported("a push consumer (deliver_subject)");
+        super::push::attach(shard, conn, stream, name, native, config).await
+    } else {
+        attach(shard, conn, stream, name, native).await.map(|_| ())
     }
-    if matches!(config.deliver_policy, DeliverPolicy::LastPerSubject) {
-        return unsupported("deliver policy last_per_subject");
-    }
-    Ok(())
 }
 
 /// The native consumer for a JetStream config.
@@ -192,7 +186,7 @@ async fn native_config(
             let last = info.partitions.iter().filter_map(|p| p.last_offset).max();
             api::DeliverPolicy::Offset(last.unwrap_or(0))
         }
-        DeliverPolicy::LastPerSubject => unreachable!("refused by check_supported"),
+        DeliverPolicy::LastPerSubject => api::DeliverPolicy::LastPerSubject,
     };
     let ack_pending_max = shard.core.config.ack_pending_max;
     Ok(api::ConsumerConfig {
@@ -230,7 +224,17 @@ async fn attach(
         .borrow()
         .config(stream)
         .map_or(1, |c| c.partitions);
+    let ephemeral = config
+        .jetstream
+        .as_ref()
+        .filter(|j| !j.is_durable())
+        .map(|_| super::push::Ephemeral {
+            shard: shard.clone(),
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+        });
     let puller = Rc::new(Puller {
+        _ephemeral: ephemeral,
         client: conn.client.clone(),
         stream: stream.to_owned(),
         consumer: consumer.to_owned(),
@@ -561,6 +565,8 @@ struct Open {
 
 /// A connection's membership of one JetStream consumer: its open pull requests, in order.
 pub struct Puller {
+    /// Deletes the consumer with this connection if it is ephemeral.
+    _ephemeral: Option<super::push::Ephemeral>,
     client: Rc<Client>,
     stream: String,
     consumer: String,

@@ -7,6 +7,7 @@
 //! `sluice_protocol::jetstream::seq`.
 
 mod consumers;
+mod push;
 mod streams;
 
 use std::rc::Rc;
