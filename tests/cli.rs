@@ -203,3 +203,62 @@ fn tune_reports_this_machine_and_exits_zero() {
         .unwrap()
         .contains("sluice serve --cpuset"));
 }
+
+#[test]
+fn jetstream_streams_and_consumers_show_through_the_command_line() {
+    use async_nats::jetstream::{self, consumer::pull, stream};
+    let broker = Broker::start(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(broker.nats_addr.as_str())
+            .await
+            .unwrap();
+        let js = jetstream::new(client);
+        let stream = js
+            .create_stream(stream::Config {
+                name: "JOBS".into(),
+                subjects: vec!["jobs.>".into()],
+                max_messages_per_subject: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        js.publish("jobs.train", "x".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        stream
+            .create_consumer(pull::Config {
+                durable_name: Some("trainers".into()),
+                filter_subject: "jobs.train".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    });
+    let s = ["-s", broker.addr.as_str()];
+    let run = |args: &[&str]| {
+        let output = sluice().args(args).args(s).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = run(&["stream", "ls"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("JOBS\tjobs.>")),
+        "{listed}"
+    );
+    let info = run(&["stream", "info", "JOBS"]);
+    assert!(info.contains("messages 1"), "{info}");
+    assert!(info.contains("max_msgs_per_subject 3"), "{info}");
+    assert!(info.contains("consumer trainers  pending 1"), "{info}");
+    let consumer = run(&["consumer", "info", "JOBS", "trainers"]);
+    assert!(
+        consumer.contains("jetstream  pull  ack Explicit"),
+        "{consumer}"
+    );
+    assert!(consumer.contains("filter jobs.train"), "{consumer}");
+}

@@ -156,6 +156,28 @@ pub fn consumer(args: ConsumerArgs) -> Result<(), String> {
                 info.pending(),
                 info.ack_pending()
             );
+            let js = info
+                .partitions
+                .iter()
+                .find_map(|p| p.config.as_ref())
+                .and_then(|c| c.jetstream.as_deref());
+            if let Some(js) = js {
+                let filters = js.filters().join(",");
+                println!(
+                    "jetstream  {}  ack {:?}  deliver {:?}  ack_wait {}  max_deliver {}  \
+                     max_ack_pending {}  filter {}",
+                    match &js.deliver_subject {
+                        Some(subject) => format!("push to {subject}"),
+                        None => "pull".to_string(),
+                    },
+                    js.ack_policy,
+                    js.deliver_policy,
+                    super::streams::duration_ns(js.ack_wait),
+                    js.max_deliver,
+                    js.max_ack_pending,
+                    if filters.is_empty() { "-" } else { &filters }
+                );
+            }
             println!("partition\tpending\tack_pending\tredelivered\tack_floor\tdead_lettered");
             for p in &info.partitions {
                 println!(

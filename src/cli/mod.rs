@@ -31,7 +31,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the broker. (Boxed: its many flags make it far larger than the other commands.)
+    /// Run the broker.
+    // Boxed: its many flags make it far larger than the other commands.
     Serve(Box<ServeArgs>),
     /// Publish messages to a subject.
     Pub(talk::PubArgs),

@@ -67,6 +67,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// A JetStream duration (nanoseconds; 0 is none) as humans read it.
+pub fn duration_ns(ns: i64) -> String {
+    match u64::try_from(ns) {
+        Ok(0) | Err(_) => "-".into(),
+        Ok(ns) => humantime::format_duration(std::time::Duration::from_nanos(ns)).to_string(),
+    }
+}
+
 fn print_info(info: &StreamInfo) {
     let c = &info.config;
     println!(
@@ -77,6 +85,25 @@ fn print_info(info: &StreamInfo) {
         info.messages(),
         info.bytes()
     );
+    if let Some(js) = &c.jetstream {
+        println!(
+            "jetstream  retention {:?}  discard {:?}  max_msgs {}  max_bytes {}  max_age {}  \
+             max_msgs_per_subject {}  max_msg_size {}  duplicate_window {}  allow_direct {}  \
+             allow_rollup_hdrs {}  deny_delete {}  deny_purge {}",
+            js.retention,
+            js.discard,
+            js.max_msgs,
+            js.max_bytes,
+            duration_ns(js.max_age),
+            js.max_msgs_per_subject,
+            js.max_msg_size,
+            duration_ns(js.duplicate_window),
+            js.allow_direct,
+            js.allow_rollup_hdrs,
+            js.deny_delete,
+            js.deny_purge
+        );
+    }
     println!("partition\tmessages\tbytes\tfirst_offset\tlast_offset");
     for p in &info.partitions {
         let last = p.last_offset.map_or("-".to_string(), |o| o.to_string());
