@@ -157,6 +157,21 @@ async def policies(nc, js, jsm, tag: str) -> None:
     assert advisory["type"] == "io.nats.jetstream.advisory.v1.max_deliver", advisory
     assert (advisory["consumer"], advisory["stream_seq"], advisory["deliveries"]) == ("capped", 1, 2), advisory
     await jsm.delete_stream(f"MAX{tag}")
+    # Consumers made, deleted and made again on one connection each keep their own messages.
+    await jsm.add_stream(name=f"SID{tag}", subjects=[f"sid{tag}.>"])
+    for i in range(2):
+        await js.publish(f"sid{tag}.x", str(i).encode())
+    one = await js.pull_subscribe(f"sid{tag}.>", durable="one", stream=f"SID{tag}")
+    two = await js.pull_subscribe(f"sid{tag}.>", durable="two", stream=f"SID{tag}")
+    (m,) = await one.fetch(1, timeout=5)
+    await m.ack_sync()
+    assert await jsm.delete_consumer(f"SID{tag}", "one")
+    three = await js.pull_subscribe(f"sid{tag}.>", durable="three", stream=f"SID{tag}")
+    for sub in (two, three):
+        (m,) = await sub.fetch(1, timeout=5)
+        assert m.data == b"0", m
+        await m.ack_sync()
+    await jsm.delete_stream(f"SID{tag}")
     # Delete: the consumer is gone.
     assert await jsm.delete_consumer(name, "all")
     try:

@@ -52,6 +52,9 @@ pub struct Conn {
     /// Its memberships of JetStream consumers, by (stream, consumer): the port's state of each
     /// (its open pull requests), which the session keeps without knowing it.
     pub pullers: RefCell<Vec<PortMembership>>,
+    /// Memberships the port has made on this connection so far: each gets its own subscription
+    /// id from this count, never reused.
+    pub memberships_made: Cell<u64>,
 }
 
 impl Conn {
@@ -70,6 +73,7 @@ impl Conn {
             read_chunk: Cell::new(read_chunk),
             certificate,
             pullers: RefCell::new(Vec::new()),
+            memberships_made: Cell::new(0),
         }
     }
 

@@ -42,7 +42,7 @@ type Answer = Result<Vec<u8>, ApiError>;
 
 /// Subscription ids the broker gives its JetStream members on a connection: far above the
 /// decimal ids clients choose, so they never collide.
-pub(super) const MEMBER_SID_BASE: u64 = 1 << 62;
+const MEMBER_SID_BASE: u64 = 1 << 62;
 
 /// How long a `no_wait` pull without an expiry waits for deliveries before it ends with `404`.
 const NO_WAIT_IDLE: Duration = Duration::from_millis(20);
@@ -216,7 +216,7 @@ async fn attach(
     if let Some(puller) = puller_of(conn, stream, consumer) {
         return Ok(puller);
     }
-    let sid = MEMBER_SID_BASE + conn.pullers.borrow().len() as u64 + 1;
+    let sid = member_sid(conn);
     config.sid = sid;
     let partitions = shard
         .streams
@@ -255,6 +255,13 @@ async fn attach(
         .borrow_mut()
         .push(((stream.to_owned(), consumer.to_owned()), puller.clone()));
     Ok(puller)
+}
+
+/// A subscription id for a new membership of this connection, never used on it before.
+pub(super) fn member_sid(conn: &Conn) -> u64 {
+    let made = conn.memberships_made.get() + 1;
+    conn.memberships_made.set(made);
+    MEMBER_SID_BASE + made
 }
 
 fn puller_of(conn: &Conn, stream: &str, consumer: &str) -> Option<Rc<Puller>> {

@@ -39,6 +39,11 @@ pub struct Ephemeral {
 
 impl Drop for Ephemeral {
     fn drop(&mut self) {
+        // A stopping shard is taking its connections down and spawns nothing more; the consumer
+        // stays until deleted (as a durable one would).
+        if self.shard.core.stopping.is_set() {
+            return;
+        }
         let shard = self.shard.clone();
         let Ok(body) = serde_json::to_vec(&ConsumerName {
             stream: self.stream.clone(),
@@ -254,7 +259,7 @@ pub async fn attach(
     {
         return Ok(());
     }
-    let sid = super::consumers::MEMBER_SID_BASE + conn.pullers.borrow().len() as u64 + 1;
+    let sid = super::consumers::member_sid(conn);
     native.sid = sid;
     let partitions = shard
         .streams
