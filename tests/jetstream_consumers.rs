@@ -1,17 +1,25 @@
-//! JetStream pull consumers driven by clients no one here wrote, unchanged: nats-py and
-//! @nats-io/jetstream create consumers, fetch, ack, nak, term, see redeliveries after the ack wait
-//! and share a consumer between connections. Each script also runs against nats-server with
+//! JetStream consumers driven by clients no one here wrote, unchanged: nats-py and
+//! @nats-io/jetstream create pull and push consumers, fetch, ack, nak, term, see redeliveries after
+//! the ack wait or a backoff, replay by sequence and by time, and share a consumer between
+//! connections. Each script also runs against nats-server with
 //! JetStream, so what passes here is NATS's behaviour.
 
 mod common;
 
 use common::{Broker, ReferenceNats};
 
+/// The nats-py sections that describe NATS's behaviour (and run against nats-server too).
+const PY_SECTIONS: &[&str] = &["pull", "redelivery", "policies", "replay", "push"];
+
 #[test]
-fn nats_py_pulls_acks_and_sees_redeliveries() {
+fn nats_py_pulls_pushes_acks_replays_and_sees_redeliveries() {
     let broker = Broker::start(&[]);
     let url = format!("nats://{}", broker.nats_addr);
-    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery", "policies"]);
+    let mut args = vec![url.as_str()];
+    args.extend_from_slice(PY_SECTIONS);
+    // Sluice's own: the dead-letter stream, readable through the JetStream API.
+    args.push("dead_letters");
+    common::run_python_client("js_consumers.py", &args);
 }
 
 #[test]
@@ -26,6 +34,8 @@ fn the_consumer_scripts_describe_nats_server() {
         return;
     };
     let url = format!("nats://{}", reference.addr);
-    common::run_python_client("js_consumers.py", &[&url, "pull", "redelivery", "policies"]);
+    let mut args = vec![url.as_str()];
+    args.extend_from_slice(PY_SECTIONS);
+    common::run_python_client("js_consumers.py", &args);
     common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull"]);
 }

@@ -154,7 +154,7 @@ impl ConsumerConfig {
                 source,
             });
         }
-        let dead_letter = dead_letter_stream(&self.stream, &self.name);
+        let dead_letter = self.dead_letter_stream();
         if dead_letter.len() > NAME_BYTES_MAX {
             return Err(ConfigError::DeadLetterNameTooLong {
                 bytes: dead_letter.len(),
@@ -163,6 +163,17 @@ impl ConsumerConfig {
         }
         self.ack_wait()?;
         Ok(())
+    }
+
+    /// The name of this consumer's dead-letter stream, which is also the subject it captures:
+    /// `DLQ.<stream>.<consumer>`, or for a consumer made through the JetStream API
+    /// `DLQ_<stream>_<consumer>`, one token, so that JetStream clients can name it in API subjects.
+    pub fn dead_letter_stream(&self) -> String {
+        if self.jetstream.is_some() {
+            format!("DLQ_{}_{}", self.stream, self.name)
+        } else {
+            dead_letter_stream(&self.stream, &self.name)
+        }
     }
 
     /// `ack_wait_ms` as a duration whose nanoseconds fit a `u64` (at least a millisecond).

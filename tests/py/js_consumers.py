@@ -4,13 +4,14 @@ js_consumers.py <url> <section>... Prints "ok" when every check holds. The same 
 against nats-server, so it describes NATS's behaviour."""
 
 import asyncio
+import datetime
 import json
 import sys
 import time
 
 import nats
 from nats.errors import TimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 
@@ -182,6 +183,76 @@ async def policies(nc, js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def replay(nc, js, jsm, tag: str) -> None:
+    name = f"REP{tag}"
+    await jsm.add_stream(name=name, subjects=[f"rep{tag}.>"])
+    for i in range(3):
+        await js.publish(f"rep{tag}.x", str(i).encode())
+    await asyncio.sleep(0.05)
+    middle = datetime.datetime.now(datetime.timezone.utc)
+    await asyncio.sleep(0.05)
+    for i in range(3, 6):
+        await js.publish(f"rep{tag}.x", str(i).encode())
+    cases = [
+        ("byseq", ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=5), b"4"),
+        ("bytime", ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=middle), b"3"),
+        ("last", ConsumerConfig(deliver_policy=DeliverPolicy.LAST), b"5"),
+        ("all", ConsumerConfig(deliver_policy=DeliverPolicy.ALL), b"0"),
+    ]
+    for durable, config, first in cases:
+        config.durable_name = durable
+        sub = await js.pull_subscribe(f"rep{tag}.>", durable=durable, stream=name, config=config)
+        (m,) = await sub.fetch(1, timeout=5)
+        assert m.data == first, (durable, m.data)
+    await jsm.delete_stream(name)
+
+
+async def push(nc, js, jsm, tag: str) -> None:
+    name = f"PSH{tag}"
+    await jsm.add_stream(name=name, subjects=[f"psh{tag}.>"])
+    for i in range(3):
+        await js.publish(f"psh{tag}.x", str(i).encode())
+    sub = await js.subscribe(f"psh{tag}.>", durable="pusher", manual_ack=True)
+    got = []
+    for _ in range(3):
+        m = await sub.next_msg(timeout=5)
+        got.append(m.data)
+        await m.ack_sync()
+    assert got == [b"0", b"1", b"2"], got
+    await js.publish(f"psh{tag}.x", b"3")
+    m = await sub.next_msg(timeout=5)
+    assert m.data == b"3" and m.metadata.sequence.stream == 4, m
+    await m.nak()
+    again = await sub.next_msg(timeout=5)
+    assert again.data == b"3" and again.metadata.num_delivered == 2, again.metadata
+    await again.ack_sync()
+    info = await jsm.consumer_info(name, "pusher")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0), info
+    await sub.unsubscribe()
+    await jsm.delete_stream(name)
+
+
+async def dead_letters(nc, js, jsm, tag: str) -> None:
+    """Sluice's own: a message that runs out of deliveries is copied to DLQ_<stream>_<consumer>,
+    a stream JetStream clients can read."""
+    name = f"DLQ{tag}"
+    await jsm.add_stream(name=name, subjects=[f"dlq{tag}.>"])
+    await js.publish(f"dlq{tag}.x", b"poison", headers={"Trace": "t1"})
+    config = ConsumerConfig(durable_name="w", ack_policy=AckPolicy.EXPLICIT, ack_wait=0.3, max_deliver=2)
+    sub = await js.pull_subscribe(f"dlq{tag}.>", durable="w", stream=name, config=config)
+    for _ in range(2):
+        await sub.fetch(1, timeout=5)
+    dead = f"DLQ_{name}_w"
+    for _ in range(50):
+        info = await jsm.stream_info(dead)
+        if info.state.messages == 1:
+            break
+        await asyncio.sleep(0.1)
+    copy = await jsm.get_msg(dead, 1)
+    assert copy.data == b"poison" and copy.headers.get("Trace") == "t1", copy
+    await jsm.delete_stream(name)
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
@@ -190,6 +261,12 @@ async def main(url: str, sections: list) -> None:
     for section in sections:
         if section == "pull":
             await pull(nc, js, jsm, tag)
+        elif section == "replay":
+            await replay(nc, js, jsm, tag)
+        elif section == "push":
+            await push(nc, js, jsm, tag)
+        elif section == "dead_letters":
+            await dead_letters(nc, js, jsm, tag)
         elif section == "policies":
             await policies(nc, js, jsm, tag)
         elif section == "redelivery":

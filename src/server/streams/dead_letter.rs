@@ -11,12 +11,12 @@ use sluice_protocol::Frame;
 
 use super::{flush_appends, send_to_partition, AckOutcome, AckTo, CallItem, CallSlot};
 use super::{handle_api_here, PartitionReply, StreamShard};
-use crate::api::{dead_letter_stream, ConsumerConfig, StreamConfig};
+use crate::api::{ConsumerConfig, StreamConfig};
 use crate::server::ShardId;
 
 /// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
 pub(super) fn ensure_dead_letter_stream(shard: &Rc<StreamShard>, config: &ConsumerConfig) {
-    let name = dead_letter_stream(&config.stream, &config.name);
+    let name = config.dead_letter_stream();
     if shard.streams.borrow().configs.contains_key(&name) {
         return;
     }
@@ -87,7 +87,7 @@ pub async fn dead_letter(
         return Err(DeadLetterError::NotAPublish(offset));
     };
     let (original_subject, payload, headers) = (p.subject(), p.payload(), p.headers());
-    let subject = dead_letter_stream(&config.stream, &config.name);
+    let subject = config.dead_letter_stream();
     let copy = shard.core.encode(&Op::Pub(sluice_protocol::op::Publish {
         subject: &subject,
         reply: None,
