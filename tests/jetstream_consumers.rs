@@ -29,6 +29,12 @@ fn nats_js_fetches_and_acks() {
 }
 
 #[test]
+fn nats_js_reads_through_ordered_consumers() {
+    let broker = Broker::start(&[]);
+    common::run_node_client("js_ordered.cjs", &[&broker.nats_addr]);
+}
+
+#[test]
 fn the_consumer_scripts_describe_nats_server() {
     let Some(reference) = ReferenceNats::start_jetstream() else {
         return;
@@ -38,4 +44,5 @@ fn the_consumer_scripts_describe_nats_server() {
     args.extend_from_slice(PY_SECTIONS);
     common::run_python_client("js_consumers.py", &args);
     common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull"]);
+    common::run_node_client("js_ordered.cjs", &[&reference.addr]);
 }
