@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::jetstream::ack::{parse_ack, parse_pull, AckBody, PullRequest};
 use sluice_protocol::jetstream::headers::{
-    status_block, HeaderBuilder, LAST_CONSUMER, LAST_STREAM, PENDING_BYTES, PENDING_MESSAGES,
+    status_block, HeaderBuilder, LAST_CONSUMER, LAST_STREAM, MSG_SIZE, PENDING_BYTES,
+    PENDING_MESSAGES,
 };
 use sluice_protocol::jetstream::json::{
     self, ApiError, ConsumerCreateRequest, ConsumerInfo, ConsumerNames, DeliverPolicy, ListRequest,
@@ -747,38 +748,78 @@ impl Puller {
     }
 }
 
+/// Who a delivery is for: its consumer, and the stream's partitions (to number its messages).
+pub(super) struct DeliveryTarget<'a> {
+    pub stream: &'a str,
+    pub consumer: &'a str,
+    pub partitions: u32,
+}
+
+/// A delivery as a NATS `MSG` line for subscription `sid`: the stored subject, an ack subject that
+/// says where the message came from, and its headers and body (with `headers_only`, its headers
+/// and `Nats-Msg-Size` instead of the body). With the message's stream sequence; `None` if the
+/// stored frame is not a publish.
+pub(super) fn delivery_line(
+    target: &DeliveryTarget<'_>,
+    delivery: &Delivered,
+    frame: &Bytes,
+    sid: &[u8],
+    headers_only: bool,
+) -> Option<(BytesMut, u64)> {
+    let frame = Frame::check(frame.clone(), u32::MAX).ok()?;
+    let ArchivedOp::Pub(publish) = frame.op() else {
+        return None;
+    };
+    let stream_seq =
+        seq_of(delivery.partition, delivery.offset, target.partitions).unwrap_or(u64::MAX);
+    let ack = AckReply {
+        stream: target.stream,
+        consumer: target.consumer,
+        delivered: u64::from(delivery.delivered),
+        stream_seq,
+        consumer_seq: delivery.consumer_seq,
+        timestamp_ns: delivery.timestamp_ns,
+        pending: delivery.pending,
+    }
+    .subject();
+    let size_only;
+    let (headers, payload) = if headers_only {
+        let mut headers = HeaderBuilder::from_block(publish.headers());
+        headers.add_u64(MSG_SIZE, publish.payload().len() as u64);
+        size_only = headers.build();
+        (&size_only[..], &b""[..])
+    } else {
+        (publish.headers(), publish.payload())
+    };
+    let mut line =
+        BytesMut::with_capacity(publish.subject().len() + headers.len() + payload.len() + 96);
+    sluice_protocol::nats::encode_msg(
+        &mut line,
+        publish.subject().as_bytes(),
+        sid,
+        Some(ack.as_bytes()),
+        headers,
+        payload,
+    );
+    Some((line, stream_seq))
+}
+
 impl DeliverySink for Puller {
     fn deliver(&self, delivery: &Delivered, frame: &Bytes) -> bool {
-        let Ok(frame) = Frame::check(frame.clone(), u32::MAX) else {
-            return false;
-        };
-        let ArchivedOp::Pub(publish) = frame.op() else {
-            return false;
-        };
-        let stream_seq =
-            seq_of(delivery.partition, delivery.offset, self.partitions).unwrap_or(u64::MAX);
-        let ack = AckReply {
-            stream: &self.stream,
-            consumer: &self.consumer,
-            delivered: u64::from(delivery.delivered),
-            stream_seq,
-            consumer_seq: delivery.consumer_seq,
-            timestamp_ns: delivery.timestamp_ns,
-            pending: delivery.pending,
-        }
-        .subject();
         let mut requests = self.requests.borrow_mut();
         let Some(open) = requests.front_mut() else {
             return false;
         };
-        let sent = self.write(
-            publish.subject(),
-            &open.sid.clone(),
-            Some(&ack),
-            publish.headers(),
-            publish.payload(),
-        );
-        if !matches!(sent, Push::Queued) {
+        let target = DeliveryTarget {
+            stream: &self.stream,
+            consumer: &self.consumer,
+            partitions: self.partitions,
+        };
+        let Some((line, stream_seq)) = delivery_line(&target, delivery, frame, &open.sid, false)
+        else {
+            return false;
+        };
+        if !matches!(self.client.out.push(&line), Push::Queued) {
             return false;
         }
         self.last.set((delivery.consumer_seq, stream_seq));

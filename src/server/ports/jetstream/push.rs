@@ -11,12 +11,10 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sluice_protocol::jetstream::headers::{HeaderBuilder, LAST_CONSUMER, LAST_STREAM, MSG_SIZE};
+use sluice_protocol::jetstream::headers::{HeaderBuilder, LAST_CONSUMER, LAST_STREAM};
 use sluice_protocol::jetstream::json::{self, ApiError};
-use sluice_protocol::jetstream::seq::seq_of;
-use sluice_protocol::jetstream::subject::AckReply;
-use sluice_protocol::{ArchivedOp, Frame};
 
+use super::consumers::{delivery_line, DeliveryTarget};
 use crate::api::{self, ConsumerName};
 use crate::server::core::client::Client;
 use crate::server::core::outbound::Push;
@@ -194,43 +192,16 @@ impl DeliverySink for Pusher {
         let Some(sid) = self.listening() else {
             return false;
         };
-        let Ok(frame) = Frame::check(frame.clone(), u32::MAX) else {
-            return false;
-        };
-        let ArchivedOp::Pub(publish) = frame.op() else {
-            return false;
-        };
-        let stream_seq =
-            seq_of(delivery.partition, delivery.offset, self.partitions).unwrap_or(u64::MAX);
-        let ack = AckReply {
+        let target = DeliveryTarget {
             stream: &self.stream,
             consumer: &self.consumer,
-            delivered: u64::from(delivery.delivered),
-            stream_seq,
-            consumer_seq: delivery.consumer_seq,
-            timestamp_ns: delivery.timestamp_ns,
-            pending: delivery.pending,
-        }
-        .subject();
-        let headers_only;
-        let (headers, payload) = if self.headers_only {
-            let mut headers = HeaderBuilder::from_block(publish.headers());
-            headers.add_u64(MSG_SIZE, publish.payload().len() as u64);
-            headers_only = headers.build();
-            (&headers_only[..], &b""[..])
-        } else {
-            (publish.headers(), publish.payload())
+            partitions: self.partitions,
         };
-        let mut line =
-            BytesMut::with_capacity(publish.subject().len() + headers.len() + payload.len() + 96);
-        sluice_protocol::nats::encode_msg(
-            &mut line,
-            publish.subject().as_bytes(),
-            &sid,
-            Some(ack.as_bytes()),
-            headers,
-            payload,
-        );
+        let Some((line, stream_seq)) =
+            delivery_line(&target, delivery, frame, &sid, self.headers_only)
+        else {
+            return false;
+        };
         if !matches!(self.client.out.push(&line), Push::Queued) {
             return false;
         }
