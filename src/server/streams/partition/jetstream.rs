@@ -1,0 +1,156 @@
+//! A JetStream stream's side of a partition: checking publishes before they are stored
+//! (message ids, expectations, limits, rollups), rebuilding what the checks remember from the log,
+//! and the subjects' last messages.
+
+use super::*;
+
+impl Partition {
+    /// Runs a JetStream stream's publish checks over a batch, in the order it will be stored:
+    /// refusals are answered at once, duplicates are set aside (with the offset they repeat) to be
+    /// answered with the batch, and the rest is returned to be stored.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn apply_checks(
+        &self,
+        shard: &Rc<StreamShard>,
+        log: &PartitionLog,
+        items: Vec<(Bytes, Option<Done>)>,
+    ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>, Removal) {
+        let mut checks = self.checks.borrow_mut();
+        let Some(checks) = checks.as_mut() else {
+            return (items, Vec::new(), Removal::default());
+        };
+        let mut removal = Removal::default();
+        let first = log.first_offset();
+        if first != self.checks_first.get() {
+            checks.removed_below(first);
+            self.checks_first.set(first);
+        }
+        let now = now_ns();
+        let mut next = log.next_assigned_offset();
+        let mut bytes = log.size_bytes();
+        let (index, partitions) = (self.index, self.config.partitions);
+        let sequence = |offset| seq_of(index, offset, partitions).unwrap_or(u64::MAX);
+        let mut keep = Vec::with_capacity(items.len());
+        let mut duplicates = Vec::new();
+        for (body, done) in items {
+            let frame = Frame::check(body.clone(), u32::MAX).ok();
+            let Some((subject, headers, payload)) = frame.as_ref().and_then(publish_parts) else {
+                keep.push((body, done));
+                continue;
+            };
+            let incoming = Incoming {
+                subject,
+                headers,
+                size: (headers.len() + payload.len()) as u64,
+            };
+            let at = Position { first, next, bytes };
+            match checks.check(&self.config.name, incoming, at, now, sequence) {
+                Verdict::Store => {
+                    let removes = checks.stored(subject, headers, next, now);
+                    removal.offsets.extend(removes.offsets);
+                    removal.below = removes.below.or(removal.below);
+                    next += 1;
+                    bytes += body.len() as u64;
+                    keep.push((body, done));
+                }
+                Verdict::Duplicate { offset } => {
+                    if let Some(done) = done {
+                        duplicates.push((offset, done));
+                    }
+                }
+                Verdict::Refuse(error) => {
+                    if let Some(done) = done {
+                        let mut outcome = AckOutcome::plain(
+                            Arc::from(self.config.name.as_str()),
+                            index,
+                            Err((ErrorCode::BadRequest, error.description.clone())),
+                        );
+                        outcome.api_error = Some(Box::new(error));
+                        resolve(shard, done, outcome);
+                    }
+                }
+            }
+        }
+        (keep, duplicates, removal)
+    }
+
+    /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
+    /// every subject and the ids within the duplicate window.
+    pub(super) async fn restore_checks(&self, log: &PartitionLog) {
+        let dir = self.dir.clone();
+        let first = log.first_offset();
+        match glommio::executor()
+            .spawn_blocking(move || Deleted::load(&dir, first))
+            .await
+        {
+            Ok(deleted) => *self.deleted.borrow_mut() = deleted,
+            Err(e) => tracing::warn!(stream = %self.config.name, partition = self.index,
+                error = %e, "cannot read the deleted list"),
+        }
+        let Some(config) = self.config.jetstream.as_ref() else {
+            return;
+        };
+        let window_ns = u64::try_from(config.duplicate_window).unwrap_or(0);
+        let mut checks = PublishChecks::new(window_ns, Limits::of(config));
+        // What the limits per subject and rollups removed is derived again from the log, so a
+        // crash before the deleted list was written loses nothing.
+        let mut derived = Removal::default();
+        let (mut offset, end) = (log.first_offset(), log.next_offset());
+        while offset < end {
+            let records = match log.read(offset, RESTORE_READ_BYTES).await {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                        "cannot read back the stream to rebuild its publish checks");
+                    break;
+                }
+            };
+            for record in &records {
+                offset = record.offset + 1;
+                if self.deleted.borrow().contains(record.offset) {
+                    continue;
+                }
+                let parts = Frame::check(record.body.clone(), u32::MAX).ok();
+                if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
+                    // Ids older than the window are forgotten at the first check.
+                    let removes =
+                        checks.stored(subject, headers, record.offset, record.timestamp_ns);
+                    derived.offsets.extend(removes.offsets);
+                    derived.below = removes.below.or(derived.below);
+                }
+            }
+        }
+        *self.checks.borrow_mut() = Some(checks);
+        self.checks_first.set(log.first_offset());
+        derived
+            .offsets
+            .retain(|&o| !self.deleted.borrow().contains(o));
+        if !derived.offsets.is_empty() || derived.below.is_some() {
+            self.apply_removal(log, derived).await;
+        }
+    }
+
+    /// For a consumer that starts with the last message of every subject: their offsets.
+    pub(super) fn lasts_for(&self, config: &ConsumerConfig) -> Vec<u64> {
+        if config.deliver != crate::api::DeliverPolicy::LastPerSubject {
+            return Vec::new();
+        }
+        let filters: Vec<String> = config
+            .jetstream
+            .as_ref()
+            .map(|j| j.filters().into_iter().map(str::to_owned).collect())
+            .unwrap_or_default();
+        self.checks
+            .borrow()
+            .as_ref()
+            .map(|c| c.lasts_matching(&filters))
+            .unwrap_or_default()
+    }
+
+    /// The offset of the last message on `subject`, for a JetStream stream.
+    pub async fn last_of_subject(&self, subject: &str) -> Option<u64> {
+        self.opened.wait().await;
+        self.checks.borrow().as_ref()?.last_of(subject)
+    }
+}
