@@ -12,14 +12,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::jetstream::ack::{parse_ack, parse_pull, AckBody, PullRequest};
-use sluice_protocol::jetstream::headers::{
-    status_block, HeaderBuilder, LAST_CONSUMER, LAST_STREAM, MSG_SIZE, PENDING_BYTES,
-    PENDING_MESSAGES,
-};
+use bytes::BytesMut;
+use sluice_protocol::jetstream::ack::{parse_ack, parse_pull, AckBody};
+use sluice_protocol::jetstream::headers::status_block;
 use sluice_protocol::jetstream::json::{
     self, ApiError, ConsumerCreateRequest, ConsumerInfo, ConsumerNames, DeliverPolicy, ListRequest,
     SequenceInfo, LIST_PAGE, NAMES_PAGE,
@@ -28,25 +24,21 @@ use sluice_protocol::jetstream::seq::{position_of, seq_of};
 use sluice_protocol::jetstream::subject::{AckReply, CreateForm};
 use sluice_protocol::jetstream::time::{format_time_ns, parse_time_ns, ZERO_TIME};
 use sluice_protocol::op::AckKind;
-use sluice_protocol::{ArchivedOp, Frame};
 
+use super::pull::Puller;
 use super::streams::{may_read, native_call};
 use crate::api::{self, ConsumerName};
 use crate::server::core::client::Client;
-use crate::server::core::outbound::Push;
 use crate::server::core::shard::Shard;
 use crate::server::session::connection::Conn;
 use crate::server::session::{self, AckAt, SessionShard};
-use crate::server::streams::{self, Delivered, DeliverySink};
+use crate::server::streams::DeliverySink;
 
 type Answer = Result<Vec<u8>, ApiError>;
 
 /// Subscription ids the broker gives its JetStream members on a connection: far above the
 /// decimal ids clients choose, so they never collide.
 const MEMBER_SID_BASE: u64 = 1 << 62;
-
-/// How long a `no_wait` pull without an expiry waits for deliveries before it ends with `404`.
-const NO_WAIT_IDLE: Duration = Duration::from_millis(20);
 
 /// Longest ack wait, in milliseconds, a JetStream consumer may ask for.
 const ACK_WAIT_MS_MAX: u64 = crate::api::ACK_WAIT_MS_MAX;
@@ -553,282 +545,6 @@ pub fn ack(
             .detach();
         }
         None => respond_status(&shard.core, &conn.client, reply, b""),
-    }
-}
-
-/// One open pull request.
-struct Open {
-    id: u64,
-    /// The reply subscription's sid on this connection.
-    sid: Bytes,
-    reply: String,
-    /// Messages still wanted.
-    left: u64,
-    no_wait: bool,
-    /// When it ends, if it does by time.
-    deadline: Option<Instant>,
-    /// When it last got a message (or was made).
-    active: Instant,
-}
-
-/// A connection's membership of one JetStream consumer: its open pull requests, in order.
-pub struct Puller {
-    /// Deletes the consumer with this connection if it is ephemeral.
-    _ephemeral: Option<super::push::Ephemeral>,
-    client: Rc<Client>,
-    stream: String,
-    consumer: String,
-    sid: u64,
-    partitions: u32,
-    requests: RefCell<VecDeque<Open>>,
-    /// The consumer and stream sequences of the last delivery, for heartbeats.
-    last: Cell<(u64, u64)>,
-    next_request: Cell<u64>,
-}
-
-impl Puller {
-    /// Opens a pull request: its batch becomes credit, and a task ends it on time.
-    fn add(
-        self: &Rc<Self>,
-        shard: &Rc<SessionShard>,
-        conn: &Rc<Conn>,
-        reply: &str,
-        request: PullRequest,
-    ) {
-        // The request's messages go to the reply subject's subscription on this connection; a
-        // request whose reply nobody here listens to is dropped, as nats-server drops one whose
-        // inbox lost interest.
-        let Some(sid) = shard
-            .core
-            .subs_of(conn.client.id, reply)
-            .into_iter()
-            .find_map(|s| s.nats_sid.clone())
-        else {
-            return;
-        };
-        let id = self.next_request.get();
-        self.next_request.set(id + 1);
-        let now = Instant::now();
-        let expires = (request.expires_ns > 0).then(|| Duration::from_nanos(request.expires_ns));
-        let deadline = match (expires, request.no_wait) {
-            (Some(expires), _) => Some(now + expires),
-            (None, true) => Some(now + NO_WAIT_IDLE),
-            (None, false) => None,
-        };
-        self.requests.borrow_mut().push_back(Open {
-            id,
-            sid,
-            reply: reply.to_owned(),
-            left: request.batch,
-            no_wait: request.no_wait && expires.is_none(),
-            deadline,
-            active: now,
-        });
-        let which = (self.stream.as_str(), self.consumer.as_str(), self.sid);
-        if let Err(refusal) = session::consumer_pull(shard, conn, which, request.batch, 0) {
-            self.end(id, 409, &refusal.to_string());
-            return;
-        }
-        if deadline.is_some() || request.idle_heartbeat_ns > 0 {
-            let puller = self.clone();
-            let shard = shard.clone();
-            let heartbeat = Duration::from_nanos(request.idle_heartbeat_ns);
-            glommio::spawn_local(async move { puller.watch(&shard, id, heartbeat).await }).detach();
-        }
-    }
-
-    /// Ends request `id` on time (`408`, or `404` for `no_wait`) and sends idle heartbeats while
-    /// it waits.
-    async fn watch(&self, shard: &Rc<SessionShard>, id: u64, heartbeat: Duration) {
-        loop {
-            let (deadline, active, no_wait) =
-                match self.requests.borrow().iter().find(|r| r.id == id) {
-                    Some(r) => (r.deadline, r.active, r.no_wait),
-                    None => return,
-                };
-            let now = Instant::now();
-            // A no_wait request ends once deliveries stop coming, not at a fixed time.
-            let due = match (deadline, no_wait) {
-                (Some(_), true) => Some(active + NO_WAIT_IDLE),
-                (deadline, false) => deadline,
-                (None, true) => None,
-            };
-            if due.is_some_and(|d| now >= d) {
-                let left = self.end(id, if no_wait { 404 } else { 408 }, "");
-                streams::consumer_take_back(&shard.streams, self.client.id, self.sid, left);
-                return;
-            }
-            let mut wake = due.map_or(Duration::from_secs(3600), |d| d - now);
-            if !heartbeat.is_zero() {
-                let beat_at = active + heartbeat;
-                if now >= beat_at {
-                    self.heartbeat(id);
-                    if let Some(r) = self.requests.borrow_mut().iter_mut().find(|r| r.id == id) {
-                        r.active = now;
-                    }
-                    continue;
-                }
-                wake = wake.min(beat_at - now);
-            }
-            glommio::timer::sleep(wake).await;
-        }
-    }
-
-    /// Ends request `id` with a status; returns the messages it still wanted.
-    fn end(&self, id: u64, code: u16, description: &str) -> u64 {
-        let open = {
-            let mut requests = self.requests.borrow_mut();
-            let Some(at) = requests.iter().position(|r| r.id == id) else {
-                return 0;
-            };
-            requests.remove(at)
-        };
-        let Some(open) = open else {
-            return 0;
-        };
-        let description = match (code, description) {
-            (408, "") => "Request Timeout",
-            (404, "") => "No Messages",
-            (_, d) => d,
-        };
-        let mut headers = HeaderBuilder::default();
-        if code == 408 || code == 409 {
-            headers
-                .add_u64(PENDING_MESSAGES, open.left)
-                .add_u64(PENDING_BYTES, 0);
-        }
-        self.write(
-            &open.reply,
-            &open.sid,
-            None,
-            &headers.build_status(code, description),
-            b"",
-        );
-        open.left
-    }
-
-    fn heartbeat(&self, id: u64) {
-        let requests = self.requests.borrow();
-        let Some(open) = requests.iter().find(|r| r.id == id) else {
-            return;
-        };
-        let (consumer_seq, stream_seq) = self.last.get();
-        let mut headers = HeaderBuilder::default();
-        headers
-            .add_u64(LAST_CONSUMER, consumer_seq)
-            .add_u64(LAST_STREAM, stream_seq);
-        self.write(
-            &open.reply,
-            &open.sid,
-            None,
-            &headers.build_status(100, "Idle Heartbeat"),
-            b"",
-        );
-    }
-
-    /// Writes a `MSG`/`HMSG` to the connection.
-    fn write(
-        &self,
-        subject: &str,
-        sid: &[u8],
-        reply: Option<&str>,
-        headers: &[u8],
-        payload: &[u8],
-    ) -> Push {
-        let mut line = BytesMut::with_capacity(subject.len() + headers.len() + payload.len() + 96);
-        sluice_protocol::nats::encode_msg(
-            &mut line,
-            subject.as_bytes(),
-            sid,
-            reply.map(str::as_bytes),
-            headers,
-            payload,
-        );
-        self.client.out.push(&line)
-    }
-}
-
-/// Who a delivery is for: its consumer, and the stream's partitions (to number its messages).
-pub(super) struct DeliveryTarget<'a> {
-    pub stream: &'a str,
-    pub consumer: &'a str,
-    pub partitions: u32,
-}
-
-/// A delivery as a NATS `MSG` line for subscription `sid`: the stored subject, an ack subject that
-/// says where the message came from, and its headers and body (with `headers_only`, its headers
-/// and `Nats-Msg-Size` instead of the body). With the message's stream sequence; `None` if the
-/// stored frame is not a publish.
-pub(super) fn delivery_line(
-    target: &DeliveryTarget<'_>,
-    delivery: &Delivered,
-    frame: &Bytes,
-    sid: &[u8],
-    headers_only: bool,
-) -> Option<(BytesMut, u64)> {
-    let frame = Frame::check(frame.clone(), u32::MAX).ok()?;
-    let ArchivedOp::Pub(publish) = frame.op() else {
-        return None;
-    };
-    let stream_seq =
-        seq_of(delivery.partition, delivery.offset, target.partitions).unwrap_or(u64::MAX);
-    let ack = AckReply {
-        stream: target.stream,
-        consumer: target.consumer,
-        delivered: u64::from(delivery.delivered),
-        stream_seq,
-        consumer_seq: delivery.consumer_seq,
-        timestamp_ns: delivery.timestamp_ns,
-        pending: delivery.pending,
-    }
-    .subject();
-    let size_only;
-    let (headers, payload) = if headers_only {
-        let mut headers = HeaderBuilder::from_block(publish.headers());
-        headers.add_u64(MSG_SIZE, publish.payload().len() as u64);
-        size_only = headers.build();
-        (&size_only[..], &b""[..])
-    } else {
-        (publish.headers(), publish.payload())
-    };
-    let mut line =
-        BytesMut::with_capacity(publish.subject().len() + headers.len() + payload.len() + 96);
-    sluice_protocol::nats::encode_msg(
-        &mut line,
-        publish.subject().as_bytes(),
-        sid,
-        Some(ack.as_bytes()),
-        headers,
-        payload,
-    );
-    Some((line, stream_seq))
-}
-
-impl DeliverySink for Puller {
-    fn deliver(&self, delivery: &Delivered, frame: &Bytes) -> bool {
-        let mut requests = self.requests.borrow_mut();
-        let Some(open) = requests.front_mut() else {
-            return false;
-        };
-        let target = DeliveryTarget {
-            stream: &self.stream,
-            consumer: &self.consumer,
-            partitions: self.partitions,
-        };
-        let Some((line, stream_seq)) = delivery_line(&target, delivery, frame, &open.sid, false)
-        else {
-            return false;
-        };
-        if !matches!(self.client.out.push(&line), Push::Queued) {
-            return false;
-        }
-        self.last.set((delivery.consumer_seq, stream_seq));
-        open.left -= 1;
-        open.active = Instant::now();
-        if open.left == 0 {
-            requests.pop_front();
-        }
-        true
     }
 }
 

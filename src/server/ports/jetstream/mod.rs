@@ -7,6 +7,7 @@
 //! `sluice_protocol::jetstream::seq`.
 
 mod consumers;
+mod pull;
 mod push;
 mod streams;
 

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use sluice_protocol::jetstream::headers::{HeaderBuilder, LAST_CONSUMER, LAST_STREAM};
 use sluice_protocol::jetstream::json::{self, ApiError};
 
-use super::consumers::{delivery_line, DeliveryTarget};
+use super::pull::{delivery_line, DeliveryTarget};
 use crate::api::{self, ConsumerName};
 use crate::server::core::client::Client;
 use crate::server::core::outbound::Push;
