@@ -9,7 +9,7 @@ mod common;
 use common::{Broker, ReferenceNats};
 
 /// The nats-py sections that describe NATS's behaviour (and run against nats-server too).
-const PY_SECTIONS: &[&str] = &["pull", "redelivery", "policies", "replay", "push"];
+const PY_SECTIONS: &[&str] = &["pull", "redelivery", "policies", "replay", "push", "queue"];
 
 #[test]
 fn nats_py_pulls_pushes_acks_replays_and_sees_redeliveries() {

@@ -232,6 +232,33 @@ async def push(nc, js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def queue(nc, js, jsm, tag: str) -> None:
+    """A push consumer with a deliver group: two workers on two connections share its messages."""
+    name = f"QUE{tag}"
+    await jsm.add_stream(name=name, subjects=[f"que{tag}.>"])
+    nc2 = await nats.connect(nc.connected_url.geturl())
+    js2 = nc2.jetstream()
+    first = await js.subscribe(f"que{tag}.>", queue="workers", manual_ack=True)
+    second = await js2.subscribe(f"que{tag}.>", queue="workers", manual_ack=True)
+    await asyncio.sleep(0.2)
+    for i in range(40):
+        await js.publish(f"que{tag}.x", str(i).encode())
+    got = {1: [], 2: []}
+    for worker, sub in ((1, first), (2, second)):
+        while True:
+            try:
+                m = await sub.next_msg(timeout=1)
+            except TimeoutError:
+                break
+            got[worker].append(int(m.data))
+            await m.ack_sync()
+    everything = sorted(got[1] + got[2])
+    assert everything == list(range(40)), got
+    assert got[1] and got[2], got
+    await nc2.close()
+    await jsm.delete_stream(name)
+
+
 async def dead_letters(nc, js, jsm, tag: str) -> None:
     """Sluice's own: a message that runs out of deliveries is copied to DLQ_<stream>_<consumer>,
     a stream JetStream clients can read."""
@@ -265,6 +292,8 @@ async def main(url: str, sections: list) -> None:
             await replay(nc, js, jsm, tag)
         elif section == "push":
             await push(nc, js, jsm, tag)
+        elif section == "queue":
+            await queue(nc, js, jsm, tag)
         elif section == "dead_letters":
             await dead_letters(nc, js, jsm, tag)
         elif section == "policies":

@@ -39,6 +39,9 @@ pub enum CoreItem {
         queues: Vec<Arc<str>>,
         /// How many shards already tried to place it with one of their queue members.
         hops: u8,
+        /// The subject to route it by, when not its own (a JetStream push consumer's deliveries
+        /// go to its deliver subject and keep their stored subject).
+        to: Option<Arc<str>>,
     },
     /// The receiver handled this many message bytes of the sender's batches.
     Consumed {

@@ -242,6 +242,31 @@ impl Shard {
     /// subscriptions of connection `no_echo` (a NATS client that connected with `echo: false`).
     /// Returns whether anyone was interested. The publisher then takes `take_congested`.
     pub fn route_from(&self, frame: &Frame, subject: &str, no_echo: Option<u64>) -> bool {
+        self.route_by(frame, subject, no_echo, None)
+    }
+
+    /// Routes a message the broker made by a subject other than its own (`to`): the subscribers
+    /// of `to` get it with its own subject, as a JetStream push consumer delivers to its deliver
+    /// subject. Returns whether anyone was interested.
+    pub fn route_to(&self, frame: &Frame, to: &Arc<str>) -> bool {
+        let interested = self.route_by(frame, to, None, Some(to));
+        self.congested.borrow_mut().clear();
+        interested
+    }
+
+    /// Whether anyone, on any shard, subscribes to what `subject` matches.
+    pub fn has_interest(&self, subject: &str) -> bool {
+        let route = self.interest.borrow_mut().route(subject);
+        !route.local.is_empty() || route.remote != 0 || !route.groups.is_empty()
+    }
+
+    fn route_by(
+        &self,
+        frame: &Frame,
+        subject: &str,
+        no_echo: Option<u64>,
+        to: Option<&Arc<str>>,
+    ) -> bool {
         let route = self.interest.borrow_mut().route(subject);
         for sub in &route.local {
             if no_echo != Some(sub.conn.id) {
@@ -294,6 +319,7 @@ impl Shard {
                     plain,
                     queues,
                     hops: 0,
+                    to: to.cloned(),
                 });
             }
         }
@@ -347,12 +373,20 @@ impl Shard {
     /// Delivers a message that another shard forwarded here. A queue group whose members here all
     /// left (or reached their maximum) on the way has the message picked again among its members
     /// elsewhere, at most once per shard.
-    fn deliver_forward(&self, frame: &Frame, plain: bool, queues: &[Arc<str>], hops: u8) {
+    fn deliver_forward(
+        &self,
+        frame: &Frame,
+        plain: bool,
+        queues: &[Arc<str>],
+        hops: u8,
+        route_as: Option<Arc<str>>,
+    ) {
         add(&self.stats.forwards_in, 1);
         let ArchivedOp::Pub(publish) = frame.op() else {
             return;
         };
-        let route: Rc<Route> = self.interest.borrow_mut().route(publish.subject());
+        let subject = route_as.as_deref().unwrap_or(publish.subject());
+        let route: Rc<Route> = self.interest.borrow_mut().route(subject);
         if plain {
             for sub in &route.local {
                 self.deliver(sub, frame);
@@ -374,6 +408,7 @@ impl Shard {
                             plain: false,
                             queues: vec![name.clone()],
                             hops: hops + 1,
+                            to: route_as.clone(),
                         },
                     );
                 }
@@ -458,7 +493,8 @@ impl Shard {
                 plain,
                 queues,
                 hops,
-            } => self.deliver_forward(&frame, plain, &queues, hops),
+                to,
+            } => self.deliver_forward(&frame, plain, &queues, hops, to),
             CoreItem::Consumed { bytes } => {
                 self.peers[from.0 as usize].consumed(bytes);
                 self.room.notify_all();

@@ -529,6 +529,41 @@ pub fn consumer_ack(
     Ok(())
 }
 
+/// Acks through the JetStream API: a connection attached to the consumer may, and so may any
+/// other whose user may read the stream (a push consumer's queue workers, as on nats-server, where
+/// permission to publish the ack subject decides).
+pub fn consumer_ack_as_reader(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    at: AckAt<'_>,
+    kind: AckKind,
+    delay_ms: u64,
+) -> Result<(), Refusal> {
+    if !conn.is_member(at.stream, at.consumer) {
+        let config = shard.streams.streams.borrow().config(at.stream);
+        let readable = config.is_some_and(|config| match conn.user.borrow().as_ref() {
+            None => true,
+            Some(user) => config
+                .subjects
+                .iter()
+                .all(|p| user.permissions.subscribe.allows_pattern(p)),
+        });
+        if !readable {
+            return member_of(shard, conn, at.stream, at.consumer);
+        }
+    }
+    streams::consumer_ack(
+        &shard.streams,
+        at.stream,
+        at.consumer,
+        at.partition,
+        at.offset,
+        kind,
+        delay_ms,
+    );
+    Ok(())
+}
+
 fn member_of(
     shard: &SessionShard,
     conn: &Conn,

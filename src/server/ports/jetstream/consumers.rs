@@ -524,7 +524,7 @@ pub fn ack(
         partition,
         offset,
     };
-    if let Err(refusal) = session::consumer_ack(shard, conn, target, kind, delay_ms) {
+    if let Err(refusal) = session::consumer_ack_as_reader(shard, conn, target, kind, delay_ms) {
         tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, %refusal, "ack refused");
         return;
     }

@@ -227,6 +227,30 @@ pub(super) struct DeliveryTarget<'a> {
     pub partitions: u32,
 }
 
+/// A delivery's ack subject (it says where the message came from) and its stream sequence.
+pub(super) fn ack_subject(target: &DeliveryTarget<'_>, delivery: &Delivered) -> (String, u64) {
+    let stream_seq =
+        seq_of(delivery.partition, delivery.offset, target.partitions).unwrap_or(u64::MAX);
+    let ack = AckReply {
+        stream: target.stream,
+        consumer: target.consumer,
+        delivered: u64::from(delivery.delivered),
+        stream_seq,
+        consumer_seq: delivery.consumer_seq,
+        timestamp_ns: delivery.timestamp_ns,
+        pending: delivery.pending,
+    }
+    .subject();
+    (ack, stream_seq)
+}
+
+/// The headers of a `headers_only` delivery: the message's own, and its size instead of its body.
+pub(super) fn size_only_headers(headers: &[u8], payload_bytes: usize) -> Vec<u8> {
+    let mut block = HeaderBuilder::from_block(headers);
+    block.add_u64(MSG_SIZE, payload_bytes as u64);
+    block.build()
+}
+
 /// A delivery as a NATS `MSG` line for subscription `sid`: the stored subject, an ack subject that
 /// says where the message came from, and its headers and body (with `headers_only`, its headers
 /// and `Nats-Msg-Size` instead of the body). With the message's stream sequence; `None` if the
@@ -242,23 +266,10 @@ pub(super) fn delivery_line(
     let ArchivedOp::Pub(publish) = frame.op() else {
         return None;
     };
-    let stream_seq =
-        seq_of(delivery.partition, delivery.offset, target.partitions).unwrap_or(u64::MAX);
-    let ack = AckReply {
-        stream: target.stream,
-        consumer: target.consumer,
-        delivered: u64::from(delivery.delivered),
-        stream_seq,
-        consumer_seq: delivery.consumer_seq,
-        timestamp_ns: delivery.timestamp_ns,
-        pending: delivery.pending,
-    }
-    .subject();
+    let (ack, stream_seq) = ack_subject(target, delivery);
     let size_only;
     let (headers, payload) = if headers_only {
-        let mut headers = HeaderBuilder::from_block(publish.headers());
-        headers.add_u64(MSG_SIZE, publish.payload().len() as u64);
-        size_only = headers.build();
+        size_only = size_only_headers(publish.headers(), publish.payload().len());
         (&size_only[..], &b""[..])
     } else {
         (publish.headers(), publish.payload())

@@ -8,16 +8,18 @@
 
 use std::cell::Cell;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_protocol::jetstream::headers::{HeaderBuilder, LAST_CONSUMER, LAST_STREAM};
 use sluice_protocol::jetstream::json::{self, ApiError};
+use sluice_protocol::op::{Op, Publish};
+use sluice_protocol::{ArchivedOp, Frame};
 
-use super::pull::{delivery_line, DeliveryTarget};
+use super::pull::{ack_subject, size_only_headers, DeliveryTarget};
 use crate::api::{self, ConsumerName};
 use crate::server::core::client::Client;
-use crate::server::core::outbound::Push;
 use crate::server::session::connection::Conn;
 use crate::server::session::{self, SessionShard};
 use crate::server::streams::{self, Delivered, DeliverySink};
@@ -72,7 +74,8 @@ pub struct Pusher {
     consumer: String,
     sid: u64,
     partitions: u32,
-    deliver_subject: String,
+    /// Where its deliveries go.
+    deliver_to: Arc<str>,
     headers_only: bool,
     heartbeat: Duration,
     /// Credit granted and not yet spent.
@@ -107,7 +110,7 @@ impl Pusher {
             consumer: consumer.to_owned(),
             sid,
             partitions,
-            deliver_subject: config.deliver_subject.clone().unwrap_or_default(),
+            deliver_to: Arc::from(config.deliver_subject.as_deref().unwrap_or_default()),
             headers_only: config.headers_only,
             heartbeat: Duration::from_nanos(u64::try_from(config.idle_heartbeat).unwrap_or(0)),
             granted: Cell::new(0),
@@ -117,13 +120,9 @@ impl Pusher {
         }
     }
 
-    /// The sid of this connection's subscription to the deliver subject, if any.
-    fn listening(&self) -> Option<Bytes> {
-        self.shard
-            .core
-            .subs_of(self.client.id, &self.deliver_subject)
-            .into_iter()
-            .find_map(|s| s.nats_sid.clone())
+    /// Whether anyone subscribes to the deliver subject, on any shard.
+    fn listening(&self) -> bool {
+        self.shard.core.has_interest(&self.deliver_to)
     }
 
     /// Keeps the credit topped up while the deliver subject has interest, and takes it back while
@@ -141,7 +140,7 @@ impl Pusher {
                 return;
             }
             match p.listening() {
-                None if p.granted.get() > 0 => {
+                false if p.granted.get() > 0 => {
                     streams::consumer_take_back(
                         &p.shard.streams,
                         p.client.id,
@@ -149,8 +148,8 @@ impl Pusher {
                         p.granted.replace(0),
                     );
                 }
-                None => {}
-                Some(sid) => {
+                false => {}
+                true => {
                     let want = PUSH_WINDOW - p.granted.get();
                     if want >= PUSH_WINDOW / 2 {
                         let which = (p.stream.as_str(), p.consumer.as_str(), p.sid);
@@ -159,37 +158,41 @@ impl Pusher {
                         }
                     }
                     if !p.heartbeat.is_zero() && p.active.get().elapsed() >= p.heartbeat {
-                        p.idle_heartbeat(&sid);
+                        p.idle_heartbeat();
                     }
                 }
             }
         }
     }
 
-    fn idle_heartbeat(&self, sid: &[u8]) {
+    fn idle_heartbeat(&self) {
         let (consumer_seq, stream_seq) = self.last.get();
         let mut headers = HeaderBuilder::default();
         headers
             .add_u64(LAST_CONSUMER, consumer_seq)
             .add_u64(LAST_STREAM, stream_seq);
         let block = headers.build_status(100, "Idle Heartbeat");
-        let mut line = BytesMut::with_capacity(self.deliver_subject.len() + block.len() + 48);
-        sluice_protocol::nats::encode_msg(
-            &mut line,
-            self.deliver_subject.as_bytes(),
-            sid,
-            None,
-            &block,
-            b"",
-        );
-        self.client.out.push(&line);
+        let message = self.shard.core.encode_frame(&Op::Pub(Publish {
+            subject: &self.deliver_to,
+            reply: None,
+            headers: &block,
+            payload: b"",
+            ack: false,
+        }));
+        self.shard.core.route(&message, &self.deliver_to);
         self.active.set(Instant::now());
     }
 }
 
 impl DeliverySink for Pusher {
     fn deliver(&self, delivery: &Delivered, frame: &Bytes) -> bool {
-        let Some(sid) = self.listening() else {
+        if !self.listening() {
+            return false;
+        }
+        let Ok(frame) = Frame::check(frame.clone(), u32::MAX) else {
+            return false;
+        };
+        let ArchivedOp::Pub(publish) = frame.op() else {
             return false;
         };
         let target = DeliveryTarget {
@@ -197,12 +200,24 @@ impl DeliverySink for Pusher {
             consumer: &self.consumer,
             partitions: self.partitions,
         };
-        let Some((line, stream_seq)) =
-            delivery_line(&target, delivery, frame, &sid, self.headers_only)
-        else {
-            return false;
+        let (ack, stream_seq) = ack_subject(&target, delivery);
+        let size_only;
+        let (headers, payload) = if self.headers_only {
+            size_only = size_only_headers(publish.headers(), publish.payload().len());
+            (&size_only[..], &b""[..])
+        } else {
+            (publish.headers(), publish.payload())
         };
-        if !matches!(self.client.out.push(&line), Push::Queued) {
+        // Its stored subject, routed by the deliver subject: whoever subscribes there gets it,
+        // on any shard, one member of a queue group (`deliver_group`) each time.
+        let message = self.shard.core.encode_frame(&Op::Pub(Publish {
+            subject: publish.subject(),
+            reply: Some(&ack),
+            headers,
+            payload,
+            ack: false,
+        }));
+        if !self.shard.core.route_to(&message, &self.deliver_to) {
             return false;
         }
         self.granted.set(self.granted.get().saturating_sub(1));
