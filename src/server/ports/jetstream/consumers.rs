@@ -439,7 +439,7 @@ fn consumer_info(info: &api::ConsumerInfo) -> ConsumerInfo {
         num_waiting: 0,
         num_pending: info.pending(),
         push_bound: false,
-        ts: format_time_ns(now_ns()),
+        ts: format_time_ns(sluice_storage::now_ns()),
     }
 }
 
@@ -557,10 +557,4 @@ fn respond_status(core: &Shard, client: &Client, reply: &str, headers: &[u8]) {
         client.out.push(&line);
         return;
     }
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -4,7 +4,6 @@
 //! nats-server's defaults filled in.
 
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_protocol::jetstream::headers::{
     status_block, HeaderBuilder, SEQUENCE, STREAM, SUBJECT, TIME_STAMP,
@@ -86,7 +85,7 @@ pub async fn create(
         }
         (None, true) => return Err(ApiError::stream_not_found()),
         (Some(existing), true) => existing.created_ns,
-        (None, false) => now_ns(),
+        (None, false) => sluice_storage::now_ns(),
     };
     let config = StreamConfig {
         name: name.to_owned(),
@@ -534,13 +533,7 @@ fn stream_info(native: &api::StreamInfo, did_create: bool) -> json::StreamInfo {
             consumer_count: native.consumers.len() as u64,
             ..StreamState::default()
         },
-        ts: format_time_ns(now_ns()),
+        ts: format_time_ns(sluice_storage::now_ns()),
         did_create,
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

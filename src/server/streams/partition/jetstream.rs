@@ -25,7 +25,7 @@ impl Partition {
             checks.removed_below(first);
             self.checks_first.set(first);
         }
-        let now = now_ns();
+        let now = sluice_storage::now_ns();
         let mut next = log.next_assigned_offset();
         let mut bytes = log.size_bytes();
         let (index, partitions) = (self.index, self.config.partitions);

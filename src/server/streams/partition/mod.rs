@@ -135,12 +135,6 @@ fn publish_parts(frame: &Frame) -> Option<(&str, &[u8], &[u8])> {
     }
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 /// A member on its way in.
 struct Joining {
     consumer: String,
