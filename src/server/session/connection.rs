@@ -105,6 +105,18 @@ impl Conn {
         allowed
     }
 
+    /// May this connection read `stream` (its messages, its consumers)? Without users, yes; else
+    /// only if its user may subscribe to every subject the stream captures.
+    pub fn may_read_stream(&self, stream: &crate::api::StreamConfig) -> bool {
+        match self.user.borrow().as_ref() {
+            None => true,
+            Some(user) => stream
+                .subjects
+                .iter()
+                .all(|p| user.permissions.subscribe.allows_pattern(p)),
+        }
+    }
+
     /// Whether it attached to consumer `name` of `stream`.
     pub fn is_member(&self, stream: &str, name: &str) -> bool {
         self.consumers

@@ -484,18 +484,9 @@ pub fn appended(shard: &SessionShard, conn: u64, seq: u64, outcome: &AckOutcome)
 /// The streams a connection may read, by name: all of them without users, else those whose every
 /// subject its user may subscribe to. Every port lists streams through this.
 pub fn readable_streams(shard: &SessionShard, conn: &Conn) -> Vec<crate::api::StreamConfig> {
-    let all = shard.streams.streams.borrow().all();
-    match conn.user.borrow().as_ref() {
-        None => all,
-        Some(user) => all
-            .into_iter()
-            .filter(|s| {
-                s.subjects
-                    .iter()
-                    .all(|p| user.permissions.subscribe.allows_pattern(p))
-            })
-            .collect(),
-    }
+    let mut all = shard.streams.streams.borrow().all();
+    all.retain(|s| conn.may_read_stream(s));
+    all
 }
 
 /// Where a consumer's message is, for an ack.
@@ -517,6 +508,11 @@ pub fn consumer_ack(
     delay_ms: u64,
 ) -> Result<(), Refusal> {
     member_of(shard, conn, at.stream, at.consumer)?;
+    apply_ack(shard, at, kind, delay_ms);
+    Ok(())
+}
+
+fn apply_ack(shard: &SessionShard, at: AckAt<'_>, kind: AckKind, delay_ms: u64) {
     streams::consumer_ack(
         &shard.streams,
         at.stream,
@@ -526,7 +522,6 @@ pub fn consumer_ack(
         kind,
         delay_ms,
     );
-    Ok(())
 }
 
 /// Acks through the JetStream API: a connection attached to the consumer may, and so may any
@@ -541,26 +536,11 @@ pub fn consumer_ack_as_reader(
 ) -> Result<(), Refusal> {
     if !conn.is_member(at.stream, at.consumer) {
         let config = shard.streams.streams.borrow().config(at.stream);
-        let readable = config.is_some_and(|config| match conn.user.borrow().as_ref() {
-            None => true,
-            Some(user) => config
-                .subjects
-                .iter()
-                .all(|p| user.permissions.subscribe.allows_pattern(p)),
-        });
-        if !readable {
+        if !config.is_some_and(|config| conn.may_read_stream(&config)) {
             return member_of(shard, conn, at.stream, at.consumer);
         }
     }
-    streams::consumer_ack(
-        &shard.streams,
-        at.stream,
-        at.consumer,
-        at.partition,
-        at.offset,
-        kind,
-        delay_ms,
-    );
+    apply_ack(shard, at, kind, delay_ms);
     Ok(())
 }
 

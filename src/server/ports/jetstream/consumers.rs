@@ -204,19 +204,11 @@ async fn attach(
     conn: &Rc<Conn>,
     stream: &str,
     consumer: &str,
-    mut config: api::ConsumerConfig,
+    config: api::ConsumerConfig,
 ) -> Result<Rc<Puller>, ApiError> {
     if let Some(puller) = puller_of(conn, stream, consumer) {
         return Ok(puller);
     }
-    let sid = member_sid(conn);
-    config.sid = sid;
-    let partitions = shard
-        .streams
-        .streams
-        .borrow()
-        .config(stream)
-        .map_or(1, |c| c.partitions);
     let ephemeral = config
         .jetstream
         .as_ref()
@@ -226,18 +218,44 @@ async fn attach(
             stream: stream.to_owned(),
             consumer: consumer.to_owned(),
         });
-    let puller = Rc::new(Puller {
-        _ephemeral: ephemeral,
-        client: conn.client.clone(),
-        stream: stream.to_owned(),
-        consumer: consumer.to_owned(),
-        sid,
-        partitions,
-        requests: RefCell::new(VecDeque::new()),
-        last: Cell::new((0, 0)),
-        next_request: Cell::new(1),
-    });
-    let sink: Rc<dyn DeliverySink> = puller.clone();
+    let client = conn.client.clone();
+    join_as_member(shard, conn, stream, consumer, config, |sid, partitions| {
+        Puller {
+            _ephemeral: ephemeral,
+            client,
+            stream: stream.to_owned(),
+            consumer: consumer.to_owned(),
+            sid,
+            partitions,
+            requests: RefCell::new(VecDeque::new()),
+            last: Cell::new((0, 0)),
+            next_request: Cell::new(1),
+        }
+    })
+    .await
+}
+
+/// Makes the connection a member of the consumer (creating it) with the delivery sink `make`
+/// builds from the member's subscription id and the stream's partitions; answers once every
+/// partition owner has the consumer, and keeps the sink with the connection.
+pub(super) async fn join_as_member<S: DeliverySink + 'static>(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    stream: &str,
+    consumer: &str,
+    mut config: api::ConsumerConfig,
+    make: impl FnOnce(u64, u32) -> S,
+) -> Result<Rc<S>, ApiError> {
+    let sid = member_sid(conn);
+    config.sid = sid;
+    let partitions = shard
+        .streams
+        .streams
+        .borrow()
+        .config(stream)
+        .map_or(1, |c| c.partitions);
+    let member = Rc::new(make(sid, partitions));
+    let sink: Rc<dyn DeliverySink> = member.clone();
     let joins = session::consumer_attach(shard, conn, config, Some(sink))
         .map_err(|(_, message)| ApiError::server_error(message))?;
     joins
@@ -246,12 +264,12 @@ async fn attach(
         .map_err(|(_, message)| ApiError::server_error(message))?;
     conn.pullers
         .borrow_mut()
-        .push(((stream.to_owned(), consumer.to_owned()), puller.clone()));
-    Ok(puller)
+        .push(((stream.to_owned(), consumer.to_owned()), member.clone()));
+    Ok(member)
 }
 
 /// A subscription id for a new membership of this connection, never used on it before.
-pub(super) fn member_sid(conn: &Conn) -> u64 {
+fn member_sid(conn: &Conn) -> u64 {
     let made = conn.memberships_made.get() + 1;
     conn.memberships_made.set(made);
     MEMBER_SID_BASE + made

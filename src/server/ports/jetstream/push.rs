@@ -17,6 +17,7 @@ use sluice_protocol::jetstream::json::{self, ApiError};
 use sluice_protocol::op::{Op, Publish};
 use sluice_protocol::{ArchivedOp, Frame};
 
+use super::consumers::join_as_member;
 use super::pull::{ack_subject, size_only_headers, DeliveryTarget};
 use crate::api::{self, ConsumerName};
 use crate::server::core::client::Client;
@@ -234,7 +235,7 @@ pub async fn attach(
     conn: &Rc<Conn>,
     stream: &str,
     consumer: &str,
-    mut native: api::ConsumerConfig,
+    native: api::ConsumerConfig,
     config: &json::ConsumerConfig,
 ) -> Result<(), ApiError> {
     if conn
@@ -245,27 +246,10 @@ pub async fn attach(
     {
         return Ok(());
     }
-    let sid = super::consumers::member_sid(conn);
-    native.sid = sid;
-    let partitions = shard
-        .streams
-        .streams
-        .borrow()
-        .config(stream)
-        .map_or(1, |c| c.partitions);
-    let pusher = Rc::new(Pusher::new(
-        shard, conn, stream, consumer, sid, partitions, config,
-    ));
-    let sink: Rc<dyn DeliverySink> = pusher.clone();
-    let joins = session::consumer_attach(shard, conn, native, Some(sink))
-        .map_err(|(_, message)| ApiError::server_error(message))?;
-    joins
-        .wait(&shard.streams)
-        .await
-        .map_err(|(_, message)| ApiError::server_error(message))?;
+    let pusher = join_as_member(shard, conn, stream, consumer, native, |sid, partitions| {
+        Pusher::new(shard, conn, stream, consumer, sid, partitions, config)
+    })
+    .await?;
     glommio::spawn_local(Pusher::run(Rc::downgrade(&pusher))).detach();
-    conn.pullers
-        .borrow_mut()
-        .push(((stream.to_owned(), consumer.to_owned()), pusher));
     Ok(())
 }

@@ -396,15 +396,7 @@ pub(super) fn may_read(
     let Some(config) = shard.streams.streams.borrow().config(name) else {
         return Err(ApiError::stream_not_found());
     };
-    let user = conn.user.borrow();
-    let Some(user) = user.as_ref() else {
-        return Ok(config);
-    };
-    if config
-        .subjects
-        .iter()
-        .all(|p| user.permissions.subscribe.allows_pattern(p))
-    {
+    if conn.may_read_stream(&config) {
         Ok(config)
     } else {
         Err(permission_denied())
