@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use sluice_protocol::jetstream::json::{self, ApiError};
 use sluice_protocol::jetstream::subject::{
-    parse_ack_reply, parse_api_subject, ApiSubject, CreateForm, ACK_PREFIX,
+    parse_ack_reply, parse_api_subject, ApiSubject, ACK_PREFIX,
 };
 use sluice_protocol::op::{Op, Publish};
 
@@ -59,29 +59,31 @@ pub fn handle_publish(
         // Nowhere to answer: nats-server ignores it too.
         return true;
     };
-    if let ApiSubject::ConsumerNext { stream, consumer } = request {
-        // A pull: its messages, or its end, go to the reply subject.
-        let (shard, conn) = (shard.clone(), conn.clone());
-        let (stream, consumer, reply) = (stream.to_owned(), consumer.to_owned(), reply.to_owned());
-        let body = payload.to_vec();
-        glommio::spawn_local(async move {
-            consumers::next(&shard, &conn, &stream, &consumer, &reply, &body).await;
-        })
-        .detach();
-        return true;
-    }
+    // Answered in a task that owns the subject and reads it again there.
     let (shard, conn) = (shard.clone(), conn.clone());
-    let (reply, payload) = (reply.to_owned(), payload.to_vec());
-    let request = Request::from(request);
+    let (subject, reply, payload) = (subject.to_owned(), reply.to_owned(), payload.to_vec());
     glommio::spawn_local(async move {
-        if let Request::DirectGet(stream, subject) = &request {
-            let (headers, body) =
-                streams::direct_get(&shard, &conn, stream, subject.as_deref(), &payload).await;
-            respond_with(&shard, &reply, &headers, &body);
+        let Some(request) = parse_api_subject(&subject) else {
             return;
+        };
+        match request {
+            // A pull: its messages, or its end, go to the reply subject.
+            ApiSubject::ConsumerNext { stream, consumer } => {
+                consumers::next(&shard, &conn, stream, consumer, &reply, &payload).await;
+            }
+            ApiSubject::DirectGet {
+                stream,
+                last_by_subject,
+            } => {
+                let (headers, body) =
+                    streams::direct_get(&shard, &conn, stream, last_by_subject, &payload).await;
+                respond_with(&shard, &reply, &headers, &body);
+            }
+            request => {
+                let answer = answer(&shard, &conn, request, &payload).await;
+                respond(&shard, &reply, &answer);
+            }
         }
-        let answer = request.answer(&shard, &conn, &payload).await;
-        respond(&shard, &reply, &answer);
     })
     .detach();
     true
@@ -90,178 +92,73 @@ pub fn handle_publish(
 /// Whether this port answers the request (the others are left unanswered, as on a server
 /// without them).
 fn answers(request: &ApiSubject<'_>) -> bool {
-    matches!(
-        request,
-        ApiSubject::Info
-            | ApiSubject::StreamCreate(_)
-            | ApiSubject::StreamUpdate(_)
-            | ApiSubject::StreamInfo(_)
-            | ApiSubject::StreamDelete(_)
-            | ApiSubject::StreamNames
-            | ApiSubject::StreamList
-            | ApiSubject::StreamMsgGet(_)
-            | ApiSubject::StreamPurge(_)
-            | ApiSubject::StreamMsgDelete(_)
-            | ApiSubject::ConsumerCreate { .. }
-            | ApiSubject::ConsumerInfo { .. }
-            | ApiSubject::ConsumerDelete { .. }
-            | ApiSubject::ConsumerNames(_)
-            | ApiSubject::ConsumerList(_)
-            | ApiSubject::ConsumerNext { .. }
-            | ApiSubject::DirectGet { .. }
-    )
+    kind(request).is_some()
+        || matches!(
+            request,
+            ApiSubject::ConsumerNext { .. } | ApiSubject::DirectGet { .. }
+        )
 }
 
-/// An API request that owns its names, to be answered in a task.
-enum Request {
-    Info,
-    StreamCreate(String),
-    StreamUpdate(String),
-    StreamInfo(String),
-    StreamDelete(String),
-    StreamNames,
-    StreamList,
-    StreamMsgGet(String),
-    StreamPurge(String),
-    StreamMsgDelete(String),
-    ConsumerCreate(String, OwnedForm),
-    ConsumerInfo(String, String),
-    ConsumerDelete(String, String),
-    ConsumerNames(String),
-    ConsumerList(String),
-    /// A direct get of a stream, and the subject whose last message it wants when the subject
-    /// names one.
-    DirectGet(String, Option<String>),
-    Unsupported,
-}
-
-impl From<ApiSubject<'_>> for Request {
-    fn from(subject: ApiSubject<'_>) -> Request {
-        match subject {
-            ApiSubject::Info => Request::Info,
-            ApiSubject::StreamCreate(s) => Request::StreamCreate(s.to_owned()),
-            ApiSubject::StreamUpdate(s) => Request::StreamUpdate(s.to_owned()),
-            ApiSubject::StreamInfo(s) => Request::StreamInfo(s.to_owned()),
-            ApiSubject::StreamDelete(s) => Request::StreamDelete(s.to_owned()),
-            ApiSubject::StreamNames => Request::StreamNames,
-            ApiSubject::StreamList => Request::StreamList,
-            ApiSubject::StreamMsgGet(s) => Request::StreamMsgGet(s.to_owned()),
-            ApiSubject::StreamPurge(s) => Request::StreamPurge(s.to_owned()),
-            ApiSubject::StreamMsgDelete(s) => Request::StreamMsgDelete(s.to_owned()),
-            ApiSubject::ConsumerCreate { stream, form } => {
-                Request::ConsumerCreate(stream.to_owned(), OwnedForm::from(form))
-            }
-            ApiSubject::ConsumerInfo { stream, consumer } => {
-                Request::ConsumerInfo(stream.to_owned(), consumer.to_owned())
-            }
-            ApiSubject::ConsumerDelete { stream, consumer } => {
-                Request::ConsumerDelete(stream.to_owned(), consumer.to_owned())
-            }
-            ApiSubject::ConsumerNames(s) => Request::ConsumerNames(s.to_owned()),
-            ApiSubject::ConsumerList(s) => Request::ConsumerList(s.to_owned()),
-            ApiSubject::DirectGet {
-                stream,
-                last_by_subject,
-            } => Request::DirectGet(stream.to_owned(), last_by_subject.map(str::to_owned)),
-            _ => Request::Unsupported,
+/// The JSON answer to a request.
+async fn answer(
+    shard: &Rc<SessionShard>,
+    conn: &Rc<Conn>,
+    request: ApiSubject<'_>,
+    body: &[u8],
+) -> Vec<u8> {
+    let kind = kind(&request).unwrap_or("error");
+    let result = match request {
+        ApiSubject::Info => streams::account_info(shard, conn).await,
+        ApiSubject::StreamCreate(name) => streams::create(shard, conn, name, body, false).await,
+        ApiSubject::StreamUpdate(name) => streams::create(shard, conn, name, body, true).await,
+        ApiSubject::StreamInfo(name) => streams::info(shard, conn, name, body).await,
+        ApiSubject::StreamDelete(name) => streams::delete(shard, conn, name).await,
+        ApiSubject::StreamNames => streams::names(shard, conn, body),
+        ApiSubject::StreamList => streams::list(shard, conn, body).await,
+        ApiSubject::StreamMsgGet(name) => streams::msg_get(shard, conn, name, body).await,
+        ApiSubject::StreamPurge(name) => streams::purge(shard, conn, name, body).await,
+        ApiSubject::StreamMsgDelete(name) => streams::msg_delete(shard, conn, name, body).await,
+        ApiSubject::ConsumerCreate { stream, form } => {
+            consumers::create(shard, conn, stream, form, body).await
         }
-    }
-}
-
-impl Request {
-    /// The JSON answer.
-    async fn answer(self, shard: &Rc<SessionShard>, conn: &Rc<Conn>, body: &[u8]) -> Vec<u8> {
-        let kind = self.kind();
-        let result = match self {
-            Request::Info => streams::account_info(shard, conn).await,
-            Request::StreamCreate(name) => streams::create(shard, conn, &name, body, false).await,
-            Request::StreamUpdate(name) => streams::create(shard, conn, &name, body, true).await,
-            Request::StreamInfo(name) => streams::info(shard, conn, &name, body).await,
-            Request::StreamDelete(name) => streams::delete(shard, conn, &name).await,
-            Request::StreamNames => streams::names(shard, conn, body),
-            Request::StreamList => streams::list(shard, conn, body).await,
-            Request::StreamMsgGet(name) => streams::msg_get(shard, conn, &name, body).await,
-            Request::StreamPurge(name) => streams::purge(shard, conn, &name, body).await,
-            Request::StreamMsgDelete(name) => streams::msg_delete(shard, conn, &name, body).await,
-            Request::ConsumerCreate(stream, form) => {
-                consumers::create(shard, conn, &stream, form.borrowed(), body).await
-            }
-            Request::ConsumerInfo(stream, consumer) => {
-                consumers::info(shard, conn, &stream, &consumer).await
-            }
-            Request::ConsumerDelete(stream, consumer) => {
-                consumers::delete(shard, conn, &stream, &consumer).await
-            }
-            Request::ConsumerNames(stream) => consumers::names(shard, conn, &stream, body).await,
-            Request::ConsumerList(stream) => consumers::list(shard, conn, &stream, body).await,
-            Request::DirectGet(..) | Request::Unsupported => {
-                Err(ApiError::bad_request("not supported by this server"))
-            }
-        };
-        result.unwrap_or_else(|error| {
-            tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, kind, code = error.err_code,
-                description = %error.description, "JetStream API request refused");
-            json::error_response(kind, &error)
-        })
-    }
-
-    /// The `<kind>` of its `io.nats.jetstream.api.v1.<kind>_response`.
-    fn kind(&self) -> &'static str {
-        match self {
-            Request::Info => "account_info",
-            Request::StreamCreate(_) => "stream_create",
-            Request::StreamUpdate(_) => "stream_update",
-            Request::StreamInfo(_) => "stream_info",
-            Request::StreamDelete(_) => "stream_delete",
-            Request::StreamNames => "stream_names",
-            Request::StreamList => "stream_list",
-            Request::StreamMsgGet(_) => "stream_msg_get",
-            Request::StreamPurge(_) => "stream_purge",
-            Request::StreamMsgDelete(_) => "stream_msg_delete",
-            Request::ConsumerCreate(..) => "consumer_create",
-            Request::ConsumerInfo(..) => "consumer_info",
-            Request::ConsumerDelete(..) => "consumer_delete",
-            Request::ConsumerNames(_) => "consumer_names",
-            Request::ConsumerList(_) => "consumer_list",
-            Request::DirectGet(..) | Request::Unsupported => "error",
+        ApiSubject::ConsumerInfo { stream, consumer } => {
+            consumers::info(shard, conn, stream, consumer).await
         }
-    }
-}
-
-/// A consumer-create form that owns its names.
-enum OwnedForm {
-    Unnamed,
-    Named {
-        name: String,
-        filter: Option<String>,
-    },
-    Durable(String),
-}
-
-impl From<CreateForm<'_>> for OwnedForm {
-    fn from(form: CreateForm<'_>) -> OwnedForm {
-        match form {
-            CreateForm::Unnamed => OwnedForm::Unnamed,
-            CreateForm::Named { name, filter } => OwnedForm::Named {
-                name: name.to_owned(),
-                filter: filter.map(str::to_owned),
-            },
-            CreateForm::Durable(d) => OwnedForm::Durable(d.to_owned()),
+        ApiSubject::ConsumerDelete { stream, consumer } => {
+            consumers::delete(shard, conn, stream, consumer).await
         }
-    }
+        ApiSubject::ConsumerNames(stream) => consumers::names(shard, conn, stream, body).await,
+        ApiSubject::ConsumerList(stream) => consumers::list(shard, conn, stream, body).await,
+        _ => Err(ApiError::bad_request("not supported by this server")),
+    };
+    result.unwrap_or_else(|error| {
+        tracing::debug!(shard = shard.core.id.0, conn = conn.client.id, kind, code = error.err_code,
+            description = %error.description, "JetStream API request refused");
+        json::error_response(kind, &error)
+    })
 }
 
-impl OwnedForm {
-    fn borrowed(&self) -> CreateForm<'_> {
-        match self {
-            OwnedForm::Unnamed => CreateForm::Unnamed,
-            OwnedForm::Named { name, filter } => CreateForm::Named {
-                name,
-                filter: filter.as_deref(),
-            },
-            OwnedForm::Durable(d) => CreateForm::Durable(d),
-        }
-    }
+/// The `<kind>` of a request's `io.nats.jetstream.api.v1.<kind>_response`, for the requests
+/// answered with JSON.
+fn kind(request: &ApiSubject<'_>) -> Option<&'static str> {
+    Some(match request {
+        ApiSubject::Info => "account_info",
+        ApiSubject::StreamCreate(_) => "stream_create",
+        ApiSubject::StreamUpdate(_) => "stream_update",
+        ApiSubject::StreamInfo(_) => "stream_info",
+        ApiSubject::StreamDelete(_) => "stream_delete",
+        ApiSubject::StreamNames => "stream_names",
+        ApiSubject::StreamList => "stream_list",
+        ApiSubject::StreamMsgGet(_) => "stream_msg_get",
+        ApiSubject::StreamPurge(_) => "stream_purge",
+        ApiSubject::StreamMsgDelete(_) => "stream_msg_delete",
+        ApiSubject::ConsumerCreate { .. } => "consumer_create",
+        ApiSubject::ConsumerInfo { .. } => "consumer_info",
+        ApiSubject::ConsumerDelete { .. } => "consumer_delete",
+        ApiSubject::ConsumerNames(_) => "consumer_names",
+        ApiSubject::ConsumerList(_) => "consumer_list",
+        _ => return None,
+    })
 }
 
 /// Publishes an answer on the request's reply subject.
