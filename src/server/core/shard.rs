@@ -230,6 +230,18 @@ impl Shard {
 
     // ---- routing ----
 
+    /// Makes a message (an answer on a reply subject, an advisory, a status) and routes it.
+    pub fn route_made(&self, subject: &str, headers: &[u8], payload: &[u8]) {
+        let frame = self.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
+            subject,
+            reply: None,
+            headers,
+            payload,
+            ack: false,
+        }));
+        self.route(&frame, subject);
+    }
+
     /// Routes a message the broker made itself (an ack on a reply subject, an advisory): as
     /// `route_from`, but nobody waits for congested subscribers.
     pub fn route(&self, frame: &Frame, subject: &str) {

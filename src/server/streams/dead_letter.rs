@@ -148,16 +148,7 @@ fn max_deliveries_advisory(
 
 /// Publishes an advisory the broker makes to whoever listens on `subject`.
 fn announce(shard: &StreamShard, subject: &str, advisory: &str) {
-    let frame = shard
-        .core
-        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject,
-            reply: None,
-            headers: b"",
-            payload: advisory.as_bytes(),
-            ack: false,
-        }));
-    shard.core.route(&frame, subject);
+    shard.core.route_made(subject, b"", advisory.as_bytes());
 }
 
 /// Stores a frame the broker made itself and waits until it is durable, wherever its partition is.

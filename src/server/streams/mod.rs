@@ -445,16 +445,7 @@ fn reply_json(shard: &Rc<StreamShard>, subject: &str, outcome: &AckOutcome) {
             serde_json::to_vec(&refusal).unwrap_or_default()
         }
     };
-    let frame = shard
-        .core
-        .encode_frame(&Op::Pub(sluice_protocol::op::Publish {
-            subject,
-            reply: None,
-            headers: b"",
-            payload: &json,
-            ack: false,
-        }));
-    shard.core.route(&frame, subject);
+    shard.core.route_made(subject, b"", &json);
 }
 
 /// The `PubAck` frame for an outcome.

@@ -17,7 +17,6 @@ use sluice_protocol::jetstream::json::{self, ApiError};
 use sluice_protocol::jetstream::subject::{
     parse_ack_reply, parse_api_subject, ApiSubject, ACK_PREFIX,
 };
-use sluice_protocol::op::{Op, Publish};
 
 use crate::server::session::connection::Conn;
 use crate::server::session::SessionShard;
@@ -168,12 +167,5 @@ fn respond(shard: &SessionShard, reply: &str, body: &[u8]) {
 
 /// Publishes an answer with headers on the request's reply subject.
 fn respond_with(shard: &SessionShard, reply: &str, headers: &[u8], body: &[u8]) {
-    let frame = shard.core.encode_frame(&Op::Pub(Publish {
-        subject: reply,
-        reply: None,
-        headers,
-        payload: body,
-        ack: false,
-    }));
-    shard.core.route(&frame, reply);
+    shard.core.route_made(reply, headers, body);
 }

@@ -173,14 +173,7 @@ impl Pusher {
             .add_u64(LAST_CONSUMER, consumer_seq)
             .add_u64(LAST_STREAM, stream_seq);
         let block = headers.build_status(100, "Idle Heartbeat");
-        let message = self.shard.core.encode_frame(&Op::Pub(Publish {
-            subject: &self.deliver_to,
-            reply: None,
-            headers: &block,
-            payload: b"",
-            ack: false,
-        }));
-        self.shard.core.route(&message, &self.deliver_to);
+        self.shard.core.route_made(&self.deliver_to, &block, b"");
         self.active.set(Instant::now());
     }
 }
