@@ -6,10 +6,18 @@
 
 mod common;
 
-use common::{Broker, ReferenceNats};
+use common::{Broker, DataDir, ReferenceNats};
 
 /// The nats-py sections that describe NATS's behaviour (and run against nats-server too).
-const PY_SECTIONS: &[&str] = &["pull", "redelivery", "policies", "replay", "push", "queue"];
+const PY_SECTIONS: &[&str] = &[
+    "pull",
+    "redelivery",
+    "policies",
+    "replay",
+    "push",
+    "queue",
+    "flow",
+];
 
 #[test]
 fn nats_py_pulls_pushes_acks_replays_and_sees_redeliveries() {
@@ -25,13 +33,30 @@ fn nats_py_pulls_pushes_acks_replays_and_sees_redeliveries() {
 #[test]
 fn nats_js_fetches_and_acks() {
     let broker = Broker::start(&[]);
-    common::run_node_client("js_consumers.cjs", &[&broker.nats_addr, "pull"]);
+    common::run_node_client(
+        "js_consumers.cjs",
+        &[&broker.nats_addr, "pull", "max_bytes"],
+    );
 }
 
 #[test]
 fn nats_js_reads_through_ordered_consumers() {
     let broker = Broker::start(&[]);
     common::run_node_client("js_ordered.cjs", &[&broker.nats_addr]);
+}
+
+/// A durable push consumer delivers whoever made it: nats-py makes one and leaves, the broker
+/// restarts, and another connection binds to it and gets every message, old and new.
+#[test]
+fn a_durable_push_consumer_outlives_its_creator_and_a_restart() {
+    let dir = DataDir::new();
+    let mut broker = Broker::start_in(&dir.path, &[]);
+    let url = format!("nats://{}", broker.nats_addr);
+    common::run_python_client("js_consumers.py", &[&url, "durable_push_made"]);
+    broker.kill();
+    let broker = Broker::start_in(&dir.path, &[]);
+    let url = format!("nats://{}", broker.nats_addr);
+    common::run_python_client("js_consumers.py", &[&url, "durable_push_read"]);
 }
 
 #[test]
@@ -42,7 +67,8 @@ fn the_consumer_scripts_describe_nats_server() {
     let url = format!("nats://{}", reference.addr);
     let mut args = vec![url.as_str()];
     args.extend_from_slice(PY_SECTIONS);
+    args.extend_from_slice(&["durable_push_made", "durable_push_read"]);
     common::run_python_client("js_consumers.py", &args);
-    common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull"]);
+    common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull", "max_bytes"]);
     common::run_node_client("js_ordered.cjs", &[&reference.addr]);
 }

@@ -420,6 +420,7 @@ async fn run_shard(
         .collect();
     let streams = Rc::new(StreamShard::new(core.clone(), stream_peers));
     let shard = Rc::new(SessionShard::new(core.clone(), streams.clone(), auth));
+    ports::jetstream::install(&shard);
     let senders = Rc::new(senders);
     for (peer, queue) in peers.iter().enumerate() {
         if peer == id.0 as usize {

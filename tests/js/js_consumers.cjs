@@ -56,6 +56,41 @@ async function pull(js, jsm, tag) {
   await jsm.streams.delete(name);
 }
 
+// A fetch bounded by bytes: it ends when the next message would not fit, and what it left is
+// delivered to the next fetch.
+async function maxBytes(js, jsm, tag) {
+  const name = `JMB${tag}`;
+  await jsm.streams.add({ name, subjects: [`jmb${tag}.>`] });
+  const body = "x".repeat(100);
+  for (let i = 0; i < 6; i++) {
+    await js.publish(`jmb${tag}.x`, `${i}${body}`);
+  }
+  await jsm.consumers.add(name, { durable_name: "w", ack_policy: AckPolicy.Explicit });
+  const consumer = await js.consumers.get(name, "w");
+  const got = [];
+  let ended = null;
+  try {
+    const messages = await consumer.fetch({ max_bytes: 450, expires: 2000 });
+    for await (const m of messages) {
+      got.push(m.string()[0]);
+      m.ack();
+    }
+  } catch (e) {
+    ended = e;
+  }
+  check(got.join() === "0,1", `450 bytes hold two messages of about 200: ${got}`);
+  // The client raises the server's 409 "Message Size Exceeds MaxBytes".
+  check(ended && ended.code === 409 && /maxbytes/i.test(ended.message), `ended by ${ended}`);
+  const rest = [];
+  const more = await consumer.fetch({ max_bytes: 100000, expires: 1000 });
+  for await (const m of more) {
+    rest.push(m.string()[0]);
+    m.ack();
+  }
+  check(rest.join() === "2,3,4,5", `the next fetch gets the rest: ${rest}`);
+  await jsm.streams.delete(name);
+}
+
 async function main() {
   const [server, ...sections] = process.argv.slice(2);
   const nc = await connect({ servers: server });
@@ -64,6 +99,7 @@ async function main() {
   const tag = String(Date.now() % 1000000);
   for (const section of sections) {
     if (section === "pull") await pull(js, jsm, tag);
+    else if (section === "max_bytes") await maxBytes(js, jsm, tag);
     else throw new Error(`unknown section ${section}`);
   }
   await nc.close();

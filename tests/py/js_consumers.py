@@ -259,6 +259,59 @@ async def queue(nc, js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def flow(nc, js, jsm, tag: str) -> None:
+    """Push consumers with flow control, ephemeral and durable: 8 MiB go through a window that
+    starts at 2 MiB, so they arrive only if the client's answers reach the server."""
+    name = f"FLW{tag}"
+    await jsm.add_stream(name=name, subjects=[f"flw{tag}.>"])
+    body = b"x" * 2048
+    count = 4000
+    for start in range(0, count, 250):
+        acks = await asyncio.gather(
+            *(js.publish(f"flw{tag}.x", body + str(i).encode()) for i in range(start, start + 250))
+        )
+        assert [a.seq for a in acks] == list(range(start + 1, start + 251)), acks
+    for durable in (None, "flowing"):
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE)
+        sub = await js.subscribe(
+            f"flw{tag}.>", durable=durable, config=config, flow_control=True, idle_heartbeat=0.5
+        )
+        info = await sub.consumer_info()
+        assert info.config.flow_control, info.config
+        for i in range(count):
+            m = await sub.next_msg(timeout=5)
+            assert m.data == body + str(i).encode(), (durable, i, m.data[-8:])
+        await sub.unsubscribe()
+    await jsm.delete_stream(name)
+
+
+async def durable_push_made(nc, js, jsm, tag: str) -> None:
+    """A durable push consumer made by a connection that then goes away (first half)."""
+    name = "OUTLIVE"
+    await jsm.add_stream(name=name, subjects=["outlive.>"])
+    for i in range(3):
+        await js.publish("outlive.x", str(i).encode())
+    config = ConsumerConfig(durable_name="kept", deliver_subject="outlive-deliver", ack_policy=AckPolicy.EXPLICIT)
+    await jsm.add_consumer(name, config=config)
+
+
+async def durable_push_read(nc, js, jsm, tag: str) -> None:
+    """Another connection binds to it and gets every message, old and new (second half)."""
+    name = "OUTLIVE"
+    sub = await js.subscribe("outlive.>", durable="kept", stream=name, manual_ack=True)
+    await js.publish("outlive.x", b"3")
+    got = []
+    for _ in range(4):
+        m = await sub.next_msg(timeout=5)
+        got.append(m.data)
+        await m.ack_sync()
+    assert got == [b"0", b"1", b"2", b"3"], got
+    info = await jsm.consumer_info(name, "kept")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0), info
+    await sub.unsubscribe()
+    await jsm.delete_stream(name)
+
+
 async def dead_letters(nc, js, jsm, tag: str) -> None:
     """Sluice's own: a message that runs out of deliveries is copied to DLQ_<stream>_<consumer>,
     a stream JetStream clients can read."""
@@ -294,6 +347,12 @@ async def main(url: str, sections: list) -> None:
             await push(nc, js, jsm, tag)
         elif section == "queue":
             await queue(nc, js, jsm, tag)
+        elif section == "flow":
+            await flow(nc, js, jsm, tag)
+        elif section == "durable_push_made":
+            await durable_push_made(nc, js, jsm, tag)
+        elif section == "durable_push_read":
+            await durable_push_read(nc, js, jsm, tag)
         elif section == "dead_letters":
             await dead_letters(nc, js, jsm, tag)
         elif section == "policies":

@@ -128,6 +128,13 @@ impl Outbound {
         self.push2(frame, &[])
     }
 
+    /// Takes what is buffered, for an output the broker reads itself instead of a socket.
+    pub fn take(&self) -> BytesMut {
+        let taken = self.buf.borrow_mut().split();
+        self.drained.notify_all();
+        taken
+    }
+
     /// Writes `frame` after everything buffered and then closes the connection.
     pub fn close_with(&self, frame: Bytes) {
         *self.last_words.borrow_mut() = Some(frame);

@@ -143,6 +143,13 @@ impl Shard {
         Some(id)
     }
 
+    /// An id for a connection the broker holds itself (no socket, not counted against the limit).
+    pub fn internal_id(&self) -> u64 {
+        let id = self.next_conn_id.get();
+        self.next_conn_id.set(id + 1);
+        id
+    }
+
     pub fn register(&self, conn: Rc<Client>) {
         self.conns.borrow_mut().insert(conn.id, conn);
         self.stats

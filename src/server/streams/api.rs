@@ -506,7 +506,7 @@ pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> Parti
             partition,
             consumer,
         } => match owned(shard, &stream, partition) {
-            Some(part) => PartitionReply::Deleted(Ok(part.delete_consumer(&consumer).await)),
+            Some(part) => PartitionReply::Deleted(Ok(part.delete_consumer(shard, &consumer).await)),
             None => PartitionReply::Deleted(Ok(false)),
         },
         PartitionRequest::DeleteMessage {

@@ -12,6 +12,7 @@ mod consumer;
 mod credit;
 mod dead_letter;
 mod deleted;
+mod host;
 mod items;
 pub mod metrics;
 mod partition;
@@ -44,6 +45,7 @@ pub use credit::{
 };
 pub use dead_letter::dead_letter;
 use dead_letter::ensure_dead_letter_stream;
+pub use host::{set_host, ConsumerHost};
 pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
@@ -91,6 +93,8 @@ pub struct StreamShard {
     pub dirty_partitions: RefCell<Vec<Rc<Partition>>>,
     calls: RefCell<HashMap<u64, Rc<CallSlot>>>,
     next_call: Cell<u64>,
+    /// The port that delivers the consumers the broker hosts (see `host`).
+    host: RefCell<Option<Rc<dyn ConsumerHost>>>,
 }
 
 impl StreamShard {
@@ -104,6 +108,7 @@ impl StreamShard {
             dirty_partitions: RefCell::new(Vec::new()),
             calls: RefCell::new(HashMap::new()),
             next_call: Cell::new(1),
+            host: RefCell::new(None),
         }
     }
 

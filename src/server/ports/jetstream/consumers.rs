@@ -61,6 +61,20 @@ pub async fn create(
     api::check_stream_name(&name)
         .map_err(|e| ApiError::bad_request(format!("invalid consumer name: {e}")))?;
     let config = config.effective();
+    if config.flow_control && !config.is_push() {
+        return Err(ApiError::new(
+            400,
+            10089,
+            "consumer flow control requires a push based consumer",
+        ));
+    }
+    if config.flow_control && config.idle_heartbeat <= 0 {
+        return Err(ApiError::new(
+            400,
+            10108,
+            "consumer with flow control also needs heartbeats",
+        ));
+    }
     let existing = info_of(shard, stream, &name).await?;
     if let Some(existing) = &existing {
         let same = existing_config(existing).is_some_and(|c| *c == config);
@@ -222,6 +236,7 @@ async fn attach(
     join_as_member(shard, conn, stream, consumer, config, |sid, partitions| {
         Puller {
             _ephemeral: ephemeral,
+            shard: Rc::downgrade(shard),
             client,
             stream: stream.to_owned(),
             consumer: consumer.to_owned(),

@@ -21,6 +21,11 @@ use sluice_protocol::jetstream::subject::{
 use crate::server::session::connection::Conn;
 use crate::server::session::SessionShard;
 
+/// Makes this shard deliver the durable push consumers whose stream's first partition it owns.
+pub fn install(shard: &Rc<SessionShard>) {
+    crate::server::streams::set_host(&shard.streams, Rc::new(push::Hosts::new(shard)));
+}
+
 /// Handles a NATS publish to a JetStream API subject; returns false when the subject is not one
 /// this port answers (it is then an ordinary publish, which nobody answers: a 503 to the client).
 pub fn handle_publish(
@@ -30,6 +35,11 @@ pub fn handle_publish(
     reply: Option<&str>,
     payload: &[u8],
 ) -> bool {
+    if subject.starts_with(push::FLOW_PREFIX) {
+        // An answer to a flow control request: taken here if this connection's own pusher asked;
+        // otherwise it travels as a message to the broker's member that did.
+        return push::flow_answered(conn, subject);
+    }
     if subject.starts_with(ACK_PREFIX) {
         // An ack of a delivered message: the session checks the connection may ack it.
         if let Some(at) = parse_ack_reply(subject) {

@@ -1,13 +1,13 @@
 //! A connection's membership of a pull consumer: its open pull requests, in order, and how each
 //! delivery is written to the head request's reply subject as a NATS `MSG` (the stored subject,
 //! the reply subscription's sid, an ack subject that says where the message came from). A request
-//! ends when its batch is filled, or with a `408` when it expires or a `404` when a `no_wait`
-//! request runs dry, with idle heartbeats meanwhile; what it did not use is taken back from the
-//! member's credit.
+//! ends when its batch is filled, when its `max_bytes` is spent, or with a `408` when it expires
+//! or a `404` when a `no_wait` request runs dry, with idle heartbeats meanwhile; what it did not
+//! use is taken back from the member's credit.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -36,6 +36,9 @@ pub(super) struct Open {
     pub(super) reply: String,
     /// Messages still wanted.
     pub(super) left: u64,
+    /// Bytes still wanted (subject, ack subject, headers and body, as nats-server counts them);
+    /// `None` without a `max_bytes`.
+    pub(super) bytes_left: Option<u64>,
     pub(super) no_wait: bool,
     /// When it ends, if it does by time.
     pub(super) deadline: Option<Instant>,
@@ -47,6 +50,7 @@ pub(super) struct Open {
 pub struct Puller {
     /// Deletes the consumer with this connection if it is ephemeral.
     pub(super) _ephemeral: Option<super::push::Ephemeral>,
+    pub(super) shard: Weak<SessionShard>,
     pub(super) client: Rc<Client>,
     pub(super) stream: String,
     pub(super) consumer: String,
@@ -92,6 +96,7 @@ impl Puller {
             sid,
             reply: reply.to_owned(),
             left: request.batch,
+            bytes_left: (request.max_bytes > 0).then_some(request.max_bytes),
             no_wait: request.no_wait && expires.is_none(),
             deadline,
             active: now,
@@ -167,7 +172,7 @@ impl Puller {
         if code == 408 || code == 409 {
             headers
                 .add_u64(PENDING_MESSAGES, open.left)
-                .add_u64(PENDING_BYTES, 0);
+                .add_u64(PENDING_BYTES, open.bytes_left.unwrap_or(0));
         }
         self.write(
             &open.reply,
@@ -253,15 +258,14 @@ pub(super) fn size_only_headers(headers: &[u8], payload_bytes: usize) -> Vec<u8>
 
 /// A delivery as a NATS `MSG` line for subscription `sid`: the stored subject, an ack subject that
 /// says where the message came from, and its headers and body (with `headers_only`, its headers
-/// and `Nats-Msg-Size` instead of the body). With the message's stream sequence; `None` if the
-/// stored frame is not a publish.
+/// and `Nats-Msg-Size` instead of the body).
 pub(super) fn delivery_line(
     target: &DeliveryTarget<'_>,
     delivery: &Delivered,
     frame: &Bytes,
     sid: &[u8],
     headers_only: bool,
-) -> Option<(BytesMut, u64)> {
+) -> Option<Line> {
     let frame = Frame::check(frame.clone(), u32::MAX).ok()?;
     let ArchivedOp::Pub(publish) = frame.op() else {
         return None;
@@ -284,7 +288,21 @@ pub(super) fn delivery_line(
         headers,
         payload,
     );
-    Some((line, stream_seq))
+    let size = (publish.subject().len() + ack.len() + headers.len() + payload.len()) as u64;
+    Some(Line {
+        line,
+        stream_seq,
+        size,
+    })
+}
+
+/// A delivery rendered for a connection.
+pub(super) struct Line {
+    pub line: BytesMut,
+    /// The message's stream sequence.
+    pub stream_seq: u64,
+    /// Its size as a pull's `max_bytes` counts it: subject, ack subject, headers and body.
+    pub size: u64,
 }
 
 impl DeliverySink for Puller {
@@ -298,19 +316,62 @@ impl DeliverySink for Puller {
             consumer: &self.consumer,
             partitions: self.partitions,
         };
-        let Some((line, stream_seq)) = delivery_line(&target, delivery, frame, &open.sid, false)
-        else {
+        let Some(line) = delivery_line(&target, delivery, frame, &open.sid, false) else {
             return false;
         };
-        if !matches!(self.client.out.push(&line), Push::Queued) {
+        if open.bytes_left.is_some_and(|b| line.size > b) {
+            // The request cannot take the next message: it ends, as on nats-server, and the
+            // message waits for another.
+            let id = open.id;
+            drop(requests);
+            let left = self.end(id, 409, "Message Size Exceeds MaxBytes");
+            self.take_back_later(left);
             return false;
         }
-        self.last.set((delivery.consumer_seq, stream_seq));
+        if !matches!(self.client.out.push(&line.line), Push::Queued) {
+            return false;
+        }
+        self.last.set((delivery.consumer_seq, line.stream_seq));
         open.left -= 1;
         open.active = Instant::now();
-        if open.left == 0 {
-            requests.pop_front();
+        if let Some(bytes) = &mut open.bytes_left {
+            *bytes -= line.size;
+        }
+        match (open.left, open.bytes_left) {
+            // Filled with bytes to spare: nats-server says so.
+            (0, Some(bytes)) if bytes > 0 => {
+                let id = open.id;
+                drop(requests);
+                self.end(id, 409, "Batch Completed");
+            }
+            (0, _) => {
+                requests.pop_front();
+            }
+            // Its bytes are spent: it ends here, and what it still wanted goes back.
+            (left, Some(0)) => {
+                requests.pop_front();
+                drop(requests);
+                self.take_back_later(left);
+            }
+            _ => {}
         }
         true
+    }
+}
+
+impl Puller {
+    /// Takes `left` messages of credit back from the member once the delivery in hand is done.
+    fn take_back_later(&self, left: u64) {
+        let Some(shard) = self.shard.upgrade() else {
+            return;
+        };
+        if left == 0 {
+            return;
+        }
+        let (client, sid) = (self.client.id, self.sid);
+        glommio::spawn_local(async move {
+            streams::consumer_take_back(&shard.streams, client, sid, left);
+        })
+        .detach();
     }
 }

@@ -539,6 +539,7 @@ impl Partition {
             }
             Ok(c) => {
                 self.consumers.borrow_mut().insert(name.clone(), c.clone());
+                super::host::appeared(shard, self.index, config);
                 Ok(c)
             }
             Err(e) => {
@@ -625,6 +626,7 @@ impl Partition {
                     self.consumers
                         .borrow_mut()
                         .insert(config.name.clone(), consumer);
+                    super::host::appeared(shard, self.index, &config);
                 }
                 // A restored state is not written on start, so this does not happen.
                 Err(e) => tracing::error!(stream = %self.config.name, partition = self.index,
@@ -689,12 +691,13 @@ impl Partition {
     }
 
     /// Deletes a consumer here: it stops delivering and its state file goes. Whether it was here.
-    pub async fn delete_consumer(&self, name: &str) -> bool {
+    pub async fn delete_consumer(&self, shard: &StreamShard, name: &str) -> bool {
         self.opened.wait().await;
         let Some(consumer) = self.consumers.borrow_mut().remove(name) else {
             return false;
         };
         consumer.stop();
+        super::host::gone(shard, self.index, &consumer.config);
         consumer.wait_saved().await;
         if let Ok(path) = state::state_path(&self.dir, name) {
             let removed = glommio::executor()
@@ -721,6 +724,7 @@ impl Partition {
             .collect();
         for c in &consumers {
             c.stop();
+            super::host::gone(shard, self.index, &c.config);
         }
         self.flush(shard);
         let log = self.log.borrow_mut().take();
