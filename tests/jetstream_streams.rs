@@ -10,7 +10,7 @@ use common::{Broker, ReferenceNats};
 const SECTIONS: &[&str] = &["account", "streams", "messages", "dedup"];
 /// Every section, for the reference server.
 const ALL_SECTIONS: &[&str] = &["account", "streams", "messages", "dedup"];
-const PY_ONLY_SECTIONS: &[&str] = &["expectations", "purge", "limits", "deletes"];
+const PY_ONLY_SECTIONS: &[&str] = &["expectations", "purge", "limits", "deletes", "ages"];
 
 fn args<'a>(url: &'a str, sections: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![url];

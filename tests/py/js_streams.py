@@ -8,7 +8,7 @@ import time
 
 import nats
 from nats.js.api import StreamConfig
-from nats.js.errors import BadRequestError, NoStreamResponseError, NotFoundError, APIError
+from nats.js.errors import APIError, BadRequestError, KeyNotFoundError, NoStreamResponseError, NotFoundError
 
 
 async def account(js, jsm) -> None:
@@ -201,6 +201,45 @@ async def limits(js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+async def ages(js, jsm, tag: str) -> None:
+    """max_age takes each message as it ages, not a whole file of them; a KV bucket's TTL too."""
+    name = f"AGE{tag}"
+    await jsm.add_stream(name=name, subjects=[f"age{tag}.>"], max_age=1.5)
+    for i in range(3):
+        await js.publish(f"age{tag}.x", str(i).encode())
+    await asyncio.sleep(1.0)
+    for i in range(3, 5):
+        await js.publish(f"age{tag}.x", str(i).encode())
+    state = None
+    for _ in range(60):
+        state = (await jsm.stream_info(name)).state
+        if state.messages < 5:
+            break
+        await asyncio.sleep(0.05)
+    assert (state.messages, state.first_seq) == (2, 4), state
+    first = await jsm.get_msg(name, 4)
+    assert first.data == b"3", first
+    try:
+        await jsm.get_msg(name, 1)
+        raise AssertionError("an expired message was read")
+    except NotFoundError as e:
+        assert e.err_code == 10037, e
+    await jsm.delete_stream(name)
+    kv = await js.create_key_value(bucket=f"ttl{tag}", ttl=1.5)
+    await kv.put("k", b"v")
+    assert (await kv.get("k")).value == b"v"
+    gone = False
+    for _ in range(80):
+        try:
+            await kv.get("k")
+        except KeyNotFoundError:
+            gone = True
+            break
+        await asyncio.sleep(0.05)
+    assert gone, "a key outlived its bucket's ttl"
+    await js.delete_key_value(f"ttl{tag}")
+
+
 async def deletes(js, jsm, tag: str) -> None:
     # A limit per subject keeps each subject's newest messages.
     name = f"DEL{tag}"
@@ -281,6 +320,8 @@ async def main(url: str, sections: list) -> None:
             await streams(js, jsm, tag)
         elif section == "dedup":
             await dedup(js, jsm, tag)
+        elif section == "ages":
+            await ages(js, jsm, tag)
         elif section == "deletes":
             await deletes(js, jsm, tag)
         elif section == "purge":

@@ -25,6 +25,7 @@ impl Partition {
             checks.removed_below(first);
             self.checks_first.set(first);
         }
+
         let now = sluice_storage::now_ns();
         let mut next = log.next_assigned_offset();
         let mut bytes = log.size_bytes();
@@ -129,6 +130,17 @@ impl Partition {
         if !derived.offsets.is_empty() || derived.below.is_some() {
             self.apply_removal(log, derived).await;
         }
+    }
+
+    /// Makes the checks forget what lies below `first`, the log's first offset now.
+    pub(super) fn checks_follow(&self, first: u64) {
+        if first == self.checks_first.get() {
+            return;
+        }
+        if let Some(checks) = self.checks.borrow_mut().as_mut() {
+            checks.removed_below(first);
+        }
+        self.checks_first.set(first);
     }
 
     /// For a consumer that starts with the last message of every subject: their offsets.

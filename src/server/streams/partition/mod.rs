@@ -399,6 +399,12 @@ impl Partition {
         let Some(log) = log else {
             return Err((ErrorCode::NotFound, "partition is not open".into()));
         };
+        if offset < log.first_offset() {
+            return Err((
+                ErrorCode::NotFound,
+                format!("no message at offset {offset}: it was removed"),
+            ));
+        }
         let records = log
             .read(offset, 1)
             .await
@@ -672,21 +678,51 @@ impl Partition {
         self.consumers.borrow().get(consumer).map(|c| c.info())
     }
 
-    /// Applies the stream's retention limits.
+    /// Applies the stream's retention limits: whole segments past their age or the byte limit,
+    /// and then each message older than `max_age`, so that none outlives it by more than a
+    /// retention round.
     pub async fn apply_retention(&self) {
         let log = self.log.borrow().clone();
-        if let Some(log) = log {
-            let result = log.apply_retention(sluice_storage::now_ns()).await;
-            self.forget_deleted_below(log.first_offset()).await;
-            match result {
-                Ok(gone) if gone.segments > 0 => {
-                    tracing::info!(stream = %self.config.name, partition = self.index,
-                        segments = gone.segments, bytes = gone.bytes, "retention deleted segments");
+        let Some(log) = log else {
+            return;
+        };
+        let now = sluice_storage::now_ns();
+        let result = log.apply_retention(now).await;
+        match result {
+            Ok(gone) if gone.segments > 0 => {
+                tracing::info!(stream = %self.config.name, partition = self.index,
+                    segments = gone.segments, bytes = gone.bytes, "retention deleted segments");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(stream = %self.config.name, partition = self.index,
+                error = %e, "retention failed"),
+        }
+        if let Some(age) = self.max_age_ns() {
+            match log.offset_for_time(now.saturating_sub(age)).await {
+                Ok(young) if young > log.first_offset() => {
+                    if let Err((_, e)) = self.remove_below(&log, young).await {
+                        tracing::warn!(stream = %self.config.name, partition = self.index,
+                            error = %e, "expiring messages failed");
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(stream = %self.config.name, partition = self.index,
-                    error = %e, "retention failed"),
+                    error = %e, "expiring messages failed"),
             }
+        }
+        self.checks_follow(log.first_offset());
+        self.forget_deleted_below(log.first_offset()).await;
+    }
+
+    /// The stream's `max_age` in nanoseconds: a JetStream stream's own, to the nanosecond.
+    fn max_age_ns(&self) -> Option<u64> {
+        let exact = self.config.jetstream.as_ref().map(|j| j.max_age);
+        match exact {
+            Some(ns) => u64::try_from(ns).ok().filter(|&ns| ns > 0),
+            None => self
+                .config
+                .max_age_secs
+                .map(|secs| secs.saturating_mul(1_000_000_000)),
         }
     }
 

@@ -80,7 +80,6 @@ impl Partition {
         let Some(log) = log else {
             return Ok(0);
         };
-        let first = log.first_offset();
         let next = log.next_offset();
         let target = match to {
             PurgeTo::All => next,
@@ -92,6 +91,22 @@ impl Partition {
                 below,
             } => return self.purge_subjects(&log, &filter, keep, below).await,
         };
+        let purged = self.remove_below(&log, target).await?;
+        if purged > 0 {
+            tracing::info!(stream = %self.config.name, partition = self.index, first = target,
+                "partition purged");
+        }
+        Ok(purged)
+    }
+
+    /// Removes every message below `target`; returns how many went.
+    pub(super) async fn remove_below(
+        &self,
+        log: &PartitionLog,
+        target: u64,
+    ) -> Result<u64, (ErrorCode, String)> {
+        let first = log.first_offset();
+        let target = target.min(log.next_offset());
         if target <= first {
             return Ok(0);
         }
@@ -100,9 +115,8 @@ impl Partition {
             .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
         let deleted =
             self.deleted.borrow().count_from(first) - self.deleted.borrow().count_from(target);
+        self.checks_follow(log.first_offset());
         self.forget_deleted_below(target).await;
-        tracing::info!(stream = %self.config.name, partition = self.index, first = target,
-            "partition purged");
         Ok(target - first - deleted)
     }
 
