@@ -66,6 +66,8 @@ def table(groups, group, systems, baseline, title, latency=True, rss=False):
     if rss:
         head += " server RSS MiB |"
         sep += "---:|"
+    head += " server CPU ns/msg |"
+    sep += "---:|"
     lines += [head, sep]
     for system in systems:
         rs = rows.get(system)
@@ -82,37 +84,42 @@ def table(groups, group, systems, baseline, title, latency=True, rss=False):
                 line += f" {fmt(median(lat(r, key) for r in rs), 1)} |"
         if rss:
             line += f" {fmt(median((r.get('rss_bytes') or 0) / 1048576 for r in rs), 1)} |"
+        line += f" {fmt(median(r.get('server_cpu_ns_per_msg') for r in rs))} |"
         lines.append(line)
-    failed = [s for s in systems if s in rows and any(r["lost"] or r["errors"] for r in rows[s])]
+    failed = [s for s in systems if s in rows and any(r.get("lost") or r.get("errors") for r in rows[s])]
     if failed:
         lines.append("")
         lines.append(f"Runs with lost messages or errors: {', '.join(failed)}.")
     return "\n".join(lines) + "\n\n"
 
 
-def go_table(directory):
-    rows = {}
-    for path in glob.glob(os.path.join(directory, "go-1to1-16.*.json")):
-        system = os.path.basename(path).split(".")[1]
-        try:
-            with open(path) as f:
-                rows.setdefault(system, []).append(json.load(f)["msgs_per_s"])
-        except (OSError, ValueError, KeyError):
-            pass
+def go_table(groups, group, title):
+    """Core pub/sub driven by benches/go/natsbench (Debian's nats.go) against both servers."""
+    rows = groups.get(group, {})
     if not rows:
         return ""
-    base = median(rows.get("nats-server", []))
+    base = median(r["msgs_per_s"] for r in rows.get("nats-server", []))
+    base_cpu = median(r.get("server_cpu_ns_per_msg") for r in rows.get("nats-server", []))
     lines = [
-        "#### Core 1 -> 1, 16 B, Go nats.go program (independent cross-check)",
+        f"#### {title}",
         "",
-        "| system | rounds | msgs/s (median) | ratio to nats-server |",
-        "|---|---:|---:|---:|",
+        "| system | rounds | msgs/s (median) | MB/s | ratio to nats-server | p50 us | p99 us "
+        "| p99.9 us | server CPU ns/msg | CPU ratio to nats-server |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for system in ("nats-server", "sluice-nats"):
-        if system in rows:
-            rate = median(rows[system])
-            ratio = f"{rate / base:.2f}" if base else "-"
-            lines.append(f"| {system} | {len(rows[system])} | {fmt(rate)} | {ratio} |")
+    for system in ("nats-server", "sluice"):
+        rs = rows.get(system)
+        if not rs:
+            continue
+        rate = median(r["msgs_per_s"] for r in rs)
+        cpu = median(r.get("server_cpu_ns_per_msg") for r in rs)
+        ratio = f"{rate / base:.2f}" if base else "-"
+        cpu_ratio = f"{cpu / base_cpu:.2f}" if base_cpu and cpu else "-"
+        cells = " | ".join(fmt(median(r.get(k) for r in rs), 1) for k in ("p50_us", "p99_us", "p999_us"))
+        lines.append(
+            f"| {system} | {len(rs)} | {fmt(rate)} | {fmt(median(r.get('mb_per_s') for r in rs), 1)} "
+            f"| {ratio} | {cells} | {fmt(cpu)} | {cpu_ratio} |"
+        )
     return "\n".join(lines) + "\n\n"
 
 
@@ -229,8 +236,12 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
         "at its defaults (Sluice with no setting a peer does not get). Every figure is",
         f"the median of {rounds} rounds; in each round the systems ran one after the other (A B C A B C),",
         f"each server pinned to CPUs {server_cpus} and the load to CPUs {load_cpus}. Ratios compare",
-        "medians of the same run. The load generator is `sluice bench` for every server (NATS protocol",
-        "for nats-server, JetStream and Sluice's NATS port; native protocol for Sluice's own port).",
+        "medians of the same run. The headline rows use clients no one here wrote: Debian's nats.go",
+        "(`benches/go/natsbench` for core, `benches/go/jsbench` for the JetStream API) against both",
+        "nats-server and Sluice's NATS port. `sluice bench` drives the rest (NATS protocol for",
+        "nats-server, JetStream and Sluice's NATS port; native protocol for Sluice's own port).",
+        "Every row gives the server's CPU time per message (user + system, from /proc/PID/stat",
+        "around the run, 10 ms ticks) beside msgs/s: on this machine the client is often the limit.",
         "Latency is one-way (publish to delivery) for pub/sub and publish-to-ack for durable publish.",
         "",
         "## Machine",
@@ -246,11 +257,20 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
         "## Core publish/subscribe",
         "",
     ]
-    body = ""
+    body = "### With an independent client: Debian's nats.go (`benches/go/natsbench`)\n\n"
+    body += (
+        "One publisher and N subscribers, each on its own connection, flat out; latency is one-way "
+        "(the send time travels in the payload) and under saturation mostly measures queueing. "
+        "With one load CPU the Go client is often the limit of msgs/s: the server's CPU time per "
+        "message, read from /proc around each run, is what the server itself costs.\n\n"
+    )
+    for size in ("16", "1024"):
+        body += go_table(groups, f"go-1to1-{size}", f"1 -> 1, {size} B, nats.go")
+        body += go_table(groups, f"go-1to4-{size}", f"1 -> 4 fan-out, {size} B, nats.go")
+    body += "### With `sluice bench` (NATS protocol, and Sluice's native protocol)\n\n"
     for size in ("16", "1024"):
         body += table(groups, f"core-1to1-{size}", core, "nats-server", f"1 -> 1, {size} B")
         body += table(groups, f"core-1to4-{size}", core, "nats-server", f"1 -> 4 fan-out, {size} B")
-    body += go_table(os.path.join(out, "runs"))
     body += "## Durable publish (every ack awaited)\n\n"
     body += (
         "JetStream: file store, default settings (it does not fsync each message). "
@@ -262,9 +282,12 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
         for w in ("1", "256"):
             body += table(groups, f"durable-{size}-w{w}", durable, "jetstream",
                           f"{size} B, {w} in flight")
-    jsapi = jsapi_table(os.path.join(out, "runs"), "jsapi-pub-16", "Asynchronous publish, 16 B, 256 in flight")
-    jsapi += jsapi_table(os.path.join(out, "runs"), "jsapi-consume-16",
-                         "Durable pull consumer, 16 B, fetches of 256, every message acked")
+    jsapi = ""
+    for size in ("16", "1024"):
+        jsapi += jsapi_table(os.path.join(out, "runs"), f"jsapi-pub-{size}",
+                             f"Asynchronous publish, {size} B, 256 in flight")
+        jsapi += jsapi_table(os.path.join(out, "runs"), f"jsapi-consume-{size}",
+                             f"Durable pull consumer, {size} B, fetches of 256, every message acked")
     if jsapi:
         body += "## The JetStream API, with an independent client\n\n"
         body += (
