@@ -334,11 +334,15 @@ pub(in crate::server) async fn read_more(
     streams::flush_appends(&shard.streams);
     shard.core.wait_for_room().await;
     conn.wait_for_backlog(shard).await;
-    if buf.capacity() - buf.len() < READ_CHUNK_BYTES_MIN {
-        buf.reserve(READ_BUFFER_BYTES);
+    // Room for the chunk this connection's reads have grown to: a publisher sending flat out is
+    // read in large chunks, one round trip through the ring each, not in steps of the first
+    // buffer's size.
+    let wanted = conn.read_chunk.get();
+    if buf.capacity() - buf.len() < wanted {
+        buf.reserve(wanted);
     }
     let filled = buf.len();
-    let chunk = (buf.capacity() - filled).min(conn.read_chunk.get());
+    let chunk = (buf.capacity() - filled).min(wanted);
     buf.resize(filled + chunk, 0);
     let read = futures_lite::future::or(
         async { Some(socket.read(&mut buf[filled..]).await) },
