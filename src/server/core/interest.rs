@@ -23,6 +23,47 @@ use crate::server::ShardId;
 /// publishers use many distinct subjects.
 const ROUTE_CACHE_ENTRIES_MAX: usize = 64 * 1024;
 
+/// Bits of the doorkeeper that lets a subject into the route cache on its second miss: a subject
+/// routed once (a request's reply inbox, an ack's reply) is never cached.
+const DOORKEEPER_BITS: usize = 128 * 1024;
+
+/// Misses after which the doorkeeper forgets: an eighth of its bits, so that about one subject in
+/// sixteen routed once gets in by a collision.
+const DOORKEEPER_MISSES_MAX: usize = DOORKEEPER_BITS / 8;
+
+/// A subject's route is cached on its second miss within a doorkeeper generation: subjects used
+/// once cost one bit instead of a cache entry (and its eviction). The bits are cleared every
+/// `DOORKEEPER_MISSES_MAX` misses, so that the filter never fills up.
+struct Doorkeeper {
+    bits: Box<[u64]>,
+    misses: usize,
+}
+
+impl Default for Doorkeeper {
+    fn default() -> Doorkeeper {
+        Doorkeeper {
+            bits: vec![0; DOORKEEPER_BITS / 64].into_boxed_slice(),
+            misses: 0,
+        }
+    }
+}
+
+impl Doorkeeper {
+    /// Notes a miss of the subject hashed to `hash`; whether it missed before (and may come in).
+    fn admit(&mut self, hash: u64) -> bool {
+        self.misses += 1;
+        if self.misses > DOORKEEPER_MISSES_MAX {
+            self.bits.fill(0);
+            self.misses = 1;
+        }
+        let bit = hash as usize % DOORKEEPER_BITS;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        let seen = self.bits[word] & mask != 0;
+        self.bits[word] |= mask;
+        seen
+    }
+}
+
 /// One subscription of a connection on this shard.
 pub struct LocalSub {
     pub conn: Rc<Client>,
@@ -139,6 +180,7 @@ pub struct Interest {
     /// The route of a subject nobody wants: shared, never cached, so that publishing to many
     /// distinct subjects (a stream's users, devices, sessions) neither allocates nor churns.
     empty: Rc<Route>,
+    doorkeeper: Doorkeeper,
 }
 
 impl Interest {
@@ -185,6 +227,9 @@ impl Interest {
             return self.empty.clone();
         }
         let route = Rc::new(route);
+        if !self.doorkeeper.admit(self.cache.hasher().hash_one(subject)) {
+            return route;
+        }
         if self.cache.len() >= ROUTE_CACHE_ENTRIES_MAX {
             // Drop an eighth, not everything: no pause to free 64k entries at once, and most of
             // the hot subjects stay.
@@ -215,7 +260,15 @@ mod tests {
         let mut interest = Interest::default();
         interest.insert("orders.>", remote(1));
         interest.insert("users.42", remote(1));
-        for subject in ["orders.eu", "orders.us", "users.42"] {
+        // Routed twice: a subject is cached on its second miss.
+        for subject in [
+            "orders.eu",
+            "orders.us",
+            "users.42",
+            "orders.eu",
+            "orders.us",
+            "users.42",
+        ] {
             assert_eq!(interest.route(subject).remote, 1 << 1);
         }
         assert_eq!(interest.cache.len(), 3);
@@ -238,5 +291,26 @@ mod tests {
 
         assert!(interest.remove("orders.>", &remote(1)));
         assert_eq!(interest.route("orders.us").remote, 0, "removal is seen too");
+    }
+
+    #[test]
+    fn subjects_routed_once_are_not_cached() {
+        let mut interest = Interest::default();
+        interest.insert("_INBOX.abc.*", remote(1));
+        let routed = 2 * ROUTE_CACHE_ENTRIES_MAX;
+        for n in 0..routed {
+            let subject = format!("_INBOX.abc.{n}");
+            assert_eq!(interest.route(&subject).remote, 1 << 1);
+        }
+        // Collisions in the doorkeeper let a few in: far fewer than were routed.
+        assert!(
+            interest.cache.len() < routed / 10,
+            "{} one-off subjects cached",
+            interest.cache.len()
+        );
+        interest.route("_INBOX.abc.again");
+        assert!(!interest.cache.contains_key("_INBOX.abc.again"));
+        interest.route("_INBOX.abc.again");
+        assert!(interest.cache.contains_key("_INBOX.abc.again"));
     }
 }
