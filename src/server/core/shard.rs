@@ -448,24 +448,25 @@ impl Shard {
                 let ArchivedOp::Pub(p) = frame.op() else {
                     return;
                 };
-                let len = frame.len() + sid.len() + 32;
-                sub.conn.out.push_with(len, |buf| {
-                    sluice_protocol::nats::encode_msg(
-                        buf,
-                        p.subject().as_bytes(),
-                        sid,
-                        p.reply().map(str::as_bytes),
-                        p.headers(),
-                        p.payload(),
-                    )
-                })
+                let parts = Parts {
+                    subject: p.subject(),
+                    reply: p.reply(),
+                    headers: p.headers(),
+                    payload: p.payload(),
+                };
+                push_msg(sub, sid, &parts)
             }
         };
+        self.delivered(sub, pushed, frame.len());
+    }
+
+    /// Counts a delivery and notes what it made congested or cut off.
+    fn delivered(&self, sub: &Rc<LocalSub>, pushed: Push, bytes: usize) {
         sub.delivered.set(sub.delivered.get() + 1);
         match pushed {
             Push::Queued => {
                 add(&self.stats.msgs_out, 1);
-                add(&self.stats.bytes_out, frame.len() as u64);
+                add(&self.stats.bytes_out, bytes as u64);
                 if sub.conn.out.is_congested() {
                     self.note_backlog(Backlog::Subscriber(sub.conn.clone()));
                 }
@@ -488,6 +489,35 @@ impl Shard {
                 self.expired.borrow_mut().push(sub.clone());
             }
         }
+    }
+
+    /// The route of `subject` if everyone it reaches is a NATS subscription on this shard (no
+    /// queue group, no other shard): a NATS publish can then go out from its parts, with no frame
+    /// made for it ([`Shard::route_parts`]).
+    pub fn nats_only_route(&self, subject: &str) -> Option<Rc<Route>> {
+        let route = self.interest.borrow_mut().route(subject);
+        let nats_only = route.remote == 0
+            && route.groups.is_empty()
+            && route.local.iter().all(|s| s.nats_sid.is_some());
+        nats_only.then_some(route)
+    }
+
+    /// Delivers a NATS publish from its parts along a route from [`Shard::nats_only_route`],
+    /// skipping connection `no_echo`. Returns whether anyone was interested.
+    pub fn route_parts(&self, route: &Route, parts: &Parts<'_>, no_echo: Option<u64>) -> bool {
+        let bytes = parts.headers.len() + parts.payload.len();
+        for sub in &route.local {
+            if no_echo == Some(sub.conn.id) || sub.closed.get() {
+                continue;
+            }
+            let Some(sid) = &sub.nats_sid else {
+                continue;
+            };
+            let pushed = push_msg(sub, sid, parts);
+            self.delivered(sub, pushed, bytes);
+        }
+        self.expire();
+        !route.local.is_empty()
     }
 
     /// Removes the subscriptions that reached their message limit.
@@ -549,6 +579,34 @@ impl Shard {
 /// The member to give a queue-group message to, looking from `start` (wrapping): one that can take
 /// it without waiting if there is one, else any that can take it at all. A member that left, reached
 /// its maximum, or was cut off is never picked.
+/// A NATS message in parts.
+pub struct Parts<'a> {
+    pub subject: &'a str,
+    pub reply: Option<&'a str>,
+    pub headers: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// Writes a message to a NATS subscription as a `MSG` (or `HMSG`) line.
+fn push_msg(sub: &LocalSub, sid: &[u8], parts: &Parts<'_>) -> Push {
+    let len = parts.subject.len()
+        + parts.reply.map_or(0, str::len)
+        + parts.headers.len()
+        + parts.payload.len()
+        + sid.len()
+        + 48;
+    sub.conn.out.push_with(len, |buf| {
+        sluice_protocol::nats::encode_msg(
+            buf,
+            parts.subject.as_bytes(),
+            sid,
+            parts.reply.map(str::as_bytes),
+            parts.headers,
+            parts.payload,
+        )
+    })
+}
+
 fn pick_member(members: &[Rc<LocalSub>], start: usize) -> Option<&Rc<LocalSub>> {
     let n = members.len();
     let open = |s: &&Rc<LocalSub>| !s.closed.get() && s.conn.out.is_open();

@@ -19,7 +19,7 @@ use self::connection::Conn;
 use crate::api::ConsumerConfig;
 use crate::server::auth_pool::AuthPool;
 use crate::server::core::interest::LocalSub;
-use crate::server::core::shard::Shard;
+use crate::server::core::shard::{Parts, Shard};
 use crate::server::core::stats::add;
 use crate::server::streams::{self, AckOutcome, Joins, StreamShard};
 
@@ -257,6 +257,32 @@ pub fn publish(
             );
         }
         return Err(refusal);
+    }
+    // A NATS publish that no stream captures and that only NATS subscriptions of this shard
+    // want goes out from its parts: no frame is made for it.
+    if let Body::Parts { headers, payload } = incoming.body {
+        let route = shard.core.nats_only_route(incoming.subject);
+        if let Some(route) = route.filter(|_| !streams::captures(&shard.streams, incoming.subject))
+        {
+            add(
+                &shard.core.stats.bytes_in,
+                (headers.len() + payload.len()) as u64,
+            );
+            accepted();
+            let no_echo = (!conn.nats.borrow().echo).then_some(conn.client.id);
+            let parts = Parts {
+                subject: incoming.subject,
+                reply: incoming.reply,
+                headers,
+                payload,
+            };
+            let interested = shard.core.route_parts(&route, &parts, no_echo);
+            conn.client.note_congested(&shard.core);
+            return Ok(Published {
+                interested,
+                stored: false,
+            });
+        }
     }
     let encoded;
     let frame = match incoming.body {

@@ -230,6 +230,11 @@ impl OwnedPartitions {
     }
 }
 
+/// Whether a stream captures `subject`.
+pub fn captures(shard: &StreamShard, subject: &str) -> bool {
+    shard.streams.borrow().capturing(subject).is_some()
+}
+
 /// Stores a publish that a stream captures; with `ack`, the connection gets a `PubAck` in order.
 /// Returns whether a stream captured it.
 pub fn capture<C: AckWaiter + 'static>(
