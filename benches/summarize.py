@@ -297,6 +297,37 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
             "around each run.\n\n"
         )
         body += jsapi
+    if any(g.startswith("scale-") for g in groups):
+        body += "## Across cores\n\n"
+        body += (
+            "Two nats.go loads at once, each one publisher to one subscriber on its own subject, "
+            "with the server and the loads sharing every CPU of the machine: Sluice on one shard "
+            "and on one shard per CPU (connections land on shards as the kernel spreads them, so "
+            "a publisher and its subscriber are often on different shards and each message "
+            "crosses the mesh), nats-server on every CPU. See \"Scaling past this machine\" "
+            "below for what the per-message costs mean on more cores.\n\n"
+        )
+        for size in ("16", "1024"):
+            rows = groups.get(f"scale-{size}", {})
+            if not rows:
+                continue
+            body += f"#### {size} B, 2 publishers and 2 subscribers\n\n"
+            body += "| system | rounds | msgs/s (sum, median) | MB/s | server CPU ns/msg |\n"
+            body += "|---|---:|---:|---:|---:|\n"
+            for system in ("sluice-1-shard", "sluice-all-shards", "nats-server"):
+                rs = rows.get(system)
+                if not rs:
+                    continue
+                body += (
+                    f"| {system} | {len(rs)} | {fmt(median(r['msgs_per_s'] for r in rs))} "
+                    f"| {fmt(median(r.get('mb_per_s') for r in rs), 1)} "
+                    f"| {fmt(median(r.get('server_cpu_ns_per_msg') for r in rs))} |\n"
+                )
+            body += "\n"
+        scaling = os.path.join(os.path.dirname(os.path.abspath(__file__)), "SCALING.md")
+        if os.path.exists(scaling):
+            with open(scaling) as f:
+                body += f.read() + "\n"
     body += f"## One-way latency at a fixed rate ({rate} msgs/s, half of nats-server's 1 -> 1 maximum)\n\n"
     body += "Open loop: latency counts from each message's intended send time.\n\n"
     body += table(groups, "latency", core, "nats-server", "1 -> 1, 16 B, open loop")
