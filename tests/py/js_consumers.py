@@ -333,34 +333,29 @@ async def dead_letters(nc, js, jsm, tag: str) -> None:
     await jsm.delete_stream(name)
 
 
+SECTIONS = {
+    "pull": pull,
+    "replay": replay,
+    "push": push,
+    "queue": queue,
+    "flow": flow,
+    "durable_push_made": durable_push_made,
+    "durable_push_read": durable_push_read,
+    "dead_letters": dead_letters,
+    "policies": policies,
+    "redelivery": redelivery,
+}
+
+
 async def main(url: str, sections: list) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     jsm = nc.jsm()
     tag = str(int(time.time() * 1000) % 1000000)
     for section in sections:
-        if section == "pull":
-            await pull(nc, js, jsm, tag)
-        elif section == "replay":
-            await replay(nc, js, jsm, tag)
-        elif section == "push":
-            await push(nc, js, jsm, tag)
-        elif section == "queue":
-            await queue(nc, js, jsm, tag)
-        elif section == "flow":
-            await flow(nc, js, jsm, tag)
-        elif section == "durable_push_made":
-            await durable_push_made(nc, js, jsm, tag)
-        elif section == "durable_push_read":
-            await durable_push_read(nc, js, jsm, tag)
-        elif section == "dead_letters":
-            await dead_letters(nc, js, jsm, tag)
-        elif section == "policies":
-            await policies(nc, js, jsm, tag)
-        elif section == "redelivery":
-            await redelivery(nc, js, jsm, tag)
-        else:
+        if section not in SECTIONS:
             raise SystemExit(f"unknown section {section}")
+        await SECTIONS[section](nc, js, jsm, tag)
     await nc.close()
     print("ok")
 
