@@ -238,7 +238,20 @@ impl Shard {
     // ---- routing ----
 
     /// Makes a message (an answer on a reply subject, an advisory, a status) and routes it.
+    /// When only NATS subscriptions of this shard want it (a publish ack on its publisher's reply
+    /// inbox), it goes out from its parts with no frame made.
     pub fn route_made(&self, subject: &str, headers: &[u8], payload: &[u8]) {
+        if let Some(route) = self.nats_only_route(subject) {
+            let parts = Parts {
+                subject,
+                reply: None,
+                headers,
+                payload,
+            };
+            self.route_parts(&route, &parts, None);
+            self.congested.borrow_mut().clear();
+            return;
+        }
         let frame = self.encode_frame(&Op::Pub(sluice_protocol::op::Publish {
             subject,
             reply: None,
