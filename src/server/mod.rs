@@ -15,6 +15,7 @@ mod ports;
 mod session;
 mod streams;
 pub mod tls;
+mod trim;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
@@ -487,6 +488,7 @@ async fn run_shard(
         })
         .detach();
     }
+    glommio::spawn_local(trim::run(core.clone())).detach();
     let _ = ready.send(Ok(()));
     tracing::debug!(shard = id.0, "accepting");
     let nats_accept = nats_listener.map(|listener| {
