@@ -216,6 +216,20 @@ def jsapi_table(directory, group, title):
     return "\n".join(lines) + "\n\n"
 
 
+def kept_section(path, heading):
+    """The section under `heading` in the current file, which another script writes
+    (`benches/footprint`), so that a new report keeps it."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        old = f.read()
+    start = old.find(heading + "\n")
+    if start < 0:
+        return ""
+    end = old.find("\n## ", start + len(heading))
+    return old[start:end + 1 if end >= 0 else len(old)].rstrip("\n") + "\n\n"
+
+
 def report(out, target, server_cpus, load_cpus, rounds, command=None):
     groups = runs(os.path.join(out, "runs"))
     core = ("nats-server", "sluice-nats", "sluice-native")
@@ -361,6 +375,7 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
                           f"produce, {size} B, acks=all")
         body += table(groups, "kafka-consume-16", kafka, "tansu-rdkafka",
                       "consume 16 B from the start", latency=False)
+    body += kept_section(target, "## Footprint")
     svgs = sorted(glob.glob(os.path.join(out, "*.svg")))
     if svgs:
         os.makedirs("benches/plots", exist_ok=True)

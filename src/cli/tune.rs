@@ -15,8 +15,9 @@ pub struct TuneArgs {
     data_dir: PathBuf,
 }
 
-/// Memory glommio registers per shard (its default I/O memory), in KiB.
-const IO_MEMORY_KIB_PER_SHARD: u64 = 512;
+/// Locked memory one shard needs, in KiB: its I/O memory, registered with each of its executor's
+/// three io_uring rings (the kernel counts every registration).
+const LOCKED_KIB_PER_SHARD: u64 = crate::server::IO_MEMORY_BYTES_PER_SHARD as u64 / 1024 * 3;
 
 /// One receive or send queue's interrupt.
 struct QueueIrq {
@@ -131,6 +132,7 @@ fn show_limit(value: u64) -> String {
 /// Starts a glommio executor: io_uring works if it runs.
 fn io_uring_works() -> Result<(), String> {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(crate::server::IO_MEMORY_BYTES_PER_SHARD)
         .spawn(|| async {})
         .map_err(|e| e.to_string())?
         .join()
@@ -211,7 +213,7 @@ pub fn run(args: TuneArgs) -> Result<(), String> {
     }
     let _ = writeln!(out, "advice:");
     let shards = allowed.len().max(1) as u64;
-    let need_kib = shards * IO_MEMORY_KIB_PER_SHARD * 2;
+    let need_kib = shards * LOCKED_KIB_PER_SHARD;
     if memlock != libc::RLIM_INFINITY && memlock / 1024 < need_kib {
         let _ = writeln!(out, "  - raise the locked-memory limit to at least {need_kib} KiB for {shards} shards: ulimit -l {need_kib} (or LimitMEMLOCK= in the unit)");
     }

@@ -18,8 +18,16 @@ use futures_lite::{AsyncWrite, AsyncWriteExt};
 
 use sluice_storage::wake::{Event, Notify};
 
-/// Bytes of spare capacity a fresh buffer starts with.
-const BUFFER_BYTES_INITIAL: usize = 16 * 1024;
+/// Capacity the two buffers of a writer with nothing to write may keep (a few replies' worth);
+/// past it, they are given back after `IDLE_RELEASE_AFTER`. Buffers start empty and grow with
+/// what is pushed, so an idle connection holds no more than this.
+const IDLE_BYTES_KEPT_MAX: usize = 4 * 1024;
+
+/// How long a writer with nothing to write keeps buffers grown past `IDLE_BYTES_KEPT_MAX`: long
+/// enough that a busy connection, whose writer finds its buffer empty between bursts, keeps them
+/// (regrowing them costs a copy per doubling); short enough that a burst's memory does not outlive
+/// it.
+const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Buffered bytes past which a connection's feeders wait. Above the couple of MiB a closed-loop
 /// publisher keeps in flight, so that a subscriber that keeps up never pauses its publishers (a
@@ -68,7 +76,7 @@ impl Outbound {
     /// takes nothing for `write_deadline`.
     pub fn new(limit_bytes: usize, write_deadline: Duration) -> Outbound {
         Outbound {
-            buf: RefCell::new(BytesMut::with_capacity(BUFFER_BYTES_INITIAL)),
+            buf: RefCell::new(BytesMut::new()),
             last_words: RefCell::new(None),
             limit_bytes,
             high_water_bytes: (limit_bytes / 2).clamp(1, HIGH_WATER_BYTES_MAX),
@@ -150,6 +158,20 @@ impl Outbound {
         self.drained.notify_all();
     }
 
+    /// Capacity held by the buffer and the writer's `spare`.
+    fn held_bytes(&self, spare: &BytesMut) -> usize {
+        self.buf.borrow().capacity() + spare.capacity()
+    }
+
+    /// Gives back the capacity of both buffers when nothing is waiting to be written.
+    fn give_back(&self, spare: &mut BytesMut) {
+        let mut buf = self.buf.borrow_mut();
+        if buf.is_empty() && spare.is_empty() {
+            *buf = BytesMut::new();
+            *spare = BytesMut::new();
+        }
+    }
+
     /// Cuts the connection off as a slow consumer.
     fn cut(&self) {
         if matches!(self.state.get(), State::Open | State::Closing) {
@@ -189,7 +211,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     socket: &mut W,
     slow_consumer_frame: impl Fn() -> Bytes,
 ) -> WriteEnd {
-    let mut spare = BytesMut::with_capacity(BUFFER_BYTES_INITIAL);
+    let mut spare = BytesMut::new();
     let mut end = WriteEnd::Closed;
     loop {
         match out.state.get() {
@@ -206,7 +228,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
             State::Closed => return end,
         }
         if out.buf.borrow().is_empty() {
-            out.notify.wait().await;
+            wait_idle(out, &mut spare).await;
             continue;
         }
         std::mem::swap(&mut *out.buf.borrow_mut(), &mut spare);
@@ -258,6 +280,28 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Waits for something to write; buffers grown past what an idle connection keeps are given back
+/// if nothing comes for `IDLE_RELEASE_AFTER`.
+async fn wait_idle(out: &Outbound, spare: &mut BytesMut) {
+    if out.held_bytes(spare) <= IDLE_BYTES_KEPT_MAX {
+        return out.notify.wait().await;
+    }
+    let woken = futures_lite::future::or(
+        async {
+            out.notify.wait().await;
+            true
+        },
+        async {
+            glommio::timer::sleep(IDLE_RELEASE_AFTER).await;
+            false
+        },
+    )
+    .await;
+    if !woken {
+        out.give_back(spare);
+    }
+}
+
 /// Writes all of `bytes`, failing with `TimedOut` when one write makes no progress for `deadline`.
 async fn write_with_deadline<W: AsyncWrite + Unpin>(
     socket: &mut W,
@@ -288,4 +332,48 @@ async fn write_with_deadline<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 64 * 1024 * 1024;
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// What the writer does with a full buffer: takes it, writes it, clears it.
+    fn take(out: &Outbound, spare: &mut BytesMut) {
+        std::mem::swap(&mut *out.buf.borrow_mut(), spare);
+        spare.clear();
+    }
+
+    #[test]
+    fn a_new_outbound_allocates_nothing() {
+        let out = Outbound::new(LIMIT, DEADLINE);
+        assert_eq!(out.held_bytes(&BytesMut::new()), 0);
+    }
+
+    #[test]
+    fn an_idle_outbound_gives_its_grown_buffers_back() {
+        let out = Outbound::new(LIMIT, DEADLINE);
+        let mut spare = BytesMut::new();
+        assert_eq!(out.push(&vec![7u8; 1024 * 1024]), Push::Queued);
+        take(&out, &mut spare);
+        assert_eq!(out.push(&vec![7u8; 512 * 1024]), Push::Queued);
+        take(&out, &mut spare);
+        assert!(out.held_bytes(&spare) >= 1536 * 1024);
+        out.give_back(&mut spare);
+        assert_eq!(out.held_bytes(&spare), 0);
+        assert_eq!(out.push(b"PONG\r\n"), Push::Queued);
+        assert_eq!(&out.buf.borrow()[..], b"PONG\r\n");
+    }
+
+    #[test]
+    fn buffered_output_is_never_given_back() {
+        let out = Outbound::new(LIMIT, DEADLINE);
+        let mut spare = BytesMut::new();
+        assert_eq!(out.push(&vec![7u8; 64 * 1024]), Push::Queued);
+        out.give_back(&mut spare);
+        assert_eq!(out.buf.borrow().len(), 64 * 1024);
+    }
 }

@@ -28,11 +28,15 @@ use crate::server::session::SessionShard;
 use crate::server::streams;
 use crate::server::tls::CertIdentity;
 
-/// Bytes the read buffer starts with; it grows to hold a whole frame when one is larger.
-const READ_BUFFER_BYTES: usize = 16 * 1024;
-
-/// Least spare room asked of the kernel per read.
+/// Least spare room asked of the kernel per read, and the read buffer of a connection whose reads
+/// trickle or that is idle: a new connection starts with it, so a thousand idle clients hold 4 MiB
+/// of read buffers, not 16.
 const READ_CHUNK_BYTES_MIN: usize = 4 * 1024;
+
+/// How long a connection with nothing half-read may wait for input while holding a read buffer
+/// larger than `READ_CHUNK_BYTES_MIN`; it then waits with a small one. A busy connection's reads
+/// come much sooner, so it keeps its buffer; one that went quiet gives it back.
+const READ_IDLE_RELEASE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most bytes asked of the kernel per read; the spare room is zeroed first, so this bounds that cost.
 const READ_CHUNK_BYTES_MAX: usize = 256 * 1024;
@@ -183,7 +187,7 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream, protocol: Protoco
     );
     let conn = Rc::new(Conn::new(
         Rc::new(Client::new(id, out)),
-        READ_BUFFER_BYTES,
+        READ_CHUNK_BYTES_MIN,
         certificate,
     ));
     session::open(&shard, &conn);
@@ -293,7 +297,7 @@ async fn refuse(shard: &SessionShard, mut stream: TcpStream, protocol: Protocol)
 
 async fn read_loop(shard: &Rc<SessionShard>, conn: &Rc<Conn>, mut socket: Half) -> Close {
     let body_max = frame_body_bytes_max(shard.core.config.payload_bytes_max);
-    let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut buf = BytesMut::new();
     let mut connected = false;
     loop {
         loop {
@@ -334,24 +338,50 @@ pub(in crate::server) async fn read_more(
     streams::flush_appends(&shard.streams);
     shard.core.wait_for_room().await;
     conn.wait_for_backlog(shard).await;
-    // Room for the chunk this connection's reads have grown to: a publisher sending flat out is
-    // read in large chunks, one round trip through the ring each, not in steps of the first
-    // buffer's size.
-    let wanted = conn.read_chunk.get();
-    if buf.capacity() - buf.len() < wanted {
-        buf.reserve(wanted);
-    }
-    let filled = buf.len();
-    let chunk = (buf.capacity() - filled).min(wanted);
-    buf.resize(filled + chunk, 0);
-    let read = futures_lite::future::or(
-        async { Some(socket.read(&mut buf[filled..]).await) },
-        async {
-            futures_lite::future::or(shard.core.stopping.wait(), conn.client.done.wait()).await;
-            None
-        },
-    )
-    .await;
+    let (read, filled, chunk) = loop {
+        if buf.is_empty() && conn.read_chunk.get() <= READ_CHUNK_BYTES_MIN {
+            if buf.capacity() != READ_CHUNK_BYTES_MIN {
+                *buf = BytesMut::with_capacity(READ_CHUNK_BYTES_MIN);
+            }
+        } else if buf.capacity() - buf.len() < conn.read_chunk.get() {
+            // Room for the chunk this connection's reads have grown to: a publisher sending flat
+            // out is read in large chunks, one round trip through the ring each.
+            buf.reserve(conn.read_chunk.get());
+        }
+        let filled = buf.len();
+        let chunk = (buf.capacity() - filled).min(conn.read_chunk.get());
+        let may_release = filled == 0 && buf.capacity() > READ_CHUNK_BYTES_MIN;
+        buf.resize(filled + chunk, 0);
+        let read = futures_lite::future::or(
+            async { Read::Data(socket.read(&mut buf[filled..]).await) },
+            async {
+                let end = async {
+                    futures_lite::future::or(shard.core.stopping.wait(), conn.client.done.wait())
+                        .await;
+                    Read::End
+                };
+                let idle = async {
+                    match may_release {
+                        true => glommio::timer::sleep(READ_IDLE_RELEASE_AFTER).await,
+                        false => std::future::pending().await,
+                    }
+                    Read::Idle
+                };
+                futures_lite::future::or(end, idle).await
+            },
+        )
+        .await;
+        match read {
+            // Quiet with an empty, grown buffer: wait again with a small one (nothing was read,
+            // so dropping the pending read loses nothing).
+            Read::Idle => {
+                buf.clear();
+                conn.read_chunk.set(READ_CHUNK_BYTES_MIN);
+            }
+            Read::Data(result) => break (Some(result), filled, chunk),
+            Read::End => break (None, filled, chunk),
+        }
+    };
     match read {
         Some(Ok(n)) if n > 0 => {
             buf.truncate(filled + n);
@@ -391,6 +421,15 @@ pub(in crate::server) async fn read_more(
             Some(Close::Quiet)
         }
     }
+}
+
+/// How a read in `read_more` ended.
+enum Read {
+    Data(std::io::Result<usize>),
+    /// Nothing came for `READ_IDLE_RELEASE_AFTER` while the buffer could shrink.
+    Idle,
+    /// The shard is stopping or the connection is done.
+    End,
 }
 
 /// What a client is told when the server stops, in its protocol.

@@ -87,7 +87,7 @@ pub(in crate::server) async fn read_loop(
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
     let payload_max = shard.core.config.payload_bytes_max as usize;
     let must_authenticate = shard.core.config.users.required();
-    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut buf = BytesMut::new();
     loop {
         // PONGs wait until everything read so far is handled, as nats-server answers a read: some
         // clients (nats-py) write their PING straight to the socket, ahead of SUBs still in their
