@@ -15,6 +15,7 @@ mod deleted;
 mod host;
 mod items;
 pub mod metrics;
+mod overlap;
 mod partition;
 mod registry;
 mod state;
