@@ -112,6 +112,10 @@ pub struct Partition {
     users: Cell<u32>,
     /// Notified when a log that was being closed is closed.
     closed: Event,
+    /// While the log is closed: when its oldest message reaches `max_age` (nanoseconds since the
+    /// epoch), 0 if not known (never opened since the start), `u64::MAX` if it holds none.
+    /// Retention opens a closed log only once it is due.
+    expiry_due_ns: Cell<u64>,
     /// Set once opening has finished, well or not.
     opened: Latch,
     /// Notified whenever appends become durable, for consumers waiting at the end.
@@ -233,6 +237,7 @@ impl Partition {
             state: Cell::new(LogState::Closed),
             users: Cell::new(0),
             closed: Event::default(),
+            expiry_due_ns: Cell::new(0),
             opened: Latch::default(),
             appended: Rc::new(Event::default()),
             consumers: RefCell::new(HashMap::new()),
@@ -353,6 +358,7 @@ impl Partition {
         *self.deleted.borrow_mut() = Deleted::default();
         self.damaged.borrow_mut().clear();
         glommio::spawn_local(async move {
+            part.expiry_due_ns.set(part.expiry_due(&log).await);
             if let Err(e) = log.close().await {
                 tracing::warn!(stream = %part.config.name, partition = part.index, error = %e,
                     "closing an idle partition failed");
@@ -367,6 +373,24 @@ impl Partition {
         })
         .detach();
         true
+    }
+
+    /// When the oldest message of the log reaches the stream's `max_age`: its first record's
+    /// timestamp (a deleted first message only makes it earlier, never late) plus the age;
+    /// `u64::MAX` if there is no age or no message, 0 (due now) if the record cannot be read.
+    async fn expiry_due(&self, log: &PartitionLog) -> u64 {
+        let Some(age) = self.max_age_ns() else {
+            return u64::MAX;
+        };
+        if log.first_offset() >= log.next_offset() {
+            return u64::MAX;
+        }
+        match log.read(log.first_offset(), 1).await {
+            Ok(records) => records
+                .first()
+                .map_or(0, |r| r.timestamp_ns.saturating_add(age)),
+            Err(_) => 0,
+        }
     }
 
     /// The directory of the partition's saved consumers.
@@ -842,9 +866,12 @@ impl Partition {
     /// retention round.
     pub async fn apply_retention(&self) {
         if self.is_unopened() {
-            // Only age removes messages from a partition nothing writes to: open those that
-            // have one; the next round applies it.
-            if self.max_age_ns().is_some() {
+            // Only age removes messages from a partition nothing writes to: open those whose
+            // oldest message is due (or not known since the start); the next round applies it.
+            let due = self.max_age_ns().is_some()
+                && self.state.get() == LogState::Closed
+                && sluice_storage::now_ns() >= self.expiry_due_ns.get();
+            if due {
                 self.open();
             }
             return;
