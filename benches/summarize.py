@@ -376,6 +376,11 @@ def report(out, target, server_cpus, load_cpus, rounds, command=None):
         body += table(groups, "kafka-consume-16", kafka, "tansu-rdkafka",
                       "consume 16 B from the start", latency=False)
     body += kept_section(target, "## Footprint")
+    # Measured by hand with benches/many_streams.rs, not by benches/compare: copied in as it stands.
+    many_streams = os.path.join(os.path.dirname(os.path.abspath(__file__)), "many_streams.md")
+    if os.path.exists(many_streams):
+        with open(many_streams) as f:
+            body += f.read().rstrip("\n") + "\n\n"
     svgs = sorted(glob.glob(os.path.join(out, "*.svg")))
     if svgs:
         os.makedirs("benches/plots", exist_ok=True)

@@ -170,12 +170,12 @@ fn free_port() -> u16 {
 }
 
 #[test]
-fn readyz_waits_for_every_shard_to_recover_its_logs() {
+fn readyz_waits_for_every_shard_to_recover_its_consumers_logs() {
     let data = DataDir::new();
     {
         let broker = Broker::start_in(&data.path, &[]);
-        broker
-            .client()
+        let client = broker.client();
+        client
             .stream_add(&StreamConfig {
                 name: "MANY".into(),
                 subjects: vec!["many.>".into()],
@@ -183,6 +183,20 @@ fn readyz_waits_for_every_shard_to_recover_its_logs() {
                 max_age_secs: None,
                 max_bytes: None,
                 created_ns: 0,
+                jetstream: None,
+            })
+            .unwrap();
+        // Partitions open on first use, but those that keep consumers open at start, so that
+        // their consumers resume: the broker is ready once they are.
+        client
+            .consume(ConsumerConfig {
+                stream: "MANY".into(),
+                name: "kept".into(),
+                deliver: DeliverPolicy::All,
+                ack_wait_ms: 30_000,
+                max_deliver: 5,
+                max_ack_pending: 100,
+                sid: 0,
                 jetstream: None,
             })
             .unwrap();

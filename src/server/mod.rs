@@ -290,6 +290,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     if shards == 0 || shards > SHARDS_MAX {
         return Err(ServerError::ShardCount { count: shards });
     }
+    raise_open_files_limit();
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).map_err(ServerError::Signals)?;
@@ -381,6 +382,31 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     }
     tracing::info!("sluice stopped");
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: partition logs and connections each hold a
+/// file, and the shards size their share of open logs by this limit.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) only read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                tracing::debug!(
+                    soft = limit.rlim_cur,
+                    "the open-file limit could not be raised"
+                );
+            }
+        }
+    }
 }
 
 async fn run_shard(
@@ -485,6 +511,7 @@ async fn run_shard(
             while !streams.core.stopping.is_set() {
                 glommio::timer::sleep(RETENTION_INTERVAL).await;
                 streams::apply_retention(&streams).await;
+                streams::close_idle_logs_now(&streams);
             }
         })
         .detach();

@@ -138,6 +138,11 @@ impl Latch {
         self.event.notify_all();
     }
 
+    /// Unsets the latch: waiters from now on wait for the next `set`.
+    pub fn reset(&self) {
+        self.set.set(false);
+    }
+
     /// Whether the latch is set.
     pub fn is_set(&self) -> bool {
         self.set.get()

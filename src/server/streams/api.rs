@@ -13,7 +13,7 @@ use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Latch;
 
 use super::items::{CallItem, PartitionReply, PartitionRequest, PurgeTo, StreamItem};
-use super::registry::RegistryError;
+use super::registry::{self, RegistryError};
 use super::{apply_snapshot, Partition, StreamShard};
 use crate::api::{self, MessageLocation, StreamConfig, StreamInfo, StreamList, StreamName};
 use crate::server::ShardId;
@@ -52,7 +52,7 @@ pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -
         api::STREAM_PURGE => stream_purge(shard, body).await,
         api::STREAM_DELETE_MESSAGE => stream_delete_message(shard, body).await,
         api::CONSUMER_DELETE => consumer_delete(shard, body).await,
-        api::STREAM_REMOVE => stream_remove(shard, body),
+        api::STREAM_REMOVE => stream_remove(shard, body).await,
         api::STREAM_LIST => stream_list(shard),
         api::STREAM_INFO => stream_info(shard, body).await,
         api::STREAM_GET => stream_get(shard, body).await,
@@ -93,7 +93,7 @@ pub fn publish_registry(shard: &Rc<StreamShard>) {
             .registry
             .borrow()
             .as_ref()
-            .map(|r| r.streams().to_vec())
+            .map(|r| r.streams().cloned().collect())
             .unwrap_or_default(),
     );
     shard.broadcast(|| StreamItem::StreamsChanged(streams.clone()));
@@ -130,14 +130,17 @@ async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         ));
     }
     let max = shard.core.config.streams_max;
-    with_registry(shard, |r| {
-        if r.get(&config.name).is_none() && r.streams().len() >= max {
+    let ticket = with_registry(shard, |r| {
+        if r.get(&config.name).is_none() && r.len() >= max {
             return Err(RegistryError::Limit(format!(
                 "the server holds its most streams ({max}, max_streams)"
             )));
         }
         r.add(config)
     })?;
+    registry::durable(shard, ticket)
+        .await
+        .map_err(registry_error)?;
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream added");
     json(&info(shard, &name).await?)
@@ -146,7 +149,10 @@ async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
 async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let config: StreamConfig = parse(body)?;
     let name = config.name.clone();
-    with_registry(shard, |r| r.update(config))?;
+    let ticket = with_registry(shard, |r| r.update(config))?;
+    registry::durable(shard, ticket)
+        .await
+        .map_err(registry_error)?;
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream configured again");
     json(&info(shard, &name).await?)
@@ -238,9 +244,12 @@ async fn stream_delete_message(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResul
     }
 }
 
-fn stream_remove(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+async fn stream_remove(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let StreamName { name } = parse(body)?;
-    with_registry(shard, |r| r.remove(&name))?;
+    let ticket = with_registry(shard, |r| r.remove(&name))?;
+    registry::durable(shard, ticket)
+        .await
+        .map_err(registry_error)?;
     let gone: Arc<str> = Arc::from(name.as_str());
     shard.broadcast(|| StreamItem::StreamRemoved(gone.clone()));
     super::apply_removed(shard, &name);
@@ -253,7 +262,7 @@ fn stream_list(shard: &Rc<StreamShard>) -> ApiResult {
         .registry
         .borrow()
         .as_ref()
-        .map(|r| r.streams().to_vec())
+        .map(|r| r.streams().cloned().collect())
         .unwrap_or_default();
     json(&StreamList { streams })
 }

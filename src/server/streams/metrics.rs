@@ -57,10 +57,15 @@ pub async fn snapshot(shard: &Rc<StreamShard>) -> ShardMetrics {
         ),
         ("queue_drops", s.queue_drops.get(), true),
     ];
-    let mut ready = shard.core.id.0 != 0 || shard.registry.borrow().is_some();
+    let mut ready = (shard.core.id.0 != 0 || shard.registry.borrow().is_some())
+        && shard.streams_known.get()
+        && shard.consumer_pass.get() == 0;
     let mut partitions = Vec::new();
     let mut log = LogMetricsSnapshot::default();
     for part in super::owned_partitions(shard) {
+        if part.is_unopened() {
+            continue; // Opened on first use: nothing to report, nothing to wait for.
+        }
         if !part.is_open() {
             ready = false;
             continue;

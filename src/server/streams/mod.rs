@@ -15,13 +15,14 @@ mod deleted;
 mod host;
 mod items;
 pub mod metrics;
+mod overlap;
 mod partition;
 mod registry;
 mod state;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -95,11 +96,72 @@ pub struct StreamShard {
     next_call: Cell<u64>,
     /// The port that delivers the consumers the broker hosts (see `host`).
     host: RefCell<Option<Rc<dyn ConsumerHost>>>,
+    /// Passes over the partitions with saved consumers still running (see `apply_snapshot`).
+    pub consumer_pass: Cell<u32>,
+    /// Whether shard 0's list of streams has arrived (and been applied) since the start.
+    pub streams_known: Cell<bool>,
+    /// The partitions whose logs were opened, oldest first; entries of logs closed since are
+    /// dropped as they come up. Past `open_logs_max`, idle ones are closed (see
+    /// `close_idle_logs`).
+    opened_logs: RefCell<VecDeque<Weak<Partition>>>,
+    open_logs_max: usize,
+}
+
+/// Files an open partition log may hold: its active segment, and an index while it is written.
+const FILES_PER_LOG: usize = 2;
+
+/// Open partition logs a shard keeps however low the open-file limit is.
+const OPEN_LOGS_MIN: usize = 64;
+
+/// How many partition logs a shard keeps open: half the process's open-file limit, shared by the
+/// shards, leaves the other half for connections, consumer states and the registry. A hundred
+/// thousand streams cannot each hold a file under a limit of tens of thousands; the idle ones are
+/// closed and open again on their next use.
+fn open_logs_max(shards: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) only writes into the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur
+    } else {
+        1024
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
+    (soft / 2 / FILES_PER_LOG / shards.max(1)).max(OPEN_LOGS_MIN)
+}
+
+/// Closes idle partition logs, oldest opened first, while more than the bound are open; looks at
+/// no more than `tries` of them (an open looks at a few, the periodic round at all).
+pub fn close_idle_logs(shard: &StreamShard, tries: usize) {
+    let mut queue = shard.opened_logs.borrow_mut();
+    let mut tried = 0;
+    while queue.len() > shard.open_logs_max && tried < tries {
+        tried += 1;
+        let Some(entry) = queue.pop_front() else {
+            break;
+        };
+        let Some(part) = entry.upgrade() else {
+            continue;
+        };
+        if !part.holds_log() || part.close_if_idle() {
+            continue;
+        }
+        queue.push_back(entry);
+    }
+}
+
+/// Closes idle partition logs until no more than the bound are open, if enough are idle.
+pub fn close_idle_logs_now(shard: &StreamShard) {
+    let tries = shard.opened_logs.borrow().len();
+    close_idle_logs(shard, tries);
 }
 
 impl StreamShard {
     /// The streams' state of a shard with no streams yet.
     pub fn new(core: Rc<Shard>, peers: Vec<Rc<dyn Peer>>) -> StreamShard {
+        let open_logs_max = open_logs_max(core.shards);
         StreamShard {
             core,
             peers,
@@ -109,6 +171,10 @@ impl StreamShard {
             calls: RefCell::new(HashMap::new()),
             next_call: Cell::new(1),
             host: RefCell::new(None),
+            consumer_pass: Cell::new(0),
+            streams_known: Cell::new(false),
+            opened_logs: RefCell::new(VecDeque::new()),
+            open_logs_max,
         }
     }
 
@@ -473,7 +539,7 @@ pub fn ack_frame(shard: &StreamShard, outcome: &AckOutcome) -> Bytes {
     }))
 }
 
-/// The owned partition, opened (in the background) on first use.
+/// The owned partition; its log is opened (in the background) on first use.
 pub fn ensure_partition(
     shard: &Rc<StreamShard>,
     stream: &Arc<StreamConfig>,
@@ -482,7 +548,7 @@ pub fn ensure_partition(
     if let Some(part) = shard.streams.borrow().owned.get(&stream.name, index) {
         return part;
     }
-    let part = Partition::open(shard, stream.clone(), index);
+    let part = Partition::new(shard, stream.clone(), index);
     shard
         .streams
         .borrow_mut()
@@ -540,6 +606,54 @@ pub fn apply_snapshot(shard: &Rc<StreamShard>, streams: &[StreamConfig]) {
             }
         }
     }
+    shard.streams_known.set(true);
+    glommio::spawn_local(restore_consumers_at_start(shard.clone())).detach();
+}
+
+/// Partitions whose directories are looked at in one go by the start's consumer pass.
+const CONSUMER_SCAN_CHUNK: usize = 1024;
+
+/// Opens, in the background, every unopened partition that keeps saved consumers, so that they
+/// resume delivering (a hosted JetStream push consumer delivers with no client asking) without
+/// waiting for someone to touch their partition. The directories are looked at on a blocking
+/// thread, a chunk at a time, and a chunk's partitions are open before the next is looked at;
+/// `/readyz` says not ready until the pass is done.
+async fn restore_consumers_at_start(shard: Rc<StreamShard>) {
+    shard.consumer_pass.set(shard.consumer_pass.get() + 1);
+    let unopened: Vec<Rc<Partition>> = owned_partitions(&shard)
+        .into_iter()
+        .filter(|p| p.is_unopened())
+        .collect();
+    let mut restored = 0usize;
+    for chunk in unopened.chunks(CONSUMER_SCAN_CHUNK) {
+        let dirs: Vec<std::path::PathBuf> = chunk.iter().map(|p| p.consumers_dir()).collect();
+        let keeping: Vec<bool> = glommio::executor()
+            .spawn_blocking(move || {
+                dirs.iter()
+                    .map(|d| std::fs::read_dir(d).is_ok_and(|mut e| e.next().is_some()))
+                    .collect()
+            })
+            .await;
+        let found: Vec<&Rc<Partition>> = chunk
+            .iter()
+            .zip(keeping)
+            .filter_map(|(p, keeps)| keeps.then_some(p))
+            .collect();
+        for part in &found {
+            part.open();
+        }
+        for part in found {
+            part.ready().await;
+            restored += 1;
+        }
+    }
+    shard.consumer_pass.set(shard.consumer_pass.get() - 1);
+    tracing::info!(
+        shard = shard.core.id.0,
+        partitions = unopened.len(),
+        with_consumers = restored,
+        "partitions with saved consumers opened; the others open on first use"
+    );
 }
 
 /// Applies one stream added (or configured again) on shard 0: its capture rules and the partitions

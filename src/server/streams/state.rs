@@ -57,7 +57,12 @@ pub fn state_path(
     name: &str,
 ) -> Result<PathBuf, sluice_protocol::name::NameError> {
     sluice_protocol::name::validate_name(name)?;
-    Ok(partition_dir.join("consumers").join(format!("{name}.json")))
+    Ok(consumers_dir(partition_dir).join(format!("{name}.json")))
+}
+
+/// The directory of a partition's saved consumers.
+pub fn consumers_dir(partition_dir: &Path) -> PathBuf {
+    partition_dir.join("consumers")
 }
 
 /// Writes `state` to `path` durably: temporary file, fsync, rename, fsync of the directory.
@@ -82,7 +87,7 @@ pub fn write_durably(path: &Path, state: &SavedState) -> Result<(), StateError> 
 /// Every consumer state file in a partition's directory, by consumer name, read or not.
 /// Blocking: run it on a blocking thread.
 pub fn read_all(partition_dir: &Path) -> Vec<(String, Result<SavedState, StateError>)> {
-    let Ok(entries) = std::fs::read_dir(partition_dir.join("consumers")) else {
+    let Ok(entries) = std::fs::read_dir(consumers_dir(partition_dir)) else {
         return Vec::new();
     };
     let mut found = Vec::new();

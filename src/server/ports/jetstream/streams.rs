@@ -99,24 +99,22 @@ pub async fn create(
         created_ns,
         jetstream: Some(Box::new(wanted)),
     };
-    let others: Vec<StreamConfig> = shard
-        .streams
-        .streams
-        .borrow()
-        .all()
-        .into_iter()
-        .filter(|s| s.name != name)
-        .collect();
-    if config.check_against(&others).is_err() {
-        return Err(ApiError::subjects_overlap());
-    }
     let verb = if update {
         api::STREAM_UPDATE
     } else {
         api::STREAM_ADD
     };
     let body = serde_json::to_vec(&config).map_err(|e| ApiError::server_error(e.to_string()))?;
-    let info: api::StreamInfo = native_call(shard, verb, &body).await?;
+    // The registry checks overlaps against its index; only a refusal pays for finding out whether
+    // that was the reason, so that adding a stream costs the same however many there are.
+    let info: api::StreamInfo = match native_call(shard, verb, &body).await {
+        Ok(info) => info,
+        Err(refused) if overlaps_another(shard, &config) => {
+            tracing::debug!(stream = name, error = ?refused, "stream subjects overlap");
+            return Err(ApiError::subjects_overlap());
+        }
+        Err(refused) => return Err(refused),
+    };
     tracing::info!(
         stream = name,
         update,
@@ -443,6 +441,19 @@ fn permission_denied() -> ApiError {
 }
 
 /// A native API call, its answer read as `T` or mapped to a JetStream error.
+/// Whether another stream captures a subject `config` would capture.
+fn overlaps_another(shard: &Rc<SessionShard>, config: &StreamConfig) -> bool {
+    let others: Vec<StreamConfig> = shard
+        .streams
+        .streams
+        .borrow()
+        .all()
+        .into_iter()
+        .filter(|s| s.name != config.name)
+        .collect();
+    config.check_against(&others).is_err()
+}
+
 pub(super) async fn native_call<T: serde::de::DeserializeOwned>(
     shard: &Rc<SessionShard>,
     verb: &str,

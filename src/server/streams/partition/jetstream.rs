@@ -162,7 +162,7 @@ impl Partition {
 
     /// The offset of the last message on `subject`, for a JetStream stream.
     pub async fn last_of_subject(&self, subject: &str) -> Option<u64> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         self.checks.borrow().as_ref()?.last_of(subject)
     }
 }

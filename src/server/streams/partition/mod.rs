@@ -1,4 +1,12 @@
 //! A partition this shard owns: its log, and the appends waiting for it.
+//!
+//! A partition is known as soon as its stream is, but its log is opened (recovered) only when
+//! something needs it: the first append, read, info, consumer attach or retention round, or the
+//! start's pass over the partitions that keep consumers (see `restore_consumers_at_start`). Until
+//! then nothing of it is in memory but this struct, so a broker with a hundred thousand quiet
+//! streams restarts without reading them. Everything that touches the log waits for `ready`,
+//! which starts the opening, and the opening rebuilds the publish checks and the consumers before
+//! any queued append is written: nothing is served from a partition that is half recovered.
 
 mod jetstream;
 mod removal;
@@ -6,7 +14,7 @@ mod removal;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +104,18 @@ pub struct Partition {
     /// Whether the partition is on the shard's dirty list.
     queued: Cell<bool>,
     removed: Cell<bool>,
+    /// What opening the log needs.
+    opener: Opener,
+    /// Where the log is in its life: closed until first use, and closed again when idle.
+    state: Cell<LogState>,
+    /// Operations under way that use the log (see `ready`): an idle log is not closed under them.
+    users: Cell<u32>,
+    /// Notified when a log that was being closed is closed.
+    closed: Event,
+    /// While the log is closed: when its oldest message reaches `max_age` (nanoseconds since the
+    /// epoch), 0 if not known (never opened since the start), `u64::MAX` if it holds none.
+    /// Retention opens a closed log only once it is due.
+    expiry_due_ns: Cell<u64>,
     /// Set once opening has finished, well or not.
     opened: Latch,
     /// Notified whenever appends become durable, for consumers waiting at the end.
@@ -124,6 +144,9 @@ pub struct Partition {
     deleted: Rc<RefCell<Deleted>>,
 }
 
+/// Idle partitions looked at, to close their logs, each time one opens past the bound.
+const CLOSE_IDLE_TRIES_PER_OPEN: usize = 4;
+
 /// Bytes read at a time while rebuilding publish checks.
 const RESTORE_READ_BYTES: usize = 1024 * 1024;
 
@@ -133,6 +156,34 @@ fn publish_parts(frame: &Frame) -> Option<(&str, &[u8], &[u8])> {
         ArchivedOp::Pub(publish) => Some((publish.subject(), publish.headers(), publish.payload())),
         _ => None,
     }
+}
+
+/// Where a partition's log is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogState {
+    /// Not open: opened on first use.
+    Closed,
+    Opening,
+    /// Open, or failed to open (then `failed` says why).
+    Open,
+    /// Being closed because it was idle (`close_if_idle`); opened again on next use.
+    Closing,
+}
+
+/// An operation using a partition's log: while one is alive the log is not closed for idleness.
+pub(super) struct InUse<'a>(&'a Partition);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.users.set(self.0.users.get() - 1);
+    }
+}
+
+/// What a partition needs to open its log later, on first use.
+struct Opener {
+    shard: Weak<StreamShard>,
+    log_config: LogConfig,
+    me: Weak<Partition>,
 }
 
 /// A member on its way in.
@@ -157,8 +208,9 @@ impl Partition {
             .join(format!("{index:04}")))
     }
 
-    /// Starts opening (and recovering) the partition's log; appends queue until it is open.
-    pub fn open(shard: &Rc<StreamShard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
+    /// The partition, its log not opened yet: `open` (or anything that needs the log) opens it,
+    /// and appends queue until it is open.
+    pub fn new(shard: &Rc<StreamShard>, config: Arc<StreamConfig>, index: u32) -> Rc<Partition> {
         let (dir, refused) =
             match Partition::dir_of(&shard.core.config.data_dir, &config.name, index) {
                 Ok(dir) => (dir, None),
@@ -167,7 +219,8 @@ impl Partition {
                     Some(format!("stream name {:?}: {e}", config.name)),
                 ),
             };
-        let part = Rc::new(Partition {
+        let log_config = log_config(shard.core.config.fsync, &config);
+        let part = Rc::new_cyclic(|me| Partition {
             config,
             index,
             dir,
@@ -176,6 +229,15 @@ impl Partition {
             pending: RefCell::new(Vec::new()),
             queued: Cell::new(false),
             removed: Cell::new(false),
+            opener: Opener {
+                shard: Rc::downgrade(shard),
+                log_config,
+                me: me.clone(),
+            },
+            state: Cell::new(LogState::Closed),
+            users: Cell::new(0),
+            closed: Event::default(),
+            expiry_due_ns: Cell::new(0),
             opened: Latch::default(),
             appended: Rc::new(Event::default()),
             consumers: RefCell::new(HashMap::new()),
@@ -191,17 +253,38 @@ impl Partition {
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
+            part.state.set(LogState::Open);
             *part.failed.borrow_mut() = Some(why);
             part.opened.set();
-            return part;
         }
-        let log_config = log_config(shard.core.config.fsync, &part.config);
-        let opening = part.clone();
-        let shard = shard.clone();
+        part
+    }
+
+    /// Starts opening (and recovering) the log, unless that has started already: the log is read,
+    /// then the publish checks and the consumers are rebuilt from it, then queued appends go.
+    pub fn open(&self) {
+        if self.state.get() != LogState::Closed {
+            return;
+        }
+        if self.removed.get() {
+            self.opened.set();
+            return;
+        }
+        let (Some(shard), Some(opening)) = (self.opener.shard.upgrade(), self.opener.me.upgrade())
+        else {
+            return; // The shard is going away.
+        };
+        self.state.set(LogState::Opening);
+        shard
+            .opened_logs
+            .borrow_mut()
+            .push_back(Rc::downgrade(&opening));
+        super::close_idle_logs(&shard, CLOSE_IDLE_TRIES_PER_OPEN);
+        let log_config = self.opener.log_config.clone();
         glommio::spawn_local(async move {
             match PartitionLog::open(&opening.dir, log_config).await {
                 Ok(log) => {
-                    tracing::info!(stream = %opening.config.name, partition = opening.index,
+                    tracing::debug!(stream = %opening.config.name, partition = opening.index,
                         next_offset = log.next_offset(), "partition open");
                     let log = Rc::new(log);
                     *opening.log.borrow_mut() = Some(log.clone());
@@ -214,11 +297,110 @@ impl Partition {
                     *opening.failed.borrow_mut() = Some(e.to_string());
                 }
             }
+            opening.state.set(LogState::Open);
             opening.opened.set();
             opening.flush(&shard);
         })
         .detach();
-        part
+    }
+
+    /// Opens the log if it is not yet, and waits until that is done (well or not). The log stays
+    /// open while the returned guard lives.
+    pub(super) async fn ready(&self) -> InUse<'_> {
+        self.users.set(self.users.get() + 1);
+        let in_use = InUse(self);
+        self.open();
+        self.opened.wait().await;
+        in_use
+    }
+
+    /// Marks the log as in use, without waiting for it to open (for background work that only
+    /// runs on an open log).
+    fn in_use(&self) -> InUse<'_> {
+        self.users.set(self.users.get() + 1);
+        InUse(self)
+    }
+
+    /// Whether nothing uses the log: no consumer, no member on its way in, no append queued or
+    /// waiting to be durable, no operation under way.
+    fn is_idle(&self) -> bool {
+        self.users.get() == 0
+            && self.consumers.borrow().is_empty()
+            && self.joining.borrow().is_empty()
+            && self.creating.borrow().is_empty()
+            && self.pending.borrow().is_empty()
+            && !self.queued.get()
+            && self.unsynced_bytes.get() == 0
+    }
+
+    /// Whether the log is open (or failed to open) and not closing.
+    pub(super) fn holds_log(&self) -> bool {
+        matches!(self.state.get(), LogState::Open | LogState::Opening) && !self.removed.get()
+    }
+
+    /// Closes the log of an idle partition to give its file back; the partition opens again on its
+    /// next use exactly as after a restart (the log recovered, the publish checks and the deleted
+    /// list read back). Returns whether it started closing.
+    pub(super) fn close_if_idle(&self) -> bool {
+        if self.state.get() != LogState::Open || self.removed.get() || !self.is_idle() {
+            return false;
+        }
+        let Some(log) = self.log.borrow_mut().take() else {
+            return false; // Failed to open: nothing to give back.
+        };
+        let Some(part) = self.opener.me.upgrade() else {
+            return false;
+        };
+        self.state.set(LogState::Closing);
+        self.opened.reset();
+        *self.checks.borrow_mut() = None;
+        self.checks_first.set(0);
+        *self.deleted.borrow_mut() = Deleted::default();
+        self.damaged.borrow_mut().clear();
+        glommio::spawn_local(async move {
+            part.expiry_due_ns.set(part.expiry_due(&log).await);
+            if let Err(e) = log.close().await {
+                tracing::warn!(stream = %part.config.name, partition = part.index, error = %e,
+                    "closing an idle partition failed");
+            }
+            drop(log);
+            part.state.set(LogState::Closed);
+            part.closed.notify_all();
+            // Someone asked for it while it was closing: open it again at once.
+            if part.users.get() > 0 || !part.pending.borrow().is_empty() || part.removed.get() {
+                part.open();
+            }
+        })
+        .detach();
+        true
+    }
+
+    /// When the oldest message of the log reaches the stream's `max_age`: its first record's
+    /// timestamp (a deleted first message only makes it earlier, never late) plus the age;
+    /// `u64::MAX` if there is no age or no message, 0 (due now) if the record cannot be read.
+    async fn expiry_due(&self, log: &PartitionLog) -> u64 {
+        let Some(age) = self.max_age_ns() else {
+            return u64::MAX;
+        };
+        if log.first_offset() >= log.next_offset() {
+            return u64::MAX;
+        }
+        match log.read(log.first_offset(), 1).await {
+            Ok(records) => records
+                .first()
+                .map_or(0, |r| r.timestamp_ns.saturating_add(age)),
+            Err(_) => 0,
+        }
+    }
+
+    /// The directory of the partition's saved consumers.
+    pub fn consumers_dir(&self) -> PathBuf {
+        state::consumers_dir(&self.dir)
+    }
+
+    /// Whether the log has not been asked for since the start: nothing of it is in memory.
+    pub fn is_unopened(&self) -> bool {
+        matches!(self.state.get(), LogState::Closed | LogState::Closing)
     }
 
     /// Whether publishers feeding this partition should wait before sending more.
@@ -241,6 +423,7 @@ impl Partition {
 
     /// Queues a body for the next append.
     pub fn enqueue(self: &Rc<Self>, shard: &Rc<StreamShard>, body: Bytes, done: Option<Done>) {
+        self.open();
         self.unsynced_bytes
             .set(self.unsynced_bytes.get() + body.len());
         self.pending.borrow_mut().push((body, done));
@@ -362,7 +545,7 @@ impl Partition {
     }
 
     pub async fn info(&self) -> PartitionInfo {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         match self.log.borrow().as_ref() {
             Some(log) => {
                 let deleted_list = self.deleted.borrow();
@@ -394,7 +577,7 @@ impl Partition {
 
     /// Reads the message at `offset`.
     pub async fn get(&self, offset: u64) -> Result<StoredMessage, (ErrorCode, String)> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let log = self.log.borrow().clone();
         let Some(log) = log else {
             return Err((ErrorCode::NotFound, "partition is not open".into()));
@@ -458,7 +641,7 @@ impl Partition {
         config: Arc<ConsumerConfig>,
         member: Member,
     ) -> Result<(), (ErrorCode, String)> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let consumer = match self.consumer_or_create(shard, &config).await {
             Ok(consumer) => consumer,
             Err(e) => {
@@ -661,7 +844,7 @@ impl Partition {
 
     /// Every consumer's counts here.
     pub async fn consumer_infos(&self) -> Vec<(String, ConsumerPartitionInfo)> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let mut infos: Vec<_> = self
             .consumers
             .borrow()
@@ -674,7 +857,7 @@ impl Partition {
 
     /// A consumer's counts here, if it exists.
     pub async fn consumer_info(&self, consumer: &str) -> Option<ConsumerPartitionInfo> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         self.consumers.borrow().get(consumer).map(|c| c.info())
     }
 
@@ -682,6 +865,18 @@ impl Partition {
     /// and then each message older than `max_age`, so that none outlives it by more than a
     /// retention round.
     pub async fn apply_retention(&self) {
+        if self.is_unopened() {
+            // Only age removes messages from a partition nothing writes to: open those whose
+            // oldest message is due (or not known since the start); the next round applies it.
+            let due = self.max_age_ns().is_some()
+                && self.state.get() == LogState::Closed
+                && sluice_storage::now_ns() >= self.expiry_due_ns.get();
+            if due {
+                self.open();
+            }
+            return;
+        }
+        let _in_use = self.in_use();
         let log = self.log.borrow().clone();
         let Some(log) = log else {
             return;
@@ -728,7 +923,7 @@ impl Partition {
 
     /// Deletes a consumer here: it stops delivering and its state file goes. Whether it was here.
     pub async fn delete_consumer(&self, shard: &StreamShard, name: &str) -> bool {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let Some(consumer) = self.consumers.borrow_mut().remove(name) else {
             return false;
         };
@@ -752,6 +947,10 @@ impl Partition {
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);
+        if self.state.get() == LogState::Closed {
+            // Not open: nothing waits for a log that will not be opened now.
+            self.opened.set();
+        }
         let consumers: Vec<Rc<PartConsumer>> = self
             .consumers
             .borrow_mut()
@@ -773,6 +972,9 @@ impl Partition {
             }
             part.created
                 .wait_until(|| part.creating.borrow().is_empty())
+                .await;
+            part.closed
+                .wait_until(|| part.state.get() != LogState::Closing)
                 .await;
             if let Some(log) = log {
                 let _ = log.close().await;

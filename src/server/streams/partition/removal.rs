@@ -49,7 +49,7 @@ impl Partition {
     /// Deletes the message at `offset` from the middle of the partition, durably; false when there
     /// is none there.
     pub async fn delete_message(&self, offset: u64) -> Result<bool, (ErrorCode, String)> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let log = self.log.borrow().clone();
         let Some(log) = log else {
             return Ok(false);
@@ -75,7 +75,7 @@ impl Partition {
 
     /// Removes the messages a purge names; returns how many went.
     pub async fn purge(&self, to: PurgeTo) -> Result<u64, (ErrorCode, String)> {
-        self.opened.wait().await;
+        let _in_use = self.ready().await;
         let log = self.log.borrow().clone();
         let Some(log) = log else {
             return Ok(0);
