@@ -178,7 +178,7 @@ def machine():
     return [
         f"- CPU: {model}, {os.cpu_count()} CPUs; memory {mem}",
         f"- kernel: {platform.release()}",
-        f"- nats-server: {command(['nats-server', '--version'])}",
+        f"- {command(['nats-server', '--version'])}",
         f"- go: {command(['go', 'version'])}",
         f"- sluice: {sluice_version()} (release build)",
     ]
