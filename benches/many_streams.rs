@@ -112,15 +112,7 @@ impl Broker {
 }
 
 fn user_stream(n: usize) -> StreamConfig {
-    StreamConfig {
-        name: format!("user{n}"),
-        subjects: vec![format!("users.{n}.>")],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
-    }
+    StreamConfig::new(format!("user{n}"), vec![format!("users.{n}.>")])
 }
 
 /// Runs `work(client, n)` for every stream, spread over `clients` threads with a connection each;

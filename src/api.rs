@@ -48,6 +48,21 @@ pub struct StreamConfig {
     pub jetstream: Option<Box<sluice_protocol::jetstream::json::StreamConfig>>,
 }
 
+impl StreamConfig {
+    /// A stream of one partition capturing `subjects`, with no limits.
+    pub fn new(name: impl Into<String>, subjects: Vec<String>) -> StreamConfig {
+        StreamConfig {
+            name: name.into(),
+            subjects,
+            partitions: 1,
+            max_age_secs: None,
+            max_bytes: None,
+            created_ns: 0,
+            jetstream: None,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

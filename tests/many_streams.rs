@@ -42,15 +42,7 @@ fn allocated_bytes(path: &Path) -> u64 {
 }
 
 fn user_stream(n: usize) -> StreamConfig {
-    StreamConfig {
-        name: format!("user{n}"),
-        subjects: vec![format!("users.{n}.>")],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
-    }
+    StreamConfig::new(format!("user{n}"), vec![format!("users.{n}.>")])
 }
 
 #[test]

@@ -43,15 +43,7 @@ const MSGS: u64 = 3;
 const CLIENTS: usize = 8;
 
 fn user_stream(n: usize) -> StreamConfig {
-    StreamConfig {
-        name: format!("user{n}"),
-        subjects: vec![format!("users.{n}.>")],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
-    }
+    StreamConfig::new(format!("user{n}"), vec![format!("users.{n}.>")])
 }
 
 fn consumer(stream: &str, name: &str, deliver: DeliverPolicy) -> ConsumerConfig {
