@@ -298,7 +298,7 @@ pub fn requester(plan: &Plan, shared: &Shared, index: usize) -> Result<Histogram
     wire.roundtrip(Duration::from_secs(10))?;
     let native_ack = durable && plan.protocol == Protocol::Native;
     let subject = plan.core_subject(index);
-    let template = (plan.subjects <= 1)
+    let template = (!plan.encode_each)
         .then(|| wire.template(&subject, inbox.as_deref(), plan.size, native_ack));
     let mut payload = vec![b'p'; plan.size];
     let mut subject_buf = String::new();

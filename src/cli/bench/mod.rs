@@ -64,9 +64,11 @@ pub struct BenchArgs {
     /// subscribers or acks allow).
     #[arg(long)]
     rate: Option<f64>,
-    /// Distinct subjects a stream publisher spreads its messages over.
-    #[arg(long, default_value_t = 1)]
-    subjects: u64,
+    /// Distinct subjects a stream publisher spreads its messages over (1 if not given). When given,
+    /// even as 1, the publisher encodes every message as it sends it instead of patching one
+    /// template, so that runs with different counts cost the client the same.
+    #[arg(long)]
+    subjects: Option<u64>,
     #[arg(long, value_enum, default_value = "native")]
     protocol: Protocol,
     /// Server address (default: the protocol's default port on loopback).
@@ -144,6 +146,9 @@ pub struct Plan {
     pub in_flight: usize,
     pub rate: Option<f64>,
     pub subjects: u64,
+    /// Whether each message is encoded as it is sent (`--subjects` given), not patched from a
+    /// template.
+    pub encode_each: bool,
     pub stream: String,
 }
 
@@ -277,7 +282,8 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
         subs: args.subs.max(1),
         in_flight: args.in_flight.max(1),
         rate: args.rate,
-        subjects: args.subjects.max(1),
+        subjects: args.subjects.unwrap_or(1).max(1),
+        encode_each: args.subjects.is_some(),
         stream: args.stream.clone(),
     });
     if matches!(plan.scenario, Scenario::Stream | Scenario::Consume) {
