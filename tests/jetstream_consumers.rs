@@ -35,7 +35,7 @@ fn nats_js_fetches_and_acks() {
     let broker = Broker::start(&[]);
     common::run_node_client(
         "js_consumers.cjs",
-        &[&broker.nats_addr, "pull", "max_bytes"],
+        &[&broker.nats_addr, "pull", "max_bytes", "ack_none_kept"],
     );
 }
 
@@ -69,6 +69,9 @@ fn the_consumer_scripts_describe_nats_server() {
     args.extend_from_slice(PY_SECTIONS);
     args.extend_from_slice(&["durable_push_made", "durable_push_read"]);
     common::run_python_client("js_consumers.py", &args);
-    common::run_node_client("js_consumers.cjs", &[&reference.addr, "pull", "max_bytes"]);
+    common::run_node_client(
+        "js_consumers.cjs",
+        &[&reference.addr, "pull", "max_bytes", "ack_none_kept"],
+    );
     common::run_node_client("js_ordered.cjs", &[&reference.addr]);
 }

@@ -91,6 +91,33 @@ async function maxBytes(js, jsm, tag) {
   await jsm.streams.delete(name);
 }
 
+// An ack-none consumer's message that a fetch could not take (it did not fit max_bytes) is not
+// lost: the next fetch gets it.
+async function ackNoneKept(js, jsm, tag) {
+  const name = `JAN${tag}`;
+  await jsm.streams.add({ name, subjects: [`jan${tag}.>`] });
+  for (let i = 0; i < 4; i++) {
+    await js.publish(`jan${tag}.x`, `${i}${"y".repeat(i === 2 ? 600 : 10)}`);
+  }
+  await jsm.consumers.add(name, { durable_name: "w", ack_policy: AckPolicy.None });
+  const consumer = await js.consumers.get(name, "w");
+  const first = [];
+  try {
+    for await (const m of await consumer.fetch({ max_bytes: 400, expires: 2000 })) {
+      first.push(m.string()[0]);
+    }
+  } catch (e) {
+    check(e.code === 409, `ended by ${e}`);
+  }
+  check(first.join() === "0,1", `the first fetch takes what fits: ${first}`);
+  const rest = [];
+  for await (const m of await consumer.fetch({ max_messages: 2, expires: 2000 })) {
+    rest.push(m.string()[0]);
+  }
+  check(rest.join() === "2,3", `the message that did not fit comes next: ${rest}`);
+  await jsm.streams.delete(name);
+}
+
 async function main() {
   const [server, ...sections] = process.argv.slice(2);
   const nc = await connect({ servers: server });
@@ -100,6 +127,7 @@ async function main() {
   for (const section of sections) {
     if (section === "pull") await pull(js, jsm, tag);
     else if (section === "max_bytes") await maxBytes(js, jsm, tag);
+    else if (section === "ack_none_kept") await ackNoneKept(js, jsm, tag);
     else throw new Error(`unknown section ${section}`);
   }
   await nc.close();

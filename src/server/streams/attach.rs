@@ -89,7 +89,15 @@ pub fn attach_consumer(
         conn,
         sid: config.sid,
     };
-    credit::register(shard, conn, config.sid, stream.clone(), &config.name, sink);
+    credit::register(
+        shard,
+        conn,
+        config.sid,
+        stream.clone(),
+        &config.name,
+        sink,
+        acks_none,
+    );
     // Every join is sent (and noted by its owner) before anything is awaited, so a pull or a
     // closing connection that follows finds the member on its way in everywhere.
     let mut slots = Vec::with_capacity(stream.partitions as usize);

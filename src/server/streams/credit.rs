@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_protocol::op::{Op, StreamMsg};
+use sluice_protocol::op::{AckKind, Op, StreamMsg};
 use sluice_protocol::ErrorCode;
 
 use super::consumer::{Delivered, Member};
@@ -58,6 +58,10 @@ pub struct HomeMember {
     outstanding: RefCell<Vec<u64>>,
     /// Where its deliveries go, when not as native frames.
     sink: Option<Rc<dyn DeliverySink>>,
+    /// Its consumer takes no acks (JetStream's ack none): a message counts as acked once it is
+    /// written to the member's connection, not when it leaves its partition, so that one the
+    /// member hands back is delivered again rather than lost.
+    acks_on_arrival: bool,
 }
 
 impl HomeMember {
@@ -85,6 +89,7 @@ pub fn register(
     stream: Arc<StreamConfig>,
     consumer: &str,
     sink: Option<Rc<dyn DeliverySink>>,
+    acks_on_arrival: bool,
 ) {
     let mut streams = shard.streams.borrow_mut();
     let homes = &mut streams.homes.members;
@@ -103,6 +108,7 @@ pub fn register(
             outstanding: RefCell::new(vec![0; stream.partitions as usize]),
             stream,
             sink,
+            acks_on_arrival,
         }),
     );
 }
@@ -295,6 +301,17 @@ pub fn arrive(shard: &Rc<StreamShard>, delivery: Delivered, frame: Bytes) {
                 return;
             }
         }
+    }
+    if member.acks_on_arrival {
+        super::consumer_ack(
+            shard,
+            &delivery.stream,
+            &delivery.consumer,
+            delivery.partition,
+            delivery.offset,
+            AckKind::Ack,
+            0,
+        );
     }
     member.credit.set(credit - 1);
     let spent = {

@@ -88,12 +88,8 @@ pub(super) async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, ap
                 // Not yet delivered: what is new, and what waits first in line.
                 pending: c.undelivered() + c.returned.borrow().len() as u64,
             };
+            // An ack-none consumer's message is acked by its member's home once written there.
             deliver(&shard, delivery, record.body);
-            if c.ack_policy == sluice_protocol::jetstream::json::AckPolicy::None {
-                // Delivered is done.
-                c.pending.borrow_mut().remove(&offset);
-                c.mark_acked(offset);
-            }
             if matches!(source, Source::Redeliver(_)) {
                 break;
             }
