@@ -129,6 +129,19 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether anyone, here or on another shard, wants the subject.
+    pub fn is_wanted(&self) -> bool {
+        !self.local.is_empty() || self.remote != 0 || !self.groups.is_empty()
+    }
+
+    /// Whether everyone it reaches is a NATS subscription on this shard (no queue group, no other
+    /// shard): a NATS message can then go out from its parts, with no frame made for it.
+    pub fn is_nats_only(&self) -> bool {
+        self.remote == 0
+            && self.groups.is_empty()
+            && self.local.iter().all(|s| s.nats_sid.is_some())
+    }
+
     fn add(&mut self, entry: &Entry) {
         match entry {
             Entry::Local(sub) => match &sub.queue {
@@ -223,7 +236,7 @@ impl Interest {
         }
         let mut route = Route::default();
         self.list.for_each_match(subject, |entry| route.add(entry));
-        if route.local.is_empty() && route.remote == 0 && route.groups.is_empty() {
+        if !route.is_wanted() {
             return self.empty.clone();
         }
         let route = Rc::new(route);

@@ -241,7 +241,8 @@ impl Shard {
     /// When only NATS subscriptions of this shard want it (a publish ack on its publisher's reply
     /// inbox), it goes out from its parts with no frame made.
     pub fn route_made(&self, subject: &str, headers: &[u8], payload: &[u8]) {
-        if let Some(route) = self.nats_only_route(subject) {
+        let route = self.route_of(subject);
+        if route.is_nats_only() {
             let parts = Parts {
                 subject,
                 reply: None,
@@ -259,13 +260,7 @@ impl Shard {
             payload,
             ack: false,
         }));
-        self.route(&frame, subject);
-    }
-
-    /// Routes a message the broker made itself (an ack on a reply subject, an advisory): as
-    /// `route_from`, but nobody waits for congested subscribers.
-    pub fn route(&self, frame: &Frame, subject: &str) {
-        self.route_from(frame, subject, None);
+        self.route_along(&frame, &route, subject, None);
         self.congested.borrow_mut().clear();
     }
 
@@ -274,38 +269,55 @@ impl Shard {
     /// subscriptions of connection `no_echo` (a NATS client that connected with `echo: false`).
     /// Returns whether anyone was interested. The publisher then takes `take_congested`.
     pub fn route_from(&self, frame: &Frame, subject: &str, no_echo: Option<u64>) -> bool {
-        self.route_by(frame, subject, no_echo, None)
+        let route = self.route_of(subject);
+        self.route_by(frame, &route, subject, no_echo, None)
+    }
+
+    /// As `route_from`, along a route already looked up with [`Shard::route_of`].
+    pub fn route_along(
+        &self,
+        frame: &Frame,
+        route: &Route,
+        subject: &str,
+        no_echo: Option<u64>,
+    ) -> bool {
+        self.route_by(frame, route, subject, no_echo, None)
+    }
+
+    /// Who wants `subject`: from the route cache when it is there.
+    pub fn route_of(&self, subject: &str) -> Rc<Route> {
+        self.interest.borrow_mut().route(subject)
     }
 
     /// Routes a message the broker made by a subject other than its own (`to`): the subscribers
     /// of `to` get it with its own subject, as a JetStream push consumer delivers to its deliver
     /// subject. Returns whether anyone was interested.
     pub fn route_to(&self, frame: &Frame, to: &Arc<str>) -> bool {
-        let interested = self.route_by(frame, to, None, Some(to));
+        let route = self.route_of(to);
+        let interested = self.route_by(frame, &route, to, None, Some(to));
         self.congested.borrow_mut().clear();
         interested
     }
 
     /// Whether anyone, on any shard, subscribes to what `subject` matches.
     pub fn has_interest(&self, subject: &str) -> bool {
-        let route = self.interest.borrow_mut().route(subject);
-        !route.local.is_empty() || route.remote != 0 || !route.groups.is_empty()
+        self.route_of(subject).is_wanted()
     }
 
     fn route_by(
         &self,
         frame: &Frame,
+        route: &Route,
         subject: &str,
         no_echo: Option<u64>,
         to: Option<&Arc<str>>,
     ) -> bool {
-        let route = self.interest.borrow_mut().route(subject);
         for sub in &route.local {
             if no_echo != Some(sub.conn.id) {
                 self.deliver(sub, frame);
             }
         }
-        let interested = !route.local.is_empty() || route.remote != 0 || !route.groups.is_empty();
+        let interested = route.is_wanted();
         let mut picks: Vec<(ShardId, Arc<str>)> = Vec::new();
         for group in &route.groups {
             let total = group.local.len() + group.remote.len();
@@ -504,19 +516,8 @@ impl Shard {
         }
     }
 
-    /// The route of `subject` if everyone it reaches is a NATS subscription on this shard (no
-    /// queue group, no other shard): a NATS publish can then go out from its parts, with no frame
-    /// made for it ([`Shard::route_parts`]).
-    pub fn nats_only_route(&self, subject: &str) -> Option<Rc<Route>> {
-        let route = self.interest.borrow_mut().route(subject);
-        let nats_only = route.remote == 0
-            && route.groups.is_empty()
-            && route.local.iter().all(|s| s.nats_sid.is_some());
-        nats_only.then_some(route)
-    }
-
-    /// Delivers a NATS publish from its parts along a route from [`Shard::nats_only_route`],
-    /// skipping connection `no_echo`. Returns whether anyone was interested.
+    /// Delivers a NATS publish from its parts along a route that [`Route::is_nats_only`], skipping
+    /// connection `no_echo`. Returns whether anyone was interested.
     pub fn route_parts(&self, route: &Route, parts: &Parts<'_>, no_echo: Option<u64>) -> bool {
         let bytes = parts.headers.len() + parts.payload.len();
         for sub in &route.local {

@@ -259,11 +259,14 @@ pub fn publish(
         return Err(refusal);
     }
     // A NATS publish that no stream captures and that only NATS subscriptions of this shard
-    // want goes out from its parts: no frame is made for it.
-    if let Body::Parts { headers, payload } = incoming.body {
-        let route = shard.core.nats_only_route(incoming.subject);
-        if let Some(route) = route.filter(|_| !streams::captures(&shard.streams, incoming.subject))
-        {
+    // want goes out from its parts: no frame is made for it. Its route is looked up once, for
+    // either path.
+    let route = match incoming.body {
+        Body::Parts { .. } => Some(shard.core.route_of(incoming.subject)),
+        Body::Frame(_) => None,
+    };
+    if let (Body::Parts { headers, payload }, Some(route)) = (&incoming.body, &route) {
+        if route.is_nats_only() && !streams::captures(&shard.streams, incoming.subject) {
             add(
                 &shard.core.stats.bytes_in,
                 (headers.len() + payload.len()) as u64,
@@ -276,7 +279,7 @@ pub fn publish(
                 headers,
                 payload,
             };
-            let interested = shard.core.route_parts(&route, &parts, no_echo);
+            let interested = shard.core.route_parts(route, &parts, no_echo);
             conn.client.note_congested(&shard.core);
             return Ok(Published {
                 interested,
@@ -301,7 +304,12 @@ pub fn publish(
     add(&shard.core.stats.bytes_in, frame.len() as u64);
     accepted();
     let no_echo = (!conn.nats.borrow().echo).then_some(conn.client.id);
-    let interested = shard.core.route_from(frame, incoming.subject, no_echo);
+    let interested = match &route {
+        Some(route) => shard
+            .core
+            .route_along(frame, route, incoming.subject, no_echo),
+        None => shard.core.route_from(frame, incoming.subject, no_echo),
+    };
     let stored = match incoming.ack {
         AckMode::OnReply => streams::capture_with_reply(
             &shard.streams,
