@@ -9,7 +9,8 @@ use bytes::Bytes;
 use sluice_protocol::op::Op;
 use sluice_protocol::Frame;
 
-use super::{flush_appends, send_to_partition, AckOutcome, AckTo, CallItem, CallSlot};
+use super::capture::send_to_partition;
+use super::{flush_appends, AckOutcome, AckTo, CallItem, CallSlot};
 use super::{handle_api_here, PartitionReply, StreamShard};
 use crate::api::{ConsumerConfig, StreamConfig};
 use crate::server::ShardId;
