@@ -213,7 +213,7 @@ async def ages(js, jsm, tag: str) -> None:
     state = None
     for _ in range(60):
         state = (await jsm.stream_info(name)).state
-        if state.messages < 5:
+        if state.messages <= 2:
             break
         await asyncio.sleep(0.05)
     assert (state.messages, state.first_seq) == (2, 4), state
