@@ -438,20 +438,15 @@ fn consumer_info(info: &api::ConsumerInfo) -> ConsumerInfo {
     let partitions = u32::try_from(info.partitions.len()).unwrap_or(1).max(1);
     // On a one-partition stream (every stream the JetStream API makes) these are exact.
     let delivered_seq: u64 = info.partitions.iter().map(|p| p.delivered_seq).sum();
-    let last_delivered = info
-        .partitions
-        .iter()
-        .filter(|p| p.next > 0)
-        .filter_map(|p| seq_of(p.partition, p.next - 1, partitions))
-        .max()
-        .unwrap_or(0);
-    let floor = info
-        .partitions
-        .iter()
-        .filter(|p| p.ack_floor > 0)
-        .filter_map(|p| seq_of(p.partition, p.ack_floor - 1, partitions))
-        .min()
-        .unwrap_or(0);
+    // The stream sequences of the offsets just below a per-partition mark (next, ack floor).
+    let below = |mark: fn(&api::ConsumerPartitionInfo) -> u64| {
+        info.partitions
+            .iter()
+            .filter(move |p| mark(p) > 0)
+            .filter_map(move |p| seq_of(p.partition, mark(p) - 1, partitions))
+    };
+    let last_delivered = below(|p| p.next).max().unwrap_or(0);
+    let floor = below(|p| p.ack_floor).min().unwrap_or(0);
     ConsumerInfo {
         stream_name: info.stream.clone(),
         name: info.name.clone(),
