@@ -25,7 +25,7 @@ impl RecordCache {
     /// Adds the next record; it must follow the newest one.
     pub fn push(&mut self, record: Record) {
         if let Some(last) = self.records.back() {
-            if record.offset != last.offset + 1 {
+            if record.offset != last.end() {
                 self.clear();
             }
         }
@@ -81,7 +81,7 @@ impl RecordCache {
     }
 
     /// Records from `from` below `until`, about `max_bytes` of bodies (at least one record), if the
-    /// cache holds `from`.
+    /// cache holds `from`; the first is the one that takes `from` (a span may start below it).
     pub fn read(
         &self,
         from: u64,
@@ -94,7 +94,12 @@ impl RecordCache {
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let start = (from - first) as usize;
+        // Dense offsets index directly; spans need a search for the record that takes `from`.
+        let direct = (from - first) as usize;
+        let start = match self.records.get(direct) {
+            Some(r) if r.offset == from => direct,
+            _ => self.records.partition_point(|r| r.end() <= from),
+        };
         for record in self.records.iter().skip(start) {
             if record.offset >= until || (!out.is_empty() && bytes + record.body.len() > max_bytes)
             {
@@ -115,6 +120,7 @@ mod tests {
     fn record(offset: u64, len: usize) -> Record {
         Record {
             offset,
+            count: 1,
             timestamp_ns: offset,
             body: Bytes::from(vec![0u8; len]),
         }
@@ -137,5 +143,28 @@ mod tests {
         assert_eq!(one.len(), 1, "at least one record whatever the budget");
         cache.truncate_from(9);
         assert_eq!(cache.read(7, 100, 1000).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_read_inside_a_span_starts_at_the_span() {
+        let mut cache = RecordCache::new(1000);
+        let span = |offset, count| Record {
+            offset,
+            count,
+            timestamp_ns: 0,
+            body: Bytes::from_static(b"batch"),
+        };
+        cache.push(span(0, 3));
+        cache.push(span(3, 1));
+        cache.push(span(4, 5));
+        let at = |from| -> Vec<u64> {
+            let got = cache.read(from, 9, 1000).unwrap();
+            got.iter().map(|r| r.offset).collect()
+        };
+        assert_eq!(at(0), vec![0, 3, 4]);
+        assert_eq!(at(2), vec![0, 3, 4]);
+        assert_eq!(at(3), vec![3, 4]);
+        assert_eq!(at(7), vec![4]);
+        assert!(cache.read(9, 9, 1000).unwrap().is_empty());
     }
 }

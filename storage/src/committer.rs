@@ -258,6 +258,7 @@ fn record_started(inner: &Inner, mut position: u64, batches: &[Pending]) {
         active.first_timestamp_ns.get_or_insert(b.timestamp_ns);
         active.max_timestamp_ns = active.max_timestamp_ns.max(b.timestamp_ns);
         active.last_record_position = position + b.last_record_at;
+        active.last_record_offset = b.last_record_offset;
         position += b.bytes.len() as u64;
     }
 }
@@ -293,7 +294,7 @@ fn seal_index(inner: &Inner) {
     if active.is_empty() {
         return;
     }
-    let last_offset = active.next_offset - 1;
+    let last_offset = active.last_record_offset;
     if active.index.last().is_some_and(|e| e.offset >= last_offset)
         || active.last_record_position == 0
     {

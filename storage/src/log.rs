@@ -97,6 +97,8 @@ pub(crate) struct Pending {
     pub(crate) timestamp_ns: u64,
     /// Position of the last record within `bytes`.
     pub(crate) last_record_at: u64,
+    /// Offset of the last record.
+    pub(crate) last_record_offset: u64,
     /// When the append was called, for the append latency histogram.
     pub(crate) queued: std::time::Instant,
 }
@@ -199,6 +201,16 @@ impl PartitionLog {
     /// The ordered stage of an append, without waiting: offsets are assigned and the records queued
     /// now, so appends keep the order of these calls; the ticket waits for durability.
     pub fn append_ordered(&self, bodies: &[Bytes]) -> Result<AppendTicket, StorageError> {
+        self.append_spans(bodies, |_| 1)
+    }
+
+    /// `append_ordered` for records that may take several offsets each: record `i` takes
+    /// `count(i)` (at least 1) consecutive offsets, as a Kafka record batch takes one per record.
+    pub fn append_spans(
+        &self,
+        bodies: &[Bytes],
+        count: impl Fn(usize) -> u32,
+    ) -> Result<AppendTicket, StorageError> {
         let inner = &self.inner;
         let (first, end, epoch) = {
             let mut st = inner.state.borrow_mut();
@@ -225,20 +237,29 @@ impl PartitionLog {
             }
             let timestamp_ns = now_ns().max(st.last_timestamp_ns);
             st.last_timestamp_ns = timestamp_ns;
-            let total: usize = bodies.iter().map(|b| record::encoded_len(b.len())).sum();
+            let total: usize = bodies
+                .iter()
+                .enumerate()
+                .map(|(i, b)| record::encoded_span_len(b.len(), count(i).max(1)))
+                .sum();
             let mut bytes = Vec::with_capacity(total);
             let mut last_record_at = 0;
+            let mut offset = first;
+            let mut last_record_offset = first;
             for (i, body) in bodies.iter().enumerate() {
-                let offset = first + i as u64;
+                let n = count(i).max(1);
                 last_record_at = bytes.len() as u64;
-                record::encode(&mut bytes, offset, timestamp_ns, body);
+                last_record_offset = offset;
+                record::encode_span(&mut bytes, offset, n, timestamp_ns, body);
                 st.cache.push(Record {
                     offset,
+                    count: n,
                     timestamp_ns,
                     body: body.clone(),
                 });
+                offset += u64::from(n);
             }
-            let count = bodies.len() as u64;
+            let count = offset - first;
             st.assign_next += count;
             st.pending.push(Pending {
                 first,
@@ -246,6 +267,7 @@ impl PartitionLog {
                 bytes,
                 timestamp_ns,
                 last_record_at,
+                last_record_offset,
                 queued: std::time::Instant::now(),
             });
             (first, first + count, st.epoch)
@@ -297,7 +319,8 @@ impl PartitionLog {
     }
 
     /// Records from `from`, about `max_bytes` of bodies but at least one record, committed ones
-    /// only. Recent records come from memory; older ones from disk.
+    /// only. Recent records come from memory; older ones from disk. If `from` falls inside a span
+    /// record, that record comes first (its offset is below `from`).
     pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
         let (committed, start) = {
             let st = self.inner.state.borrow();
@@ -342,7 +365,7 @@ impl PartitionLog {
                         stopped = true;
                         return false;
                     }
-                    if visit.offset < next {
+                    if visit.offset + u64::from(visit.count) <= next {
                         return true;
                     }
                     if !out.is_empty() && bytes + visit.body.len() > budget {
@@ -352,6 +375,7 @@ impl PartitionLog {
                     bytes += visit.body.len();
                     out.push(Record {
                         offset: visit.offset,
+                        count: visit.count,
                         timestamp_ns: visit.timestamp_ns,
                         body: visit.body,
                     });
@@ -369,7 +393,7 @@ impl PartitionLog {
             if stopped {
                 break;
             }
-            let reached = out.last().map_or(next, |r| r.offset + 1);
+            let reached = out.last().map_or(next, Record::end);
             if reached < place.segment_next.min(committed) {
                 // The walk ended early without reason: the segment is shorter than it claims.
                 return Err(StorageError::Corruption {
@@ -461,7 +485,7 @@ impl PartitionLog {
             if let Some(found) = records.iter().find(|r| r.timestamp_ns >= timestamp_ns) {
                 return Ok(found.offset);
             }
-            from = last.offset + 1;
+            from = last.end();
         }
     }
 

@@ -9,43 +9,87 @@
 //! All integers little-endian. `length` counts the body. `crc32c` covers everything after itself
 //! (offset, timestamp and body), so a record copied to the wrong place, a torn write, or zeroed
 //! padding never checks. The body is opaque: the broker stores frames exactly as they arrived.
+//!
+//! A record usually takes one offset. A *span* record takes `count` consecutive offsets from its
+//! own (a Kafka record batch, stored whole as it arrived): the top bit of `length` marks it, and
+//! a `u32 count` (covered by the checksum) follows the timestamp:
+//!
+//! ```text
+//! | length | 1<<31 | crc32c | offset | timestamp_ns | count (u32) | body |
+//! ```
 
 use bytes::Bytes;
 
-/// Bytes before the body.
+/// Bytes before the body of a one-offset record.
 pub const RECORD_HEADER_BYTES: usize = 24;
+
+/// Bytes before the body of a span record: the count follows the timestamp.
+pub const SPAN_HEADER_BYTES: usize = 28;
+
+/// The bit of `length` that marks a span record.
+const SPAN_FLAG: u32 = 1 << 31;
 
 /// One record read back from a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub offset: u64,
+    /// Offsets the record takes: 1, or a span's count.
+    pub count: u32,
     pub timestamp_ns: u64,
     pub body: Bytes,
 }
 
-/// Appends the encoded record to `out`.
+impl Record {
+    /// One past the last offset the record takes.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.count)
+    }
+}
+
+/// Appends the encoded one-offset record to `out`.
 pub fn encode(out: &mut Vec<u8>, offset: u64, timestamp_ns: u64, body: &[u8]) {
+    encode_span(out, offset, 1, timestamp_ns, body);
+}
+
+/// Appends the encoded record taking `count` offsets from `offset` (a span if `count` > 1).
+pub fn encode_span(out: &mut Vec<u8>, offset: u64, count: u32, timestamp_ns: u64, body: &[u8]) {
     let start = out.len();
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let span = count != 1;
+    let length = body.len() as u32 | if span { SPAN_FLAG } else { 0 };
+    out.extend_from_slice(&length.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&offset.to_le_bytes());
     out.extend_from_slice(&timestamp_ns.to_le_bytes());
+    if span {
+        out.extend_from_slice(&count.to_le_bytes());
+    }
     out.extend_from_slice(body);
     let crc = crc32c::crc32c(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Bytes a record with this body takes on disk.
+/// Bytes a one-offset record with this body takes on disk.
 pub fn encoded_len(body_len: usize) -> usize {
     RECORD_HEADER_BYTES + body_len
+}
+
+/// Bytes a record taking `count` offsets with this body takes on disk.
+pub fn encoded_span_len(body_len: usize, count: u32) -> usize {
+    if count == 1 {
+        RECORD_HEADER_BYTES + body_len
+    } else {
+        SPAN_HEADER_BYTES + body_len
+    }
 }
 
 /// What is found at a position of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
-    /// A whole, valid record: its offset, timestamp, and where its body lies in the input.
+    /// A whole, valid record: its offset, the offsets it takes, its timestamp, and where its
+    /// body lies in the input.
     Valid {
         offset: u64,
+        count: u32,
         timestamp_ns: u64,
         body_start: usize,
         body_len: usize,
@@ -63,6 +107,8 @@ pub enum Invalid {
     Length { length: u32 },
     /// The checksum does not match.
     Checksum { stored: u32, computed: u32 },
+    /// A span record that takes no offset.
+    Count,
 }
 
 /// Parses the record at the start of `bytes`; `body_bytes_max` bounds the length field.
@@ -72,11 +118,18 @@ pub fn parse(bytes: &[u8], body_bytes_max: u32) -> Parsed {
             need: RECORD_HEADER_BYTES,
         };
     }
-    let length = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let raw = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let span = raw & SPAN_FLAG != 0;
+    let length = raw & !SPAN_FLAG;
     if length > body_bytes_max {
         return Parsed::Invalid(Invalid::Length { length });
     }
-    let total = RECORD_HEADER_BYTES + length as usize;
+    let header = if span {
+        SPAN_HEADER_BYTES
+    } else {
+        RECORD_HEADER_BYTES
+    };
+    let total = header + length as usize;
     if bytes.len() < total {
         return Parsed::Incomplete { need: total };
     }
@@ -90,10 +143,19 @@ pub fn parse(bytes: &[u8], body_bytes_max: u32) -> Parsed {
         w.copy_from_slice(&bytes[at..at + 8]);
         u64::from_le_bytes(w)
     };
+    let count = if span {
+        u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]])
+    } else {
+        1
+    };
+    if count == 0 {
+        return Parsed::Invalid(Invalid::Count);
+    }
     Parsed::Valid {
         offset: word(8),
+        count,
         timestamp_ns: word(16),
-        body_start: RECORD_HEADER_BYTES,
+        body_start: header,
         body_len: length as usize,
     }
 }
@@ -111,11 +173,37 @@ mod tests {
             parse(&out, 1024),
             Parsed::Valid {
                 offset: 42,
+                count: 1,
                 timestamp_ns: 7,
                 body_start: 24,
                 body_len: 4
             }
         );
+    }
+
+    #[test]
+    fn a_span_record_parses_back_with_its_count() {
+        let mut out = Vec::new();
+        encode_span(&mut out, 10, 5, 7, b"batch");
+        assert_eq!(out.len(), encoded_span_len(5, 5));
+        assert_eq!(
+            parse(&out, 1024),
+            Parsed::Valid {
+                offset: 10,
+                count: 5,
+                timestamp_ns: 7,
+                body_start: SPAN_HEADER_BYTES,
+                body_len: 5
+            }
+        );
+        for byte in 4..out.len() {
+            let mut bad = out.clone();
+            bad[byte] ^= 1;
+            assert!(
+                matches!(parse(&bad, 1024), Parsed::Invalid(_)),
+                "byte {byte}"
+            );
+        }
     }
 
     #[test]

@@ -216,7 +216,7 @@ async fn walk_and_index(
         }
         first_ts.get_or_insert(visit.timestamp_ns);
         max_ts = max_ts.max(visit.timestamp_ns);
-        next = visit.offset + 1;
+        next = visit.offset + u64::from(visit.count);
         true
     })
     .await?;

@@ -54,6 +54,8 @@ pub struct Segment {
     pub indexed_position: u64,
     /// Position of the newest record, for the last index entry written when the segment is sealed.
     pub last_record_position: u64,
+    /// Offset of the newest record (below `next_offset - 1` if it is a span).
+    pub last_record_offset: u64,
     /// A read handle, opened on first read.
     pub reader: Option<Rc<DmaFile>>,
 }
@@ -71,6 +73,7 @@ impl Segment {
             index: Index::default(),
             indexed_position: 0,
             last_record_position: 0,
+            last_record_offset: 0,
             reader: None,
         }
     }
@@ -85,6 +88,8 @@ impl Segment {
 pub struct Visit {
     pub position: u64,
     pub offset: u64,
+    /// Offsets the record takes (1, or a span's count).
+    pub count: u32,
     pub timestamp_ns: u64,
     pub body: Bytes,
     /// Bytes the record takes in the file.
@@ -102,7 +107,7 @@ pub struct WalkEnd {
 
 /// Walks the records of `file` from `position` to `end`, calling `visit` for each until it returns
 /// false. Stops at the first bytes that are not a valid record, or whose offset is not the one that
-/// follows (`expected_offset`, then +1 per record).
+/// follows (`expected_offset`, then past each record's offsets).
 pub async fn walk(
     file: &DmaFile,
     path: &Path,
@@ -123,6 +128,7 @@ pub async fn walk(
             match parse(&chunk[at..], body_bytes_max) {
                 Parsed::Valid {
                     offset,
+                    count,
                     timestamp_ns,
                     body_start,
                     body_len,
@@ -139,10 +145,11 @@ pub async fn walk(
                     }
                     let body = chunk.slice(at + body_start..at + body_start + body_len);
                     at += len as usize;
-                    expected_offset += 1;
+                    expected_offset += u64::from(count);
                     let go_on = visit(Visit {
                         position: record_position,
                         offset,
+                        count,
                         timestamp_ns,
                         body,
                         len,
@@ -177,6 +184,7 @@ pub async fn walk(
                         Invalid::Checksum { stored, computed } => format!(
                             "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
                         ),
+                        Invalid::Count => "a span record of no offsets".to_string(),
                     };
                     return Ok(invalid(position + at as u64, reason));
                 }

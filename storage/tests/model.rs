@@ -1,4 +1,5 @@
-//! Random appends, reads, reopens, truncations and retention against a simple in-memory model.
+//! Random appends (of one-offset records and of spans), reads, reopens, truncations and retention
+//! against a simple in-memory model.
 //! Each run prints its seed; `SLUICE_SEED=<seed>` replays one.
 
 mod common;
@@ -35,18 +36,34 @@ fn check_seed(seed: u64) {
             record_bytes_max: 16 * 1024,
             ..LogConfig::default()
         };
-        // The model: the records from `start` on, in order.
+        // The model: for each offset from `start` on, the record that takes it (its first offset,
+        // its count and its body).
         let mut start = 0u64;
-        let mut model: VecDeque<Bytes> = VecDeque::new();
+        let mut model: VecDeque<(u64, u32, Bytes)> = VecDeque::new();
         let mut log = PartitionLog::open(&path, config.clone()).await.unwrap();
         for op in 0..OPS_PER_SEED {
             match rng.u8(..100) {
                 0..=49 => {
                     let n = rng.usize(1..8);
                     let batch: Vec<Bytes> = (0..n).map(|_| random_body(&mut rng)).collect();
-                    let first = log.append(&batch).await.unwrap();
+                    let spans = rng.bool();
+                    let counts: Vec<u32> = (0..n)
+                        .map(|_| if spans { rng.u32(1..6) } else { 1 })
+                        .collect();
+                    let first = log
+                        .append_spans(&batch, |i| counts[i])
+                        .unwrap()
+                        .durable()
+                        .await
+                        .unwrap();
                     assert_eq!(first, start + model.len() as u64, "op {op}: append offset");
-                    model.extend(batch);
+                    let mut offset = first;
+                    for (body, &count) in batch.into_iter().zip(&counts) {
+                        for _ in 0..count {
+                            model.push_back((offset, count, body.clone()));
+                        }
+                        offset += u64::from(count);
+                    }
                 }
                 50..=79 => {
                     let end = start + model.len() as u64;
@@ -62,9 +79,17 @@ fn check_seed(seed: u64) {
                         "op {op}: read from {from} returned nothing"
                     );
                     let mut bytes = 0;
-                    for (i, r) in got.iter().enumerate() {
-                        assert_eq!(r.offset, from + i as u64, "op {op}: offsets consecutive");
-                        assert_eq!(r.body, model[(r.offset - start) as usize], "op {op}: body");
+                    let mut expected = model[(from - start) as usize].0;
+                    for r in &got {
+                        assert_eq!(r.offset, expected, "op {op}: offsets consecutive");
+                        let at = r.offset.max(from) - start;
+                        let (offset, count, body) = &model[at as usize];
+                        assert_eq!(
+                            (r.offset, r.count, &r.body),
+                            (*offset, *count, body),
+                            "op {op}: record"
+                        );
+                        expected = r.end();
                         bytes += r.body.len();
                     }
                     assert!(
