@@ -7,12 +7,15 @@
 //! - [`subject`]: subject and pattern validation.
 //! - [`sublist`]: a trie that matches subjects against subscription patterns with `*` and `>`.
 //! - [`jetstream`]: the JetStream API's subjects, JSON, acks, pulls, headers and times.
+//! - [`kafka`]: the Kafka wire protocol: request framing and headers, the versions Sluice
+//!   serves, record batches (checked, counted, re-based, built) and the message codec.
 //! - [`error`]: typed decode errors and the codes the server sends back.
 //! - [`limits`]: every bound of the protocol, named, with the reason for it.
 
 pub mod error;
 pub mod frame;
 pub mod jetstream;
+pub mod kafka;
 pub mod limits;
 pub mod name;
 pub mod nats;

@@ -147,7 +147,10 @@ fn records_across_many_reservation_steps_survive_a_reopen_and_a_crash() {
         while log.size_bytes() < target {
             let first = model.len() as u64;
             let record = body(&mut rng, first);
-            assert_eq!(log.append(std::slice::from_ref(&record)).await.unwrap(), first);
+            assert_eq!(
+                log.append(std::slice::from_ref(&record)).await.unwrap(),
+                first
+            );
             model.push(record);
         }
         // And crashes again, this time after a recovery.

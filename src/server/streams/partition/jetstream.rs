@@ -13,8 +13,8 @@ impl Partition {
         &self,
         shard: &Rc<StreamShard>,
         log: &PartitionLog,
-        items: Vec<(Bytes, Option<Done>)>,
-    ) -> (Vec<(Bytes, Option<Done>)>, Vec<(u64, Done)>, Removal) {
+        items: Vec<Queued>,
+    ) -> (Vec<Queued>, Vec<(u64, Done)>, Removal) {
         let mut checks = self.checks.borrow_mut();
         let Some(checks) = checks.as_mut() else {
             return (items, Vec::new(), Removal::default());
@@ -33,12 +33,16 @@ impl Partition {
         let sequence = |offset| seq_of(index, offset, partitions).unwrap_or(u64::MAX);
         let mut keep = Vec::with_capacity(items.len());
         let mut duplicates = Vec::new();
-        for (body, done) in items {
-            let frame = Frame::check(body.clone(), u32::MAX).ok();
+        for queued in items {
+            let frame = Frame::check(queued.body.clone(), u32::MAX).ok();
             let Some((subject, headers, payload)) = frame.as_ref().and_then(publish_parts) else {
-                keep.push((body, done));
+                // Not a publish (a Kafka record batch): stored as it is, past the checks.
+                next += u64::from(queued.count);
+                bytes += queued.body.len() as u64;
+                keep.push(queued);
                 continue;
             };
+            let Queued { body, done, .. } = queued;
             let incoming = Incoming {
                 subject,
                 headers,
@@ -52,7 +56,11 @@ impl Partition {
                     removal.below = removes.below.or(removal.below);
                     next += 1;
                     bytes += body.len() as u64;
-                    keep.push((body, done));
+                    keep.push(Queued {
+                        body,
+                        count: 1,
+                        done,
+                    });
                 }
                 Verdict::Duplicate { offset } => {
                     if let Some(done) = done {

@@ -101,7 +101,7 @@ pub struct Partition {
     log: RefCell<Option<Rc<PartitionLog>>>,
     /// Set if the log could not be opened: appends fail with it.
     failed: RefCell<Option<String>>,
-    pending: RefCell<Vec<(Bytes, Option<Done>)>>,
+    pending: RefCell<Vec<Queued>>,
     /// Whether the partition is on the shard's dirty list.
     queued: Cell<bool>,
     removed: Cell<bool>,
@@ -143,6 +143,14 @@ pub struct Partition {
     checks_first: Cell<u64>,
     /// Messages deleted from the middle of the partition: readers skip them.
     deleted: Rc<RefCell<Deleted>>,
+}
+
+/// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
+/// record, a publish one) and who waits for its ack.
+pub(super) struct Queued {
+    pub body: Bytes,
+    pub count: u32,
+    pub done: Option<Done>,
 }
 
 /// Idle partitions looked at, to close their logs, each time one opens past the bound.
@@ -424,10 +432,25 @@ impl Partition {
 
     /// Queues a body for the next append.
     pub fn enqueue(self: &Rc<Self>, shard: &Rc<StreamShard>, body: Bytes, done: Option<Done>) {
+        self.enqueue_span(shard, body, 1, done);
+    }
+
+    /// Queues a body that takes `count` offsets (a Kafka record batch) for the next append.
+    pub fn enqueue_span(
+        self: &Rc<Self>,
+        shard: &Rc<StreamShard>,
+        body: Bytes,
+        count: u32,
+        done: Option<Done>,
+    ) {
         self.open();
         self.unsynced_bytes
             .set(self.unsynced_bytes.get() + body.len());
-        self.pending.borrow_mut().push((body, done));
+        self.pending.borrow_mut().push(Queued {
+            body,
+            count: count.max(1),
+            done,
+        });
         if self.is_congested() {
             shard.core.note_backlog(Backlog::Congested(self.clone()));
         }
@@ -448,11 +471,11 @@ impl Partition {
         if items.is_empty() {
             return;
         }
-        let batch_bytes: usize = items.iter().map(|(body, _)| body.len()).sum();
+        let batch_bytes: usize = items.iter().map(|q| q.body.len()).sum();
         let stream: Arc<str> = Arc::from(self.config.name.as_str());
-        let fail_all = |shard: &Rc<StreamShard>, items: Vec<(Bytes, Option<Done>)>, why: String| {
-            for (_, done) in items {
-                if let Some(done) = done {
+        let fail_all = |shard: &Rc<StreamShard>, items: Vec<Queued>, why: String| {
+            for q in items {
+                if let Some(done) = q.done {
                     resolve(
                         shard,
                         done,
@@ -472,12 +495,14 @@ impl Partition {
             return;
         };
         let (items, duplicates, removal) = self.apply_checks(shard, &log, items);
-        let bodies: Vec<Bytes> = items.iter().map(|(b, _)| b.clone()).collect();
-        match log.append_ordered(&bodies) {
+        let bodies: Vec<Bytes> = items.iter().map(|q| q.body.clone()).collect();
+        match log.append_spans(&bodies, |i| items[i].count) {
             Err(e) => {
-                let duplicates = duplicates
-                    .into_iter()
-                    .map(|(_, done)| (Bytes::new(), Some(done)));
+                let duplicates = duplicates.into_iter().map(|(_, done)| Queued {
+                    body: Bytes::new(),
+                    count: 1,
+                    done: Some(done),
+                });
                 fail_all(
                     shard,
                     items.into_iter().chain(duplicates).collect(),
@@ -502,10 +527,13 @@ impl Partition {
                         tracing::warn!(stream = %stream, partition = index, error = %e,
                             "append failed");
                     }
-                    for (i, (_, done)) in items.into_iter().enumerate() {
-                        let Some(done) = done else { continue };
+                    let mut offset = result.as_ref().map_or(0, |first| *first);
+                    for q in items {
+                        let at = offset;
+                        offset += u64::from(q.count);
+                        let Some(done) = q.done else { continue };
                         let result = match &result {
-                            Ok(first) => Ok(first + i as u64),
+                            Ok(_) => Ok(at),
                             Err(e) => Err((ErrorCode::StorageFailed, e.to_string())),
                         };
                         resolve(
