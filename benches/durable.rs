@@ -83,7 +83,9 @@ fn main() {
     for fsync in ["always", "never"] {
         let server = support::Server::start(
             &format!("durable-{fsync}"),
-            &["--shards", "2", "--nats", "off", "--fsync", fsync],
+            &[
+                "--shards", "2", "--nats", "off", "--kafka", "off", "--fsync", fsync,
+            ],
         );
         let client = Client::connect(&server.native).unwrap();
         client

@@ -67,7 +67,15 @@ impl Broker {
         let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--http", "off"])
-            .args(["--nats", "off", "--shards", "2", "--data-dir"])
+            .args([
+                "--nats",
+                "off",
+                "--kafka",
+                "off",
+                "--shards",
+                "2",
+                "--data-dir",
+            ])
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(log)

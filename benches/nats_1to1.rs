@@ -120,7 +120,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let sluice = support::Server::start("nats", &["--cpuset", "0", "--nats", "127.0.0.1:0"]);
+    let sluice = support::Server::start(
+        "nats",
+        &["--cpuset", "0", "--nats", "127.0.0.1:0", "--kafka", "off"],
+    );
     let sluice_addr = sluice.nats.clone().expect("the NATS port is on");
     let peer = if full { nats_server() } else { None };
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());

@@ -129,7 +129,16 @@ fn a_user_name_outside_the_rule_is_refused_at_start() {
     let output = common::sluice_cli()
         .args(["serve", "--config"])
         .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--nats", "off", "--http", "off"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--nats",
+            "off",
+            "--http",
+            "off",
+            "--kafka",
+            "off",
+        ])
         .arg("--data-dir")
         .arg(&dir.path)
         .output()

@@ -212,6 +212,8 @@ fn readyz_waits_for_every_shard_to_recover_its_consumers_logs() {
             "127.0.0.1:0",
             "--nats",
             "off",
+            "--kafka",
+            "off",
         ])
         .args(["--http", &http])
         .arg("--data-dir")

@@ -19,6 +19,15 @@ pub struct Settings {
     pub nats: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nats_ping_interval_ms: Option<u64>,
+    /// Kafka protocol address, or `off`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+    /// The `host:port` Kafka clients are told to connect to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_advertise: Option<String>,
+    /// Whether asking for a topic that does not exist creates it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_auto_create: Option<bool>,
     /// HTTP address for /metrics, /healthz and /readyz, or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
@@ -120,6 +129,9 @@ impl Settings {
             listen: over.listen.or(self.listen),
             nats: over.nats.or(self.nats),
             nats_ping_interval_ms: over.nats_ping_interval_ms.or(self.nats_ping_interval_ms),
+            kafka: over.kafka.or(self.kafka),
+            kafka_advertise: over.kafka_advertise.or(self.kafka_advertise),
+            kafka_auto_create: over.kafka_auto_create.or(self.kafka_auto_create),
             http: over.http.or(self.http),
             shards,
             cpuset,
@@ -161,6 +173,9 @@ impl Settings {
             nats_ping_interval_ms: self
                 .nats_ping_interval_ms
                 .or(Some(server::NATS_PING_INTERVAL_DEFAULT.as_millis() as u64)),
+            kafka: self.kafka.or(Some(super::KAFKA_ADDR_DEFAULT.into())),
+            kafka_advertise: self.kafka_advertise,
+            kafka_auto_create: self.kafka_auto_create.or(Some(true)),
             http: self.http.or(Some(HTTP_ADDR_DEFAULT.into())),
             shards: match self.cpuset {
                 Some(_) => None,
@@ -255,6 +270,7 @@ impl Settings {
         for (name, value) in [
             ("listen", &self.listen),
             ("nats", &self.nats),
+            ("kafka", &self.kafka),
             ("http", &self.http),
         ] {
             match value {

@@ -21,6 +21,8 @@ pub const NATIVE_ADDR_DEFAULT: &str = "127.0.0.1:4280";
 
 /// Default NATS protocol address.
 pub const NATS_ADDR_DEFAULT: &str = "127.0.0.1:4222";
+/// Default Kafka protocol address (Kafka's).
+pub const KAFKA_ADDR_DEFAULT: &str = "127.0.0.1:9092";
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "A thread-per-core message broker")]
@@ -77,6 +79,16 @@ struct ServeArgs {
     /// [default: 120000].
     #[arg(long)]
     nats_ping_interval_ms: Option<u64>,
+    /// Kafka protocol address, for Kafka clients; `off` disables it [default: 127.0.0.1:9092].
+    #[arg(long)]
+    kafka: Option<String>,
+    /// The `host:port` Kafka clients are told to connect to [default: the Kafka address].
+    #[arg(long)]
+    kafka_advertise: Option<String>,
+    /// Whether a Kafka client asking for a topic that does not exist creates it, as Kafka's
+    /// `auto.create.topics.enable` [default: true].
+    #[arg(long)]
+    kafka_auto_create: Option<bool>,
     /// HTTP address for /metrics, /healthz and /readyz; `off` disables it [default: 127.0.0.1:8280].
     #[arg(long)]
     http: Option<String>,
@@ -165,6 +177,9 @@ impl ServeArgs {
             listen: self.listen.clone(),
             nats: self.nats.clone(),
             nats_ping_interval_ms: self.nats_ping_interval_ms,
+            kafka: self.kafka.clone(),
+            kafka_advertise: self.kafka_advertise.clone(),
+            kafka_auto_create: self.kafka_auto_create,
             http: self.http.clone(),
             shards: self.shards,
             cpuset: self.cpuset.clone(),
@@ -277,6 +292,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     config.nats_listen = optional_addr(&settings.nats)?;
+    config.kafka_listen = optional_addr(&settings.kafka)?;
+    config.kafka_advertise = settings.kafka_advertise.clone();
+    config.kafka_auto_create = settings.kafka_auto_create.unwrap_or(true);
     config.http_listen = optional_addr(&settings.http)?;
     config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);
     config.pending_bytes_max = settings.max_pending.unwrap_or(config.pending_bytes_max);
@@ -321,6 +339,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let mut line = format!("sluice ready native={}", bound.native);
         if let Some(nats) = bound.nats {
             line += &format!(" nats={nats}");
+        }
+        if let Some(kafka) = bound.kafka {
+            line += &format!(" kafka={kafka}");
         }
         if let Some(http) = bound.http {
             line += &format!(" http={http}");

@@ -64,6 +64,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// NATS protocol address, if the NATS port is on.
     pub nats_listen: Option<SocketAddr>,
+    /// Kafka protocol address, if the Kafka port is on.
+    pub kafka_listen: Option<SocketAddr>,
+    /// The `host:port` Kafka clients are told to connect to; the Kafka address if not set.
+    pub kafka_advertise: Option<String>,
+    /// Whether a Kafka client asking for a topic that does not exist creates it.
+    pub kafka_auto_create: bool,
     /// HTTP address for /metrics, /healthz and /readyz, if on.
     pub http_listen: Option<SocketAddr>,
     /// How often the server pings a NATS client; after `NATS_PINGS_OUT_MAX` unanswered pings the
@@ -117,6 +123,9 @@ impl ServerConfig {
         ServerConfig {
             listen,
             nats_listen: None,
+            kafka_listen: None,
+            kafka_advertise: None,
+            kafka_auto_create: true,
             http_listen: None,
             nats_ping_interval: NATS_PING_INTERVAL_DEFAULT,
             cpus,
@@ -225,6 +234,7 @@ pub enum ServerError {
 pub struct Bound {
     pub native: SocketAddr,
     pub nats: Option<SocketAddr>,
+    pub kafka: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
 }
 
@@ -297,14 +307,20 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     }
     // A fixed address something still answers on is either a killed broker's lingering socket,
     // which goes within moments, or a live process, which this one must not share it with.
-    for addr in [Some(config.listen), config.nats_listen, config.http_listen]
-        .into_iter()
-        .flatten()
+    for addr in [
+        Some(config.listen),
+        config.nats_listen,
+        config.kafka_listen,
+        config.http_listen,
+    ]
+    .into_iter()
+    .flatten()
     {
         bind::wait_until_unanswered(addr)?;
     }
     let (listen, reservation) = reserve_port(config.listen)?;
     let nats = config.nats_listen.map(reserve_port).transpose()?;
+    let kafka = config.kafka_listen.map(reserve_port).transpose()?;
     // The HTTP port is served by shard 0 alone: bound here, so that its address is known.
     let mut http = match config.http_listen {
         Some(addr) => {
@@ -321,6 +337,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     let mut config = config;
     config.listen = listen;
     config.nats_listen = nats.as_ref().map(|(addr, _)| *addr);
+    config.kafka_listen = kafka.as_ref().map(|(addr, _)| *addr);
     let config = Arc::new(config);
     let auth = match config.users.required() {
         true => Some(Arc::new(
@@ -369,9 +386,11 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     }
     drop(reservation);
     let nats = nats.map(|(addr, _reservation)| addr);
+    let kafka = kafka.map(|(addr, _reservation)| addr);
     on_ready(Bound {
         native: listen,
         nats,
+        kafka,
         http: http_addr,
     });
     tracing::info!(%listen, shards, "sluice ready");
@@ -425,6 +444,16 @@ async fn run_shard(
         }
     };
     let nats_listener = match config.nats_listen {
+        None => None,
+        Some(addr) => match bind::listen_on_shard(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                let _ = ready.send(Err(e.to_string()));
+                return;
+            }
+        },
+    };
+    let kafka_listener = match config.kafka_listen {
         None => None,
         Some(addr) => match bind::listen_on_shard(addr).await {
             Ok(listener) => Some(listener),
@@ -525,9 +554,21 @@ async fn run_shard(
             accept_loop(&shard, &listener, conn::Protocol::Nats).await;
         })
     });
+    let kafka_accept = kafka_listener.map(|listener| {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            accept_until_stopped(&shard.core, &listener, |stream| {
+                ports::kafka::serve(shard.clone(), stream)
+            })
+            .await;
+        })
+    });
     accept_loop(&shard, &listener, conn::Protocol::Native).await;
     drop(listener);
     if let Some(task) = nats_accept {
+        task.await;
+    }
+    if let Some(task) = kafka_accept {
         task.await;
     }
     drain(&core).await;

@@ -52,6 +52,7 @@ pub struct Ports {
     pub native: String,
     pub nats: String,
     pub http: String,
+    pub kafka: String,
 }
 
 impl Ports {
@@ -61,10 +62,11 @@ impl Ports {
             native: "127.0.0.1:0".into(),
             nats: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
+            kafka: "127.0.0.1:0".into(),
         }
     }
 
-    /// Three loopback ports free now, to start brokers on the same ports again and again. They are
+    /// Four loopback ports free now, to start brokers on the same ports again and again. They are
     /// picked below the ephemeral range, from which the kernel hands out ports to other tests'
     /// brokers and to outgoing connections, so none of those takes them while a broker restarts.
     pub fn fixed() -> Ports {
@@ -74,7 +76,7 @@ impl Ports {
             .unwrap_or(32768);
         let low = FIXED_PORT_LOW.min(ephemeral_low / 2);
         let mut held = Vec::new();
-        while held.len() < 3 {
+        while held.len() < 4 {
             let port = fastrand::u16(low..ephemeral_low);
             if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
                 held.push(listener);
@@ -85,6 +87,7 @@ impl Ports {
             native: addr(0),
             nats: addr(1),
             http: addr(2),
+            kafka: addr(3),
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct Broker {
     pub nats_addr: String,
     /// The HTTP address (/metrics, /healthz, /readyz).
     pub http_addr: String,
+    /// The Kafka protocol address.
+    pub kafka_addr: String,
     logs: Arc<Mutex<Vec<String>>>,
     /// The data directory, when the broker made its own.
     _data: Option<DataDir>,
@@ -142,6 +147,7 @@ impl Broker {
             .args(["--listen", &ports.native])
             .args(["--nats", &ports.nats])
             .args(["--http", &ports.http])
+            .args(["--kafka", &ports.kafka])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
@@ -192,11 +198,17 @@ impl Broker {
             .find_map(|w| w.strip_prefix("http="))
             .unwrap_or_default()
             .to_string();
+        let kafka_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("kafka="))
+            .unwrap_or_default()
+            .to_string();
         Ok(Broker {
             child: Some(child),
             addr,
             nats_addr,
             http_addr,
+            kafka_addr,
             logs,
             _data: None,
         })

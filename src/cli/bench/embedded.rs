@@ -40,6 +40,7 @@ impl Embedded {
             .join(",");
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--listen", "127.0.0.1:0", "--nats", "127.0.0.1:0"])
+            .args(["--kafka", "off"])
             .args(["--http", "127.0.0.1:0"])
             .args(["--cpuset", &list, "--max-pending", "1073741824"])
             .arg("--fsync")

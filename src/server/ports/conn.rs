@@ -59,7 +59,7 @@ pub(in crate::server) trait Socket: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Socket for T {}
 
 /// One side (reading or writing) of a connection's socket, shared by its reader and writer tasks.
-pub(in crate::server) struct Half(Rc<RefCell<Box<dyn Socket>>>);
+pub(in crate::server) struct Half(pub(in crate::server) Rc<RefCell<Box<dyn Socket>>>);
 
 impl AsyncRead for Half {
     fn poll_read(
@@ -101,13 +101,13 @@ const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// A connection's stream once secured: the socket, whether the NATS INFO was sent already, and
 /// the names of the client's certificate (with `tls_map`).
-type Secured = (Box<dyn Socket>, bool, Option<CertIdentity>);
+pub(in crate::server) type Secured = (Box<dyn Socket>, bool, Option<CertIdentity>);
 
 /// Wraps an accepted stream in TLS when the server requires it. A NATS client first gets the INFO
 /// line in the clear (announcing `tls_required`), then starts the handshake, as NATS clients do.
 /// A handshake that fails (no client certificate where one is required, one from another CA) is
 /// counted and logged, and the connection closed.
-async fn secure(
+pub(in crate::server) async fn secure(
     shard: &SessionShard,
     mut stream: TcpStream,
     protocol: Protocol,

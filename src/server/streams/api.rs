@@ -415,6 +415,16 @@ async fn ask_shard(
     target: ShardId,
     request: PartitionRequest,
 ) -> Result<PartitionReply, (ErrorCode, String)> {
+    ask_shard_within(shard, target, request, CALL_TIMEOUT).await
+}
+
+/// Asks `target` (this shard or another) and waits for the answer, at most `within`.
+pub async fn ask_shard_within(
+    shard: &Rc<StreamShard>,
+    target: ShardId,
+    request: PartitionRequest,
+    within: Duration,
+) -> Result<PartitionReply, (ErrorCode, String)> {
     let owner = target.0;
     if owner == shard.core.id.0 {
         return Ok(answer(shard, request).await);
@@ -422,7 +432,7 @@ async fn ask_shard(
     let slot = Rc::new(CallSlot::default());
     let call = shard.register_call(slot.clone());
     shard.push_to(ShardId(owner), CallItem::Call { call, request });
-    let waited = glommio::timer::timeout(CALL_TIMEOUT, async {
+    let waited = glommio::timer::timeout(within, async {
         slot.done.wait().await;
         Ok(())
     })
@@ -478,6 +488,27 @@ pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> Parti
         PartitionRequest::ShardMetrics => {
             PartitionReply::ShardMetrics(Box::new(super::metrics::snapshot(shard).await))
         }
+        PartitionRequest::Read {
+            stream,
+            partition,
+            offset,
+            max_bytes,
+            wait_ms,
+        } => PartitionReply::Read(match owned(shard, &stream, partition) {
+            Some(part) => part.kafka_read(offset, max_bytes, wait_ms).await,
+            None => Err(super::kafka::ReadError::NotHere),
+        }),
+        PartitionRequest::Offsets {
+            stream,
+            partition,
+            time_ms,
+        } => PartitionReply::Offsets(match owned(shard, &stream, partition) {
+            Some(part) => part.kafka_offsets(time_ms).await,
+            None => Err((
+                ErrorCode::NotFound,
+                format!("partition {partition} of {stream} is not here"),
+            )),
+        }),
         PartitionRequest::Stats { stream, partition } => match owned(shard, &stream, partition) {
             Some(part) => PartitionReply::Stats(part.info().await, part.consumer_infos().await),
             None => PartitionReply::Stats(

@@ -129,6 +129,7 @@ pub(super) fn send_to_partition(
                 stream,
                 partition,
                 body,
+                count: 1,
                 reply,
             },
         );
@@ -142,6 +143,7 @@ pub fn append_from_peer(
     stream: Arc<StreamConfig>,
     partition: u32,
     body: Bytes,
+    count: u32,
     reply: Option<ReplyTo>,
 ) {
     let done = reply.map(|reply| match reply {
@@ -154,7 +156,7 @@ pub fn append_from_peer(
         ReplyTo::Call(call) => Done::Call { shard: from, call },
     });
     let part = ensure_partition(shard, &stream, partition);
-    part.enqueue(shard, body, done);
+    part.enqueue_span(shard, body, count, done);
 }
 
 /// Delivers an ack to whoever waits for it.

@@ -30,6 +30,8 @@ pub enum StreamItem {
         stream: Arc<StreamConfig>,
         partition: u32,
         body: Bytes,
+        /// Offsets the body takes: 1 for a publish, the record count for a Kafka record batch.
+        count: u32,
         reply: Option<ReplyTo>,
     },
     /// The outcome of an `Append`, for connection `conn`'s ack number `seq`.
@@ -180,6 +182,22 @@ pub enum PartitionRequest {
         verb: String,
         body: Vec<u8>,
     },
+    /// Stored records from an offset for a Kafka fetch, waiting up to `wait_ms` for the first
+    /// one if there is none yet.
+    Read {
+        stream: String,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+        wait_ms: u64,
+    },
+    /// The partition's first and next offsets and, for a time (Kafka milliseconds), the first
+    /// offset stored at or after it.
+    Offsets {
+        stream: String,
+        partition: u32,
+        time_ms: Option<i64>,
+    },
 }
 
 /// Where a purge stops.
@@ -216,6 +234,8 @@ pub enum PartitionReply {
     Api(u16, Vec<u8>),
     /// How many messages a purge removed.
     Purged(Result<u64, (ErrorCode, String)>),
+    Read(Result<super::kafka::Read, super::kafka::ReadError>),
+    Offsets(Result<super::kafka::Offsets, (ErrorCode, String)>),
     /// Whether a message delete found the message.
     Deleted(Result<bool, (ErrorCode, String)>),
 }

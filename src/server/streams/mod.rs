@@ -15,6 +15,7 @@ mod dead_letter;
 mod deleted;
 mod host;
 mod items;
+pub mod kafka;
 pub mod metrics;
 mod overlap;
 mod partition;
@@ -563,8 +564,9 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
             stream,
             partition,
             body,
+            count,
             reply,
-        } => append_from_peer(shard, from, stream, partition, body, reply),
+        } => append_from_peer(shard, from, stream, partition, body, count, reply),
         // Acks for the connections here are the session's: the wiring hands them over.
         StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::ConsumerJoin {

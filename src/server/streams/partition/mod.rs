@@ -10,6 +10,7 @@
 
 mod consumers;
 mod jetstream;
+mod kafka;
 mod removal;
 
 use std::cell::{Cell, RefCell};
