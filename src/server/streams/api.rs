@@ -432,19 +432,7 @@ pub async fn ask_shard_within(
     let slot = Rc::new(CallSlot::default());
     let call = shard.register_call(slot.clone());
     shard.push_to(ShardId(owner), CallItem::Call { call, request });
-    let waited = glommio::timer::timeout(within, async {
-        slot.done.wait().await;
-        Ok(())
-    })
-    .await;
-    shard.forget_call(call);
-    if waited.is_err() {
-        return Err((
-            ErrorCode::StorageFailed,
-            format!("shard {owner} did not answer"),
-        ));
-    }
-    let reply = slot.reply.borrow_mut().take();
+    let reply = shard.await_call(&slot, call, within).await;
     reply.ok_or((
         ErrorCode::StorageFailed,
         format!("shard {owner} did not answer"),

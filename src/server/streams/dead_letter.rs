@@ -168,17 +168,10 @@ async fn store_and_wait(
     flush_appends(shard);
     // Nobody reads on behalf of the broker's own messages: nothing waits for what they fill.
     shard.core.take_congested();
-    let waited = glommio::timer::timeout(DEAD_LETTER_STORE_TIMEOUT, async {
-        slot.done.wait().await;
-        Ok(())
-    })
-    .await;
-    shard.forget_call(call);
-    if waited.is_err() {
-        return Err(DeadLetterError::Timeout);
-    }
-    let reply = slot.reply.borrow_mut().take();
-    match reply {
+    match shard
+        .await_call(&slot, call, DEAD_LETTER_STORE_TIMEOUT)
+        .await
+    {
         Some(PartitionReply::Appended(AckOutcome { result: Ok(_), .. })) => Ok(()),
         Some(PartitionReply::Appended(AckOutcome {
             result: Err((_, why)),

@@ -100,22 +100,13 @@ pub fn append_batch(
         let (Some(slot), Some(call)) = (slot, call) else {
             return Ok(None);
         };
-        let waited = glommio::timer::timeout(APPEND_TIMEOUT, async {
-            slot.done.wait().await;
-            Ok(())
-        })
-        .await;
-        shard.forget_call(call);
-        if waited.is_err() {
-            return Err((
+        match shard.await_call(&slot, call, APPEND_TIMEOUT).await {
+            Some(PartitionReply::Appended(outcome)) => outcome.result.map(Some),
+            Some(_) => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+            None => Err((
                 ErrorCode::StorageFailed,
                 "the append was not durable in time".into(),
-            ));
-        }
-        let reply = slot.reply.borrow_mut().take();
-        match reply {
-            Some(PartitionReply::Appended(outcome)) => outcome.result.map(Some),
-            _ => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+            )),
         }
     }
 }

@@ -215,6 +215,24 @@ impl StreamShard {
         }
     }
 
+    /// Waits up to `within` for the answer to a question registered as `call`, then forgets the
+    /// question; `None` if no answer came in time.
+    pub async fn await_call(
+        &self,
+        slot: &CallSlot,
+        call: u64,
+        within: Duration,
+    ) -> Option<PartitionReply> {
+        let waited = glommio::timer::timeout(within, async {
+            slot.done.wait().await;
+            Ok(())
+        })
+        .await;
+        self.forget_call(call);
+        waited.ok()?;
+        slot.reply.borrow_mut().take()
+    }
+
     /// Forgets a question (answered or timed out).
     pub fn forget_call(&self, id: u64) {
         self.calls.borrow_mut().remove(&id);
