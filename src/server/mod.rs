@@ -443,26 +443,21 @@ async fn run_shard(
             return;
         }
     };
-    let nats_listener = match config.nats_listen {
-        None => None,
-        Some(addr) => match bind::listen_on_shard(addr).await {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        },
-    };
-    let kafka_listener = match config.kafka_listen {
-        None => None,
-        Some(addr) => match bind::listen_on_shard(addr).await {
-            Ok(listener) => Some(listener),
-            Err(e) => {
-                let _ = ready.send(Err(e.to_string()));
-                return;
-            }
-        },
-    };
+    let mut optional = Vec::with_capacity(2);
+    for addr in [config.nats_listen, config.kafka_listen] {
+        match addr.map(bind::listen_on_shard) {
+            None => optional.push(None),
+            Some(listening) => match listening.await {
+                Ok(listener) => optional.push(Some(listener)),
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            },
+        }
+    }
+    let kafka_listener = optional.pop().flatten();
+    let nats_listener = optional.pop().flatten();
     let (senders, receivers) = match mesh.join().await {
         Ok(joined) => joined,
         Err(e) => {
