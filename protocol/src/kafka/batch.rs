@@ -183,6 +183,12 @@ pub fn split(
     Ok(out)
 }
 
+/// Whether a stored body is a Kafka record batch (a checked magic-2 batch) rather than a frame
+/// another port stored: cheap header checks first, then the checksum.
+pub fn is_batch(body: &Bytes) -> bool {
+    body.len() >= HEADER_BYTES && body[16] == 2 && split(body, usize::MAX).is_ok()
+}
+
 /// Appends a stored batch to a Fetch answer with its base offset set to where it was stored and
 /// its leader epoch to 0 (neither is covered by the checksum).
 pub fn put_rebased(out: &mut BytesMut, batch: &[u8], base_offset: u64) {

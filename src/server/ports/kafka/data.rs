@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use sluice_protocol::kafka::batch::{self, BatchHeader};
+use bytes::BytesMut;
+use sluice_protocol::kafka::batch;
 use sluice_protocol::kafka::code;
 use sluice_protocol::kafka::codec::messages::fetch_response::{
     FetchableTopicResponse, PartitionData,
@@ -309,7 +309,7 @@ async fn wait_any(conn: &Rc<KafkaConn>, wanted: &[Wanted], wait: Duration) {
 /// Appends a stored record to a fetch answer as Kafka record batches: a stored batch re-based;
 /// a message another port stored, as a one-record batch.
 fn put_record(out: &mut BytesMut, record: &Record) {
-    if record.count > 1 || is_batch(&record.body) {
+    if record.count > 1 || batch::is_batch(&record.body) {
         batch::put_rebased(out, &record.body, record.offset);
         return;
     }
@@ -324,15 +324,6 @@ fn put_record(out: &mut BytesMut, record: &Record) {
     let timestamp_ms = (record.timestamp_ns / 1_000_000) as i64;
     let single = batch::single(timestamp_ms, None, publish.payload(), &pairs);
     batch::put_rebased(out, &single, record.offset);
-}
-
-/// Whether a stored one-offset record is a Kafka batch (a checked magic-2 batch) rather than a
-/// publish frame.
-fn is_batch(body: &Bytes) -> bool {
-    body.len() >= batch::HEADER_BYTES
-        && body[16] == 2
-        && BatchHeader::read(body).is_some_and(|h| h.record_count == 1)
-        && batch::split(body, usize::MAX).is_ok()
 }
 
 /// The `name: value` lines of a NATS header block.

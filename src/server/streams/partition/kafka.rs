@@ -110,13 +110,7 @@ impl Partition {
 /// Kafka batch, the record's own creation time (the batch's first offset for a batch that cannot
 /// be read record by record); for a message stored by another port, the time it was stored.
 fn created_at_or_after(record: &Record, time_ms: i64) -> Option<(u64, i64)> {
-    if record.count == 1 {
-        if let Some(header) = BatchHeader::read(&record.body).filter(|h| h.magic == 2) {
-            if header.record_count == 1 && is_batch(record) {
-                return (header.max_timestamp >= time_ms)
-                    .then_some((record.offset, header.max_timestamp));
-            }
-        }
+    if record.count == 1 && !batch::is_batch(&record.body) {
         let stored_ms = (record.timestamp_ns / 1_000_000) as i64;
         return (stored_ms >= time_ms).then_some((record.offset, stored_ms));
     }
@@ -131,9 +125,4 @@ fn created_at_or_after(record: &Record, time_ms: i64) -> Option<(u64, i64)> {
             .map(|r| (record.offset + u64::from(r.offset_delta), r.timestamp_ms)),
         Err(_) => Some((record.offset, header.max_timestamp)),
     }
-}
-
-/// Whether a one-offset record is a Kafka batch rather than a stored publish frame.
-pub(in crate::server::streams) fn is_batch(record: &Record) -> bool {
-    record.count > 1 || batch::split(&record.body, usize::MAX).is_ok()
 }
