@@ -171,3 +171,33 @@ fn the_jetstream_corpus_holds_every_invariant_of_the_decoders() {
         "{subjects} API subjects, {configs} consumer configs"
     );
 }
+
+#[test]
+fn the_kafka_request_corpus_never_panics_and_real_requests_decode() {
+    use sluice_protocol::kafka::{batch, decode_served, request_size, RequestHead};
+    let inputs = corpus("kafka_request");
+    assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
+    let mut decoded = 0;
+    for data in &inputs {
+        let _ = request_size(data);
+        let Ok(head) = RequestHead::peek(data) else {
+            continue;
+        };
+        if let Ok((_, request)) = decode_served(&head, bytes::Bytes::copy_from_slice(data)) {
+            decoded += 1;
+            if let sluice_protocol::kafka::codec::messages::RequestKind::Produce(produce) = request
+            {
+                for topic in produce.topic_data {
+                    for partition in topic.partition_data {
+                        let records = partition.records.unwrap_or_default();
+                        for (bytes, _) in batch::split(&records, 1 << 20).unwrap_or_default() {
+                            let _ = batch::records(&bytes);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The seeds are requests real clients sent.
+    assert!(decoded >= 10, "only {decoded} inputs decode");
+}

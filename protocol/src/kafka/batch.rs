@@ -210,6 +210,51 @@ pub struct KafkaRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
+impl KafkaRecord {
+    /// The record's key and headers as a NATS header block (empty with neither), for readers on
+    /// the other ports: the key as `Kafka-Key`, each header under its own name; a value that is
+    /// not one line of text goes base64-encoded under the name with `-Base64` added. Headers
+    /// whose names NATS cannot carry are left out.
+    pub fn nats_headers(&self) -> Vec<u8> {
+        let mut lines: Vec<(String, String)> = Vec::new();
+        let mut add = |name: &str, value: &[u8]| {
+            let valid_name =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid_name {
+                return;
+            }
+            match std::str::from_utf8(value) {
+                Ok(text) if !text.chars().any(char::is_control) => {
+                    lines.push((name.to_string(), text.to_string()))
+                }
+                _ => {
+                    use base64::Engine;
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+                    lines.push((format!("{name}-Base64"), encoded));
+                }
+            }
+        };
+        if let Some(key) = &self.key {
+            add("Kafka-Key", key);
+        }
+        for (name, value) in &self.headers {
+            add(name, value.as_deref().unwrap_or_default());
+        }
+        if lines.is_empty() {
+            return Vec::new();
+        }
+        let mut block = b"NATS/1.0\r\n".to_vec();
+        for (name, value) in lines {
+            block.extend_from_slice(name.as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(value.as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
+        block.extend_from_slice(b"\r\n");
+        block
+    }
+}
+
 /// The records of a stored batch, decompressed if need be (gzip and snappy; lz4 and zstd
 /// batches are refused with `Codec`).
 pub fn records(batch: &Bytes) -> Result<Vec<KafkaRecord>, BatchError> {
@@ -376,6 +421,31 @@ mod tests {
         );
         let gz = records(&batches[1].0).unwrap();
         assert_eq!(gz[0].value.as_deref(), Some(&b"d"[..]));
+    }
+
+    #[test]
+    fn keys_and_headers_become_a_nats_header_block() {
+        let record = KafkaRecord {
+            offset_delta: 0,
+            timestamp_ms: 0,
+            key: Some(Bytes::from_static(b"user-42")),
+            value: Some(Bytes::from_static(b"v")),
+            headers: vec![
+                ("trace".into(), Some(Bytes::from_static(b"abc"))),
+                ("blob".into(), Some(Bytes::from_static(&[0, 255]))),
+                ("bad name".into(), Some(Bytes::from_static(b"x"))),
+            ],
+        };
+        assert_eq!(
+            record.nats_headers(),
+            b"NATS/1.0\r\nKafka-Key: user-42\r\ntrace: abc\r\nblob-Base64: AP8=\r\n\r\n"
+        );
+        let bare = KafkaRecord {
+            key: None,
+            headers: Vec::new(),
+            ..record
+        };
+        assert!(bare.nats_headers().is_empty());
     }
 
     #[test]

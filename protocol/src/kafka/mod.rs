@@ -12,7 +12,7 @@ pub mod versions;
 pub use kafka_protocol as codec;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 /// Largest request a client may send (Kafka's `socket.request.max.bytes`, 100 MiB), refused from
@@ -51,6 +51,7 @@ pub mod code {
     pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
     pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
     pub const UNKNOWN_PRODUCER_ID: i16 = 59;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -124,6 +125,26 @@ impl RequestHead {
     }
 }
 
+/// Decodes a request of an API and version Sluice serves (the bytes after the size prefix): its
+/// header and body. Anything else is `Malformed`, which closes the connection (an ApiVersions of
+/// an unknown version is answered before this, see `versions::api_versions_unsupported`).
+pub fn decode_served(
+    head: &RequestHead,
+    mut request: Bytes,
+) -> Result<(RequestHeader, RequestKind), RequestError> {
+    let api = head
+        .api()
+        .ok_or_else(|| head.malformed("unknown API key"))?;
+    if !versions::is_served(api, head.version) {
+        return Err(head.malformed("version not served"));
+    }
+    let header = RequestHeader::decode(&mut request, api.request_header_version(head.version))
+        .map_err(|e| head.malformed(e))?;
+    let body =
+        RequestKind::decode(api, &mut request, head.version).map_err(|e| head.malformed(e))?;
+    Ok((header, body))
+}
+
 /// Decodes a request's header and body (the bytes after the size prefix); the version must be
 /// one Sluice serves.
 pub fn decode_request<T: Decodable + HeaderVersion>(
@@ -173,6 +194,24 @@ mod tests {
         assert!(matches!(
             request_size(&[0xff, 0xff, 0xff, 0xff]),
             Some(Err(RequestError::TooLarge(_)))
+        ));
+    }
+
+    #[test]
+    fn a_short_request_claiming_billions_of_elements_is_refused_without_reserving_them() {
+        // Metadata v1: header (api 3, version 1, correlation id, no client id), then a topic
+        // array that claims i32::MAX entries and holds none.
+        let mut request = BytesMut::new();
+        request.put_i16(3);
+        request.put_i16(1);
+        request.put_i32(7);
+        request.put_i16(-1);
+        request.put_i32(i32::MAX);
+        let request = request.freeze();
+        let head = RequestHead::peek(&request).unwrap();
+        assert!(matches!(
+            decode_served(&head, request),
+            Err(RequestError::Malformed { api: 3, .. })
         ));
     }
 
