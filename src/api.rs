@@ -270,6 +270,10 @@ pub struct ConsumerInfo {
     pub stream: String,
     pub name: String,
     pub partitions: Vec<ConsumerPartitionInfo>,
+    /// A Kafka consumer group on the stream's topic: its committed offsets are the ack floors,
+    /// and its lag is what is pending.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kafka_group: bool,
 }
 
 impl ConsumerInfo {

@@ -149,13 +149,22 @@ pub fn consumer(args: ConsumerArgs) -> Result<(), String> {
             let info = client
                 .consumer_info(&stream, &name)
                 .map_err(|e| e.to_string())?;
-            println!(
-                "consumer {} of {}  pending {}  ack_pending {}",
-                info.name,
-                info.stream,
-                info.pending(),
-                info.ack_pending()
-            );
+            if info.kafka_group {
+                println!(
+                    "kafka group {} on {}  lag {}",
+                    info.name,
+                    info.stream,
+                    info.pending()
+                );
+            } else {
+                println!(
+                    "consumer {} of {}  pending {}  ack_pending {}",
+                    info.name,
+                    info.stream,
+                    info.pending(),
+                    info.ack_pending()
+                );
+            }
             let js = info
                 .partitions
                 .iter()
