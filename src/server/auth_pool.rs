@@ -42,7 +42,7 @@ pub const AUTH_QUEUE_MAX: usize = 64;
 /// flood of logins slows logins more than messages, while logins still progress.
 const AUTH_THREAD_NICE: libc::c_int = 5;
 
-type Answer = Result<Arc<User>, Refusal>;
+pub type Answer = Result<Arc<User>, Refusal>;
 
 /// One check: the credentials and where its answer goes.
 struct Check {

@@ -1,7 +1,7 @@
 """Drives Sluice's Kafka port with kafka-python, unchanged: topics created, listed and deleted,
 keyed records produced with each ack level, read back from the beginning, offsets looked up by
-time, and a message published on the NATS port read as a Kafka record. Prints "ok" when every
-check holds."""
+time, a message published on the NATS port read as a Kafka record, and Kafka records read by a
+JetStream consumer. Prints "ok" when every check holds."""
 
 import asyncio
 import sys
@@ -88,6 +88,35 @@ def main(bootstrap, nats_url):
         got = consume_all(bootstrap, "interop", 1, 1)
         assert [r.value for r in got] == [b"from nats"], got
         assert ("Trace", b"t1") in got[0].headers, got[0].headers
+
+    # Kafka records, in a compressed batch, read by a JetStream consumer: one message per
+    # record, the value as payload, the key and headers as NATS headers.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", compression_type="gzip",
+                             linger_ms=20)
+    for i in range(5):
+        producer.send("clicks.eu", key=b"user-%d" % i, value=b"click %d" % i,
+                      headers=[("trace", b"t%d" % i)])
+    producer.flush()
+    producer.close()
+
+    async def read_with_jetstream():
+        import nats
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        sub = await js.pull_subscribe("clicks.eu", durable="reader", stream="clicks~eu")
+        msgs = await sub.fetch(5, timeout=5)
+        seen = []
+        for m in msgs:
+            seen.append((m.subject, m.data, dict(m.headers or {}), m.metadata.sequence.stream))
+            await m.ack()
+        await nc.close()
+        return seen
+
+    if nats_url:
+        seen = asyncio.run(read_with_jetstream())
+        assert seen == [("clicks.eu", b"click %d" % i,
+                         {"Kafka-Key": "user-%d" % i, "trace": "t%d" % i}, i + 1)
+                        for i in range(5)], seen
 
     admin.delete_topics(["orders.eu"])
     deadline = time.time() + 10

@@ -36,6 +36,8 @@ pub struct Shard {
     conns: RefCell<HashMap<u64, Rc<Client>>>,
     /// Admitted connections still in their TLS handshake.
     pub handshakes: Cell<usize>,
+    /// Open connections of ports that keep no `Client` here (the Kafka port).
+    unregistered: Cell<usize>,
     next_conn_id: Cell<u64>,
     barriers: RefCell<HashMap<u64, usize>>,
     barrier_done: Event,
@@ -65,6 +67,7 @@ impl Shard {
             room: Event::default(),
             conns: RefCell::new(HashMap::new()),
             handshakes: Cell::new(0),
+            unregistered: Cell::new(0),
             next_conn_id: Cell::new(1),
             barriers: RefCell::new(HashMap::new()),
             barrier_done: Event::default(),
@@ -133,7 +136,8 @@ impl Shard {
     /// A connection still in its TLS handshake counts against the limit too (`handshakes`).
     pub fn admit(&self) -> Option<u64> {
         let limit = self.config.connections_max.div_ceil(self.shards);
-        if self.conns.borrow().len() + self.handshakes.get() >= limit {
+        let open = self.conns.borrow().len() + self.unregistered.get();
+        if open + self.handshakes.get() >= limit {
             add(&self.stats.connections_refused, 1);
             return None;
         }
@@ -152,18 +156,27 @@ impl Shard {
 
     pub fn register(&self, conn: Rc<Client>) {
         self.conns.borrow_mut().insert(conn.id, conn);
-        self.stats
-            .connections_open
-            .set(self.conns.borrow().len() as u64);
+        self.count_open();
+    }
+
+    fn count_open(&self) {
+        let open = self.conns.borrow().len() + self.unregistered.get();
+        self.stats.connections_open.set(open as u64);
+    }
+
+    /// Counts an open connection a port holds without a `Client` (against the limit, and in the
+    /// open connections' figure) until the returned guard drops.
+    pub fn hold_unregistered(self: &Rc<Self>) -> Unregistered {
+        self.unregistered.set(self.unregistered.get() + 1);
+        self.count_open();
+        Unregistered(self.clone())
     }
 
     /// Forgets a connection and every subscription it held.
     pub fn unregister(&self, conn: &Client) {
         self.remove_subs_of(conn);
         self.conns.borrow_mut().remove(&conn.id);
-        self.stats
-            .connections_open
-            .set(self.conns.borrow().len() as u64);
+        self.count_open();
     }
 
     /// Removes every subscription of a connection (it closed, or was cut off as a slow consumer),
@@ -629,4 +642,17 @@ fn pick_member(members: &[Rc<LocalSub>], start: usize) -> Option<&Rc<LocalSub>> 
         .filter(open)
         .find(|s| !s.conn.out.is_congested())
         .or_else(|| ring().find(open))
+}
+
+/// An open connection counted by [`Shard::hold_unregistered`]; dropping it uncounts it.
+pub struct Unregistered(Rc<Shard>);
+
+impl Drop for Unregistered {
+    fn drop(&mut self) {
+        let shard = &self.0;
+        shard
+            .unregistered
+            .set(shard.unregistered.get().saturating_sub(1));
+        shard.count_open();
+    }
 }

@@ -321,6 +321,9 @@ async fn consumer_info(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         }
     }
     if partitions.is_empty() {
+        if let Some(group) = kafka_group_info(shard, &config, &name).await? {
+            return json(&group);
+        }
         return Err((
             ErrorCode::NotFound,
             format!("consumer {name} of {stream} does not exist"),
@@ -330,7 +333,69 @@ async fn consumer_info(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         stream,
         name,
         partitions,
+        kafka_group: false,
     })
+}
+
+/// A Kafka consumer group's progress on a stream, as a consumer's: its committed offset is the
+/// partition's ack floor, and what lies beyond it (the group's lag) is pending. `None` if the
+/// group committed nothing for the stream's topic.
+async fn kafka_group_info(
+    shard: &Rc<StreamShard>,
+    config: &StreamConfig,
+    group: &str,
+) -> Result<Option<api::ConsumerInfo>, (ErrorCode, String)> {
+    let call = super::groups::GroupCall::Fetch {
+        group: group.to_string(),
+        topics: None,
+    };
+    let Ok(super::groups::GroupAnswer::Fetched(committed)) = super::groups::call(shard, call).await
+    else {
+        return Ok(None);
+    };
+    let topic = config.name.replace('~', ".");
+    let mut partitions = Vec::new();
+    for (_, partition, committed) in committed
+        .into_iter()
+        .filter(|(t, _, _)| *t == topic || *t == config.name)
+    {
+        let (Ok(partition), Some(committed)) = (u32::try_from(partition), committed) else {
+            continue;
+        };
+        if partition >= config.partitions {
+            continue;
+        }
+        let request = PartitionRequest::Stats {
+            stream: config.name.clone(),
+            partition,
+        };
+        let PartitionReply::Stats(info, _) = ask(shard, config, partition, request).await? else {
+            return Err((ErrorCode::StorageFailed, "mismatched answer".into()));
+        };
+        let next = info.last_offset.map_or(info.first_offset, |last| last + 1);
+        let floor = u64::try_from(committed.offset).unwrap_or(0);
+        partitions.push(api::ConsumerPartitionInfo {
+            partition,
+            pending: next.saturating_sub(floor),
+            ack_pending: 0,
+            redelivered: 0,
+            ack_floor: floor,
+            dead_lettered: 0,
+            next: floor,
+            delivered_seq: 0,
+            config: None,
+        });
+    }
+    if partitions.is_empty() {
+        return Ok(None);
+    }
+    partitions.sort_by_key(|p| p.partition);
+    Ok(Some(api::ConsumerInfo {
+        stream: config.name.clone(),
+        name: group.to_string(),
+        partitions,
+        kafka_group: true,
+    }))
 }
 
 fn with_registry<T>(
@@ -373,6 +438,7 @@ async fn info(shard: &Rc<StreamShard>, name: &str) -> Result<StreamInfo, (ErrorC
                             stream: name.to_string(),
                             name: consumer,
                             partitions: vec![info],
+                            kafka_group: false,
                         }),
                     }
                 }
@@ -486,6 +552,9 @@ pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> Parti
             Some(part) => part.kafka_read(offset, max_bytes, wait_ms).await,
             None => Err(super::kafka::ReadError::NotHere),
         }),
+        PartitionRequest::Group(call) => {
+            PartitionReply::Group(super::groups::answer_here(shard, call).await)
+        }
         PartitionRequest::Offsets {
             stream,
             partition,

@@ -88,9 +88,14 @@ pub enum AckTo {
 /// How a peer is told where an ack goes.
 #[derive(Debug, Clone)]
 pub enum ReplyTo {
-    Conn { conn: u64, seq: u64 },
+    Conn {
+        conn: u64,
+        seq: u64,
+    },
     Subject(String),
     Call(u64),
+    /// Answered once ordered, not durable (see `Done::Ordered`).
+    Ordered(u64),
 }
 
 /// Sends a body to the partition its subject belongs to, on whichever shard owns it; `ack` names
@@ -154,6 +159,7 @@ pub fn append_from_peer(
         },
         ReplyTo::Subject(subject) => Done::Reply { subject },
         ReplyTo::Call(call) => Done::Call { shard: from, call },
+        ReplyTo::Ordered(call) => Done::Ordered { shard: from, call },
     });
     let part = ensure_partition(shard, &stream, partition);
     part.enqueue_span(shard, body, count, done);
@@ -176,7 +182,7 @@ pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
             },
         ),
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
-        Done::Call { shard: to, call } => {
+        Done::Call { shard: to, call } | Done::Ordered { shard: to, call } => {
             let reply = PartitionReply::Appended(outcome);
             if to == shard.core.id {
                 shard.answer_call(call, reply);

@@ -115,6 +115,9 @@ pub struct AckOutcome {
     /// What a JetStream client is told of a refusal, when the refusal is JetStream's own (an
     /// expectation in the publish's headers that did not hold).
     pub api_error: Option<Box<sluice_protocol::jetstream::json::ApiError>>,
+    /// What a Kafka producer is told of a refusal that is Kafka's own (a sequence out of order,
+    /// an old producer epoch).
+    pub kafka_error: Option<i16>,
 }
 
 impl AckOutcome {
@@ -130,6 +133,7 @@ impl AckOutcome {
             result,
             duplicate: false,
             api_error: None,
+            kafka_error: None,
         }
     }
 }
@@ -198,6 +202,8 @@ pub enum PartitionRequest {
         partition: u32,
         time_ms: Option<i64>,
     },
+    /// A Kafka consumer group question, for the group's coordinator.
+    Group(super::groups::GroupCall),
 }
 
 /// Where a purge stops.
@@ -238,6 +244,7 @@ pub enum PartitionReply {
     Offsets(Result<super::kafka::Offsets, (ErrorCode, String)>),
     /// Whether a message delete found the message.
     Deleted(Result<bool, (ErrorCode, String)>),
+    Group(super::groups::GroupAnswer),
 }
 
 /// A stream or call item, as the streams hand it to a peer queue.

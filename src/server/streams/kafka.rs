@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sluice_protocol::kafka::code;
 use sluice_protocol::ErrorCode;
 use sluice_storage::Record;
 
@@ -57,33 +58,61 @@ pub struct Offsets {
     pub at_time: Option<(u64, i64)>,
 }
 
+/// The subject a stream's Kafka records are read on from the other ports: the stream's first
+/// subject if it names a single subject, else the topic's name.
+pub fn subject_of(config: &StreamConfig) -> String {
+    config
+        .subjects
+        .first()
+        .filter(|s| !s.split('.').any(|token| token == "*" || token == ">"))
+        .cloned()
+        .unwrap_or_else(|| config.name.replace('~', "."))
+}
+
 /// The shard that owns a partition.
 fn owner(shard: &StreamShard, stream: &str, partition: u32) -> ShardId {
     ShardId(shard_for(stream, partition, shard.core.shards as u32))
 }
 
+/// When a produce is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// Never (acks=0).
+    None,
+    /// Once the batch has its offset, before it is durable (acks=1).
+    Ordered,
+    /// Once the batch is durable (acks=all).
+    Durable,
+}
+
 /// Queues a Kafka record batch (taking `count` offsets) for partition `partition` of `stream`,
-/// on whichever shard owns it, behind everything queued for it before from this shard. With
-/// `wait`, resolves with the batch's first offset once it is durable; without, at once with
-/// `None` (acks=0).
+/// on whichever shard owns it, behind everything queued for it before from this shard. Resolves
+/// with the batch's first offset as `ack` asks, at once with `None` for `Ack::None`. A refusal
+/// carries its Kafka error code.
 pub fn append_batch(
     shard: &Rc<StreamShard>,
     stream: Arc<StreamConfig>,
     partition: u32,
     batch: Bytes,
     count: u32,
-    wait: bool,
-) -> impl std::future::Future<Output = Result<Option<u64>, (ErrorCode, String)>> + 'static {
-    let slot = wait.then(|| Rc::new(CallSlot::default()));
+    ack: Ack,
+) -> impl std::future::Future<Output = Result<Option<u64>, (i16, String)>> + 'static {
+    let slot = (ack != Ack::None).then(|| Rc::new(CallSlot::default()));
     let call = slot.as_ref().map(|slot| shard.register_call(slot.clone()));
     let to = owner(shard, &stream.name, partition);
+    let ordered = ack == Ack::Ordered;
     if to == shard.core.id {
-        let done = call.map(|call| Done::Call {
-            shard: shard.core.id,
-            call,
+        let own = shard.core.id;
+        let done = call.map(|call| match ordered {
+            true => Done::Ordered { shard: own, call },
+            false => Done::Call { shard: own, call },
         });
         ensure_partition(shard, &stream, partition).enqueue_span(shard, batch, count, done);
     } else {
+        let reply = call.map(|call| match ordered {
+            true => ReplyTo::Ordered(call),
+            false => ReplyTo::Call(call),
+        });
         shard.push_to(
             to,
             StreamItem::Append {
@@ -91,7 +120,7 @@ pub fn append_batch(
                 partition,
                 body: batch,
                 count,
-                reply: call.map(ReplyTo::Call),
+                reply,
             },
         );
     }
@@ -101,11 +130,17 @@ pub fn append_batch(
             return Ok(None);
         };
         match shard.await_call(&slot, call, APPEND_TIMEOUT).await {
-            Some(PartitionReply::Appended(outcome)) => outcome.result.map(Some),
-            Some(_) => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
+            Some(PartitionReply::Appended(outcome)) => match outcome.result {
+                Ok(offset) => Ok(Some(offset)),
+                Err((_, why)) => Err((
+                    outcome.kafka_error.unwrap_or(code::KAFKA_STORAGE_ERROR),
+                    why,
+                )),
+            },
+            Some(_) => Err((code::UNKNOWN_SERVER_ERROR, "mismatched answer".into())),
             None => Err((
-                ErrorCode::StorageFailed,
-                "the append was not durable in time".into(),
+                code::REQUEST_TIMED_OUT,
+                "the append was not answered in time".into(),
             )),
         }
     }

@@ -13,6 +13,7 @@ mod consumer;
 mod credit;
 mod dead_letter;
 mod deleted;
+pub mod groups;
 mod host;
 mod items;
 pub mod kafka;
@@ -83,6 +84,9 @@ pub enum Done {
     /// A question the broker asked itself (a dead letter's store), registered with
     /// `StreamShard::register_call` on `shard`.
     Call { shard: ShardId, call: u64 },
+    /// As `Call`, answered as soon as the append has its offset, before it is durable (a Kafka
+    /// produce with acks=1).
+    Ordered { shard: ShardId, call: u64 },
 }
 
 /// The streams' state on one shard, beside the core shard it routes through: the streams' view,
@@ -111,6 +115,8 @@ pub struct StreamShard {
     /// `close_idle_logs`).
     opened_logs: RefCell<VecDeque<Weak<Partition>>>,
     open_logs_max: usize,
+    /// The Kafka consumer groups this shard coordinates.
+    pub groups: groups::Coordinator,
 }
 
 /// Files an open partition log may hold: its active segment, and an index while it is written.
@@ -168,6 +174,7 @@ impl StreamShard {
     /// The streams' state of a shard with no streams yet.
     pub fn new(core: Rc<Shard>, peers: Vec<Rc<dyn Peer>>) -> StreamShard {
         let open_logs_max = open_logs_max(core.shards);
+        let groups = groups::Coordinator::new(&core.config.data_dir);
         StreamShard {
             core,
             peers,
@@ -181,6 +188,7 @@ impl StreamShard {
             streams_known: Cell::new(false),
             opened_logs: RefCell::new(VecDeque::new()),
             open_logs_max,
+            groups,
         }
     }
 

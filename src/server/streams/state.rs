@@ -65,9 +65,9 @@ pub fn consumers_dir(partition_dir: &Path) -> PathBuf {
     partition_dir.join("consumers")
 }
 
-/// Writes `state` to `path` durably: temporary file, fsync, rename, fsync of the directory.
-/// Blocking: run it on a blocking thread.
-pub fn write_durably(path: &Path, state: &SavedState) -> Result<(), StateError> {
+/// Writes `state` as JSON to `path` durably: temporary file, fsync, rename, fsync of the
+/// directory. Blocking: run it on a blocking thread.
+pub fn write_durably<T: Serialize>(path: &Path, state: &T) -> Result<(), StateError> {
     let failed = |source| StateError::Write {
         path: path.to_path_buf(),
         source,
@@ -87,21 +87,26 @@ pub fn write_durably(path: &Path, state: &SavedState) -> Result<(), StateError> 
 /// Every consumer state file in a partition's directory, by consumer name, read or not.
 /// Blocking: run it on a blocking thread.
 pub fn read_all(partition_dir: &Path) -> Vec<(String, Result<SavedState, StateError>)> {
-    let Ok(entries) = std::fs::read_dir(consumers_dir(partition_dir)) else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
+    for path in json_files(&consumers_dir(partition_dir)) {
         let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
             continue;
         };
         found.push((name.to_string(), read(&path)));
     }
     found
+}
+
+/// The `.json` files of a directory (none if it cannot be read). Blocking.
+pub fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect()
 }
 
 fn read(path: &Path) -> Result<SavedState, StateError> {

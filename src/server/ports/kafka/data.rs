@@ -38,8 +38,8 @@ const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Most bytes one fetch answer carries, whatever it asks (Kafka's default `fetch.max.bytes`).
 const FETCH_BYTES_MAX: usize = 50 * 1024 * 1024;
 
-type Appending =
-    Pin<Box<dyn Future<Output = Result<Option<u64>, (sluice_protocol::ErrorCode, String)>>>>;
+/// A batch being stored: its first offset (none for acks=0), or a Kafka error.
+type Appending = Pin<Box<dyn Future<Output = Result<Option<u64>, (i16, String)>>>>;
 
 /// A partition of a produce: answered already, or waiting for its batches to be stored.
 enum Slot {
@@ -54,7 +54,11 @@ pub fn produce(
     req: ProduceRequest,
 ) -> impl Future<Output = ProduceResponse> + 'static {
     let streams = conn.shard.streams.clone();
-    let wait = req.acks != 0;
+    let ack = match req.acks {
+        0 => store::Ack::None,
+        1 => store::Ack::Ordered,
+        _ => store::Ack::Durable,
+    };
     let batch_bytes_max = conn.shard.core.config.payload_bytes_max as usize;
     let mut topics: Vec<(TopicName, Vec<Slot>)> = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
@@ -80,6 +84,13 @@ pub fn produce(
                 ));
                 continue;
             };
+            if !conn.may_write(&config) {
+                slots.push(refuse(
+                    code::TOPIC_AUTHORIZATION_FAILED,
+                    format!("not permitted to write to topic {name}"),
+                ));
+                continue;
+            };
             let records = p.records.unwrap_or_default();
             let batches = match batch::split(&records, batch_bytes_max) {
                 Ok(batches) => batches,
@@ -98,7 +109,7 @@ pub fn produce(
                         p.index as u32,
                         bytes,
                         header.count(),
-                        wait,
+                        ack,
                     )) as Appending
                 })
                 .collect();
@@ -124,13 +135,13 @@ pub fn produce(
                                 Ok(offset) => {
                                     first = first.or(offset);
                                 }
-                                Err((_, why)) => failed = failed.or(Some(why)),
+                                Err(refused) => failed = failed.or(Some(refused)),
                             }
                         }
                         match failed {
-                            Some(why) => PartitionProduceResponse::default()
+                            Some((error, why)) => PartitionProduceResponse::default()
                                 .with_index(index)
-                                .with_error_code(code::REQUEST_TIMED_OUT)
+                                .with_error_code(error)
                                 .with_error_message(Some(StrBytes::from_string(why))),
                             None => PartitionProduceResponse::default()
                                 .with_index(index)
@@ -169,7 +180,7 @@ pub async fn fetch(conn: &Rc<KafkaConn>, _version: i16, req: FetchRequest) -> Fe
     let mut wanted = Vec::new();
     for (i, t) in req.topics.into_iter().enumerate() {
         let name = t.topic.0.to_string();
-        let config = stream_of(conn, &name);
+        let config = stream_of(conn, &name).filter(|c| conn.may_read(c));
         for p in t.partitions {
             let stream = config
                 .as_ref()
@@ -349,7 +360,7 @@ pub async fn list_offsets(
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
-        let config = stream_of(conn, &name);
+        let config = stream_of(conn, &name).filter(|c| conn.may_read(c));
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in t.partitions {
             let mut response =

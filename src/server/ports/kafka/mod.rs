@@ -12,22 +12,25 @@
 //! clients match them by order). A produce queues its batches before anything else runs, so the
 //! batches of one connection are stored in the order they were sent.
 
+mod configs;
 mod data;
 mod groups;
+mod sasl;
 mod topics;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
 use sluice_protocol::kafka::codec::messages::{self as msg, ApiKey};
-use sluice_protocol::kafka::codec::protocol::{Decodable, Encodable, HeaderVersion};
+use sluice_protocol::kafka::codec::protocol::{Encodable, HeaderVersion};
 use sluice_protocol::kafka::{
-    decode_request, encode_response, request_size, versions, RequestError, RequestHead,
+    decode_served, encode_response, request_size, versions, RequestError, RequestHead,
 };
 use sluice_storage::wake::Latch;
 
@@ -52,6 +55,12 @@ type Started = glommio::task::JoinHandle<Result<Option<Bytes>, RequestError>>;
 pub(super) struct KafkaConn {
     pub shard: Rc<SessionShard>,
     pub id: u64,
+    /// The client's address, as group members are described.
+    pub peer: String,
+    /// The user it authenticated as (SASL/PLAIN), whose permissions apply.
+    pub user: RefCell<Option<Arc<crate::server::auth::User>>>,
+    /// Whether a SaslHandshake chose PLAIN.
+    pub sasl_started: Cell<bool>,
     /// Set when the writer stops (the socket failed, or an answer could not be encoded): the
     /// reader stops too.
     ended: Latch,
@@ -77,6 +86,7 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream) {
     let Some((socket, _, _)) = secured else {
         return;
     };
+    let _counted = shard.core.hold_unregistered();
     tracing::debug!(
         shard = shard.core.id.0,
         conn = id,
@@ -87,6 +97,9 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream) {
     let conn = Rc::new(KafkaConn {
         shard,
         id,
+        peer: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+        user: RefCell::new(None),
+        sasl_started: Cell::new(false),
         ended: Latch::default(),
     });
     let (answers, mut queued) = futures_channel::mpsc::channel::<Started>(IN_FLIGHT_MAX);
@@ -105,6 +118,9 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream) {
     }
     // The writer sends what was read before, then sees the queue closed.
     writer.await;
+    if let Some(user) = conn.user.borrow_mut().take() {
+        user.release();
+    }
     let _ = futures_lite::future::poll_once(async {
         let mut half = Half(socket);
         half.close().await
@@ -206,55 +222,37 @@ async fn read_requests(
 
 /// Starts handling one request (the bytes after its size prefix).
 fn start(conn: &Rc<KafkaConn>, request: Bytes) -> Result<Answer, RequestError> {
+    use msg::RequestKind as Kind;
     let head = RequestHead::peek(&request)?;
-    let Some(api) = head.api() else {
+    if head.api() == Some(ApiKey::ApiVersions)
+        && !versions::is_served(ApiKey::ApiVersions, head.version)
+    {
+        let frame = versions::api_versions_unsupported(head.correlation_id);
+        return Ok(Box::pin(async move { Ok(Some(frame)) }));
+    }
+    let (header, request) = decode_served(&head, request)?;
+    let sasl = matches!(
+        request,
+        Kind::ApiVersions(_) | Kind::SaslHandshake(_) | Kind::SaslAuthenticate(_)
+    );
+    if !sasl && !conn.admitted() {
         return Err(RequestError::Malformed {
             api: head.api_key,
             version: head.version,
-            reason: "unknown API key".into(),
-        });
-    };
-    if !versions::is_served(api, head.version) {
-        if api == ApiKey::ApiVersions {
-            let frame = versions::api_versions_unsupported(head.correlation_id);
-            return Ok(Box::pin(async move { Ok(Some(frame)) }));
-        }
-        return Err(RequestError::Malformed {
-            api: head.api_key,
-            version: head.version,
-            reason: "version not served".into(),
+            reason: "a request before SASL authentication".into(),
         });
     }
-    let c = conn.clone();
-    Ok(match api {
-        ApiKey::ApiVersions => {
-            let _ = decoded::<msg::ApiVersionsRequest>(&head, request)?;
-            now(&head, versions::api_versions())
-        }
-        ApiKey::Metadata => {
-            let req = decoded::<msg::MetadataRequest>(&head, request)?;
-            later(head, async move {
-                topics::metadata(&c, head.version, req).await
-            })
-        }
-        ApiKey::CreateTopics => {
-            let req = decoded::<msg::CreateTopicsRequest>(&head, request)?;
-            later(
-                head,
-                async move { topics::create(&c, head.version, req).await },
-            )
-        }
-        ApiKey::DeleteTopics => {
-            let req = decoded::<msg::DeleteTopicsRequest>(&head, request)?;
-            later(
-                head,
-                async move { topics::delete(&c, head.version, req).await },
-            )
-        }
-        ApiKey::Produce => {
-            let req = decoded::<msg::ProduceRequest>(&head, request)?;
-            let acks = req.acks;
-            let answer = data::produce(&c, req);
+    let (c, v) = (conn.clone(), head.version);
+    Ok(match request {
+        Kind::ApiVersions(_) => now(&head, versions::api_versions()),
+        Kind::SaslHandshake(r) => now(&head, sasl::handshake(&c, r)),
+        Kind::SaslAuthenticate(r) => later(head, async move { sasl::authenticate(&c, r).await }),
+        Kind::Metadata(r) => later(head, async move { topics::metadata(&c, v, r).await }),
+        Kind::CreateTopics(r) => later(head, async move { topics::create(&c, v, r).await }),
+        Kind::DeleteTopics(r) => later(head, async move { topics::delete(&c, v, r).await }),
+        Kind::Produce(r) => {
+            let acks = r.acks;
+            let answer = data::produce(&c, r);
             Box::pin(async move {
                 let response = answer.await;
                 if acks == 0 {
@@ -263,79 +261,30 @@ fn start(conn: &Rc<KafkaConn>, request: Bytes) -> Result<Answer, RequestError> {
                 encode_response(&head, &response).map(Some)
             })
         }
-        ApiKey::Fetch => {
-            let req = decoded::<msg::FetchRequest>(&head, request)?;
-            later(
-                head,
-                async move { data::fetch(&c, head.version, req).await },
-            )
-        }
-        ApiKey::ListOffsets => {
-            let req = decoded::<msg::ListOffsetsRequest>(&head, request)?;
-            later(head, async move {
-                data::list_offsets(&c, head.version, req).await
-            })
-        }
-        ApiKey::InitProducerId => {
-            let req = decoded::<msg::InitProducerIdRequest>(&head, request)?;
-            later(head, async move { data::init_producer_id(&c, req).await })
-        }
-        ApiKey::FindCoordinator => {
-            let req = decoded::<msg::FindCoordinatorRequest>(&head, request)?;
-            now(&head, groups::find_coordinator(&c, head.version, req))
-        }
-        ApiKey::JoinGroup => {
-            let req = decoded::<msg::JoinGroupRequest>(&head, request)?;
-            later(
-                head,
-                async move { groups::join(&c, head.version, req).await },
-            )
-        }
-        ApiKey::SyncGroup => {
-            let req = decoded::<msg::SyncGroupRequest>(&head, request)?;
-            later(head, async move { groups::sync(&c, req).await })
-        }
-        ApiKey::Heartbeat => {
-            let req = decoded::<msg::HeartbeatRequest>(&head, request)?;
-            later(head, async move { groups::heartbeat(&c, req).await })
-        }
-        ApiKey::LeaveGroup => {
-            let req = decoded::<msg::LeaveGroupRequest>(&head, request)?;
-            later(head, async move { groups::leave(&c, req).await })
-        }
-        ApiKey::OffsetCommit => {
-            let req = decoded::<msg::OffsetCommitRequest>(&head, request)?;
-            later(head, async move { groups::offset_commit(&c, req).await })
-        }
-        ApiKey::OffsetFetch => {
-            let req = decoded::<msg::OffsetFetchRequest>(&head, request)?;
-            later(head, async move {
-                groups::offset_fetch(&c, head.version, req).await
-            })
-        }
-        ApiKey::DescribeGroups => {
-            let req = decoded::<msg::DescribeGroupsRequest>(&head, request)?;
-            later(head, async move { groups::describe(&c, req).await })
-        }
-        ApiKey::ListGroups => {
-            let req = decoded::<msg::ListGroupsRequest>(&head, request)?;
-            later(head, async move { groups::list(&c, req).await })
-        }
-        other => {
+        Kind::Fetch(r) => later(head, async move { data::fetch(&c, v, r).await }),
+        Kind::ListOffsets(r) => later(head, async move { data::list_offsets(&c, v, r).await }),
+        Kind::InitProducerId(r) => later(head, async move { data::init_producer_id(&c, r).await }),
+        Kind::FindCoordinator(r) => now(&head, groups::find_coordinator(&c, v, r)),
+        Kind::JoinGroup(r) => later(head, async move {
+            groups::join(&c, v, header.client_id, r).await
+        }),
+        Kind::SyncGroup(r) => later(head, async move { groups::sync(&c, v, r).await }),
+        Kind::Heartbeat(r) => later(head, async move { groups::heartbeat(&c, r).await }),
+        Kind::LeaveGroup(r) => later(head, async move { groups::leave(&c, v, r).await }),
+        Kind::OffsetCommit(r) => later(head, async move { groups::offset_commit(&c, r).await }),
+        Kind::OffsetFetch(r) => later(head, async move { groups::offset_fetch(&c, v, r).await }),
+        Kind::DescribeGroups(r) => later(head, async move { groups::describe(&c, v, r).await }),
+        Kind::ListGroups(r) => later(head, async move { groups::list(&c, v, r).await }),
+        Kind::DescribeConfigs(r) => now(&head, configs::describe_configs(&c, v, r)),
+        Kind::DescribeCluster(_) => now(&head, configs::describe_cluster(&c, v)),
+        _ => {
             return Err(RequestError::Malformed {
                 api: head.api_key,
                 version: head.version,
-                reason: format!("{other:?} is not served"),
+                reason: format!("{:?} is not served", head.api()),
             })
         }
     })
-}
-
-fn decoded<T: Decodable + HeaderVersion>(
-    head: &RequestHead,
-    request: Bytes,
-) -> Result<T, RequestError> {
-    decode_request::<T>(head, request).map(|(_, body)| body)
 }
 
 /// An answer known at once.

@@ -26,6 +26,9 @@ use crate::server::streams;
 /// The one broker id: every shard of this process is the same Kafka broker.
 pub const NODE_ID: i32 = 0;
 
+/// The cluster's id, as Metadata and DescribeCluster give it.
+pub const CLUSTER_ID: &str = "sluice";
+
 /// Partitions of a topic created without a count (Kafka's `num.partitions`).
 const DEFAULT_PARTITIONS: u32 = 1;
 
@@ -66,7 +69,7 @@ fn topic(name: &str) -> TopicName {
 }
 
 /// The address clients are told to connect to.
-fn advertised(conn: &KafkaConn) -> (String, i32) {
+pub fn advertised(conn: &KafkaConn) -> (String, i32) {
     let config = &conn.shard.core.config;
     if let Some(advertise) = &config.kafka_advertise {
         if let Some((host, port)) = advertise.rsplit_once(':') {
@@ -175,6 +178,7 @@ pub async fn metadata(
                 && (version < 4 || req.allow_auto_topic_creation);
             for name in names {
                 let found = stream_of(conn, &name);
+                let may_create = may_create && conn.may_create(&name);
                 let entry = match found {
                     Some(config) => topic_metadata(&name, Some(&config), code::NONE),
                     None if !valid_topic(&name) => {
@@ -200,7 +204,7 @@ pub async fn metadata(
             .with_node_id(BrokerId(NODE_ID))
             .with_host(StrBytes::from_string(host))
             .with_port(port)])
-        .with_cluster_id(Some(StrBytes::from_static_str("sluice")))
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
         .with_controller_id(BrokerId(NODE_ID))
         .with_topics(topics)
 }
@@ -223,6 +227,11 @@ pub async fn create(
             Some((
                 code::INVALID_TOPIC_EXCEPTION,
                 format!("{name:?} is not a valid topic name"),
+            ))
+        } else if !conn.may_create(&name) {
+            Some((
+                code::TOPIC_AUTHORIZATION_FAILED,
+                format!("not permitted to create topic {name}"),
             ))
         } else if stream_of(conn, &name).is_some() {
             Some((
@@ -294,6 +303,9 @@ pub async fn delete(
         match stream_of(conn, &name) {
             None => {
                 result = result.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+            Some(config) if !conn.may_write(&config) => {
+                result = result.with_error_code(code::TOPIC_AUTHORIZATION_FAILED);
             }
             Some(config) => {
                 let body = serde_json::to_vec(&StreamName {

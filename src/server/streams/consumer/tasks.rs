@@ -2,6 +2,8 @@
 //! the ack deadlines (redelivery, dead letters, saving the state).
 
 use super::*;
+use crate::server::streams::kafka::subject_of;
+use crate::server::streams::partition::kafka::as_publishes;
 
 pub(super) async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, appended: Rc<Event>) {
     loop {
@@ -25,6 +27,11 @@ pub(super) async fn deliver_loop(shard: Rc<StreamShard>, c: Rc<PartConsumer>, ap
         };
         let records = match c.log.read(from, bytes).await {
             Ok(records) => {
+                // Kafka record batches are delivered one Kafka record at a time.
+                let records = as_publishes(records, from, || {
+                    let config = shard.streams.borrow().config(&c.stream);
+                    config.map_or_else(|| c.stream.replace('~', "."), |c| subject_of(&c))
+                });
                 let total: usize = records.iter().map(|r| r.body.len()).sum();
                 if let Some(average) = total.checked_div(records.len()) {
                     c.record_bytes.set(average.max(1));

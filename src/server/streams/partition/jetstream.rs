@@ -17,7 +17,7 @@ impl Partition {
     ) -> (Vec<Queued>, Vec<(u64, Done)>, Removal) {
         let mut checks = self.checks.borrow_mut();
         let Some(checks) = checks.as_mut() else {
-            return (items, Vec::new(), Removal::default());
+            return self.apply_producer_checks(shard, log, items);
         };
         let mut removal = Removal::default();
         let first = log.first_offset();
@@ -36,10 +36,12 @@ impl Partition {
         for queued in items {
             let frame = Frame::check(queued.body.clone(), u32::MAX).ok();
             let Some((subject, headers, payload)) = frame.as_ref().and_then(publish_parts) else {
-                // Not a publish (a Kafka record batch): stored as it is, past the checks.
-                next += u64::from(queued.count);
-                bytes += queued.body.len() as u64;
-                keep.push(queued);
+                // Not a publish (a Kafka record batch): only its producer's sequence is checked.
+                if let Some(queued) = self.producer_check(shard, queued, next, &mut duplicates) {
+                    next += u64::from(queued.count);
+                    bytes += queued.body.len() as u64;
+                    keep.push(queued);
+                }
                 continue;
             };
             let Queued { body, done, .. } = queued;

@@ -10,7 +10,7 @@
 
 mod consumers;
 mod jetstream;
-mod kafka;
+pub(super) mod kafka;
 mod removal;
 
 use std::cell::{Cell, RefCell};
@@ -144,6 +144,8 @@ pub struct Partition {
     checks_first: Cell<u64>,
     /// Messages deleted from the middle of the partition: readers skip them.
     deleted: Rc<RefCell<Deleted>>,
+    /// Idempotent Kafka producers' latest batches, to drop their retries and refuse gaps.
+    producers: RefCell<kafka::Producers>,
 }
 
 /// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
@@ -258,6 +260,7 @@ impl Partition {
             creating: RefCell::new(HashSet::new()),
             created: Event::default(),
             checks: Rc::new(RefCell::new(None)),
+            producers: RefCell::new(kafka::Producers::default()),
             checks_first: Cell::new(0),
             deleted: Rc::new(RefCell::new(Deleted::default())),
         });
@@ -299,6 +302,7 @@ impl Partition {
                     let log = Rc::new(log);
                     *opening.log.borrow_mut() = Some(log.clone());
                     opening.restore_checks(&log).await;
+                    opening.restore_producers(&log).await;
                     opening.restore_consumers(&shard, log).await;
                 }
                 Err(e) => {
@@ -512,6 +516,18 @@ impl Partition {
                 self.synced_bytes(batch_bytes);
             }
             Ok(ticket) => {
+                // Those that asked for an answer once ordered get it now, with their offsets.
+                let mut offset = ticket.first_offset();
+                let mut items = items;
+                for q in &mut items {
+                    if let Some(Done::Ordered { .. }) = q.done {
+                        if let Some(done) = q.done.take() {
+                            let outcome = AckOutcome::plain(stream.clone(), self.index, Ok(offset));
+                            resolve(shard, done, outcome);
+                        }
+                    }
+                    offset += u64::from(q.count);
+                }
                 let part = self.clone();
                 let shard = shard.clone();
                 let index = self.index;
@@ -622,6 +638,9 @@ impl Partition {
             .read(offset, 1)
             .await
             .map_err(|e: StorageError| (ErrorCode::StorageFailed, e.to_string()))?;
+        let records = kafka::as_publishes(records, offset, || {
+            crate::server::streams::kafka::subject_of(&self.config)
+        });
         let record = records
             .into_iter()
             .next()
