@@ -196,7 +196,13 @@ fn consume(args: &Args) -> Result<Outcome, KafkaError> {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()?;
-    consumer.subscribe(&[&args.topic])?;
+    // Partitions assigned, not a group subscription: the time measured is the fetches', without
+    // a coordinator's rebalance delay.
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for p in 0..args.partitions.max(1) {
+        partitions.add_partition_offset(&args.topic, p, rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&partitions)?;
     let start = Instant::now();
     let (mut n, mut errors, mut idle) = (0u64, 0u64, Instant::now());
     while n < args.msgs && idle.elapsed() < Duration::from_secs(15) {
