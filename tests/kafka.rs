@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{Broker, DataDir, Ports};
+use common::{kcat, Broker, DataDir, Ports};
 
 #[test]
 fn kafka_python_works_unchanged() {
@@ -23,19 +23,23 @@ fn kafka_python_works_unchanged() {
     );
 }
 
-/// kcat, if it is installed.
-fn kcat() -> Option<Command> {
-    let found = Command::new("kcat")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!("skipped: kcat is not installed (./test installs it)");
-        return None;
-    }
-    Some(Command::new("kcat"))
+#[test]
+fn every_advertised_version_is_answered_as_kafka_python_decodes_it() {
+    let broker = Broker::start(&[]);
+    common::run_python_client("kafka_versions.py", &[&broker.kafka_addr]);
+
+    // Again with a user, so that every connection authenticates first, through each version of
+    // SaslHandshake and SaslAuthenticate.
+    let dir = DataDir::new();
+    let hash = common::hash_with_sluice("bob-pw");
+    let path = dir.path.join("users.toml");
+    std::fs::write(
+        &path,
+        format!("[[users]]\nname = \"bob\"\npassword = \"{hash}\"\n"),
+    )
+    .unwrap();
+    let broker = Broker::start(&["--config", path.to_str().unwrap()]);
+    common::run_python_client("kafka_versions.py", &[&broker.kafka_addr, "bob", "bob-pw"]);
 }
 
 /// Produces `lines` (`key:value`) with kcat at an ack level; kcat exits once each is acknowledged.

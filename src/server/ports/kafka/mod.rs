@@ -61,6 +61,8 @@ pub(super) struct KafkaConn {
     pub user: RefCell<Option<Arc<crate::server::auth::User>>>,
     /// Whether a SaslHandshake chose PLAIN.
     pub sasl_started: Cell<bool>,
+    /// A v0 SaslHandshake succeeded: the next frame is a bare token, not a request.
+    pub sasl_bare_token: Cell<bool>,
     /// Set when the writer stops (the socket failed, or an answer could not be encoded): the
     /// reader stops too.
     ended: Latch,
@@ -100,6 +102,7 @@ pub async fn serve(shard: Rc<SessionShard>, stream: TcpStream) {
         peer: peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         user: RefCell::new(None),
         sasl_started: Cell::new(false),
+        sasl_bare_token: Cell::new(false),
         ended: Latch::default(),
     });
     let (answers, mut queued) = futures_channel::mpsc::channel::<Started>(IN_FLIGHT_MAX);
@@ -223,6 +226,10 @@ async fn read_requests(
 /// Starts handling one request (the bytes after its size prefix).
 fn start(conn: &Rc<KafkaConn>, request: Bytes) -> Result<Answer, RequestError> {
     use msg::RequestKind as Kind;
+    if conn.sasl_bare_token.replace(false) {
+        let c = conn.clone();
+        return Ok(Box::pin(async move { sasl::bare_token(&c, request).await }));
+    }
     let head = RequestHead::peek(&request)?;
     if head.api() == Some(ApiKey::ApiVersions)
         && !versions::is_served(ApiKey::ApiVersions, head.version)
@@ -245,7 +252,7 @@ fn start(conn: &Rc<KafkaConn>, request: Bytes) -> Result<Answer, RequestError> {
     let (c, v) = (conn.clone(), head.version);
     Ok(match request {
         Kind::ApiVersions(_) => now(&head, versions::api_versions()),
-        Kind::SaslHandshake(r) => now(&head, sasl::handshake(&c, r)),
+        Kind::SaslHandshake(r) => now(&head, sasl::handshake(&c, v, r)),
         Kind::SaslAuthenticate(r) => later(head, async move { sasl::authenticate(&c, r).await }),
         Kind::Metadata(r) => later(head, async move { topics::metadata(&c, v, r).await }),
         Kind::CreateTopics(r) => later(head, async move { topics::create(&c, v, r).await }),
