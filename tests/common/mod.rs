@@ -591,3 +591,18 @@ pub fn hash_with_sluice(secret: &str) -> String {
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
+
+/// kcat, if it is installed.
+pub fn kcat() -> Option<Command> {
+    let found = Command::new("kcat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: kcat is not installed (./test installs it)");
+        return None;
+    }
+    Some(Command::new("kcat"))
+}
