@@ -174,7 +174,7 @@ fn the_jetstream_corpus_holds_every_invariant_of_the_decoders() {
 
 #[test]
 fn the_kafka_request_corpus_never_panics_and_real_requests_decode() {
-    use sluice_protocol::kafka::{batch, decode_served, request_size, RequestHead};
+    use sluice_protocol::kafka::{batch, decode_served, request_size, unsupported, RequestHead};
     let inputs = corpus("kafka_request");
     assert!(inputs.len() >= 10, "corpus has {} inputs", inputs.len());
     let mut decoded = 0;
@@ -183,6 +183,7 @@ fn the_kafka_request_corpus_never_panics_and_real_requests_decode() {
         let Ok(head) = RequestHead::peek(data) else {
             continue;
         };
+        let _ = unsupported::answer(&head, bytes::Bytes::copy_from_slice(data));
         if let Ok((_, request)) = decode_served(&head, bytes::Bytes::copy_from_slice(data)) {
             decoded += 1;
             if let sluice_protocol::kafka::codec::messages::RequestKind::Produce(produce) = request

@@ -9,6 +9,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 
 from kafka.protocol.admin import (CreateTopicsRequest, CreateTopicsResponse,
                                   DeleteTopicsRequest, DeleteTopicsResponse,
@@ -218,6 +219,66 @@ def topics_and_data(conn, topic, ranges):
     return len(sent)
 
 
+def newer_versions(addr, credentials, ranges, topic):
+    """Versions above those advertised, up to the newest kafka-python encodes: answered with
+    UNSUPPORTED_VERSION wherever the answer carries an error, the connection kept. A version the
+    broker cannot read at all closes the connection."""
+    tp = ProduceRequest.TopicProduceData
+    lt = ListOffsetsRequest.ListOffsetsTopic
+    ct = OffsetCommitRequest.OffsetCommitRequestTopic
+    checks = {
+        0: (ProduceRequest, ProduceResponse,
+            dict(acks=-1, timeout_ms=1000, topic_data=[tp(
+                name=topic, topic_id=uuid.uuid4(), partition_data=[tp.PartitionProduceData(
+                    index=0, records=batch([b"newer"]))])]),
+            lambda a: [p.error_code for t in a.responses for p in t.partition_responses]),
+        1: (FetchRequest, FetchResponse,
+            dict(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=1000, topics=[]),
+            lambda a: [a.error_code]),
+        2: (ListOffsetsRequest, ListOffsetsResponse,
+            dict(replica_id=-1, topics=[lt(name=topic, partitions=[
+                lt.ListOffsetsPartition(partition_index=0, timestamp=-1)])]),
+            lambda a: [p.error_code for t in a.topics for p in t.partitions]),
+        3: (MetadataRequest, MetadataResponse,
+            dict(topics=[MetadataRequest.MetadataRequestTopic(name=topic)]),
+            lambda a: [a.error_code] + [t.error_code for t in a.topics]),
+        8: (OffsetCommitRequest, OffsetCommitResponse,
+            dict(group_id="newer", generation_id_or_member_epoch=-1, member_id="",
+                 group_instance_id=None, topics=[ct(topic_id=uuid.uuid4(), partitions=[
+                     ct.OffsetCommitRequestPartition(partition_index=0, committed_offset=1)])]),
+            lambda a: [p.error_code for t in a.topics for p in t.partitions]),
+        9: (OffsetFetchRequest, OffsetFetchResponse,
+            dict(groups=[OffsetFetchRequest.OffsetFetchRequestGroup(
+                group_id="newer", member_id=None, member_epoch=-1, topics=None)]),
+            lambda a: [g.error_code for g in a.groups]),
+        15: (DescribeGroupsRequest, DescribeGroupsResponse, dict(groups=["newer"]),
+             lambda a: [g.error_code for g in a.groups]),
+        60: (DescribeClusterRequest, DescribeClusterResponse, dict(endpoint_type=1),
+             lambda a: [a.error_code]),
+    }
+    conn = Conn(addr, credentials)
+    answered = []
+    for key, (request_cls, response_cls, fields, errors) in checks.items():
+        for v in range(ranges[key][1] + 1, request_cls.max_version + 1):
+            try:
+                answer = conn.call(request_cls, response_cls, v, **fields)
+            except Closed:
+                # Past what the broker can read: only a new connection goes on.
+                conn = Conn(addr, credentials)
+                continue
+            found = errors(answer)
+            assert found and all(e == 35 for e in found), (key, v, answer)
+            answered.append((key, v))
+    # The connection that got those answers still works.
+    answer = conn.call(MetadataRequest, MetadataResponse, ranges[3][1],
+                       topics=[MetadataRequest.MetadataRequestTopic(name=topic)])
+    assert answer.topics[0].error_code == 0, answer
+    conn.close()
+    # (The codec reads OffsetCommit and OffsetFetch only up to v9, though it lists v10.)
+    for key in (0, 1, 2, 3, 15, 60):
+        assert any(k == key for k, _ in answered), (key, answered)
+
+
 def group_round(addr, credentials, ranges, topic, i, stored, failures):
     """One member's whole life in a group of its own, each API at version i or the nearest one
     served: find the coordinator, join (with the member-id round trip from v4), sync, heartbeat,
@@ -349,6 +410,8 @@ def main(addr, credentials):
     for t in threads:
         t.join()
     assert not failures, failures
+
+    newer_versions(addr, credentials, ranges, topic)
 
     # Produce 0-2 are advertised for old librdkafka's feature checks, and refused as Kafka 4
     # refuses them: the connection is closed.

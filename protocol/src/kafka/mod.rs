@@ -7,6 +7,7 @@
 //! stores as they arrive.
 
 pub mod batch;
+pub mod unsupported;
 pub mod versions;
 
 pub use kafka_protocol as codec;

@@ -237,6 +237,20 @@ fn start(conn: &Rc<KafkaConn>, request: Bytes) -> Result<Answer, RequestError> {
         let frame = versions::api_versions_unsupported(head.correlation_id);
         return Ok(Box::pin(async move { Ok(Some(frame)) }));
     }
+    let served = head
+        .api()
+        .is_some_and(|api| versions::is_served(api, head.version));
+    if !served && head.api().is_some_and(|api| versions::range(api).is_some()) {
+        if let Some(frame) = sluice_protocol::kafka::unsupported::answer(&head, request.clone()) {
+            tracing::debug!(
+                conn = conn.id,
+                api = head.api_key,
+                version = head.version,
+                "kafka request of a version not served; answered UNSUPPORTED_VERSION"
+            );
+            return Ok(Box::pin(async move { Ok(Some(frame)) }));
+        }
+    }
     let (header, request) = decode_served(&head, request)?;
     let sasl = matches!(
         request,
