@@ -9,9 +9,11 @@
 //! - [`jetstream`]: the JetStream API's subjects, JSON, acks, pulls, headers and times.
 //! - [`kafka`]: the Kafka wire protocol: request framing and headers, the versions Sluice
 //!   serves, record batches (checked, counted, re-based, built) and the message codec.
+//! - [`cluster`]: the frames nodes of a cluster exchange on their links.
 //! - [`error`]: typed decode errors and the codes the server sends back.
 //! - [`limits`]: every bound of the protocol, named, with the reason for it.
 
+pub mod cluster;
 pub mod error;
 pub mod frame;
 pub mod jetstream;

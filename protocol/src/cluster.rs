@@ -1,0 +1,263 @@
+//! Frames between the nodes of a cluster, on the `--cluster` port.
+//!
+//! A frame is `u32 length | u32 crc32c | u8 kind | body`, big-endian; the length and the checksum
+//! cover the kind and the body. A link opens with the dialing node's `Hello`, answered by the other
+//! node's own `Hello` (welcome) or a `Refuse` with the reason; from then on each side sends a `Ping`
+//! every second, and a link that brings nothing for a few seconds is down.
+
+use bytes::{BufMut, BytesMut};
+use thiserror::Error;
+
+/// The version of this protocol a node speaks; a node refuses a `Hello` of another version.
+pub const CLUSTER_PROTOCOL_VERSION: u16 = 1;
+
+/// Largest frame a node accepts: a hello or a refusal is far smaller, and a larger length is a
+/// corrupt or foreign stream, refused before anything is buffered.
+pub const CLUSTER_FRAME_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest node name, in bytes.
+pub const NODE_NAME_BYTES_MAX: usize = 128;
+
+const HEADER: usize = 8;
+
+/// What a node says about itself when a link opens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello<'a> {
+    pub version: u16,
+    /// The node's name (`--name`), unique in the cluster.
+    pub node: &'a str,
+    /// The address its peers reach it at (`--cluster`).
+    pub cluster_addr: &'a str,
+    /// Its shard count: a partition's replicas live on the same shard of every node.
+    pub shards: u16,
+}
+
+/// One frame between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterFrame<'a> {
+    /// The dialing node's introduction.
+    Hello(Hello<'a>),
+    /// The answering node's introduction: the link is open.
+    Welcome(Hello<'a>),
+    /// The answering node will not take the link, and why.
+    Refuse(Refusal<'a>),
+    /// Sent every second on an open link.
+    Ping,
+}
+
+/// Why a node refused a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal<'a> {
+    /// The route leads back to the node that dialed it.
+    Itself,
+    /// Anything else, in words.
+    Other(&'a str),
+}
+
+const KIND_HELLO: u8 = 1;
+const KIND_WELCOME: u8 = 2;
+const KIND_REFUSE: u8 = 3;
+const KIND_PING: u8 = 4;
+
+const REFUSE_ITSELF: u8 = 1;
+const REFUSE_OTHER: u8 = 2;
+
+/// Why bytes from a peer are not a frame.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ClusterFrameError {
+    #[error("cluster frame of {0} bytes is larger than the limit of {CLUSTER_FRAME_BYTES_MAX}")]
+    TooLarge(usize),
+    #[error("cluster frame checksum does not match")]
+    Checksum,
+    #[error("cluster frame is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+impl ClusterFrame<'_> {
+    /// Appends the frame to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u64(0);
+        match self {
+            ClusterFrame::Hello(hello) => {
+                out.put_u8(KIND_HELLO);
+                put_hello(out, hello);
+            }
+            ClusterFrame::Welcome(hello) => {
+                out.put_u8(KIND_WELCOME);
+                put_hello(out, hello);
+            }
+            ClusterFrame::Refuse(Refusal::Itself) => {
+                out.put_u8(KIND_REFUSE);
+                out.put_u8(REFUSE_ITSELF);
+            }
+            ClusterFrame::Refuse(Refusal::Other(reason)) => {
+                out.put_u8(KIND_REFUSE);
+                out.put_u8(REFUSE_OTHER);
+                put_str(out, reason);
+            }
+            ClusterFrame::Ping => out.put_u8(KIND_PING),
+        }
+        let len = (out.len() - start - HEADER) as u32;
+        let crc = crc32c::crc32c(&out[start + HEADER..]);
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// Reads the frame at the start of `buf`: the frame and the bytes it took, or `None` while
+    /// the frame is incomplete.
+    pub fn decode(buf: &[u8]) -> Result<Option<(ClusterFrame<'_>, usize)>, ClusterFrameError> {
+        let Some(header) = buf.get(..HEADER) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        if len > CLUSTER_FRAME_BYTES_MAX {
+            return Err(ClusterFrameError::TooLarge(len));
+        }
+        let crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+        let Some(body) = buf.get(HEADER..HEADER + len) else {
+            return Ok(None);
+        };
+        if crc32c::crc32c(body) != crc {
+            return Err(ClusterFrameError::Checksum);
+        }
+        let mut reader = Reader(body);
+        let frame = match reader.u8()? {
+            KIND_HELLO => ClusterFrame::Hello(reader.hello()?),
+            KIND_WELCOME => ClusterFrame::Welcome(reader.hello()?),
+            KIND_REFUSE => match reader.u8()? {
+                REFUSE_ITSELF => ClusterFrame::Refuse(Refusal::Itself),
+                REFUSE_OTHER => ClusterFrame::Refuse(Refusal::Other(reader.str()?)),
+                _ => return Err(ClusterFrameError::Malformed("unknown refusal")),
+            },
+            KIND_PING => ClusterFrame::Ping,
+            _ => return Err(ClusterFrameError::Malformed("unknown kind")),
+        };
+        if !reader.0.is_empty() {
+            return Err(ClusterFrameError::Malformed(
+                "bytes after the frame's fields",
+            ));
+        }
+        Ok(Some((frame, HEADER + len)))
+    }
+}
+
+fn put_hello(out: &mut BytesMut, hello: &Hello<'_>) {
+    out.put_u16(hello.version);
+    put_str(out, hello.node);
+    put_str(out, hello.cluster_addr);
+    out.put_u16(hello.shards);
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    out.put_u16(s.len() as u16);
+    out.put_slice(s);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ClusterFrameError> {
+        if self.0.len() < n {
+            return Err(ClusterFrameError::Malformed("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, ClusterFrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ClusterFrameError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+
+    fn str(&mut self) -> Result<&'a str, ClusterFrameError> {
+        let len = self.u16()? as usize;
+        std::str::from_utf8(self.take(len)?).map_err(|_| ClusterFrameError::Malformed("not UTF-8"))
+    }
+
+    fn hello(&mut self) -> Result<Hello<'a>, ClusterFrameError> {
+        let version = self.u16()?;
+        let node = self.str()?;
+        if node.is_empty() || node.len() > NODE_NAME_BYTES_MAX {
+            return Err(ClusterFrameError::Malformed("node name empty or too long"));
+        }
+        Ok(Hello {
+            version,
+            node,
+            cluster_addr: self.str()?,
+            shards: self.u16()?,
+        })
+    }
+}
+
+/// Whether `name` can name a node: 1 to 128 bytes of letters, digits, `-`, `_`, `.` and `:` (a
+/// node's default name is its cluster address).
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: ClusterFrame<'_>) {
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        out.put_slice(b"next");
+        let (decoded, used) = ClusterFrame::decode(&out).unwrap().unwrap();
+        assert_eq!(decoded, frame);
+        assert_eq!(&out[used..], b"next");
+        for cut in 0..used {
+            assert_eq!(ClusterFrame::decode(&out[..cut]), Ok(None), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn every_frame_round_trips_and_waits_for_its_last_byte() {
+        let hello = Hello {
+            version: CLUSTER_PROTOCOL_VERSION,
+            node: "n1",
+            cluster_addr: "127.0.0.1:6222",
+            shards: 2,
+        };
+        round_trip(ClusterFrame::Hello(hello.clone()));
+        round_trip(ClusterFrame::Welcome(hello));
+        round_trip(ClusterFrame::Refuse(Refusal::Itself));
+        round_trip(ClusterFrame::Refuse(Refusal::Other("shard counts differ")));
+        round_trip(ClusterFrame::Ping);
+    }
+
+    #[test]
+    fn a_flipped_bit_or_a_huge_length_is_refused() {
+        let mut out = BytesMut::new();
+        ClusterFrame::Ping.encode(&mut out);
+        out[8] ^= 0x40;
+        assert_eq!(ClusterFrame::decode(&out), Err(ClusterFrameError::Checksum));
+        let huge = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+        assert!(matches!(
+            ClusterFrame::decode(&huge),
+            Err(ClusterFrameError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn node_names() {
+        assert!(valid_node_name("n1"));
+        assert!(valid_node_name("sluice-0.sluice.default"));
+        assert!(valid_node_name("10.0.0.7:6222"));
+        assert!(!valid_node_name(""));
+        assert!(!valid_node_name("a/b"));
+        assert!(!valid_node_name(&"x".repeat(129)));
+    }
+}

@@ -1,0 +1,49 @@
+//! Property tests of the cluster link frames: round trips of any hello, and arbitrary bytes.
+
+use bytes::BytesMut;
+use proptest::prelude::*;
+use sluice_protocol::cluster::{ClusterFrame, Hello, Refusal};
+
+proptest! {
+    #[test]
+    fn any_hello_round_trips(
+        version in any::<u16>(),
+        node in "[a-z0-9._-]{1,128}",
+        addr in ".{0,64}",
+        shards in any::<u16>(),
+        welcome in any::<bool>(),
+    ) {
+        let hello = Hello { version, node: &node, cluster_addr: &addr, shards };
+        let frame = if welcome { ClusterFrame::Welcome(hello) } else { ClusterFrame::Hello(hello) };
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        let (decoded, used) = ClusterFrame::decode(&out).unwrap().unwrap();
+        prop_assert_eq!(decoded, frame);
+        prop_assert_eq!(used, out.len());
+    }
+
+    #[test]
+    fn any_refusal_round_trips(reason in ".{0,200}") {
+        let frame = ClusterFrame::Refuse(Refusal::Other(&reason));
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        prop_assert_eq!(ClusterFrame::decode(&out).unwrap().unwrap().0, frame);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        if let Ok(Some((_, used))) = ClusterFrame::decode(&bytes) {
+            prop_assert!(used <= bytes.len());
+        }
+    }
+
+    /// Noise behind a valid checksum reaches the field decoder: it must refuse, never panic.
+    #[test]
+    fn checksummed_noise_never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let mut framed = Vec::with_capacity(body.len() + 8);
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        framed.extend_from_slice(&body);
+        let _ = ClusterFrame::decode(&framed);
+    }
+}
