@@ -408,7 +408,7 @@ fn without_a_certificate_or_with_one_of_another_ca_the_handshake_fails() {
         assert_eq!(nats.line(), None, "{what}: no answer on the NATS port");
     }
     assert!(broker.wait_for_log("TLS handshake failed"));
-    let metrics = http_get(&broker.http_addr, "/metrics");
+    let metrics = common::http_get(&broker.http_addr, "/metrics");
     let failures: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("sluice_tls_handshake_failures_total "))
@@ -511,13 +511,4 @@ authorization {{ users = [
         return;
     };
     run(&format!("tls://localhost:{}", port(&reference.addr)));
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(common::PATIENCE)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
 }

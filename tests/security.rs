@@ -137,7 +137,7 @@ fn native_port_checks_credentials_and_permissions() {
     assert!(matches!(reply, Some(ClientError::NoReply)), "{reply:?}");
 
     // The refusals are counted.
-    let metrics = http_get(&broker.http_addr, "/metrics");
+    let metrics = common::http_get(&broker.http_addr, "/metrics");
     let count = |series: &str| -> f64 {
         metrics
             .lines()
@@ -246,14 +246,6 @@ fn nats_port_checks_credentials_and_permissions() {
     assert_eq!(bob.line(), "ok");
     bob.send("PING\r\n");
     assert_eq!(bob.line(), "PONG", "nothing else arrived");
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct Ports {
     pub nats: String,
     pub http: String,
     pub kafka: String,
+    /// Not passed by `Broker::start_at`: for a test that starts nodes of a cluster.
+    pub cluster: String,
 }
 
 impl Ports {
@@ -63,10 +65,11 @@ impl Ports {
             nats: "127.0.0.1:0".into(),
             http: "127.0.0.1:0".into(),
             kafka: "127.0.0.1:0".into(),
+            cluster: "127.0.0.1:0".into(),
         }
     }
 
-    /// Four loopback ports free now, to start brokers on the same ports again and again. They are
+    /// Five loopback ports free now, to start brokers on the same ports again and again. They are
     /// picked below the ephemeral range, from which the kernel hands out ports to other tests'
     /// brokers and to outgoing connections, so none of those takes them while a broker restarts.
     pub fn fixed() -> Ports {
@@ -76,7 +79,7 @@ impl Ports {
             .unwrap_or(32768);
         let low = FIXED_PORT_LOW.min(ephemeral_low / 2);
         let mut held = Vec::new();
-        while held.len() < 4 {
+        while held.len() < 5 {
             let port = fastrand::u16(low..ephemeral_low);
             if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
                 held.push(listener);
@@ -88,6 +91,7 @@ impl Ports {
             nats: addr(1),
             http: addr(2),
             kafka: addr(3),
+            cluster: addr(4),
         }
     }
 }
@@ -605,4 +609,14 @@ pub fn kcat() -> Option<Command> {
         return None;
     }
     Some(Command::new("kcat"))
+}
+
+/// A plain HTTP GET; the whole answer, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
 }
