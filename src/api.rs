@@ -312,3 +312,49 @@ pub struct ConsumerPartitionInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Box<ConsumerConfig>>,
 }
+
+/// Verb: the cluster as the answering node sees it. Body: `{}`. Reply: [`ClusterInfo`].
+pub const CLUSTER_INFO: &str = "cluster.info";
+
+/// A node's view of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// False for a single node, started without a cluster address.
+    pub clustered: bool,
+    /// The node's name.
+    pub name: String,
+    /// Where it listens for its peers.
+    #[serde(default)]
+    pub cluster_addr: String,
+    /// Every node it has linked with, up or down.
+    #[serde(default)]
+    pub peers: Vec<PeerInfo>,
+    /// Each route it dials, and how that goes.
+    #[serde(default)]
+    pub routes: Vec<RouteInfo>,
+}
+
+/// A node linked with, now or before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub name: String,
+    /// Its cluster address, as it gave it.
+    pub addr: String,
+    /// Whether a link to it is open.
+    pub up: bool,
+    /// Open links to it.
+    pub links: u32,
+    /// How long it has been up, or down.
+    pub since_ms: u64,
+}
+
+/// A route a node dials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub route: String,
+    /// `linked to NODE`, `dialing (N failed)` or `this node`.
+    pub state: String,
+    /// Why the last link or dial ended, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -338,6 +338,7 @@ fn invalid_config_files_name_the_key_and_the_reason() {
         ("listen = \"nowhere:xx\"\n", "listen"),
         ("log_format = \"xml\"\n", "log_format"),
         ("shards = 0\n", "shards"),
+        ("name = \"a/b\"\n", "name"),
         ("tls_cert = \"/etc/cert.pem\"\n", "tls_key"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {

@@ -31,6 +31,15 @@ pub struct Settings {
     /// HTTP address for /metrics, /healthz and /readyz, or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// This node's name in a cluster [default: HOSTNAME:CLUSTER_PORT].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where this node listens for its peers; a cluster only with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// The other nodes' cluster addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +110,29 @@ pub struct Settings {
     pub users: Vec<server::auth::UserConfig>,
 }
 
+/// A node's name when none is given: the host's name and the cluster port (`sluice-0:6222`),
+/// unique both for nodes on different hosts and for nodes sharing one.
+pub fn default_node_name(cluster: &str) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname(2) writes at most `buf.len()` bytes into `buf`.
+    let host = if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let port = cluster.rsplit(':').next().unwrap_or_default();
+    let name: String = format!("{host}:{port}")
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' | ':' => c,
+            _ => '-',
+        })
+        .take(sluice_protocol::cluster::NODE_NAME_BYTES_MAX)
+        .collect();
+    name.trim_start_matches(':').to_string()
+}
+
 /// Default HTTP address.
 pub const HTTP_ADDR_DEFAULT: &str = "127.0.0.1:8280";
 
@@ -133,6 +165,13 @@ impl Settings {
             kafka_advertise: over.kafka_advertise.or(self.kafka_advertise),
             kafka_auto_create: over.kafka_auto_create.or(self.kafka_auto_create),
             http: over.http.or(self.http),
+            name: over.name.or(self.name),
+            cluster: over.cluster.or(self.cluster),
+            routes: if over.routes.is_empty() {
+                self.routes
+            } else {
+                over.routes
+            },
             shards,
             cpuset,
             max_payload: over.max_payload.or(self.max_payload),
@@ -177,6 +216,12 @@ impl Settings {
             kafka_advertise: self.kafka_advertise,
             kafka_auto_create: self.kafka_auto_create.or(Some(true)),
             http: self.http.or(Some(HTTP_ADDR_DEFAULT.into())),
+            name: match &self.cluster {
+                Some(cluster) => self.name.or_else(|| Some(default_node_name(cluster))),
+                None => self.name,
+            },
+            cluster: self.cluster,
+            routes: self.routes,
             shards: match self.cpuset {
                 Some(_) => None,
                 None => self.shards.or(Some(default_shards)),
@@ -240,6 +285,17 @@ impl Settings {
         if self.shards.is_some() && self.cpuset.is_some() {
             return Err(key("shards", "give shards or cpuset, not both".into()));
         }
+        if let Some(name) = &self.name {
+            if !sluice_protocol::cluster::valid_node_name(name) {
+                return Err(key(
+                    "name",
+                    format!("{name:?}: 1 to 128 letters, digits, `-`, `_`, `.` or `:`"),
+                ));
+            }
+        }
+        if let Some(route) = self.routes.iter().find(|r| r.trim().is_empty()) {
+            return Err(key("routes", format!("{route:?} is not an address")));
+        }
         if self.nats_ping_interval_ms == Some(0) {
             return Err(key("nats_ping_interval_ms", "must be at least 1".into()));
         }
@@ -302,6 +358,9 @@ impl Settings {
     /// certificates need TLS and a CA bundle, mapping them needs users, and users without a
     /// password or token need mapping.
     pub fn check_merged(&self) -> Result<(), String> {
+        if !self.routes.is_empty() && self.cluster.is_none() {
+            return Err("key `routes`: routes need a cluster address (`cluster`)".into());
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("key `tls_cert`: tls_cert and tls_key go together".into());
         }

@@ -1,6 +1,7 @@
 //! The `sluice` command line: `serve` runs the broker; `pub`, `sub`, `request` and `reply` talk to it.
 
 mod bench;
+mod cluster;
 mod config;
 mod consume;
 mod cpus;
@@ -50,6 +51,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspect consumers.
     Consumer(consume::ConsumerArgs),
+    /// Inspect the cluster a node is in.
+    Cluster(cluster::ClusterArgs),
     /// Print an argon2 hash of a password or token read from stdin, for the config file's users.
     Passwd,
     /// Measure a server: throughput and latency percentiles of a load scenario.
@@ -92,6 +95,16 @@ struct ServeArgs {
     /// HTTP address for /metrics, /healthz and /readyz; `off` disables it [default: 127.0.0.1:8280].
     #[arg(long)]
     http: Option<String>,
+    /// This node's name in a cluster, unique among its nodes [default: HOSTNAME:CLUSTER_PORT].
+    #[arg(long)]
+    name: Option<String>,
+    /// Where this node listens for the other nodes of its cluster, e.g. `127.0.0.1:6222`; without
+    /// it the server is a single node.
+    #[arg(long)]
+    cluster: Option<String>,
+    /// The other nodes' cluster addresses, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    routes: Vec<String>,
     /// Number of shards, one per CPU [default: every CPU this process may use].
     #[arg(long, conflicts_with = "cpuset")]
     shards: Option<usize>,
@@ -181,6 +194,9 @@ impl ServeArgs {
             kafka_advertise: self.kafka_advertise.clone(),
             kafka_auto_create: self.kafka_auto_create,
             http: self.http.clone(),
+            name: self.name.clone(),
+            cluster: self.cluster.clone(),
+            routes: self.routes.clone(),
             shards: self.shards,
             cpuset: self.cpuset.clone(),
             max_payload: self.max_payload,
@@ -224,6 +240,7 @@ pub fn main() -> ExitCode {
         Command::Stream(args) => streams::run(args),
         Command::Consume(args) => consume::consume(args),
         Command::Consumer(args) => consume::consumer(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Tune(args) => tune::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Passwd => passwd(),
@@ -296,6 +313,16 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     config.kafka_advertise = settings.kafka_advertise.clone();
     config.kafka_auto_create = settings.kafka_auto_create.unwrap_or(true);
     config.http_listen = optional_addr(&settings.http)?;
+    if let Some(cluster) = &settings.cluster {
+        config.cluster = Some(server::ClusterConfig {
+            name: settings
+                .name
+                .clone()
+                .unwrap_or_else(|| config::default_node_name(cluster)),
+            listen: server::resolve(cluster).map_err(|e| e.to_string())?,
+            routes: settings.routes.clone(),
+        });
+    }
     config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);
     config.pending_bytes_max = settings.max_pending.unwrap_or(config.pending_bytes_max);
     if let Some(ms) = settings.write_deadline_ms {
@@ -345,6 +372,9 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         if let Some(http) = bound.http {
             line += &format!(" http={http}");
+        }
+        if let Some(cluster) = bound.cluster {
+            line += &format!(" cluster={cluster}");
         }
         println!("{line} shards={shards}");
     })

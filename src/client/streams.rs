@@ -119,6 +119,11 @@ impl Client {
             .map(|l| l.streams)
     }
 
+    /// The cluster as the server this client is connected to sees it.
+    pub fn cluster_info(&self) -> Result<api::ClusterInfo, ClientError> {
+        self.api(api::CLUSTER_INFO, &serde_json::json!({}))
+    }
+
     /// Deletes a stream and its data.
     pub fn stream_remove(&self, name: &str) -> Result<(), ClientError> {
         self.api::<_, serde_json::Value>(api::STREAM_REMOVE, &StreamName { name: name.into() })

@@ -16,6 +16,10 @@ const RULES: &[(&str, &[&str])] = &[
             "api",
         ],
     ),
+    (
+        "cluster",
+        &["session", "ports", "streams", "dispatch", "auth_pool"],
+    ),
     ("streams", &["session", "ports", "dispatch", "auth_pool"]),
     ("session", &["ports", "dispatch"]),
 ];

@@ -7,6 +7,7 @@
 pub mod auth;
 mod auth_pool;
 mod bind;
+pub mod cluster;
 mod core;
 mod dispatch;
 #[cfg(test)]
@@ -30,6 +31,7 @@ use sluice_protocol::limits::PAYLOAD_BYTES_MAX_DEFAULT;
 use sluice_storage::FsyncPolicy;
 use thiserror::Error;
 
+pub use self::cluster::ClusterConfig;
 use self::core::mesh::{self, MeshBatch, PeerQueue, MESH_CHANNEL_BATCHES};
 use self::core::shard::Shard;
 use dispatch::MeshItem;
@@ -72,6 +74,8 @@ pub struct ServerConfig {
     pub kafka_auto_create: bool,
     /// HTTP address for /metrics, /healthz and /readyz, if on.
     pub http_listen: Option<SocketAddr>,
+    /// This node's place in a cluster, if it is in one.
+    pub cluster: Option<ClusterConfig>,
     /// How often the server pings a NATS client; after `NATS_PINGS_OUT_MAX` unanswered pings the
     /// connection is stale and closed.
     pub nats_ping_interval: Duration,
@@ -127,6 +131,7 @@ impl ServerConfig {
             kafka_advertise: None,
             kafka_auto_create: true,
             http_listen: None,
+            cluster: None,
             nats_ping_interval: NATS_PING_INTERVAL_DEFAULT,
             cpus,
             payload_bytes_max: PAYLOAD_BYTES_MAX_DEFAULT,
@@ -236,6 +241,7 @@ pub struct Bound {
     pub nats: Option<SocketAddr>,
     pub kafka: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
+    pub cluster: Option<SocketAddr>,
 }
 
 /// A TLS configuration from PEM files: the certificate chain and its private key; with a client
@@ -312,6 +318,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         config.nats_listen,
         config.kafka_listen,
         config.http_listen,
+        config.cluster.as_ref().map(|c| c.listen),
     ]
     .into_iter()
     .flatten()
@@ -334,6 +341,20 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         None => None,
     };
     let http_addr = http.as_ref().map(|(addr, _)| *addr);
+    // So is the cluster port: shard 0 keeps the links to the other nodes.
+    let mut cluster = match &config.cluster {
+        Some(cluster) => {
+            let addr = cluster.listen;
+            let listener: std::net::TcpListener = bind::bind(addr, true)?.into();
+            let local = listener
+                .set_nonblocking(true)
+                .and_then(|()| listener.local_addr())
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Some((local, listener))
+        }
+        None => None,
+    };
+    let cluster_addr = cluster.as_ref().map(|(addr, _)| *addr);
     let mut config = config;
     config.listen = listen;
     config.nats_listen = nats.as_ref().map(|(addr, _)| *addr);
@@ -356,15 +377,15 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         let mesh = mesh.clone();
         let stop = stop.clone();
         let ready = ready_tx.clone();
-        let http = if index == 0 {
-            http.take().map(|(_, l)| l)
+        let (http, cluster) = if index == 0 {
+            (http.take().map(|(_, l)| l), cluster.take())
         } else {
-            None
+            (None, None)
         };
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{index}"))
             .io_memory(IO_MEMORY_BYTES_PER_SHARD)
-            .spawn(move || run_shard(config, auth, mesh, stop, ready, http))
+            .spawn(move || run_shard(config, auth, mesh, stop, ready, http, cluster))
             .map_err(|e| ServerError::Executor {
                 shard: index,
                 cpu,
@@ -392,6 +413,7 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
         nats,
         kafka,
         http: http_addr,
+        cluster: cluster_addr,
     });
     tracing::info!(%listen, shards, "sluice ready");
     for handle in handles {
@@ -435,6 +457,7 @@ async fn run_shard(
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<Result<(), String>>,
     http: Option<std::net::TcpListener>,
+    cluster: Option<(SocketAddr, std::net::TcpListener)>,
 ) {
     let listener = match bind::listen_on_shard(config.listen).await {
         Ok(listener) => listener,
@@ -516,6 +539,14 @@ async fn run_shard(
         // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
         glommio::spawn_local(http::serve(streams.clone(), listener)).detach();
+    }
+    if let (Some((bound, listener)), Some(settings)) = (cluster, &config.cluster) {
+        use std::os::unix::io::{FromRawFd, IntoRawFd};
+        // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
+        let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+        let links = Rc::new(cluster::Cluster::new(settings, bound, config.cpus.len()));
+        let _ = streams.cluster.set(links.clone());
+        glommio::spawn_local(cluster::run(core.clone(), links, listener)).detach();
     }
     if id.0 == 0 {
         match streams::Registry::load(&config.data_dir) {

@@ -8,4 +8,5 @@ pub mod interest;
 pub mod mesh;
 pub mod outbound;
 pub mod shard;
+pub mod socket;
 pub mod stats;

@@ -58,7 +58,13 @@ async fn answer(shard: Rc<StreamShard>, mut stream: TcpStream) {
             "401 Unauthorized",
             "a bearer token is required\n".to_string(),
         ),
-        (b"GET", b"/metrics") => ("200 OK", metrics::render(&gather(&shard).await)),
+        (b"GET", b"/metrics") => {
+            let mut out = metrics::render(&gather(&shard).await);
+            if let Some(cluster) = shard.cluster.get() {
+                cluster.render_metrics(&mut out);
+            }
+            ("200 OK", out)
+        }
         (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
         (b"GET", b"/readyz") => {
             let shards = gather(&shard).await;

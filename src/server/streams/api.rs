@@ -57,6 +57,7 @@ pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -
         api::STREAM_INFO => stream_info(shard, body).await,
         api::STREAM_GET => stream_get(shard, body).await,
         api::CONSUMER_INFO => consumer_info(shard, body).await,
+        api::CLUSTER_INFO => cluster_info(shard),
         other => Err((ErrorCode::BadRequest, format!("unknown API verb {other:?}"))),
     };
     match result {
@@ -73,6 +74,19 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, (ErrorCode, String)> {
 
 fn json<T: Serialize>(value: &T) -> ApiResult {
     serde_json::to_vec(value).map_err(|e| (ErrorCode::BadRequest, e.to_string()))
+}
+
+fn cluster_info(shard: &StreamShard) -> ApiResult {
+    match shard.cluster.get() {
+        Some(cluster) => json(&cluster.info()),
+        None => json(&api::ClusterInfo {
+            clustered: false,
+            name: shard.core.config.server_id.clone(),
+            cluster_addr: String::new(),
+            peers: Vec::new(),
+            routes: Vec::new(),
+        }),
+    }
 }
 
 fn registry_error(e: RegistryError) -> (ErrorCode, String) {

@@ -94,6 +94,8 @@ pub enum Done {
 /// shards. Owned by the shard's executor like the core shard; every streams function takes it.
 pub struct StreamShard {
     pub core: Rc<Shard>,
+    /// On shard 0 of a node in a cluster: its links to the other nodes.
+    pub cluster: std::cell::OnceCell<Rc<crate::server::cluster::Cluster>>,
     /// One queue per shard (its own slot unused), shared with core: items keep their order.
     peers: Vec<Rc<dyn Peer>>,
     /// This shard's view of the streams, and the partitions it owns.
@@ -177,6 +179,7 @@ impl StreamShard {
         let groups = groups::Coordinator::new(&core.config.data_dir);
         StreamShard {
             core,
+            cluster: std::cell::OnceCell::new(),
             peers,
             streams: RefCell::new(Streams::default()),
             registry: RefCell::new(None),

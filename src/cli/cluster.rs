@@ -1,0 +1,54 @@
+//! `sluice cluster ...`: a node's view of its cluster.
+
+use clap::{Args, Subcommand};
+
+use super::NATIVE_ADDR_DEFAULT;
+use crate::client::Client;
+
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+    /// Server address.
+    #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT, global = true)]
+    server: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Show the node's peers, up or down, and its routes.
+    Info,
+}
+
+pub fn run(args: ClusterArgs) -> Result<(), String> {
+    let client = Client::connect_with(&args.server, super::client_options("sluice-cluster"))
+        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    match args.command {
+        ClusterCommand::Info => {
+            let info = client.cluster_info().map_err(|e| e.to_string())?;
+            if !info.clustered {
+                println!("node {}: a single node, not in a cluster", info.name);
+                return Ok(());
+            }
+            println!("node {} at {}", info.name, info.cluster_addr);
+            for peer in &info.peers {
+                let state = if peer.up { "up" } else { "down" };
+                println!(
+                    "peer {}  {}  {} for {:.1}s  links {}",
+                    peer.name,
+                    peer.addr,
+                    state,
+                    peer.since_ms as f64 / 1000.0,
+                    peer.links
+                );
+            }
+            for route in &info.routes {
+                match &route.error {
+                    Some(error) => println!("route {}  {}  ({error})", route.route, route.state),
+                    None => println!("route {}  {}", route.route, route.state),
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The links between the nodes of a cluster, kept by shard 0, which also keeps the stream
+//! registry.
+//!
+//! Shard 0 listens on the cluster address (`--cluster`) and dials every route (`--routes`). A link
+//! opens with the dialer's `Hello`, answered by the other node's own (`Welcome`) or a refusal: a
+//! route back to the node itself, another protocol version, another shard count (a partition's
+//! replicas live on the same shard of every node), or a name already linked under another address.
+//! Both sides then send a ping every second; a link that brings nothing for five seconds is
+//! closed, and its dialer dials again, backing off up to two seconds between tries. A peer is up
+//! while at least one link to it is open.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_lite::future::or;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use sluice_protocol::cluster::{
+    ClusterFrame, ClusterFrameError, Hello, Refusal, CLUSTER_PROTOCOL_VERSION,
+};
+
+use super::core::shard::Shard;
+use super::core::socket::{Half, Socket};
+use crate::api::{ClusterInfo, PeerInfo, RouteInfo};
+
+/// How often each side of an open link pings the other.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// A link that brings nothing for this long is down.
+const LINK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new link may take to say hello, and a dial to connect.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait between two dials of a route that does not answer.
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+
+/// A node's place in its cluster, from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster.
+    pub name: String,
+    /// Where this node listens for its peers.
+    pub listen: SocketAddr,
+    /// The other nodes' cluster addresses.
+    pub routes: Vec<String>,
+}
+
+/// Shard 0's view of the cluster: the peers it has linked with, and each route's state.
+pub struct Cluster {
+    name: String,
+    addr: String,
+    shards: u16,
+    routes: Vec<String>,
+    peers: RefCell<BTreeMap<String, Peer>>,
+    route_states: RefCell<Vec<RouteState>>,
+}
+
+struct Peer {
+    /// The address it gave as its cluster address.
+    addr: String,
+    /// Open links to it (a dialed one and an accepted one at most, normally).
+    links: u32,
+    /// When it last came up, or went down.
+    since: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RouteState {
+    Dialing {
+        failures: u32,
+        last_error: Option<String>,
+    },
+    Linked(String),
+    Itself,
+}
+
+/// Why a link ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] ClusterFrameError),
+    #[error("nothing for {0:?}")]
+    Silent(Duration),
+    #[error("the peer closed the link")]
+    Closed,
+    #[error("unexpected {0} frame")]
+    Unexpected(&'static str),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the route leads to this node")]
+    Itself,
+}
+
+/// A frame read off a link, owning its strings.
+enum Received {
+    Hello(Introduction),
+    Welcome(Introduction),
+    Refuse(Option<String>),
+    Ping,
+}
+
+#[derive(Debug, Clone)]
+struct Introduction {
+    version: u16,
+    node: String,
+    cluster_addr: String,
+    shards: u16,
+}
+
+impl From<&Hello<'_>> for Introduction {
+    fn from(hello: &Hello<'_>) -> Introduction {
+        Introduction {
+            version: hello.version,
+            node: hello.node.to_string(),
+            cluster_addr: hello.cluster_addr.to_string(),
+            shards: hello.shards,
+        }
+    }
+}
+
+impl Cluster {
+    pub fn new(config: &ClusterConfig, bound: SocketAddr, shards: usize) -> Cluster {
+        Cluster {
+            name: config.name.clone(),
+            addr: bound.to_string(),
+            shards: shards as u16,
+            routes: config.routes.clone(),
+            peers: RefCell::default(),
+            route_states: RefCell::new(vec![
+                RouteState::Dialing {
+                    failures: 0,
+                    last_error: None
+                };
+                config.routes.len()
+            ]),
+        }
+    }
+
+    fn hello(&self) -> Hello<'_> {
+        Hello {
+            version: CLUSTER_PROTOCOL_VERSION,
+            node: &self.name,
+            cluster_addr: &self.addr,
+            shards: self.shards,
+        }
+    }
+
+    /// Why this node will not link with `peer`, if it will not.
+    fn refusal(&self, peer: &Introduction) -> Option<Refusal<'static>> {
+        if !sluice_protocol::cluster::valid_node_name(&peer.node) {
+            return Some(Refusal::Other("not a valid node name"));
+        }
+        if peer.node == self.name {
+            return Some(Refusal::Itself);
+        }
+        if peer.version != CLUSTER_PROTOCOL_VERSION {
+            return Some(Refusal::Other("another cluster protocol version"));
+        }
+        if peer.shards != self.shards {
+            return Some(Refusal::Other(
+                "another shard count: every node of a cluster runs as many shards",
+            ));
+        }
+        let peers = self.peers.borrow();
+        match peers.get(&peer.node) {
+            Some(known) if known.links > 0 && known.addr != peer.cluster_addr => Some(
+                Refusal::Other("a node of that name is linked from another address"),
+            ),
+            _ => None,
+        }
+    }
+
+    fn link_up(&self, peer: &Introduction) {
+        let mut peers = self.peers.borrow_mut();
+        let entry = peers.entry(peer.node.clone()).or_insert_with(|| Peer {
+            addr: peer.cluster_addr.clone(),
+            links: 0,
+            since: Instant::now(),
+        });
+        if entry.links == 0 {
+            entry.since = Instant::now();
+            entry.addr = peer.cluster_addr.clone();
+            tracing::info!(node = %self.name, peer = %peer.node, addr = %peer.cluster_addr,
+                "cluster peer up");
+        }
+        entry.links += 1;
+    }
+
+    fn link_down(&self, peer: &str, why: &LinkError) {
+        let mut peers = self.peers.borrow_mut();
+        if let Some(entry) = peers.get_mut(peer) {
+            entry.links = entry.links.saturating_sub(1);
+            if entry.links == 0 {
+                entry.since = Instant::now();
+                tracing::warn!(node = %self.name, %peer, reason = %why, "cluster peer down");
+            }
+        }
+    }
+
+    fn set_route(&self, route: usize, state: RouteState) {
+        if let Some(slot) = self.route_states.borrow_mut().get_mut(route) {
+            *slot = state;
+        }
+    }
+
+    /// The cluster's figures for `/metrics`: peers known and up, and each peer's state.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let peers = self.peers.borrow();
+        let up = peers.values().filter(|p| p.links > 0).count();
+        let _ = writeln!(out, "# TYPE sluice_cluster_peers gauge");
+        let _ = writeln!(out, "sluice_cluster_peers {}", peers.len());
+        let _ = writeln!(out, "# TYPE sluice_cluster_peers_up gauge");
+        let _ = writeln!(out, "sluice_cluster_peers_up {up}");
+        let _ = writeln!(out, "# TYPE sluice_cluster_peer_up gauge");
+        for (name, peer) in peers.iter() {
+            let _ = writeln!(
+                out,
+                "sluice_cluster_peer_up{{peer=\"{name}\"}} {}",
+                u8::from(peer.links > 0)
+            );
+        }
+    }
+
+    /// What `sluice cluster info` shows.
+    pub fn info(&self) -> ClusterInfo {
+        let now = Instant::now();
+        let peers = self
+            .peers
+            .borrow()
+            .iter()
+            .map(|(name, peer)| PeerInfo {
+                name: name.clone(),
+                addr: peer.addr.clone(),
+                up: peer.links > 0,
+                links: peer.links,
+                since_ms: now.duration_since(peer.since).as_millis() as u64,
+            })
+            .collect();
+        let routes = self
+            .routes
+            .iter()
+            .zip(self.route_states.borrow().iter())
+            .map(|(route, state)| {
+                let (state, error) = match state {
+                    RouteState::Dialing {
+                        failures,
+                        last_error,
+                    } => (format!("dialing ({failures} failed)"), last_error.clone()),
+                    RouteState::Linked(node) => (format!("linked to {node}"), None),
+                    RouteState::Itself => ("this node".to_string(), None),
+                };
+                RouteInfo {
+                    route: route.clone(),
+                    state,
+                    error,
+                }
+            })
+            .collect();
+        ClusterInfo {
+            clustered: true,
+            name: self.name.clone(),
+            cluster_addr: self.addr.clone(),
+            peers,
+            routes,
+        }
+    }
+}
+
+/// Serves the cluster address and dials every route until the shard stops.
+pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>, listener: TcpListener) {
+    for route in 0..cluster.routes.len() {
+        glommio::spawn_local(dial(core.clone(), cluster.clone(), route)).detach();
+    }
+    super::accept_until_stopped(&core, &listener, |stream| {
+        accepted(core.clone(), cluster.clone(), stream)
+    })
+    .await;
+}
+
+/// A link a peer opened: its hello, this node's answer, then pings until it ends.
+async fn accepted(core: Rc<Shard>, cluster: Rc<Cluster>, stream: TcpStream) {
+    let peer_addr = stream.peer_addr().ok();
+    let socket: Rc<RefCell<Box<dyn Socket>>> = Rc::new(RefCell::new(Box::new(stream)));
+    let mut reader = LinkReader::new(Half(socket.clone()));
+    let peer = match reader.next(HELLO_TIMEOUT).await {
+        Ok(Received::Hello(peer)) => peer,
+        Ok(_) => {
+            tracing::warn!(?peer_addr, "cluster link opened without a hello; closed");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(?peer_addr, error = %e, "cluster link failed before its hello");
+            return;
+        }
+    };
+    let mut writer = Half(socket);
+    if let Some(refusal) = cluster.refusal(&peer) {
+        if refusal != Refusal::Itself {
+            tracing::warn!(peer = %peer.node, ?peer_addr, ?refusal, "cluster link refused");
+        }
+        let _ = send(&mut writer, &ClusterFrame::Refuse(refusal)).await;
+        return;
+    }
+    if let Err(e) = send(&mut writer, &ClusterFrame::Welcome(cluster.hello())).await {
+        tracing::warn!(peer = %peer.node, error = %e, "cluster welcome not sent");
+        return;
+    }
+    cluster.link_up(&peer);
+    let why = run_link(&core, reader, writer).await;
+    cluster.link_down(&peer.node, &why);
+}
+
+/// Dials one route until the shard stops: each link it opens runs until it ends, then the route
+/// is dialed again.
+async fn dial(core: Rc<Shard>, cluster: Rc<Cluster>, route: usize) {
+    let target = cluster.routes[route].clone();
+    let mut backoff = DIAL_BACKOFF_MIN;
+    let mut failures = 0u32;
+    while !core.stopping.is_set() {
+        match dial_once(&core, &cluster, route, &target).await {
+            Err(LinkError::Itself) => {
+                tracing::info!(route = %target, "cluster route leads to this node; not dialed");
+                cluster.set_route(route, RouteState::Itself);
+                return;
+            }
+            Ok(ended) => {
+                // A link that was up: dial again at once.
+                tracing::debug!(route = %target, reason = %ended, "cluster link ended");
+                backoff = DIAL_BACKOFF_MIN;
+                failures = 0;
+                cluster.set_route(
+                    route,
+                    RouteState::Dialing {
+                        failures,
+                        last_error: Some(ended.to_string()),
+                    },
+                );
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 30 == 0 {
+                    tracing::debug!(route = %target, error = %e, failures, "cluster dial failed");
+                }
+                cluster.set_route(
+                    route,
+                    RouteState::Dialing {
+                        failures,
+                        last_error: Some(e.to_string()),
+                    },
+                );
+            }
+        }
+        or(glommio::timer::sleep(backoff), core.stopping.wait()).await;
+        backoff = (backoff * 2).min(DIAL_BACKOFF_MAX);
+    }
+}
+
+/// One dial: `Ok` with why the link ended once it was open, `Err` if it never opened.
+async fn dial_once(
+    core: &Rc<Shard>,
+    cluster: &Rc<Cluster>,
+    route: usize,
+    target: &str,
+) -> Result<LinkError, LinkError> {
+    let addr =
+        super::resolve(target).map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
+    let stream = TcpStream::connect_timeout(addr, HELLO_TIMEOUT)
+        .await
+        .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
+    let _ = stream.set_nodelay(true);
+    let socket: Rc<RefCell<Box<dyn Socket>>> = Rc::new(RefCell::new(Box::new(stream)));
+    let mut writer = Half(socket.clone());
+    send(&mut writer, &ClusterFrame::Hello(cluster.hello())).await?;
+    let mut reader = LinkReader::new(Half(socket));
+    let peer = match reader.next(HELLO_TIMEOUT).await? {
+        Received::Welcome(peer) => peer,
+        Received::Refuse(None) => return Err(LinkError::Itself),
+        Received::Refuse(Some(reason)) => {
+            tracing::warn!(route = %target, %reason, "cluster link refused by the peer");
+            return Err(LinkError::Refused(reason));
+        }
+        Received::Hello(_) => return Err(LinkError::Unexpected("hello")),
+        Received::Ping => return Err(LinkError::Unexpected("ping")),
+    };
+    if peer.node == cluster.name {
+        return Err(LinkError::Itself);
+    }
+    cluster.link_up(&peer);
+    cluster.set_route(route, RouteState::Linked(peer.node.clone()));
+    let why = run_link(core, reader, writer).await;
+    cluster.link_down(&peer.node, &why);
+    Ok(why)
+}
+
+/// An open link: pings out every second, frames in until one is late or bad, or the shard stops.
+async fn run_link(core: &Rc<Shard>, mut reader: LinkReader, mut writer: Half) -> LinkError {
+    let pinging = async {
+        loop {
+            glommio::timer::sleep(PING_INTERVAL).await;
+            if let Err(e) = send(&mut writer, &ClusterFrame::Ping).await {
+                return e;
+            }
+        }
+    };
+    let reading = async {
+        loop {
+            match reader.next(LINK_TIMEOUT).await {
+                Ok(Received::Ping) => {}
+                Ok(Received::Hello(_)) => return LinkError::Unexpected("hello"),
+                Ok(Received::Welcome(_)) => return LinkError::Unexpected("welcome"),
+                Ok(Received::Refuse(_)) => return LinkError::Unexpected("refuse"),
+                Err(e) => return e,
+            }
+        }
+    };
+    let stopped = async {
+        core.stopping.wait().await;
+        LinkError::Closed
+    };
+    let why = or(or(pinging, reading), stopped).await;
+    let _ = writer.close().await;
+    why
+}
+
+async fn send(writer: &mut Half, frame: &ClusterFrame<'_>) -> Result<(), LinkError> {
+    let mut out = BytesMut::with_capacity(64);
+    frame.encode(&mut out);
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+/// Cuts frames out of what a link reads.
+struct LinkReader {
+    half: Half,
+    buf: Vec<u8>,
+}
+
+impl LinkReader {
+    fn new(half: Half) -> LinkReader {
+        LinkReader {
+            half,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// The next frame, if one comes within `timeout`.
+    async fn next(&mut self, timeout: Duration) -> Result<Received, LinkError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((frame, used)) = ClusterFrame::decode(&self.buf)? {
+                let received = match frame {
+                    ClusterFrame::Hello(h) => Received::Hello((&h).into()),
+                    ClusterFrame::Welcome(h) => Received::Welcome((&h).into()),
+                    ClusterFrame::Refuse(Refusal::Itself) => Received::Refuse(None),
+                    ClusterFrame::Refuse(Refusal::Other(r)) => Received::Refuse(Some(r.into())),
+                    ClusterFrame::Ping => Received::Ping,
+                };
+                self.buf.drain(..used);
+                return Ok(received);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut chunk = [0u8; 1024];
+            let read = or(async { Some(self.half.read(&mut chunk).await) }, async {
+                glommio::timer::sleep(left).await;
+                None
+            })
+            .await;
+            match read {
+                None => return Err(LinkError::Silent(timeout)),
+                Some(Ok(0)) => return Err(LinkError::Closed),
+                Some(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+}

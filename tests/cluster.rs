@@ -1,0 +1,193 @@
+//! Nodes of a cluster on loopback: they link with each other through their routes, see a node
+//! that stops answering or dies go down and come back, refuse links they cannot take, and a node
+//! without a cluster address stays a single node.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use common::{Broker, DataDir, Ports, PATIENCE};
+use sluice::api::ClusterInfo;
+use sluice_protocol::cluster::{ClusterFrame, Hello, Refusal, CLUSTER_PROTOCOL_VERSION};
+
+/// Starts node `name` on `ports`, dialing `routes`.
+fn node(dir: &DataDir, ports: &Ports, name: &str, routes: &[&Ports]) -> Broker {
+    let routes: Vec<&str> = routes.iter().map(|p| p.cluster.as_str()).collect();
+    let routes = routes.join(",");
+    let mut args = vec!["--name", name, "--cluster", &ports.cluster];
+    if !routes.is_empty() {
+        args.extend(["--routes", &routes]);
+    }
+    Broker::start_at(&dir.path, ports, &args)
+}
+
+fn info(broker: &Broker) -> ClusterInfo {
+    broker.client().cluster_info().expect("cluster info")
+}
+
+/// Waits until `broker` sees exactly the peers in `up` up and those in `down` down.
+fn wait_for_peers(broker: &Broker, up: &[&str], down: &[&str]) -> ClusterInfo {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let info = info(broker);
+        let state = |name: &str| info.peers.iter().find(|p| p.name == name).map(|p| p.up);
+        if up.iter().all(|n| state(n) == Some(true)) && down.iter().all(|n| state(n) == Some(false))
+        {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never saw up {up:?} and down {down:?}: {info:?}",
+            info.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn signal(broker: &Broker, signal: i32) {
+    // SAFETY: kill(2) on the broker's own process id.
+    assert_eq!(unsafe { libc::kill(broker.pid() as i32, signal) }, 0);
+}
+
+#[test]
+fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    // n1 also lists itself, as a configuration shared by every node does.
+    let n1 = node(
+        &dirs[0],
+        &ports[0],
+        "n1",
+        &[&ports[1], &ports[2], &ports[0]],
+    );
+    // n2 from a settings file, as a deployment would start it.
+    let file = dirs[1].path.join("n2.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"n2\"\ncluster = \"{}\"\nroutes = [\"{}\", \"{}\"]\n",
+            ports[1].cluster, ports[0].cluster, ports[2].cluster
+        ),
+    )
+    .unwrap();
+    let n2 = Broker::start_at(
+        &dirs[1].path,
+        &ports[1],
+        &["--config", file.to_str().unwrap()],
+    );
+    let mut n3 = node(&dirs[2], &ports[2], "n3", &[&ports[0], &ports[1]]);
+
+    let seen = wait_for_peers(&n1, &["n2", "n3"], &[]);
+    assert!(seen.clustered && seen.name == "n1", "{seen:?}");
+    assert_eq!(seen.cluster_addr, ports[0].cluster);
+    let own = seen.routes.iter().find(|r| r.route == ports[0].cluster);
+    assert_eq!(own.map(|r| r.state.as_str()), Some("this node"), "{seen:?}");
+    wait_for_peers(&n2, &["n1", "n3"], &[]);
+    wait_for_peers(&n3, &["n1", "n2"], &[]);
+    let metrics = common::http_get(&n1.http_addr, "/metrics");
+    assert!(metrics.contains("sluice_cluster_peers_up 2"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_cluster_peer_up{peer=\"n3\"} 1"),
+        "{metrics}"
+    );
+
+    // A node that stops answering (its process frozen) is down once its links go silent.
+    signal(&n3, libc::SIGSTOP);
+    wait_for_peers(&n1, &["n2"], &["n3"]);
+    wait_for_peers(&n2, &["n1"], &["n3"]);
+    signal(&n3, libc::SIGCONT);
+    wait_for_peers(&n1, &["n2", "n3"], &[]);
+    wait_for_peers(&n3, &["n1", "n2"], &[]);
+
+    // A node that dies is down; started again on its address, it is up again.
+    n3.kill();
+    wait_for_peers(&n1, &["n2"], &["n3"]);
+    let metrics = common::http_get(&n1.http_addr, "/metrics");
+    assert!(metrics.contains("sluice_cluster_peers_up 1"), "{metrics}");
+    let n3 = node(&dirs[2], &ports[2], "n3", &[&ports[0], &ports[1]]);
+    wait_for_peers(&n1, &["n2", "n3"], &[]);
+    wait_for_peers(&n2, &["n1", "n3"], &[]);
+    wait_for_peers(&n3, &["n1", "n2"], &[]);
+}
+
+/// Sends `hello` to a node's cluster address; returns its answer, or None if it closed.
+fn say_hello(addr: &str, hello: Hello<'_>) -> Option<Vec<u8>> {
+    let mut out = BytesMut::new();
+    ClusterFrame::Hello(hello).encode(&mut out);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(&out).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Ok(Some(_)) = ClusterFrame::decode(&answer) {
+            return Some(answer);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn links_a_node_cannot_take_are_refused_with_the_reason() {
+    let dir = DataDir::new();
+    let ports = Ports::fixed();
+    let n1 = node(&dir, &ports, "n1", &[]);
+    let hello = |node: &'static str, shards: u16, version: u16| Hello {
+        version,
+        node,
+        cluster_addr: "127.0.0.1:1",
+        shards,
+    };
+    let refusal = |answer: Option<Vec<u8>>| -> String {
+        let answer = answer.expect("an answer");
+        match ClusterFrame::decode(&answer).unwrap().unwrap().0 {
+            ClusterFrame::Refuse(Refusal::Itself) => "itself".into(),
+            ClusterFrame::Refuse(Refusal::Other(reason)) => reason.into(),
+            other => panic!("not a refusal: {other:?}"),
+        }
+    };
+    let v = CLUSTER_PROTOCOL_VERSION;
+    assert_eq!(
+        refusal(say_hello(&ports.cluster, hello("n1", 2, v))),
+        "itself"
+    );
+    assert!(refusal(say_hello(&ports.cluster, hello("n9", 7, v))).contains("shard count"));
+    assert!(refusal(say_hello(&ports.cluster, hello("n9", 2, v + 1))).contains("version"));
+    assert!(refusal(say_hello(&ports.cluster, hello("a/b", 2, v))).contains("node name"));
+    // One it can take is welcomed with the node's own hello.
+    let answer = say_hello(&ports.cluster, hello("n9", 2, v)).expect("an answer");
+    match ClusterFrame::decode(&answer).unwrap().unwrap().0 {
+        ClusterFrame::Welcome(h) => assert_eq!((h.node, h.shards), ("n1", 2)),
+        other => panic!("not a welcome: {other:?}"),
+    }
+    // Garbage closes that link only.
+    let mut stream = TcpStream::connect(&ports.cluster).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "garbage got an answer: {rest:?}");
+    assert!(n1.wait_for_log("cluster link failed before its hello"));
+    assert!(info(&n1).clustered);
+}
+
+#[test]
+fn a_node_without_a_cluster_address_is_a_single_node() {
+    let broker = Broker::start(&[]);
+    let info = info(&broker);
+    assert!(!info.clustered && info.peers.is_empty(), "{info:?}");
+    // Routes need a cluster address to dial from.
+    let out = common::sluice_cli()
+        .args(["serve", "--routes", "127.0.0.1:6222", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes need a cluster address"), "{stderr}");
+}
