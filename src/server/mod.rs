@@ -572,6 +572,11 @@ async fn run_shard(
         .detach();
     }
     glommio::spawn_local(trim::run(core.clone())).detach();
+    // Ready only once the streams are known here: a publish or a Kafka request taken before
+    // shard 0's list arrives would find no stream.
+    while !streams.streams_known.get() && !core.stopping.is_set() {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
     let _ = ready.send(Ok(()));
     tracing::debug!(shard = id.0, "accepting");
     let nats_accept = nats_listener.map(|listener| {
