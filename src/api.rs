@@ -332,6 +332,23 @@ pub struct ClusterInfo {
     /// Each route it dials, and how that goes.
     #[serde(default)]
     pub routes: Vec<RouteInfo>,
+    /// The meta group (the cluster's stream registry), once it has started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<MetaInfo>,
+}
+
+/// The meta group as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaInfo {
+    /// The leader's name, if there is one this node knows of.
+    pub leader: Option<String>,
+    pub term: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// Its voting members' names.
+    pub voters: Vec<String>,
+    /// The last log index known committed.
+    pub commit: u64,
 }
 
 /// A node linked with, now or before.

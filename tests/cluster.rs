@@ -113,6 +113,114 @@ fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
     wait_for_peers(&n3, &["n1", "n2"], &[]);
 }
 
+/// Waits until every node in `nodes` names the same meta leader, one of them, which sees itself
+/// as leader; returns its name and term.
+fn wait_for_one_leader(nodes: &[&Broker]) -> (String, u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metas: Vec<_> = nodes.iter().map(|n| info(n)).collect();
+        let leaders: Vec<Option<String>> = metas
+            .iter()
+            .map(|i| i.meta.as_ref().and_then(|m| m.leader.clone()))
+            .collect();
+        if let Some(Some(leader)) = leaders.first() {
+            let agreed = leaders
+                .iter()
+                .all(|l| l.as_deref() == Some(leader.as_str()));
+            let leading = metas
+                .iter()
+                .find(|i| &i.name == leader)
+                .and_then(|i| i.meta.as_ref())
+                .filter(|m| m.role == "leader");
+            if let (true, Some(meta)) = (agreed, leading) {
+                return (leader.clone(), meta.term);
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {metas:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_meta_group_elects_one_leader_fails_over_and_needs_a_majority() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let all = [&ports[0], &ports[1], &ports[2]];
+    let names = ["n1", "n2", "n3"];
+    // One routes list for every node, its own address included.
+    let start = |i: usize| node(&dirs[i], &ports[i], names[i], &all);
+    let mut nodes: Vec<Option<Broker>> = (0..3).map(|i| Some(start(i))).collect();
+    let live = |nodes: &[Option<Broker>]| -> Vec<usize> {
+        (0..3).filter(|&i| nodes[i].is_some()).collect()
+    };
+    let (first, term) = wait_for_one_leader(&nodes.iter().flatten().collect::<Vec<_>>());
+    for n in nodes.iter().flatten() {
+        let meta = info(n).meta.expect("meta group started");
+        assert_eq!(meta.voters, ["n1", "n2", "n3"]);
+        assert!(
+            meta.commit >= 1,
+            "the leader's first entry is committed: {meta:?}"
+        );
+    }
+    for dir in &dirs {
+        let saved = std::fs::read_to_string(dir.path.join("cluster/meta.json")).unwrap();
+        assert!(
+            saved.contains("\"members\":[\"n1\",\"n2\",\"n3\"]"),
+            "{saved}"
+        );
+    }
+    let leader_at = names.iter().position(|n| *n == first).unwrap();
+    let leader = nodes[leader_at].as_ref().unwrap();
+    let metrics = common::http_get(&leader.http_addr, "/metrics");
+    assert!(
+        metrics.contains("sluice_cluster_meta_leader 1"),
+        "{metrics}"
+    );
+    assert!(common::http_get(&leader.http_addr, "/readyz").contains("200 OK"));
+
+    // The leader dies: the other two elect one of themselves, in a later term.
+    nodes[leader_at].as_mut().unwrap().kill();
+    nodes[leader_at] = None;
+    let (second, later) = wait_for_one_leader(&nodes.iter().flatten().collect::<Vec<_>>());
+    assert_ne!(second, first);
+    assert!(later > term, "term {later} after {term}");
+    assert_eq!(live(&nodes).len(), 2);
+
+    // It comes back as a follower of the new leader.
+    nodes[leader_at] = Some(start(leader_at));
+    let (third, _) = wait_for_one_leader(&nodes.iter().flatten().collect::<Vec<_>>());
+    assert_eq!(
+        third, second,
+        "a returning node does not disrupt the leader"
+    );
+
+    // A node cut off from the other two (both frozen) has no leader and is not ready; once they
+    // are back, all three agree again.
+    let alone = names.iter().position(|n| *n != second).unwrap();
+    let others: Vec<usize> = (0..3).filter(|&i| i != alone).collect();
+    for &i in &others {
+        signal(nodes[i].as_ref().unwrap(), libc::SIGSTOP);
+    }
+    let lonely = nodes[alone].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while info(lonely).meta.and_then(|m| m.leader).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a node alone still names a leader"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = common::http_get(&lonely.http_addr, "/readyz");
+    assert!(
+        ready.contains("503") && ready.contains("no meta leader"),
+        "{ready}"
+    );
+    for &i in &others {
+        signal(nodes[i].as_ref().unwrap(), libc::SIGCONT);
+    }
+    wait_for_one_leader(&nodes.iter().flatten().collect::<Vec<_>>());
+}
+
 /// Sends `hello` to a node's cluster address; returns its answer, or None if it closed.
 fn say_hello(addr: &str, hello: Hello<'_>) -> Option<Vec<u8>> {
     let mut out = BytesMut::new();

@@ -3,7 +3,8 @@
 //! A frame is `u32 length | u32 crc32c | u8 kind | body`, big-endian; the length and the checksum
 //! cover the kind and the body. A link opens with the dialing node's `Hello`, answered by the other
 //! node's own `Hello` (welcome) or a `Refuse` with the reason; from then on each side sends a `Ping`
-//! every second, and a link that brings nothing for a few seconds is down.
+//! every second, and a link that brings nothing for a few seconds is down. `Raft` frames carry the
+//! messages of the consensus groups, encoded by the consensus library.
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
@@ -11,9 +12,9 @@ use thiserror::Error;
 /// The version of this protocol a node speaks; a node refuses a `Hello` of another version.
 pub const CLUSTER_PROTOCOL_VERSION: u16 = 1;
 
-/// Largest frame a node accepts: a hello or a refusal is far smaller, and a larger length is a
-/// corrupt or foreign stream, refused before anything is buffered.
-pub const CLUSTER_FRAME_BYTES_MAX: usize = 64 * 1024;
+/// Largest frame a node accepts: room for a consensus message with a batch of entries; a larger
+/// length is a corrupt or foreign stream, refused before anything is buffered.
+pub const CLUSTER_FRAME_BYTES_MAX: usize = 1024 * 1024;
 
 /// Longest node name, in bytes.
 pub const NODE_NAME_BYTES_MAX: usize = 128;
@@ -43,6 +44,8 @@ pub enum ClusterFrame<'a> {
     Refuse(Refusal<'a>),
     /// Sent every second on an open link.
     Ping,
+    /// A consensus message, as the consensus library encodes it.
+    Raft(&'a [u8]),
 }
 
 /// Why a node refused a link.
@@ -58,6 +61,7 @@ const KIND_HELLO: u8 = 1;
 const KIND_WELCOME: u8 = 2;
 const KIND_REFUSE: u8 = 3;
 const KIND_PING: u8 = 4;
+const KIND_RAFT: u8 = 5;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -97,6 +101,10 @@ impl ClusterFrame<'_> {
                 put_str(out, reason);
             }
             ClusterFrame::Ping => out.put_u8(KIND_PING),
+            ClusterFrame::Raft(message) => {
+                out.put_u8(KIND_RAFT);
+                out.put_slice(message);
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -131,6 +139,7 @@ impl ClusterFrame<'_> {
                 _ => return Err(ClusterFrameError::Malformed("unknown refusal")),
             },
             KIND_PING => ClusterFrame::Ping,
+            KIND_RAFT => ClusterFrame::Raft(std::mem::take(&mut reader.0)),
             _ => return Err(ClusterFrameError::Malformed("unknown kind")),
         };
         if !reader.0.is_empty() {
@@ -236,6 +245,8 @@ mod tests {
         round_trip(ClusterFrame::Refuse(Refusal::Itself));
         round_trip(ClusterFrame::Refuse(Refusal::Other("shard counts differ")));
         round_trip(ClusterFrame::Ping);
+        round_trip(ClusterFrame::Raft(b"\x08\x03\x10\x01"));
+        round_trip(ClusterFrame::Raft(b""));
     }
 
     #[test]

@@ -31,6 +31,17 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
                 return Ok(());
             }
             println!("node {} at {}", info.name, info.cluster_addr);
+            match &info.meta {
+                Some(meta) => println!(
+                    "meta group  {}  leader {}  term {}  commit {}  voters {}",
+                    meta.role,
+                    meta.leader.as_deref().unwrap_or("none"),
+                    meta.term,
+                    meta.commit,
+                    meta.voters.join(",")
+                ),
+                None => println!("meta group  not started (waiting for every route to answer)"),
+            }
             for peer in &info.peers {
                 let state = if peer.up { "up" } else { "down" };
                 println!(

@@ -10,6 +10,7 @@ mod bind;
 pub mod cluster;
 mod core;
 mod dispatch;
+mod files;
 #[cfg(test)]
 mod layers;
 mod ports;

@@ -9,23 +9,28 @@
 //! closed, and its dialer dials again, backing off up to two seconds between tries. A peer is up
 //! while at least one link to it is open.
 
+pub mod meta;
+
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
+use protobuf::Message as _;
+use raft::eraftpb::Message;
 use sluice_protocol::cluster::{
     ClusterFrame, ClusterFrameError, Hello, Refusal, CLUSTER_PROTOCOL_VERSION,
 };
+use sluice_storage::wake::{Event, Notify};
 
 use super::core::shard::Shard;
 use super::core::socket::{Half, Socket};
-use crate::api::{ClusterInfo, PeerInfo, RouteInfo};
+use crate::api::{ClusterInfo, MetaInfo, PeerInfo, RouteInfo};
 
 /// How often each side of an open link pings the other.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,6 +41,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between two dials of a route that does not answer.
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Most consensus messages waiting for a link to one peer, or for the meta group from all of
+/// them: past it the oldest go (consensus retries what is lost).
+const RAFT_QUEUE_MAX: usize = 4096;
 
 /// A node's place in its cluster, from its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,9 +64,20 @@ pub struct Cluster {
     routes: Vec<String>,
     peers: RefCell<BTreeMap<String, Peer>>,
     route_states: RefCell<Vec<RouteState>>,
+    /// The name behind each route, once a link through it said.
+    route_names: RefCell<Vec<Option<String>>>,
+    /// Woken when a peer's outbox gets a message.
+    outbox_filled: Event,
+    /// Consensus messages for the meta group, and its driver's wake-up.
+    meta_inbox: RefCell<VecDeque<Message>>,
+    meta_wake: Notify,
+    /// What the meta group's driver last saw.
+    meta_status: RefCell<Option<MetaInfo>>,
 }
 
 struct Peer {
+    /// Consensus messages for it, sent by whichever link to it writes next.
+    outbox: VecDeque<Bytes>,
     /// The address it gave as its cluster address.
     addr: String,
     /// Open links to it (a dialed one and an accepted one at most, normally).
@@ -102,6 +121,7 @@ enum Received {
     Welcome(Introduction),
     Refuse(Option<String>),
     Ping,
+    Raft(Vec<u8>),
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +158,11 @@ impl Cluster {
                 };
                 config.routes.len()
             ]),
+            route_names: RefCell::new(vec![None; config.routes.len()]),
+            outbox_filled: Event::default(),
+            meta_inbox: RefCell::default(),
+            meta_wake: Notify::default(),
+            meta_status: RefCell::default(),
         }
     }
 
@@ -178,6 +203,7 @@ impl Cluster {
     fn link_up(&self, peer: &Introduction) {
         let mut peers = self.peers.borrow_mut();
         let entry = peers.entry(peer.node.clone()).or_insert_with(|| Peer {
+            outbox: VecDeque::new(),
             addr: peer.cluster_addr.clone(),
             links: 0,
             since: Instant::now(),
@@ -203,14 +229,101 @@ impl Cluster {
     }
 
     fn set_route(&self, route: usize, state: RouteState) {
+        let name = match &state {
+            RouteState::Linked(name) => Some(name.clone()),
+            RouteState::Itself => Some(self.name.clone()),
+            RouteState::Dialing { .. } => None,
+        };
+        if let (Some(name), Some(slot)) = (name, self.route_names.borrow_mut().get_mut(route)) {
+            *slot = Some(name);
+        }
         if let Some(slot) = self.route_states.borrow_mut().get_mut(route) {
             *slot = state;
         }
     }
 
-    /// The cluster's figures for `/metrics`: peers known and up, and each peer's state.
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The nodes a new cluster starts with: this one and every route's, once each route has
+    /// been linked (or found to be this node) at least once.
+    fn initial_members(&self) -> Option<Vec<String>> {
+        let names = self.route_names.borrow();
+        let mut members: Vec<String> = names.iter().cloned().collect::<Option<_>>()?;
+        members.push(self.name.clone());
+        members.sort();
+        members.dedup();
+        Some(members)
+    }
+
+    /// Queues a consensus message for the peer of that name; false if no such peer is known.
+    fn send_raft(&self, to: &str, message: &Message) -> bool {
+        let Ok(bytes) = message.write_to_bytes() else {
+            return false;
+        };
+        let mut peers = self.peers.borrow_mut();
+        let Some(peer) = peers.get_mut(to) else {
+            return false;
+        };
+        if peer.outbox.len() >= RAFT_QUEUE_MAX {
+            peer.outbox.pop_front();
+        }
+        peer.outbox.push_back(Bytes::from(bytes));
+        drop(peers);
+        self.outbox_filled.notify_all();
+        true
+    }
+
+    /// Takes what waits for the peer of that name.
+    fn take_outbox(&self, peer: &str) -> Vec<Bytes> {
+        self.peers
+            .borrow_mut()
+            .get_mut(peer)
+            .map(|p| p.outbox.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn outbox_empty(&self, peer: &str) -> bool {
+        self.peers
+            .borrow()
+            .get(peer)
+            .is_none_or(|p| p.outbox.is_empty())
+    }
+
+    /// A consensus message from a peer, for the meta group.
+    fn received_raft(&self, from: &str, bytes: &[u8]) {
+        match Message::parse_from_bytes(bytes) {
+            Ok(message) => {
+                let mut inbox = self.meta_inbox.borrow_mut();
+                if inbox.len() >= RAFT_QUEUE_MAX {
+                    inbox.pop_front();
+                }
+                inbox.push_back(message);
+                drop(inbox);
+                self.meta_wake.notify();
+            }
+            Err(e) => tracing::warn!(peer = %from, error = %e, "unreadable consensus message"),
+        }
+    }
+
+    /// The meta group's leader, if this node knows of one.
+    pub fn meta_leader(&self) -> Option<String> {
+        self.meta_status.borrow().as_ref()?.leader.clone()
+    }
+
+    /// The cluster's figures for `/metrics`: peers known and up, each peer's state, and the meta
+    /// group's term and whether this node leads it.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
+        if let Some(meta) = self.meta_status.borrow().as_ref() {
+            let leads = meta.leader.as_deref() == Some(self.name.as_str());
+            let _ = writeln!(out, "# TYPE sluice_cluster_meta_term gauge");
+            let _ = writeln!(out, "sluice_cluster_meta_term {}", meta.term);
+            let _ = writeln!(out, "# TYPE sluice_cluster_meta_leader gauge");
+            let _ = writeln!(out, "sluice_cluster_meta_leader {}", u8::from(leads));
+        }
         let peers = self.peers.borrow();
         let up = peers.values().filter(|p| p.links > 0).count();
         let _ = writeln!(out, "# TYPE sluice_cluster_peers gauge");
@@ -268,12 +381,14 @@ impl Cluster {
             cluster_addr: self.addr.clone(),
             peers,
             routes,
+            meta: self.meta_status.borrow().clone(),
         }
     }
 }
 
 /// Serves the cluster address and dials every route until the shard stops.
 pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>, listener: TcpListener) {
+    glommio::spawn_local(meta::run(core.clone(), cluster.clone())).detach();
     for route in 0..cluster.routes.len() {
         glommio::spawn_local(dial(core.clone(), cluster.clone(), route)).detach();
     }
@@ -312,7 +427,7 @@ async fn accepted(core: Rc<Shard>, cluster: Rc<Cluster>, stream: TcpStream) {
         return;
     }
     cluster.link_up(&peer);
-    let why = run_link(&core, reader, writer).await;
+    let why = run_link(&core, &cluster, &peer.node, reader, writer).await;
     cluster.link_down(&peer.node, &why);
 }
 
@@ -386,32 +501,56 @@ async fn dial_once(
             return Err(LinkError::Refused(reason));
         }
         Received::Hello(_) => return Err(LinkError::Unexpected("hello")),
-        Received::Ping => return Err(LinkError::Unexpected("ping")),
+        Received::Ping | Received::Raft(_) => return Err(LinkError::Unexpected("ping")),
     };
     if peer.node == cluster.name {
         return Err(LinkError::Itself);
     }
     cluster.link_up(&peer);
     cluster.set_route(route, RouteState::Linked(peer.node.clone()));
-    let why = run_link(core, reader, writer).await;
+    let why = run_link(core, cluster, &peer.node, reader, writer).await;
     cluster.link_down(&peer.node, &why);
     Ok(why)
 }
 
-/// An open link: pings out every second, frames in until one is late or bad, or the shard stops.
-async fn run_link(core: &Rc<Shard>, mut reader: LinkReader, mut writer: Half) -> LinkError {
-    let pinging = async {
+/// An open link: pings out every second and the consensus messages queued for the peer as they
+/// come, frames in until one is late or bad, or the shard stops.
+async fn run_link(
+    core: &Rc<Shard>,
+    cluster: &Rc<Cluster>,
+    peer: &str,
+    mut reader: LinkReader,
+    mut writer: Half,
+) -> LinkError {
+    let writing = async {
+        let mut next_ping = Instant::now() + PING_INTERVAL;
         loop {
-            glommio::timer::sleep(PING_INTERVAL).await;
-            if let Err(e) = send(&mut writer, &ClusterFrame::Ping).await {
-                return e;
+            for message in cluster.take_outbox(peer) {
+                if let Err(e) = send(&mut writer, &ClusterFrame::Raft(&message)).await {
+                    return e;
+                }
             }
+            if Instant::now() >= next_ping {
+                if let Err(e) = send(&mut writer, &ClusterFrame::Ping).await {
+                    return e;
+                }
+                next_ping = Instant::now() + PING_INTERVAL;
+            }
+            let until_ping = next_ping.saturating_duration_since(Instant::now());
+            or(
+                cluster
+                    .outbox_filled
+                    .wait_until(|| !cluster.outbox_empty(peer)),
+                glommio::timer::sleep(until_ping),
+            )
+            .await;
         }
     };
     let reading = async {
         loop {
             match reader.next(LINK_TIMEOUT).await {
                 Ok(Received::Ping) => {}
+                Ok(Received::Raft(bytes)) => cluster.received_raft(peer, &bytes),
                 Ok(Received::Hello(_)) => return LinkError::Unexpected("hello"),
                 Ok(Received::Welcome(_)) => return LinkError::Unexpected("welcome"),
                 Ok(Received::Refuse(_)) => return LinkError::Unexpected("refuse"),
@@ -423,7 +562,7 @@ async fn run_link(core: &Rc<Shard>, mut reader: LinkReader, mut writer: Half) ->
         core.stopping.wait().await;
         LinkError::Closed
     };
-    let why = or(or(pinging, reading), stopped).await;
+    let why = or(or(writing, reading), stopped).await;
     let _ = writer.close().await;
     why
 }
@@ -460,6 +599,7 @@ impl LinkReader {
                     ClusterFrame::Refuse(Refusal::Itself) => Received::Refuse(None),
                     ClusterFrame::Refuse(Refusal::Other(r)) => Received::Refuse(Some(r.into())),
                     ClusterFrame::Ping => Received::Ping,
+                    ClusterFrame::Raft(bytes) => Received::Raft(bytes.to_vec()),
                 };
                 self.buf.drain(..used);
                 return Ok(received);

@@ -68,10 +68,20 @@ async fn answer(shard: Rc<StreamShard>, mut stream: TcpStream) {
         (b"GET", b"/healthz") => ("200 OK", "ok\n".to_string()),
         (b"GET", b"/readyz") => {
             let shards = gather(&shard).await;
-            if shards.len() == shard.core.shards && shards.iter().all(|s| s.ready) {
-                ("200 OK", "ready\n".to_string())
-            } else {
+            let led = shard
+                .cluster
+                .get()
+                .is_none_or(|c| c.meta_leader().is_some());
+            if !(shards.len() == shard.core.shards && shards.iter().all(|s| s.ready)) {
                 ("503 Service Unavailable", "recovering\n".to_string())
+            } else if !led {
+                (
+                    "503 Service Unavailable",
+                    "no meta leader: this node does not reach a majority of the cluster\n"
+                        .to_string(),
+                )
+            } else {
+                ("200 OK", "ready\n".to_string())
             }
         }
         (b"GET", _) => ("404 Not Found", "not found\n".to_string()),

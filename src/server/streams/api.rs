@@ -85,6 +85,7 @@ fn cluster_info(shard: &StreamShard) -> ApiResult {
             cluster_addr: String::new(),
             peers: Vec::new(),
             routes: Vec::new(),
+            meta: None,
         }),
     }
 }

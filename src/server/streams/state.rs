@@ -6,8 +6,6 @@
 //! disk error, someone's editor) must never make a consumer skip what it had not acked: its
 //! partition restarts that consumer from the log's first offset instead.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -68,20 +66,10 @@ pub fn consumers_dir(partition_dir: &Path) -> PathBuf {
 /// Writes `state` as JSON to `path` durably: temporary file, fsync, rename, fsync of the
 /// directory. Blocking: run it on a blocking thread.
 pub fn write_durably<T: Serialize>(path: &Path, state: &T) -> Result<(), StateError> {
-    let failed = |source| StateError::Write {
+    crate::server::files::write_json_durably(path, state).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(failed)?;
-    let json = serde_json::to_vec(state).map_err(|e| failed(std::io::Error::other(e)))?;
-    let tmp = path.with_extension("json.tmp");
-    let mut file = File::create(&tmp).map_err(failed)?;
-    file.write_all(&json).map_err(failed)?;
-    file.sync_all().map_err(failed)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(failed)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
+    })
 }
 
 /// Every consumer state file in a partition's directory, by consumer name, read or not.

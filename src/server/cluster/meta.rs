@@ -1,0 +1,341 @@
+//! The meta group: one consensus group over every node of the cluster, driven by shard 0, which
+//! is to carry the stream registry. For now it elects a leader, keeps its log durable and shows
+//! who leads in `sluice cluster info`.
+//!
+//! A new cluster's members are this node and every route's node: the group starts once each route
+//! has been linked (or found to be this node) once, so every node listing the same nodes starts it
+//! with the same members. Its term, vote, commit, members and entries are written to
+//! `cluster/meta.json` in the data directory (temporary file, fsync, rename, fsync of the
+//! directory) before the messages that depend on them leave, and read back at start.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, StateRole};
+use serde::{Deserialize, Serialize};
+
+use super::Cluster;
+use crate::api::MetaInfo;
+use crate::server::core::shard::Shard;
+
+/// One consensus tick.
+const TICK: Duration = Duration::from_millis(100);
+/// Ticks without a leader's word before a follower stands (1 s to 2 s, randomized by raft).
+const ELECTION_TICKS: usize = 10;
+/// Ticks between a leader's heartbeats.
+const HEARTBEAT_TICKS: usize = 2;
+/// Largest batch of entries in one message, under the link's frame limit.
+const MESSAGE_BYTES_MAX: u64 = 512 * 1024;
+
+/// The group's durable state, as written to its file.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Saved {
+    term: u64,
+    vote: u64,
+    commit: u64,
+    /// Voting members, by name.
+    members: Vec<String>,
+    entries: Vec<SavedEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedEntry {
+    index: u64,
+    term: u64,
+    /// A membership change, rather than a normal entry.
+    #[serde(default)]
+    conf_change: bool,
+    #[serde(default)]
+    data: Vec<u8>,
+}
+
+/// A node's id in consensus groups: a stable hash of its name (never 0).
+pub fn node_id(name: &str) -> u64 {
+    use blake2::Digest;
+    let digest = blake2::Blake2b512::digest(name.as_bytes());
+    let id = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    id.max(1)
+}
+
+fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cluster").join("meta.json")
+}
+
+fn load(path: &Path) -> Result<Option<Saved>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the state durably, on a blocking thread.
+async fn store(path: PathBuf, saved: Saved) -> Result<(), String> {
+    glommio::executor()
+        .spawn_blocking(move || {
+            crate::server::files::write_json_durably(&path, &saved)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .await
+}
+
+/// Runs the meta group until the shard stops: waits for its members, then ticks, steps the
+/// messages that arrive, and handles what the group has ready.
+pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
+    let file = path(&core.config.data_dir);
+    let mut saved = match load(&file) {
+        Ok(saved) => saved,
+        Err(e) => {
+            tracing::error!(error = %e, "the meta group's state cannot be read; it does not start");
+            return;
+        }
+    };
+    if saved.is_none() {
+        // A new cluster: wait until every route has said who it is.
+        while !core.stopping.is_set() {
+            if let Some(members) = cluster.initial_members() {
+                tracing::info!(node = %cluster.name, ?members, "meta group starting");
+                saved = Some(Saved {
+                    members,
+                    ..Saved::default()
+                });
+                break;
+            }
+            or(glommio::timer::sleep(TICK), core.stopping.wait()).await;
+        }
+    }
+    let Some(mut saved) = saved else { return };
+    let storage = restore(&saved);
+    let config = Config {
+        id: node_id(&cluster.name),
+        election_tick: ELECTION_TICKS,
+        heartbeat_tick: HEARTBEAT_TICKS,
+        max_size_per_msg: MESSAGE_BYTES_MAX,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..Config::default()
+    };
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let mut node = match RawNode::new(&config, storage, &logger) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(error = %e, "the meta group cannot start");
+            return;
+        }
+    };
+    let names: Vec<(u64, String)> = saved
+        .members
+        .iter()
+        .map(|name| (node_id(name), name.clone()))
+        .collect();
+    let name_of = |id: u64| {
+        names
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map(|(_, n)| n.clone())
+    };
+    let mut next_tick = Instant::now() + TICK;
+    while !core.stopping.is_set() {
+        let until_tick = next_tick.saturating_duration_since(Instant::now());
+        or(
+            or(cluster.meta_wake.wait(), glommio::timer::sleep(until_tick)),
+            core.stopping.wait(),
+        )
+        .await;
+        loop {
+            let message = cluster.meta_inbox.borrow_mut().pop_front();
+            let Some(message) = message else { break };
+            if let Err(e) = node.step(message) {
+                tracing::debug!(error = %e, "meta group message not taken");
+            }
+        }
+        if Instant::now() >= next_tick {
+            node.tick();
+            next_tick = Instant::now() + TICK;
+        }
+        if let Err(e) = handle_ready(&mut node, &cluster, &file, &mut saved, &name_of).await {
+            tracing::error!(error = %e, "the meta group's state cannot be written; it stops");
+            *cluster.meta_status.borrow_mut() = None;
+            return;
+        }
+        let raft = &node.raft;
+        *cluster.meta_status.borrow_mut() = Some(MetaInfo {
+            leader: name_of(raft.leader_id),
+            term: raft.term,
+            role: match raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate => "candidate",
+                StateRole::PreCandidate => "pre-candidate",
+            }
+            .to_string(),
+            voters: saved.members.clone(),
+            commit: raft.raft_log.committed,
+        });
+    }
+}
+
+/// A storage holding what was saved.
+fn restore(saved: &Saved) -> MemStorage {
+    let voters: Vec<u64> = saved.members.iter().map(|n| node_id(n)).collect();
+    let storage = MemStorage::new_with_conf_state(ConfState::from((voters, vec![])));
+    {
+        let mut core = storage.wl();
+        let entries: Vec<Entry> = saved
+            .entries
+            .iter()
+            .map(|e| {
+                let mut entry = Entry {
+                    index: e.index,
+                    term: e.term,
+                    ..Entry::default()
+                };
+                entry.set_entry_type(if e.conf_change {
+                    EntryType::EntryConfChange
+                } else {
+                    EntryType::EntryNormal
+                });
+                entry.data = e.data.clone().into();
+                entry
+            })
+            .collect();
+        if !entries.is_empty() {
+            let _ = core.append(&entries);
+        }
+        core.set_hardstate(HardState {
+            term: saved.term,
+            vote: saved.vote,
+            commit: saved.commit,
+            ..HardState::default()
+        });
+    }
+    storage
+}
+
+/// Handles one `Ready`: sends what may go at once, makes entries and state durable, then sends
+/// what had to wait for that, and advances.
+async fn handle_ready(
+    node: &mut RawNode<MemStorage>,
+    cluster: &Cluster,
+    file: &Path,
+    saved: &mut Saved,
+    name_of: &impl Fn(u64) -> Option<String>,
+) -> Result<(), String> {
+    if !node.has_ready() {
+        return Ok(());
+    }
+    let send = |messages: Vec<Message>| {
+        for message in messages {
+            if let Some(to) = name_of(message.to) {
+                cluster.send_raft(&to, &message);
+            }
+        }
+    };
+    let store_handle = node.raft.raft_log.store.clone();
+    let mut ready = node.ready();
+    send(ready.take_messages());
+    let mut changed = false;
+    if !ready.entries().is_empty() {
+        let entries = ready.entries();
+        store_handle
+            .wl()
+            .append(entries)
+            .map_err(|e| e.to_string())?;
+        let first = entries[0].index;
+        saved.entries.retain(|e| e.index < first);
+        saved.entries.extend(entries.iter().map(|e| SavedEntry {
+            index: e.index,
+            term: e.term,
+            conf_change: e.get_entry_type() == EntryType::EntryConfChange,
+            data: e.data.to_vec(),
+        }));
+        changed = true;
+    }
+    if let Some(hard) = ready.hs() {
+        store_handle.wl().set_hardstate(hard.clone());
+        saved.term = hard.term;
+        saved.vote = hard.vote;
+        saved.commit = hard.commit;
+        changed = true;
+    }
+    if changed {
+        store(file.to_path_buf(), saved.clone()).await?;
+    }
+    send(ready.take_persisted_messages());
+    let mut light = node.advance(ready);
+    if let Some(commit) = light.commit_index() {
+        store_handle.wl().mut_hard_state().set_commit(commit);
+        saved.commit = commit;
+    }
+    send(light.take_messages());
+    node.advance_apply();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage;
+
+    #[test]
+    fn node_ids_are_stable_distinct_and_never_zero() {
+        let ids: Vec<u64> = ["n1", "n2", "n3", "sluice-0:6222"]
+            .iter()
+            .map(|n| node_id(n))
+            .collect();
+        assert!(ids.iter().all(|&id| id != 0));
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+        assert_eq!(node_id("n1"), node_id("n1"));
+    }
+
+    #[test]
+    fn what_was_saved_is_what_the_group_restarts_from() {
+        let saved = Saved {
+            term: 4,
+            vote: node_id("n2"),
+            commit: 2,
+            members: vec!["n1".into(), "n2".into(), "n3".into()],
+            entries: vec![
+                SavedEntry {
+                    index: 1,
+                    term: 1,
+                    conf_change: false,
+                    data: vec![],
+                },
+                SavedEntry {
+                    index: 2,
+                    term: 4,
+                    conf_change: false,
+                    data: b"x".to_vec(),
+                },
+            ],
+        };
+        let storage = restore(&saved);
+        let state = storage.initial_state().unwrap();
+        assert_eq!(
+            (
+                state.hard_state.term,
+                state.hard_state.vote,
+                state.hard_state.commit
+            ),
+            (4, node_id("n2"), 2)
+        );
+        let mut voters = state.conf_state.voters.clone();
+        voters.sort();
+        let mut want: Vec<u64> = saved.members.iter().map(|n| node_id(n)).collect();
+        want.sort();
+        assert_eq!(voters, want);
+        assert_eq!(storage.last_index().unwrap(), 2);
+        assert_eq!(storage.term(2).unwrap(), 4);
+    }
+}
