@@ -251,6 +251,7 @@ fn links_a_node_cannot_take_are_refused_with_the_reason() {
         node,
         cluster_addr: "127.0.0.1:1",
         shards,
+        proof: b"",
     };
     let refusal = |answer: Option<Vec<u8>>| -> String {
         let answer = answer.expect("an answer");
@@ -283,6 +284,65 @@ fn links_a_node_cannot_take_are_refused_with_the_reason() {
     assert!(rest.is_empty(), "garbage got an answer: {rest:?}");
     assert!(n1.wait_for_log("cluster link failed before its hello"));
     assert!(info(&n1).clustered);
+}
+
+#[test]
+fn with_a_cluster_secret_only_nodes_that_know_it_link() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let with_secret = |i: usize, name: &str, secret: &str, routes: &[&Ports]| {
+        let file = dirs[i].path.join("node.toml");
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|p| format!("\"{}\"", p.cluster))
+            .collect();
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"{name}\"\ncluster = \"{}\"\nroutes = [{}]\ncluster_secret = \"{secret}\"\n",
+                ports[i].cluster,
+                routes.join(", ")
+            ),
+        )
+        .unwrap();
+        Broker::start_at(
+            &dirs[i].path,
+            &ports[i],
+            &["--config", file.to_str().unwrap()],
+        )
+    };
+    let n1 = with_secret(0, "n1", "s3cret", &[&ports[1], &ports[2]]);
+    let n2 = with_secret(1, "n2", "s3cret", &[&ports[0], &ports[2]]);
+    // n3 has another secret: it links with nobody, and nobody with it.
+    let n3 = with_secret(2, "n3", "guess", &[&ports[0], &ports[1]]);
+    wait_for_peers(&n1, &["n2"], &[]);
+    wait_for_peers(&n2, &["n1"], &[]);
+    assert!(n1.wait_for_log("the hello does not prove the cluster secret"));
+    assert!(n3.wait_for_log("does not prove the cluster secret"));
+    std::thread::sleep(Duration::from_millis(500));
+    for node in [&n1, &n2] {
+        let seen = info(node);
+        assert!(
+            seen.peers.iter().all(|p| p.name != "n3" || !p.up),
+            "{seen:?}"
+        );
+    }
+    assert!(info(&n3).peers.iter().all(|p| !p.up));
+    // A hello without a proof is refused with the reason.
+    let hello = Hello {
+        version: CLUSTER_PROTOCOL_VERSION,
+        node: "n9",
+        cluster_addr: "127.0.0.1:1",
+        shards: 2,
+        proof: b"",
+    };
+    let answer = say_hello(&ports[0].cluster, hello).expect("an answer");
+    match ClusterFrame::decode(&answer).unwrap().unwrap().0 {
+        ClusterFrame::Refuse(Refusal::Other(reason)) => {
+            assert!(reason.contains("cluster secret"), "{reason}")
+        }
+        other => panic!("not a refusal: {other:?}"),
+    }
 }
 
 #[test]

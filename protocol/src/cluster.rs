@@ -31,6 +31,8 @@ pub struct Hello<'a> {
     pub cluster_addr: &'a str,
     /// Its shard count: a partition's replicas live on the same shard of every node.
     pub shards: u16,
+    /// Proof that it knows the cluster's secret (a hash of the secret and its name), or empty.
+    pub proof: &'a [u8],
 }
 
 /// One frame between nodes.
@@ -156,6 +158,9 @@ fn put_hello(out: &mut BytesMut, hello: &Hello<'_>) {
     put_str(out, hello.node);
     put_str(out, hello.cluster_addr);
     out.put_u16(hello.shards);
+    let proof = &hello.proof[..hello.proof.len().min(u16::MAX as usize)];
+    out.put_u16(proof.len() as u16);
+    out.put_slice(proof);
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -197,11 +202,15 @@ impl<'a> Reader<'a> {
         if node.is_empty() || node.len() > NODE_NAME_BYTES_MAX {
             return Err(ClusterFrameError::Malformed("node name empty or too long"));
         }
+        let cluster_addr = self.str()?;
+        let shards = self.u16()?;
+        let proof_len = self.u16()? as usize;
         Ok(Hello {
             version,
             node,
-            cluster_addr: self.str()?,
-            shards: self.u16()?,
+            cluster_addr,
+            shards,
+            proof: self.take(proof_len)?,
         })
     }
 }
@@ -239,6 +248,7 @@ mod tests {
             node: "n1",
             cluster_addr: "127.0.0.1:6222",
             shards: 2,
+            proof: b"0123456789abcdef",
         };
         round_trip(ClusterFrame::Hello(hello.clone()));
         round_trip(ClusterFrame::Welcome(hello));

@@ -11,9 +11,10 @@ proptest! {
         node in "[a-z0-9._-]{1,128}",
         addr in ".{0,64}",
         shards in any::<u16>(),
+        proof in proptest::collection::vec(any::<u8>(), 0..64),
         welcome in any::<bool>(),
     ) {
-        let hello = Hello { version, node: &node, cluster_addr: &addr, shards };
+        let hello = Hello { version, node: &node, cluster_addr: &addr, shards, proof: &proof };
         let frame = if welcome { ClusterFrame::Welcome(hello) } else { ClusterFrame::Hello(hello) };
         let mut out = BytesMut::new();
         frame.encode(&mut out);

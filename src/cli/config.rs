@@ -40,6 +40,10 @@ pub struct Settings {
     /// The other nodes' cluster addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// A secret every node of the cluster knows (or `SLUICE_CLUSTER_SECRET`); links that do not
+    /// prove it are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,6 +176,7 @@ impl Settings {
             } else {
                 over.routes
             },
+            cluster_secret: over.cluster_secret.or(self.cluster_secret),
             shards,
             cpuset,
             max_payload: over.max_payload.or(self.max_payload),
@@ -222,6 +227,7 @@ impl Settings {
             },
             cluster: self.cluster,
             routes: self.routes,
+            cluster_secret: self.cluster_secret,
             shards: match self.cpuset {
                 Some(_) => None,
                 None => self.shards.or(Some(default_shards)),

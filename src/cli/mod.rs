@@ -197,6 +197,9 @@ impl ServeArgs {
             name: self.name.clone(),
             cluster: self.cluster.clone(),
             routes: self.routes.clone(),
+            cluster_secret: std::env::var("SLUICE_CLUSTER_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
             shards: self.shards,
             cpuset: self.cpuset.clone(),
             max_payload: self.max_payload,
@@ -321,6 +324,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 .unwrap_or_else(|| config::default_node_name(cluster)),
             listen: server::resolve(cluster).map_err(|e| e.to_string())?,
             routes: settings.routes.clone(),
+            secret: settings.cluster_secret.clone(),
         });
     }
     config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);

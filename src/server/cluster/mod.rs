@@ -54,11 +54,16 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// The other nodes' cluster addresses.
     pub routes: Vec<String>,
+    /// A secret every node of the cluster knows: a link whose hello does not prove it is refused.
+    pub secret: Option<String>,
 }
 
 /// Shard 0's view of the cluster: the peers it has linked with, and each route's state.
 pub struct Cluster {
     name: String,
+    secret: Option<String>,
+    /// This node's proof of the secret, sent in its hellos.
+    proof: Vec<u8>,
     addr: String,
     shards: u16,
     routes: Vec<String>,
@@ -130,6 +135,7 @@ struct Introduction {
     node: String,
     cluster_addr: String,
     shards: u16,
+    proof: Vec<u8>,
 }
 
 impl From<&Hello<'_>> for Introduction {
@@ -139,6 +145,7 @@ impl From<&Hello<'_>> for Introduction {
             node: hello.node.to_string(),
             cluster_addr: hello.cluster_addr.to_string(),
             shards: hello.shards,
+            proof: hello.proof.to_vec(),
         }
     }
 }
@@ -147,6 +154,8 @@ impl Cluster {
     pub fn new(config: &ClusterConfig, bound: SocketAddr, shards: usize) -> Cluster {
         Cluster {
             name: config.name.clone(),
+            secret: config.secret.clone(),
+            proof: proof(config.secret.as_deref(), &config.name),
             addr: bound.to_string(),
             shards: shards as u16,
             routes: config.routes.clone(),
@@ -172,6 +181,17 @@ impl Cluster {
             node: &self.name,
             cluster_addr: &self.addr,
             shards: self.shards,
+            proof: &self.proof,
+        }
+    }
+
+    /// Whether `peer` proved it knows the cluster's secret (always, without one).
+    fn knows_secret(&self, peer: &Introduction) -> bool {
+        match &self.secret {
+            None => true,
+            Some(secret) => {
+                crate::server::auth::same_secret(&peer.proof, &proof(Some(secret), &peer.node))
+            }
         }
     }
 
@@ -182,6 +202,11 @@ impl Cluster {
         }
         if peer.node == self.name {
             return Some(Refusal::Itself);
+        }
+        if !self.knows_secret(peer) {
+            return Some(Refusal::Other(
+                "the hello does not prove the cluster secret",
+            ));
         }
         if peer.version != CLUSTER_PROTOCOL_VERSION {
             return Some(Refusal::Other("another cluster protocol version"));
@@ -386,8 +411,28 @@ impl Cluster {
     }
 }
 
+/// A node's proof of the cluster secret: a hash of the secret and its name, so that the secret
+/// itself never crosses the network. Empty without a secret.
+fn proof(secret: Option<&str>, node: &str) -> Vec<u8> {
+    use blake2::Digest;
+    let Some(secret) = secret else {
+        return Vec::new();
+    };
+    let mut hash = blake2::Blake2b512::new();
+    hash.update(b"sluice cluster hello\0");
+    hash.update(secret.as_bytes());
+    hash.update(b"\0");
+    hash.update(node.as_bytes());
+    hash.finalize()[..32].to_vec()
+}
+
 /// Serves the cluster address and dials every route until the shard stops.
 pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>, listener: TcpListener) {
+    if cluster.secret.is_none() {
+        tracing::warn!(node = %cluster.name,
+            "cluster links are not authenticated: set cluster_secret (or SLUICE_CLUSTER_SECRET) \
+             so that only nodes that know it can join");
+    }
     glommio::spawn_local(meta::run(core.clone(), cluster.clone())).detach();
     for route in 0..cluster.routes.len() {
         glommio::spawn_local(dial(core.clone(), cluster.clone(), route)).detach();
@@ -505,6 +550,12 @@ async fn dial_once(
     };
     if peer.node == cluster.name {
         return Err(LinkError::Itself);
+    }
+    if !cluster.knows_secret(&peer) {
+        tracing::warn!(route = %target, peer = %peer.node, "cluster peer does not prove the secret");
+        return Err(LinkError::Refused(
+            "the peer does not prove the cluster secret".into(),
+        ));
     }
     cluster.link_up(&peer);
     cluster.set_route(route, RouteState::Linked(peer.node.clone()));

@@ -51,7 +51,8 @@ async fn answer(shard: Rc<StreamShard>, mut stream: TcpStream) {
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     let authorized = match &shard.core.config.http_token {
         None => true,
-        Some(token) => bearer(&head).is_some_and(|given| same_secret(given, token.as_bytes())),
+        Some(token) => bearer(&head)
+            .is_some_and(|given| crate::server::auth::same_secret(given, token.as_bytes())),
     };
     let (status, body) = match (method, path) {
         _ if !authorized => (
@@ -117,15 +118,6 @@ fn bearer(head: &[u8]) -> Option<&[u8]> {
 }
 
 /// Compares two secrets in time that depends on their lengths only.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// Every shard's figures; a shard that does not answer in time is left out.
 async fn gather(shard: &Rc<StreamShard>) -> Vec<ShardMetrics> {
     let mut all = Vec::with_capacity(shard.core.shards);
