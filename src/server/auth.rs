@@ -549,6 +549,16 @@ impl User {
     }
 }
 
+/// Whether two secrets are equal, in time that depends only on their lengths.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,14 +803,4 @@ mod tests {
         assert!(!rules.allows_subject("user.alice.secret.x"));
         assert!(!rules.allows_subject("user.bob.x"));
     }
-}
-
-/// Whether two secrets are equal, in time that depends only on their lengths.
-pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }

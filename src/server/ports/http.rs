@@ -145,6 +145,7 @@ mod tests {
             bearer(b"GET / HTTP/1.1\r\nAuthorization: Basic abc\r\n\r\n"),
             None
         );
+        use crate::server::auth::same_secret;
         assert!(same_secret(b"s3cret", b"s3cret"));
         assert!(!same_secret(b"s3cret", b"s3creT"));
         assert!(!same_secret(b"s3", b"s3cret"));
