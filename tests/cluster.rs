@@ -359,3 +359,22 @@ fn a_node_without_a_cluster_address_is_a_single_node() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("routes need a cluster address"), "{stderr}");
 }
+
+#[test]
+fn the_example_cluster_settings_are_valid_and_list_every_node() {
+    for i in 1..=3 {
+        let file = format!("{}/deploy/cluster/n{i}.toml", env!("CARGO_MANIFEST_DIR"));
+        let out = common::sluice_cli()
+            .args(["serve", "--config", &file, "--print-config"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(printed["name"].as_str(), Some(format!("n{i}").as_str()));
+        assert_eq!(printed["routes"].as_array().map(Vec::len), Some(3));
+    }
+}
