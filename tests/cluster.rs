@@ -221,6 +221,117 @@ fn the_meta_group_elects_one_leader_fails_over_and_needs_a_majority() {
     wait_for_one_leader(&nodes.iter().flatten().collect::<Vec<_>>());
 }
 
+fn stream_names(broker: &Broker) -> Vec<String> {
+    let mut names: Vec<String> = broker
+        .client()
+        .stream_list()
+        .expect("stream list")
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until every node lists exactly `want`.
+fn wait_for_streams(nodes: &[&Broker], want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lists: Vec<Vec<String>> = nodes.iter().map(|n| stream_names(n)).collect();
+        if lists.iter().all(|l| l == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "want {want:?} everywhere: {lists:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stream(name: &str) -> sluice::api::StreamConfig {
+    sluice::api::StreamConfig {
+        name: name.into(),
+        subjects: vec![format!("{name}.>")],
+        partitions: 2,
+        max_age_secs: None,
+        max_bytes: None,
+        created_ns: 0,
+        jetstream: None,
+    }
+}
+
+#[test]
+fn streams_added_or_removed_on_any_node_change_every_node_in_one_order() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let all = [&ports[0], &ports[1], &ports[2]];
+    let names = ["n1", "n2", "n3"];
+    let start = |i: usize| node(&dirs[i], &ports[i], names[i], &all);
+    let mut nodes: Vec<Broker> = (0..3).map(start).collect();
+    let (leader, _) = wait_for_one_leader(&nodes.iter().collect::<Vec<_>>());
+    let leader_at = names.iter().position(|n| *n == leader).unwrap();
+    let follower = (leader_at + 1) % 3;
+    let other = (leader_at + 2) % 3;
+
+    // Added through a follower: its answer comes once its own registry has the stream.
+    nodes[follower]
+        .client()
+        .stream_add(&stream("orders"))
+        .unwrap();
+    assert_eq!(stream_names(&nodes[follower]), ["orders"]);
+    wait_for_streams(&nodes.iter().collect::<Vec<_>>(), &["orders"]);
+    // The same stream again is accepted as it is; the same name with another configuration,
+    // through another node, is refused by the registry there.
+    nodes[other].client().stream_add(&stream("orders")).unwrap();
+    let mut changed = stream("orders");
+    changed.subjects = vec!["elsewhere.>".into()];
+    let again = nodes[other].client().stream_add(&changed);
+    assert!(again.is_err(), "{again:?}");
+    nodes[leader_at]
+        .client()
+        .stream_add(&stream("events"))
+        .unwrap();
+    nodes[other].client().stream_remove("orders").unwrap();
+    wait_for_streams(&nodes.iter().collect::<Vec<_>>(), &["events"]);
+
+    // A node restarted keeps what was decided and applies nothing twice.
+    nodes[other].kill();
+    nodes[other] = start(other);
+    wait_for_one_leader(&nodes.iter().collect::<Vec<_>>());
+    wait_for_streams(&nodes.iter().collect::<Vec<_>>(), &["events"]);
+
+    // A node without a majority cannot change the registry: it says so, within the timeout.
+    let alone = follower;
+    for i in (0..3).filter(|&i| i != alone) {
+        signal(&nodes[i], libc::SIGSTOP);
+    }
+    let refused = nodes[alone].client().stream_add(&stream("lonely"));
+    match refused {
+        Err(sluice::client::ClientError::Api { code, message }) => {
+            assert_eq!(code, sluice_protocol::ErrorCode::Unavailable, "{message}")
+        }
+        other => panic!("a minority changed the registry: {other:?}"),
+    }
+    for i in (0..3).filter(|&i| i != alone) {
+        signal(&nodes[i], libc::SIGCONT);
+    }
+    wait_for_one_leader(&nodes.iter().collect::<Vec<_>>());
+    // A change that timed out may still be decided once the leader is back (its request was on
+    // the way): either way, every node ends with the same registry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lists: Vec<Vec<String>> = nodes.iter().map(stream_names).collect();
+        let agreed = lists.iter().all(|l| l == &lists[0]);
+        let known = lists[0] == ["events"] || lists[0] == ["events", "lonely"];
+        if agreed && known {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the nodes disagree: {lists:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Sends `hello` to a node's cluster address; returns its answer, or None if it closed.
 fn say_hello(addr: &str, hello: Hello<'_>) -> Option<Vec<u8>> {
     let mut out = BytesMut::new();

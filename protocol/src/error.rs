@@ -72,6 +72,9 @@ pub enum ErrorCode {
     /// A per-client bound was reached (subscriptions per connection, streams, consumers per
     /// stream, credit per consumer member). The connection stays open.
     LimitReached = 17,
+    /// The cluster cannot decide now: its meta group has no leader this node reaches, or did not
+    /// answer in time. The connection stays open; try again.
+    Unavailable = 18,
     /// A code this version does not know.
     Unknown = 0xffff,
 }
@@ -90,6 +93,7 @@ impl ErrorCode {
                 | ErrorCode::NotFound
                 | ErrorCode::LimitReached
                 | ErrorCode::PermissionDenied
+                | ErrorCode::Unavailable
         )
     }
 
@@ -111,6 +115,7 @@ impl ErrorCode {
             15 => ErrorCode::AuthorizationFailed,
             16 => ErrorCode::PermissionDenied,
             17 => ErrorCode::LimitReached,
+            18 => ErrorCode::Unavailable,
             8 => ErrorCode::TooManyConnections,
             9 => ErrorCode::ShuttingDown,
             10 => ErrorCode::DuplicateSubscription,

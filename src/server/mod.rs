@@ -547,6 +547,7 @@ async fn run_shard(
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
         let links = Rc::new(cluster::Cluster::new(settings, bound, config.cpus.len()));
         let _ = streams.cluster.set(links.clone());
+        glommio::spawn_local(streams::apply_decided(streams.clone(), links.clone())).detach();
         glommio::spawn_local(cluster::run(core.clone(), links, listener)).detach();
     }
     if id.0 == 0 {

@@ -1,6 +1,6 @@
-//! The meta group: one consensus group over every node of the cluster, driven by shard 0, which
-//! is to carry the stream registry. For now it elects a leader, keeps its log durable and shows
-//! who leads in `sluice cluster info`.
+//! The meta group: one consensus group over every node of the cluster, driven by shard 0. It
+//! decides the stream registry's changes (adding, updating and removing streams), which every
+//! node's registry applies in the group's order, and shows who leads in `sluice cluster info`.
 //!
 //! A new cluster's members are this node and every route's node: the group starts once each route
 //! has been linked (or found to be this node) once, so every node listing the same nodes starts it
@@ -18,7 +18,7 @@ use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
-use super::Cluster;
+use super::{Cluster, MetaOp};
 use crate::api::MetaInfo;
 use crate::server::core::shard::Shard;
 
@@ -37,6 +37,9 @@ struct Saved {
     term: u64,
     vote: u64,
     commit: u64,
+    /// The last change the registry applied (and made durable).
+    #[serde(default)]
+    applied: u64,
     /// Voting members, by name.
     members: Vec<String>,
     entries: Vec<SavedEntry>,
@@ -120,6 +123,7 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,
+        applied: saved.applied.min(saved.commit),
         ..Config::default()
     };
     let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -156,9 +160,32 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
                 tracing::debug!(error = %e, "meta group message not taken");
             }
         }
+        loop {
+            let op = cluster.proposals.borrow_mut().pop_front();
+            let Some(op) = op else { break };
+            let data = serde_json::to_vec(&op).unwrap_or_default();
+            if let Err(e) = node.propose(Vec::new(), data) {
+                let why = format!("no meta leader to decide it: {e}");
+                cluster.answer(
+                    &op,
+                    (sluice_protocol::ErrorCode::Unavailable.as_u16(), why.into()),
+                );
+            }
+        }
         if Instant::now() >= next_tick {
             node.tick();
             next_tick = Instant::now() + TICK;
+        }
+        let applied = cluster.applied.get();
+        if applied > saved.applied {
+            saved.applied = applied;
+            if let Err(e) = store(file.clone(), saved.clone()).await {
+                tracing::error!(error = %e, "the meta group's state cannot be written; it stops");
+                *cluster.meta_status.borrow_mut() = None;
+                return;
+            }
+            cluster.applied_durable.set(applied);
+            cluster.applied_written.notify_all();
         }
         if let Err(e) = handle_ready(&mut node, &cluster, &file, &mut saved, &name_of).await {
             tracing::error!(error = %e, "the meta group's state cannot be written; it stops");
@@ -241,6 +268,7 @@ async fn handle_ready(
     let store_handle = node.raft.raft_log.store.clone();
     let mut ready = node.ready();
     send(ready.take_messages());
+    decide(cluster, ready.take_committed_entries());
     let mut changed = false;
     if !ready.entries().is_empty() {
         let entries = ready.entries();
@@ -275,8 +303,29 @@ async fn handle_ready(
         saved.commit = commit;
     }
     send(light.take_messages());
+    decide(cluster, light.take_committed_entries());
     node.advance_apply();
     Ok(())
+}
+
+/// Hands the registry changes among committed entries to the registry, in order.
+fn decide(cluster: &Cluster, entries: Vec<Entry>) {
+    let mut queued = false;
+    for entry in entries {
+        if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<MetaOp>(&entry.data) {
+            Ok(op) => {
+                cluster.decided.borrow_mut().push_back((entry.index, op));
+                queued = true;
+            }
+            Err(e) => tracing::warn!(index = entry.index, error = %e, "unreadable meta entry"),
+        }
+    }
+    if queued {
+        cluster.decided_ready.notify();
+    }
 }
 
 #[cfg(test)]
@@ -304,6 +353,7 @@ mod tests {
             term: 4,
             vote: node_id("n2"),
             commit: 2,
+            applied: 1,
             members: vec!["n1".into(), "n2".into(), "n3".into()],
             entries: vec![
                 SavedEntry {

@@ -45,7 +45,43 @@ pub fn reply_frame(shard: &StreamShard, id: u64, code: u16, body: &[u8]) -> byte
 }
 
 /// Answers an API request on shard 0: code 0 and a JSON body, or an error code and its message.
+/// On a node in a cluster, changes of the registry are decided by the meta group first, and
+/// applied by every node in its order (`apply_decided`); the answer is this node's.
 pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer {
+    if matches!(
+        verb,
+        api::STREAM_ADD | api::STREAM_UPDATE | api::STREAM_REMOVE
+    ) {
+        if let Some(cluster) = shard.cluster.get() {
+            return cluster.propose(verb, body).await;
+        }
+    }
+    handle_here(shard, verb, body).await
+}
+
+/// Applies the registry changes the meta group decided, in its order, until the shard stops;
+/// answers those asked for on this node.
+pub async fn apply_decided(shard: Rc<StreamShard>, cluster: Rc<crate::server::cluster::Cluster>) {
+    use futures_lite::future::or;
+    loop {
+        let next = or(async { Some(cluster.next_decided().await) }, async {
+            shard.core.stopping.wait().await;
+            None
+        })
+        .await;
+        let Some((index, op)) = next else { return };
+        let answer = Box::pin(handle_here(&shard, &op.verb, op.body.as_bytes())).await;
+        if answer.0 != 0 {
+            tracing::debug!(index, verb = %op.verb, origin = %op.origin,
+                reason = %String::from_utf8_lossy(&answer.1), "a decided registry change was refused");
+        }
+        cluster.answer(&op, answer);
+        or(cluster.applied(index), shard.core.stopping.wait()).await;
+    }
+}
+
+/// Answers an API request from this node's registry and partitions alone.
+async fn handle_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer {
     let result = match verb {
         api::STREAM_ADD => stream_add(shard, body).await,
         api::STREAM_UPDATE => stream_update(shard, body).await,

@@ -38,8 +38,8 @@ use sluice_protocol::sublist::Sublist;
 use sluice_protocol::ErrorCode;
 
 pub use api::{
-    answer_call, ask_shard_metrics, call_api, handle_api_here, publish_registry, reply_frame,
-    send_api, CallSlot,
+    answer_call, apply_decided, ask_shard_metrics, call_api, handle_api_here, publish_registry,
+    reply_frame, send_api, CallSlot,
 };
 pub use attach::{attach_consumer, consumer_join, Joins};
 pub use capture::{

@@ -468,6 +468,8 @@ pub(super) async fn native_call<T: serde::de::DeserializeOwned>(
         ErrorCode::NotFound => ApiError::stream_not_found(),
         ErrorCode::LimitReached => ApiError::new(400, 10027, message),
         ErrorCode::BadRequest => ApiError::bad_request(message),
+        // nats-server's "JetStream system temporarily unavailable".
+        ErrorCode::Unavailable => ApiError::new(503, 10008, message),
         _ => ApiError::server_error(message),
     })
 }

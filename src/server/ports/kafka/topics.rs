@@ -107,6 +107,7 @@ pub async fn create_topic(
         let code = match ErrorCode::from_u16(status) {
             ErrorCode::LimitReached => code::INVALID_PARTITIONS,
             ErrorCode::BadRequest => code::INVALID_REQUEST,
+            ErrorCode::Unavailable => code::LEADER_NOT_AVAILABLE,
             _ => code::UNKNOWN_SERVER_ERROR,
         };
         return Err((code, why));
