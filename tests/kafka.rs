@@ -295,38 +295,13 @@ subscribe = {{ allow = ["user.alice.>"] }}
     let broker = Broker::start(&["--config", path.to_str().unwrap()]);
     let addr = &broker.kafka_addr;
     let as_user = |user: &str, password: &str, args: &[&str], input: &str| {
-        let mut child = kcat()
-            .unwrap()
-            .args([
-                "-b",
-                addr,
-                "-m",
-                "5",
-                "-X",
-                "security.protocol=SASL_PLAINTEXT",
-            ])
-            .args(["-X", "sasl.mechanisms=PLAIN"])
-            .arg("-X")
-            .arg(format!("sasl.username={user}"))
-            .arg("-X")
-            .arg(format!("sasl.password={password}"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let settings = [
+            "security.protocol=SASL_PLAINTEXT".to_string(),
+            "sasl.mechanisms=PLAIN".to_string(),
+            format!("sasl.username={user}"),
+            format!("sasl.password={password}"),
+        ];
+        common::kcat_with(addr, &settings, args, input)
     };
     // Alice writes and reads under her subjects.
     let (ok, _) = as_user(

@@ -159,34 +159,6 @@ fn nats_port_speaks_tls_as_nats_clients_expect() {
     );
 }
 
-/// Runs kcat (librdkafka 2.0.2) against the broker with extra settings and `input` on stdin;
-/// returns whether it succeeded and what it printed.
-fn kcat_with(broker: &Broker, settings: &[String], args: &[&str], input: &str) -> (bool, String) {
-    let mut command = common::kcat().unwrap();
-    command.args(["-b", &broker.kafka_addr, "-m", "5"]);
-    for setting in settings {
-        command.arg("-X").arg(setting);
-    }
-    let mut child = command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn kafka_port_speaks_tls_to_kafka_clients() {
     if common::kcat().is_none() {
@@ -199,15 +171,15 @@ fn kafka_port_speaks_tls_to_kafka_clients() {
         "security.protocol=SSL".to_string(),
         format!("ssl.ca.location={}", certs.cert.display()),
     ];
-    let (ok, _) = kcat_with(
-        &broker,
+    let (ok, _) = common::kcat_with(
+        &broker.kafka_addr,
         &tls,
         &["-P", "-t", "secure.events"],
         "one\ntwo\nthree\n",
     );
     assert!(ok, "kcat produces over TLS");
-    let (ok, read) = kcat_with(
-        &broker,
+    let (ok, read) = common::kcat_with(
+        &broker.kafka_addr,
         &tls,
         &["-C", "-t", "secure.events", "-e", "-o", "beginning"],
         "",
@@ -216,7 +188,7 @@ fn kafka_port_speaks_tls_to_kafka_clients() {
     assert_eq!(read.lines().collect::<Vec<_>>(), ["one", "two", "three"]);
 
     // A plain Kafka client gets nowhere.
-    let (ok, _) = kcat_with(&broker, &[], &["-L"], "");
+    let (ok, _) = common::kcat_with(&broker.kafka_addr, &[], &["-L"], "");
     assert!(!ok, "a plain Kafka client is refused");
     assert!(broker.wait_for_log("TLS handshake failed"));
 }

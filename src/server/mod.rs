@@ -301,6 +301,18 @@ fn reserve_port(addr: SocketAddr) -> Result<(SocketAddr, socket2::Socket), Serve
     Ok((local, socket))
 }
 
+/// A listening socket for a port only shard 0 serves, and the address it is bound to.
+fn listen_for_shard_zero(
+    addr: SocketAddr,
+) -> Result<(SocketAddr, std::net::TcpListener), ServerError> {
+    let listener: std::net::TcpListener = bind::bind(addr, true)?.into();
+    let local = listener
+        .set_nonblocking(true)
+        .and_then(|()| listener.local_addr())
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((local, listener))
+}
+
 /// Runs the server until SIGINT or SIGTERM; `on_ready` is called once every shard listens.
 pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), ServerError> {
     let shards = config.cpus.len();
@@ -329,32 +341,15 @@ pub fn run(config: ServerConfig, on_ready: impl FnOnce(Bound)) -> Result<(), Ser
     let (listen, reservation) = reserve_port(config.listen)?;
     let nats = config.nats_listen.map(reserve_port).transpose()?;
     let kafka = config.kafka_listen.map(reserve_port).transpose()?;
-    // The HTTP port is served by shard 0 alone: bound here, so that its address is known.
-    let mut http = match config.http_listen {
-        Some(addr) => {
-            let listener: std::net::TcpListener = bind::bind(addr, true)?.into();
-            let local = listener
-                .set_nonblocking(true)
-                .and_then(|()| listener.local_addr())
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            Some((local, listener))
-        }
-        None => None,
-    };
+    // The HTTP port is served by shard 0 alone: bound here, so that its address is known. So is
+    // the cluster port: shard 0 keeps the links to the other nodes.
+    let mut http = config.http_listen.map(listen_for_shard_zero).transpose()?;
     let http_addr = http.as_ref().map(|(addr, _)| *addr);
-    // So is the cluster port: shard 0 keeps the links to the other nodes.
-    let mut cluster = match &config.cluster {
-        Some(cluster) => {
-            let addr = cluster.listen;
-            let listener: std::net::TcpListener = bind::bind(addr, true)?.into();
-            let local = listener
-                .set_nonblocking(true)
-                .and_then(|()| listener.local_addr())
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            Some((local, listener))
-        }
-        None => None,
-    };
+    let mut cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| listen_for_shard_zero(c.listen))
+        .transpose()?;
     let cluster_addr = cluster.as_ref().map(|(addr, _)| *addr);
     let mut config = config;
     config.listen = listen;

@@ -620,3 +620,31 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let _ = stream.read_to_string(&mut text);
     text
 }
+
+/// Runs kcat (librdkafka 2.0.2) against the Kafka address `addr` with extra settings and `input` on stdin;
+/// returns whether it succeeded and what it printed.
+pub fn kcat_with(addr: &str, settings: &[String], args: &[&str], input: &str) -> (bool, String) {
+    let mut command = kcat().unwrap();
+    command.args(["-b", addr, "-m", "5"]);
+    for setting in settings {
+        command.arg("-X").arg(setting);
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
