@@ -251,13 +251,8 @@ fn wait_for_streams(nodes: &[&Broker], want: &[&str]) {
 
 fn stream(name: &str) -> sluice::api::StreamConfig {
     sluice::api::StreamConfig {
-        name: name.into(),
-        subjects: vec![format!("{name}.>")],
         partitions: 2,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
+        ..sluice::api::StreamConfig::new(name, vec![format!("{name}.>")])
     }
 }
 

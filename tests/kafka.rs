@@ -188,13 +188,8 @@ fn kcat_group_members_split_partitions_and_commits_survive_a_restart() {
     broker
         .client()
         .stream_add(&sluice::api::StreamConfig {
-            name: "work".into(),
-            subjects: vec!["work".into()],
             partitions: 4,
-            max_age_secs: None,
-            max_bytes: None,
-            created_ns: 0,
-            jetstream: None,
+            ..sluice::api::StreamConfig::new("work", vec!["work".into()])
         })
         .unwrap();
     let produce = |addr: &str, per_partition: u32| {

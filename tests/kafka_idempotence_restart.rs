@@ -93,13 +93,8 @@ fn a_retry_across_a_restart_is_answered_with_the_first_offsets_and_stored_once()
     broker
         .client()
         .stream_add(&sluice::api::StreamConfig {
-            name: "idem".into(),
-            subjects: vec!["idem".into()],
             partitions: 1,
-            max_age_secs: None,
-            max_bytes: None,
-            created_ns: 0,
-            jetstream: None,
+            ..sluice::api::StreamConfig::new("idem", vec!["idem".into()])
         })
         .unwrap();
     assert_eq!(produce(&broker.kafka_addr, batch(0, 3)), (0, 0));

@@ -248,15 +248,7 @@ impl Producers {
                 self.by_id.remove(&oldest);
             }
         }
-        let producer = self
-            .by_id
-            .entry(header.producer_id)
-            .or_insert_with(|| Producer {
-                epoch: header.producer_epoch,
-                batches: VecDeque::new(),
-                last_used: uses,
-            });
-        producer.last_used = uses;
+        let producer = self.touch(header, uses);
         if header.producer_epoch < producer.epoch {
             return Sequence::Refuse(
                 code::INVALID_PRODUCER_EPOCH,
@@ -302,11 +294,8 @@ impl Producers {
 }
 
 impl Producers {
-    /// Recalls a stored batch of producer `header` at `at`, as the log holds it (when the log
-    /// opens): no checks, the latest batches win.
-    fn recall(&mut self, header: &BatchHeader, at: u64) {
-        self.uses += 1;
-        let uses = self.uses;
+    /// The state of `header`'s producer, made if new, marked used at `uses`.
+    fn touch(&mut self, header: &BatchHeader, uses: u64) -> &mut Producer {
         let producer = self
             .by_id
             .entry(header.producer_id)
@@ -316,6 +305,15 @@ impl Producers {
                 last_used: uses,
             });
         producer.last_used = uses;
+        producer
+    }
+
+    /// Recalls a stored batch of producer `header` at `at`, as the log holds it (when the log
+    /// opens): no checks, the latest batches win.
+    fn recall(&mut self, header: &BatchHeader, at: u64) {
+        self.uses += 1;
+        let uses = self.uses;
+        let producer = self.touch(header, uses);
         if header.producer_epoch != producer.epoch {
             producer.epoch = header.producer_epoch;
             producer.batches.clear();
