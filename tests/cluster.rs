@@ -325,6 +325,28 @@ fn streams_added_or_removed_on_any_node_change_every_node_in_one_order() {
         assert!(Instant::now() < deadline, "the nodes disagree: {lists:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // A topic a Kafka client creates on first use, through one node, is a stream on every node.
+    if common::kcat().is_some() {
+        let (ok, _) = common::kcat_with(
+            &nodes[other].kafka_addr,
+            &[],
+            &["-P", "-t", "kafka.made"],
+            "one\n",
+        );
+        assert!(ok, "kcat produces through a node of the cluster");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !nodes
+            .iter()
+            .all(|n| stream_names(n).contains(&"kafka~made".to_string()))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the Kafka topic is not everywhere"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Sends `hello` to a node's cluster address; returns its answer, or None if it closed.
