@@ -301,7 +301,17 @@ fn streams_added_or_removed_on_any_node_change_every_node_in_one_order() {
     for i in (0..3).filter(|&i| i != alone) {
         signal(&nodes[i], libc::SIGSTOP);
     }
-    let refused = nodes[alone].client().stream_add(&stream("lonely"));
+    // (A client that waits longer than the 4 s the node gives the group, so that the node's
+    // answer is what is checked.)
+    let patient = sluice::client::Client::connect_with(
+        &nodes[alone].addr,
+        sluice::client::ClientOptions {
+            timeout: Duration::from_secs(15),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let refused = patient.stream_add(&stream("lonely"));
     match refused {
         Err(sluice::client::ClientError::Api { code, message }) => {
             assert_eq!(code, sluice_protocol::ErrorCode::Unavailable, "{message}")

@@ -52,8 +52,24 @@ struct SavedEntry {
     /// A membership change, rather than a normal entry.
     #[serde(default)]
     conf_change: bool,
-    #[serde(default)]
+    /// The entry's bytes, in base64 in the file.
+    #[serde(default, with = "base64_bytes")]
     data: Vec<u8>,
+}
+
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(input)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A node's id in consensus groups: a stable hash of its name (never 0).
@@ -370,6 +386,9 @@ mod tests {
                 },
             ],
         };
+        let json = serde_json::to_string(&saved).unwrap();
+        assert!(json.contains("\"data\":\"eA==\""), "{json}");
+        let saved: Saved = serde_json::from_str(&json).unwrap();
         let storage = restore(&saved);
         let state = storage.initial_state().unwrap();
         assert_eq!(

@@ -642,8 +642,12 @@ async fn dial_once(
     route: usize,
     target: &str,
 ) -> Result<LinkError, LinkError> {
-    let addr =
-        super::resolve(target).map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
+    // Resolved on a blocking thread: a route may be a DNS name (a headless service's).
+    let name = target.to_string();
+    let addr = glommio::executor()
+        .spawn_blocking(move || super::resolve(&name))
+        .await
+        .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
     let stream = TcpStream::connect_timeout(addr, HELLO_TIMEOUT)
         .await
         .map_err(|e| LinkError::Io(std::io::Error::other(e.to_string())))?;
