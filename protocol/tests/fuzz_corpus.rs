@@ -202,3 +202,23 @@ fn the_kafka_request_corpus_never_panics_and_real_requests_decode() {
     // The seeds are requests real clients sent.
     assert!(decoded >= 10, "only {decoded} inputs decode");
 }
+
+#[test]
+fn the_cluster_frame_corpus_never_panics_and_every_frame_re_encodes_the_same() {
+    use sluice_protocol::cluster::ClusterFrame;
+    let inputs = corpus("cluster_frame");
+    assert!(inputs.len() >= 8, "corpus has {} inputs", inputs.len());
+    let mut decoded = 0;
+    for data in &inputs {
+        let mut rest = &data[..];
+        while let Ok(Some((frame, used))) = ClusterFrame::decode(rest) {
+            let mut again = BytesMut::new();
+            frame.encode(&mut again);
+            assert_eq!(&again[..], &rest[..used]);
+            rest = &rest[used..];
+            decoded += 1;
+        }
+    }
+    // The seeds are frames a node sends.
+    assert!(decoded >= 9, "only {decoded} frames decode");
+}
