@@ -89,6 +89,29 @@ fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
     wait_for_peers(&n3, &["n1", "n2"], &[]);
     let metrics = common::http_get(&n1.http_addr, "/metrics");
     assert!(metrics.contains("sluice_cluster_peers_up 2"), "{metrics}");
+    // The command line shows the same.
+    let out = common::sluice_cli()
+        .args(["cluster", "info", "-s", &n1.addr])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.starts_with(&format!("node n1 at {}", ports[0].cluster)),
+        "{printed}"
+    );
+    for peer in ["n2", "n3"] {
+        assert!(
+            printed
+                .lines()
+                .any(|l| l.starts_with(&format!("peer {peer} ")) && l.contains(" up for ")),
+            "{printed}"
+        );
+    }
+    assert!(
+        printed.contains(&format!("route {}  this node", ports[0].cluster)),
+        "{printed}"
+    );
     assert!(
         metrics.contains("sluice_cluster_peer_up{peer=\"n3\"} 1"),
         "{metrics}"
