@@ -33,6 +33,10 @@ pub struct Hello<'a> {
     pub shards: u16,
     /// Proof that it knows the cluster's secret (a hash of the secret and its name), or empty.
     pub proof: &'a [u8],
+    /// Random for each start of the node: a hello with this node's own instance came back
+    /// through a route to itself; one with its name but another instance is another node
+    /// misnamed.
+    pub instance: u64,
 }
 
 /// One frame between nodes.
@@ -161,6 +165,7 @@ fn put_hello(out: &mut BytesMut, hello: &Hello<'_>) {
     let proof = &hello.proof[..hello.proof.len().min(u16::MAX as usize)];
     out.put_u16(proof.len() as u16);
     out.put_slice(proof);
+    out.put_u64(hello.instance);
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {
@@ -205,12 +210,15 @@ impl<'a> Reader<'a> {
         let cluster_addr = self.str()?;
         let shards = self.u16()?;
         let proof_len = self.u16()? as usize;
+        let proof = self.take(proof_len)?;
+        let instance = u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
         Ok(Hello {
             version,
             node,
             cluster_addr,
             shards,
-            proof: self.take(proof_len)?,
+            proof,
+            instance,
         })
     }
 }
@@ -249,6 +257,7 @@ mod tests {
             cluster_addr: "127.0.0.1:6222",
             shards: 2,
             proof: b"0123456789abcdef",
+            instance: 0x0123_4567_89ab_cdef,
         };
         round_trip(ClusterFrame::Hello(hello.clone()));
         round_trip(ClusterFrame::Welcome(hello));

@@ -12,9 +12,10 @@ proptest! {
         addr in ".{0,64}",
         shards in any::<u16>(),
         proof in proptest::collection::vec(any::<u8>(), 0..64),
+        instance in any::<u64>(),
         welcome in any::<bool>(),
     ) {
-        let hello = Hello { version, node: &node, cluster_addr: &addr, shards, proof: &proof };
+        let hello = Hello { version, node: &node, cluster_addr: &addr, shards, proof: &proof, instance };
         let frame = if welcome { ClusterFrame::Welcome(hello) } else { ClusterFrame::Hello(hello) };
         let mut out = BytesMut::new();
         frame.encode(&mut out);

@@ -70,6 +70,8 @@ pub struct Cluster {
     secret: Option<String>,
     /// This node's proof of the secret, sent in its hellos.
     proof: Vec<u8>,
+    /// Random for this start: tells a hello of its own from another node's of the same name.
+    instance: u64,
     addr: String,
     shards: u16,
     routes: Vec<String>,
@@ -171,6 +173,7 @@ struct Introduction {
     cluster_addr: String,
     shards: u16,
     proof: Vec<u8>,
+    instance: u64,
 }
 
 impl From<&Hello<'_>> for Introduction {
@@ -181,6 +184,7 @@ impl From<&Hello<'_>> for Introduction {
             cluster_addr: hello.cluster_addr.to_string(),
             shards: hello.shards,
             proof: hello.proof.to_vec(),
+            instance: hello.instance,
         }
     }
 }
@@ -191,6 +195,7 @@ impl Cluster {
             name: config.name.clone(),
             secret: config.secret.clone(),
             proof: proof(config.secret.as_deref(), &config.name),
+            instance: fastrand::u64(..),
             addr: bound.to_string(),
             shards: shards as u16,
             routes: config.routes.clone(),
@@ -225,6 +230,7 @@ impl Cluster {
             cluster_addr: &self.addr,
             shards: self.shards,
             proof: &self.proof,
+            instance: self.instance,
         }
     }
 
@@ -243,8 +249,13 @@ impl Cluster {
         if !sluice_protocol::cluster::valid_node_name(&peer.node) {
             return Some(Refusal::Other("not a valid node name"));
         }
-        if peer.node == self.name {
+        if peer.instance == self.instance {
             return Some(Refusal::Itself);
+        }
+        if peer.node == self.name {
+            return Some(Refusal::Other(
+                "another node has this node's name: every node needs its own",
+            ));
         }
         if !self.knows_secret(peer) {
             return Some(Refusal::Other(
@@ -666,8 +677,12 @@ async fn dial_once(
         Received::Hello(_) => return Err(LinkError::Unexpected("hello")),
         Received::Ping | Received::Raft(_) => return Err(LinkError::Unexpected("ping")),
     };
-    if peer.node == cluster.name {
+    if peer.instance == cluster.instance {
         return Err(LinkError::Itself);
+    }
+    if peer.node == cluster.name {
+        tracing::warn!(route = %target, "the node at this route has this node's name");
+        return Err(LinkError::Refused("the peer has this node's name".into()));
     }
     if !cluster.knows_secret(&peer) {
         tracing::warn!(route = %target, peer = %peer.node, "cluster peer does not prove the secret");
