@@ -68,8 +68,12 @@ fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
     std::fs::write(
         &file,
         format!(
-            "name = \"n2\"\ncluster = \"{}\"\nroutes = [\"{}\", \"{}\"]\n",
-            ports[1].cluster, ports[0].cluster, ports[2].cluster
+            "name = \"n2\"\ncluster = \"{}\"\nroutes = [\"{}\", \"{}\"]\n\
+             cluster_advertise = \"localhost:{}\"\n",
+            ports[1].cluster,
+            ports[0].cluster,
+            ports[2].cluster,
+            ports[1].cluster.rsplit(':').next().unwrap()
         ),
     )
     .unwrap();
@@ -83,6 +87,10 @@ fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
     let seen = wait_for_peers(&n1, &["n2", "n3"], &[]);
     assert!(seen.clustered && seen.name == "n1", "{seen:?}");
     assert_eq!(seen.cluster_addr, ports[0].cluster);
+    // n2 is known at the address it advertises.
+    let n2_port = ports[1].cluster.rsplit(':').next().unwrap();
+    let n2_seen = seen.peers.iter().find(|p| p.name == "n2").unwrap();
+    assert_eq!(n2_seen.addr, format!("localhost:{n2_port}"));
     let own = seen.routes.iter().find(|r| r.route == ports[0].cluster);
     assert_eq!(own.map(|r| r.state.as_str()), Some("this node"), "{seen:?}");
     wait_for_peers(&n2, &["n1", "n3"], &[]);

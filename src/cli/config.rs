@@ -40,6 +40,9 @@ pub struct Settings {
     /// The other nodes' cluster addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// The `host:port` peers are told this node is at [default: the cluster address].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_advertise: Option<String>,
     /// A secret every node of the cluster knows (or `SLUICE_CLUSTER_SECRET`); links that do not
     /// prove it are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +180,7 @@ impl Settings {
                 over.routes
             },
             cluster_secret: over.cluster_secret.or(self.cluster_secret),
+            cluster_advertise: over.cluster_advertise.or(self.cluster_advertise),
             shards,
             cpuset,
             max_payload: over.max_payload.or(self.max_payload),
@@ -228,6 +232,7 @@ impl Settings {
             cluster: self.cluster,
             routes: self.routes,
             cluster_secret: self.cluster_secret,
+            cluster_advertise: self.cluster_advertise,
             shards: match self.cpuset {
                 Some(_) => None,
                 None => self.shards.or(Some(default_shards)),

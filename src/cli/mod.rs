@@ -105,6 +105,9 @@ struct ServeArgs {
     /// The other nodes' cluster addresses, comma-separated.
     #[arg(long, value_delimiter = ',')]
     routes: Vec<String>,
+    /// The `host:port` peers are told this node is at [default: the cluster address].
+    #[arg(long)]
+    cluster_advertise: Option<String>,
     /// Number of shards, one per CPU [default: every CPU this process may use].
     #[arg(long, conflicts_with = "cpuset")]
     shards: Option<usize>,
@@ -197,6 +200,7 @@ impl ServeArgs {
             name: self.name.clone(),
             cluster: self.cluster.clone(),
             routes: self.routes.clone(),
+            cluster_advertise: self.cluster_advertise.clone(),
             cluster_secret: std::env::var("SLUICE_CLUSTER_SECRET")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -325,6 +329,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             listen: server::resolve(cluster).map_err(|e| e.to_string())?,
             routes: settings.routes.clone(),
             secret: settings.cluster_secret.clone(),
+            advertise: settings.cluster_advertise.clone(),
         });
     }
     config.payload_bytes_max = settings.max_payload.unwrap_or(config.payload_bytes_max);

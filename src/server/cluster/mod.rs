@@ -62,6 +62,8 @@ pub struct ClusterConfig {
     pub routes: Vec<String>,
     /// A secret every node of the cluster knows: a link whose hello does not prove it is refused.
     pub secret: Option<String>,
+    /// The address peers are told this node is at; the bound cluster address if not set.
+    pub advertise: Option<String>,
 }
 
 /// Shard 0's view of the cluster: the peers it has linked with, and each route's state.
@@ -196,7 +198,10 @@ impl Cluster {
             secret: config.secret.clone(),
             proof: proof(config.secret.as_deref(), &config.name),
             instance: fastrand::u64(..),
-            addr: bound.to_string(),
+            addr: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
             shards: shards as u16,
             routes: config.routes.clone(),
             peers: RefCell::default(),
