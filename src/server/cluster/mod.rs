@@ -11,6 +11,9 @@
 
 pub mod meta;
 
+pub use meta::MetaOp;
+use meta::Waiter;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -23,12 +26,10 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use serde::{Deserialize, Serialize};
 use sluice_protocol::cluster::{
     ClusterFrame, ClusterFrameError, Hello, Refusal, CLUSTER_PROTOCOL_VERSION,
 };
-use sluice_protocol::ErrorCode;
-use sluice_storage::wake::{Event, Latch, Notify};
+use sluice_storage::wake::{Event, Notify};
 
 use super::core::shard::Shard;
 use super::core::socket::{Half, Socket};
@@ -43,10 +44,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between two dials of a route that does not answer.
 const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// How long a registry change waits for the meta group to decide it: below the 5 s clients
-/// (Sluice's, nats.go's and nats.py's JetStream API calls) wait for an answer, so that they get
-/// the reason rather than a timeout.
-const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(4);
 /// Most consensus messages waiting for a link to one peer, or for the meta group from all of
 /// them: past it the oldest go (consensus retries what is lost).
 const RAFT_QUEUE_MAX: usize = 4096;
@@ -100,23 +97,6 @@ pub struct Cluster {
     applied: Cell<u64>,
     applied_durable: Cell<u64>,
     applied_written: Event,
-}
-
-/// A change of the stream registry, as the meta group decides it: an API request (`stream.add`,
-/// `stream.update`, `stream.remove`) and the node and id it was asked with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MetaOp {
-    pub origin: String,
-    pub id: u64,
-    pub verb: String,
-    pub body: String,
-}
-
-/// A change asked for on this node, waiting for its answer.
-#[derive(Default)]
-struct Waiter {
-    done: Latch,
-    answer: RefCell<Option<(u16, Vec<u8>)>>,
 }
 
 struct Peer {
@@ -390,77 +370,6 @@ impl Cluster {
             }
             Err(e) => tracing::warn!(peer = %from, error = %e, "unreadable consensus message"),
         }
-    }
-
-    /// Asks the meta group to decide a registry change, and waits for its answer: the API's
-    /// status and body as this node's registry applied it, or `Unavailable`.
-    pub async fn propose(&self, verb: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let unavailable = |why: &str| (ErrorCode::Unavailable.as_u16(), why.as_bytes().to_vec());
-        if self.meta_status.borrow().is_none() {
-            return unavailable("the meta group has not started: not every route has answered");
-        }
-        let id = self.next_proposal.get();
-        self.next_proposal.set(id + 1);
-        let waiter = Rc::new(Waiter::default());
-        self.waiters.borrow_mut().insert(id, waiter.clone());
-        self.proposals.borrow_mut().push_back(MetaOp {
-            origin: self.name.clone(),
-            id,
-            verb: verb.to_string(),
-            body: String::from_utf8_lossy(body).into_owned(),
-        });
-        self.meta_wake.notify();
-        let decided = or(
-            async {
-                waiter.done.wait().await;
-                true
-            },
-            async {
-                glommio::timer::sleep(PROPOSAL_TIMEOUT).await;
-                false
-            },
-        )
-        .await;
-        self.waiters.borrow_mut().remove(&id);
-        let answer = waiter.answer.borrow_mut().take();
-        match answer {
-            Some(answer) if decided => answer,
-            _ => unavailable(
-                "the meta group did not decide within 4 s (no leader reachable); \
-                 the change may still be decided later",
-            ),
-        }
-    }
-
-    /// Answers a change asked for here, if `op` is one.
-    pub fn answer(&self, op: &MetaOp, answer: (u16, Vec<u8>)) {
-        if op.origin != self.name {
-            return;
-        }
-        if let Some(waiter) = self.waiters.borrow_mut().remove(&op.id) {
-            *waiter.answer.borrow_mut() = Some(answer);
-            waiter.done.set();
-        }
-    }
-
-    /// The next change decided, once there is one: its log index and the change.
-    pub async fn next_decided(&self) -> (u64, MetaOp) {
-        loop {
-            if let Some(next) = self.decided.borrow_mut().pop_front() {
-                return next;
-            }
-            self.decided_ready.wait().await;
-        }
-    }
-
-    /// The registry applied the change at `index`; returns once that is recorded durably, so
-    /// that after a crash at most that one change is applied again.
-    pub async fn applied(&self, index: u64) {
-        self.applied.set(self.applied.get().max(index));
-        self.meta_wake.notify();
-        self.applied_written
-            .wait_until(|| self.applied_durable.get() >= index)
-            .await;
     }
 
     /// The meta group's leader, if this node knows of one.
