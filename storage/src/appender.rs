@@ -256,6 +256,17 @@ impl Appender {
             Err(_) => Ok(()),
         }
     }
+
+    /// Closes the file as it is, for a segment about to be cut or deleted under it: no cut back to
+    /// the records, no sync. Every write started must have been waited for.
+    pub async fn discard(mut self) {
+        if let Some(previous) = self.tail_write.take() {
+            let _ = previous.wait().await;
+        }
+        if let Ok(file) = Rc::try_unwrap(self.file) {
+            let _ = file.close().await;
+        }
+    }
 }
 
 /// The file length to reserve when the file is reserved up to `reserved` and a write must reach

@@ -3,8 +3,9 @@
 //! It takes the pending appends in rounds (at most `ROUND_BYTES_MAX`, at least one append), starts
 //! each round's direct writes, and keeps up to `ROUNDS_IN_FLIGHT_MAX` rounds in flight; it completes
 //! them in order (waiting for the writes, and under `FsyncPolicy::Always` one `fdatasync` per round),
-//! moving the commit point and waking the appends that are now durable. It also rolls segments and
-//! persists their indexes. Every change to the active segment goes through here.
+//! moving the commit point and waking the appends that are now durable. It also rolls segments,
+//! persists their indexes and applies truncations (see [`crate::truncate`]) when nothing is pending
+//! or in flight. Every change to the active segment goes through here.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -17,6 +18,7 @@ use crate::error::StorageError;
 use crate::index::IndexEntry;
 use crate::log::{Inner, Pending, FAILURES_REMEMBERED, INDEX_PERSIST_ENTRIES};
 use crate::segment::{self, Segment};
+use crate::truncate;
 
 /// Rounds of writes in flight at once.
 const ROUNDS_IN_FLIGHT_MAX: usize = 4;
@@ -74,6 +76,12 @@ pub(crate) async fn run_committer(inner: Rc<Inner>) {
             if appender.is_some() {
                 persist_index(&inner, false).await;
             }
+            continue;
+        }
+        // Nothing pending, nothing in flight: the moment a truncation needs (and before closing, so
+        // that one handed over is applied even if the log closes meanwhile).
+        if let Some(request) = truncate::requested(&inner) {
+            truncate::apply(&inner, &mut appender, request).await;
             continue;
         }
         if inner.state.borrow().closing {

@@ -34,6 +34,35 @@ pub enum StorageError {
     /// The log has been closed.
     #[error("the log is closed")]
     Closed,
+    /// A truncation asked for an offset the log does not hold: below its first offset or past the
+    /// offset its next append will take.
+    #[error("cannot truncate from offset {offset}: the log holds offsets {first} to {next}")]
+    TruncationOutOfRange { offset: u64, first: u64, next: u64 },
+    /// A truncation asked for an offset inside a span record, which is kept or cut whole.
+    #[error(
+        "offset {offset} is inside the record that takes offsets {record_offset} to {record_end}"
+    )]
+    NotRecordBoundary {
+        offset: u64,
+        record_offset: u64,
+        record_end: u64,
+    },
+    /// An append or a truncation arrived while a truncation runs: the offsets it would take depend
+    /// on where the log is cut, so it is refused rather than guessed.
+    #[error("a truncation of the log is under way")]
+    TruncationInProgress,
+    /// The records asked for were cut by a truncation: an append that was durable before it, or a
+    /// read that kept meeting truncations.
+    #[error("records from offset {offset} on were truncated")]
+    Truncated { offset: u64 },
+    /// A truncation failed on the disk midway. The disk holds a prefix of the log that ends at or
+    /// after `offset`; appends and truncations are refused until the log is reopened, which
+    /// recovers that prefix.
+    #[error("truncation from offset {offset} failed midway, reopen the log: {cause}")]
+    TruncationIncomplete {
+        offset: u64,
+        cause: Box<StorageError>,
+    },
 }
 
 impl StorageError {

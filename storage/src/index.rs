@@ -70,6 +70,11 @@ impl Index {
         self.persisted = self.persisted.min(keep);
     }
 
+    /// How many entries are already in the files (the first ones).
+    pub fn persisted(&self) -> usize {
+        self.persisted
+    }
+
     /// How many entries are not yet in the files.
     pub fn unpersisted(&self) -> usize {
         self.entries.len() - self.persisted

@@ -5,7 +5,8 @@
 //!
 //! Map of the modules, in the order an append flows through them:
 //! - [`log`]: [`PartitionLog`], the API (`open`, `append`, `read`, `offset_for_time`,
-//!   `truncate_before`, `apply_retention`, `close`) and the group-committing writer task.
+//!   `truncate_before`, `truncate_from`, `apply_retention`, `close`) and the group-committing
+//!   writer task.
 //! - [`record`]: the on-disk record format.
 //! - [`appender`]: direct-I/O appends to one segment file, with its partial last block; it reserves
 //!   the file's space in steps as the segment fills (64 KiB first, doubling up to 64 MiB), so a quiet
@@ -13,6 +14,7 @@
 //! - [`segment`]: segment files, their names, and walking their records (recovery and reads).
 //! - [`index`]: the sparse offset and time index of a segment.
 //! - [`cache`]: the newest records in memory, for tailing readers.
+//! - `truncate`: cutting the log's tail durably (`truncate_from`), and in what order on disk.
 //! - [`config`]: [`LogConfig`] and [`FsyncPolicy`].
 //! - [`error`]: the typed [`StorageError`].
 //! - [`wake`]: single-threaded wake-ups between tasks of one executor.
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod record;
 mod recovery;
 pub mod segment;
+mod truncate;
 pub mod wake;
 
 pub use config::{FsyncPolicy, LogConfig};

@@ -12,6 +12,11 @@
 //! If a write or sync fails, every append not yet committed fails with the error, the offsets they
 //! took are handed out again, and the next write first cuts the active segment back to the commit
 //! point: the log stays consistent and readable.
+//!
+//! `truncate_from` cuts the tail instead of the head (`truncate_before`): it waits for the appends
+//! already ordered, refuses new ones while it runs, and has the committer cut the segments, durably,
+//! so that the next append takes the cut offset and no reopen brings a cut record back (see
+//! `truncate.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -34,6 +39,7 @@ use crate::recovery::{
     recover_active, write_start_offset,
 };
 use crate::segment::{walk, Segment};
+use crate::truncate::{self, Truncation};
 use crate::wake::Notify;
 
 /// File that keeps the log's start offset after an explicit truncation.
@@ -42,8 +48,12 @@ pub(crate) const START_OFFSET_FILE: &str = "start-offset";
 /// Unpersisted index entries that trigger a write of the index files.
 pub(crate) const INDEX_PERSIST_ENTRIES: usize = 16;
 
-/// Failures remembered so that appenders of a failed round can tell.
+/// Failures (and truncations) remembered so that appenders of a failed round can tell.
 pub(crate) const FAILURES_REMEMBERED: usize = 16;
+
+/// Attempts of a read from disk that truncations keep landing on. Each retry needs another
+/// truncation to finish during the read, and they are rare, so this bound is never the common path.
+const READ_ATTEMPTS_MAX: usize = 4;
 
 /// What retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +98,22 @@ impl Inner {
             waker.wake();
         }
     }
+
+    /// Waits until the appends of `epoch` below `end` are committed, or that epoch has ended (by a
+    /// failure or a truncation).
+    pub(crate) async fn wait_committed(&self, end: u64, epoch: u64) {
+        std::future::poll_fn(|cx| {
+            let st = self.state.borrow();
+            if st.epoch != epoch || st.committed >= end {
+                return Poll::Ready(());
+            }
+            self.waiters
+                .borrow_mut()
+                .push_back((end, cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 pub(crate) struct Pending {
@@ -115,9 +141,13 @@ pub(crate) struct State {
     pub(crate) cache: RecordCache,
     /// Bumped by each failure; appends remember the epoch they were ordered in.
     pub(crate) epoch: u64,
-    /// For recent failed epochs: the first offset that failed, and why.
+    /// For recent failed (or truncated) epochs: the first offset that failed, and why.
     pub(crate) failures: VecDeque<(u64, u64, StorageError)>,
     pub(crate) closing: bool,
+    /// A truncation under way (appends are refused meanwhile), or one that broke.
+    pub(crate) truncation: Truncation,
+    /// Truncations applied so far, so that a read from disk can tell that one landed during it.
+    pub(crate) truncations: u64,
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -170,6 +200,8 @@ impl PartitionLog {
             epoch: 0,
             failures: VecDeque::new(),
             closing: false,
+            truncation: Truncation::Idle,
+            truncations: 0,
         };
         let inner = Rc::new(Inner {
             dir,
@@ -216,6 +248,9 @@ impl PartitionLog {
             let mut st = inner.state.borrow_mut();
             if st.closing {
                 return Err(StorageError::Closed);
+            }
+            if let Some(refusal) = st.truncation.refusal() {
+                return Err(refusal);
             }
             if let Some(big) = bodies
                 .iter()
@@ -320,8 +355,23 @@ impl PartitionLog {
 
     /// Records from `from`, about `max_bytes` of bodies but at least one record, committed ones
     /// only. Recent records come from memory; older ones from disk. If `from` falls inside a span
-    /// record, that record comes first (its offset is below `from`).
+    /// record, that record comes first (its offset is below `from`). Never a truncated record.
     pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+        // A truncation that lands while a read is at the disk may have cut its records, or the file
+        // under it (which would look like corruption): read again.
+        for _ in 0..READ_ATTEMPTS_MAX {
+            let truncations = self.inner.state.borrow().truncations;
+            let result = self.read_once(from, max_bytes).await;
+            if self.inner.state.borrow().truncations == truncations {
+                return result;
+            }
+        }
+        Err(StorageError::Truncated {
+            offset: self.next_offset(),
+        })
+    }
+
+    async fn read_once(&self, from: u64, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
         let (committed, start) = {
             let st = self.inner.state.borrow();
             (st.committed, st.start_offset)
@@ -510,6 +560,24 @@ impl PartitionLog {
         delete_segments(&self.inner.dir, doomed).await
     }
 
+    /// Removes every record at or after `offset` (durably), so that the next append takes `offset`.
+    ///
+    /// `offset` must lie between `first_offset()` and `next_assigned_offset()` and start a record:
+    /// a span record is never cut in the middle (`NotRecordBoundary`); otherwise
+    /// `TruncationOutOfRange`. At `next_assigned_offset()` nothing is cut.
+    ///
+    /// Appends ordered before the call are waited for first, until durable or failed (those past
+    /// `offset` are then cut, and their tickets, if waited on afterwards, report `Truncated`).
+    /// Appends and truncations asked for while it runs are refused with `TruncationInProgress`.
+    ///
+    /// Once it returns, the segments past the cut are deleted, the one holding `offset` is cut to
+    /// the byte and is the active one, and all of it is synced: no reopen brings a cut record
+    /// back. If the disk fails midway it returns `TruncationIncomplete`, and the log refuses
+    /// appends until it is reopened.
+    pub async fn truncate_from(&self, offset: u64) -> Result<(), StorageError> {
+        truncate::truncate_from(&self.inner, offset).await
+    }
+
     /// Deletes sealed segments past the configured age or size limits. The active segment is never
     /// deleted.
     pub async fn apply_retention(&self, now_ns: u64) -> Result<Retention, StorageError> {
@@ -591,18 +659,7 @@ impl AppendTicket {
     pub async fn durable(self) -> Result<u64, StorageError> {
         let inner = &self.inner;
         let (end, epoch) = (self.end, self.epoch);
-        std::future::poll_fn(|cx| {
-            let st = inner.state.borrow();
-            if st.epoch != epoch || st.committed >= end {
-                return Poll::Ready(());
-            }
-            inner
-                .waiters
-                .borrow_mut()
-                .push_back((end, cx.waker().clone()));
-            Poll::Pending
-        })
-        .await;
+        inner.wait_committed(end, epoch).await;
         let st = inner.state.borrow();
         if st.epoch == epoch {
             return Ok(self.first);

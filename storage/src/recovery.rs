@@ -108,7 +108,10 @@ pub(crate) async fn load_sealed(
     Ok(seg)
 }
 
-/// The newest segment: walked from its last index entry; a torn tail is cut off.
+/// The newest segment: walked from its last index entry until a record does not check or its offset
+/// does not follow; a torn tail (or reserved zeroes) past that is cut off. No valid record can lie
+/// beyond the end found: appends only extend the records, and a truncation cuts the file itself,
+/// durably, before any later append (see `truncate.rs`), so stale records are never walked into.
 pub(crate) async fn recover_active(
     dir: &Path,
     base: u64,
@@ -262,6 +265,9 @@ pub(crate) async fn close_files(files: Vec<Rc<DmaFile>>) {
     }
 }
 
+/// Deletes the segments' files, each one's index files before its log file: an index left behind
+/// without its log by a crash could be taken, after a truncation, for that of a new segment with
+/// the same base, where a log left without its index is only reindexed.
 pub(crate) async fn delete_segments(
     dir: &Path,
     doomed: Vec<Segment>,
@@ -270,9 +276,9 @@ pub(crate) async fn delete_segments(
     for mut seg in doomed {
         close_files(seg.reader.take().into_iter().collect()).await;
         for path in [
-            seg.path.clone(),
             segment::index_path(dir, seg.base),
             segment::time_index_path(dir, seg.base),
+            seg.path.clone(),
         ] {
             match glommio::io::remove(&path).await {
                 Ok(()) => {}

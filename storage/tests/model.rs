@@ -1,5 +1,6 @@
-//! Random appends (of one-offset records and of spans), reads, reopens, truncations and retention
-//! against a simple in-memory model.
+//! Random appends (of one-offset records and of spans), reads, reopens, crashes (a copy of the files
+//! taken while the log is open), truncations of the head and of the tail (with appends in flight,
+//! inside spans, past the end, across segments) and retention against a simple in-memory model.
 //! Each run prints its seed; `SLUICE_SEED=<seed>` replays one.
 
 mod common;
@@ -7,8 +8,8 @@ mod common;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use common::{run, Scratch};
-use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog};
+use common::{copy_dir, run, Scratch};
+use sluice_storage::{AppendTicket, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 
 const SEEDS: usize = 12;
 const OPS_PER_SEED: usize = 150;
@@ -22,11 +23,100 @@ fn random_body(rng: &mut fastrand::Rng) -> Bytes {
     Bytes::from((0..len).map(|_| rng.u8(..)).collect::<Vec<u8>>())
 }
 
+/// The model: for each offset from the log's start on, the record that takes it (its first offset,
+/// its count and its body).
+type Model = VecDeque<(u64, u32, Bytes)>;
+
+/// Orders an append of up to seven random records (spans half of the time), adds it to the model,
+/// and returns its ticket with the offset its records end at.
+fn order_append(
+    log: &PartitionLog,
+    model: &mut Model,
+    start: u64,
+    rng: &mut fastrand::Rng,
+) -> (AppendTicket, u64) {
+    let n = rng.usize(1..8);
+    let batch: Vec<Bytes> = (0..n).map(|_| random_body(rng)).collect();
+    let spans = rng.bool();
+    let counts: Vec<u32> = (0..n)
+        .map(|_| if spans { rng.u32(1..6) } else { 1 })
+        .collect();
+    let ticket = log.append_spans(&batch, |i| counts[i]).unwrap();
+    let mut offset = ticket.first_offset();
+    assert_eq!(offset, start + model.len() as u64, "append offset");
+    for (body, &count) in batch.into_iter().zip(&counts) {
+        for _ in 0..count {
+            model.push_back((offset, count, body.clone()));
+        }
+        offset += u64::from(count);
+    }
+    (ticket, offset)
+}
+
+/// Cuts the log's tail at a random offset (sometimes inside a span, past the end, or with an
+/// append still in flight) and checks the outcome against the model, which is cut to match.
+async fn truncate_tail(
+    log: &PartitionLog,
+    model: &mut Model,
+    start: u64,
+    rng: &mut fastrand::Rng,
+    op: usize,
+) {
+    let in_flight = (rng.u8(..3) == 0).then(|| order_append(log, model, start, rng));
+    let end = start + model.len() as u64;
+    let mut cut = if rng.u8(..10) == 0 {
+        end + rng.u64(1..3)
+    } else {
+        start + rng.u64(..=model.len() as u64)
+    };
+    // Offsets inside spans are common: move half of those cuts to the span's start (or the log's,
+    // which `truncate_before` may have put inside a span), so that most truncations go through.
+    if cut < end && rng.bool() {
+        cut = model[(cut - start) as usize].0.max(start);
+    }
+    let taker = (cut < end).then(|| model[(cut - start) as usize].clone());
+    let outcome = log.truncate_from(cut).await;
+    let applied = match taker {
+        _ if cut > end => {
+            let refused = matches!(outcome, Err(StorageError::TruncationOutOfRange { offset, .. }) if offset == cut);
+            assert!(refused, "op {op}: cut at {cut} past {end}: {outcome:?}");
+            false
+        }
+        Some((first, count, _)) if first != cut => {
+            let refused = matches!(outcome, Err(StorageError::NotRecordBoundary { record_offset, record_end, .. })
+                if record_offset == first && record_end == first + u64::from(count));
+            assert!(refused, "op {op}: cut at {cut} inside a span: {outcome:?}");
+            false
+        }
+        _ => {
+            outcome.unwrap_or_else(|e| panic!("op {op}: cut at {cut}: {e}"));
+            model.truncate((cut - start) as usize);
+            cut < end
+        }
+    };
+    assert_eq!(
+        log.next_assigned_offset(),
+        start + model.len() as u64,
+        "op {op}"
+    );
+    if let Some((ticket, ticket_end)) = in_flight {
+        let durable = ticket.durable().await;
+        if applied && ticket_end > cut {
+            let truncated =
+                matches!(durable, Err(StorageError::Truncated { offset }) if offset == cut);
+            assert!(truncated, "op {op}: a cut append's ticket: {durable:?}");
+        } else {
+            durable.unwrap_or_else(|e| panic!("op {op}: a kept append's ticket: {e}"));
+        }
+    }
+}
+
 fn check_seed(seed: u64) {
     println!("storage model seed {seed} (replay with SLUICE_SEED={seed})");
     let dir = Scratch::new("model");
-    let path = dir.path.clone();
+    let root = dir.path.clone();
     run(move || async move {
+        let mut path = root.join("log");
         let mut rng = fastrand::Rng::with_seed(seed);
         let config = LogConfig {
             fsync: [FsyncPolicy::Always, FsyncPolicy::Never][rng.usize(..2)],
@@ -36,36 +126,16 @@ fn check_seed(seed: u64) {
             record_bytes_max: 16 * 1024,
             ..LogConfig::default()
         };
-        // The model: for each offset from `start` on, the record that takes it (its first offset,
-        // its count and its body).
         let mut start = 0u64;
-        let mut model: VecDeque<(u64, u32, Bytes)> = VecDeque::new();
+        let mut model = Model::new();
         let mut log = PartitionLog::open(&path, config.clone()).await.unwrap();
         for op in 0..OPS_PER_SEED {
             match rng.u8(..100) {
-                0..=49 => {
-                    let n = rng.usize(1..8);
-                    let batch: Vec<Bytes> = (0..n).map(|_| random_body(&mut rng)).collect();
-                    let spans = rng.bool();
-                    let counts: Vec<u32> = (0..n)
-                        .map(|_| if spans { rng.u32(1..6) } else { 1 })
-                        .collect();
-                    let first = log
-                        .append_spans(&batch, |i| counts[i])
-                        .unwrap()
-                        .durable()
-                        .await
-                        .unwrap();
-                    assert_eq!(first, start + model.len() as u64, "op {op}: append offset");
-                    let mut offset = first;
-                    for (body, &count) in batch.into_iter().zip(&counts) {
-                        for _ in 0..count {
-                            model.push_back((offset, count, body.clone()));
-                        }
-                        offset += u64::from(count);
-                    }
+                0..=44 => {
+                    let (ticket, _) = order_append(&log, &mut model, start, &mut rng);
+                    ticket.durable().await.unwrap();
                 }
-                50..=79 => {
+                45..=69 => {
                     let end = start + model.len() as u64;
                     let from = start + rng.u64(..=model.len() as u64);
                     let max = rng.usize(1..20000);
@@ -97,10 +167,21 @@ fn check_seed(seed: u64) {
                         "op {op}: {bytes} bytes for a budget of {max}"
                     );
                 }
-                80..=89 => {
+                70..=76 => {
                     log.close().await.unwrap();
                     log = PartitionLog::open(&path, config.clone()).await.unwrap();
                 }
+                77..=80 => {
+                    // A crash: the files as they are while the log is open; the log goes on from
+                    // the copy.
+                    let crashed = root.join(format!("crash-{op}"));
+                    copy_dir(&path, &crashed);
+                    log.close().await.unwrap();
+                    let _ = std::fs::remove_dir_all(&path);
+                    path = crashed;
+                    log = PartitionLog::open(&path, config.clone()).await.unwrap();
+                }
+                81..=89 => truncate_tail(&log, &mut model, start, &mut rng, op).await,
                 90..=95 => {
                     let cut = start + rng.u64(..=model.len() as u64);
                     log.truncate_before(cut).await.unwrap();

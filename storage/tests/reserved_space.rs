@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use bytes::Bytes;
-use common::{run, segment_files, Scratch};
+use common::{copy_dir, run, segment_files, Scratch};
 use sluice_storage::appender::{RESERVE_FIRST_BYTES, RESERVE_STEP_BYTES_MAX};
 use sluice_storage::{FsyncPolicy, LogConfig, PartitionLog};
 
@@ -47,15 +47,6 @@ fn body(rng: &mut fastrand::Rng, offset: u64) -> Bytes {
     let mut b = format!("{offset}:").into_bytes();
     b.extend((0..len).map(|_| rng.u8(..)));
     Bytes::from(b)
-}
-
-/// Copies every file of `from` into `to`, as a crash would leave them.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 async fn read_all(log: &PartitionLog) -> Vec<Bytes> {
