@@ -4,7 +4,16 @@
 //! cover the kind and the body. A link opens with the dialing node's `Hello`, answered by the other
 //! node's own `Hello` (welcome) or a `Refuse` with the reason; from then on each side sends a `Ping`
 //! every second, and a link that brings nothing for a few seconds is down. `Raft` frames carry the
-//! messages of the consensus groups, encoded by the consensus library.
+//! messages of the meta group, encoded by the consensus library; `Group` frames those of one
+//! partition's group. `Forward` carries a publish to the node leading its partition, answered by
+//! `Forwarded` once the group has decided it.
+//!
+//! ```text
+//! Group:     kind 6 | stream (u16 len, UTF-8) | partition u32 | consensus message
+//! Forward:   kind 7 | stream | partition u32 | id u64 | count u32 | body
+//! Forwarded: kind 8 | id u64 | 0 | offset u64
+//!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
+//! ```
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
@@ -50,8 +59,28 @@ pub enum ClusterFrame<'a> {
     Refuse(Refusal<'a>),
     /// Sent every second on an open link.
     Ping,
-    /// A consensus message, as the consensus library encodes it.
+    /// A consensus message of the meta group, as the consensus library encodes it.
     Raft(&'a [u8]),
+    /// A consensus message of one partition's group.
+    Group {
+        stream: &'a str,
+        partition: u32,
+        message: &'a [u8],
+    },
+    /// A publish for the partition's leader: `body` as it is stored, taking `count` offsets.
+    Forward {
+        stream: &'a str,
+        partition: u32,
+        id: u64,
+        count: u32,
+        body: &'a [u8],
+    },
+    /// The outcome of the `Forward` with this id: the offset it was stored at, or an error code
+    /// and reason.
+    Forwarded {
+        id: u64,
+        result: Result<u64, (u16, &'a str)>,
+    },
 }
 
 /// Why a node refused a link.
@@ -68,6 +97,9 @@ const KIND_WELCOME: u8 = 2;
 const KIND_REFUSE: u8 = 3;
 const KIND_PING: u8 = 4;
 const KIND_RAFT: u8 = 5;
+const KIND_GROUP: u8 = 6;
+const KIND_FORWARD: u8 = 7;
+const KIND_FORWARDED: u8 = 8;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -111,6 +143,45 @@ impl ClusterFrame<'_> {
                 out.put_u8(KIND_RAFT);
                 out.put_slice(message);
             }
+            ClusterFrame::Group {
+                stream,
+                partition,
+                message,
+            } => {
+                out.put_u8(KIND_GROUP);
+                put_str(out, stream);
+                out.put_u32(*partition);
+                out.put_slice(message);
+            }
+            ClusterFrame::Forward {
+                stream,
+                partition,
+                id,
+                count,
+                body,
+            } => {
+                out.put_u8(KIND_FORWARD);
+                put_str(out, stream);
+                out.put_u32(*partition);
+                out.put_u64(*id);
+                out.put_u32(*count);
+                out.put_slice(body);
+            }
+            ClusterFrame::Forwarded { id, result } => {
+                out.put_u8(KIND_FORWARDED);
+                out.put_u64(*id);
+                match result {
+                    Ok(offset) => {
+                        out.put_u8(0);
+                        out.put_u64(*offset);
+                    }
+                    Err((code, reason)) => {
+                        out.put_u8(1);
+                        out.put_u16(*code);
+                        put_str(out, reason);
+                    }
+                }
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -146,6 +217,27 @@ impl ClusterFrame<'_> {
             },
             KIND_PING => ClusterFrame::Ping,
             KIND_RAFT => ClusterFrame::Raft(std::mem::take(&mut reader.0)),
+            KIND_GROUP => ClusterFrame::Group {
+                stream: reader.str()?,
+                partition: reader.u32()?,
+                message: std::mem::take(&mut reader.0),
+            },
+            KIND_FORWARD => ClusterFrame::Forward {
+                stream: reader.str()?,
+                partition: reader.u32()?,
+                id: reader.u64()?,
+                count: reader.u32()?,
+                body: std::mem::take(&mut reader.0),
+            },
+            KIND_FORWARDED => {
+                let id = reader.u64()?;
+                let result = match reader.u8()? {
+                    0 => Ok(reader.u64()?),
+                    1 => Err((reader.u16()?, reader.str()?)),
+                    _ => return Err(ClusterFrameError::Malformed("unknown outcome")),
+                };
+                ClusterFrame::Forwarded { id, result }
+            }
             _ => return Err(ClusterFrameError::Malformed("unknown kind")),
         };
         if !reader.0.is_empty() {
@@ -196,6 +288,18 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    fn u32(&mut self) -> Result<u32, ClusterFrameError> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self) -> Result<u64, ClusterFrameError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
     fn str(&mut self) -> Result<&'a str, ClusterFrameError> {
         let len = self.u16()? as usize;
         std::str::from_utf8(self.take(len)?).map_err(|_| ClusterFrameError::Malformed("not UTF-8"))
@@ -211,7 +315,7 @@ impl<'a> Reader<'a> {
         let shards = self.u16()?;
         let proof_len = self.u16()? as usize;
         let proof = self.take(proof_len)?;
-        let instance = u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes"));
+        let instance = self.u64()?;
         Ok(Hello {
             version,
             node,
@@ -266,6 +370,26 @@ mod tests {
         round_trip(ClusterFrame::Ping);
         round_trip(ClusterFrame::Raft(b"\x08\x03\x10\x01"));
         round_trip(ClusterFrame::Raft(b""));
+        round_trip(ClusterFrame::Group {
+            stream: "orders",
+            partition: 3,
+            message: b"\x08\x03",
+        });
+        round_trip(ClusterFrame::Forward {
+            stream: "orders",
+            partition: 0,
+            id: 77,
+            count: 1,
+            body: b"frame bytes",
+        });
+        round_trip(ClusterFrame::Forwarded {
+            id: 77,
+            result: Ok(41),
+        });
+        round_trip(ClusterFrame::Forwarded {
+            id: 78,
+            result: Err((18, "no leader")),
+        });
     }
 
     #[test]

@@ -33,6 +33,32 @@ proptest! {
     }
 
     #[test]
+    fn any_group_forward_and_outcome_round_trips(
+        stream in "[A-Za-z0-9_-]{1,64}",
+        partition in any::<u32>(),
+        id in any::<u64>(),
+        count in any::<u32>(),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+        offset in any::<u64>(),
+        code in any::<u16>(),
+        reason in ".{0,100}",
+    ) {
+        let frames = [
+            ClusterFrame::Group { stream: &stream, partition, message: &body },
+            ClusterFrame::Forward { stream: &stream, partition, id, count, body: &body },
+            ClusterFrame::Forwarded { id, result: Ok(offset) },
+            ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
+        ];
+        for frame in frames {
+            let mut out = BytesMut::new();
+            frame.encode(&mut out);
+            let (decoded, used) = ClusterFrame::decode(&out).unwrap().unwrap();
+            prop_assert_eq!(decoded, frame);
+            prop_assert_eq!(used, out.len());
+        }
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(Some((_, used))) = ClusterFrame::decode(&bytes) {
             prop_assert!(used <= bytes.len());
