@@ -136,6 +136,9 @@ pub(crate) struct State {
     /// The offset the next append will take.
     pub(crate) assign_next: u64,
     pub(crate) committed: u64,
+    /// Readers see nothing at or past this offset, even once committed: a replicated log's
+    /// records become readable only once a quorum has them (`u64::MAX` for a log of its own).
+    pub(crate) visible_max: u64,
     pub(crate) last_timestamp_ns: u64,
     pub(crate) pending: Vec<Pending>,
     pub(crate) cache: RecordCache,
@@ -148,6 +151,13 @@ pub(crate) struct State {
     pub(crate) truncation: Truncation,
     /// Truncations applied so far, so that a read from disk can tell that one landed during it.
     pub(crate) truncations: u64,
+}
+
+impl State {
+    /// One past the last offset readers may see: committed and not past the visible bound.
+    pub(crate) fn readable_end(&self) -> u64 {
+        self.committed.min(self.visible_max)
+    }
 }
 
 /// Nanoseconds since the Unix epoch.
@@ -193,6 +203,7 @@ impl PartitionLog {
             start_offset: persisted_start.max(first_base).min(committed),
             assign_next: committed,
             committed,
+            visible_max: u64::MAX,
             last_timestamp_ns,
             segments,
             pending: Vec::new(),
@@ -326,10 +337,21 @@ impl PartitionLog {
         self.inner.state.borrow().start_offset
     }
 
-    /// One past the last committed offset: where the next append's records will start once
-    /// committed, and the end of what can be read.
+    /// One past the last readable offset: the end of what can be read, which is where the next
+    /// append's records start once committed (and, for a replicated log, agreed).
     pub fn next_offset(&self) -> u64 {
+        self.inner.state.borrow().readable_end()
+    }
+
+    /// One past the last committed (durable) offset, readable or not.
+    pub fn durable_offset(&self) -> u64 {
         self.inner.state.borrow().committed
+    }
+
+    /// Lets readers see records up to (not including) `end` once they are committed: a replicated
+    /// log shows only what a quorum agreed on. `u64::MAX` lifts the bound.
+    pub fn set_visible_end(&self, end: u64) {
+        self.inner.state.borrow_mut().visible_max = end;
     }
 
     /// The log's fsync and append latency histograms so far.
@@ -357,11 +379,33 @@ impl PartitionLog {
     /// only. Recent records come from memory; older ones from disk. If `from` falls inside a span
     /// record, that record comes first (its offset is below `from`). Never a truncated record.
     pub async fn read(&self, from: u64, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+        let end = self.inner.state.borrow().readable_end();
+        self.read_below(from, max_bytes, end).await
+    }
+
+    /// As `read`, but up to the committed end whatever the visible bound: a replicated log's
+    /// records that its group has not agreed on yet, for the group itself.
+    pub async fn read_durable(
+        &self,
+        from: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let end = self.inner.state.borrow().committed;
+        self.read_below(from, max_bytes, end).await
+    }
+
+    /// Records from `from` below `end` (bounded by the committed end).
+    async fn read_below(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Vec<Record>, StorageError> {
         // A truncation that lands while a read is at the disk may have cut its records, or the file
         // under it (which would look like corruption): read again.
         for _ in 0..READ_ATTEMPTS_MAX {
             let truncations = self.inner.state.borrow().truncations;
-            let result = self.read_once(from, max_bytes).await;
+            let result = self.read_once(from, max_bytes, end).await;
             if self.inner.state.borrow().truncations == truncations {
                 return result;
             }
@@ -371,10 +415,15 @@ impl PartitionLog {
         })
     }
 
-    async fn read_once(&self, from: u64, max_bytes: usize) -> Result<Vec<Record>, StorageError> {
+    async fn read_once(
+        &self,
+        from: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Vec<Record>, StorageError> {
         let (committed, start) = {
             let st = self.inner.state.borrow();
-            (st.committed, st.start_offset)
+            (end.min(st.committed), st.start_offset)
         };
         if from < start {
             return Err(StorageError::OffsetOutOfRange {
@@ -513,7 +562,7 @@ impl PartitionLog {
                 .segments
                 .iter()
                 .find(|s| !s.is_empty() && s.max_timestamp_ns >= timestamp_ns);
-            (st.committed, st.start_offset, seg.map(|s| s.base))
+            (st.readable_end(), st.start_offset, seg.map(|s| s.base))
         };
         let Some(base) = segment_base else {
             return Ok(committed);
