@@ -9,24 +9,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use common::cluster::{info, node, signal, wait_for_one_leader};
 use common::{Broker, DataDir, Ports, PATIENCE};
 use sluice::api::ClusterInfo;
 use sluice_protocol::cluster::{ClusterFrame, Hello, Refusal, CLUSTER_PROTOCOL_VERSION};
-
-/// Starts node `name` on `ports`, dialing `routes`.
-fn node(dir: &DataDir, ports: &Ports, name: &str, routes: &[&Ports]) -> Broker {
-    let routes: Vec<&str> = routes.iter().map(|p| p.cluster.as_str()).collect();
-    let routes = routes.join(",");
-    let mut args = vec!["--name", name, "--cluster", &ports.cluster];
-    if !routes.is_empty() {
-        args.extend(["--routes", &routes]);
-    }
-    Broker::start_at(&dir.path, ports, &args)
-}
-
-fn info(broker: &Broker) -> ClusterInfo {
-    broker.client().cluster_info().expect("cluster info")
-}
 
 /// Waits until `broker` sees exactly the peers in `up` up and those in `down` down.
 fn wait_for_peers(broker: &Broker, up: &[&str], down: &[&str]) -> ClusterInfo {
@@ -45,11 +31,6 @@ fn wait_for_peers(broker: &Broker, up: &[&str], down: &[&str]) -> ClusterInfo {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn signal(broker: &Broker, signal: i32) {
-    // SAFETY: kill(2) on the broker's own process id.
-    assert_eq!(unsafe { libc::kill(broker.pid() as i32, signal) }, 0);
 }
 
 #[test]
@@ -142,34 +123,6 @@ fn three_nodes_link_and_see_a_node_stop_die_and_come_back() {
     wait_for_peers(&n1, &["n2", "n3"], &[]);
     wait_for_peers(&n2, &["n1", "n3"], &[]);
     wait_for_peers(&n3, &["n1", "n2"], &[]);
-}
-
-/// Waits until every node in `nodes` names the same meta leader, one of them, which sees itself
-/// as leader; returns its name and term.
-fn wait_for_one_leader(nodes: &[&Broker]) -> (String, u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let metas: Vec<_> = nodes.iter().map(|n| info(n)).collect();
-        let leaders: Vec<Option<String>> = metas
-            .iter()
-            .map(|i| i.meta.as_ref().and_then(|m| m.leader.clone()))
-            .collect();
-        if let Some(Some(leader)) = leaders.first() {
-            let agreed = leaders
-                .iter()
-                .all(|l| l.as_deref() == Some(leader.as_str()));
-            let leading = metas
-                .iter()
-                .find(|i| &i.name == leader)
-                .and_then(|i| i.meta.as_ref())
-                .filter(|m| m.role == "leader");
-            if let (true, Some(meta)) = (agreed, leading) {
-                return (leader.clone(), meta.term);
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader: {metas:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

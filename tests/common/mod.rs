@@ -14,6 +14,8 @@ use sluice_protocol::limits::PROTOCOL_VERSION;
 use sluice_protocol::op::{Connect, Op};
 use sluice_protocol::{ArchivedOp, Frame, FrameEncoder};
 
+pub mod cluster;
+
 /// How long a test waits for anything before it fails rather than hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
