@@ -97,6 +97,8 @@ fn main() {
                 max_bytes: None,
                 created_ns: 0,
                 jetstream: None,
+                replicas: 1,
+                placement: Vec::new(),
             })
             .unwrap();
         let mut stored = 0u64;

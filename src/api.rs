@@ -46,6 +46,13 @@ pub struct StreamConfig {
     /// The configuration a JetStream client gave, kept to be reported back as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<Box<sluice_protocol::jetstream::json::StreamConfig>>,
+    /// Copies of each partition, on that many nodes of a cluster: a publish is acknowledged once
+    /// a majority of them have it durable. 1: each node keeps its own.
+    #[serde(default = "one_replica", skip_serializing_if = "is_one_replica")]
+    pub replicas: u8,
+    /// The nodes holding a replicated stream's copies, decided when the cluster adds it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<String>,
 }
 
 impl StreamConfig {
@@ -59,8 +66,23 @@ impl StreamConfig {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         }
     }
+
+    /// Whether the stream's partitions are replicated across nodes.
+    pub fn is_replicated(&self) -> bool {
+        self.replicas > 1
+    }
+}
+
+fn one_replica() -> u8 {
+    1
+}
+
+fn is_one_replica(n: &u8) -> bool {
+    *n == 1
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -335,6 +357,25 @@ pub struct ClusterInfo {
     /// The meta group (the cluster's stream registry), once it has started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<MetaInfo>,
+    /// The consensus groups of the replicated partitions shard 0 owns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupInfo>,
+}
+
+/// A replicated partition's consensus group as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub stream: String,
+    pub partition: u32,
+    /// The leader's name, if there is one this node knows of.
+    pub leader: Option<String>,
+    /// `leader`, `follower` or `candidate`.
+    pub role: String,
+    pub term: u64,
+    /// The last entry known committed, and the last one this node holds: their difference is
+    /// what this node has that is not agreed on yet.
+    pub commit: u64,
+    pub last_index: u64,
 }
 
 /// The meta group as one node sees it.

@@ -173,6 +173,8 @@ fn durable_acks_all_arrive_while_bad_passwords_flood_the_broker() {
             max_bytes: Some(4 * 1024 * 1024),
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
 

@@ -25,6 +25,8 @@ fn stream(client: &Client, name: &str, partitions: u32) {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
 }

@@ -63,6 +63,8 @@ fn a_new_consumer_killed_before_its_first_ack_redelivers_everything_after_a_rest
                 max_bytes: None,
                 created_ns: 0,
                 jetstream: None,
+                replicas: 1,
+                placement: Vec::new(),
             })
             .unwrap();
         // Something stored before the attach, which `New` must never deliver.

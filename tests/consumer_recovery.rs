@@ -52,6 +52,8 @@ fn consumed_half(data: &DataDir) {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     for i in 0..10 {
@@ -113,6 +115,8 @@ fn the_ack_floor_moves_up_past_what_retention_removed() {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     for i in 0..10 {

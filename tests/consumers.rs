@@ -21,6 +21,8 @@ fn stream(client: &Client, partitions: u32) {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
 }
@@ -384,6 +386,8 @@ fn a_dead_letter_that_cannot_be_stored_stays_pending_until_its_copy_is_durable()
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     let deadline = std::time::Instant::now() + PATIENCE;

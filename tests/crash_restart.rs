@@ -172,6 +172,8 @@ fn a_broker_killed_under_load_restarts_at_once_on_the_same_ports_and_loses_nothi
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     let acked: Arc<Mutex<Stored>> = Arc::default();

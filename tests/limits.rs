@@ -15,15 +15,7 @@ use sluice::client::ClientError;
 use sluice_protocol::ErrorCode;
 
 fn stream(name: &str) -> StreamConfig {
-    StreamConfig {
-        name: name.into(),
-        subjects: vec![format!("{name}.>")],
-        partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
-    }
+    StreamConfig::new(name, vec![format!("{name}.>")])
 }
 
 fn consumer(stream: &str, name: &str, max_ack_pending: u32) -> ConsumerConfig {

@@ -32,6 +32,8 @@ fn stream(name: &str) -> StreamConfig {
         max_bytes: None,
         created_ns: 0,
         jetstream: None,
+        replicas: 1,
+        placement: Vec::new(),
     }
 }
 
@@ -49,6 +51,8 @@ fn names_that_would_leave_the_data_directory_are_refused_and_nothing_is_written_
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     let token = format!("sluice-names-{:x}", fastrand::u64(..));

@@ -134,6 +134,8 @@ fn a_publish_with_a_reply_to_a_stream_gets_a_json_ack() {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     let mut raw = Raw::connect(&broker);

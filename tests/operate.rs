@@ -97,6 +97,8 @@ fn metrics_count_what_the_load_did() {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     let acks: Vec<_> = (0..300)
@@ -184,6 +186,8 @@ fn readyz_waits_for_every_shard_to_recover_its_consumers_logs() {
                 max_bytes: None,
                 created_ns: 0,
                 jetstream: None,
+                replicas: 1,
+                placement: Vec::new(),
             })
             .unwrap();
         // Partitions open on first use, but those that keep consumers open at start, so that

@@ -289,6 +289,8 @@ fn streams_are_reached_only_within_permissions() {
         max_bytes: None,
         created_ns: 0,
         jetstream: None,
+        replicas: 1,
+        placement: Vec::new(),
     };
     let consumer = |stream: &str| ConsumerConfig {
         stream: stream.into(),

@@ -25,6 +25,8 @@ fn sigterm_acks_what_was_read_before_closing() {
         max_bytes: None,
         created_ns: 0,
         jetstream: None,
+        replicas: 1,
+        placement: Vec::new(),
     };
     broker.client().stream_add(&stream).unwrap();
     let client = broker.client_on_shard(0);

@@ -22,13 +22,8 @@ fn memory_levels_off_when_the_disk_is_slower_than_the_publishers() {
     broker
         .client()
         .stream_add(&StreamConfig {
-            name: "uploads".into(),
-            subjects: vec!["uploads.>".into()],
             partitions: 2,
-            max_age_secs: None,
-            max_bytes: None,
-            created_ns: 0,
-            jetstream: None,
+            ..StreamConfig::new("uploads", vec!["uploads.>".into()])
         })
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -31,6 +31,8 @@ fn every_acknowledged_publish_survives_sigkill() {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         };
         broker.client().stream_add(&config).unwrap();
     }

@@ -20,6 +20,8 @@ fn orders(partitions: u32) -> StreamConfig {
         max_bytes: None,
         created_ns: 0,
         jetstream: None,
+        replicas: 1,
+        placement: Vec::new(),
     }
 }
 
@@ -205,6 +207,8 @@ fn retention_deletes_old_messages_in_the_background() {
             max_bytes: None,
             created_ns: 0,
             jetstream: None,
+            replicas: 1,
+            placement: Vec::new(),
         })
         .unwrap();
     for i in 0..50 {

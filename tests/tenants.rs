@@ -53,6 +53,8 @@ fn stream(name: &str, subject: &str) -> StreamConfig {
         max_bytes: None,
         created_ns: 0,
         jetstream: None,
+        replicas: 1,
+        placement: Vec::new(),
     }
 }
 

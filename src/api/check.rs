@@ -209,13 +209,10 @@ mod tests {
 
     fn stream(max_age_secs: Option<u64>) -> StreamConfig {
         StreamConfig {
-            name: "orders".into(),
-            subjects: vec!["orders.>".into()],
             partitions: 4,
             max_age_secs,
             max_bytes: Some(u64::MAX),
-            created_ns: 0,
-            jetstream: None,
+            ..StreamConfig::new("orders", vec!["orders.>".into()])
         }
     }
 

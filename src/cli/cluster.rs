@@ -59,6 +59,18 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
                     None => println!("route {}  {}", route.route, route.state),
                 }
             }
+            for group in &info.groups {
+                println!(
+                    "group {}/{}  {}  leader {}  term {}  commit {}  lag {}",
+                    group.stream,
+                    group.partition,
+                    group.role,
+                    group.leader.as_deref().unwrap_or("none"),
+                    group.term,
+                    group.commit,
+                    group.last_index.saturating_sub(group.commit)
+                );
+            }
             Ok(())
         }
     }

@@ -31,6 +31,9 @@ enum StreamCommand {
         /// Keep each partition under this size, e.g. 10GiB.
         #[arg(long, value_parser = parse_size)]
         max_bytes: Option<u64>,
+        /// Copies of each partition on the nodes of a cluster (1, or the cluster's size).
+        #[arg(long, default_value_t = 1)]
+        replicas: u8,
     },
     /// List the streams.
     Ls,
@@ -133,15 +136,14 @@ pub fn run(args: StreamArgs) -> Result<(), String> {
             partitions,
             max_age,
             max_bytes,
+            replicas,
         } => {
             let config = StreamConfig {
-                name,
-                subjects,
                 partitions,
                 max_age_secs: max_age.map(|d| d.as_secs()),
                 max_bytes,
-                created_ns: 0,
-                jetstream: None,
+                replicas,
+                ..StreamConfig::new(name, subjects)
             };
             let info = client.stream_add(&config).map_err(|e| e.to_string())?;
             print_info(&info);

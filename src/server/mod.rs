@@ -543,6 +543,11 @@ async fn run_shard(
         let links = Rc::new(cluster::Cluster::new(settings, bound, config.cpus.len()));
         let _ = streams.cluster.set(links.clone());
         glommio::spawn_local(streams::apply_decided(streams.clone(), links.clone())).detach();
+        glommio::spawn_local(streams::replica::route_from_links(
+            streams.clone(),
+            links.clone(),
+        ))
+        .detach();
         glommio::spawn_local(cluster::run(core.clone(), links, listener)).detach();
     }
     if id.0 == 0 {

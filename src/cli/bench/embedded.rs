@@ -111,13 +111,8 @@ pub fn ensure_stream(plan: &Plan) -> Result<(), BenchError> {
             if client.stream_info(&plan.stream).is_err() {
                 let partitions = client.info().shards.max(1);
                 client.stream_add(&StreamConfig {
-                    name: plan.stream.clone(),
-                    subjects: vec![pattern],
                     partitions,
-                    max_age_secs: None,
-                    max_bytes: None,
-                    created_ns: 0,
-                    jetstream: None,
+                    ..StreamConfig::new(plan.stream.clone(), vec![pattern])
                 })?;
             }
             Ok(())

@@ -47,6 +47,16 @@ const DIAL_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Most consensus messages waiting for a link to one peer, or for the meta group from all of
 /// them: past it the oldest go (consensus retries what is lost).
 const RAFT_QUEUE_MAX: usize = 4096;
+/// Most bytes of frames waiting for a link to one peer: past it the oldest go, as above (a
+/// forwarded publish lost this way is answered by its timeout).
+const OUTBOX_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Most partition-group items read from the links and not yet taken by the streams: past it the
+/// links stop reading, which slows the peers sending them.
+const GROUP_INBOX_MAX: usize = 8192;
+/// Bytes a link reads at a time: a consensus message with a batch of entries comes in a few reads.
+const LINK_READ_BYTES: usize = 64 * 1024;
+/// Bytes of queued frames a link writes at once.
+const LINK_WRITE_BYTES: usize = 1024 * 1024;
 
 /// A node's place in its cluster, from its settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +107,41 @@ pub struct Cluster {
     applied: Cell<u64>,
     applied_durable: Cell<u64>,
     applied_written: Event,
+    /// What the links brought for the partitions' groups, for the streams to take.
+    group_inbox: RefCell<VecDeque<GroupIn>>,
+    group_ready: Notify,
+    group_taken: Event,
+}
+
+/// A frame for a partition's group, from a peer.
+#[derive(Debug)]
+pub enum GroupIn {
+    /// A consensus message for the group of `stream`'s `partition`.
+    Group {
+        stream: String,
+        partition: u32,
+        message: Vec<u8>,
+    },
+    /// A publish for a partition this node leads, to be answered with `Forwarded`.
+    Forward {
+        from: String,
+        stream: String,
+        partition: u32,
+        id: u64,
+        count: u32,
+        body: Bytes,
+    },
+    /// The outcome of a publish this node forwarded.
+    Forwarded {
+        id: u64,
+        result: Result<u64, (u16, String)>,
+    },
 }
 
 struct Peer {
-    /// Consensus messages for it, sent by whichever link to it writes next.
+    /// Encoded frames for it, sent by whichever link to it writes next.
     outbox: VecDeque<Bytes>,
+    outbox_bytes: usize,
     /// The address it gave as its cluster address.
     addr: String,
     /// Open links to it (a dialed one and an accepted one at most, normally).
@@ -146,6 +186,7 @@ enum Received {
     Refuse(Option<String>),
     Ping,
     Raft(Vec<u8>),
+    Group(GroupIn),
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +246,9 @@ impl Cluster {
             applied: Cell::new(0),
             applied_durable: Cell::new(0),
             applied_written: Event::default(),
+            group_inbox: RefCell::default(),
+            group_ready: Notify::default(),
+            group_taken: Event::default(),
         }
     }
 
@@ -268,6 +312,7 @@ impl Cluster {
         let mut peers = self.peers.borrow_mut();
         let entry = peers.entry(peer.node.clone()).or_insert_with(|| Peer {
             outbox: VecDeque::new(),
+            outbox_bytes: 0,
             addr: peer.cluster_addr.clone(),
             links: 0,
             since: Instant::now(),
@@ -322,31 +367,90 @@ impl Cluster {
         Some(members)
     }
 
-    /// Queues a consensus message for the peer of that name; false if no such peer is known.
+    /// Queues a meta group's consensus message for the peer of that name; false if no such peer
+    /// is known.
     fn send_raft(&self, to: &str, message: &Message) -> bool {
         let Ok(bytes) = message.write_to_bytes() else {
             return false;
         };
+        self.send_frame(to, &ClusterFrame::Raft(&bytes))
+    }
+
+    /// Queues a frame for the peer of that name; false if no such peer is known.
+    pub fn send_frame(&self, to: &str, frame: &ClusterFrame<'_>) -> bool {
+        let mut out = BytesMut::new();
+        frame.encode(&mut out);
+        self.send_encoded(to, out.freeze())
+    }
+
+    /// Queues an encoded frame for the peer of that name; false if no such peer is known. Past
+    /// the outbox's bounds the oldest frames go.
+    pub fn send_encoded(&self, to: &str, frame: Bytes) -> bool {
         let mut peers = self.peers.borrow_mut();
         let Some(peer) = peers.get_mut(to) else {
             return false;
         };
-        if peer.outbox.len() >= RAFT_QUEUE_MAX {
-            peer.outbox.pop_front();
+        while peer.outbox.len() >= RAFT_QUEUE_MAX
+            || (peer.outbox_bytes + frame.len() > OUTBOX_BYTES_MAX && !peer.outbox.is_empty())
+        {
+            let dropped = peer.outbox.pop_front().map_or(0, |f| f.len());
+            peer.outbox_bytes -= dropped;
         }
-        peer.outbox.push_back(Bytes::from(bytes));
+        peer.outbox_bytes += frame.len();
+        peer.outbox.push_back(frame);
         drop(peers);
         self.outbox_filled.notify_all();
         true
     }
 
-    /// Takes what waits for the peer of that name.
-    fn take_outbox(&self, peer: &str) -> Vec<Bytes> {
-        self.peers
-            .borrow_mut()
-            .get_mut(peer)
-            .map(|p| p.outbox.drain(..).collect())
-            .unwrap_or_default()
+    /// Takes what waits for the peer of that name, up to about `bytes_max` (at least one frame).
+    fn take_outbox(&self, peer: &str, bytes_max: usize) -> Vec<Bytes> {
+        let mut peers = self.peers.borrow_mut();
+        let Some(peer) = peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        let mut bytes = 0;
+        while let Some(frame) = peer.outbox.front() {
+            if !taken.is_empty() && bytes + frame.len() > bytes_max {
+                break;
+            }
+            bytes += frame.len();
+            taken.extend(peer.outbox.pop_front());
+        }
+        peer.outbox_bytes -= bytes;
+        taken
+    }
+
+    /// Whether a peer of that name is linked now.
+    pub fn is_up(&self, peer: &str) -> bool {
+        self.peers.borrow().get(peer).is_some_and(|p| p.links > 0)
+    }
+
+    /// The next frame the links brought for the partitions' groups.
+    pub async fn next_group_item(&self) -> GroupIn {
+        loop {
+            let item = self.group_inbox.borrow_mut().pop_front();
+            if let Some(item) = item {
+                self.group_taken.notify_all();
+                return item;
+            }
+            self.group_ready.wait().await;
+        }
+    }
+
+    /// Hands a partition group's frame to the streams, once there is room.
+    async fn received_group(&self, item: GroupIn) {
+        self.group_taken
+            .wait_until(|| self.group_inbox.borrow().len() < GROUP_INBOX_MAX)
+            .await;
+        self.group_inbox.borrow_mut().push_back(item);
+        self.group_ready.notify();
+    }
+
+    /// The voting members of the meta group, once it has started: the nodes of the cluster.
+    pub fn members(&self) -> Option<Vec<String>> {
+        Some(self.meta_status.borrow().as_ref()?.voters.clone())
     }
 
     fn outbox_empty(&self, peer: &str) -> bool {
@@ -446,6 +550,7 @@ impl Cluster {
             peers,
             routes,
             meta: self.meta_status.borrow().clone(),
+            groups: Vec::new(),
         }
     }
 }
@@ -589,7 +694,9 @@ async fn dial_once(
             return Err(LinkError::Refused(reason));
         }
         Received::Hello(_) => return Err(LinkError::Unexpected("hello")),
-        Received::Ping | Received::Raft(_) => return Err(LinkError::Unexpected("ping")),
+        Received::Ping | Received::Raft(_) | Received::Group(_) => {
+            return Err(LinkError::Unexpected("ping"))
+        }
     };
     if peer.instance == cluster.instance {
         return Err(LinkError::Itself);
@@ -623,9 +730,14 @@ async fn run_link(
     let writing = async {
         let mut next_ping = Instant::now() + PING_INTERVAL;
         loop {
-            for message in cluster.take_outbox(peer) {
-                if let Err(e) = send(&mut writer, &ClusterFrame::Raft(&message)).await {
-                    return e;
+            let frames = cluster.take_outbox(peer, LINK_WRITE_BYTES);
+            if !frames.is_empty() {
+                let mut out = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+                for frame in &frames {
+                    out.extend_from_slice(frame);
+                }
+                if let Err(e) = writer.write_all(&out).await {
+                    return e.into();
                 }
             }
             if Instant::now() >= next_ping {
@@ -649,6 +761,12 @@ async fn run_link(
             match reader.next(LINK_TIMEOUT).await {
                 Ok(Received::Ping) => {}
                 Ok(Received::Raft(bytes)) => cluster.received_raft(peer, &bytes),
+                Ok(Received::Group(mut item)) => {
+                    if let GroupIn::Forward { from, .. } = &mut item {
+                        *from = peer.to_string();
+                    }
+                    cluster.received_group(item).await
+                }
                 Ok(Received::Hello(_)) => return LinkError::Unexpected("hello"),
                 Ok(Received::Welcome(_)) => return LinkError::Unexpected("welcome"),
                 Ok(Received::Refuse(_)) => return LinkError::Unexpected("refuse"),
@@ -698,21 +816,55 @@ impl LinkReader {
                     ClusterFrame::Refuse(Refusal::Other(r)) => Received::Refuse(Some(r.into())),
                     ClusterFrame::Ping => Received::Ping,
                     ClusterFrame::Raft(bytes) => Received::Raft(bytes.to_vec()),
+                    ClusterFrame::Group {
+                        stream,
+                        partition,
+                        message,
+                    } => Received::Group(GroupIn::Group {
+                        stream: stream.to_string(),
+                        partition,
+                        message: message.to_vec(),
+                    }),
+                    ClusterFrame::Forward {
+                        stream,
+                        partition,
+                        id,
+                        count,
+                        body,
+                    } => Received::Group(GroupIn::Forward {
+                        from: String::new(),
+                        stream: stream.to_string(),
+                        partition,
+                        id,
+                        count,
+                        body: Bytes::copy_from_slice(body),
+                    }),
+                    ClusterFrame::Forwarded { id, result } => Received::Group(GroupIn::Forwarded {
+                        id,
+                        result: result.map_err(|(code, why)| (code, why.to_string())),
+                    }),
                 };
                 self.buf.drain(..used);
                 return Ok(received);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let mut chunk = [0u8; 1024];
-            let read = or(async { Some(self.half.read(&mut chunk).await) }, async {
+            let have = self.buf.len();
+            self.buf.resize(have + LINK_READ_BYTES, 0);
+            let chunk = &mut self.buf[have..];
+            let read = or(async { Some(self.half.read(chunk).await) }, async {
                 glommio::timer::sleep(left).await;
                 None
             })
             .await;
+            let n = match &read {
+                Some(Ok(n)) => *n,
+                _ => 0,
+            };
+            self.buf.truncate(have + n);
             match read {
                 None => return Err(LinkError::Silent(timeout)),
                 Some(Ok(0)) => return Err(LinkError::Closed),
-                Some(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
             }
         }

@@ -114,7 +114,11 @@ fn json<T: Serialize>(value: &T) -> ApiResult {
 
 fn cluster_info(shard: &StreamShard) -> ApiResult {
     match shard.cluster.get() {
-        Some(cluster) => json(&cluster.info()),
+        Some(cluster) => {
+            let mut info = cluster.info();
+            info.groups = super::replica::groups(shard);
+            json(&info)
+        }
         None => json(&api::ClusterInfo {
             clustered: false,
             name: shard.core.config.server_id.clone(),
@@ -122,6 +126,7 @@ fn cluster_info(shard: &StreamShard) -> ApiResult {
             peers: Vec::new(),
             routes: Vec::new(),
             meta: None,
+            groups: Vec::new(),
         }),
     }
 }
@@ -167,7 +172,12 @@ fn publish_added(shard: &Rc<StreamShard>, name: &str) {
 }
 
 async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
-    let config: StreamConfig = parse(body)?;
+    let mut config: StreamConfig = parse(body)?;
+    if shard.streams.borrow().config(&config.name).is_none() {
+        super::replica::place(shard, &mut config)?;
+    } else {
+        keep_placement(shard, &mut config)?;
+    }
     let name = config.name.clone();
     let partitions_max = shard.core.config.partitions_max;
     if config.partitions > partitions_max {
@@ -198,7 +208,8 @@ async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
 }
 
 async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
-    let config: StreamConfig = parse(body)?;
+    let mut config: StreamConfig = parse(body)?;
+    keep_placement(shard, &mut config)?;
     let name = config.name.clone();
     let ticket = with_registry(shard, |r| r.update(config))?;
     registry::durable(shard, ticket)
@@ -207,6 +218,27 @@ async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream configured again");
     json(&info(shard, &name).await?)
+}
+
+/// A stream configured again keeps its replicas where they are; their number cannot change.
+fn keep_placement(
+    shard: &StreamShard,
+    config: &mut StreamConfig,
+) -> Result<(), (ErrorCode, String)> {
+    let Some(existing) = shard.streams.borrow().config(&config.name) else {
+        return Ok(()); // The registry refuses an update of a stream it does not hold.
+    };
+    if existing.replicas != config.replicas {
+        return Err((
+            ErrorCode::BadRequest,
+            format!(
+                "stream {}: its replicas cannot change ({} now, {} asked)",
+                config.name, existing.replicas, config.replicas
+            ),
+        ));
+    }
+    config.placement = existing.placement.clone();
+    Ok(())
 }
 
 async fn stream_purge(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {

@@ -182,6 +182,13 @@ pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
             },
         ),
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
+        Done::Peer { node, id } => {
+            let result = match &outcome.result {
+                Ok(offset) => Ok(*offset),
+                Err((code, why)) => Err((code.as_u16(), why.as_str())),
+            };
+            shard.cluster_send(&node, super::replica::forwarded_frame(id, result));
+        }
         Done::Call { shard: to, call } | Done::Ordered { shard: to, call } => {
             let reply = PartitionReply::Appended(outcome);
             if to == shard.core.id {

@@ -15,20 +15,26 @@ use super::{handle_api_here, PartitionReply, StreamShard};
 use crate::api::{ConsumerConfig, StreamConfig};
 use crate::server::ShardId;
 
+/// The replicas of the stream named `stream`, as this shard knows it (1 if it does not).
+fn config_replicas(shard: &StreamShard, stream: &str) -> u8 {
+    shard
+        .streams
+        .borrow()
+        .config(stream)
+        .map_or(1, |c| c.replicas)
+}
+
 /// Asks shard 0 to create the consumer's dead-letter stream (nothing happens if it exists).
 pub(super) fn ensure_dead_letter_stream(shard: &Rc<StreamShard>, config: &ConsumerConfig) {
     let name = config.dead_letter_stream();
     if shard.streams.borrow().configs.contains_key(&name) {
         return;
     }
+    // Dead letters are kept as the stream they come from is: replicated alike.
     let dlq = StreamConfig {
-        name: name.clone(),
-        subjects: vec![name],
         partitions: 1,
-        max_age_secs: None,
-        max_bytes: None,
-        created_ns: 0,
-        jetstream: None,
+        replicas: config_replicas(shard, &config.stream),
+        ..StreamConfig::new(name.clone(), vec![name])
     };
     let body = serde_json::to_vec(&dlq).unwrap_or_default();
     if shard.core.id.0 == 0 {

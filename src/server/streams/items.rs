@@ -74,6 +74,11 @@ pub enum StreamItem {
         member: Member,
         credit: u64,
     },
+    /// A frame from another node for a partition group the receiving shard owns (from shard 0,
+    /// which keeps the cluster links).
+    FromPeer(crate::server::cluster::GroupIn),
+    /// A frame for another node, for shard 0 to send over its links.
+    ToPeer { node: String, frame: Bytes },
 }
 
 /// Requests to shard 0's stream API, questions to a partition's owner, and their answers.

@@ -21,6 +21,7 @@ pub mod metrics;
 mod overlap;
 mod partition;
 mod registry;
+pub mod replica;
 mod state;
 
 use std::cell::{Cell, RefCell};
@@ -87,6 +88,9 @@ pub enum Done {
     /// As `Call`, answered as soon as the append has its offset, before it is durable (a Kafka
     /// produce with acks=1).
     Ordered { shard: ShardId, call: u64 },
+    /// A publish another node forwarded to this one, the partition's leader: answered over the
+    /// cluster links.
+    Peer { node: String, id: u64 },
 }
 
 /// The streams' state on one shard, beside the core shard it routes through: the streams' view,
@@ -119,6 +123,10 @@ pub struct StreamShard {
     open_logs_max: usize,
     /// The Kafka consumer groups this shard coordinates.
     pub groups: groups::Coordinator,
+    /// Publishes this shard forwarded to their partition's leader on another node, by id: the
+    /// group waiting for each answer.
+    forwards: RefCell<HashMap<u64, Weak<replica::Group>>>,
+    next_forward: Cell<u64>,
 }
 
 /// Files an open partition log may hold: its active segment, and an index while it is written.
@@ -192,7 +200,47 @@ impl StreamShard {
             opened_logs: RefCell::new(VecDeque::new()),
             open_logs_max,
             groups,
+            forwards: RefCell::new(HashMap::new()),
+            next_forward: Cell::new(1),
         }
+    }
+
+    /// Sends an encoded cluster frame to the node of that name, through shard 0's links.
+    pub fn cluster_send(&self, to: &str, frame: Bytes) {
+        match self.cluster.get() {
+            Some(cluster) => {
+                cluster.send_encoded(to, frame);
+            }
+            None if self.core.id.0 != 0 => self.push_to(
+                ShardId(0),
+                StreamItem::ToPeer {
+                    node: to.to_string(),
+                    frame,
+                },
+            ),
+            None => {} // Not in a cluster: nobody to send to.
+        }
+    }
+
+    /// A new id for a forwarded publish: unique on this node, and naming this shard, to which
+    /// the answer returns.
+    pub fn next_forward_id(&self) -> u64 {
+        let n = self.next_forward.get();
+        self.next_forward.set(n + 1);
+        (u64::from(self.core.id.0) << replica::FORWARD_SHARD_SHIFT)
+            | (n & ((1 << replica::FORWARD_SHARD_SHIFT) - 1))
+    }
+
+    /// Remembers which group waits for the answer to forward `id`.
+    pub fn note_forward(&self, id: u64, group: &Rc<replica::Group>) {
+        let mut forwards = self.forwards.borrow_mut();
+        forwards.retain(|_, g| g.strong_count() > 0);
+        forwards.insert(id, Rc::downgrade(group));
+    }
+
+    /// The group waiting for the answer to forward `id`.
+    pub fn take_forward(&self, id: u64) -> Option<Rc<replica::Group>> {
+        self.forwards.borrow_mut().remove(&id)?.upgrade()
     }
 
     /// Queues an item for another shard.
@@ -394,7 +442,8 @@ pub fn apply_snapshot(shard: &Rc<StreamShard>, streams: &[StreamConfig]) {
     for config in configs {
         for index in 0..config.partitions {
             if shard_for(&config.name, index, shards) == shard.core.id.0 {
-                ensure_partition(shard, &config, index);
+                let part = ensure_partition(shard, &config, index);
+                open_if_replicated(&part);
             }
         }
     }
@@ -467,8 +516,17 @@ pub fn apply_added(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>) {
     let shards = shard.core.shards as u32;
     for index in 0..config.partitions {
         if shard_for(&config.name, index, shards) == shard.core.id.0 {
-            ensure_partition(shard, config, index);
+            let part = ensure_partition(shard, config, index);
+            open_if_replicated(&part);
         }
+    }
+}
+
+/// Opens a replicated partition's log at once: its group must take part in elections and
+/// follow its leader whether or not anything here uses it.
+fn open_if_replicated(part: &Partition) {
+    if part.config.is_replicated() {
+        part.open();
     }
 }
 
@@ -598,6 +656,8 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
         } => append_from_peer(shard, from, stream, partition, body, count, reply),
         // Acks for the connections here are the session's: the wiring hands them over.
         StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
+        StreamItem::FromPeer(item) => replica::receive(shard, item),
+        StreamItem::ToPeer { node, frame } => shard.cluster_send(&node, frame),
         StreamItem::ConsumerJoin {
             call,
             stream,

@@ -504,13 +504,8 @@ mod tests {
 
     fn stream(name: &str, subjects: &[&str]) -> StreamConfig {
         StreamConfig {
-            name: name.into(),
-            subjects: subjects.iter().map(|s| s.to_string()).collect(),
             partitions: 4,
-            max_age_secs: None,
-            max_bytes: None,
-            created_ns: 0,
-            jetstream: None,
+            ..StreamConfig::new(name, subjects.iter().map(|s| s.to_string()).collect())
         }
     }
 

@@ -97,6 +97,8 @@ pub async fn create(
             .map(|ns| ns.div_ceil(1_000_000_000)),
         max_bytes: u64::try_from(wanted.max_bytes).ok().filter(|&b| b > 0),
         created_ns,
+        replicas: u8::try_from(wanted.num_replicas.clamp(1, i64::from(u8::MAX))).unwrap_or(1),
+        placement: Vec::new(),
         jetstream: Some(Box::new(wanted)),
     };
     let verb = if update {

@@ -31,6 +31,7 @@ use super::checks::{Incoming, Limits, Position, PublishChecks, Removal, Verdict}
 use super::consumer::{Delivered, Member, PartConsumer};
 use super::deleted::Deleted;
 use super::items::{AckOutcome, PurgeTo};
+use super::replica::{self, Group};
 use super::state::{self, SavedState};
 use super::StreamShard;
 use super::{resolve, Done};
@@ -146,6 +147,8 @@ pub struct Partition {
     deleted: Rc<RefCell<Deleted>>,
     /// Idempotent Kafka producers' latest batches, to drop their retries and refuse gaps.
     producers: RefCell<kafka::Producers>,
+    /// A replicated partition's consensus group, once its log is open.
+    group: RefCell<Option<Rc<Group>>>,
 }
 
 /// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
@@ -263,6 +266,7 @@ impl Partition {
             producers: RefCell::new(kafka::Producers::default()),
             checks_first: Cell::new(0),
             deleted: Rc::new(RefCell::new(Deleted::default())),
+            group: RefCell::new(None),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
@@ -301,6 +305,9 @@ impl Partition {
                         next_offset = log.next_offset(), "partition open");
                     let log = Rc::new(log);
                     *opening.log.borrow_mut() = Some(log.clone());
+                    if opening.config.is_replicated() {
+                        opening.start_group(&shard, &log).await;
+                    }
                     opening.restore_checks(&log).await;
                     opening.restore_producers(&log).await;
                     opening.restore_consumers(&shard, log).await;
@@ -316,6 +323,34 @@ impl Partition {
             opening.flush(&shard);
         })
         .detach();
+    }
+
+    /// Starts the partition's consensus group over its newly opened log; if it cannot start,
+    /// the partition refuses publishes with the reason.
+    async fn start_group(self: &Rc<Self>, shard: &Rc<StreamShard>, log: &Rc<PartitionLog>) {
+        match replica::start(shard, self, log.clone()).await {
+            Ok(group) => *self.group.borrow_mut() = Some(group),
+            Err(e) => {
+                tracing::error!(stream = %self.config.name, partition = self.index, error = %e,
+                    "a replicated partition's group cannot start");
+                *self.failed.borrow_mut() = Some(format!("replication: {e}"));
+            }
+        }
+    }
+
+    /// The partition's consensus group, if it is replicated and its log is open.
+    pub fn group(&self) -> Option<Rc<Group>> {
+        self.group.borrow().clone()
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Wakes consumers waiting at the end of the log: more of it can be read.
+    pub fn notify_appended(&self) {
+        self.appended.notify_all();
     }
 
     /// Opens the log if it is not yet, and waits until that is done (well or not). The log stays
@@ -338,7 +373,9 @@ impl Partition {
     /// Whether nothing uses the log: no consumer, no member on its way in, no append queued or
     /// waiting to be durable, no operation under way.
     fn is_idle(&self) -> bool {
-        self.users.get() == 0
+        // A replicated partition's group keeps its log open.
+        self.group.borrow().is_none()
+            && self.users.get() == 0
             && self.consumers.borrow().is_empty()
             && self.joining.borrow().is_empty()
             && self.creating.borrow().is_empty()
@@ -429,7 +466,7 @@ impl Partition {
             .await
     }
 
-    fn synced_bytes(&self, bytes: usize) {
+    pub(super) fn synced_bytes(&self, bytes: usize) {
         self.unsynced_bytes
             .set(self.unsynced_bytes.get().saturating_sub(bytes));
         self.synced.notify_all();
@@ -499,6 +536,11 @@ impl Partition {
             self.synced_bytes(batch_bytes);
             return;
         };
+        let group = self.group.borrow().clone();
+        if let Some(group) = group {
+            self.submit_to_group(shard, &log, &group, items);
+            return;
+        }
         let (items, duplicates, removal) = self.apply_checks(shard, &log, items);
         let bodies: Vec<Bytes> = items.iter().map(|q| q.body.clone()).collect();
         match log.append_spans(&bodies, |i| items[i].count) {
@@ -579,7 +621,34 @@ impl Partition {
         }
     }
 
-    /// The partition's counts, from its log (once it is open).
+    /// Hands publishes to the partition's group. The leader checks them first, as a partition of
+    /// its own would; a duplicate is answered at once with the offset it repeats.
+    fn submit_to_group(
+        self: &Rc<Self>,
+        shard: &Rc<StreamShard>,
+        log: &PartitionLog,
+        group: &Group,
+        items: Vec<Queued>,
+    ) {
+        let stream: Arc<str> = Arc::from(self.config.name.as_str());
+        if !group.is_leader() {
+            group.submit(items);
+            return;
+        }
+        let bytes_before: usize = items.iter().map(|q| q.body.len()).sum();
+        // A replica applies no removals of its own: the per-subject limits would make the
+        // replicas differ.
+        let (items, duplicates, _removal) = self.apply_checks(shard, log, items);
+        let bytes_after: usize = items.iter().map(|q| q.body.len()).sum();
+        self.synced_bytes(bytes_before - bytes_after);
+        for (offset, done) in duplicates {
+            let mut outcome = AckOutcome::plain(stream.clone(), self.index, Ok(offset));
+            outcome.duplicate = true;
+            resolve(shard, done, outcome);
+        }
+        group.submit(items);
+    }
+
     /// Whether opening (recovering) the log has finished.
     pub fn is_open(&self) -> bool {
         self.opened.is_set()
@@ -732,6 +801,9 @@ impl Partition {
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);
+        if let Some(group) = self.group.borrow_mut().take() {
+            group.stop();
+        }
         if self.state.get() == LogState::Closed {
             // Not open: nothing waits for a log that will not be opened now.
             self.opened.set();
@@ -776,6 +848,9 @@ impl Partition {
 
     /// Closes the log cleanly (at shutdown).
     pub async fn close(&self) {
+        if let Some(group) = self.group.borrow_mut().take() {
+            group.stop();
+        }
         let consumers: Vec<Rc<PartConsumer>> = self.consumers.borrow().values().cloned().collect();
         for c in consumers {
             c.stop_and_save().await;

@@ -1,0 +1,329 @@
+//! Replicated streams on three nodes on loopback: every acknowledged publish survives the death of
+//! its partition's leader and is readable, in order, from every node afterwards; a node that
+//! cannot reach a majority acknowledges nothing; a node that comes back catches up.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::{info, node, signal, wait_for_one_leader};
+use common::{Broker, DataDir, Ports};
+use sluice::api::{shard_for, GroupInfo, StreamConfig};
+use sluice::client::{Client, ClientError};
+
+const NAMES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// Three nodes listing each other, with an agreed meta leader.
+struct Cluster {
+    dirs: [DataDir; 3],
+    ports: [Ports; 3],
+    nodes: Vec<Option<Broker>>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+        let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+        let mut cluster = Cluster {
+            dirs,
+            ports,
+            nodes: Vec::new(),
+        };
+        cluster.nodes = (0..3).map(|i| Some(cluster.start_node(i))).collect();
+        wait_for_one_leader(&cluster.live());
+        cluster
+    }
+
+    fn start_node(&self, i: usize) -> Broker {
+        let all = [&self.ports[0], &self.ports[1], &self.ports[2]];
+        node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
+    }
+
+    fn live(&self) -> Vec<&Broker> {
+        self.nodes.iter().flatten().collect()
+    }
+
+    fn at(&self, name: &str) -> usize {
+        NAMES
+            .iter()
+            .position(|n| *n == name)
+            .expect("a node's name")
+    }
+
+    fn node(&self, i: usize) -> &Broker {
+        self.nodes[i].as_ref().expect("a live node")
+    }
+}
+
+/// A stream name whose only partition shard 0 owns on a node of two shards: its group shows in
+/// `cluster info`, which shard 0 answers.
+fn stream_on_shard_zero(prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find(|name| shard_for(name, 0, 2) == 0)
+        .expect("some name")
+}
+
+fn replicated(name: &str) -> StreamConfig {
+    StreamConfig {
+        replicas: 3,
+        ..StreamConfig::new(name, vec![format!("{name}.>")])
+    }
+}
+
+/// The group of the stream's partition 0 as `broker` sees it.
+fn group(broker: &Broker, stream: &str) -> Option<GroupInfo> {
+    info(broker)
+        .groups
+        .into_iter()
+        .find(|g| g.stream == stream && g.partition == 0)
+}
+
+/// Waits until every live node names the same leader of the stream's group, which sees itself
+/// leading; returns the leader's name.
+fn wait_for_group_leader(cluster: &Cluster, stream: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let groups: Vec<Option<GroupInfo>> =
+            cluster.live().iter().map(|n| group(n, stream)).collect();
+        let leaders: HashSet<Option<String>> = groups
+            .iter()
+            .map(|g| g.as_ref().and_then(|g| g.leader.clone()))
+            .collect();
+        if let [Some(leader)] = &leaders.into_iter().collect::<Vec<_>>()[..] {
+            let leading = groups
+                .iter()
+                .flatten()
+                .any(|g| g.role == "leader" && g.leader.as_deref() == Some(leader.as_str()));
+            if leading {
+                return leader.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agreed group leader: {groups:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every payload of the stream's partition 0 on `broker`, in offset order, once it holds at
+/// least `want` messages.
+fn read_all(broker: &Broker, stream: &str, want: u64) -> Vec<String> {
+    let client = broker.client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = client.stream_info(stream).expect("stream info");
+        let messages = info.partitions[0].messages;
+        if messages >= want {
+            break info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stream} holds {messages} messages, {want} wanted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let part = &info.partitions[0];
+    let Some(last) = part.last_offset else {
+        return Vec::new();
+    };
+    (part.first_offset..=last)
+        .map(|offset| {
+            let message = client
+                .stream_get(stream, 0, offset)
+                .expect("stored message");
+            String::from_utf8(message.payload).expect("UTF-8 payload")
+        })
+        .collect()
+}
+
+/// Publishes `msg-N` for N from `from` on, one at a time with acks, until `stop` is set; returns
+/// the acknowledged payloads and how many publishes were refused or unanswered.
+fn publish_until(
+    client: Client,
+    subject: String,
+    from: u64,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+) -> u64 {
+    let mut refused = 0;
+    let mut n = from;
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("msg-{n:06}");
+        n += 1;
+        match client.publish_durable(&subject, &payload) {
+            Ok(_) => acked.lock().unwrap().push(payload),
+            Err(e @ (ClientError::Api { .. } | ClientError::Timeout)) => {
+                if refused == 0 {
+                    eprintln!("first refusal: {e}");
+                }
+                refused += 1;
+            }
+            Err(e) => panic!("publishing failed: {e}"),
+        }
+    }
+    refused
+}
+
+/// Checks that a node's log holds every acknowledged payload and nothing out of order.
+fn check_log(node: &str, log: &[String], acked: &[String]) {
+    let mut sorted = log.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        &sorted, log,
+        "{node}: the log is out of order or repeats a message"
+    );
+    let held: HashSet<&String> = log.iter().collect();
+    let missing: Vec<&String> = acked.iter().filter(|p| !held.contains(p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{node}: acknowledged messages missing: {missing:?}"
+    );
+}
+
+#[test]
+fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard_zero("orders");
+    cluster
+        .node(0)
+        .client()
+        .stream_add(&replicated(&stream))
+        .expect("a replicated stream");
+    let leader = wait_for_group_leader(&cluster, &stream);
+    let leader_at = cluster.at(&leader);
+    let via = (leader_at + 1) % 3;
+
+    // Through a follower, which forwards to the leader.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let client = cluster.node(via).client();
+        let (subject, stop, acked) = (format!("{stream}.a"), stop.clone(), acked.clone());
+        std::thread::spawn(move || publish_until(client, subject, 0, stop, acked))
+    };
+    let wait_for_acks = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked.lock().unwrap().len() < n {
+            let have = acked.lock().unwrap().len();
+            assert!(
+                Instant::now() < deadline,
+                "{have} publishes acked, {n} wanted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_acks(200);
+    let before_kill = acked.lock().unwrap().len();
+    cluster.nodes[leader_at].as_mut().expect("leader").kill();
+    cluster.nodes[leader_at] = None;
+    let new_leader = wait_for_group_leader(&cluster, &stream);
+    assert_ne!(new_leader, leader, "a new leader is elected");
+    wait_for_acks(before_kill + 200);
+    cluster.nodes[leader_at] = Some(cluster.start_node(leader_at));
+    wait_for_acks(before_kill + 400);
+    stop.store(true, Ordering::Relaxed);
+    let refused = publisher.join().expect("publisher");
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} acked, {refused} refused or unanswered while the leader changed",
+        acked.len()
+    );
+
+    let logs: Vec<Vec<String>> = (0..3)
+        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        check_log(NAMES[i], log, &acked);
+    }
+    assert_eq!(logs[0], logs[1], "n1 and n2 hold the same log");
+    assert_eq!(logs[1], logs[2], "n2 and n3 hold the same log");
+}
+
+#[test]
+fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
+    let cluster = Cluster::start();
+    let stream = stream_on_shard_zero("jobs");
+    cluster
+        .node(1)
+        .client()
+        .stream_add(&replicated(&stream))
+        .expect("a replicated stream");
+    wait_for_group_leader(&cluster, &stream);
+    let lone = cluster.node(0).client();
+    let subject = format!("{stream}.x");
+    for i in 0..50 {
+        lone.publish_durable(&subject, format!("before-{i:03}"))
+            .expect("acked with every node up");
+    }
+
+    // n2 and n3 stop answering: n1 alone is a minority.
+    signal(cluster.node(1), libc::SIGSTOP);
+    signal(cluster.node(2), libc::SIGSTOP);
+    match lone.publish_durable(&subject, "alone") {
+        Err(ClientError::Api { code, message }) => {
+            eprintln!("refused alone: {code:?} {message}");
+        }
+        Err(ClientError::Timeout) => {}
+        other => panic!("a minority acknowledged a publish: {other:?}"),
+    }
+    signal(cluster.node(1), libc::SIGCONT);
+    signal(cluster.node(2), libc::SIGCONT);
+    wait_for_group_leader(&cluster, &stream);
+    let mut acked: Vec<String> = (0..50).map(|i| format!("before-{i:03}")).collect();
+    for i in 0..50 {
+        let payload = format!("healed-{i:03}");
+        lone.publish_durable(&subject, &payload)
+            .expect("acked once healed");
+        acked.push(payload);
+    }
+    let logs: Vec<Vec<String>> = (0..3)
+        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        // "alone" may or may not have been agreed after the nodes came back; either way it is
+        // in every log or in none.
+        let without: Vec<String> = log.iter().filter(|p| *p != "alone").cloned().collect();
+        assert_eq!(
+            without, acked,
+            "{}: every acknowledged message, in order",
+            NAMES[i]
+        );
+    }
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[1], logs[2]);
+}
+
+#[test]
+fn replicas_must_be_one_or_the_cluster_size_and_cannot_change() {
+    let cluster = Cluster::start();
+    let client = cluster.node(0).client();
+    let two = StreamConfig {
+        replicas: 2,
+        ..StreamConfig::new("two", vec!["two.>".into()])
+    };
+    let refused = client.stream_add(&two).expect_err("2 of 3 replicas");
+    assert!(refused.to_string().contains("replicas"), "{refused}");
+    let name = stream_on_shard_zero("moved");
+    client.stream_add(&replicated(&name)).expect("3 of 3");
+    let one = StreamConfig::new(name.as_str(), vec![format!("{name}.>")]);
+    let refused = client
+        .api::<_, sluice::api::StreamInfo>(sluice::api::STREAM_UPDATE, &one)
+        .expect_err("replicas changed");
+    assert!(refused.to_string().contains("cannot change"), "{refused}");
+}
+
+#[test]
+fn a_single_node_refuses_replicas() {
+    let broker = Broker::start(&[]);
+    let refused = broker
+        .client()
+        .stream_add(&replicated("solo"))
+        .expect_err("no cluster to replicate in");
+    assert!(refused.to_string().contains("cluster"), "{refused}");
+}
