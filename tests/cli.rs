@@ -262,3 +262,28 @@ fn jetstream_streams_and_consumers_show_through_the_command_line() {
     );
     assert!(consumer.contains("filter jobs.train"), "{consumer}");
 }
+
+#[test]
+fn a_server_list_is_served_by_the_first_that_answers() {
+    let broker = Broker::start(&[]);
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = nobody.local_addr().unwrap().to_string();
+    drop(nobody);
+    let list = format!("{dead},{}", broker.addr);
+    let out = sluice()
+        .args(["stream", "ls", "-s", &list])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sluice()
+        .args(["stream", "ls", "-s", &dead])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nothing answers at {dead}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot connect"), "{said}");
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{info, node, signal, wait_for_one_leader};
 use common::{Broker, DataDir, Ports};
-use sluice::api::{shard_for, GroupInfo, StreamConfig};
+use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
 use sluice::client::{Client, ClientError};
 
 const NAMES: [&str; 3] = ["n1", "n2", "n3"];
@@ -297,6 +297,80 @@ fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
     }
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
+}
+
+#[test]
+fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard_zero("tasks");
+    cluster
+        .node(0)
+        .client()
+        .stream_add(&replicated(&stream))
+        .expect("a replicated stream");
+    let leader = wait_for_group_leader(&cluster, &stream);
+    let leader_at = cluster.at(&leader);
+    let via = (leader_at + 1) % 3;
+    let publisher = cluster.node(via).client();
+    let subject = format!("{stream}.t");
+    let publish = |range: std::ops::Range<u32>| {
+        for i in range {
+            publisher
+                .publish_durable(&subject, format!("task-{i:04}"))
+                .expect("acked");
+        }
+    };
+    publish(0..100);
+    let consumer_client = cluster.node(via).client();
+    let consumer = consumer_client
+        .consume(ConsumerConfig {
+            stream: stream.clone(),
+            name: "workers".into(),
+            deliver: DeliverPolicy::All,
+            ack_wait_ms: 2_000,
+            max_deliver: 10,
+            max_ack_pending: 1_000,
+            sid: 0,
+            jetstream: None,
+        })
+        .expect("a consumer");
+    let next = || {
+        let message = consumer
+            .next_timeout(Duration::from_secs(20))
+            .expect("a delivery");
+        let payload = String::from_utf8(message.payload().to_vec()).expect("UTF-8");
+        (message, payload)
+    };
+    let mut acked = HashSet::new();
+    for _ in 0..50 {
+        let (message, payload) = next();
+        consumer.ack(&message).expect("ack");
+        acked.insert(payload);
+    }
+    // Ten taken and never acked: they come again after the ack wait.
+    let unacked: HashSet<String> = (0..10).map(|_| next().1).collect();
+
+    cluster.nodes[leader_at].as_mut().expect("leader").kill();
+    cluster.nodes[leader_at] = None;
+    wait_for_group_leader(&cluster, &stream);
+    publish(100..200);
+
+    let mut seen_again = HashSet::new();
+    while acked.len() < 200 {
+        let (message, payload) = next();
+        assert!(
+            !acked.contains(&payload),
+            "{payload} was acked and came again"
+        );
+        if unacked.contains(&payload) {
+            seen_again.insert(payload.clone());
+        }
+        consumer.ack(&message).expect("ack");
+        acked.insert(payload);
+    }
+    assert_eq!(seen_again, unacked, "every unacked message came again");
+    let want: HashSet<String> = (0..200).map(|i| format!("task-{i:04}")).collect();
+    assert_eq!(acked, want, "nothing skipped");
 }
 
 #[test]

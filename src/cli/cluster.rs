@@ -3,13 +3,12 @@
 use clap::{Args, Subcommand};
 
 use super::NATIVE_ADDR_DEFAULT;
-use crate::client::Client;
 
 #[derive(Args, Debug)]
 pub struct ClusterArgs {
     #[command(subcommand)]
     command: ClusterCommand,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT, global = true)]
     server: String,
 }
@@ -21,8 +20,7 @@ enum ClusterCommand {
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), String> {
-    let client = Client::connect_with(&args.server, super::client_options("sluice-cluster"))
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    let client = super::connect(&args.server, "sluice-cluster")?;
     match args.command {
         ClusterCommand::Info => {
             let info = client.cluster_info().map_err(|e| e.to_string())?;

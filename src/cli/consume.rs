@@ -43,7 +43,7 @@ pub struct ConsumeArgs {
     /// Print without acking (each message is delivered again after the ack wait).
     #[arg(long)]
     no_ack: bool,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
     server: String,
 }
@@ -60,15 +60,14 @@ enum ConsumerCommand {
     Info {
         stream: String,
         name: String,
-        /// Server address.
+        /// Server address, or a comma-separated list of them: the first that answers.
         #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
         server: String,
     },
 }
 
 fn connect(server: &str) -> Result<Client, String> {
-    let options = super::client_options("sluice-consume");
-    Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
+    super::connect(server, "sluice-consume")
 }
 
 /// Prints `PARTITION<TAB>OFFSET<TAB>SUBJECT<TAB>PAYLOAD` per message, acking each unless `--no-ack`.

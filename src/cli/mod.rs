@@ -416,6 +416,12 @@ fn client_options(name: &str) -> crate::client::ClientOptions {
     }
 }
 
+/// Connects to the first server of `servers` (comma-separated) that answers.
+fn connect(servers: &str, name: &str) -> Result<crate::client::Client, String> {
+    crate::client::Client::connect_any(servers, client_options(name))
+        .map_err(|e| format!("cannot connect to {servers}: {e}"))
+}
+
 /// Parses a duration in milliseconds from the command line.
 fn millis(ms: u64) -> Duration {
     Duration::from_millis(ms)

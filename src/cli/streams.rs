@@ -4,13 +4,12 @@ use clap::{Args, Subcommand};
 
 use super::NATIVE_ADDR_DEFAULT;
 use crate::api::{StreamConfig, StreamInfo};
-use crate::client::Client;
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     #[command(subcommand)]
     command: StreamCommand,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT, global = true)]
     server: String,
 }
@@ -126,9 +125,7 @@ fn print_info(info: &StreamInfo) {
 }
 
 pub fn run(args: StreamArgs) -> Result<(), String> {
-    let options = super::client_options("sluice-stream");
-    let client = Client::connect_with(&args.server, options)
-        .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+    let client = super::connect(&args.server, "sluice-stream")?;
     match args.command {
         StreamCommand::Add {
             name,

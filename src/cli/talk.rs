@@ -14,7 +14,7 @@ pub struct PubArgs {
     subject: String,
     /// Payload; `{n}` is replaced by the message's 0-based sequence number.
     payload: Option<String>,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
     server: String,
     /// How many messages to publish.
@@ -32,7 +32,7 @@ pub struct PubArgs {
 pub struct SubArgs {
     /// Subject pattern, with `*` and `>` wildcards.
     subject: String,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
     server: String,
     /// Join this queue group.
@@ -49,7 +49,7 @@ pub struct RequestArgs {
     subject: String,
     /// Request payload.
     payload: String,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
     server: String,
     /// How long to wait for the reply.
@@ -63,7 +63,7 @@ pub struct ReplyArgs {
     subject: String,
     /// The answer; without it, each request is echoed.
     response: Option<String>,
-    /// Server address.
+    /// Server address, or a comma-separated list of them: the first that answers.
     #[arg(short = 's', long = "server", default_value = NATIVE_ADDR_DEFAULT)]
     server: String,
     /// Join this queue group.
@@ -75,8 +75,7 @@ pub struct ReplyArgs {
 }
 
 fn connect(server: &str, name: &str) -> Result<Client, String> {
-    let options = super::client_options(name);
-    Client::connect_with(server, options).map_err(|e| format!("cannot connect to {server}: {e}"))
+    super::connect(server, name)
 }
 
 /// Subscribes (in a queue group if given) and waits until the subscription is in force on every

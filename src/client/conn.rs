@@ -157,6 +157,19 @@ impl Client {
         Client::connect_with(addr, ClientOptions::default())
     }
 
+    /// Connects to the first server of a comma-separated list that answers (`a:4280,b:4280`):
+    /// any node of a cluster serves a client, so a list of them survives any one being down.
+    pub fn connect_any(servers: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let mut last_err = ClientError::Handshake("an empty server list");
+        for server in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match Client::connect_with(server, options.clone()) {
+                Ok(client) => return Ok(client),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
     /// Connects, sends the connect frame and waits for the server's info.
     pub fn connect_with(
         addr: impl ToSocketAddrs,

@@ -243,7 +243,8 @@ pub async fn create(
             Some((
                 code::INVALID_REPLICATION_FACTOR,
                 format!(
-                    "replication factor {} is more than the one broker",
+                    "replication factor {}: Kafka topics are kept as one copy on each node; \
+                     replicated streams are made through the NATS or native API",
                     t.replication_factor
                 ),
             ))

@@ -631,6 +631,23 @@ impl Partition {
         items: Vec<Queued>,
     ) {
         let stream: Arc<str> = Arc::from(self.config.name.as_str());
+        // A record taking several offsets (a Kafka batch) would break the one-offset-per-entry
+        // mapping of the group's log: refused, never stored wrongly.
+        let (items, batches): (Vec<Queued>, Vec<Queued>) =
+            items.into_iter().partition(|q| q.count == 1);
+        for q in batches {
+            self.synced_bytes(q.body.len());
+            if let Some(done) = q.done {
+                let why = "a replicated stream stores single messages; Kafka record batches of \
+                           more than one record are not supported there yet";
+                let refused = Err((ErrorCode::BadRequest, why.to_string()));
+                resolve(
+                    shard,
+                    done,
+                    AckOutcome::plain(stream.clone(), self.index, refused),
+                );
+            }
+        }
         if !group.is_leader() {
             group.submit(items);
             return;
