@@ -13,7 +13,11 @@
 //! Forward:   kind 7 | stream | partition u32 | id u64 | count u32 | body
 //! Forwarded: kind 8 | id u64 | 0 | offset u64
 //!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
+//! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
 //! ```
+//!
+//! Each side of a new link says once where its clients reach it (`Clients`), so that every node
+//! can tell its NATS clients of the others.
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
@@ -81,6 +85,8 @@ pub enum ClusterFrame<'a> {
         id: u64,
         result: Result<u64, (u16, &'a str)>,
     },
+    /// Where the sending node's clients connect: its native and NATS addresses (empty if off).
+    Clients { native: &'a str, nats: &'a str },
 }
 
 /// Why a node refused a link.
@@ -100,6 +106,7 @@ const KIND_RAFT: u8 = 5;
 const KIND_GROUP: u8 = 6;
 const KIND_FORWARD: u8 = 7;
 const KIND_FORWARDED: u8 = 8;
+const KIND_CLIENTS: u8 = 9;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -182,6 +189,11 @@ impl ClusterFrame<'_> {
                     }
                 }
             }
+            ClusterFrame::Clients { native, nats } => {
+                out.put_u8(KIND_CLIENTS);
+                put_str(out, native);
+                put_str(out, nats);
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -238,6 +250,10 @@ impl ClusterFrame<'_> {
                 };
                 ClusterFrame::Forwarded { id, result }
             }
+            KIND_CLIENTS => ClusterFrame::Clients {
+                native: reader.str()?,
+                nats: reader.str()?,
+            },
             _ => return Err(ClusterFrameError::Malformed("unknown kind")),
         };
         if !reader.0.is_empty() {
@@ -389,6 +405,14 @@ mod tests {
         round_trip(ClusterFrame::Forwarded {
             id: 78,
             result: Err((18, "no leader")),
+        });
+        round_trip(ClusterFrame::Clients {
+            native: "10.0.0.1:4280",
+            nats: "10.0.0.1:4222",
+        });
+        round_trip(ClusterFrame::Clients {
+            native: "10.0.0.1:4280",
+            nats: "",
         });
     }
 

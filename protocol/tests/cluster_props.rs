@@ -48,6 +48,7 @@ proptest! {
             ClusterFrame::Forward { stream: &stream, partition, id, count, body: &body },
             ClusterFrame::Forwarded { id, result: Ok(offset) },
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
+            ClusterFrame::Clients { native: &reason, nats: &stream },
         ];
         for frame in frames {
             let mut out = BytesMut::new();
