@@ -540,7 +540,13 @@ async fn run_shard(
         use std::os::unix::io::{FromRawFd, IntoRawFd};
         // SAFETY: the descriptor comes from a listening socket this shard now owns alone.
         let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-        let links = Rc::new(cluster::Cluster::new(settings, bound, config.cpus.len()));
+        let links = Rc::new(cluster::Cluster::new(
+            settings,
+            bound,
+            config.cpus.len(),
+            config.listen,
+            config.nats_listen,
+        ));
         let _ = streams.cluster.set(links.clone());
         glommio::spawn_local(streams::apply_decided(streams.clone(), links.clone())).detach();
         glommio::spawn_local(streams::replica::route_from_links(
@@ -548,6 +554,7 @@ async fn run_shard(
             links.clone(),
         ))
         .detach();
+        glommio::spawn_local(streams::share_nats_urls(streams.clone(), links.clone())).detach();
         glommio::spawn_local(cluster::run(core.clone(), links, listener)).detach();
     }
     if id.0 == 0 {

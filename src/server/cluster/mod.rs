@@ -111,6 +111,10 @@ pub struct Cluster {
     group_inbox: RefCell<VecDeque<GroupIn>>,
     group_ready: Notify,
     group_taken: Event,
+    /// Where this node's clients connect: native and NATS (empty if off).
+    clients: (String, String),
+    /// Notified when a peer says where its clients connect.
+    clients_changed: Notify,
 }
 
 /// A frame for a partition's group, from a peer.
@@ -142,6 +146,8 @@ struct Peer {
     /// Encoded frames for it, sent by whichever link to it writes next.
     outbox: VecDeque<Bytes>,
     outbox_bytes: usize,
+    /// Where its NATS clients connect, once it said (empty if its NATS port is off).
+    nats: String,
     /// The address it gave as its cluster address.
     addr: String,
     /// Open links to it (a dialed one and an accepted one at most, normally).
@@ -187,6 +193,7 @@ enum Received {
     Ping,
     Raft(Vec<u8>),
     Group(GroupIn),
+    Clients { nats: String },
 }
 
 #[derive(Debug, Clone)]
@@ -213,16 +220,33 @@ impl From<&Hello<'_>> for Introduction {
 }
 
 impl Cluster {
-    pub fn new(config: &ClusterConfig, bound: SocketAddr, shards: usize) -> Cluster {
+    /// `native` and `nats` are where this node's clients connect, to be told to its peers.
+    pub fn new(
+        config: &ClusterConfig,
+        bound: SocketAddr,
+        shards: usize,
+        native: SocketAddr,
+        nats: Option<SocketAddr>,
+    ) -> Cluster {
+        let addr = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let reachable = |a: SocketAddr| {
+            if a.ip().is_unspecified() {
+                format!("{host}:{}", a.port())
+            } else {
+                a.to_string()
+            }
+        };
+        let clients = (reachable(native), nats.map(reachable).unwrap_or_default());
         Cluster {
             name: config.name.clone(),
             secret: config.secret.clone(),
             proof: proof(config.secret.as_deref(), &config.name),
             instance: fastrand::u64(..),
-            addr: config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| bound.to_string()),
+            addr,
             shards: shards as u16,
             routes: config.routes.clone(),
             peers: RefCell::default(),
@@ -249,6 +273,8 @@ impl Cluster {
             group_inbox: RefCell::default(),
             group_ready: Notify::default(),
             group_taken: Event::default(),
+            clients,
+            clients_changed: Notify::default(),
         }
     }
 
@@ -313,6 +339,7 @@ impl Cluster {
         let entry = peers.entry(peer.node.clone()).or_insert_with(|| Peer {
             outbox: VecDeque::new(),
             outbox_bytes: 0,
+            nats: String::new(),
             addr: peer.cluster_addr.clone(),
             links: 0,
             since: Instant::now(),
@@ -446,6 +473,30 @@ impl Cluster {
             .await;
         self.group_inbox.borrow_mut().push_back(item);
         self.group_ready.notify();
+    }
+
+    /// A peer said where its NATS clients connect.
+    fn peer_clients(&self, peer: &str, nats: &str) {
+        if let Some(p) = self.peers.borrow_mut().get_mut(peer) {
+            p.nats = nats.to_string();
+        }
+        self.clients_changed.notify();
+    }
+
+    /// Where NATS clients reach the nodes of the cluster: this node, then every peer that said.
+    pub fn nats_urls(&self) -> Vec<String> {
+        let own = Some(self.clients.1.clone());
+        let peers = self.peers.borrow();
+        let peers = peers.values().map(|p| p.nats.clone());
+        own.into_iter()
+            .chain(peers)
+            .filter(|url| !url.is_empty())
+            .collect()
+    }
+
+    /// Waits until a peer says where its clients connect.
+    pub async fn clients_changed(&self) {
+        self.clients_changed.wait().await;
     }
 
     /// The voting members of the meta group, once it has started: the nodes of the cluster.
@@ -694,7 +745,7 @@ async fn dial_once(
             return Err(LinkError::Refused(reason));
         }
         Received::Hello(_) => return Err(LinkError::Unexpected("hello")),
-        Received::Ping | Received::Raft(_) | Received::Group(_) => {
+        Received::Ping | Received::Raft(_) | Received::Group(_) | Received::Clients { .. } => {
             return Err(LinkError::Unexpected("ping"))
         }
     };
@@ -729,6 +780,10 @@ async fn run_link(
 ) -> LinkError {
     let writing = async {
         let mut next_ping = Instant::now() + PING_INTERVAL;
+        let (native, nats) = &cluster.clients;
+        if let Err(e) = send(&mut writer, &ClusterFrame::Clients { native, nats }).await {
+            return e;
+        }
         loop {
             let frames = cluster.take_outbox(peer, LINK_WRITE_BYTES);
             if !frames.is_empty() {
@@ -761,6 +816,7 @@ async fn run_link(
             match reader.next(LINK_TIMEOUT).await {
                 Ok(Received::Ping) => {}
                 Ok(Received::Raft(bytes)) => cluster.received_raft(peer, &bytes),
+                Ok(Received::Clients { nats }) => cluster.peer_clients(peer, &nats),
                 Ok(Received::Group(mut item)) => {
                     if let GroupIn::Forward { from, .. } = &mut item {
                         *from = peer.to_string();
@@ -839,6 +895,9 @@ impl LinkReader {
                         count,
                         body: Bytes::copy_from_slice(body),
                     }),
+                    ClusterFrame::Clients { nats, .. } => Received::Clients {
+                        nats: nats.to_string(),
+                    },
                     ClusterFrame::Forwarded { id, result } => Received::Group(GroupIn::Forwarded {
                         id,
                         result: result.map_err(|(code, why)| (code, why.to_string())),

@@ -36,6 +36,9 @@ pub struct Shard {
     conns: RefCell<HashMap<u64, Rc<Client>>>,
     /// Admitted connections still in their TLS handshake.
     pub handshakes: Cell<usize>,
+    /// Where NATS clients reach the nodes of this node's cluster (empty for a single node): told
+    /// to NATS clients as `connect_urls`, so that they reconnect to another node.
+    pub connect_urls: RefCell<Vec<String>>,
     /// Open connections of ports that keep no `Client` here (the Kafka port).
     unregistered: Cell<usize>,
     next_conn_id: Cell<u64>,
@@ -67,6 +70,7 @@ impl Shard {
             room: Event::default(),
             conns: RefCell::new(HashMap::new()),
             handshakes: Cell::new(0),
+            connect_urls: RefCell::new(Vec::new()),
             unregistered: Cell::new(0),
             next_conn_id: Cell::new(1),
             barriers: RefCell::new(HashMap::new()),

@@ -27,7 +27,7 @@ pub const NATS_VERSION: &str = "2.11.0";
 
 /// The INFO line sent when a client connects.
 pub(in crate::server) fn info_line(shard: &SessionShard, conn_id: u64) -> Bytes {
-    let info = serde_json::json!({
+    let mut info = serde_json::json!({
         "server_id": shard.core.config.server_id,
         "server_name": "sluice",
         // NATS clients choose the JetStream API forms they use by this version: Sluice answers
@@ -44,6 +44,11 @@ pub(in crate::server) fn info_line(shard: &SessionShard, conn_id: u64) -> Bytes 
         "auth_required": shard.core.config.users.required(),
         "tls_required": shard.core.config.tls.is_some(),
     });
+    let urls = shard.core.connect_urls.borrow();
+    if !urls.is_empty() {
+        // The cluster's nodes: a client reconnects to another when this one goes.
+        info["connect_urls"] = serde_json::json!(*urls);
+    }
     Bytes::from(format!("INFO {info}\r\n"))
 }
 

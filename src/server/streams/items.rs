@@ -79,6 +79,8 @@ pub enum StreamItem {
     FromPeer(crate::server::cluster::GroupIn),
     /// A frame for another node, for shard 0 to send over its links.
     ToPeer { node: String, frame: Bytes },
+    /// Where NATS clients reach the nodes of the cluster now (from shard 0).
+    NatsUrls(Vec<String>),
 }
 
 /// Requests to shard 0's stream API, questions to a partition's owner, and their answers.

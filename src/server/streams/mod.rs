@@ -522,6 +522,31 @@ pub fn apply_added(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>) {
     }
 }
 
+/// On shard 0: tells every shard where NATS clients reach the cluster's nodes, each time a peer
+/// says where its clients connect, until the shard stops.
+pub async fn share_nats_urls(shard: Rc<StreamShard>, cluster: Rc<crate::server::cluster::Cluster>) {
+    use futures_lite::future::or;
+    loop {
+        let urls = cluster.nats_urls();
+        shard.broadcast(|| StreamItem::NatsUrls(urls.clone()));
+        *shard.core.connect_urls.borrow_mut() = urls;
+        let changed = or(
+            async {
+                cluster.clients_changed().await;
+                true
+            },
+            async {
+                shard.core.stopping.wait().await;
+                false
+            },
+        )
+        .await;
+        if !changed {
+            return;
+        }
+    }
+}
+
 /// Opens a replicated partition's log at once: its group must take part in elections and
 /// follow its leader whether or not anything here uses it.
 fn open_if_replicated(part: &Partition) {
@@ -658,6 +683,7 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
         StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::FromPeer(item) => replica::receive(shard, item),
         StreamItem::ToPeer { node, frame } => shard.cluster_send(&node, frame),
+        StreamItem::NatsUrls(urls) => *shard.core.connect_urls.borrow_mut() = urls,
         StreamItem::ConsumerJoin {
             call,
             stream,

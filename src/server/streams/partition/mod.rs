@@ -338,6 +338,21 @@ impl Partition {
         }
     }
 
+    /// Reads the publish checks (message ids, last sequences) back from the log: a replica that
+    /// becomes its group's leader checks publishes from what its log holds now, not from what it
+    /// held when it opened.
+    pub fn refresh_checks(self: &Rc<Self>) {
+        let Some(log) = self.log.borrow().clone() else {
+            return;
+        };
+        let part = self.clone();
+        glommio::spawn_local(async move {
+            let _in_use = part.in_use();
+            part.restore_checks(&log).await;
+        })
+        .detach();
+    }
+
     /// The partition's consensus group, if it is replicated and its log is open.
     pub fn group(&self) -> Option<Rc<Group>> {
         self.group.borrow().clone()

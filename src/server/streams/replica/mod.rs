@@ -599,6 +599,7 @@ async fn drive(
         }
         group.settle(&shard, &store, commit);
         store.0.borrow_mut().trim(node.raft.raft_log.applied);
+        let was_leader = group.is_leader();
         *group.status.borrow_mut() = GroupStatus {
             leader: group.name_of(node.raft.leader_id).map(str::to_string),
             role: match node.raft.state {
@@ -610,6 +611,11 @@ async fn drive(
             commit,
             last_index: store.0.borrow().last_index,
         };
+        if group.is_leader() && !was_leader {
+            if let Some(part) = group.part.upgrade() {
+                part.refresh_checks();
+            }
+        }
     }
     group.stopped.set(true);
     group.refuse_all(&shard, "the partition's group stopped");
