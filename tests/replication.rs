@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, node, signal, wait_for_one_leader};
+use common::cluster::{info, node, node_dialing, signal, wait_for_one_leader};
+use common::proxy::Proxy;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
 use sluice::client::{Client, ClientError};
@@ -21,16 +22,35 @@ struct Cluster {
     dirs: [DataDir; 3],
     ports: [Ports; 3],
     nodes: Vec<Option<Broker>>,
+    /// With `start_behind_proxies`: `proxies[i][j]` carries node i's links to node j.
+    proxies: Vec<Vec<Option<Proxy>>>,
 }
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(false)
+    }
+
+    /// Every link between two nodes goes through a proxy that can cut it.
+    fn start_behind_proxies() -> Cluster {
+        Cluster::start_with(true)
+    }
+
+    fn start_with(proxied: bool) -> Cluster {
         let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
         let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+        let proxies = (0..3)
+            .map(|i| {
+                (0..3)
+                    .map(|j| (proxied && i != j).then(|| Proxy::start(&ports[j].cluster)))
+                    .collect()
+            })
+            .collect();
         let mut cluster = Cluster {
             dirs,
             ports,
             nodes: Vec::new(),
+            proxies,
         };
         cluster.nodes = (0..3).map(|i| Some(cluster.start_node(i))).collect();
         wait_for_one_leader(&cluster.live());
@@ -38,8 +58,32 @@ impl Cluster {
     }
 
     fn start_node(&self, i: usize) -> Broker {
+        let proxied: Vec<&str> = self.proxies[i]
+            .iter()
+            .flatten()
+            .map(|p| p.addr.as_str())
+            .collect();
+        if !proxied.is_empty() {
+            return node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &proxied);
+        }
         let all = [&self.ports[0], &self.ports[1], &self.ports[2]];
         node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
+    }
+
+    /// Cuts (or heals) every link between node `i` and the others.
+    fn isolate(&self, i: usize, cut: bool) {
+        for j in (0..3).filter(|&j| j != i) {
+            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
+                .into_iter()
+                .flatten()
+            {
+                if cut {
+                    proxy.cut();
+                } else {
+                    proxy.heal();
+                }
+            }
+        }
     }
 
     fn live(&self) -> Vec<&Broker> {
@@ -297,6 +341,89 @@ fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
     }
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
+}
+
+#[test]
+fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_are_undone() {
+    let cluster = Cluster::start_behind_proxies();
+    let stream = stream_on_shard_zero("cut");
+    cluster
+        .node(0)
+        .client()
+        .stream_add(&replicated(&stream))
+        .expect("a replicated stream");
+    let leader = wait_for_group_leader(&cluster, &stream);
+    let old = cluster.at(&leader);
+    let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let subject = format!("{stream}.s");
+    let isolated = cluster.node(old).client();
+    let majority = cluster.node(others[0]).client();
+    let mut acked: Vec<String> = Vec::new();
+    for i in 0..20 {
+        let payload = format!("before-{i:03}");
+        isolated.publish_durable(&subject, &payload).expect("acked");
+        acked.push(payload);
+    }
+
+    cluster.isolate(old, true);
+    // The old leader takes publishes into its log but cannot get them agreed.
+    let waiters: Vec<_> = (0..5)
+        .map(|i| {
+            isolated
+                .publish_with_ack(&subject, format!("lost-{i}"))
+                .expect("sent")
+        })
+        .collect();
+    for waiter in waiters {
+        assert!(
+            waiter.wait().is_err(),
+            "a cut-off leader acknowledged a publish"
+        );
+    }
+    // The two others elect a leader of their own and go on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut i = 0;
+    while i < 20 {
+        let payload = format!("during-{i:03}");
+        match majority.publish_durable(&subject, &payload) {
+            Ok(_) => {
+                acked.push(payload);
+                i += 1;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the majority never took publishes: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    cluster.isolate(old, false);
+    let healed = wait_for_group_leader(&cluster, &stream);
+    for i in 0..20 {
+        let payload = format!("after-{i:03}");
+        majority
+            .publish_durable(&subject, &payload)
+            .expect("acked once healed");
+        acked.push(payload);
+    }
+    let logs: Vec<Vec<String>> = (0..3)
+        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        assert_eq!(
+            log, &acked,
+            "{}: exactly the acknowledged messages, in order",
+            NAMES[i]
+        );
+    }
+    eprintln!("the cut-off leader was {leader}; after healing {healed} leads");
+    assert!(
+        cluster.node(old).logged("cutting a conflicting tail"),
+        "the old leader undid the entries it could not get agreed"
+    );
 }
 
 #[test]

@@ -8,6 +8,11 @@ use sluice::api::ClusterInfo;
 /// Starts node `name` on `ports`, dialing `routes`.
 pub fn node(dir: &DataDir, ports: &Ports, name: &str, routes: &[&Ports]) -> Broker {
     let routes: Vec<&str> = routes.iter().map(|p| p.cluster.as_str()).collect();
+    node_dialing(dir, ports, name, &routes)
+}
+
+/// Starts node `name` on `ports`, dialing the addresses in `routes` (proxies, for instance).
+pub fn node_dialing(dir: &DataDir, ports: &Ports, name: &str, routes: &[&str]) -> Broker {
     let routes = routes.join(",");
     let mut args = vec!["--name", name, "--cluster", &ports.cluster];
     if !routes.is_empty() {

@@ -680,6 +680,8 @@ async fn append(
         (first <= state.last_index).then(|| state.terms.end_offset(first - 1))
     };
     if let Some(offset) = cut {
+        tracing::info!(stream = %group.stream, partition = group.partition, from_entry = first,
+            from_offset = offset, "cutting a conflicting tail: entries not agreed on");
         group
             .log
             .truncate_from(offset)
