@@ -14,6 +14,7 @@
 //! Forwarded: kind 8 | id u64 | 0 | offset u64
 //!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
 //! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
+//! Consumer:  kind 10 | stream | partition u32 | consumer (u16 len, UTF-8) | state (empty: gone)
 //! ```
 //!
 //! Each side of a new link says once where its clients reach it (`Clients`), so that every node
@@ -87,6 +88,14 @@ pub enum ClusterFrame<'a> {
     },
     /// Where the sending node's clients connect: its native and NATS addresses (empty if off).
     Clients { native: &'a str, nats: &'a str },
+    /// A consumer's state in a replicated partition, as last saved where it runs (JSON), or
+    /// empty once the consumer is deleted.
+    Consumer {
+        stream: &'a str,
+        partition: u32,
+        consumer: &'a str,
+        state: &'a [u8],
+    },
 }
 
 /// Why a node refused a link.
@@ -107,6 +116,7 @@ const KIND_GROUP: u8 = 6;
 const KIND_FORWARD: u8 = 7;
 const KIND_FORWARDED: u8 = 8;
 const KIND_CLIENTS: u8 = 9;
+const KIND_CONSUMER: u8 = 10;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -194,6 +204,18 @@ impl ClusterFrame<'_> {
                 put_str(out, native);
                 put_str(out, nats);
             }
+            ClusterFrame::Consumer {
+                stream,
+                partition,
+                consumer,
+                state,
+            } => {
+                out.put_u8(KIND_CONSUMER);
+                put_str(out, stream);
+                out.put_u32(*partition);
+                put_str(out, consumer);
+                out.put_slice(state);
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -253,6 +275,12 @@ impl ClusterFrame<'_> {
             KIND_CLIENTS => ClusterFrame::Clients {
                 native: reader.str()?,
                 nats: reader.str()?,
+            },
+            KIND_CONSUMER => ClusterFrame::Consumer {
+                stream: reader.str()?,
+                partition: reader.u32()?,
+                consumer: reader.str()?,
+                state: std::mem::take(&mut reader.0),
             },
             _ => return Err(ClusterFrameError::Malformed("unknown kind")),
         };
@@ -413,6 +441,12 @@ mod tests {
         round_trip(ClusterFrame::Clients {
             native: "10.0.0.1:4280",
             nats: "",
+        });
+        round_trip(ClusterFrame::Consumer {
+            stream: "orders",
+            partition: 1,
+            consumer: "workers",
+            state: b"{\"next\":7}",
         });
     }
 

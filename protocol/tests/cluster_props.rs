@@ -49,6 +49,7 @@ proptest! {
             ClusterFrame::Forwarded { id, result: Ok(offset) },
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
             ClusterFrame::Clients { native: &reason, nats: &stream },
+            ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, state: &body },
         ];
         for frame in frames {
             let mut out = BytesMut::new();
