@@ -504,7 +504,7 @@ fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing
 }
 
 #[test]
-fn a_nats_client_learns_the_other_nodes_and_publishes_on_after_its_node_dies() {
+fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_node_dies() {
     use std::io::{BufRead, BufReader, Write};
     let Ok(python) = std::env::var("SLUICE_PYTHON") else {
         eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
@@ -545,6 +545,87 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_on_after_its_node_dies() {
             NAMES[i]
         );
     }
+}
+
+#[test]
+fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard_zero("work");
+    let publisher = cluster.node(1).client();
+    publisher
+        .stream_add(&replicated(&stream))
+        .expect("a replicated stream");
+    wait_for_group_leader(&cluster, &stream);
+    let subject = format!("{stream}.w");
+    let publish = |range: std::ops::Range<u32>| {
+        for i in range {
+            publisher
+                .publish_durable(&subject, format!("job-{i:04}"))
+                .expect("acked");
+        }
+    };
+    publish(0..100);
+    let config = ConsumerConfig {
+        stream: stream.clone(),
+        name: "workers".into(),
+        deliver: DeliverPolicy::All,
+        ack_wait_ms: 30_000,
+        max_deliver: 10,
+        max_ack_pending: 1_000,
+        sid: 0,
+        jetstream: None,
+    };
+    let payload_of = |message: &sluice::client::Message| {
+        String::from_utf8(message.payload().to_vec()).expect("UTF-8")
+    };
+    let mut acked = HashSet::new();
+    let mut unacked = HashSet::new();
+    {
+        let on_first = cluster.node(0).client();
+        let consumer = on_first.consume(config.clone()).expect("a consumer");
+        for i in 0..60 {
+            let message = consumer
+                .next_timeout(Duration::from_secs(20))
+                .expect("a delivery");
+            if i < 50 {
+                consumer.ack(&message).expect("ack");
+                acked.insert(payload_of(&message));
+            } else {
+                unacked.insert(payload_of(&message));
+            }
+        }
+        on_first.flush().expect("acks sent");
+        // The consumer's state is written down (and sent to the other nodes) every 100 ms.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cluster.nodes[0].as_mut().expect("n1").kill();
+    cluster.nodes[0] = None;
+    wait_for_group_leader(&cluster, &stream);
+    publish(100..150);
+
+    // Through another node, the consumer goes on: the messages taken and not acked first, then
+    // the rest; never one that was acked.
+    let on_second = cluster.node(1).client();
+    let consumer = on_second.consume(config).expect("the consumer again");
+    let mut seen = HashSet::new();
+    while seen.len() < 100 {
+        let message = consumer
+            .next_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{} of 100 arrived", seen.len()));
+        let payload = payload_of(&message);
+        assert!(
+            !acked.contains(&payload),
+            "{payload} was acked and came again"
+        );
+        consumer.ack(&message).expect("ack");
+        seen.insert(payload);
+    }
+    let want: HashSet<String> = (50..150).map(|i| format!("job-{i:04}")).collect();
+    assert_eq!(
+        seen, want,
+        "every message not acked before, nothing skipped"
+    );
+    assert!(unacked.is_subset(&seen));
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! A history checker for replicated streams: publishers write numbered messages through every
-//! node while nodes are killed and restarted, or paused (cut off from the others) and resumed,
-//! at random. Afterwards every node's log must hold every acknowledged message, in publish order
+//! node while nodes are killed and restarted, paused and resumed, or cut off from the others by
+//! the proxies their links go through and joined again, at random. Afterwards every node's log must hold every acknowledged message, in publish order
 //! per subject, and the three logs must agree. The seed is printed; `SLUICE_SEED` replays one,
 //! `SLUICE_HISTORY_ROUNDS` runs longer (4 rounds by default).
 
@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, node, signal, wait_for_one_leader};
+use common::cluster::{info, node_dialing, signal, wait_for_one_leader};
+use common::proxy::Proxy;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, StreamConfig};
 use sluice::client::{Client, ClientError, ClientOptions};
@@ -23,12 +24,34 @@ struct Nodes {
     dirs: [DataDir; 3],
     ports: [Ports; 3],
     live: Vec<Option<Broker>>,
+    /// `proxies[i][j]` carries node i's links to node j.
+    proxies: Vec<Vec<Option<Proxy>>>,
 }
 
 impl Nodes {
     fn start(&self, i: usize) -> Broker {
-        let all = [&self.ports[0], &self.ports[1], &self.ports[2]];
-        node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
+        let routes: Vec<&str> = self.proxies[i]
+            .iter()
+            .flatten()
+            .map(|p| p.addr.as_str())
+            .collect();
+        node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &routes)
+    }
+
+    /// Cuts (or heals) every link between node `i` and the others.
+    fn isolate(&self, i: usize, cut: bool) {
+        for j in (0..3).filter(|&j| j != i) {
+            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
+                .into_iter()
+                .flatten()
+            {
+                if cut {
+                    proxy.cut();
+                } else {
+                    proxy.heal();
+                }
+            }
+        }
     }
 
     fn live(&self) -> Vec<&Broker> {
@@ -138,10 +161,19 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
     eprintln!("history checker: seed {seed} (SLUICE_SEED={seed} replays it), {rounds} rounds");
     let mut rng = fastrand::Rng::with_seed(seed);
 
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let proxies = (0..3)
+        .map(|i| {
+            (0..3)
+                .map(|j| (i != j).then(|| Proxy::start(&ports[j].cluster)))
+                .collect()
+        })
+        .collect();
     let mut nodes = Nodes {
         dirs: [DataDir::new(), DataDir::new(), DataDir::new()],
-        ports: [Ports::fixed(), Ports::fixed(), Ports::fixed()],
+        ports,
         live: Vec::new(),
+        proxies,
     };
     nodes.live = (0..3).map(|i| Some(nodes.start(i))).collect();
     wait_for_one_leader(&nodes.live());
@@ -172,7 +204,7 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
         std::thread::sleep(Duration::from_millis(rng.u64(500..1500)));
         let victim = rng.usize(0..3);
         let hold = Duration::from_millis(rng.u64(500..3000));
-        let fault = match rng.u8(0..3) {
+        let fault = match rng.u8(0..4) {
             0 => {
                 let mut dead = nodes.live[victim].take().expect("a live node");
                 dead.kill();
@@ -181,6 +213,12 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
                 format!("kill {} for {hold:?}", NAMES[victim])
             }
             1 => {
+                nodes.isolate(victim, true);
+                std::thread::sleep(hold);
+                nodes.isolate(victim, false);
+                format!("cut {} off for {hold:?}", NAMES[victim])
+            }
+            2 => {
                 let paused = nodes.live[victim].as_ref().expect("a live node");
                 signal(paused, libc::SIGSTOP);
                 std::thread::sleep(hold);

@@ -1,15 +1,18 @@
-"""A NATS client, unchanged, publishing to a replicated stream of a three-node cluster: it learns
-the other nodes from the first one's INFO (connect_urls), and when the node it is connected to
-dies it reconnects to another and its publishes go on, with message ids so that a publish retried
-after a lost answer is stored once. Usage: replicated_failover.py <url> <stream>. Prints
-"phase 1" once the first half is acknowledged, then waits for a line on stdin (the node it is
-connected to is killed meanwhile), and prints "ok" when every check holds."""
+"""A NATS client, unchanged, publishing to and consuming from a replicated stream of a three-node
+cluster: it learns the other nodes from the first one's INFO (connect_urls), and when the node it
+is connected to dies it reconnects to another; its publishes go on, with message ids so that a
+publish retried after a lost answer is stored once, and its durable pull consumer goes on from
+where it was: what it acked never comes again, what it took without acking does. Usage:
+replicated_failover.py <url> <stream>. Prints "phase 1" once the first half is acknowledged and
+partly consumed, then waits for a line on stdin (the node it is connected to is killed meanwhile),
+and prints "ok" when every check holds."""
 
 import asyncio
 import sys
 import time
 
 import nats
+from nats.js.api import ConsumerConfig
 
 
 async def publish(js, subject: str, i: int, deadline: float) -> None:
@@ -38,6 +41,14 @@ async def main(url: str, stream: str) -> None:
     deadline = time.monotonic() + 30
     for i in range(50):
         await publish(js, f"{stream}.a", i, deadline)
+    psub = await js.pull_subscribe(f"{stream}.a", durable="workers", config=ConsumerConfig(ack_wait=30))
+    acked = set()
+    for msg in await psub.fetch(20, timeout=5):
+        await msg.ack_sync()
+        acked.add(msg.data.decode())
+    unacked = {msg.data.decode() for msg in await psub.fetch(10, timeout=5)}
+    assert len(acked) == 20 and len(unacked) == 10, (acked, unacked)
+    await asyncio.sleep(0.5)  # the consumer's state is written down (and sent on) every 100 ms
     print("phase 1", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -47,6 +58,22 @@ async def main(url: str, stream: str) -> None:
     assert nc.connected_url.netloc != first, "still connected to the node that was killed"
     info = await js.stream_info(stream)
     assert info.state.messages == 100, info.state
+
+    # The durable consumer goes on through the node the client is connected to now.
+    seen = set()
+    while len(seen) < 80 and time.monotonic() < deadline:
+        try:
+            msgs = await psub.fetch(20, timeout=2)
+        except Exception:
+            continue
+        for msg in msgs:
+            data = msg.data.decode()
+            assert data not in acked, f"{data} was acked and came again"
+            seen.add(data)
+            await msg.ack_sync()
+    want = {f"m-{i:03}" for i in range(100)} - acked
+    assert seen == want, sorted(want - seen)
+    assert unacked <= seen
     await nc.close()
     print("ok")
 

@@ -140,6 +140,13 @@ pub enum GroupIn {
         id: u64,
         result: Result<u64, (u16, String)>,
     },
+    /// A consumer's state in a replicated partition, as saved where it runs (empty: deleted).
+    Consumer {
+        stream: String,
+        partition: u32,
+        consumer: String,
+        state: Vec<u8>,
+    },
 }
 
 struct Peer {
@@ -898,6 +905,17 @@ impl LinkReader {
                     ClusterFrame::Clients { nats, .. } => Received::Clients {
                         nats: nats.to_string(),
                     },
+                    ClusterFrame::Consumer {
+                        stream,
+                        partition,
+                        consumer,
+                        state,
+                    } => Received::Group(GroupIn::Consumer {
+                        stream: stream.to_string(),
+                        partition,
+                        consumer: consumer.to_string(),
+                        state: state.to_vec(),
+                    }),
                     ClusterFrame::Forwarded { id, result } => Received::Group(GroupIn::Forwarded {
                         id,
                         result: result.map_err(|(code, why)| (code, why.to_string())),

@@ -58,6 +58,24 @@ pub fn state_path(
     Ok(consumers_dir(partition_dir).join(format!("{name}.json")))
 }
 
+/// Where a consumer's state as another node last sent it is kept (a replicated partition's
+/// consumer runs where its clients attach; a node it does not run on keeps its latest state, to
+/// take it up from there if a client attaches here).
+pub fn shipped_path(
+    partition_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, sluice_protocol::name::NameError> {
+    sluice_protocol::name::validate_name(name)?;
+    Ok(partition_dir
+        .join("consumers.shipped")
+        .join(format!("{name}.json")))
+}
+
+/// Reads a consumer state file; `None` if there is none. Blocking.
+pub fn read_if_there(path: &Path) -> Option<Result<SavedState, StateError>> {
+    path.exists().then(|| read(path))
+}
+
 /// The directory of a partition's saved consumers.
 pub fn consumers_dir(partition_dir: &Path) -> PathBuf {
     partition_dir.join("consumers")

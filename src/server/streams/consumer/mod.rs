@@ -158,7 +158,13 @@ pub struct PartConsumer {
     dirty: Cell<bool>,
     saving: Cell<bool>,
     saved: Event,
+    /// Called with each state written down: a replicated partition's consumer sends it to the
+    /// other nodes.
+    on_saved: RefCell<Option<OnSaved>>,
 }
+
+/// What a consumer calls with each state it writes down.
+pub type OnSaved = Box<dyn Fn(&SavedState)>;
 
 impl PartConsumer {
     /// Creates the consumer's state, at the position its deliver policy names or as `saved` left it,
@@ -266,6 +272,7 @@ impl PartConsumer {
             dirty: Cell::new(saved.is_none()),
             saving: Cell::new(false),
             saved: Event::default(),
+            on_saved: RefCell::new(None),
         });
         if consumer.dirty.get() {
             // New: durable before the first delivery, so that no delivery outlives its record.
@@ -397,6 +404,12 @@ impl PartConsumer {
         self.wake.notify_all();
     }
 
+    /// Calls `f` with each state written down from now on, and once now with the current one.
+    pub fn on_saved(&self, f: OnSaved) {
+        f(&self.snapshot());
+        *self.on_saved.borrow_mut() = Some(f);
+    }
+
     fn snapshot(&self) -> SavedState {
         SavedState {
             config: (*self.config).clone(),
@@ -434,14 +447,22 @@ impl PartConsumer {
         let state = self.snapshot();
         let path = self.state_path.clone();
         let written = glommio::executor()
-            .spawn_blocking(move || write_durably(&path, &state))
+            .spawn_blocking(move || write_durably(&path, &state).map(|()| state))
             .await;
         self.saving.set(false);
         self.saved.notify_all();
-        if written.is_err() {
-            self.dirty.set(true);
+        match written {
+            Ok(state) => {
+                if let Some(on_saved) = self.on_saved.borrow().as_ref() {
+                    on_saved(&state);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.set(true);
+                Err(e)
+            }
         }
-        written
     }
 
     fn mark_acked(&self, offset: u64) {

@@ -86,6 +86,9 @@ impl Partition {
         }
         self.creating.borrow_mut().insert(name.clone());
         let from_first = self.damaged.borrow_mut().remove(name);
+        // A replicated partition's consumer that ran on another node goes on from where it
+        // was last saved there.
+        let shipped = self.shipped_state(name).await;
         let created = PartConsumer::start(
             shard,
             config.clone(),
@@ -93,7 +96,7 @@ impl Partition {
             log,
             self.appended.clone(),
             path,
-            None,
+            shipped,
             from_first,
             self.deleted.clone(),
             self.lasts_for(config),
@@ -112,6 +115,7 @@ impl Partition {
             }
             Ok(c) => {
                 self.consumers.borrow_mut().insert(name.clone(), c.clone());
+                self.ship_states_of(&c);
                 super::super::host::appeared(shard, self.index, config);
                 Ok(c)
             }
@@ -174,6 +178,11 @@ impl Partition {
                     continue;
                 }
             };
+            // Another node that served the consumer since may have sent a state further on.
+            let saved = match self.shipped_state(&name).await {
+                Some(shipped) if further(&shipped, &saved) => shipped,
+                _ => saved,
+            };
             let config = Arc::new(saved.config.clone());
             let Ok(path) = state::state_path(&self.dir, &config.name) else {
                 tracing::error!(stream = %self.config.name, partition = self.index,
@@ -196,6 +205,7 @@ impl Partition {
             .await;
             match started {
                 Ok(consumer) => {
+                    self.ship_states_of(&consumer);
                     self.consumers
                         .borrow_mut()
                         .insert(config.name.clone(), consumer);
@@ -239,18 +249,24 @@ impl Partition {
         infos
     }
 
-    /// A consumer's counts here, if it exists.
+    /// A consumer's counts here, if it exists (here, or shipped from another node).
     pub async fn consumer_info(&self, consumer: &str) -> Option<ConsumerPartitionInfo> {
         let _in_use = self.ready().await;
+        self.take_up_shipped(consumer).await;
         self.consumers.borrow().get(consumer).map(|c| c.info())
     }
 
     /// Deletes a consumer here: it stops delivering and its state file goes. Whether it was here.
     pub async fn delete_consumer(&self, shard: &StreamShard, name: &str) -> bool {
         let _in_use = self.ready().await;
+        self.take_up_shipped(name).await;
         let Some(consumer) = self.consumers.borrow_mut().remove(name) else {
             return false;
         };
+        if self.config.is_replicated() {
+            replica::ship_consumer_state(shard, &self.config, self.index, name, b"");
+            self.keep_shipped_state(name.to_string(), Vec::new());
+        }
         consumer.stop();
         super::super::host::gone(shard, self.index, &consumer.config);
         consumer.wait_saved().await;
@@ -267,6 +283,126 @@ impl Partition {
             "consumer deleted");
         true
     }
+}
+
+impl Partition {
+    /// Sends each state a replicated partition's consumer writes down to the other nodes.
+    fn ship_states_of(&self, consumer: &Rc<PartConsumer>) {
+        if !self.config.is_replicated() {
+            return;
+        }
+        let shard = self.opener.shard.clone();
+        let config = self.config.clone();
+        let (index, name) = (self.index, consumer.config.name.clone());
+        consumer.on_saved(Box::new(move |state| {
+            let (Some(shard), Ok(json)) = (shard.upgrade(), serde_json::to_vec(state)) else {
+                return;
+            };
+            replica::ship_consumer_state(&shard, &config, index, &name, &json);
+        }));
+    }
+
+    /// A consumer's state as another node last sent it, if one did (and it reads).
+    async fn shipped_state(&self, name: &str) -> Option<SavedState> {
+        if !self.config.is_replicated() {
+            return None;
+        }
+        if let Some(latest) = self.shipped.borrow().get(name) {
+            return serde_json::from_slice(latest).ok();
+        }
+        let path = state::shipped_path(&self.dir, name).ok()?;
+        let read = glommio::executor()
+            .spawn_blocking(move || state::read_if_there(&path))
+            .await?;
+        match read {
+            Ok(saved) => Some(saved),
+            Err(e) => {
+                tracing::warn!(stream = %self.config.name, partition = self.index, consumer = name,
+                    error = %e, "a consumer's state sent by another node is unreadable");
+                None
+            }
+        }
+    }
+
+    /// Starts a consumer that does not run here from the state another node sent, if there is
+    /// one: a client that reconnected here finds it.
+    async fn take_up_shipped(&self, name: &str) {
+        if self.consumers.borrow().contains_key(name) {
+            return;
+        }
+        let Some(shard) = self.opener.shard.upgrade() else {
+            return;
+        };
+        let Some(saved) = self.shipped_state(name).await else {
+            return;
+        };
+        let config = Arc::new(saved.config);
+        if let Err((_, e)) = self.consumer_or_create(&shard, &config).await {
+            tracing::warn!(stream = %self.config.name, partition = self.index, consumer = name,
+                error = %e, "a consumer sent by another node could not start here");
+        }
+    }
+
+    /// Keeps a consumer's state another node sent (empty: the consumer was deleted), unless the
+    /// consumer runs here. The latest state of each is written in turn, one write at a time.
+    pub fn keep_shipped_state(&self, name: String, state: Vec<u8>) {
+        if self.consumers.borrow().contains_key(&name) && !state.is_empty() {
+            return;
+        }
+        self.shipped.borrow_mut().insert(name, state);
+        if self.shipped_writing.replace(true) {
+            return;
+        }
+        let Some(part) = self.opener.me.upgrade() else {
+            self.shipped_writing.set(false);
+            return;
+        };
+        glommio::spawn_local(async move {
+            loop {
+                let next = {
+                    let shipped = part.shipped.borrow();
+                    shipped.iter().next().map(|(n, s)| (n.clone(), s.clone()))
+                };
+                let Some((name, state)) = next else { break };
+                if let Ok(path) = state::shipped_path(&part.dir, &name) {
+                    let writing = state.clone();
+                    let written = glommio::executor()
+                        .spawn_blocking(move || write_shipped(&path, &writing))
+                        .await;
+                    if let Err(e) = written {
+                        tracing::warn!(stream = %part.config.name, partition = part.index,
+                            consumer = %name, error = %e, "cannot keep a consumer's state sent by another node");
+                    }
+                }
+                // Taken out only if nothing newer came meanwhile.
+                let mut shipped = part.shipped.borrow_mut();
+                if shipped.get(&name) == Some(&state) {
+                    shipped.remove(&name);
+                }
+            }
+            part.shipped_writing.set(false);
+        })
+        .detach();
+    }
+}
+
+/// Whether state `a` of a consumer is further on than `b`: more acked, or as much and more
+/// delivered.
+fn further(a: &SavedState, b: &SavedState) -> bool {
+    (a.floor, a.delivered_seq) > (b.floor, b.delivered_seq)
+}
+
+/// Writes (or, for an empty state, removes) a shipped consumer state, durably. Blocking.
+fn write_shipped(path: &std::path::Path, state: &[u8]) -> std::io::Result<()> {
+    if state.is_empty() {
+        return match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let raw: serde_json::Value = serde_json::from_slice(state)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    crate::server::files::write_json_durably(path, &raw)
 }
 
 fn same_conn(a: &Member, b: &Member) -> bool {

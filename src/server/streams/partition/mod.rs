@@ -149,6 +149,10 @@ pub struct Partition {
     producers: RefCell<kafka::Producers>,
     /// A replicated partition's consensus group, once its log is open.
     group: RefCell<Option<Rc<Group>>>,
+    /// Consumer states other nodes sent and not yet written down, by consumer (empty: deleted),
+    /// and whether they are being written.
+    shipped: RefCell<HashMap<String, Vec<u8>>>,
+    shipped_writing: Cell<bool>,
 }
 
 /// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
@@ -267,6 +271,8 @@ impl Partition {
             checks_first: Cell::new(0),
             deleted: Rc::new(RefCell::new(Deleted::default())),
             group: RefCell::new(None),
+            shipped: RefCell::new(HashMap::new()),
+            shipped_writing: Cell::new(false),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");

@@ -582,6 +582,10 @@ async fn drive(
             break;
         }
         fetch(&group, &mut node, &store).await;
+        if node.has_ready() {
+            // Fetched entries, or what advancing made ready: handled at once, not at the tick.
+            group.wake.notify();
+        }
         let commit = node.raft.raft_log.committed;
         if commit != commit_seen {
             commit_seen = commit;
@@ -799,6 +803,9 @@ pub async fn route_from_links(shard: Rc<StreamShard>, cluster: Rc<Cluster>) {
             }
             | GroupIn::Forward {
                 stream, partition, ..
+            }
+            | GroupIn::Consumer {
+                stream, partition, ..
             } => owner(&shard, stream, *partition),
             GroupIn::Forwarded { id, .. } => ShardId((id >> FORWARD_SHARD_SHIFT) as u32),
         };
@@ -859,6 +866,44 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
                 group.forward_answered(shard, id, result);
             }
         }
+        GroupIn::Consumer {
+            stream,
+            partition,
+            consumer,
+            state,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
+            if let Some(part) = part {
+                part.keep_shipped_state(consumer, state);
+            }
+        }
+    }
+}
+
+/// Sends a consumer's state (or its deletion, with `state` empty) to the other nodes holding a
+/// copy of the partition: a client that reconnects to one of them finds the consumer there,
+/// where it left it.
+pub fn ship_consumer_state(
+    shard: &StreamShard,
+    config: &StreamConfig,
+    partition: u32,
+    consumer: &str,
+    state: &[u8],
+) {
+    let Some(me) = shard.core.config.cluster.as_ref().map(|c| c.name.as_str()) else {
+        return;
+    };
+    let mut out = BytesMut::with_capacity(state.len() + 64);
+    ClusterFrame::Consumer {
+        stream: &config.name,
+        partition,
+        consumer,
+        state,
+    }
+    .encode(&mut out);
+    let frame = out.freeze();
+    for node in config.placement.iter().filter(|n| n.as_str() != me) {
+        shard.cluster_send(node, frame.clone());
     }
 }
 
