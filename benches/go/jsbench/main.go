@@ -1,8 +1,9 @@
 // jsbench: JetStream through its API with Debian's nats.go, an independent client, against any
-// server that speaks it. Two modes:
+// server that speaks it. Three modes:
 //
 //	pub:     asynchronous publish to a stream with -inflight acks outstanding; latency is publish
-//	         to ack.
+//	         to ack. Creates the stream (-replicas copies) unless it exists.
+//	create:  only creates the stream, so that a cluster can elect its leader before pub measures.
 //	consume: a durable pull consumer fetching -batch at a time and acking every message; the
 //	         stream must hold -msgs messages (run pub first).
 //
@@ -37,6 +38,7 @@ func main() {
 	size := flag.Int("size", 16, "payload bytes")
 	inflight := flag.Int("inflight", 256, "publishes awaiting their ack")
 	batch := flag.Int("batch", 256, "messages per pull request")
+	replicas := flag.Int("replicas", 1, "copies of the stream a new stream keeps (num_replicas)")
 	flag.Parse()
 
 	nc, err := nats.Connect(*server)
@@ -53,11 +55,12 @@ func main() {
 	start := time.Now()
 	switch *mode {
 	case "pub":
-		_, err := js.AddStream(&nats.StreamConfig{Name: *stream, Subjects: []string{*stream + ".>"}})
-		if err != nil && !strings.Contains(err.Error(), "already in use") {
-			fail("add stream", err)
-		}
+		addStream(js, *stream, *replicas)
 		latencies = publish(js, subject, *msgs, *size, *inflight)
+	case "create":
+		addStream(js, *stream, *replicas)
+		fmt.Println(`{"mode":"create"}`)
+		return
 	case "consume":
 		latencies = consume(js, *stream, subject, *msgs, *batch)
 	default:
@@ -81,6 +84,19 @@ func main() {
 		"p999_us":    at(0.999),
 	})
 	fmt.Println(string(out))
+}
+
+// addStream creates the stream with its subjects <stream>.> and the given number of replicas, or
+// leaves it as it is if it exists.
+func addStream(js nats.JetStreamContext, stream string, replicas int) {
+	_, err := js.AddStream(&nats.StreamConfig{
+		Name:     stream,
+		Subjects: []string{stream + ".>"},
+		Replicas: replicas,
+	})
+	if err != nil && !strings.Contains(err.Error(), "already in use") {
+		fail("add stream", err)
+	}
 }
 
 // publish sends msgs asynchronously, at most inflight unacked, and returns each one's latency
