@@ -46,7 +46,10 @@ func main() {
 		fail("connect", err)
 	}
 	defer nc.Close()
-	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*inflight))
+	// publish keeps the window itself; nats.go's own limit counts the publish being made too and,
+	// when reached, waits at most 200 ms for an ack and then fails the publish, which a server that
+	// syncs every write (an ack 100+ ms late) trips. One above the window, it never waits.
+	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*inflight + 1))
 	if err != nil {
 		fail("jetstream", err)
 	}
@@ -99,14 +102,15 @@ func addStream(js nats.JetStreamContext, stream string, replicas int) {
 	}
 }
 
-// publish sends msgs asynchronously, at most inflight unacked, and returns each one's latency
-// from publish to ack.
+// publish sends msgs asynchronously, at most inflight unacked (each publish waits for a slot, and
+// an ack frees one), and returns each one's latency from publish to ack.
 func publish(js nats.JetStreamContext, subject string, msgs, size, inflight int) []time.Duration {
 	type sent struct {
 		at     time.Time
 		future nats.PubAckFuture
 	}
 	pending := make(chan sent, inflight)
+	slots := make(chan struct{}, inflight)
 	latencies := make([]time.Duration, 0, msgs)
 	done := make(chan struct{})
 	go func() {
@@ -117,11 +121,13 @@ func publish(js nats.JetStreamContext, subject string, msgs, size, inflight int)
 			case err := <-s.future.Err():
 				fail("publish ack", err)
 			}
+			<-slots
 		}
 		close(done)
 	}()
 	payload := make([]byte, size)
 	for i := 0; i < msgs; i++ {
+		slots <- struct{}{}
 		at := time.Now()
 		future, err := js.PublishAsync(subject, payload)
 		if err != nil {
