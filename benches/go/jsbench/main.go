@@ -1,8 +1,9 @@
 // jsbench: JetStream through its API with Debian's nats.go, an independent client, against any
-// server that speaks it. Two modes:
+// server that speaks it. Three modes:
 //
 //	pub:     asynchronous publish to a stream with -inflight acks outstanding; latency is publish
-//	         to ack.
+//	         to ack. Creates the stream (-replicas copies) unless it exists.
+//	create:  only creates the stream, so that a cluster can elect its leader before pub measures.
 //	consume: a durable pull consumer fetching -batch at a time and acking every message; the
 //	         stream must hold -msgs messages (run pub first).
 //
@@ -37,6 +38,7 @@ func main() {
 	size := flag.Int("size", 16, "payload bytes")
 	inflight := flag.Int("inflight", 256, "publishes awaiting their ack")
 	batch := flag.Int("batch", 256, "messages per pull request")
+	replicas := flag.Int("replicas", 1, "copies of the stream a new stream keeps (num_replicas)")
 	flag.Parse()
 
 	nc, err := nats.Connect(*server)
@@ -44,7 +46,10 @@ func main() {
 		fail("connect", err)
 	}
 	defer nc.Close()
-	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*inflight))
+	// publish keeps the window itself; nats.go's own limit counts the publish being made too and,
+	// when reached, waits at most 200 ms for an ack and then fails the publish, which a server that
+	// syncs every write (an ack 100+ ms late) trips. One above the window, it never waits.
+	js, err := nc.JetStream(nats.PublishAsyncMaxPending(*inflight + 1))
 	if err != nil {
 		fail("jetstream", err)
 	}
@@ -53,11 +58,12 @@ func main() {
 	start := time.Now()
 	switch *mode {
 	case "pub":
-		_, err := js.AddStream(&nats.StreamConfig{Name: *stream, Subjects: []string{*stream + ".>"}})
-		if err != nil && !strings.Contains(err.Error(), "already in use") {
-			fail("add stream", err)
-		}
+		addStream(js, *stream, *replicas)
 		latencies = publish(js, subject, *msgs, *size, *inflight)
+	case "create":
+		addStream(js, *stream, *replicas)
+		fmt.Println(`{"mode":"create"}`)
+		return
 	case "consume":
 		latencies = consume(js, *stream, subject, *msgs, *batch)
 	default:
@@ -83,14 +89,28 @@ func main() {
 	fmt.Println(string(out))
 }
 
-// publish sends msgs asynchronously, at most inflight unacked, and returns each one's latency
-// from publish to ack.
+// addStream creates the stream with its subjects <stream>.> and the given number of replicas, or
+// leaves it as it is if it exists.
+func addStream(js nats.JetStreamContext, stream string, replicas int) {
+	_, err := js.AddStream(&nats.StreamConfig{
+		Name:     stream,
+		Subjects: []string{stream + ".>"},
+		Replicas: replicas,
+	})
+	if err != nil && !strings.Contains(err.Error(), "already in use") {
+		fail("add stream", err)
+	}
+}
+
+// publish sends msgs asynchronously, at most inflight unacked (each publish waits for a slot, and
+// an ack frees one), and returns each one's latency from publish to ack.
 func publish(js nats.JetStreamContext, subject string, msgs, size, inflight int) []time.Duration {
 	type sent struct {
 		at     time.Time
 		future nats.PubAckFuture
 	}
 	pending := make(chan sent, inflight)
+	slots := make(chan struct{}, inflight)
 	latencies := make([]time.Duration, 0, msgs)
 	done := make(chan struct{})
 	go func() {
@@ -101,11 +121,13 @@ func publish(js nats.JetStreamContext, subject string, msgs, size, inflight int)
 			case err := <-s.future.Err():
 				fail("publish ack", err)
 			}
+			<-slots
 		}
 		close(done)
 	}()
 	payload := make([]byte, size)
 	for i := 0; i < msgs; i++ {
+		slots <- struct{}{}
 		at := time.Now()
 		future, err := js.PublishAsync(subject, payload)
 		if err != nil {
