@@ -102,12 +102,12 @@ impl Cluster {
     }
 }
 
-/// A stream name whose only partition shard 0 owns on a node of two shards: its group shows in
-/// `cluster info`, which shard 0 answers.
-fn stream_on_shard_zero(prefix: &str) -> String {
+/// A stream name whose only partition is owned by `shard` on a node of two shards: shard 1 has
+/// its group's messages pass between shard 0 (which keeps the links) and itself.
+fn stream_on_shard(prefix: &str, shard: u32) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
-        .find(|name| shard_for(name, 0, 2) == 0)
+        .find(|name| shard_for(name, 0, 2) == shard)
         .expect("some name")
 }
 
@@ -233,7 +233,7 @@ fn check_log(node: &str, log: &[String], acked: &[String]) {
 #[test]
 fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
     let mut cluster = Cluster::start();
-    let stream = stream_on_shard_zero("orders");
+    let stream = stream_on_shard("orders", 1);
     cluster
         .node(0)
         .client()
@@ -287,12 +287,27 @@ fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
     }
     assert_eq!(logs[0], logs[1], "n1 and n2 hold the same log");
     assert_eq!(logs[1], logs[2], "n2 and n3 hold the same log");
+    let leaders: u32 = (0..3)
+        .map(|i| {
+            let metrics = common::http_get(&cluster.ports[i].http, "/metrics");
+            let line = format!("sluice_group_leader{{stream=\"{stream}\",partition=\"0\"}} ");
+            let value = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .unwrap_or_else(|| panic!("{}: no {line} in /metrics", NAMES[i]));
+            value.trim().parse::<u32>().expect("a number")
+        })
+        .sum();
+    assert_eq!(
+        leaders, 1,
+        "one node says in /metrics that it leads the group"
+    );
 }
 
 #[test]
 fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
     let cluster = Cluster::start();
-    let stream = stream_on_shard_zero("jobs");
+    let stream = stream_on_shard("jobs", 0);
     cluster
         .node(1)
         .client()
@@ -346,7 +361,7 @@ fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
 #[test]
 fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_are_undone() {
     let cluster = Cluster::start_behind_proxies();
-    let stream = stream_on_shard_zero("cut");
+    let stream = stream_on_shard("cut", 0);
     cluster
         .node(0)
         .client()
@@ -429,7 +444,7 @@ fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_a
 #[test]
 fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing() {
     let mut cluster = Cluster::start();
-    let stream = stream_on_shard_zero("tasks");
+    let stream = stream_on_shard("tasks", 0);
     cluster
         .node(0)
         .client()
@@ -511,7 +526,7 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
         return;
     };
     let mut cluster = Cluster::start();
-    let stream = stream_on_shard_zero("JOBS");
+    let stream = stream_on_shard("JOBS", 1);
     let script = format!(
         "{}/tests/py/replicated_failover.py",
         env!("CARGO_MANIFEST_DIR")
@@ -550,7 +565,7 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
 #[test]
 fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
     let mut cluster = Cluster::start();
-    let stream = stream_on_shard_zero("work");
+    let stream = stream_on_shard("work", 1);
     let publisher = cluster.node(1).client();
     publisher
         .stream_add(&replicated(&stream))
@@ -638,7 +653,7 @@ fn replicas_must_be_one_or_the_cluster_size_and_cannot_change() {
     };
     let refused = client.stream_add(&two).expect_err("2 of 3 replicas");
     assert!(refused.to_string().contains("replicas"), "{refused}");
-    let name = stream_on_shard_zero("moved");
+    let name = stream_on_shard("moved", 0);
     client.stream_add(&replicated(&name)).expect("3 of 3");
     let one = StreamConfig::new(name.as_str(), vec![format!("{name}.>")]);
     let refused = client

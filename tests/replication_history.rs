@@ -179,7 +179,7 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
     wait_for_one_leader(&nodes.live());
     let stream = (0..)
         .map(|i| format!("history{i}"))
-        .find(|name| shard_for(name, 0, 2) == 0)
+        .find(|name| shard_for(name, 0, 2) == 1)
         .expect("a name");
     nodes.live()[0]
         .client()

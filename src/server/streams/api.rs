@@ -93,7 +93,7 @@ async fn handle_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer
         api::STREAM_INFO => stream_info(shard, body).await,
         api::STREAM_GET => stream_get(shard, body).await,
         api::CONSUMER_INFO => consumer_info(shard, body).await,
-        api::CLUSTER_INFO => cluster_info(shard),
+        api::CLUSTER_INFO => cluster_info(shard).await,
         other => Err((ErrorCode::BadRequest, format!("unknown API verb {other:?}"))),
     };
     match result {
@@ -112,11 +112,11 @@ fn json<T: Serialize>(value: &T) -> ApiResult {
     serde_json::to_vec(value).map_err(|e| (ErrorCode::BadRequest, e.to_string()))
 }
 
-fn cluster_info(shard: &StreamShard) -> ApiResult {
+async fn cluster_info(shard: &Rc<StreamShard>) -> ApiResult {
     match shard.cluster.get() {
         Some(cluster) => {
             let mut info = cluster.info();
-            info.groups = super::replica::groups(shard);
+            info.groups = replica_groups(shard).await;
             json(&info)
         }
         None => json(&api::ClusterInfo {
@@ -129,6 +129,22 @@ fn cluster_info(shard: &StreamShard) -> ApiResult {
             groups: Vec::new(),
         }),
     }
+}
+
+/// The groups of every replicated partition this node holds, from every shard.
+async fn replica_groups(shard: &Rc<StreamShard>) -> Vec<api::GroupInfo> {
+    let mut groups = Vec::new();
+    for id in 0..shard.core.shards as u32 {
+        let metrics = if id == shard.core.id.0 {
+            Some(super::metrics::snapshot(shard).await)
+        } else {
+            ask_shard_metrics(shard, ShardId(id)).await
+        };
+        let parts = metrics.into_iter().flat_map(|m| m.partitions);
+        groups.extend(parts.filter_map(|p| p.group));
+    }
+    groups.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+    groups
 }
 
 fn registry_error(e: RegistryError) -> (ErrorCode, String) {

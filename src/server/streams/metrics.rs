@@ -30,6 +30,8 @@ pub struct PartitionMetrics {
     pub messages: u64,
     pub bytes: u64,
     pub consumers: Vec<(String, ConsumerPartitionInfo)>,
+    /// A replicated partition's consensus group, as this node sees it.
+    pub group: Option<crate::api::GroupInfo>,
 }
 
 /// Describes this shard.
@@ -81,6 +83,7 @@ pub async fn snapshot(shard: &Rc<StreamShard>) -> ShardMetrics {
             messages: info.messages,
             bytes: info.bytes,
             consumers: part.consumer_infos().await,
+            group: super::replica::group_info(&part),
         });
     }
     ShardMetrics {
@@ -118,6 +121,7 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         }
     }
     render_streams(&mut out, shards);
+    render_groups(&mut out, shards);
     for (name, pick) in [
         (
             "fsync_duration_seconds",
@@ -149,6 +153,40 @@ pub fn render(shards: &[ShardMetrics]) -> String {
         u8::from(ready)
     );
     out
+}
+
+/// Each replicated partition's group as this node sees it: whether this node leads it, its term,
+/// its commit, and the entries this node holds that are not agreed yet (its lag).
+fn render_groups(out: &mut String, shards: &[ShardMetrics]) {
+    let groups: Vec<&crate::api::GroupInfo> = shards
+        .iter()
+        .flat_map(|s| &s.partitions)
+        .filter_map(|p| p.group.as_ref())
+        .collect();
+    if groups.is_empty() {
+        return;
+    }
+    for (name, pick) in [
+        (
+            "leader",
+            (|g: &crate::api::GroupInfo| u64::from(g.role == "leader"))
+                as fn(&crate::api::GroupInfo) -> u64,
+        ),
+        ("term", |g| g.term),
+        ("commit", |g| g.commit),
+        ("lag", |g| g.last_index.saturating_sub(g.commit)),
+    ] {
+        let _ = writeln!(out, "# TYPE sluice_group_{name} gauge");
+        for g in &groups {
+            let _ = writeln!(
+                out,
+                "sluice_group_{name}{{stream=\"{}\",partition=\"{}\"}} {}",
+                escape(&g.stream),
+                g.partition,
+                pick(g)
+            );
+        }
+    }
 }
 
 fn render_streams(out: &mut String, shards: &[ShardMetrics]) {

@@ -761,25 +761,18 @@ async fn fetch(group: &Group, node: &mut RawNode<Store>, store: &Store) {
     }
 }
 
-/// The groups of the replicated partitions this shard owns, for `sluice cluster info`.
-pub fn groups(shard: &StreamShard) -> Vec<crate::api::GroupInfo> {
-    let mut groups: Vec<crate::api::GroupInfo> = super::owned_partitions(shard)
-        .iter()
-        .filter_map(|part| {
-            let status = part.group()?.status();
-            Some(crate::api::GroupInfo {
-                stream: part.config.name.clone(),
-                partition: part.index,
-                leader: status.leader,
-                role: status.role.to_string(),
-                term: status.term,
-                commit: status.commit,
-                last_index: status.last_index,
-            })
-        })
-        .collect();
-    groups.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
-    groups
+/// A replicated partition's group as this node sees it, for `sluice cluster info` and `/metrics`.
+pub fn group_info(part: &Partition) -> Option<crate::api::GroupInfo> {
+    let status = part.group()?.status();
+    Some(crate::api::GroupInfo {
+        stream: part.config.name.clone(),
+        partition: part.index,
+        leader: status.leader,
+        role: status.role.to_string(),
+        term: status.term,
+        commit: status.commit,
+        last_index: status.last_index,
+    })
 }
 
 /// The shard owning a stream's partition.
