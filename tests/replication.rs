@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{info, node, node_dialing, signal, wait_for_one_leader};
-use common::proxy::Proxy;
+use common::proxy::Links;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
 use sluice::client::{Client, ClientError};
@@ -22,8 +22,8 @@ struct Cluster {
     dirs: [DataDir; 3],
     ports: [Ports; 3],
     nodes: Vec<Option<Broker>>,
-    /// With `start_behind_proxies`: `proxies[i][j]` carries node i's links to node j.
-    proxies: Vec<Vec<Option<Proxy>>>,
+    /// With `proxied`: the proxies every link goes through.
+    links: Option<Links>,
 }
 
 impl Cluster {
@@ -31,40 +31,40 @@ impl Cluster {
         Cluster::start_with(false)
     }
 
-    /// Every link between two nodes goes through a proxy that can cut it.
-    fn start_behind_proxies() -> Cluster {
-        Cluster::start_with(true)
-    }
-
+    /// Three nodes; with `proxied`, every link between two goes through a proxy that can cut it.
     fn start_with(proxied: bool) -> Cluster {
         let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
         let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
-        let proxies = (0..3)
-            .map(|i| {
-                (0..3)
-                    .map(|j| (proxied && i != j).then(|| Proxy::start(&ports[j].cluster)))
-                    .collect()
-            })
-            .collect();
+        let links = proxied.then(|| Links::new(&ports.each_ref().map(|p| p.cluster.as_str())));
         let mut cluster = Cluster {
             dirs,
             ports,
             nodes: Vec::new(),
-            proxies,
+            links,
         };
         cluster.nodes = (0..3).map(|i| Some(cluster.start_node(i))).collect();
         wait_for_one_leader(&cluster.live());
         cluster
     }
 
+    /// Three nodes with a replicated stream (its partition on `shard`), added through node 0;
+    /// the stream's name and the node leading its group.
+    fn with_stream(prefix: &str, shard: u32, proxied: bool) -> (Cluster, String, usize) {
+        let cluster = Cluster::start_with(proxied);
+        let stream = stream_on_shard(prefix, shard);
+        cluster
+            .node(0)
+            .client()
+            .stream_add(&replicated(&stream))
+            .expect("a replicated stream");
+        let leader = wait_for_group_leader(&cluster, &stream);
+        let leader_at = cluster.at(&leader);
+        (cluster, stream, leader_at)
+    }
+
     fn start_node(&self, i: usize) -> Broker {
-        let proxied: Vec<&str> = self.proxies[i]
-            .iter()
-            .flatten()
-            .map(|p| p.addr.as_str())
-            .collect();
-        if !proxied.is_empty() {
-            return node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &proxied);
+        if let Some(links) = &self.links {
+            return node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &links.routes_of(i));
         }
         let all = [&self.ports[0], &self.ports[1], &self.ports[2]];
         node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
@@ -72,18 +72,10 @@ impl Cluster {
 
     /// Cuts (or heals) every link between node `i` and the others.
     fn isolate(&self, i: usize, cut: bool) {
-        for j in (0..3).filter(|&j| j != i) {
-            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
-                .into_iter()
-                .flatten()
-            {
-                if cut {
-                    proxy.cut();
-                } else {
-                    proxy.heal();
-                }
-            }
-        }
+        self.links
+            .as_ref()
+            .expect("links through proxies")
+            .isolate(i, cut);
     }
 
     fn live(&self) -> Vec<&Broker> {
@@ -232,15 +224,8 @@ fn check_log(node: &str, log: &[String], acked: &[String]) {
 
 #[test]
 fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
-    let mut cluster = Cluster::start();
-    let stream = stream_on_shard("orders", 1);
-    cluster
-        .node(0)
-        .client()
-        .stream_add(&replicated(&stream))
-        .expect("a replicated stream");
-    let leader = wait_for_group_leader(&cluster, &stream);
-    let leader_at = cluster.at(&leader);
+    let (mut cluster, stream, leader_at) = Cluster::with_stream("orders", 1, false);
+    let leader = NAMES[leader_at];
     let via = (leader_at + 1) % 3;
 
     // Through a follower, which forwards to the leader.
@@ -306,14 +291,7 @@ fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
 
 #[test]
 fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
-    let cluster = Cluster::start();
-    let stream = stream_on_shard("jobs", 0);
-    cluster
-        .node(1)
-        .client()
-        .stream_add(&replicated(&stream))
-        .expect("a replicated stream");
-    wait_for_group_leader(&cluster, &stream);
+    let (cluster, stream, _) = Cluster::with_stream("jobs", 0, false);
     let lone = cluster.node(0).client();
     let subject = format!("{stream}.x");
     for i in 0..50 {
@@ -360,15 +338,8 @@ fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
 
 #[test]
 fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_are_undone() {
-    let cluster = Cluster::start_behind_proxies();
-    let stream = stream_on_shard("cut", 0);
-    cluster
-        .node(0)
-        .client()
-        .stream_add(&replicated(&stream))
-        .expect("a replicated stream");
-    let leader = wait_for_group_leader(&cluster, &stream);
-    let old = cluster.at(&leader);
+    let (cluster, stream, old) = Cluster::with_stream("cut", 0, true);
+    let leader = NAMES[old];
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     let subject = format!("{stream}.s");
     let isolated = cluster.node(old).client();
@@ -443,15 +414,7 @@ fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_a
 
 #[test]
 fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing() {
-    let mut cluster = Cluster::start();
-    let stream = stream_on_shard("tasks", 0);
-    cluster
-        .node(0)
-        .client()
-        .stream_add(&replicated(&stream))
-        .expect("a replicated stream");
-    let leader = wait_for_group_leader(&cluster, &stream);
-    let leader_at = cluster.at(&leader);
+    let (mut cluster, stream, leader_at) = Cluster::with_stream("tasks", 0, false);
     let via = (leader_at + 1) % 3;
     let publisher = cluster.node(via).client();
     let subject = format!("{stream}.t");
@@ -564,13 +527,8 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
 
 #[test]
 fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
-    let mut cluster = Cluster::start();
-    let stream = stream_on_shard("work", 1);
+    let (mut cluster, stream, _) = Cluster::with_stream("work", 1, false);
     let publisher = cluster.node(1).client();
-    publisher
-        .stream_add(&replicated(&stream))
-        .expect("a replicated stream");
-    wait_for_group_leader(&cluster, &stream);
     let subject = format!("{stream}.w");
     let publish = |range: std::ops::Range<u32>| {
         for i in range {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{info, node_dialing, signal, wait_for_one_leader};
-use common::proxy::Proxy;
+use common::proxy::Links;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, StreamConfig};
 use sluice::client::{Client, ClientError, ClientOptions};
@@ -24,34 +24,18 @@ struct Nodes {
     dirs: [DataDir; 3],
     ports: [Ports; 3],
     live: Vec<Option<Broker>>,
-    /// `proxies[i][j]` carries node i's links to node j.
-    proxies: Vec<Vec<Option<Proxy>>>,
+    /// The proxies every link between two nodes goes through.
+    links: Links,
 }
 
 impl Nodes {
     fn start(&self, i: usize) -> Broker {
-        let routes: Vec<&str> = self.proxies[i]
-            .iter()
-            .flatten()
-            .map(|p| p.addr.as_str())
-            .collect();
-        node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &routes)
-    }
-
-    /// Cuts (or heals) every link between node `i` and the others.
-    fn isolate(&self, i: usize, cut: bool) {
-        for j in (0..3).filter(|&j| j != i) {
-            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
-                .into_iter()
-                .flatten()
-            {
-                if cut {
-                    proxy.cut();
-                } else {
-                    proxy.heal();
-                }
-            }
-        }
+        node_dialing(
+            &self.dirs[i],
+            &self.ports[i],
+            NAMES[i],
+            &self.links.routes_of(i),
+        )
     }
 
     fn live(&self) -> Vec<&Broker> {
@@ -162,18 +146,12 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
     let mut rng = fastrand::Rng::with_seed(seed);
 
     let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
-    let proxies = (0..3)
-        .map(|i| {
-            (0..3)
-                .map(|j| (i != j).then(|| Proxy::start(&ports[j].cluster)))
-                .collect()
-        })
-        .collect();
+    let links = Links::new(&ports.each_ref().map(|p| p.cluster.as_str()));
     let mut nodes = Nodes {
         dirs: [DataDir::new(), DataDir::new(), DataDir::new()],
         ports,
         live: Vec::new(),
-        proxies,
+        links,
     };
     nodes.live = (0..3).map(|i| Some(nodes.start(i))).collect();
     wait_for_one_leader(&nodes.live());
@@ -213,9 +191,9 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
                 format!("kill {} for {hold:?}", NAMES[victim])
             }
             1 => {
-                nodes.isolate(victim, true);
+                nodes.links.isolate(victim, true);
                 std::thread::sleep(hold);
-                nodes.isolate(victim, false);
+                nodes.links.isolate(victim, false);
                 format!("cut {} off for {hold:?}", NAMES[victim])
             }
             2 => {

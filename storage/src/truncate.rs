@@ -467,22 +467,28 @@ async fn cut_log_file(path: &Path, position: u64) -> Result<(), StorageError> {
         Err(e) if position == 0 && is_not_found(&e) => return Ok(()),
         Err(e) => return Err(e),
     };
-    let cut = async {
-        file.truncate(position)
-            .await
-            .map_err(|e| StorageError::glommio("truncate", path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| StorageError::glommio("fdatasync", path, e))
-    }
-    .await;
+    let cut = truncate_durably(&file, position, path).await;
     let _ = file.close().await;
     cut
 }
 
+/// Cuts a file to `length_bytes` and syncs it.
+async fn truncate_durably(
+    file: &DmaFile,
+    length_bytes: u64,
+    path: &Path,
+) -> Result<(), StorageError> {
+    file.truncate(length_bytes)
+        .await
+        .map_err(|e| StorageError::glommio("truncate", path, e))?;
+    file.fdatasync()
+        .await
+        .map_err(|e| StorageError::glommio("fdatasync", path, e))
+}
+
 /// Cuts an index file to `length_bytes` if it is longer, durably. A missing one is rebuilt on open.
 async fn cut_index_file(path: &Path, length_bytes: u64) -> Result<(), StorageError> {
-    let opened = OpenOptions::new().write(true).buffered_open(path).await;
+    let opened = OpenOptions::new().write(true).dma_open(path).await;
     let file = match opened.map_err(|e| StorageError::glommio("open", path, e)) {
         Ok(file) => file,
         Err(e) if is_not_found(&e) => return Ok(()),
@@ -496,12 +502,7 @@ async fn cut_index_file(path: &Path, length_bytes: u64) -> Result<(), StorageErr
         if size_bytes <= length_bytes {
             return Ok(());
         }
-        file.truncate(length_bytes)
-            .await
-            .map_err(|e| StorageError::glommio("truncate", path, e))?;
-        file.fdatasync()
-            .await
-            .map_err(|e| StorageError::glommio("fdatasync", path, e))
+        truncate_durably(&file, length_bytes, path).await
     }
     .await;
     let _ = file.close().await;

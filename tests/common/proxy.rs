@@ -110,3 +110,49 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Both);
     let _ = from.shutdown(Shutdown::Both);
 }
+
+/// Proxies for every link of a cluster of nodes: `proxies[i][j]` carries node i's links to node j,
+/// so that a node can be cut off from the others and joined again.
+pub struct Links {
+    proxies: Vec<Vec<Option<Proxy>>>,
+}
+
+impl Links {
+    /// Proxies to each of the nodes' cluster addresses, from each of the others.
+    pub fn new(cluster_addrs: &[&str]) -> Links {
+        let n = cluster_addrs.len();
+        let proxies = (0..n)
+            .map(|i| {
+                (0..n)
+                    .map(|j| (i != j).then(|| Proxy::start(cluster_addrs[j])))
+                    .collect()
+            })
+            .collect();
+        Links { proxies }
+    }
+
+    /// The routes node `i` dials: its proxies to the others.
+    pub fn routes_of(&self, i: usize) -> Vec<&str> {
+        self.proxies[i]
+            .iter()
+            .flatten()
+            .map(|p| p.addr.as_str())
+            .collect()
+    }
+
+    /// Cuts (or heals) every link between node `i` and the others.
+    pub fn isolate(&self, i: usize, cut: bool) {
+        for j in (0..self.proxies.len()).filter(|&j| j != i) {
+            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
+                .into_iter()
+                .flatten()
+            {
+                if cut {
+                    proxy.cut();
+                } else {
+                    proxy.heal();
+                }
+            }
+        }
+    }
+}

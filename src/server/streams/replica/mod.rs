@@ -354,33 +354,24 @@ impl Group {
                 late("the partition has no leader within reach"),
             );
         }
-        let proposed: Vec<u64> = self
-            .proposed
-            .borrow()
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(&i, _)| i)
-            .collect();
-        for index in proposed {
-            if let Some(waiting) = self.proposed.borrow_mut().remove(&index) {
-                let why =
-                    "the partition's replicas did not agree within 4 s; it may still be stored";
-                self.finish(shard, waiting, late(why));
-            }
+        let proposed: Vec<Waiting> = {
+            let mut map = self.proposed.borrow_mut();
+            let keys = late_keys(map.iter(), now);
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let forwarded: Vec<Waiting> = {
+            let mut map = self.forwarded.borrow_mut();
+            let keys = late_keys(map.iter(), now);
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let unsure = |who: &str| format!("{who} within 4 s; it may still be stored");
+        for waiting in proposed {
+            let why = unsure("the partition's replicas did not agree");
+            self.finish(shard, waiting, late(&why));
         }
-        let forwarded: Vec<u64> = self
-            .forwarded
-            .borrow()
-            .iter()
-            .filter(|(_, w)| w.deadline <= now)
-            .map(|(&i, _)| i)
-            .collect();
-        for id in forwarded {
-            if let Some(waiting) = self.forwarded.borrow_mut().remove(&id) {
-                let why =
-                    "the partition's leader did not answer within 4 s; it may still be stored";
-                self.finish(shard, waiting, late(why));
-            }
+        for waiting in forwarded {
+            let why = unsure("the partition's leader did not answer");
+            self.finish(shard, waiting, late(&why));
         }
     }
 
@@ -408,6 +399,14 @@ impl Group {
             );
         }
     }
+}
+
+/// The keys of the publishes past their deadline.
+fn late_keys<'a>(waiting: impl Iterator<Item = (&'a u64, &'a Waiting)>, now: Instant) -> Vec<u64> {
+    waiting
+        .filter(|(_, w)| w.deadline <= now)
+        .map(|(&k, _)| k)
+        .collect()
 }
 
 /// Starts the group of a replicated partition whose log has just opened. `None` (with the reason
