@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, node, node_dialing, signal, wait_for_one_leader};
+use common::cluster::{info, node, node_dialing, payloads, signal, wait_for_one_leader};
 use common::proxy::Links;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
@@ -151,30 +151,28 @@ fn wait_for_group_leader(cluster: &Cluster, stream: &str) -> String {
 fn read_all(broker: &Broker, stream: &str, want: u64) -> Vec<String> {
     let client = broker.client();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let info = loop {
+    loop {
         let info = client.stream_info(stream).expect("stream info");
         let messages = info.partitions[0].messages;
         if messages >= want {
-            break info;
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "{stream} holds {messages} messages, {want} wanted"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    let part = &info.partitions[0];
-    let Some(last) = part.last_offset else {
-        return Vec::new();
-    };
-    (part.first_offset..=last)
-        .map(|offset| {
-            let message = client
-                .stream_get(stream, 0, offset)
-                .expect("stored message");
-            String::from_utf8(message.payload).expect("UTF-8 payload")
-        })
-        .collect()
+    }
+    payloads(broker, stream)
+}
+
+/// Publishes `PREFIX-NNNN` for each N of `range`, each acknowledged before the next.
+fn publish_numbered(client: &Client, subject: &str, prefix: &str, range: std::ops::Range<u32>) {
+    for i in range {
+        client
+            .publish_durable(subject, format!("{prefix}-{i:04}"))
+            .expect("acked");
+    }
 }
 
 /// Publishes `msg-N` for N from `from` on, one at a time with acks, until `stop` is set; returns
@@ -418,13 +416,7 @@ fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing
     let via = (leader_at + 1) % 3;
     let publisher = cluster.node(via).client();
     let subject = format!("{stream}.t");
-    let publish = |range: std::ops::Range<u32>| {
-        for i in range {
-            publisher
-                .publish_durable(&subject, format!("task-{i:04}"))
-                .expect("acked");
-        }
-    };
+    let publish = |range| publish_numbered(&publisher, &subject, "task", range);
     publish(0..100);
     let consumer_client = cluster.node(via).client();
     let consumer = consumer_client
@@ -530,13 +522,7 @@ fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
     let (mut cluster, stream, _) = Cluster::with_stream("work", 1, false);
     let publisher = cluster.node(1).client();
     let subject = format!("{stream}.w");
-    let publish = |range: std::ops::Range<u32>| {
-        for i in range {
-            publisher
-                .publish_durable(&subject, format!("job-{i:04}"))
-                .expect("acked");
-        }
-    };
+    let publish = |range| publish_numbered(&publisher, &subject, "job", range);
     publish(0..100);
     let config = ConsumerConfig {
         stream: stream.clone(),

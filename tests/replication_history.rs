@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, node_dialing, signal, wait_for_one_leader};
+use common::cluster::{info, node_dialing, payloads, signal, wait_for_one_leader};
 use common::proxy::Links;
 use common::{Broker, DataDir, Ports};
 use sluice::api::{shard_for, StreamConfig};
@@ -83,24 +83,6 @@ fn publisher(id: usize, addrs: Vec<String>, subject: String, stop: Arc<AtomicBoo
         }
     }
     outcome
-}
-
-/// The stream's payloads on `broker`, in offset order.
-fn log_of(broker: &Broker, stream: &str) -> Vec<String> {
-    let client = broker.client();
-    let info = client.stream_info(stream).expect("stream info");
-    let part = &info.partitions[0];
-    let Some(last) = part.last_offset else {
-        return Vec::new();
-    };
-    (part.first_offset..=last)
-        .map(|offset| {
-            let message = client
-                .stream_get(stream, 0, offset)
-                .expect("stored message");
-            String::from_utf8(message.payload).expect("UTF-8")
-        })
-        .collect()
 }
 
 /// Waits until every node's group commit reaches the same entry as its leader's, with a leader
@@ -229,7 +211,7 @@ fn kills_restarts_and_pauses_at_random_lose_no_acknowledged_message() {
     let acked: usize = outcomes.iter().map(|o| o.acked.len()).sum();
     let unknown: u64 = outcomes.iter().map(|o| o.unknown).sum();
     eprintln!("history checker: seed {seed}, {rounds} rounds, {acked} acked, {unknown} unknown");
-    let logs: Vec<Vec<String>> = nodes.live().iter().map(|n| log_of(n, &stream)).collect();
+    let logs: Vec<Vec<String>> = nodes.live().iter().map(|n| payloads(n, &stream)).collect();
     for (i, log) in logs.iter().enumerate() {
         check(NAMES[i], log, &outcomes, seed);
     }

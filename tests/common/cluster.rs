@@ -21,6 +21,24 @@ pub fn node_dialing(dir: &DataDir, ports: &Ports, name: &str, routes: &[&str]) -
     Broker::start_at(&dir.path, ports, &args)
 }
 
+/// The payloads of partition 0 of `stream` on `broker`, in offset order.
+pub fn payloads(broker: &Broker, stream: &str) -> Vec<String> {
+    let client = broker.client();
+    let info = client.stream_info(stream).expect("stream info");
+    let part = &info.partitions[0];
+    let Some(last) = part.last_offset else {
+        return Vec::new();
+    };
+    (part.first_offset..=last)
+        .map(|offset| {
+            let message = client
+                .stream_get(stream, 0, offset)
+                .expect("stored message");
+            String::from_utf8(message.payload).expect("UTF-8 payload")
+        })
+        .collect()
+}
+
 pub fn info(broker: &Broker) -> ClusterInfo {
     broker.client().cluster_info().expect("cluster info")
 }
