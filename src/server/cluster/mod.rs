@@ -791,10 +791,12 @@ async fn run_link(
         if let Err(e) = send(&mut writer, &ClusterFrame::Clients { native, nats }).await {
             return e;
         }
+        // Kept between writes: a fresh megabyte each time would be fresh pages each time.
+        let mut out = Vec::new();
         loop {
             let frames = cluster.take_outbox(peer, LINK_WRITE_BYTES);
             if !frames.is_empty() {
-                let mut out = Vec::with_capacity(frames.iter().map(|f| f.len()).sum());
+                out.clear();
                 for frame in &frames {
                     out.extend_from_slice(frame);
                 }
@@ -856,14 +858,20 @@ async fn send(writer: &mut Half, frame: &ClusterFrame<'_>) -> Result<(), LinkErr
 /// Cuts frames out of what a link reads.
 struct LinkReader {
     half: Half,
+    /// Bytes read; those before `start` are frames already taken.
     buf: Vec<u8>,
+    start: usize,
+    /// Where each read lands, kept between reads.
+    chunk: Box<[u8]>,
 }
 
 impl LinkReader {
     fn new(half: Half) -> LinkReader {
         LinkReader {
             half,
-            buf: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(LINK_READ_BYTES),
+            start: 0,
+            chunk: vec![0u8; LINK_READ_BYTES].into_boxed_slice(),
         }
     }
 
@@ -871,7 +879,7 @@ impl LinkReader {
     async fn next(&mut self, timeout: Duration) -> Result<Received, LinkError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((frame, used)) = ClusterFrame::decode(&self.buf)? {
+            if let Some((frame, used)) = ClusterFrame::decode(&self.buf[self.start..])? {
                 let received = match frame {
                     ClusterFrame::Hello(h) => Received::Hello((&h).into()),
                     ClusterFrame::Welcome(h) => Received::Welcome((&h).into()),
@@ -921,27 +929,23 @@ impl LinkReader {
                         result: result.map_err(|(code, why)| (code, why.to_string())),
                     }),
                 };
-                self.buf.drain(..used);
+                self.start += used;
                 return Ok(received);
             }
+            // What is taken goes before more is read: the rest moves to the front once.
+            self.buf.drain(..self.start);
+            self.start = 0;
             let left = deadline.saturating_duration_since(Instant::now());
-            let have = self.buf.len();
-            self.buf.resize(have + LINK_READ_BYTES, 0);
-            let chunk = &mut self.buf[have..];
+            let chunk = &mut self.chunk[..];
             let read = or(async { Some(self.half.read(chunk).await) }, async {
                 glommio::timer::sleep(left).await;
                 None
             })
             .await;
-            let n = match &read {
-                Some(Ok(n)) => *n,
-                _ => 0,
-            };
-            self.buf.truncate(have + n);
             match read {
                 None => return Err(LinkError::Silent(timeout)),
                 Some(Ok(0)) => return Err(LinkError::Closed),
-                Some(Ok(_)) => {}
+                Some(Ok(n)) => self.buf.extend_from_slice(&self.chunk[..n]),
                 Some(Err(e)) => return Err(e.into()),
             }
         }

@@ -129,6 +129,8 @@ pub struct Group {
     forwarded: RefCell<HashMap<u64, Waiting>>,
     status: RefCell<GroupStatus>,
     stopped: Cell<bool>,
+    /// Where a consensus message is encoded before it is framed, kept between messages.
+    encoded: RefCell<Vec<u8>>,
 }
 
 /// Most consensus messages waiting for a group's driver: past it the oldest go.
@@ -211,18 +213,20 @@ impl Group {
 
     /// Sends consensus messages to their nodes.
     fn send(&self, shard: &StreamShard, messages: Vec<Message>) {
+        let mut encoded = self.encoded.borrow_mut();
         for message in messages {
             let Some(to) = self.name_of(message.to) else {
                 continue;
             };
-            let Ok(bytes) = message.write_to_bytes() else {
+            encoded.clear();
+            if message.write_to_vec(&mut encoded).is_err() {
                 continue;
-            };
-            let mut out = BytesMut::with_capacity(bytes.len() + 64);
+            }
+            let mut out = BytesMut::with_capacity(encoded.len() + 64);
             ClusterFrame::Group {
                 stream: &self.stream,
                 partition: self.partition,
-                message: &bytes,
+                message: &encoded,
             }
             .encode(&mut out);
             shard.cluster_send(to, out.freeze());
@@ -489,6 +493,7 @@ pub async fn start(
             ..GroupStatus::default()
         }),
         stopped: Cell::new(false),
+        encoded: RefCell::new(Vec::new()),
     });
     glommio::spawn_local(drive(shard.clone(), group.clone(), node, store, saved)).detach();
     Ok(group)
