@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{info, node, node_dialing, payloads, signal, wait_for_one_leader};
 use common::proxy::Links;
-use common::{Broker, DataDir, Ports};
+use common::{Broker, DataDir, Ports, ReferenceNats};
 use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
 use sluice::client::{Client, ClientError};
 
@@ -101,6 +101,13 @@ fn stream_on_shard(prefix: &str, shard: u32) -> String {
         .map(|i| format!("{prefix}{i}"))
         .find(|name| shard_for(name, 0, 2) == shard)
         .expect("some name")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 fn replicated(name: &str) -> StreamConfig {
@@ -473,22 +480,20 @@ fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing
     assert_eq!(acked, want, "nothing skipped");
 }
 
-#[test]
-fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_node_dies() {
+/// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
+/// that node) once the client says its first half is done; false if nats-py is not installed.
+fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
     use std::io::{BufRead, BufReader, Write};
     let Ok(python) = std::env::var("SLUICE_PYTHON") else {
         eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return;
+        return false;
     };
-    let mut cluster = Cluster::start();
-    let stream = stream_on_shard("JOBS", 1);
     let script = format!(
         "{}/tests/py/replicated_failover.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let url = format!("nats://{}", cluster.ports[0].nats);
     let mut client = std::process::Command::new(python)
-        .args([script.as_str(), url.as_str(), stream.as_str()])
+        .args([script.as_str(), url, stream])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -496,9 +501,7 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
     let first = lines.next().and_then(Result::ok);
     assert_eq!(first.as_deref(), Some("phase 1"), "the client's first half");
-    // The node the client is connected to dies.
-    cluster.nodes[0].as_mut().expect("n1").kill();
-    cluster.nodes[0] = None;
+    kill();
     writeln!(client.stdin.take().expect("stdin")).expect("tell the client");
     let last = lines.next().and_then(Result::ok);
     assert!(
@@ -506,6 +509,22 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
         "the client failed"
     );
     assert_eq!(last.as_deref(), Some("ok"));
+    true
+}
+
+#[test]
+fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_node_dies() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard("JOBS", 1);
+    let url = format!("nats://{}", cluster.ports[0].nats);
+    let first = cluster.nodes[0].take();
+    let ran = run_failover_client(&url, &stream, || {
+        // The node the client is connected to dies.
+        first.expect("n1").kill();
+    });
+    if !ran {
+        return;
+    }
     let want: Vec<String> = (0..100).map(|i| format!("m-{i:03}")).collect();
     for i in [1, 2] {
         assert_eq!(
@@ -515,6 +534,39 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
             NAMES[i]
         );
     }
+}
+
+/// The same client against three nats-server processes clustered with JetStream: the script
+/// describes NATS's behaviour, not only Sluice's reading of it.
+#[test]
+fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    let routes = routes.join(",");
+    let mut servers: Vec<Option<ReferenceNats>> = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let cluster = format!("nats://127.0.0.1:{port}");
+        let args = [
+            "--cluster_name",
+            "reference",
+            "--server_name",
+            NAMES[i],
+            "--cluster",
+            cluster.as_str(),
+            "--routes",
+            routes.as_str(),
+        ];
+        let Some(server) = ReferenceNats::start_jetstream_with(&args) else {
+            return;
+        };
+        servers.push(Some(server));
+    }
+    let url = format!("nats://{}", servers[0].as_ref().expect("n1").addr);
+    let first = servers[0].take();
+    run_failover_client(&url, "JOBS", || drop(first));
 }
 
 #[test]

@@ -434,6 +434,11 @@ impl ReferenceNats {
         ReferenceNats::launch(true, &[])
     }
 
+    /// As [`ReferenceNats::start_jetstream`], with more arguments (a cluster's, say).
+    pub fn start_jetstream_with(extra: &[&str]) -> Option<ReferenceNats> {
+        ReferenceNats::launch(true, extra)
+    }
+
     /// As [`ReferenceNats::start`], with more arguments (a `-c` configuration file, say).
     pub fn start_with(extra: &[&str]) -> Option<ReferenceNats> {
         ReferenceNats::launch(false, extra)

@@ -32,16 +32,26 @@ async def publish(js, subject: str, i: int, deadline: float) -> None:
 
 async def main(url: str, stream: str) -> None:
     nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2)
-    urls = nc._server_info.get("connect_urls") or []
-    assert len(urls) == 3, nc._server_info
+    # The other nodes are announced (nats-server lists the others; Sluice every node).
+    deadline = time.monotonic() + 20
+    while len(nc._server_info.get("connect_urls") or []) < 2:
+        assert time.monotonic() < deadline, nc._server_info
+        await asyncio.sleep(0.2)
     first = nc.connected_url.netloc
     js = nc.jetstream(timeout=5)
-    info = await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+    while True:
+        try:
+            # A new cluster answers 503 until its meta group has a leader.
+            info = await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the stream could not be added"
+            await asyncio.sleep(0.5)
     assert info.config.num_replicas == 3, info.config
     deadline = time.monotonic() + 30
     for i in range(50):
         await publish(js, f"{stream}.a", i, deadline)
-    psub = await js.pull_subscribe(f"{stream}.a", durable="workers", config=ConsumerConfig(ack_wait=30))
+    psub = await js.pull_subscribe(f"{stream}.a", durable="workers", config=ConsumerConfig(ack_wait=10))
     acked = set()
     for msg in await psub.fetch(20, timeout=5):
         await msg.ack_sync()
