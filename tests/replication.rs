@@ -536,6 +536,82 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
     }
 }
 
+/// Runs `tests/py/connect_urls.py` against the node at `url`, which should announce two nodes,
+/// and calls `third` to start the third, which it should announce next; false if nats-py is not
+/// installed.
+fn run_announce_client<T>(url: &str, third: impl FnOnce() -> T) -> Option<T> {
+    use std::io::{BufRead, BufReader};
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return None;
+    };
+    let script = format!("{}/tests/py/connect_urls.py", env!("CARGO_MANIFEST_DIR"));
+    let mut client = std::process::Command::new(python)
+        .args([script.as_str(), url, "2", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(
+        first.as_deref(),
+        Some("have 2"),
+        "the two nodes up are announced"
+    );
+    let started = third();
+    let last = lines.next().and_then(Result::ok);
+    assert!(
+        client.wait().expect("the client").success(),
+        "the client failed"
+    );
+    assert_eq!(
+        last.as_deref(),
+        Some("ok"),
+        "the third node is announced once it comes"
+    );
+    Some(started)
+}
+
+#[test]
+fn a_nats_client_is_told_of_a_node_that_comes_later() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let all = [&ports[0], &ports[1], &ports[2]];
+    let _first = node(&dirs[0], &ports[0], NAMES[0], &all);
+    let _second = node(&dirs[1], &ports[1], NAMES[1], &all);
+    let url = format!("nats://{}", ports[0].nats);
+    run_announce_client(&url, || node(&dirs[2], &ports[2], NAMES[2], &all));
+}
+
+#[test]
+fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect();
+    let routes = routes.join(",");
+    let start = |i: usize| {
+        let cluster = format!("nats://127.0.0.1:{}", ports[i]);
+        let args = [
+            "--cluster_name",
+            "reference",
+            "--server_name",
+            NAMES[i],
+            "--cluster",
+            cluster.as_str(),
+            "--routes",
+            routes.as_str(),
+        ];
+        ReferenceNats::start_with(&args)
+    };
+    let (Some(first), Some(_second)) = (start(0), start(1)) else {
+        return;
+    };
+    let url = format!("nats://{}", first.addr);
+    run_announce_client(&url, || start(2));
+}
+
 /// The same client against three nats-server processes clustered with JetStream: the script
 /// describes NATS's behaviour, not only Sluice's reading of it.
 #[test]

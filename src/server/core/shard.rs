@@ -38,7 +38,10 @@ pub struct Shard {
     pub handshakes: Cell<usize>,
     /// Where NATS clients reach the nodes of this node's cluster (empty for a single node): told
     /// to NATS clients as `connect_urls`, so that they reconnect to another node.
-    pub connect_urls: RefCell<Vec<String>>,
+    connect_urls: RefCell<Vec<String>>,
+    /// Bumped, and `connect_urls_changed` notified, each time they change.
+    connect_urls_version: Cell<u64>,
+    pub connect_urls_changed: Event,
     /// Open connections of ports that keep no `Client` here (the Kafka port).
     unregistered: Cell<usize>,
     next_conn_id: Cell<u64>,
@@ -57,6 +60,27 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Where NATS clients reach the nodes of this node's cluster.
+    pub fn connect_urls(&self) -> std::cell::Ref<'_, Vec<String>> {
+        self.connect_urls.borrow()
+    }
+
+    /// Which change of `connect_urls` this is (0: none yet).
+    pub fn connect_urls_version(&self) -> u64 {
+        self.connect_urls_version.get()
+    }
+
+    /// Sets where NATS clients reach the cluster's nodes, and tells those waiting if it changed.
+    pub fn set_connect_urls(&self, urls: Vec<String>) {
+        if *self.connect_urls.borrow() == urls {
+            return;
+        }
+        *self.connect_urls.borrow_mut() = urls;
+        self.connect_urls_version
+            .set(self.connect_urls_version.get() + 1);
+        self.connect_urls_changed.notify_all();
+    }
+
     /// A shard with no connections; `peers` has one queue per shard (its own slot unused).
     pub fn new(id: ShardId, config: Arc<ServerConfig>, peers: Vec<Rc<dyn Peer>>) -> Shard {
         Shard {
@@ -71,6 +95,8 @@ impl Shard {
             conns: RefCell::new(HashMap::new()),
             handshakes: Cell::new(0),
             connect_urls: RefCell::new(Vec::new()),
+            connect_urls_version: Cell::new(0),
+            connect_urls_changed: Event::default(),
             unregistered: Cell::new(0),
             next_conn_id: Cell::new(1),
             barriers: RefCell::new(HashMap::new()),

@@ -44,12 +44,41 @@ pub(in crate::server) fn info_line(shard: &SessionShard, conn_id: u64) -> Bytes 
         "auth_required": shard.core.config.users.required(),
         "tls_required": shard.core.config.tls.is_some(),
     });
-    let urls = shard.core.connect_urls.borrow();
+    let urls = shard.core.connect_urls();
     if !urls.is_empty() {
         // The cluster's nodes: a client reconnects to another when this one goes.
         info["connect_urls"] = serde_json::json!(*urls);
     }
     Bytes::from(format!("INFO {info}\r\n"))
+}
+
+/// Sends the client a new INFO each time the cluster's nodes change (one came, or said where its
+/// clients connect), as nats-server does, so that its list of servers to reconnect to stays
+/// current. Runs until the connection closes.
+async fn announce_nodes(shard: Rc<SessionShard>, conn: Rc<Conn>) {
+    use futures_lite::future::or;
+    let mut seen = shard.core.connect_urls_version();
+    loop {
+        let changed = or(
+            async {
+                let core = &shard.core;
+                (core.connect_urls_changed)
+                    .wait_until(|| core.connect_urls_version() != seen)
+                    .await;
+                true
+            },
+            async {
+                conn.client.done.wait().await;
+                false
+            },
+        )
+        .await;
+        if !changed {
+            return;
+        }
+        seen = shard.core.connect_urls_version();
+        conn.client.out.push(&info_line(&shard, conn.client.id));
+    }
 }
 
 /// Unanswered server pings after which a NATS connection is stale (nats-server's default).
@@ -90,6 +119,9 @@ pub(in crate::server) async fn read_loop(
         conn.client.out.push(&info_line(shard, conn.client.id));
     }
     glommio::spawn_local(keepalive(shard.clone(), conn.clone())).detach();
+    if shard.core.config.cluster.is_some() {
+        glommio::spawn_local(announce_nodes(shard.clone(), conn.clone())).detach();
+    }
     let payload_max = shard.core.config.payload_bytes_max as usize;
     let must_authenticate = shard.core.config.users.required();
     let mut buf = BytesMut::new();

@@ -529,7 +529,7 @@ pub async fn share_nats_urls(shard: Rc<StreamShard>, cluster: Rc<crate::server::
     loop {
         let urls = cluster.nats_urls();
         shard.broadcast(|| StreamItem::NatsUrls(urls.clone()));
-        *shard.core.connect_urls.borrow_mut() = urls;
+        shard.core.set_connect_urls(urls);
         let changed = or(
             async {
                 cluster.clients_changed().await;
@@ -683,7 +683,7 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
         StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::FromPeer(item) => replica::receive(shard, item),
         StreamItem::ToPeer { node, frame } => shard.cluster_send(&node, frame),
-        StreamItem::NatsUrls(urls) => *shard.core.connect_urls.borrow_mut() = urls,
+        StreamItem::NatsUrls(urls) => shard.core.set_connect_urls(urls),
         StreamItem::ConsumerJoin {
             call,
             stream,
