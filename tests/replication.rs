@@ -716,6 +716,52 @@ fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
 }
 
 #[test]
+fn a_purge_or_a_deletion_through_any_node_removes_the_same_messages_everywhere() {
+    let (cluster, stream, _) = Cluster::with_stream("purged", 1, false);
+    let subject = format!("{stream}.p");
+    publish_numbered(&cluster.node(0).client(), &subject, "old", 0..30);
+    for i in 0..3 {
+        assert_eq!(read_all(cluster.node(i), &stream, 30).len(), 30);
+    }
+    let at = sluice::api::MessageLocation {
+        name: stream.clone(),
+        partition: 0,
+        offset: 5,
+        last_by_subject: None,
+    };
+    cluster
+        .node(1)
+        .client()
+        .api::<_, serde_json::Value>(sluice::api::STREAM_DELETE_MESSAGE, &at)
+        .expect("deleted");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, name) in NAMES.iter().enumerate() {
+        let client = cluster.node(i).client();
+        while client.stream_get(&stream, 0, 5).is_ok() {
+            assert!(Instant::now() < deadline, "{name} still holds offset 5");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let purge = sluice::api::StreamPurge {
+        name: stream.clone(),
+        filter: None,
+        seq: None,
+        keep: None,
+    };
+    let purged: sluice::api::Purged = cluster
+        .node(2)
+        .client()
+        .api(sluice::api::STREAM_PURGE, &purge)
+        .expect("purged");
+    assert_eq!(purged.purged, 29, "the 29 messages left");
+    publish_numbered(&cluster.node(0).client(), &subject, "new", 0..10);
+    let want: Vec<String> = (0..10).map(|i| format!("new-{i:04}")).collect();
+    for (i, name) in NAMES.iter().enumerate() {
+        assert_eq!(read_all(cluster.node(i), &stream, 10), want, "{name}");
+    }
+}
+
+#[test]
 fn replicas_must_be_one_or_the_cluster_size_and_cannot_change() {
     let cluster = Cluster::start();
     let client = cluster.node(0).client();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use sluice_protocol::jetstream::seq::seq_of;
 use sluice_protocol::op::{ApiReply, Op};
 use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Latch;
@@ -56,7 +57,44 @@ pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -
             return cluster.propose(verb, body).await;
         }
     }
+    if let Some(cluster) = shard.cluster.get() {
+        if let Some(body) = replicated_removal(shard, verb, body).await {
+            return cluster.propose(verb, &body).await;
+        }
+    }
     handle_here(shard, verb, body).await
+}
+
+/// A purge or a message deletion of a replicated stream, made the same on every node: it goes
+/// through the meta group, and a purge of everything becomes a purge below the stream's end as
+/// this node sees it, so that every node removes the same messages. `None` for anything else,
+/// which this node does alone (a purge keeping the newest N of each subject, whose result
+/// depends on what each node holds, stays local).
+async fn replicated_removal(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let stream_of = |name: &str| shard.streams.borrow().config(name);
+    match verb {
+        api::STREAM_DELETE_MESSAGE => {
+            let at: MessageLocation = serde_json::from_slice(body).ok()?;
+            stream_of(&at.name)?.is_replicated().then(|| body.to_vec())
+        }
+        api::STREAM_PURGE => {
+            let mut request: api::StreamPurge = serde_json::from_slice(body).ok()?;
+            let config = stream_of(&request.name)?;
+            if !config.is_replicated() || request.keep.is_some() {
+                return None;
+            }
+            if request.seq.is_none() {
+                let stream = info(shard, &request.name).await.ok()?;
+                let end = stream.partitions.iter().filter_map(|p| {
+                    let last = p.last_offset?;
+                    seq_of(p.partition, last, config.partitions)
+                });
+                request.seq = Some(end.max().unwrap_or(0) + 1);
+            }
+            serde_json::to_vec(&request).ok()
+        }
+        _ => None,
+    }
 }
 
 /// Applies the registry changes the meta group decided, in its order, until the shard stops;
