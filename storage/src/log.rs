@@ -254,6 +254,26 @@ impl PartitionLog {
         bodies: &[Bytes],
         count: impl Fn(usize) -> u32,
     ) -> Result<AppendTicket, StorageError> {
+        self.append_at(bodies, count, None)
+    }
+
+    /// As `append_ordered`, stamped `timestamp_ns` rather than now (never earlier than the log's
+    /// last record): a replica stores a record with the time its leader gave it, so that every
+    /// copy answers a replay by time alike.
+    pub fn append_stamped(
+        &self,
+        bodies: &[Bytes],
+        timestamp_ns: u64,
+    ) -> Result<AppendTicket, StorageError> {
+        self.append_at(bodies, |_| 1, Some(timestamp_ns))
+    }
+
+    fn append_at(
+        &self,
+        bodies: &[Bytes],
+        count: impl Fn(usize) -> u32,
+        stamp_ns: Option<u64>,
+    ) -> Result<AppendTicket, StorageError> {
         let inner = &self.inner;
         let (first, end, epoch) = {
             let mut st = inner.state.borrow_mut();
@@ -281,7 +301,7 @@ impl PartitionLog {
                     epoch: st.epoch,
                 });
             }
-            let timestamp_ns = now_ns().max(st.last_timestamp_ns);
+            let timestamp_ns = stamp_ns.unwrap_or_else(now_ns).max(st.last_timestamp_ns);
             st.last_timestamp_ns = timestamp_ns;
             let total: usize = bodies
                 .iter()

@@ -527,7 +527,11 @@ impl Partition {
         self.queued.set(false);
         let failed = self.failed.borrow().clone();
         let log = self.log.borrow().clone();
-        if log.is_none() && failed.is_none() && !self.removed.get() {
+        let group = self.group.borrow().clone();
+        // A replicated partition's records go through its group alone: while the group starts
+        // (its log already open) nothing may be appended around it.
+        let starting = self.config.is_replicated() && group.is_none();
+        if (log.is_none() || starting) && failed.is_none() && !self.removed.get() {
             return; // Still opening: the opener flushes.
         }
         let items = std::mem::take(&mut *self.pending.borrow_mut());
@@ -551,13 +555,12 @@ impl Partition {
                 }
             }
         };
-        let Some(log) = log else {
+        let Some(log) = log.filter(|_| !starting) else {
             let why = failed.unwrap_or_else(|| "the stream was removed".into());
             fail_all(shard, items, why);
             self.synced_bytes(batch_bytes);
             return;
         };
-        let group = self.group.borrow().clone();
         if let Some(group) = group {
             self.submit_to_group(shard, &log, &group, items);
             return;

@@ -246,10 +246,13 @@ impl Group {
             let mut message = Message::default();
             message.set_msg_type(MessageType::MsgPropose);
             message.from = node.raft.id;
+            // Every copy stores the time the leader took the batch.
+            let stamp = store::stamp(sluice_storage::now_ns());
             message.entries = items
                 .iter()
                 .map(|(q, _)| Entry {
                     data: q.body.clone(),
+                    context: stamp.clone(),
                     ..Entry::default()
                 })
                 .collect();
@@ -526,6 +529,7 @@ async fn read_entries(
                 index,
                 term,
                 data: Bytes::new(),
+                stamp: Bytes::new(),
             });
             continue;
         }
@@ -538,6 +542,7 @@ async fn read_entries(
                 index,
                 term,
                 data: record.body,
+                stamp: store::stamp(record.timestamp_ns),
             }),
             _ => break,
         }
@@ -698,7 +703,8 @@ async fn append(
         store.0.borrow_mut().forget_from(first);
         changed = true;
     }
-    let mut bodies = Vec::new();
+    // Records with the same stamp go in one append, stamped with it.
+    let mut runs: Vec<(Option<u64>, Vec<Bytes>)> = Vec::new();
     let mut cached = Vec::with_capacity(entries.len());
     let mut first_offset = None;
     {
@@ -725,12 +731,17 @@ async fn append(
                 return Err(format!("entry {} is empty", entry.index));
             } else {
                 first_offset.get_or_insert(offset);
-                bodies.push(entry.data.clone());
+                let stamp = store::stamped(&entry.context);
+                match runs.last_mut() {
+                    Some((at, bodies)) if *at == stamp => bodies.push(entry.data.clone()),
+                    _ => runs.push((stamp, vec![entry.data.clone()])),
+                }
             }
             cached.push(Cached {
                 index: entry.index,
                 term: entry.term,
                 data: entry.data,
+                stamp: entry.context,
             });
         }
     }
@@ -738,7 +749,20 @@ async fn append(
         save(group, store, saved).await?;
     }
     if let Some(expected) = first_offset {
-        let at = group.log.append(&bodies).await.map_err(|e| e.to_string())?;
+        let mut tickets = Vec::with_capacity(runs.len());
+        for (stamp, bodies) in &runs {
+            let ticket = match stamp {
+                Some(at) => group.log.append_stamped(bodies, *at),
+                None => group.log.append_ordered(bodies),
+            };
+            tickets.push(ticket.map_err(|e| e.to_string())?);
+        }
+        let mut at = None;
+        for ticket in tickets {
+            let first = ticket.durable().await.map_err(|e| e.to_string())?;
+            at.get_or_insert(first);
+        }
+        let at = at.unwrap_or(expected);
         if at != expected {
             return Err(format!(
                 "records went to offset {at}, where the group expected {expected}"

@@ -29,12 +29,14 @@ pub const FETCH_ENTRIES_MAX: u64 = 4096;
 /// About the bytes one fetch from the log reads.
 pub const FETCH_BYTES_MAX: usize = 1024 * 1024;
 
-/// One entry: its index, term and body (empty for a term's start).
+/// One entry: its index, term and body (empty for a term's start), and the time the leader
+/// stamped it with (its context).
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub index: u64,
     pub term: u64,
     pub data: Bytes,
+    pub stamp: Bytes,
 }
 
 impl Cached {
@@ -43,9 +45,20 @@ impl Cached {
             index: self.index,
             term: self.term,
             data: self.data.clone(),
+            context: self.stamp.clone(),
             ..Entry::default()
         }
     }
+}
+
+/// An entry's context: the time its leader took it, in nanoseconds since the epoch.
+pub fn stamp(timestamp_ns: u64) -> Bytes {
+    Bytes::copy_from_slice(&timestamp_ns.to_le_bytes())
+}
+
+/// The time an entry's context holds, if it holds one.
+pub fn stamped(context: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(context.try_into().ok()?))
 }
 
 /// Entries asked for while not in memory: read them from `low`, then tell the library.
