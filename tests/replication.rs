@@ -583,16 +583,28 @@ fn a_nats_client_is_told_of_a_node_that_comes_later() {
     run_announce_client(&url, || node(&dirs[2], &ports[2], NAMES[2], &all));
 }
 
-#[test]
-fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect();
-    let routes = routes.join(",");
-    let start = |i: usize| {
-        let cluster = format!("nats://127.0.0.1:{}", ports[i]);
+/// Three nats-server processes on loopback routed to each other, started one at a time.
+struct ReferenceCluster {
+    ports: Vec<u16>,
+    routes: String,
+}
+
+impl ReferenceCluster {
+    fn new() -> ReferenceCluster {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        ReferenceCluster {
+            ports,
+            routes: routes.join(","),
+        }
+    }
+
+    /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
+    fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
+        let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
         let args = [
             "--cluster_name",
             "reference",
@@ -601,41 +613,35 @@ fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
             "--cluster",
             cluster.as_str(),
             "--routes",
-            routes.as_str(),
+            self.routes.as_str(),
         ];
-        ReferenceNats::start_with(&args)
-    };
-    let (Some(first), Some(_second)) = (start(0), start(1)) else {
+        if jetstream {
+            ReferenceNats::start_jetstream_with(&args)
+        } else {
+            ReferenceNats::start_with(&args)
+        }
+    }
+}
+
+#[test]
+fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
+    let reference = ReferenceCluster::new();
+    let (Some(first), Some(_second)) = (reference.start(0, false), reference.start(1, false))
+    else {
         return;
     };
     let url = format!("nats://{}", first.addr);
-    run_announce_client(&url, || start(2));
+    run_announce_client(&url, || reference.start(2, false));
 }
 
 /// The same client against three nats-server processes clustered with JetStream: the script
 /// describes NATS's behaviour, not only Sluice's reading of it.
 #[test]
 fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect();
-    let routes = routes.join(",");
+    let reference = ReferenceCluster::new();
     let mut servers: Vec<Option<ReferenceNats>> = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let cluster = format!("nats://127.0.0.1:{port}");
-        let args = [
-            "--cluster_name",
-            "reference",
-            "--server_name",
-            NAMES[i],
-            "--cluster",
-            cluster.as_str(),
-            "--routes",
-            routes.as_str(),
-        ];
-        let Some(server) = ReferenceNats::start_jetstream_with(&args) else {
+    for i in 0..3 {
+        let Some(server) = reference.start(i, true) else {
             return;
         };
         servers.push(Some(server));
