@@ -23,8 +23,11 @@
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;
 
-/// The version of this protocol a node speaks; a node refuses a `Hello` of another version.
-pub const CLUSTER_PROTOCOL_VERSION: u16 = 1;
+/// The version of this protocol a node speaks; a node refuses a `Hello` of another version, so
+/// that nodes of different versions are told why they cannot link rather than cut off at the
+/// first frame one of them does not know. 1: hellos, pings and the meta group; 2: partition
+/// groups, forwarded publishes, client addresses and consumer states.
+pub const CLUSTER_PROTOCOL_VERSION: u16 = 2;
 
 /// Largest frame a node accepts: room for a consensus message with a batch of entries; a larger
 /// length is a corrupt or foreign stream, refused before anything is buffered.
