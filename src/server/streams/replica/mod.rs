@@ -101,10 +101,11 @@ struct Waiting {
     deadline: Instant,
 }
 
-/// What a group shows in `sluice cluster info`.
-#[derive(Debug, Clone, Default)]
+/// What a group shows in `sluice cluster info`, as its driver last saw it (set after every round,
+/// so it holds no name: `leader` is the leader's id, 0 for none).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct GroupStatus {
-    pub leader: Option<String>,
+    pub leader: u64,
     pub role: &'static str,
     pub term: u64,
     pub commit: u64,
@@ -143,7 +144,7 @@ impl Group {
     }
 
     pub fn status(&self) -> GroupStatus {
-        self.status.borrow().clone()
+        *self.status.borrow()
     }
 
     /// A consensus message from a peer.
@@ -614,7 +615,7 @@ async fn drive(
         store.0.borrow_mut().trim(node.raft.raft_log.applied);
         let was_leader = group.is_leader();
         *group.status.borrow_mut() = GroupStatus {
-            leader: group.name_of(node.raft.leader_id).map(str::to_string),
+            leader: node.raft.leader_id,
             role: match node.raft.state {
                 StateRole::Leader => "leader",
                 StateRole::Follower => "follower",
@@ -791,11 +792,12 @@ async fn fetch(group: &Group, node: &mut RawNode<Store>, store: &Store) {
 
 /// A replicated partition's group as this node sees it, for `sluice cluster info` and `/metrics`.
 pub fn group_info(part: &Partition) -> Option<crate::api::GroupInfo> {
-    let status = part.group()?.status();
+    let group = part.group()?;
+    let status = group.status();
     Some(crate::api::GroupInfo {
         stream: part.config.name.clone(),
         partition: part.index,
-        leader: status.leader,
+        leader: group.name_of(status.leader).map(str::to_string),
         role: status.role.to_string(),
         term: status.term,
         commit: status.commit,
