@@ -1,0 +1,292 @@
+//! A group's driver: ticks, steps what arrives, proposes or forwards what is submitted, and
+//! handles what the consensus library has ready, appending its entries to the partition log
+//! (cutting a conflicting tail first) and reading older ones back for followers.
+
+use super::*;
+
+/// Reads entries `[low, high)` back from the log (about `FETCH_BYTES_MAX` of them).
+pub(super) async fn read_entries(
+    log: &PartitionLog,
+    store: &Store,
+    low: u64,
+    high: u64,
+) -> Result<Vec<Cached>, String> {
+    let (from, terms) = {
+        let state = store.0.borrow();
+        (state.terms.end_offset(low - 1), state.terms.clone())
+    };
+    let records = if from < log.durable_offset() {
+        log.read_durable(from, FETCH_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        Vec::new()
+    };
+    let mut records = records.into_iter().peekable();
+    let mut out = Vec::new();
+    for index in low..high {
+        let term = terms.term_of(index);
+        if terms.is_start(index) {
+            out.push(Cached {
+                index,
+                term,
+                data: Bytes::new(),
+                stamp: Bytes::new(),
+            });
+            continue;
+        }
+        let offset = terms.end_offset(index) - 1;
+        while records.peek().is_some_and(|r| r.offset < offset) {
+            records.next();
+        }
+        match records.next() {
+            Some(record) if record.offset == offset => out.push(Cached {
+                index,
+                term,
+                data: record.body,
+                stamp: store::stamp(record.timestamp_ns),
+            }),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Runs a group until it stops: ticks, steps what arrives, proposes or forwards what is
+/// submitted, and handles what the library has ready.
+pub(super) async fn drive(
+    shard: Rc<StreamShard>,
+    group: Rc<Group>,
+    mut node: RawNode<Store>,
+    store: Store,
+    mut saved: Saved,
+) {
+    let mut next_tick = Instant::now() + TICK;
+    let mut commit_saved_at = Instant::now();
+    let mut commit_seen = 0;
+    loop {
+        if group.stopped.get() || shard.core.stopping.is_set() {
+            break;
+        }
+        let until_tick = next_tick.saturating_duration_since(Instant::now());
+        or(
+            or(group.wake.wait(), glommio::timer::sleep(until_tick)),
+            shard.core.stopping.wait(),
+        )
+        .await;
+        loop {
+            let message = group.inbox.borrow_mut().pop_front();
+            let Some(message) = message else { break };
+            let _ = node.step(message);
+        }
+        if Instant::now() >= next_tick {
+            node.tick();
+            next_tick = Instant::now() + TICK;
+            group.expire(&shard);
+        }
+        group.dispatch(&shard, &mut node);
+        // Retention may have removed old segments since.
+        store.0.borrow_mut().first_offset = group.log.first_offset();
+        if let Err(e) = handle_ready(&shard, &group, &mut node, &store, &mut saved).await {
+            tracing::error!(stream = %group.stream, partition = group.partition, error = %e,
+                "a replicated partition's log failed; its group stops");
+            break;
+        }
+        fetch(&group, &mut node, &store).await;
+        if node.has_ready() {
+            // Fetched entries, or what advancing made ready: handled at once, not at the tick.
+            group.wake.notify();
+        }
+        let commit = node.raft.raft_log.committed;
+        if commit != commit_seen {
+            commit_seen = commit;
+            let end = store.0.borrow().terms.end_offset(commit);
+            group.log.set_visible_end(end);
+            if let Some(part) = group.part.upgrade() {
+                part.notify_appended();
+            }
+            if commit_saved_at.elapsed() >= COMMIT_SAVE_INTERVAL {
+                saved.commit = commit;
+                if save(&group, &store, &mut saved).await.is_ok() {
+                    commit_saved_at = Instant::now();
+                }
+            }
+        }
+        group.settle(&shard, &store, commit);
+        store.0.borrow_mut().trim(node.raft.raft_log.applied);
+        let was_leader = group.is_leader();
+        *group.status.borrow_mut() = GroupStatus {
+            leader: node.raft.leader_id,
+            role: match node.raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate | StateRole::PreCandidate => "candidate",
+            },
+            term: node.raft.term,
+            commit,
+            last_index: store.0.borrow().last_index,
+        };
+        if group.is_leader() && !was_leader {
+            if let Some(part) = group.part.upgrade() {
+                part.refresh_checks();
+            }
+        }
+    }
+    group.stopped.set(true);
+    group.refuse_all(&shard, "the partition's group stopped");
+}
+
+/// Handles one `Ready`: sends what may go at once, appends the new entries to the log and makes
+/// the vote durable, then sends what had to wait for that, and advances.
+async fn handle_ready(
+    shard: &Rc<StreamShard>,
+    group: &Group,
+    node: &mut RawNode<Store>,
+    store: &Store,
+    saved: &mut Saved,
+) -> Result<(), String> {
+    if !node.has_ready() {
+        return Ok(());
+    }
+    let mut ready = node.ready();
+    group.send(shard, ready.take_messages());
+    if !ready.snapshot().is_empty() {
+        return Err("a snapshot arrived, and snapshots are not supported".into());
+    }
+    let _ = ready.take_committed_entries();
+    append(group, store, saved, ready.take_entries()).await?;
+    if let Some(hard) = ready.hs() {
+        store.0.borrow_mut().hard = hard.clone();
+        if hard.term != saved.term || hard.vote != saved.vote {
+            saved.term = hard.term;
+            saved.vote = hard.vote;
+            saved.commit = hard.commit;
+            save(group, store, saved).await?;
+        }
+    }
+    group.send(shard, ready.take_persisted_messages());
+    let mut light = node.advance(ready);
+    group.send(shard, light.take_messages());
+    let _ = light.take_committed_entries();
+    node.advance_apply();
+    Ok(())
+}
+
+/// Writes the group's state file durably, with the term table as it is now.
+async fn save(group: &Group, store: &Store, saved: &mut Saved) -> Result<(), String> {
+    saved.terms = store.0.borrow().terms.clone();
+    store::save(&group.dir, saved.clone()).await
+}
+
+/// Appends entries to the log, cutting a conflicting tail first; a changed term table is made
+/// durable before the records it describes are written.
+async fn append(
+    group: &Group,
+    store: &Store,
+    saved: &mut Saved,
+    entries: Vec<Entry>,
+) -> Result<(), String> {
+    let Some(first) = entries.first().map(|e| e.index) else {
+        return Ok(());
+    };
+    let mut changed = false;
+    let cut = {
+        let state = store.0.borrow();
+        (first <= state.last_index).then(|| state.terms.end_offset(first - 1))
+    };
+    if let Some(offset) = cut {
+        tracing::info!(stream = %group.stream, partition = group.partition, from_entry = first,
+            from_offset = offset, "cutting a conflicting tail: entries not agreed on");
+        group
+            .log
+            .truncate_from(offset)
+            .await
+            .map_err(|e| e.to_string())?;
+        store.0.borrow_mut().forget_from(first);
+        changed = true;
+    }
+    // Records with the same stamp go in one append, stamped with it.
+    let mut runs: Vec<(Option<u64>, Vec<Bytes>)> = Vec::new();
+    let mut cached = Vec::with_capacity(entries.len());
+    let mut first_offset = None;
+    {
+        let mut state = store.0.borrow_mut();
+        for entry in entries {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                return Err(format!("entry {} is a membership change", entry.index));
+            }
+            let offset = state.terms.end_offset(entry.index - 1);
+            if entry.term != state.terms.last_term() {
+                if !entry.data.is_empty() {
+                    return Err(format!(
+                        "entry {} starts a term and carries data",
+                        entry.index
+                    ));
+                }
+                state.terms.push(TermStart {
+                    term: entry.term,
+                    index: entry.index,
+                    offset,
+                });
+                changed = true;
+            } else if entry.data.is_empty() {
+                return Err(format!("entry {} is empty", entry.index));
+            } else {
+                first_offset.get_or_insert(offset);
+                let stamp = store::stamped(&entry.context);
+                match runs.last_mut() {
+                    Some((at, bodies)) if *at == stamp => bodies.push(entry.data.clone()),
+                    _ => runs.push((stamp, vec![entry.data.clone()])),
+                }
+            }
+            cached.push(Cached {
+                index: entry.index,
+                term: entry.term,
+                data: entry.data,
+                stamp: entry.context,
+            });
+        }
+    }
+    if changed {
+        save(group, store, saved).await?;
+    }
+    if let Some(expected) = first_offset {
+        let mut tickets = Vec::with_capacity(runs.len());
+        for (stamp, bodies) in &runs {
+            let ticket = match stamp {
+                Some(at) => group.log.append_stamped(bodies, *at),
+                None => group.log.append_ordered(bodies),
+            };
+            tickets.push(ticket.map_err(|e| e.to_string())?);
+        }
+        let mut at = None;
+        for ticket in tickets {
+            let first = ticket.durable().await.map_err(|e| e.to_string())?;
+            at.get_or_insert(first);
+        }
+        let at = at.unwrap_or(expected);
+        if at != expected {
+            return Err(format!(
+                "records went to offset {at}, where the group expected {expected}"
+            ));
+        }
+    }
+    store.0.borrow_mut().remember(cached);
+    Ok(())
+}
+
+/// Reads back from the log the entries the library asked for and could not have at once.
+async fn fetch(group: &Group, node: &mut RawNode<Store>, store: &Store) {
+    let fetches = std::mem::take(&mut store.0.borrow_mut().fetches);
+    for request in fetches {
+        match read_entries(&group.log, store, request.low, request.high).await {
+            Ok(entries) if !entries.is_empty() => {
+                store.0.borrow_mut().fetched = entries;
+                node.on_entries_fetched(request.context);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(stream = %group.stream, partition = group.partition,
+                error = %e, "reading entries back for a follower failed"),
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! What a group sends and receives through the cluster links: shard 0 hands what the links bring
+//! to the shard owning the partition, which steps consensus messages, takes forwarded publishes
+//! and their answers, and keeps consumer states other nodes sent.
+
+use super::*;
+
+/// The shard owning a stream's partition.
+fn owner(shard: &StreamShard, stream: &str, partition: u32) -> ShardId {
+    ShardId(shard_for(stream, partition, shard.core.shards as u32))
+}
+
+/// On shard 0: hands what the links bring for the partitions' groups to the shards owning them,
+/// until the shard stops.
+pub async fn route_from_links(shard: Rc<StreamShard>, cluster: Rc<Cluster>) {
+    loop {
+        let next = or(async { Some(cluster.next_group_item().await) }, async {
+            shard.core.stopping.wait().await;
+            None
+        })
+        .await;
+        let Some(item) = next else { return };
+        let to = match &item {
+            GroupIn::Group {
+                stream, partition, ..
+            }
+            | GroupIn::Forward {
+                stream, partition, ..
+            }
+            | GroupIn::Consumer {
+                stream, partition, ..
+            } => owner(&shard, stream, *partition),
+            GroupIn::Forwarded { id, .. } => ShardId((id >> FORWARD_SHARD_SHIFT) as u32),
+        };
+        if to == shard.core.id {
+            receive(&shard, item);
+            crate::server::streams::flush_appends(&shard);
+        } else {
+            shard.push_to(to, StreamItem::FromPeer(item));
+        }
+    }
+}
+
+/// Where a forward id keeps the shard that forwarded it.
+pub const FORWARD_SHARD_SHIFT: u32 = 48;
+
+/// On the shard owning the partition: a frame for one of its groups.
+pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
+    match item {
+        GroupIn::Group {
+            stream,
+            partition,
+            message,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
+            let Some(part) = part else {
+                return; // A stream this node does not know (yet): the sender retries.
+            };
+            match Message::parse_from_bytes(&message) {
+                Ok(message) => match part.group() {
+                    Some(group) => group.step(message),
+                    None => part.open(), // Its group starts with the log; the sender retries.
+                },
+                Err(e) => tracing::warn!(%stream, partition, error = %e,
+                    "unreadable consensus message"),
+            }
+        }
+        GroupIn::Forward {
+            from,
+            stream,
+            partition,
+            id,
+            count,
+            body,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
+            let Some(part) = part else {
+                let reply = forwarded_frame(
+                    id,
+                    Err((ErrorCode::NotFound.as_u16(), &format!("no stream {stream}"))),
+                );
+                shard.cluster_send(&from, reply);
+                return;
+            };
+            part.enqueue_span(shard, body, count, Some(Done::Peer { node: from, id }));
+        }
+        GroupIn::Forwarded { id, result } => {
+            if let Some(group) = shard.take_forward(id) {
+                group.forward_answered(shard, id, result);
+            }
+        }
+        GroupIn::Consumer {
+            stream,
+            partition,
+            consumer,
+            state,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
+            if let Some(part) = part {
+                part.keep_shipped_state(consumer, state);
+            }
+        }
+    }
+}
+
+/// Sends a consumer's state (or its deletion, with `state` empty) to the other nodes holding a
+/// copy of the partition: a client that reconnects to one of them finds the consumer there,
+/// where it left it.
+pub fn ship_consumer_state(
+    shard: &StreamShard,
+    config: &StreamConfig,
+    partition: u32,
+    consumer: &str,
+    state: &[u8],
+) {
+    let Some(me) = shard.core.config.cluster.as_ref().map(|c| c.name.as_str()) else {
+        return;
+    };
+    let mut out = BytesMut::with_capacity(state.len() + 64);
+    ClusterFrame::Consumer {
+        stream: &config.name,
+        partition,
+        consumer,
+        state,
+    }
+    .encode(&mut out);
+    let frame = out.freeze();
+    for node in config.placement.iter().filter(|n| n.as_str() != me) {
+        shard.cluster_send(node, frame.clone());
+    }
+}
+
+/// The frame answering the forwarded publish `id`.
+pub fn forwarded_frame(id: u64, result: Result<u64, (u16, &str)>) -> Bytes {
+    let mut out = BytesMut::with_capacity(64);
+    ClusterFrame::Forwarded { id, result }.encode(&mut out);
+    out.freeze()
+}
