@@ -9,169 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{info, node, node_dialing, payloads, signal, wait_for_one_leader};
-use common::proxy::Links;
-use common::{Broker, DataDir, Ports, ReferenceNats};
-use sluice::api::{shard_for, ConsumerConfig, DeliverPolicy, GroupInfo, StreamConfig};
+use common::cluster::signal;
+use common::replicated::{
+    read_all, replicated, stream_on_shard, wait_for_group_leader, Cluster, NAMES,
+};
+use common::Broker;
+use sluice::api::{ConsumerConfig, DeliverPolicy, StreamConfig};
 use sluice::client::{Client, ClientError};
-
-const NAMES: [&str; 3] = ["n1", "n2", "n3"];
-
-/// Three nodes listing each other, with an agreed meta leader.
-struct Cluster {
-    dirs: [DataDir; 3],
-    ports: [Ports; 3],
-    nodes: Vec<Option<Broker>>,
-    /// With `proxied`: the proxies every link goes through.
-    links: Option<Links>,
-}
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster::start_with(false)
-    }
-
-    /// Three nodes; with `proxied`, every link between two goes through a proxy that can cut it.
-    fn start_with(proxied: bool) -> Cluster {
-        let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
-        let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
-        let links = proxied.then(|| Links::new(&ports.each_ref().map(|p| p.cluster.as_str())));
-        let mut cluster = Cluster {
-            dirs,
-            ports,
-            nodes: Vec::new(),
-            links,
-        };
-        cluster.nodes = (0..3).map(|i| Some(cluster.start_node(i))).collect();
-        wait_for_one_leader(&cluster.live());
-        cluster
-    }
-
-    /// Three nodes with a replicated stream (its partition on `shard`), added through node 0;
-    /// the stream's name and the node leading its group.
-    fn with_stream(prefix: &str, shard: u32, proxied: bool) -> (Cluster, String, usize) {
-        let cluster = Cluster::start_with(proxied);
-        let stream = stream_on_shard(prefix, shard);
-        cluster
-            .node(0)
-            .client()
-            .stream_add(&replicated(&stream))
-            .expect("a replicated stream");
-        let leader = wait_for_group_leader(&cluster, &stream);
-        let leader_at = cluster.at(&leader);
-        (cluster, stream, leader_at)
-    }
-
-    fn start_node(&self, i: usize) -> Broker {
-        if let Some(links) = &self.links {
-            return node_dialing(&self.dirs[i], &self.ports[i], NAMES[i], &links.routes_of(i));
-        }
-        let all = [&self.ports[0], &self.ports[1], &self.ports[2]];
-        node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
-    }
-
-    /// Cuts (or heals) every link between node `i` and the others.
-    fn isolate(&self, i: usize, cut: bool) {
-        self.links
-            .as_ref()
-            .expect("links through proxies")
-            .isolate(i, cut);
-    }
-
-    fn live(&self) -> Vec<&Broker> {
-        self.nodes.iter().flatten().collect()
-    }
-
-    fn at(&self, name: &str) -> usize {
-        NAMES
-            .iter()
-            .position(|n| *n == name)
-            .expect("a node's name")
-    }
-
-    fn node(&self, i: usize) -> &Broker {
-        self.nodes[i].as_ref().expect("a live node")
-    }
-}
-
-/// A stream name whose only partition is owned by `shard` on a node of two shards: shard 1 has
-/// its group's messages pass between shard 0 (which keeps the links) and itself.
-fn stream_on_shard(prefix: &str, shard: u32) -> String {
-    (0..)
-        .map(|i| format!("{prefix}{i}"))
-        .find(|name| shard_for(name, 0, 2) == shard)
-        .expect("some name")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn replicated(name: &str) -> StreamConfig {
-    StreamConfig {
-        replicas: 3,
-        ..StreamConfig::new(name, vec![format!("{name}.>")])
-    }
-}
-
-/// The group of the stream's partition 0 as `broker` sees it.
-fn group(broker: &Broker, stream: &str) -> Option<GroupInfo> {
-    info(broker)
-        .groups
-        .into_iter()
-        .find(|g| g.stream == stream && g.partition == 0)
-}
-
-/// Waits until every live node names the same leader of the stream's group, which sees itself
-/// leading; returns the leader's name.
-fn wait_for_group_leader(cluster: &Cluster, stream: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let groups: Vec<Option<GroupInfo>> =
-            cluster.live().iter().map(|n| group(n, stream)).collect();
-        let leaders: HashSet<Option<String>> = groups
-            .iter()
-            .map(|g| g.as_ref().and_then(|g| g.leader.clone()))
-            .collect();
-        if let [Some(leader)] = &leaders.into_iter().collect::<Vec<_>>()[..] {
-            let leading = groups
-                .iter()
-                .flatten()
-                .any(|g| g.role == "leader" && g.leader.as_deref() == Some(leader.as_str()));
-            if leading {
-                return leader.clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no agreed group leader: {groups:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Every payload of the stream's partition 0 on `broker`, in offset order, once it holds at
-/// least `want` messages.
-fn read_all(broker: &Broker, stream: &str, want: u64) -> Vec<String> {
-    let client = broker.client();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = client.stream_info(stream).expect("stream info");
-        let messages = info.partitions[0].messages;
-        if messages >= want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{stream} holds {messages} messages, {want} wanted"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    payloads(broker, stream)
-}
 
 /// Publishes `PREFIX-NNNN` for each N of `range`, each acknowledged before the next.
 fn publish_numbered(client: &Client, subject: &str, prefix: &str, range: std::ops::Range<u32>) {
@@ -269,9 +113,7 @@ fn no_acknowledged_message_is_lost_when_the_leader_is_killed() {
         acked.len()
     );
 
-    let logs: Vec<Vec<String>> = (0..3)
-        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
-        .collect();
+    let logs = cluster.logs(&stream, acked.len() as u64);
     for (i, log) in logs.iter().enumerate() {
         check_log(NAMES[i], log, &acked);
     }
@@ -324,9 +166,7 @@ fn a_node_without_a_majority_acknowledges_nothing_and_catches_up_after() {
             .expect("acked once healed");
         acked.push(payload);
     }
-    let logs: Vec<Vec<String>> = (0..3)
-        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
-        .collect();
+    let logs = cluster.logs(&stream, acked.len() as u64);
     for (i, log) in logs.iter().enumerate() {
         // "alone" may or may not have been agreed after the nodes came back; either way it is
         // in every log or in none.
@@ -400,9 +240,7 @@ fn a_leader_cut_off_from_the_others_acknowledges_nothing_and_its_extra_entries_a
             .expect("acked once healed");
         acked.push(payload);
     }
-    let logs: Vec<Vec<String>> = (0..3)
-        .map(|i| read_all(cluster.node(i), &stream, acked.len() as u64))
-        .collect();
+    let logs = cluster.logs(&stream, acked.len() as u64);
     for (i, log) in logs.iter().enumerate() {
         assert_eq!(
             log, &acked,
@@ -478,177 +316,6 @@ fn a_consumer_on_a_surviving_node_goes_on_after_the_leader_dies_skipping_nothing
     assert_eq!(seen_again, unacked, "every unacked message came again");
     let want: HashSet<String> = (0..200).map(|i| format!("task-{i:04}")).collect();
     assert_eq!(acked, want, "nothing skipped");
-}
-
-/// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
-/// that node) once the client says its first half is done; false if nats-py is not installed.
-fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
-    use std::io::{BufRead, BufReader, Write};
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return false;
-    };
-    let script = format!(
-        "{}/tests/py/replicated_failover.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut client = std::process::Command::new(python)
-        .args([script.as_str(), url, stream])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok);
-    assert_eq!(first.as_deref(), Some("phase 1"), "the client's first half");
-    kill();
-    writeln!(client.stdin.take().expect("stdin")).expect("tell the client");
-    let last = lines.next().and_then(Result::ok);
-    assert!(
-        client.wait().expect("the client").success(),
-        "the client failed"
-    );
-    assert_eq!(last.as_deref(), Some("ok"));
-    true
-}
-
-#[test]
-fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_node_dies() {
-    let mut cluster = Cluster::start();
-    let stream = stream_on_shard("JOBS", 1);
-    let url = format!("nats://{}", cluster.ports[0].nats);
-    let first = cluster.nodes[0].take();
-    let ran = run_failover_client(&url, &stream, || {
-        // The node the client is connected to dies.
-        first.expect("n1").kill();
-    });
-    if !ran {
-        return;
-    }
-    let want: Vec<String> = (0..100).map(|i| format!("m-{i:03}")).collect();
-    for i in [1, 2] {
-        assert_eq!(
-            read_all(cluster.node(i), &stream, 100),
-            want,
-            "{}",
-            NAMES[i]
-        );
-    }
-}
-
-/// Runs `tests/py/connect_urls.py` against the node at `url`, which should announce two nodes,
-/// and calls `third` to start the third, which it should announce next; false if nats-py is not
-/// installed.
-fn run_announce_client<T>(url: &str, third: impl FnOnce() -> T) -> Option<T> {
-    use std::io::{BufRead, BufReader};
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return None;
-    };
-    let script = format!("{}/tests/py/connect_urls.py", env!("CARGO_MANIFEST_DIR"));
-    let mut client = std::process::Command::new(python)
-        .args([script.as_str(), url, "2", "3"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok);
-    assert_eq!(
-        first.as_deref(),
-        Some("have 2"),
-        "the two nodes up are announced"
-    );
-    let started = third();
-    let last = lines.next().and_then(Result::ok);
-    assert!(
-        client.wait().expect("the client").success(),
-        "the client failed"
-    );
-    assert_eq!(
-        last.as_deref(),
-        Some("ok"),
-        "the third node is announced once it comes"
-    );
-    Some(started)
-}
-
-#[test]
-fn a_nats_client_is_told_of_a_node_that_comes_later() {
-    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
-    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
-    let all = [&ports[0], &ports[1], &ports[2]];
-    let _first = node(&dirs[0], &ports[0], NAMES[0], &all);
-    let _second = node(&dirs[1], &ports[1], NAMES[1], &all);
-    let url = format!("nats://{}", ports[0].nats);
-    run_announce_client(&url, || node(&dirs[2], &ports[2], NAMES[2], &all));
-}
-
-/// Three nats-server processes on loopback routed to each other, started one at a time.
-struct ReferenceCluster {
-    ports: Vec<u16>,
-    routes: String,
-}
-
-impl ReferenceCluster {
-    fn new() -> ReferenceCluster {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
-        ReferenceCluster {
-            ports,
-            routes: routes.join(","),
-        }
-    }
-
-    /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
-    fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
-        let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
-        let args = [
-            "--cluster_name",
-            "reference",
-            "--server_name",
-            NAMES[i],
-            "--cluster",
-            cluster.as_str(),
-            "--routes",
-            self.routes.as_str(),
-        ];
-        if jetstream {
-            ReferenceNats::start_jetstream_with(&args)
-        } else {
-            ReferenceNats::start_with(&args)
-        }
-    }
-}
-
-#[test]
-fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
-    let reference = ReferenceCluster::new();
-    let (Some(first), Some(_second)) = (reference.start(0, false), reference.start(1, false))
-    else {
-        return;
-    };
-    let url = format!("nats://{}", first.addr);
-    run_announce_client(&url, || reference.start(2, false));
-}
-
-/// The same client against three nats-server processes clustered with JetStream: the script
-/// describes NATS's behaviour, not only Sluice's reading of it.
-#[test]
-fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
-    let reference = ReferenceCluster::new();
-    let mut servers: Vec<Option<ReferenceNats>> = Vec::new();
-    for i in 0..3 {
-        let Some(server) = reference.start(i, true) else {
-            return;
-        };
-        servers.push(Some(server));
-    }
-    let url = format!("nats://{}", servers[0].as_ref().expect("n1").addr);
-    let first = servers[0].take();
-    run_failover_client(&url, "JOBS", || drop(first));
 }
 
 #[test]

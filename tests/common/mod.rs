@@ -16,6 +16,7 @@ use sluice_protocol::{ArchivedOp, Frame, FrameEncoder};
 
 pub mod cluster;
 pub mod proxy;
+pub mod replicated;
 
 /// How long a test waits for anything before it fails rather than hangs.
 pub const PATIENCE: Duration = Duration::from_secs(20);

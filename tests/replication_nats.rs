@@ -1,0 +1,180 @@
+//! NATS clients no one here wrote (nats-py) against a three-node cluster: they learn the other
+//! nodes from INFO `connect_urls`, are told of a node that comes later, and publish and consume on
+//! through another node when theirs dies; the same scripts run against a nats-server cluster.
+
+mod common;
+
+use common::cluster::node;
+use common::replicated::{free_port, read_all, stream_on_shard, Cluster, NAMES};
+use common::{DataDir, Ports, ReferenceNats};
+
+/// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
+/// that node) once the client says its first half is done; false if nats-py is not installed.
+fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return false;
+    };
+    let script = format!(
+        "{}/tests/py/replicated_failover.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut client = std::process::Command::new(python)
+        .args([script.as_str(), url, stream])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(first.as_deref(), Some("phase 1"), "the client's first half");
+    kill();
+    writeln!(client.stdin.take().expect("stdin")).expect("tell the client");
+    let last = lines.next().and_then(Result::ok);
+    assert!(
+        client.wait().expect("the client").success(),
+        "the client failed"
+    );
+    assert_eq!(last.as_deref(), Some("ok"));
+    true
+}
+
+#[test]
+fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_node_dies() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard("JOBS", 1);
+    let url = format!("nats://{}", cluster.ports[0].nats);
+    let first = cluster.nodes[0].take();
+    let ran = run_failover_client(&url, &stream, || {
+        // The node the client is connected to dies.
+        first.expect("n1").kill();
+    });
+    if !ran {
+        return;
+    }
+    let want: Vec<String> = (0..100).map(|i| format!("m-{i:03}")).collect();
+    for i in [1, 2] {
+        assert_eq!(
+            read_all(cluster.node(i), &stream, 100),
+            want,
+            "{}",
+            NAMES[i]
+        );
+    }
+}
+
+/// Runs `tests/py/connect_urls.py` against the node at `url`, which should announce two nodes,
+/// and calls `third` to start the third, which it should announce next; false if nats-py is not
+/// installed.
+fn run_announce_client<T>(url: &str, third: impl FnOnce() -> T) -> Option<T> {
+    use std::io::{BufRead, BufReader};
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return None;
+    };
+    let script = format!("{}/tests/py/connect_urls.py", env!("CARGO_MANIFEST_DIR"));
+    let mut client = std::process::Command::new(python)
+        .args([script.as_str(), url, "2", "3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let first = lines.next().and_then(Result::ok);
+    assert_eq!(
+        first.as_deref(),
+        Some("have 2"),
+        "the two nodes up are announced"
+    );
+    let started = third();
+    let last = lines.next().and_then(Result::ok);
+    assert!(
+        client.wait().expect("the client").success(),
+        "the client failed"
+    );
+    assert_eq!(
+        last.as_deref(),
+        Some("ok"),
+        "the third node is announced once it comes"
+    );
+    Some(started)
+}
+
+#[test]
+fn a_nats_client_is_told_of_a_node_that_comes_later() {
+    let dirs = [DataDir::new(), DataDir::new(), DataDir::new()];
+    let ports = [Ports::fixed(), Ports::fixed(), Ports::fixed()];
+    let all = [&ports[0], &ports[1], &ports[2]];
+    let _first = node(&dirs[0], &ports[0], NAMES[0], &all);
+    let _second = node(&dirs[1], &ports[1], NAMES[1], &all);
+    let url = format!("nats://{}", ports[0].nats);
+    run_announce_client(&url, || node(&dirs[2], &ports[2], NAMES[2], &all));
+}
+
+/// Three nats-server processes on loopback routed to each other, started one at a time.
+struct ReferenceCluster {
+    ports: Vec<u16>,
+    routes: String,
+}
+
+impl ReferenceCluster {
+    fn new() -> ReferenceCluster {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        ReferenceCluster {
+            ports,
+            routes: routes.join(","),
+        }
+    }
+
+    /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
+    fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
+        let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
+        let args = [
+            "--cluster_name",
+            "reference",
+            "--server_name",
+            NAMES[i],
+            "--cluster",
+            cluster.as_str(),
+            "--routes",
+            self.routes.as_str(),
+        ];
+        if jetstream {
+            ReferenceNats::start_jetstream_with(&args)
+        } else {
+            ReferenceNats::start_with(&args)
+        }
+    }
+}
+
+#[test]
+fn a_nats_server_cluster_tells_its_clients_of_a_node_that_comes_later_too() {
+    let reference = ReferenceCluster::new();
+    let (Some(first), Some(_second)) = (reference.start(0, false), reference.start(1, false))
+    else {
+        return;
+    };
+    let url = format!("nats://{}", first.addr);
+    run_announce_client(&url, || reference.start(2, false));
+}
+
+/// The same client against three nats-server processes clustered with JetStream: the script
+/// describes NATS's behaviour, not only Sluice's reading of it.
+#[test]
+fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
+    let reference = ReferenceCluster::new();
+    let mut servers: Vec<Option<ReferenceNats>> = Vec::new();
+    for i in 0..3 {
+        let Some(server) = reference.start(i, true) else {
+            return;
+        };
+        servers.push(Some(server));
+    }
+    let url = format!("nats://{}", servers[0].as_ref().expect("n1").addr);
+    let first = servers[0].take();
+    run_failover_client(&url, "JOBS", || drop(first));
+}
