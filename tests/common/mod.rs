@@ -83,9 +83,16 @@ impl Ports {
             .unwrap_or(32768);
         let low = FIXED_PORT_LOW.min(ephemeral_low / 2);
         let mut held = Vec::new();
+        // Tests of one binary run at once: a port handed to one is never handed to another,
+        // even while its broker has not bound it yet.
+        let mut given = GIVEN_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         while held.len() < 5 {
             let port = fastrand::u16(low..ephemeral_low);
+            if given.contains(&port) {
+                continue;
+            }
             if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                given.insert(port);
                 held.push(listener);
             }
         }
@@ -99,6 +106,10 @@ impl Ports {
         }
     }
 }
+
+/// The ports `Ports::fixed` has handed out in this test binary.
+static GIVEN_PORTS: Mutex<std::collections::BTreeSet<u16>> =
+    Mutex::new(std::collections::BTreeSet::new());
 
 /// Lowest port `Ports::fixed` picks: above the well-known and commonly configured ports.
 const FIXED_PORT_LOW: u16 = 20_000;
