@@ -477,3 +477,111 @@ fn a_single_node_refuses_replicas() {
         .expect_err("no cluster to replicate in");
     assert!(refused.to_string().contains("cluster"), "{refused}");
 }
+
+#[test]
+fn a_node_behind_the_leaders_oldest_segment_restarts_its_log_where_the_leaders_starts() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard("trimmed", 0);
+    // 1 MiB segments, of which retention keeps 4 to 5.
+    let config = StreamConfig {
+        max_bytes: Some(4 * 1024 * 1024),
+        ..replicated(&stream)
+    };
+    cluster
+        .node(0)
+        .client()
+        .stream_add(&config)
+        .expect("stream");
+    let leader_at = cluster.at(&wait_for_group_leader(&cluster, &stream));
+    let behind = (leader_at + 1) % 3;
+    let client = cluster.node(leader_at).client();
+    let subject = format!("{stream}.x");
+    let pad = ".".repeat(16 * 1024);
+    let publish = |range: std::ops::Range<u64>| {
+        for i in range {
+            client
+                .publish_durable(&subject, format!("m-{i:04}{pad}"))
+                .expect("acked");
+        }
+    };
+    publish(0..10);
+    read_all(cluster.node(behind), &stream, 10);
+
+    // 8 MiB while one follower is down: the other two drop the oldest segments, and with them
+    // every entry it lacks.
+    cluster.nodes[behind] = None;
+    publish(10..522);
+    let leader_first = || client.stream_info(&stream).expect("info").partitions[0].first_offset;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_first() <= 10 {
+        assert!(
+            Instant::now() < deadline,
+            "retention never ran on the leader"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.nodes[behind] = Some(cluster.start_node(behind));
+    publish(522..542);
+
+    // Each message's payload names its offset: every node publishes into the same offsets.
+    let check = |cluster: &Cluster, last: u64| {
+        let node = cluster.node(behind).client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let part = node.stream_info(&stream).expect("info").partitions[0].clone();
+            if part.last_offset == Some(last) {
+                assert!(
+                    part.first_offset > 10,
+                    "it restarted past what it held: {part:?}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is at {part:?}",
+                NAMES[behind]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Its own retention may still drop its oldest segment while it is read.
+        let mut first = node.stream_info(&stream).expect("info").partitions[0].first_offset;
+        let mut offset = first;
+        while offset <= last {
+            match node.stream_get(&stream, 0, offset) {
+                Ok(message) => {
+                    let payload = String::from_utf8_lossy(&message.payload);
+                    assert_eq!(
+                        &payload[..6],
+                        format!("m-{offset:04}"),
+                        "at offset {offset}"
+                    );
+                    offset += 1;
+                }
+                Err(e) => {
+                    let now = node.stream_info(&stream).expect("info").partitions[0].first_offset;
+                    assert!(now > offset, "offset {offset} is missing: {e}");
+                    (first, offset) = (now, now);
+                }
+            }
+        }
+        first
+    };
+    let first = check(&cluster, 541);
+    assert!(
+        cluster.node(behind).logged("far behind the leader"),
+        "the node caught up from the leader's snapshot"
+    );
+    eprintln!("{} restarted its log at {first}", NAMES[behind]);
+
+    // The restarted log reopens as it was, and the group goes on with it.
+    cluster.nodes[behind] = None;
+    cluster.nodes[behind] = Some(cluster.start_node(behind));
+    wait_for_group_leader(&cluster, &stream);
+    let client = cluster.node(leader_at).client();
+    for i in 542..552 {
+        client
+            .publish_durable(&subject, format!("m-{i:04}{pad}"))
+            .expect("acked");
+    }
+    assert!(check(&cluster, 551) >= first);
+}

@@ -647,8 +647,21 @@ impl PartitionLog {
         truncate::truncate_from(&self.inner, offset).await
     }
 
+    /// Removes every record and starts the log, empty, at `offset` (lower or higher than its end):
+    /// the next append takes `offset` (a Raft follower taking its leader's snapshot, whose log
+    /// no longer holds what this one lacks).
+    ///
+    /// Appends ordered before the call are waited for first; appends and truncations asked for
+    /// while it runs are refused with `TruncationInProgress`. On disk the segments are deleted
+    /// newest first, then the new start is written durably. A crash midway leaves a prefix of the
+    /// old log, which a reopen recovers as it is; the caller records that it is restarting the log
+    /// and does it again after a reopen.
+    pub async fn restart_at(&self, offset: u64) -> Result<(), StorageError> {
+        truncate::restart_at(&self.inner, offset).await
+    }
+
     /// Deletes sealed segments past the configured age or size limits. The active segment is never
-    /// deleted.
+    /// deleted, nor a segment holding records past the visible end.
     pub async fn apply_retention(&self, now_ns: u64) -> Result<Retention, StorageError> {
         let doomed = {
             let mut st = self.inner.state.borrow_mut();
@@ -667,7 +680,10 @@ impl PartitionLog {
                     .config
                     .retention_bytes_max
                     .is_some_and(|max| total > max);
-                if !too_old && !too_big {
+                // Records past the visible end (not yet agreed by a replicated partition's
+                // group) are never removed by retention.
+                let visible = oldest.next_offset <= st.readable_end();
+                if !too_old && !too_big || !visible {
                     break;
                 }
                 total -= oldest.size;

@@ -24,6 +24,10 @@
 //!   That segment becomes the active one; the committer reopens it on the next append, reserving
 //!   space past the cut again (space that reads as zeroes).
 //!
+//! [`PartitionLog::restart_at`](crate::PartitionLog::restart_at) goes the same way, except that
+//! every segment is deleted and the new start offset is written last: a crash midway leaves a
+//! prefix of the old log, which the caller (who recorded that it restarts the log) restarts again.
+//!
 //! `truncate_from` returns once all of that is durable. If the disk fails midway, reads keep the
 //! in-memory cut, appends and truncations are refused (`TruncationIncomplete`), and a reopen
 //! recovers the prefix the disk holds.
@@ -38,7 +42,7 @@ use crate::appender::Appender;
 use crate::error::StorageError;
 use crate::index::INDEX_ENTRY_BYTES;
 use crate::log::{Inner, State, FAILURES_REMEMBERED};
-use crate::recovery::delete_segments;
+use crate::recovery::{delete_segments, write_start_offset};
 use crate::segment::{self, walk, Segment};
 use crate::wake::Latch;
 
@@ -70,9 +74,27 @@ impl Truncation {
 
 /// A cut handed to the committer, and its outcome once applied.
 pub(crate) struct Request {
-    cut: Cut,
+    kind: Kind,
     done: Latch,
     outcome: RefCell<Option<Result<(), StorageError>>>,
+}
+
+/// What the committer is asked to do.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Cut the tail.
+    Cut(Cut),
+    /// Remove every record and start the log, empty, at this offset.
+    Restart(u64),
+}
+
+impl Kind {
+    fn offset(&self) -> u64 {
+        match self {
+            Kind::Cut(cut) => cut.offset,
+            Kind::Restart(offset) => *offset,
+        }
+    }
 }
 
 /// Where the log is cut.
@@ -100,6 +122,14 @@ struct Kept {
 struct Plan {
     /// Segments wholly past the cut, oldest first.
     doomed: Vec<Segment>,
+    /// The segment that holds the cut, if one is kept.
+    cut: Option<CutFile>,
+    /// The log's new start offset, if it restarts.
+    start_at: Option<u64>,
+}
+
+/// The segment that holds a cut.
+struct CutFile {
     log_path: PathBuf,
     base: u64,
     position: u64,
@@ -118,7 +148,30 @@ pub(crate) async fn truncate_from(inner: &Inner, offset: u64) -> Result<(), Stor
     let Some(cut) = find_cut(inner, offset).await? else {
         return Ok(());
     };
-    let request = hand_over(inner, cut)?;
+    let request = hand_over(inner, Kind::Cut(cut))?;
+    drop(preparing);
+    request.done.wait().await;
+    let outcome = request.outcome.borrow_mut().take();
+    outcome.unwrap_or(Err(StorageError::Closed))
+}
+
+/// `PartitionLog::restart_at`: waits for the appends ordered so far, then has the committer
+/// remove every record and start the log, empty, at `offset`.
+pub(crate) async fn restart_at(inner: &Inner, offset: u64) -> Result<(), StorageError> {
+    let (end, epoch) = {
+        let mut st = inner.state.borrow_mut();
+        if st.closing {
+            return Err(StorageError::Closed);
+        }
+        if let Some(refusal) = st.truncation.refusal() {
+            return Err(refusal);
+        }
+        st.truncation = Truncation::Preparing;
+        (st.assign_next, st.epoch)
+    };
+    let preparing = Preparing(inner);
+    inner.wait_committed(end, epoch).await;
+    let request = hand_over(inner, Kind::Restart(offset))?;
     drop(preparing);
     request.done.wait().await;
     let outcome = request.outcome.borrow_mut().take();
@@ -282,9 +335,9 @@ async fn scan_to(
 }
 
 /// Hands the cut to the committer, unless the log is closing (the committer may be gone).
-fn hand_over(inner: &Inner, cut: Cut) -> Result<Rc<Request>, StorageError> {
+fn hand_over(inner: &Inner, kind: Kind) -> Result<Rc<Request>, StorageError> {
     let request = Rc::new(Request {
-        cut,
+        kind,
         done: Latch::default(),
         outcome: RefCell::new(None),
     });
@@ -309,8 +362,12 @@ pub(crate) fn requested(inner: &Inner) -> Option<Rc<Request>> {
 
 /// Applies a truncation. The committer calls it with nothing pending and no write in flight.
 pub(crate) async fn apply(inner: &Inner, appender: &mut Option<Appender>, request: Rc<Request>) {
-    let offset = request.cut.offset;
-    let outcome = match cut_memory(inner, &request.cut) {
+    let offset = request.kind.offset();
+    let planned = match &request.kind {
+        Kind::Cut(cut) => cut_memory(inner, cut),
+        Kind::Restart(offset) => Ok(restart_memory(inner, *offset)),
+    };
+    let outcome = match planned {
         Err(refused) => Err(refused),
         Ok(plan) => {
             inner.wake_appenders(true);
@@ -335,7 +392,7 @@ fn finish(inner: &Inner, request: &Request, outcome: Result<(), StorageError>) {
     let dir = inner.dir.display();
     let next = match &outcome {
         Ok(()) => {
-            tracing::debug!(%dir, offset = request.cut.offset, "log truncated");
+            tracing::debug!(%dir, offset = request.kind.offset(), "log truncated");
             Truncation::Idle
         }
         Err(e @ StorageError::TruncationIncomplete { .. }) => {
@@ -372,10 +429,13 @@ fn cut_memory(inner: &Inner, cut: &Cut) -> Result<Plan, StorageError> {
     cut_segment(seg, cut);
     let plan = Plan {
         doomed,
-        log_path: seg.path.clone(),
-        base: seg.base,
-        position: cut.position,
-        index_entries: seg.index.persisted(),
+        cut: Some(CutFile {
+            log_path: seg.path.clone(),
+            base: seg.base,
+            position: cut.position,
+            index_entries: seg.index.persisted(),
+        }),
+        start_at: None,
     };
     st.committed = cut.offset;
     st.assign_next = cut.offset;
@@ -390,6 +450,26 @@ fn cut_memory(inner: &Inner, cut: &Cut) -> Result<Plan, StorageError> {
     st.truncations += 1;
     end_epoch(st, cut.offset);
     Ok(plan)
+}
+
+/// Empties the log in memory, all at once, and starts it at `offset`: one empty segment there,
+/// which becomes the active one, and the appends' epoch ended as a cut ends it.
+fn restart_memory(inner: &Inner, offset: u64) -> Plan {
+    let mut guard = inner.state.borrow_mut();
+    let st = &mut *guard;
+    let doomed = std::mem::replace(&mut st.segments, vec![Segment::empty(&inner.dir, offset)]);
+    let removed_from = st.start_offset;
+    st.start_offset = offset;
+    st.committed = offset;
+    st.assign_next = offset;
+    st.cache.clear();
+    st.truncations += 1;
+    end_epoch(st, removed_from.min(offset));
+    Plan {
+        doomed,
+        cut: None,
+        start_at: Some(offset),
+    }
 }
 
 /// Whether the cut still lies inside the log: nothing may have been appended since it was found.
@@ -447,13 +527,18 @@ async fn cut_disk(dir: &Path, plan: Plan) -> Result<(), StorageError> {
         delete_segments(dir, vec![seg]).await?;
         sync_dir(dir).await?;
     }
-    cut_log_file(&plan.log_path, plan.position).await?;
-    let index_bytes = (plan.index_entries * INDEX_ENTRY_BYTES) as u64;
-    for path in [
-        segment::index_path(dir, plan.base),
-        segment::time_index_path(dir, plan.base),
-    ] {
-        cut_index_file(&path, index_bytes).await?;
+    if let Some(cut) = plan.cut {
+        cut_log_file(&cut.log_path, cut.position).await?;
+        let index_bytes = (cut.index_entries * INDEX_ENTRY_BYTES) as u64;
+        for path in [
+            segment::index_path(dir, cut.base),
+            segment::time_index_path(dir, cut.base),
+        ] {
+            cut_index_file(&path, index_bytes).await?;
+        }
+    }
+    if let Some(offset) = plan.start_at {
+        write_start_offset(dir, offset)?;
     }
     Ok(())
 }

@@ -468,3 +468,97 @@ fn reads_overlapping_truncations_never_fail_nor_return_cut_records() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn restart_at_a_later_offset_empties_the_log_and_the_next_append_takes_it() {
+    let dir = Scratch::new("restart-later");
+    let path = dir.path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&path, small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        append_bodies(&log, 0..300).await;
+        assert!(bases(&path).len() > 2, "several segments to delete");
+        log.restart_at(1000).await.unwrap();
+        assert_eq!(log.first_offset(), 1000);
+        assert_eq!(log.next_offset(), 1000);
+        assert!(matches!(
+            log.read(0, 1024).await,
+            Err(StorageError::OffsetOutOfRange { start: 1000, .. })
+        ));
+        assert!(log.read(1000, 1024).await.unwrap().is_empty());
+        assert_eq!(log.append(&[replacement(1000)]).await.unwrap(), 1000);
+        assert_eq!(log.append(&[replacement(1001)]).await.unwrap(), 1001);
+        assert_eq!(bases(&path), vec![1000], "only the new segment is left");
+        log.close().await.unwrap();
+
+        let log = PartitionLog::open(&path, small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        assert_eq!(log.first_offset(), 1000);
+        let all = read_all(&log).await;
+        assert_eq!(
+            all.iter()
+                .map(|r| (r.offset, r.body.clone()))
+                .collect::<Vec<_>>(),
+            vec![(1000, replacement(1000)), (1001, replacement(1001))]
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn restart_at_an_earlier_offset_drops_the_records_past_it_too() {
+    let dir = Scratch::new("restart-earlier");
+    let path = dir.path.clone();
+    run(move || async move {
+        let log = PartitionLog::open(&path, small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        append_bodies(&log, 0..200).await;
+        log.truncate_before(50).await.unwrap();
+        log.restart_at(120).await.unwrap();
+        assert_eq!((log.first_offset(), log.next_offset()), (120, 120));
+        assert_eq!(log.append(&[replacement(120)]).await.unwrap(), 120);
+        log.close().await.unwrap();
+        // Reopened without a clean close: what is on disk alone.
+        let log = PartitionLog::open(&path, small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        let all = read_all(&log).await;
+        assert_eq!(all.len(), 1);
+        assert_eq!(
+            (all[0].offset, all[0].body.clone()),
+            (120, replacement(120))
+        );
+        log.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_restart_waits_for_appends_in_flight_and_a_crash_right_after_keeps_it() {
+    let scratch = Scratch::new("restart-crash");
+    let dir = scratch.path.join("log");
+    let crashed = scratch.path.join("crashed");
+    run(move || async move {
+        let log = Rc::new(
+            PartitionLog::open(&dir, small(FsyncPolicy::Always))
+                .await
+                .unwrap(),
+        );
+        let bodies: Vec<Bytes> = (0..100).map(body).collect();
+        let ticket = log.append_ordered(&bodies).unwrap();
+        log.restart_at(500).await.unwrap();
+        // The appends ordered before were written first, then removed with the rest.
+        assert_eq!(ticket.durable().await.ok(), None);
+        assert!(matches!(log.append_ordered(&[body(0)]).map(|_| ()), Ok(())));
+        copy_dir(&dir, &crashed);
+        let reopened = PartitionLog::open(&crashed, small(FsyncPolicy::Always))
+            .await
+            .unwrap();
+        assert_eq!(reopened.first_offset(), 500);
+        assert!(reopened.next_offset() <= 501);
+        reopened.close().await.unwrap();
+        log.close().await.unwrap();
+    });
+}

@@ -149,9 +149,15 @@ async fn handle_ready(
         return Ok(());
     }
     let mut ready = node.ready();
-    group.send(shard, ready.take_messages());
+    let messages = ready.take_messages();
+    let snapshots_sent: Vec<u64> = messages
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        .map(|m| m.to)
+        .collect();
+    group.send(shard, messages);
     if !ready.snapshot().is_empty() {
-        return Err("a snapshot arrived, and snapshots are not supported".into());
+        restart_from_snapshot(group, store, saved, ready.snapshot()).await?;
     }
     let _ = ready.take_committed_entries();
     append(group, store, saved, ready.take_entries()).await?;
@@ -169,6 +175,53 @@ async fn handle_ready(
     group.send(shard, light.take_messages());
     let _ = light.take_committed_entries();
     node.advance_apply();
+    // A snapshot is a few bytes, handed to the link at once: taken as received, so that the
+    // follower is probed from there (and sent it again if it did not get it).
+    for to in snapshots_sent {
+        node.report_snapshot(to, SnapshotStatus::Finish);
+    }
+    Ok(())
+}
+
+/// Takes a leader's snapshot: restarts the log, empty, where the leader's log starts (the
+/// records this node lacks are gone there). The state file says so before the log is touched,
+/// so a node stopped midway restarts it again when it opens.
+async fn restart_from_snapshot(
+    group: &Group,
+    store: &Store,
+    saved: &mut Saved,
+    snapshot: &Snapshot,
+) -> Result<(), String> {
+    let meta = snapshot.get_metadata();
+    let offset = <[u8; 8]>::try_from(&snapshot.data[..])
+        .map(u64::from_le_bytes)
+        .map_err(|_| {
+            format!(
+                "a snapshot of {} bytes is not an offset",
+                snapshot.data.len()
+            )
+        })?;
+    tracing::info!(stream = %group.stream, partition = group.partition, entry = meta.index,
+        offset, "far behind the leader: restarting the log where the leader's starts");
+    {
+        let mut state = store.0.borrow_mut();
+        state.restart_after(meta.index, meta.term, offset);
+        state.conf = meta.get_conf_state().clone();
+    }
+    saved.commit = meta.index;
+    saved.restart_at = Some(offset);
+    save(group, store, saved).await?;
+    group
+        .log
+        .restart_at(offset)
+        .await
+        .map_err(|e| e.to_string())?;
+    saved.restart_at = None;
+    save(group, store, saved).await?;
+    group.log.set_visible_end(offset);
+    if let Some(part) = group.part.upgrade() {
+        part.notify_appended();
+    }
     Ok(())
 }
 

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
-use raft::{Config, RawNode, StateRole};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::{Config, RawNode, SnapshotStatus, StateRole};
 use sluice_protocol::cluster::ClusterFrame;
 use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Notify;
@@ -442,7 +442,14 @@ pub async fn start(
         return Err(format!("this node ({me}) holds no copy of the stream"));
     }
     let dir = part.dir().to_path_buf();
-    let saved = store::load(&dir)?;
+    let mut saved = store::load(&dir)?;
+    if let Some(offset) = saved.restart_at {
+        tracing::info!(stream = %config.name, partition = part.index, offset,
+            "finishing a restart of the log from the leader's snapshot");
+        log.restart_at(offset).await.map_err(|e| e.to_string())?;
+        saved.restart_at = None;
+        store::save(&dir, saved.clone()).await?;
+    }
     if saved.terms == terms::Terms::default() && log.durable_offset() > 0 {
         return Err("the log holds records but no consensus terms".into());
     }
@@ -453,8 +460,17 @@ pub async fn start(
         .collect();
     let voters = names.iter().map(|(id, _)| *id).collect();
     let store = Store::new(&saved, voters, log.first_offset(), log.durable_offset());
-    let last_index = store.0.borrow().last_index;
-    let applied = saved.commit.min(last_index);
+    let (first_index, last_index) = {
+        let state = store.0.borrow();
+        (state.first_index(), state.last_index)
+    };
+    // Entries before the log's first one were agreed (retention keeps what is not), even if the
+    // commit saved last is older.
+    let applied = saved.commit.max(first_index - 1).min(last_index);
+    {
+        let mut state = store.0.borrow_mut();
+        state.hard.commit = state.hard.commit.max(applied);
+    }
     // Everything after the applied entry must be in memory (the library hands it back as
     // committed): read it back from the log.
     let mut next = applied + 1;

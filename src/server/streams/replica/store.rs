@@ -17,7 +17,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 use serde::{Deserialize, Serialize};
 
-use super::terms::Terms;
+use super::terms::{TermStart, Terms};
 
 /// Most bytes of recent entries kept in memory past the applied one, for followers a little
 /// behind; older ones are read back from the log.
@@ -75,6 +75,10 @@ pub struct Saved {
     pub vote: u64,
     pub commit: u64,
     pub terms: Terms,
+    /// Set while the log is being restarted at this offset from a leader's snapshot: a node that
+    /// stopped midway restarts it again when it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_at: Option<u64>,
 }
 
 /// The group's state file in the partition's directory.
@@ -177,6 +181,23 @@ impl State {
         self.fetched.clear();
         self.terms.truncate_from(index);
         self.last_index = self.last_index.min(index.saturating_sub(1));
+    }
+
+    /// Restarts the log, as the consensus library sees it, after entry `index` of term `term`,
+    /// whose records end before `offset`: nothing is left in memory, and the table holds only
+    /// that entry's term from there.
+    pub fn restart_after(&mut self, index: u64, term: u64, offset: u64) {
+        self.tail.clear();
+        self.tail_bytes = 0;
+        self.fetched.clear();
+        self.terms = Terms::restarted(TermStart {
+            term,
+            index,
+            offset,
+        });
+        self.first_offset = offset;
+        self.last_index = index;
+        self.hard.commit = self.hard.commit.max(index);
     }
 
     /// Lets old entries go from memory, keeping every one after `applied`.
@@ -288,10 +309,26 @@ impl raft::Storage for Store {
         Ok(self.0.borrow().last_index)
     }
 
+    /// A follower further behind than the log's first entry (older segments went by retention or
+    /// a purge) is sent where the log starts now: the entry before the first one, its term, and
+    /// the offset the first one takes. It restarts its own log there, empty, and takes the entries
+    /// from the first one on as usual. The messages before were removed here and are not sent.
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // A replica further behind than the oldest segment cannot be caught up yet.
-        Err(raft::Error::Store(
-            RaftStorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let state = self.0.borrow();
+        let index = state.first_index() - 1;
+        if index == 0 {
+            return Err(raft::Error::Store(
+                RaftStorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut snapshot = Snapshot {
+            data: Bytes::copy_from_slice(&state.terms.end_offset(index).to_le_bytes()),
+            ..Snapshot::default()
+        };
+        let meta = snapshot.mut_metadata();
+        meta.index = index;
+        meta.term = state.terms.term_of(index);
+        meta.set_conf_state(state.conf.clone());
+        Ok(snapshot)
     }
 }

@@ -74,6 +74,14 @@ impl Terms {
             .map_or(0, |s| s.index + next_offset.saturating_sub(s.offset))
     }
 
+    /// A table for a log restarted after entry `start.index` (a leader's snapshot): that entry
+    /// is taken as its term's start, and the records after it take offsets from `start.offset`.
+    pub fn restarted(start: TermStart) -> Terms {
+        Terms {
+            starts: vec![start],
+        }
+    }
+
     /// Records that a new term starts at entry `index`, whose records start at `offset`.
     pub fn push(&mut self, start: TermStart) {
         debug_assert!(self
