@@ -107,6 +107,20 @@ pub struct StreamPurge {
     pub keep: Option<u64>,
 }
 
+/// Moves a replicated stream's copy on node `from` to node `to`, a member holding none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMove {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// A cluster member to add or remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMember {
+    pub node: String,
+}
+
 /// How many messages a purge removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purged {
@@ -337,6 +351,12 @@ pub struct ConsumerPartitionInfo {
 
 /// Verb: the cluster as the answering node sees it. Body: `{}`. Reply: [`ClusterInfo`].
 pub const CLUSTER_INFO: &str = "cluster.info";
+/// Adds a node (`{"node": NAME}`) to the cluster's members; it must be linked already.
+pub const CLUSTER_ADD: &str = "cluster.add";
+/// Removes a node (`{"node": NAME}`) from the cluster's members; it must hold no copy of a stream.
+pub const CLUSTER_REMOVE: &str = "cluster.remove";
+/// Moves a replicated stream's copy from one node to another (`StreamMove`).
+pub const STREAM_MOVE: &str = "stream.move";
 
 /// A node's view of its cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +396,9 @@ pub struct GroupInfo {
     /// what this node has that is not agreed on yet.
     pub commit: u64,
     pub last_index: u64,
+    /// The group's members as this node last applied them (during a move, the new ones).
+    #[serde(default)]
+    pub voters: Vec<String>,
 }
 
 /// The meta group as one node sees it.

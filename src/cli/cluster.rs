@@ -17,11 +17,26 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Show the node's peers, up or down, and its routes.
     Info,
+    /// Add a node to the cluster's members. Start it first with this cluster's nodes as its
+    /// routes; it takes copies of streams as they are moved to it (`sluice stream move`).
+    Add { node: String },
+    /// Remove a node from the cluster's members, once it holds no copy of any stream.
+    Remove { node: String },
 }
 
 pub fn run(args: ClusterArgs) -> Result<(), String> {
     let client = super::connect(&args.server, "sluice-cluster")?;
     match args.command {
+        ClusterCommand::Add { node } => {
+            let members = client.cluster_add(&node).map_err(|e| e.to_string())?;
+            println!("members: {}", members.join(","));
+            Ok(())
+        }
+        ClusterCommand::Remove { node } => {
+            let members = client.cluster_remove(&node).map_err(|e| e.to_string())?;
+            println!("members: {}", members.join(","));
+            Ok(())
+        }
         ClusterCommand::Info => {
             let info = client.cluster_info().map_err(|e| e.to_string())?;
             if !info.clustered {

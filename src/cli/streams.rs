@@ -40,6 +40,13 @@ enum StreamCommand {
     Info { name: String },
     /// Delete a stream and its data.
     Rm { name: String },
+    /// Move a replicated stream's copy from one node to another (a member holding none): the
+    /// new node catches up from the others, then the old one drops its copy.
+    Move {
+        name: String,
+        from: String,
+        to: String,
+    },
 }
 
 /// Parses a size such as `512MiB`, `10GiB`, `1GB` or `4096`.
@@ -154,6 +161,12 @@ pub fn run(args: StreamArgs) -> Result<(), String> {
             print_info(&client.stream_info(&name).map_err(|e| e.to_string())?);
         }
         StreamCommand::Rm { name } => client.stream_remove(&name).map_err(|e| e.to_string())?,
+        StreamCommand::Move { name, from, to } => {
+            let info = client
+                .stream_move(&name, &from, &to)
+                .map_err(|e| e.to_string())?;
+            print_info(&info);
+        }
     }
     Ok(())
 }

@@ -124,6 +124,28 @@ impl Client {
         self.api(api::CLUSTER_INFO, &serde_json::json!({}))
     }
 
+    /// Adds a node, linked already, to the cluster's members; returns the members.
+    pub fn cluster_add(&self, node: &str) -> Result<Vec<String>, ClientError> {
+        let member = api::ClusterMember { node: node.into() };
+        self.api(api::CLUSTER_ADD, &member)
+    }
+
+    /// Removes a node holding no stream's copy from the cluster's members; returns the members.
+    pub fn cluster_remove(&self, node: &str) -> Result<Vec<String>, ClientError> {
+        let member = api::ClusterMember { node: node.into() };
+        self.api(api::CLUSTER_REMOVE, &member)
+    }
+
+    /// Moves a replicated stream's copy from node `from` to node `to`.
+    pub fn stream_move(&self, name: &str, from: &str, to: &str) -> Result<StreamInfo, ClientError> {
+        let request = api::StreamMove {
+            name: name.into(),
+            from: from.into(),
+            to: to.into(),
+        };
+        self.api(api::STREAM_MOVE, &request)
+    }
+
     /// Deletes a stream and its data.
     pub fn stream_remove(&self, name: &str) -> Result<(), ClientError> {
         self.api::<_, serde_json::Value>(api::STREAM_REMOVE, &StreamName { name: name.into() })

@@ -13,13 +13,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
 use super::Cluster;
-use crate::api::MetaInfo;
+use crate::api::{self, MetaInfo};
 use crate::server::core::shard::Shard;
 use sluice_protocol::ErrorCode;
 use sluice_storage::wake::Latch;
@@ -49,6 +50,12 @@ struct Saved {
     applied: u64,
     /// Voting members, by name.
     members: Vec<String>,
+    /// Nodes removed from the members, still told of what they missed (their removal).
+    #[serde(default)]
+    leaving: Vec<String>,
+    /// The last membership change applied.
+    #[serde(default)]
+    conf_applied: u64,
     entries: Vec<SavedEntry>,
 }
 
@@ -247,17 +254,6 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
             return;
         }
     };
-    let names: Vec<(u64, String)> = saved
-        .members
-        .iter()
-        .map(|name| (node_id(name), name.clone()))
-        .collect();
-    let name_of = |id: u64| {
-        names
-            .iter()
-            .find(|(known, _)| *known == id)
-            .map(|(_, n)| n.clone())
-    };
     let mut next_tick = Instant::now() + TICK;
     while !core.stopping.is_set() {
         let until_tick = next_tick.saturating_duration_since(Instant::now());
@@ -273,15 +269,28 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
                 tracing::debug!(error = %e, "meta group message not taken");
             }
         }
+        let mut held = Vec::new();
         loop {
             let op = cluster.proposals.borrow_mut().pop_front();
             let Some(op) = op else { break };
             let data = serde_json::to_vec(&op).unwrap_or_default();
-            if let Err(e) = node.propose(Vec::new(), data) {
+            let proposed = match member_change(&op) {
+                Some(change) => {
+                    if leaves_as_leader(&mut node, &cluster, &saved, &change) {
+                        // Proposed once another node leads, through it.
+                        held.push(op);
+                        continue;
+                    }
+                    node.propose_conf_change(Vec::new(), change)
+                }
+                None => node.propose(Vec::new(), data),
+            };
+            if let Err(e) = proposed {
                 let why = format!("no meta leader to decide it: {e}");
                 cluster.answer(&op, (ErrorCode::Unavailable.as_u16(), why.into()));
             }
         }
+        cluster.proposals.borrow_mut().extend(held);
         if Instant::now() >= next_tick {
             node.tick();
             next_tick = Instant::now() + TICK;
@@ -297,14 +306,14 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
             cluster.applied_durable.set(applied);
             cluster.applied_written.notify_all();
         }
-        if let Err(e) = handle_ready(&mut node, &cluster, &file, &mut saved, &name_of).await {
+        if let Err(e) = handle_ready(&mut node, &cluster, &file, &mut saved).await {
             tracing::error!(error = %e, "the meta group's state cannot be written; it stops");
             *cluster.meta_status.borrow_mut() = None;
             return;
         }
         let raft = &node.raft;
         *cluster.meta_status.borrow_mut() = Some(MetaInfo {
-            leader: name_of(raft.leader_id),
+            leader: name_among(&saved.members, raft.leader_id),
             term: raft.term,
             role: match raft.state {
                 StateRole::Leader => "leader",
@@ -363,14 +372,16 @@ async fn handle_ready(
     cluster: &Cluster,
     file: &Path,
     saved: &mut Saved,
-    name_of: &impl Fn(u64) -> Option<String>,
 ) -> Result<(), String> {
     if !node.has_ready() {
         return Ok(());
     }
+    // Members, and those a change is removing, by id: a removed node still hears of its removal.
+    let mut known = saved.members.clone();
+    known.extend(saved.leaving.iter().cloned());
     let send = |messages: Vec<Message>| {
         for message in messages {
-            if let Some(to) = name_of(message.to) {
+            if let Some(to) = name_among(&known, message.to) {
                 cluster.send_raft(&to, &message);
             }
         }
@@ -378,7 +389,7 @@ async fn handle_ready(
     let store_handle = node.raft.raft_log.store.clone();
     let mut ready = node.ready();
     send(ready.take_messages());
-    decide(cluster, ready.take_committed_entries());
+    let committed = ready.take_committed_entries();
     let mut changed = false;
     if !ready.entries().is_empty() {
         let entries = ready.entries();
@@ -407,21 +418,83 @@ async fn handle_ready(
         store(file.to_path_buf(), saved.clone()).await?;
     }
     send(ready.take_persisted_messages());
+    decide(node, cluster, file, saved, committed).await?;
     let mut light = node.advance(ready);
     if let Some(commit) = light.commit_index() {
         store_handle.wl().mut_hard_state().set_commit(commit);
         saved.commit = commit;
     }
     send(light.take_messages());
-    decide(cluster, light.take_committed_entries());
+    let committed = light.take_committed_entries();
+    decide(node, cluster, file, saved, committed).await?;
     node.advance_apply();
     Ok(())
 }
 
-/// Hands the registry changes among committed entries to the registry, in order.
-fn decide(cluster: &Cluster, entries: Vec<Entry>) {
+/// The name of node `id` among `names`.
+fn name_among(names: &[String], id: u64) -> Option<String> {
+    names.iter().find(|n| node_id(n) == id).cloned()
+}
+
+/// The membership change a request asks for, if it asks for one: its node in the context.
+fn member_change(op: &MetaOp) -> Option<ConfChange> {
+    let kind = match op.verb.as_str() {
+        api::CLUSTER_ADD => ConfChangeType::AddNode,
+        api::CLUSTER_REMOVE => ConfChangeType::RemoveNode,
+        _ => return None,
+    };
+    let mut change = ConfChange::default();
+    change.set_change_type(kind);
+    change.node_id = node_id(&op.body);
+    // The request travels in the change (the entry's own context is not kept).
+    change.context = serde_json::to_vec(op).unwrap_or_default().into();
+    Some(change)
+}
+
+/// Whether `change` removes this node while it leads: it hands its leadership to another member
+/// first (to the one furthest along that is linked), and the change waits for that.
+fn leaves_as_leader(
+    node: &mut RawNode<MemStorage>,
+    cluster: &Cluster,
+    saved: &Saved,
+    change: &ConfChange,
+) -> bool {
+    let leaving = change.get_change_type() == ConfChangeType::RemoveNode
+        && change.node_id == node.raft.id
+        && node.raft.state == StateRole::Leader;
+    if !leaving {
+        return false;
+    }
+    let heir = saved
+        .members
+        .iter()
+        .filter(|n| **n != cluster.name && cluster.is_up(n))
+        .max_by_key(|n| node.raft.prs().get(node_id(n)).map_or(0, |p| p.matched));
+    if let Some(heir) = heir {
+        tracing::info!(to = %heir, "leaving the cluster: handing the meta group's leadership over");
+        node.transfer_leader(node_id(heir));
+    }
+    true
+}
+
+/// Hands the registry changes among committed entries to the registry, in order, and applies
+/// the membership changes (written to the state file before they are answered).
+async fn decide(
+    node: &mut RawNode<MemStorage>,
+    cluster: &Cluster,
+    file: &Path,
+    saved: &mut Saved,
+    entries: Vec<Entry>,
+) -> Result<(), String> {
     let mut queued = false;
     for entry in entries {
+        if entry.get_entry_type() == EntryType::EntryConfChange {
+            // One applied before a restart is in the members the group started with.
+            if entry.index > saved.conf_applied {
+                apply_member_change(node, cluster, file, saved, &entry).await?;
+            }
+            continue;
+        }
         if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
             continue;
         }
@@ -436,6 +509,63 @@ fn decide(cluster: &Cluster, entries: Vec<Entry>) {
     if queued {
         cluster.decided_ready.notify();
     }
+    Ok(())
+}
+
+/// Applies a committed membership change of the cluster: the member list (by name, from the
+/// request in the entry's context) follows, durably, and the request is answered.
+async fn apply_member_change(
+    node: &mut RawNode<MemStorage>,
+    cluster: &Cluster,
+    file: &Path,
+    saved: &mut Saved,
+    entry: &Entry,
+) -> Result<(), String> {
+    let Ok(change) = ConfChange::parse_from_bytes(&entry.data) else {
+        tracing::warn!(index = entry.index, "unreadable membership change");
+        return Ok(());
+    };
+    let op: Option<MetaOp> = serde_json::from_slice(&change.context).ok();
+    let conf = match node.apply_conf_change(&change) {
+        Ok(conf) => conf,
+        Err(e) => {
+            tracing::warn!(index = entry.index, error = %e, "membership change refused");
+            if let Some(op) = &op {
+                cluster.answer(op, (ErrorCode::BadRequest.as_u16(), e.to_string().into()));
+            }
+            return Ok(());
+        }
+    };
+    node.raft.raft_log.store.wl().set_conf_state(conf.clone());
+    let name = op.as_ref().map(|op| op.body.clone());
+    match (change.get_change_type(), name) {
+        (ConfChangeType::AddNode, Some(name)) if !saved.members.contains(&name) => {
+            saved.leaving.retain(|n| *n != name);
+            saved.members.push(name);
+        }
+        (ConfChangeType::RemoveNode, _) => {
+            let gone: Vec<String> = saved
+                .members
+                .iter()
+                .filter(|n| node_id(n) == change.node_id)
+                .cloned()
+                .collect();
+            saved.members.retain(|n| node_id(n) != change.node_id);
+            saved.leaving.extend(gone);
+        }
+        _ => {}
+    }
+    saved.members.sort();
+    saved.members.dedup();
+    saved.conf_applied = saved.conf_applied.max(entry.index);
+    store(file.to_path_buf(), saved.clone()).await?;
+    tracing::info!(index = entry.index, members = ?saved.members, voters = conf.voters.len(),
+        "the cluster's members changed");
+    if let Some(op) = &op {
+        let members = serde_json::to_vec(&saved.members).unwrap_or_default();
+        cluster.answer(op, (0, members));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -465,6 +595,8 @@ mod tests {
             commit: 2,
             applied: 1,
             members: vec!["n1".into(), "n2".into(), "n3".into()],
+            leaving: Vec::new(),
+            conf_applied: 0,
             entries: vec![
                 SavedEntry {
                     index: 1,

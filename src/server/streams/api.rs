@@ -49,11 +49,28 @@ pub fn reply_frame(shard: &StreamShard, id: u64, code: u16, body: &[u8]) -> byte
 /// On a node in a cluster, changes of the registry are decided by the meta group first, and
 /// applied by every node in its order (`apply_decided`); the answer is this node's.
 pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer {
+    if matches!(verb, api::CLUSTER_ADD | api::CLUSTER_REMOVE) {
+        return match member_change(shard, verb, body).await {
+            Ok(answer) => answer,
+            Err((code, message)) => (code.as_u16(), message.into_bytes()),
+        };
+    }
     if matches!(
         verb,
-        api::STREAM_ADD | api::STREAM_UPDATE | api::STREAM_REMOVE
+        api::STREAM_ADD | api::STREAM_UPDATE | api::STREAM_REMOVE | api::STREAM_MOVE
     ) {
         if let Some(cluster) = shard.cluster.get() {
+            if verb == api::STREAM_ADD {
+                // Where a new stream's copies live is decided here, once, and travels with the
+                // change: every node applies the same placement, whatever the members are when
+                // it applies it (a node that joins later replays the change).
+                let placed = placed(shard, body).map(|config| serde_json::to_vec(&config));
+                return match placed {
+                    Ok(Ok(body)) => cluster.propose(verb, &body).await,
+                    Ok(Err(e)) => (ErrorCode::BadRequest.as_u16(), e.to_string().into_bytes()),
+                    Err((code, message)) => (code.as_u16(), message.into_bytes()),
+                };
+            }
             return cluster.propose(verb, body).await;
         }
     }
@@ -63,6 +80,70 @@ pub async fn handle_api_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -
         }
     }
     handle_here(shard, verb, body).await
+}
+
+/// Adds a node to the cluster's members, or removes one, through the meta group. A node is added
+/// once it is linked (started with this cluster's nodes as its routes); a node is removed once it
+/// holds no copy of any stream (`stream.move` first).
+async fn member_change(
+    shard: &Rc<StreamShard>,
+    verb: &str,
+    body: &[u8],
+) -> Result<Answer, (ErrorCode, String)> {
+    let request: api::ClusterMember = parse(body)?;
+    let Some(cluster) = shard.cluster.get() else {
+        return Err((
+            ErrorCode::BadRequest,
+            "this node is not in a cluster".into(),
+        ));
+    };
+    let node = request.node;
+    if !sluice_protocol::cluster::valid_node_name(&node) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("{node:?} is not a valid node name"),
+        ));
+    }
+    let members = cluster.members().unwrap_or_default();
+    if verb == api::CLUSTER_ADD {
+        if members.contains(&node) {
+            return Err((ErrorCode::BadRequest, format!("{node} is a member already")));
+        }
+        if !cluster.is_up(&node) {
+            return Err((
+                ErrorCode::NotFound,
+                format!("{node} is not linked to {}: start it with this cluster's nodes as its routes first", cluster.name()),
+            ));
+        }
+    } else {
+        if !members.contains(&node) {
+            return Err((ErrorCode::NotFound, format!("{node} is not a member")));
+        }
+        let holding: Vec<String> = shard
+            .streams
+            .borrow()
+            .configs
+            .values()
+            .filter(|c| c.placement.contains(&node))
+            .map(|c| c.name.clone())
+            .collect();
+        if !holding.is_empty() {
+            return Err((
+                ErrorCode::BadRequest,
+                format!(
+                    "{node} holds copies of {}: move them first (sluice stream move)",
+                    holding.join(", ")
+                ),
+            ));
+        }
+        if members.len() <= 1 {
+            return Err((
+                ErrorCode::BadRequest,
+                "the last member cannot be removed".into(),
+            ));
+        }
+    }
+    Ok(cluster.propose(verb, node.as_bytes()).await)
 }
 
 /// A purge or a message deletion of a replicated stream, made the same on every node: it goes
@@ -123,6 +204,7 @@ async fn handle_here(shard: &Rc<StreamShard>, verb: &str, body: &[u8]) -> Answer
     let result = match verb {
         api::STREAM_ADD => stream_add(shard, body).await,
         api::STREAM_UPDATE => stream_update(shard, body).await,
+        api::STREAM_MOVE => stream_move(shard, body).await,
         api::STREAM_PURGE => stream_purge(shard, body).await,
         api::STREAM_DELETE_MESSAGE => stream_delete_message(shard, body).await,
         api::CONSUMER_DELETE => consumer_delete(shard, body).await,
@@ -225,12 +307,22 @@ fn publish_added(shard: &Rc<StreamShard>, name: &str) {
     super::apply_added(shard, &config);
 }
 
-async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+/// A stream to add with its placement decided, if it is new (an existing one keeps its own).
+fn placed(shard: &StreamShard, body: &[u8]) -> Result<StreamConfig, (ErrorCode, String)> {
     let mut config: StreamConfig = parse(body)?;
     if shard.streams.borrow().config(&config.name).is_none() {
         super::replica::place(shard, &mut config)?;
-    } else {
+    }
+    Ok(config)
+}
+
+async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+    let mut config: StreamConfig = parse(body)?;
+    if shard.streams.borrow().config(&config.name).is_some() {
         keep_placement(shard, &mut config)?;
+    } else if shard.cluster.get().is_none() || config.placement.is_empty() {
+        // Decided when the change was asked for, if it went through the meta group.
+        super::replica::place(shard, &mut config)?;
     }
     let name = config.name.clone();
     let partitions_max = shard.core.config.partitions_max;
@@ -271,6 +363,54 @@ async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         .map_err(registry_error)?;
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream configured again");
+    json(&info(shard, &name).await?)
+}
+
+/// Moves a replicated stream's copy from one node to another: its placement changes here (in the
+/// meta group's order on every node), then each partition's group changes its members (see
+/// `replica`), the new node catching up from the others.
+async fn stream_move(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+    let request: api::StreamMove = parse(body)?;
+    let mut config = config_of(shard, &request.name)?;
+    let bad = |why: String| {
+        Err((
+            ErrorCode::BadRequest,
+            format!("stream {}: {why}", request.name),
+        ))
+    };
+    if !config.is_replicated() {
+        return bad("it is not replicated".into());
+    }
+    if !config.placement.contains(&request.from) {
+        return bad(format!("{} holds no copy of it", request.from));
+    }
+    if config.placement.contains(&request.to) {
+        return bad(format!("{} holds a copy already", request.to));
+    }
+    let members = shard
+        .cluster
+        .get()
+        .and_then(|c| c.members())
+        .unwrap_or_default();
+    if !members.contains(&request.to) {
+        return bad(format!(
+            "{} is not a member of the cluster (sluice cluster add)",
+            request.to
+        ));
+    }
+    for node in config.placement.iter_mut() {
+        if *node == request.from {
+            node.clone_from(&request.to);
+        }
+    }
+    config.placement.sort();
+    let name = config.name.clone();
+    let ticket = with_registry(shard, |r| r.update(config))?;
+    registry::durable(shard, ticket)
+        .await
+        .map_err(registry_error)?;
+    publish_added(shard, &name);
+    tracing::info!(stream = %name, from = %request.from, to = %request.to, "stream copy moving");
     json(&info(shard, &name).await?)
 }
 

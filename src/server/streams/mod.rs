@@ -365,6 +365,10 @@ impl OwnedPartitions {
             .collect()
     }
 
+    fn take(&mut self, stream: &str, partition: u32) -> Option<Rc<Partition>> {
+        self.streams.get_mut(stream)?.remove(&partition)
+    }
+
     /// Drops the streams `keep` refuses; returns their partitions.
     fn retain_streams(&mut self, keep: impl Fn(&str) -> bool) -> Vec<Rc<Partition>> {
         let mut removed = Vec::new();
@@ -442,8 +446,7 @@ pub fn apply_snapshot(shard: &Rc<StreamShard>, streams: &[StreamConfig]) {
     for config in configs {
         for index in 0..config.partitions {
             if shard_for(&config.name, index, shards) == shard.core.id.0 {
-                let part = ensure_partition(shard, &config, index);
-                open_if_replicated(&part);
+                place_partition(shard, &config, index);
             }
         }
     }
@@ -516,8 +519,61 @@ pub fn apply_added(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>) {
     let shards = shard.core.shards as u32;
     for index in 0..config.partitions {
         if shard_for(&config.name, index, shards) == shard.core.id.0 {
-            let part = ensure_partition(shard, config, index);
-            open_if_replicated(&part);
+            place_partition(shard, config, index);
+        }
+    }
+}
+
+/// Makes an owned partition match its stream's placement: a partition of a replicated stream is
+/// kept (and its group opened) on the nodes of its placement; a node that no longer holds a copy
+/// (its replica moved) keeps its group until the group has moved the replica, then drops its
+/// copy; a node that gains one starts it afresh.
+fn place_partition(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>, index: u32) {
+    let me = shard.core.config.cluster.as_ref().map(|c| c.name.as_str());
+    let holds = |c: &StreamConfig| {
+        !c.is_replicated() || me.is_some_and(|me| c.placement.iter().any(|n| n == me))
+    };
+    let existing = shard.streams.borrow().owned.get(&config.name, index);
+    if let Some(part) = &existing {
+        if let Some(group) = part.group() {
+            group.set_placement(&config.placement);
+        }
+    }
+    if !holds(config) {
+        match existing {
+            // Its group drops it once the replica has moved.
+            Some(part) if part.group().is_some() => {}
+            Some(_) => drop_copy(shard, &config.name, index),
+            None => forget_leftover(shard, &config.name, index),
+        }
+        return;
+    }
+    if existing.as_ref().is_some_and(|part| !holds(&part.config)) {
+        // A copy this node did not hold before: started afresh, as a member of the group.
+        drop_copy(shard, &config.name, index);
+    }
+    let part = ensure_partition(shard, config, index);
+    open_if_replicated(&part);
+}
+
+/// Drops this node's copy of a partition and deletes its data: its replica moved elsewhere.
+pub fn drop_copy(shard: &Rc<StreamShard>, stream: &str, index: u32) {
+    let part = shard.streams.borrow_mut().owned.take(stream, index);
+    if let Some(part) = part {
+        tracing::info!(%stream, partition = index, "this node no longer holds a copy: dropped");
+        part.remove(shard);
+    }
+}
+
+/// Deletes what a node holds of a partition whose replica moved away while it was down.
+fn forget_leftover(shard: &Rc<StreamShard>, stream: &str, index: u32) {
+    let Ok(dir) = Partition::dir_of(&shard.core.config.data_dir, stream, index) else {
+        return;
+    };
+    if dir.exists() {
+        tracing::info!(%stream, partition = index, "deleting a copy whose replica moved away");
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not delete partition data");
         }
     }
 }

@@ -27,11 +27,13 @@ pub(super) async fn read_entries(
     for index in low..high {
         let term = terms.term_of(index);
         if terms.is_start(index) {
+            let change = terms.change_at(index);
             out.push(Cached {
                 index,
                 term,
-                data: Bytes::new(),
+                data: change.map_or_else(Bytes::new, Bytes::copy_from_slice),
                 stamp: Bytes::new(),
+                change: change.is_some(),
             });
             continue;
         }
@@ -45,6 +47,7 @@ pub(super) async fn read_entries(
                 term,
                 data: record.body,
                 stamp: store::stamp(record.timestamp_ns),
+                change: false,
             }),
             _ => break,
         }
@@ -83,6 +86,7 @@ pub(super) async fn drive(
             node.tick();
             next_tick = Instant::now() + TICK;
             group.expire(&shard);
+            group.reconcile(&mut node, &store);
         }
         group.dispatch(&shard, &mut node);
         // Retention may have removed old segments since.
@@ -91,6 +95,13 @@ pub(super) async fn drive(
             tracing::error!(stream = %group.stream, partition = group.partition, error = %e,
                 "a replicated partition's log failed; its group stops");
             break;
+        }
+        if group.left.get() {
+            tracing::info!(stream = %group.stream, partition = group.partition,
+                "this node left the partition's group: its copy goes");
+            group.refuse_all(&shard, "this node no longer holds a copy of the partition");
+            crate::server::streams::drop_copy(&shard, &group.stream, group.partition);
+            return;
         }
         fetch(&group, &mut node, &store).await;
         if node.has_ready() {
@@ -159,7 +170,7 @@ async fn handle_ready(
     if !ready.snapshot().is_empty() {
         restart_from_snapshot(group, store, saved, ready.snapshot()).await?;
     }
-    let _ = ready.take_committed_entries();
+    let committed = ready.take_committed_entries();
     append(group, store, saved, ready.take_entries()).await?;
     if let Some(hard) = ready.hs() {
         store.0.borrow_mut().hard = hard.clone();
@@ -171,14 +182,52 @@ async fn handle_ready(
         }
     }
     group.send(shard, ready.take_persisted_messages());
+    apply_changes(group, node, store, saved, committed).await?;
     let mut light = node.advance(ready);
     group.send(shard, light.take_messages());
-    let _ = light.take_committed_entries();
+    let committed = light.take_committed_entries();
+    apply_changes(group, node, store, saved, committed).await?;
     node.advance_apply();
     // A snapshot is a few bytes, handed to the link at once: taken as received, so that the
     // follower is probed from there (and sent it again if it did not get it).
     for to in snapshots_sent {
         node.report_snapshot(to, SnapshotStatus::Finish);
+    }
+    Ok(())
+}
+
+/// Applies the membership changes among committed entries (the records are in the log already):
+/// the new membership is written to the state file with the commit, so that a restart never
+/// applies a change twice.
+async fn apply_changes(
+    group: &Group,
+    node: &mut RawNode<Store>,
+    store: &Store,
+    saved: &mut Saved,
+    committed: Vec<Entry>,
+) -> Result<(), String> {
+    for entry in committed {
+        if entry.get_entry_type() != EntryType::EntryConfChangeV2 {
+            continue;
+        }
+        let change = ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|e| format!("entry {}: unreadable membership change: {e}", entry.index))?;
+        let conf = node
+            .apply_conf_change(&change)
+            .map_err(|e| format!("entry {}: membership change refused: {e}", entry.index))?;
+        tracing::info!(stream = %group.stream, partition = group.partition, entry = entry.index,
+            voters = ?group.names_of(&conf.voters), leaving = ?group.names_of(&conf.voters_outgoing),
+            "the group's membership changed");
+        store.0.borrow_mut().conf = conf.clone();
+        *group.members.borrow_mut() = conf.voters.clone();
+        saved.conf = Some(SavedConf::from(&conf));
+        saved.commit = saved.commit.max(entry.index);
+        save(group, store, saved).await?;
+        // Once the change leaving this node out is agreed, the others hold everything: its
+        // copy can go (its leadership was handed over before the change was proposed).
+        if !conf.voters.contains(&node.raft.id) {
+            group.left.set(true);
+        }
     }
     Ok(())
 }
@@ -265,12 +314,19 @@ async fn append(
     {
         let mut state = store.0.borrow_mut();
         for entry in entries {
-            if entry.get_entry_type() != EntryType::EntryNormal {
-                return Err(format!("entry {} is a membership change", entry.index));
-            }
             let offset = state.terms.end_offset(entry.index - 1);
+            let change = match entry.get_entry_type() {
+                EntryType::EntryNormal => false,
+                EntryType::EntryConfChangeV2 => true,
+                EntryType::EntryConfChange => {
+                    return Err(format!(
+                        "entry {} is an old-style membership change",
+                        entry.index
+                    ));
+                }
+            };
             if entry.term != state.terms.last_term() {
-                if !entry.data.is_empty() {
+                if !entry.data.is_empty() || change {
                     return Err(format!(
                         "entry {} starts a term and carries data",
                         entry.index
@@ -280,6 +336,15 @@ async fn append(
                     term: entry.term,
                     index: entry.index,
                     offset,
+                    change: None,
+                });
+                changed = true;
+            } else if change {
+                state.terms.push(TermStart {
+                    term: entry.term,
+                    index: entry.index,
+                    offset,
+                    change: Some(entry.data.to_vec()),
                 });
                 changed = true;
             } else if entry.data.is_empty() {
@@ -297,6 +362,7 @@ async fn append(
                 term: entry.term,
                 data: entry.data,
                 stamp: entry.context,
+                change,
             });
         }
     }

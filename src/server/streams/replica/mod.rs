@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::future::or;
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
+use raft::eraftpb::{
+    ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry,
+    EntryType, Message, MessageType, Snapshot,
+};
 use raft::{Config, RawNode, SnapshotStatus, StateRole};
 use sluice_protocol::cluster::ClusterFrame;
 use sluice_protocol::ErrorCode;
@@ -38,7 +41,7 @@ use self::driver::{drive, read_entries};
 pub use self::links::{
     forwarded_frame, receive, route_from_links, ship_consumer_state, FORWARD_SHARD_SHIFT,
 };
-use self::store::{Cached, Saved, Store, FETCH_BYTES_MAX};
+use self::store::{Cached, Saved, SavedConf, Store, FETCH_BYTES_MAX};
 use self::terms::TermStart;
 use super::items::AckOutcome;
 use super::partition::{Partition, Queued};
@@ -125,7 +128,13 @@ pub struct Group {
     dir: PathBuf,
     log: Rc<PartitionLog>,
     part: Weak<Partition>,
-    names: Vec<(u64, String)>,
+    /// Every node that held or holds a copy, by id: the members, and those joining or leaving.
+    names: RefCell<Vec<(u64, String)>>,
+    /// The members the stream's placement asks for; the leader changes the group's membership
+    /// to them (a replica moved).
+    placement: RefCell<Vec<u64>>,
+    /// The members as last applied.
+    members: RefCell<Vec<u64>>,
     inbox: RefCell<VecDeque<Message>>,
     wake: Notify,
     /// Publishes handed over by the partition, not yet proposed or forwarded.
@@ -136,6 +145,8 @@ pub struct Group {
     forwarded: RefCell<HashMap<u64, Waiting>>,
     status: RefCell<GroupStatus>,
     stopped: Cell<bool>,
+    /// This node is no longer a member: its copy goes.
+    left: Cell<bool>,
     /// Where a consensus message is encoded before it is framed, kept between messages.
     encoded: RefCell<Vec<u8>>,
 }
@@ -211,18 +222,98 @@ impl Group {
         }
     }
 
-    fn name_of(&self, id: u64) -> Option<&str> {
-        self.names
-            .iter()
-            .find(|(known, _)| *known == id)
-            .map(|(_, n)| n.as_str())
+    fn name_of(&self, id: u64) -> Option<String> {
+        name_in(&self.names.borrow(), id).map(str::to_string)
+    }
+
+    /// The names of nodes `ids`, for the log.
+    fn names_of(&self, ids: &[u64]) -> Vec<String> {
+        let names = self.names.borrow();
+        ids.iter()
+            .map(|id| name_in(&names, *id).map_or_else(|| id.to_string(), str::to_string))
+            .collect()
+    }
+
+    /// As leader, moves the group's membership towards the placement, one change at a time: a
+    /// joint change adding the new members and removing the old ones (the library leaves the
+    /// joint state by itself once it is applied). A leader that is not to stay a member hands
+    /// its leadership to the member furthest along first.
+    fn reconcile(&self, node: &mut RawNode<Store>, store: &Store) {
+        if node.raft.state != StateRole::Leader || node.raft.has_pending_conf() {
+            return;
+        }
+        let conf = store.0.borrow().conf.clone();
+        if !conf.voters_outgoing.is_empty() {
+            // A joint state the library did not leave (its leader changed meanwhile).
+            let _ = node.propose_conf_change(Vec::new(), ConfChangeV2::default());
+            return;
+        }
+        let mut want = self.placement.borrow().clone();
+        want.sort_unstable();
+        let mut now = conf.voters.clone();
+        now.sort_unstable();
+        if want == now || want.is_empty() {
+            return;
+        }
+        let me = node.raft.id;
+        if !want.contains(&me) {
+            let heir = now
+                .iter()
+                .filter(|id| **id != me && want.contains(id))
+                .max_by_key(|id| node.raft.prs().get(**id).map_or(0, |p| p.matched));
+            if let Some(&heir) = heir {
+                tracing::info!(stream = %self.stream, partition = self.partition,
+                    to = ?self.name_of(heir), "leaving the group: handing its leadership over");
+                node.transfer_leader(heir);
+            }
+            return;
+        }
+        let single = |id: u64, kind: ConfChangeType| {
+            let mut one = ConfChangeSingle {
+                node_id: id,
+                ..ConfChangeSingle::default()
+            };
+            one.set_change_type(kind);
+            one
+        };
+        let mut change = ConfChangeV2::default();
+        change.set_transition(ConfChangeTransition::Auto);
+        let added = want.iter().filter(|id| !now.contains(id));
+        let removed = now.iter().filter(|id| !want.contains(id));
+        let mut changes: Vec<ConfChangeSingle> = added
+            .map(|id| single(*id, ConfChangeType::AddNode))
+            .collect();
+        changes.extend(removed.map(|id| single(*id, ConfChangeType::RemoveNode)));
+        change.set_changes(changes.into());
+        tracing::info!(stream = %self.stream, partition = self.partition,
+            from = ?self.names_of(&now), to = ?self.names_of(&want), "moving the group's members");
+        if let Err(e) = node.propose_conf_change(Vec::new(), change) {
+            tracing::warn!(stream = %self.stream, partition = self.partition, error = %e,
+                "the membership change was not proposed");
+        }
+    }
+
+    /// The stream's placement changed (a replica moved): the group's leader changes the
+    /// membership to it, and a node joining learns the others' names.
+    pub fn set_placement(&self, placement: &[String]) {
+        let mut names = self.names.borrow_mut();
+        for name in placement {
+            let id = node_id(name);
+            if name_in(&names, id).is_none() {
+                names.push((id, name.clone()));
+            }
+        }
+        *self.placement.borrow_mut() = placement.iter().map(|n| node_id(n)).collect();
+        drop(names);
+        self.wake.notify();
     }
 
     /// Sends consensus messages to their nodes.
     fn send(&self, shard: &StreamShard, messages: Vec<Message>) {
         let mut encoded = self.encoded.borrow_mut();
+        let names = self.names.borrow();
         for message in messages {
-            let Some(to) = self.name_of(message.to) else {
+            let Some(to) = name_in(&names, message.to) else {
                 continue;
             };
             encoded.clear();
@@ -285,7 +376,7 @@ impl Group {
             return;
         }
         let leader = node.raft.leader_id;
-        let Some(leader) = self.name_of(leader).map(str::to_string) else {
+        let Some(leader) = self.name_of(leader) else {
             return; // No leader yet: wait for one (or the deadline).
         };
         let items: Vec<(Queued, Instant)> = self.submitted.borrow_mut().drain(..).collect();
@@ -415,6 +506,14 @@ impl Group {
     }
 }
 
+/// The name of node `id` among `names`.
+fn name_in(names: &[(u64, String)], id: u64) -> Option<&str> {
+    names
+        .iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, n)| n.as_str())
+}
+
 /// The keys of the publishes past their deadline.
 fn late_keys<'a>(waiting: impl Iterator<Item = (&'a u64, &'a Waiting)>, now: Instant) -> Vec<u64> {
     waiting
@@ -458,8 +557,22 @@ pub async fn start(
         .iter()
         .map(|n| (node_id(n), n.clone()))
         .collect();
-    let voters = names.iter().map(|(id, _)| *id).collect();
-    let store = Store::new(&saved, voters, log.first_offset(), log.durable_offset());
+    let voters: Vec<u64> = names.iter().map(|(id, _)| *id).collect();
+    // A group in the middle of a membership change may have a member the placement no longer
+    // names: every node of the cluster is known by name.
+    let mut names = names;
+    let members = shard.cluster.get().and_then(|c| c.members());
+    for name in members.unwrap_or_default() {
+        let id = node_id(&name);
+        if name_in(&names, id).is_none() {
+            names.push((id, name));
+        }
+    }
+    let conf = saved.conf.clone().map_or_else(
+        || ConfState::from((voters.clone(), vec![])),
+        ConfState::from,
+    );
+    let store = Store::new(&saved, conf, log.first_offset(), log.durable_offset());
     let (first_index, last_index) = {
         let state = store.0.borrow();
         (state.first_index(), state.last_index)
@@ -508,7 +621,9 @@ pub async fn start(
         dir,
         log,
         part: Rc::downgrade(part),
-        names,
+        names: RefCell::new(names),
+        members: RefCell::new(store.0.borrow().conf.voters.clone()),
+        placement: RefCell::new(voters),
         inbox: RefCell::default(),
         wake: Notify::default(),
         submitted: RefCell::default(),
@@ -519,6 +634,7 @@ pub async fn start(
             ..GroupStatus::default()
         }),
         stopped: Cell::new(false),
+        left: Cell::new(false),
         encoded: RefCell::new(Vec::new()),
     });
     glommio::spawn_local(drive(shard.clone(), group.clone(), node, store, saved)).detach();
@@ -532,10 +648,14 @@ pub fn group_info(part: &Partition) -> Option<crate::api::GroupInfo> {
     Some(crate::api::GroupInfo {
         stream: part.config.name.clone(),
         partition: part.index,
-        leader: group.name_of(status.leader).map(str::to_string),
+        leader: group.name_of(status.leader),
         role: status.role.to_string(),
         term: status.term,
         commit: status.commit,
         last_index: status.last_index,
+        voters: {
+            let members = group.members.borrow().clone();
+            group.names_of(&members)
+        },
     })
 }

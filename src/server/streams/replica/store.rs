@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
 use serde::{Deserialize, Serialize};
 
@@ -29,25 +29,31 @@ pub const FETCH_ENTRIES_MAX: u64 = 4096;
 /// About the bytes one fetch from the log reads.
 pub const FETCH_BYTES_MAX: usize = 1024 * 1024;
 
-/// One entry: its index, term and body (empty for a term's start), and the time the leader
-/// stamped it with (its context).
+/// One entry: its index, term and body (empty for a term's start, the encoded change for a
+/// membership change), and the time the leader stamped it with (its context).
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub index: u64,
     pub term: u64,
     pub data: Bytes,
     pub stamp: Bytes,
+    /// A membership change.
+    pub change: bool,
 }
 
 impl Cached {
     fn entry(&self) -> Entry {
-        Entry {
+        let mut entry = Entry {
             index: self.index,
             term: self.term,
             data: self.data.clone(),
             context: self.stamp.clone(),
             ..Entry::default()
+        };
+        if self.change {
+            entry.set_entry_type(EntryType::EntryConfChangeV2);
         }
+        entry
     }
 }
 
@@ -79,6 +85,39 @@ pub struct Saved {
     /// stopped midway restarts it again when it opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_at: Option<u64>,
+    /// The membership as of the last change applied (the stream's placement until the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<SavedConf>,
+}
+
+/// A group's membership, as written to its state file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedConf {
+    pub voters: Vec<u64>,
+    /// The members before a change, while it is under way (joint consensus).
+    #[serde(default)]
+    pub outgoing: Vec<u64>,
+    #[serde(default)]
+    pub auto_leave: bool,
+}
+
+impl From<&ConfState> for SavedConf {
+    fn from(conf: &ConfState) -> SavedConf {
+        SavedConf {
+            voters: conf.voters.clone(),
+            outgoing: conf.voters_outgoing.clone(),
+            auto_leave: conf.auto_leave,
+        }
+    }
+}
+
+impl From<SavedConf> for ConfState {
+    fn from(saved: SavedConf) -> ConfState {
+        let mut conf = ConfState::from((saved.voters, vec![]));
+        conf.voters_outgoing = saved.outgoing;
+        conf.auto_leave = saved.auto_leave;
+        conf
+    }
 }
 
 /// The group's state file in the partition's directory.
@@ -127,7 +166,7 @@ pub struct State {
 pub struct Store(pub Rc<RefCell<State>>);
 
 impl Store {
-    pub fn new(saved: &Saved, voters: Vec<u64>, first_offset: u64, next_offset: u64) -> Store {
+    pub fn new(saved: &Saved, conf: ConfState, first_offset: u64, next_offset: u64) -> Store {
         let hard = HardState {
             term: saved.term,
             vote: saved.vote,
@@ -137,7 +176,7 @@ impl Store {
         let last_index = saved.terms.last_index(next_offset);
         Store(Rc::new(RefCell::new(State {
             hard,
-            conf: ConfState::from((voters, vec![])),
+            conf,
             terms: saved.terms.clone(),
             first_offset,
             last_index,
@@ -194,6 +233,7 @@ impl State {
             term,
             index,
             offset,
+            change: None,
         });
         self.first_offset = offset;
         self.last_index = index;

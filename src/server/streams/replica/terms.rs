@@ -11,17 +11,25 @@
 //! offset(i)     = end_offset(i) - 1                    for an entry that is not a start
 //! ```
 //!
-//! The table changes once per term (and when a conflicting tail is cut), and is written durably
-//! before the entries of a new term are appended, so it never lags the log.
+//! A membership change (a replica moved) is an entry without a record too: it has a row of its
+//! own, in the term it was proposed in, which keeps the change itself, so that it can be sent to
+//! a follower again. The formulas above hold with it, as with a term's start.
+//!
+//! The table changes once per term, per membership change and when a conflicting tail is cut, and
+//! is written durably before the entries it describes are appended, so it never lags the log.
 
 use serde::{Deserialize, Serialize};
 
-/// The first entry of a term: its index, and the offset of the term's first record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// An entry without a record: the first entry of a term, or a membership change. Its index, and
+/// the offset of the next record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TermStart {
     pub term: u64,
     pub index: u64,
     pub offset: u64,
+    /// A membership change's entry (its encoded change), rather than a term's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Vec<u8>>,
 }
 
 /// Every term start the log holds, in order.
@@ -54,9 +62,17 @@ impl Terms {
             .map_or(0, |s| s.offset + (index - s.index))
     }
 
-    /// Whether entry `index` is the start of its term (an empty entry, with no record).
+    /// Whether entry `index` has no record: the start of its term (an empty entry), or a
+    /// membership change.
     pub fn is_start(&self, index: u64) -> bool {
         self.start_of(index).is_some_and(|s| s.index == index)
+    }
+
+    /// The membership change entry `index` is, if it is one.
+    pub fn change_at(&self, index: u64) -> Option<&[u8]> {
+        self.start_of(index)
+            .filter(|s| s.index == index)
+            .and_then(|s| s.change.as_deref())
     }
 
     /// The entry whose record is at `offset`, if the table reaches it.
@@ -82,12 +98,14 @@ impl Terms {
         }
     }
 
-    /// Records that a new term starts at entry `index`, whose records start at `offset`.
+    /// Records that a new term starts at entry `start.index` (or a membership change is made
+    /// there), whose next record takes `start.offset`.
     pub fn push(&mut self, start: TermStart) {
         debug_assert!(self
             .starts
             .last()
-            .is_none_or(|last| last.index < start.index && last.term < start.term));
+            .is_none_or(|last| last.index < start.index
+                && (last.term < start.term || start.change.is_some() && last.term == start.term)));
         self.starts.push(start);
     }
 
@@ -109,16 +127,19 @@ mod tests {
             term: 1,
             index: 1,
             offset: 0,
+            change: None,
         });
         terms.push(TermStart {
             term: 2,
             index: 5,
             offset: 3,
+            change: None,
         });
         terms.push(TermStart {
             term: 3,
             index: 6,
             offset: 3,
+            change: None,
         });
         terms
     }
@@ -148,6 +169,28 @@ mod tests {
     }
 
     #[test]
+    fn a_membership_change_takes_no_offset_and_keeps_its_change() {
+        let mut terms = table();
+        terms.push(TermStart {
+            term: 3,
+            index: 9,
+            offset: 5,
+            change: Some(vec![7, 7]),
+        });
+        assert_eq!(terms.last_index(7), 11);
+        assert!(terms.is_start(9));
+        assert_eq!(terms.change_at(9), Some(&[7u8, 7][..]));
+        assert_eq!(terms.change_at(6), None);
+        assert_eq!(terms.term_of(10), 3);
+        assert_eq!(terms.end_offset(9), 5);
+        assert_eq!(terms.end_offset(10), 6);
+        assert_eq!(terms.index_of_offset(4), Some(8));
+        assert_eq!(terms.index_of_offset(5), Some(10));
+        terms.truncate_from(9);
+        assert_eq!(terms.change_at(9), None);
+    }
+
+    #[test]
     fn cutting_a_tail_forgets_its_terms() {
         let mut terms = table();
         terms.truncate_from(5);
@@ -157,6 +200,7 @@ mod tests {
             term: 4,
             index: 5,
             offset: 3,
+            change: None,
         });
         assert_eq!(terms.term_of(5), 4);
         assert_eq!(terms.index_of_offset(3), Some(6));
