@@ -74,14 +74,15 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
             }
             for group in &info.groups {
                 println!(
-                    "group {}/{}  {}  leader {}  term {}  commit {}  lag {}",
+                    "group {}/{}  {}  leader {}  term {}  commit {}  lag {}  voters {}",
                     group.stream,
                     group.partition,
                     group.role,
                     group.leader.as_deref().unwrap_or("none"),
                     group.term,
                     group.commit,
-                    group.last_index.saturating_sub(group.commit)
+                    group.last_index.saturating_sub(group.commit),
+                    group.voters.join(",")
                 );
             }
             Ok(())
