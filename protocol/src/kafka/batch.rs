@@ -286,6 +286,48 @@ pub fn records(batch: &Bytes) -> Result<Vec<KafkaRecord>, BatchError> {
         .collect())
 }
 
+/// Cuts a checked batch of several records into batches of one uncompressed record each, in
+/// order, keeping each record's key, value, headers, timestamp, producer and sequence: how a
+/// replicated stream stores a batch, one entry per offset. A batch of one record comes back as
+/// it is. Compressed batches are decompressed (gzip and snappy; lz4 and zstd are refused with
+/// `Codec`).
+pub fn one_per_record(batch: &Bytes) -> Result<Vec<Bytes>, BatchError> {
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let header = BatchHeader::read(batch).ok_or(BatchError::Truncated)?;
+    if header.record_count == 1 {
+        return Ok(vec![batch.clone()]);
+    }
+    if !matches!(header.codec(), 0..=2) {
+        return Err(BatchError::Codec(header.codec()));
+    }
+    if header.record_count < 0 || header.record_count as usize > batch.len() {
+        return Err(BatchError::Truncated);
+    }
+    let mut buf = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|_| BatchError::Truncated)?;
+    if set.records.len() != header.record_count as usize {
+        return Err(BatchError::Count {
+            count: header.record_count,
+            delta: header.last_offset_delta,
+        });
+    }
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    let mut out = Vec::with_capacity(set.records.len());
+    for mut record in set.records {
+        record.offset = 0;
+        let mut piece = BytesMut::with_capacity(
+            HEADER_BYTES + 32 + record.value.as_ref().map_or(0, Bytes::len),
+        );
+        RecordBatchEncoder::encode(&mut piece, std::slice::from_ref(&record), &options)
+            .map_err(|_| BatchError::Truncated)?;
+        out.push(piece.freeze());
+    }
+    Ok(out)
+}
+
 /// A batch of one uncompressed record with CreateTime `timestamp_ms`: how a message that was not
 /// produced by a Kafka client reaches one. Its base offset is 0; `put_rebased` sets it.
 pub fn single(
@@ -395,6 +437,32 @@ mod tests {
         )
         .unwrap();
         out.freeze()
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_one_record_batches_that_keep_every_field() {
+        for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
+            let batch = encoded(&[b"one", b"two", b"three"], compression);
+            let header = BatchHeader::read(&batch).unwrap();
+            let pieces = one_per_record(&batch).unwrap();
+            assert_eq!(pieces.len(), 3);
+            let whole = records(&batch).unwrap();
+            for (i, piece) in pieces.iter().enumerate() {
+                let checked = split(piece, usize::MAX).unwrap();
+                assert_eq!(checked.len(), 1, "one valid batch");
+                let h = checked[0].1;
+                assert_eq!((h.record_count, h.count(), h.codec()), (1, 1, 0));
+                assert_eq!(h.producer_id, header.producer_id);
+                assert_eq!(h.producer_epoch, header.producer_epoch);
+                assert_eq!(h.base_sequence, header.base_sequence + i as i32);
+                let mut record = records(piece).unwrap();
+                assert_eq!(record.len(), 1);
+                record[0].offset_delta = whole[i].offset_delta;
+                assert_eq!(record[0], whole[i]);
+            }
+        }
+        let single = encoded(&[b"alone"], Compression::Gzip);
+        assert_eq!(one_per_record(&single).unwrap(), vec![single.clone()]);
     }
 
     #[test]

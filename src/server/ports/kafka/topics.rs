@@ -90,6 +90,7 @@ pub async fn create_topic(
     conn: &KafkaConn,
     name: &str,
     partitions: u32,
+    replicas: u8,
 ) -> Result<Arc<StreamConfig>, (i16, String)> {
     if !valid_topic(name) {
         return Err((
@@ -99,6 +100,7 @@ pub async fn create_topic(
     }
     let mut config = StreamConfig::new(stream_name(name), vec![name.to_string()]);
     config.partitions = partitions;
+    config.replicas = replicas;
     let body = serde_json::to_vec(&config).map_err(|e| (code::INVALID_REQUEST, e.to_string()))?;
     let shard = &conn.shard.streams;
     let (status, reply) = streams::call_api(shard, api::STREAM_ADD, &body).await;
@@ -106,6 +108,7 @@ pub async fn create_topic(
         let why = String::from_utf8_lossy(&reply).into_owned();
         let code = match ErrorCode::from_u16(status) {
             ErrorCode::LimitReached => code::INVALID_PARTITIONS,
+            ErrorCode::BadRequest if why.contains("replicas") => code::INVALID_REPLICATION_FACTOR,
             ErrorCode::BadRequest => code::INVALID_REQUEST,
             ErrorCode::Unavailable => code::LEADER_NOT_AVAILABLE,
             _ => code::UNKNOWN_SERVER_ERROR,
@@ -186,7 +189,7 @@ pub async fn metadata(
                         topic_metadata(&name, None, code::INVALID_TOPIC_EXCEPTION)
                     }
                     None if may_create => {
-                        match create_topic(conn, &name, DEFAULT_PARTITIONS).await {
+                        match create_topic(conn, &name, DEFAULT_PARTITIONS, 1).await {
                             Ok(config) => topic_metadata(&name, Some(&config), code::NONE),
                             Err((error, why)) => {
                                 tracing::warn!(topic = %name, %why, "kafka topic not created");
@@ -224,6 +227,9 @@ pub async fn create(
         } else {
             t.num_partitions as u32
         };
+        // -1 (the broker's default) and 1 keep one copy on each node; more asks for a
+        // replicated stream, of the cluster's size.
+        let replicas = u8::try_from(t.replication_factor.max(1)).unwrap_or(u8::MAX);
         let refusal = if !valid_topic(&name) {
             Some((
                 code::INVALID_TOPIC_EXCEPTION,
@@ -239,14 +245,10 @@ pub async fn create(
                 code::TOPIC_ALREADY_EXISTS,
                 format!("topic {name} already exists"),
             ))
-        } else if t.replication_factor > 1 {
+        } else if t.replication_factor > i16::from(u8::MAX) {
             Some((
                 code::INVALID_REPLICATION_FACTOR,
-                format!(
-                    "replication factor {}: Kafka topics are kept as one copy on each node; \
-                     replicated streams are made through the NATS or native API",
-                    t.replication_factor
-                ),
+                format!("replication factor {} is too large", t.replication_factor),
             ))
         } else if !t.assignments.is_empty() {
             Some((
@@ -259,7 +261,9 @@ pub async fn create(
         let outcome = match refusal {
             Some(refused) => Err(refused),
             None if req.validate_only => Ok(()),
-            None => create_topic(conn, &name, partitions).await.map(|_| ()),
+            None => create_topic(conn, &name, partitions, replicas)
+                .await
+                .map(|_| ()),
         };
         let mut result = CreatableTopicResult::default().with_name(topic(&name));
         match outcome {
@@ -267,7 +271,7 @@ pub async fn create(
                 if version >= 5 {
                     result = result
                         .with_num_partitions(partitions as i32)
-                        .with_replication_factor(1)
+                        .with_replication_factor(i16::from(replicas))
                         .with_configs(Some(Vec::new()));
                 }
             }

@@ -62,6 +62,7 @@ impl Partition {
                         body,
                         count: 1,
                         done,
+                        back: 0,
                     });
                 }
                 Verdict::Duplicate { offset } => {

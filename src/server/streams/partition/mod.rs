@@ -162,6 +162,9 @@ pub(super) struct Queued {
     pub body: Bytes,
     pub count: u32,
     pub done: Option<Done>,
+    /// Offsets before this body's own that its ack reports as its first: the last piece of a
+    /// Kafka batch a replicated partition stores as one entry per record answers for the batch.
+    pub back: u32,
 }
 
 /// Idle partitions looked at, to close their logs, each time one opens past the bound.
@@ -481,6 +484,7 @@ impl Partition {
             body,
             count: count.max(1),
             done,
+            back: 0,
         });
         if self.is_congested() {
             shard.core.note_backlog(Backlog::Congested(self.clone()));
@@ -541,6 +545,7 @@ impl Partition {
                     body: Bytes::new(),
                     count: 1,
                     done: Some(done),
+                    back: 0,
                 });
                 fail_all(
                     shard,

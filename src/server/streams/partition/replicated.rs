@@ -43,7 +43,8 @@ impl Partition {
     }
 
     /// Hands publishes to the partition's group. The leader checks them first, as a partition of
-    /// its own would; a duplicate is answered at once with the offset it repeats.
+    /// its own would; a duplicate is answered at once with the offset it repeats. A follower
+    /// hands them over unchecked (to be forwarded, or checked if it becomes the leader first).
     pub(super) fn submit_to_group(
         self: &Rc<Self>,
         shard: &Rc<StreamShard>,
@@ -51,28 +52,22 @@ impl Partition {
         group: &Group,
         items: Vec<Queued>,
     ) {
-        let stream: Arc<str> = Arc::from(self.config.name.as_str());
-        // A record taking several offsets (a Kafka batch) would break the one-offset-per-entry
-        // mapping of the group's log: refused, never stored wrongly.
-        let (items, batches): (Vec<Queued>, Vec<Queued>) =
-            items.into_iter().partition(|q| q.count == 1);
-        for q in batches {
-            self.synced_bytes(q.body.len());
-            if let Some(done) = q.done {
-                let why = "a replicated stream stores single messages; Kafka record batches of \
-                           more than one record are not supported there yet";
-                let refused = Err((ErrorCode::BadRequest, why.to_string()));
-                resolve(
-                    shard,
-                    done,
-                    AckOutcome::plain(stream.clone(), self.index, refused),
-                );
-            }
-        }
         if !group.is_leader() {
-            group.submit(items);
+            group.submit(items, false);
             return;
         }
+        group.submit(self.checked_for_group(shard, log, items), true);
+    }
+
+    /// What the leader proposes of `items`: the JetStream and Kafka checks run (duplicates
+    /// answered at once), and Kafka batches cut into one entry per record.
+    pub(in crate::server::streams) fn checked_for_group(
+        self: &Rc<Self>,
+        shard: &Rc<StreamShard>,
+        log: &PartitionLog,
+        items: Vec<Queued>,
+    ) -> Vec<Queued> {
+        let stream: Arc<str> = Arc::from(self.config.name.as_str());
         let bytes_before: usize = items.iter().map(|q| q.body.len()).sum();
         // A replica applies no removals of its own: the per-subject limits would make the
         // replicas differ.
@@ -84,6 +79,68 @@ impl Partition {
             outcome.duplicate = true;
             resolve(shard, done, outcome);
         }
-        group.submit(items);
+        self.one_entry_per_offset(shard, &stream, items)
+    }
+
+    /// The log, if open (for the group's leader checking what it was handed as a follower).
+    pub(in crate::server::streams) fn open_log(&self) -> Option<Rc<PartitionLog>> {
+        self.log.borrow().clone()
+    }
+
+    /// Cuts each Kafka batch of several records into batches of one record, checked already as
+    /// a whole: the group's log takes one offset per entry. The pieces go together, so their
+    /// offsets follow each other, and the last answers for the batch with the first's offset.
+    fn one_entry_per_offset(
+        &self,
+        shard: &Rc<StreamShard>,
+        stream: &Arc<str>,
+        items: Vec<Queued>,
+    ) -> Vec<Queued> {
+        let mut out = Vec::with_capacity(items.len());
+        for q in items {
+            if q.count == 1 {
+                out.push(q);
+                continue;
+            }
+            match sluice_protocol::kafka::batch::one_per_record(&q.body) {
+                Ok(pieces) if pieces.len() == q.count as usize => {
+                    let last = pieces.len() - 1;
+                    let mut done = q.done;
+                    let bytes: usize = pieces.iter().map(Bytes::len).sum();
+                    // The pieces take the batch's place in the unsynced count.
+                    self.synced_bytes(q.body.len());
+                    self.unsynced_bytes.set(self.unsynced_bytes.get() + bytes);
+                    for (i, body) in pieces.into_iter().enumerate() {
+                        let is_last = i == last;
+                        out.push(Queued {
+                            body,
+                            count: 1,
+                            done: if is_last { done.take() } else { None },
+                            back: if is_last { last as u32 } else { 0 },
+                        });
+                    }
+                }
+                cut => {
+                    self.synced_bytes(q.body.len());
+                    let why = match cut {
+                        Err(e) => format!("a replicated stream stores one entry per record: {e}"),
+                        Ok(_) => "the batch's records do not match its count".to_string(),
+                    };
+                    tracing::debug!(stream = %stream, partition = self.index, reason = %why,
+                        "kafka batch refused");
+                    if let Some(done) = q.done {
+                        let mut outcome = AckOutcome::plain(
+                            stream.clone(),
+                            self.index,
+                            Err((ErrorCode::BadRequest, why)),
+                        );
+                        outcome.kafka_error =
+                            Some(sluice_protocol::kafka::code::UNSUPPORTED_COMPRESSION_TYPE);
+                        resolve(shard, done, outcome);
+                    }
+                }
+            }
+        }
+        out
     }
 }

@@ -108,6 +108,8 @@ struct Waiting {
     done: Option<Done>,
     bytes: usize,
     deadline: Instant,
+    /// Offsets before the entry's own that the answer reports (see `Queued::back`).
+    back: u64,
 }
 
 /// What a group shows in `sluice cluster info`, as its driver last saw it (set after every round,
@@ -138,7 +140,8 @@ pub struct Group {
     inbox: RefCell<VecDeque<Message>>,
     wake: Notify,
     /// Publishes handed over by the partition, not yet proposed or forwarded.
-    submitted: RefCell<VecDeque<(Queued, Instant)>>,
+    /// Each with its deadline, and whether the leader's checks ran on it.
+    submitted: RefCell<VecDeque<(Queued, Instant, bool)>>,
     /// Publishes proposed here as leader, by index.
     proposed: RefCell<BTreeMap<u64, Waiting>>,
     /// Publishes forwarded to the leader, by forward id.
@@ -176,11 +179,12 @@ impl Group {
     }
 
     /// Takes publishes for the group: proposed if this node leads, else forwarded to the leader.
-    pub(super) fn submit(&self, items: Vec<Queued>) {
+    /// `checked`: the leader's checks ran on them (and Kafka batches were cut into records).
+    pub(super) fn submit(&self, items: Vec<Queued>, checked: bool) {
         let deadline = Instant::now() + DECIDE_TIMEOUT;
         self.submitted
             .borrow_mut()
-            .extend(items.into_iter().map(|q| (q, deadline)));
+            .extend(items.into_iter().map(|q| (q, deadline, checked)));
         self.wake.notify();
     }
 
@@ -338,7 +342,7 @@ impl Group {
             return;
         }
         if node.raft.state == StateRole::Leader {
-            let items: Vec<(Queued, Instant)> = self.submitted.borrow_mut().drain(..).collect();
+            let items = self.checked_here(shard);
             let first = node.raft.raft_log.last_index() + 1;
             let term = node.raft.term;
             let mut message = Message::default();
@@ -362,6 +366,7 @@ impl Group {
                     done: q.done,
                     bytes: q.body.len(),
                     deadline,
+                    back: u64::from(q.back),
                 };
                 match &proposed {
                     Ok(()) => {
@@ -379,8 +384,8 @@ impl Group {
         let Some(leader) = self.name_of(leader) else {
             return; // No leader yet: wait for one (or the deadline).
         };
-        let items: Vec<(Queued, Instant)> = self.submitted.borrow_mut().drain(..).collect();
-        for (q, deadline) in items {
+        let items: Vec<(Queued, Instant, bool)> = self.submitted.borrow_mut().drain(..).collect();
+        for (q, deadline, _) in items {
             let id = shard.next_forward_id();
             let mut out = BytesMut::with_capacity(q.body.len() + 64);
             ClusterFrame::Forward {
@@ -399,10 +404,56 @@ impl Group {
                     done: q.done,
                     bytes: q.body.len(),
                     deadline,
+                    back: 0,
                 },
             );
             shard.note_forward(id, self);
         }
+    }
+
+    /// What was submitted, ready for this node to propose as leader: what was handed over while
+    /// it followed goes through the leader's checks now (in its place in the order).
+    fn checked_here(&self, shard: &Rc<StreamShard>) -> Vec<(Queued, Instant)> {
+        let all: Vec<(Queued, Instant, bool)> = self.submitted.borrow_mut().drain(..).collect();
+        let mut out = Vec::with_capacity(all.len());
+        let mut run: Vec<(Queued, Instant)> = Vec::new();
+        let check = |run: &mut Vec<(Queued, Instant)>, out: &mut Vec<(Queued, Instant)>| {
+            let Some(deadline) = run.first().map(|(_, d)| *d) else {
+                return;
+            };
+            let items: Vec<Queued> = run.drain(..).map(|(q, _)| q).collect();
+            let part = self.part.upgrade();
+            match part.as_ref().and_then(|p| p.open_log().map(|log| (p, log))) {
+                Some((part, log)) => out.extend(
+                    part.checked_for_group(shard, &log, items)
+                        .into_iter()
+                        .map(|q| (q, deadline)),
+                ),
+                None => {
+                    for q in items {
+                        let waiting = Waiting {
+                            term: 0,
+                            done: q.done,
+                            bytes: q.body.len(),
+                            deadline,
+                            back: 0,
+                        };
+                        let why = "the partition is closing".to_string();
+                        self.finish(shard, waiting, Err((ErrorCode::Unavailable, why)));
+                    }
+                }
+            }
+        };
+        for (q, deadline, checked) in all {
+            if checked {
+                check(&mut run, &mut out);
+                out.push((q, deadline));
+            } else {
+                run.push((q, deadline));
+            }
+        }
+        check(&mut run, &mut out);
+        out
     }
 
     /// Answers the proposals the group committed, and refuses those past their deadline.
@@ -420,7 +471,7 @@ impl Group {
                 (state.terms.term_of(index), state.terms.end_offset(index))
             };
             let result = if term == waiting.term {
-                Ok(offset - 1)
+                Ok((offset - 1).saturating_sub(waiting.back))
             } else {
                 Err((
                     ErrorCode::Unavailable,
@@ -438,20 +489,21 @@ impl Group {
     fn expire(&self, shard: &Rc<StreamShard>) {
         let now = Instant::now();
         let late = |why: &str| Err((ErrorCode::Unavailable, why.to_string()));
-        let expired: Vec<(Queued, Instant)> = {
+        let expired: Vec<(Queued, Instant, bool)> = {
             let mut submitted = self.submitted.borrow_mut();
             let keep = submitted
                 .iter()
-                .position(|(_, d)| *d > now)
+                .position(|(_, d, _)| *d > now)
                 .unwrap_or(submitted.len());
             submitted.drain(..keep).collect()
         };
-        for (q, deadline) in expired {
+        for (q, deadline, _) in expired {
             let waiting = Waiting {
                 term: 0,
                 done: q.done,
                 bytes: q.body.len(),
                 deadline,
+                back: 0,
             };
             self.finish(
                 shard,
@@ -487,11 +539,12 @@ impl Group {
             self.submitted
                 .borrow_mut()
                 .drain(..)
-                .map(|(q, deadline)| Waiting {
+                .map(|(q, deadline, _)| Waiting {
                     term: 0,
                     done: q.done,
                     bytes: q.body.len(),
                     deadline,
+                    back: 0,
                 }),
         );
         all.extend(std::mem::take(&mut *self.proposed.borrow_mut()).into_values());
