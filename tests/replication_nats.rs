@@ -178,3 +178,51 @@ fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
     let first = servers[0].take();
     run_failover_client(&url, "JOBS", || drop(first));
 }
+
+/// Runs `tests/py/kv_replicated.py` against the nodes at `urls`; false if nats-py is not
+/// installed.
+fn run_kv_client(urls: &[String]) -> bool {
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return false;
+    };
+    let script = format!("{}/tests/py/kv_replicated.py", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(python)
+        .args([script.as_str(), &urls.join(","), "settings"])
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "ok");
+    true
+}
+
+#[test]
+fn a_replicated_key_value_bucket_keeps_the_same_history_on_every_node() {
+    let cluster = Cluster::start();
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("nats://{}", cluster.node(i).nats_addr))
+        .collect();
+    run_kv_client(&urls);
+}
+
+#[test]
+fn the_key_value_client_behaves_the_same_against_a_nats_server_cluster() {
+    let reference = ReferenceCluster::new();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let Some(server) = reference.start(i, true) else {
+            return;
+        };
+        servers.push(server);
+    }
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("nats://{}", s.addr))
+        .collect();
+    run_kv_client(&urls);
+}

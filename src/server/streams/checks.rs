@@ -79,7 +79,7 @@ pub struct Position {
 }
 
 /// A partition's memory of ids and subjects.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PublishChecks {
     limits: Limits,
     window_ns: u64,

@@ -100,7 +100,7 @@ impl Partition {
             from_first,
             self.deleted.clone(),
             self.lasts_for(config),
-            self.checks.clone(),
+            self.subjects_for_consumers(),
         )
         .await;
         self.creating.borrow_mut().remove(name);
@@ -200,7 +200,7 @@ impl Partition {
                 false,
                 self.deleted.clone(),
                 Vec::new(),
-                self.checks.clone(),
+                self.subjects_for_consumers(),
             )
             .await;
             match started {

@@ -133,6 +133,11 @@ impl Partition {
                 }
             }
         }
+        if self.config.is_replicated() {
+            // A replicated log reads only to its agreed end: these checks are of agreed records.
+            *self.agreed.borrow_mut() = Some(checks.clone());
+            self.agreed_end.set(offset);
+        }
         *self.checks.borrow_mut() = Some(checks);
         self.checks_first.set(log.first_offset());
         derived
@@ -140,6 +145,80 @@ impl Partition {
             .retain(|&o| !self.deleted.borrow().contains(o));
         if !derived.offsets.is_empty() || derived.below.is_some() {
             self.apply_removal(log, derived).await;
+        }
+    }
+
+    /// What consumers count pending messages per subject from: a replicated partition's agreed
+    /// subjects (the same on every copy, and only what readers can see), else the checks'.
+    pub(super) fn subjects_for_consumers(&self) -> Rc<RefCell<Option<PublishChecks>>> {
+        if self.config.is_replicated() {
+            self.agreed.clone()
+        } else {
+            self.checks.clone()
+        }
+    }
+
+    /// Takes in the records a replicated partition's group agreed on since the last call, in
+    /// order, on every copy alike, and removes what their limits per subject and rollups remove
+    /// (the leader's checks before storing leave that to this, so that every copy removes the
+    /// same messages).
+    pub fn take_in_agreed(self: &Rc<Self>) {
+        if self.agreeing.get() || self.agreed.borrow().is_none() {
+            return;
+        }
+        self.agreeing.set(true);
+        let part = self.clone();
+        glommio::spawn_local(async move {
+            let _in_use = part.in_use();
+            part.agree_all().await;
+            part.agreeing.set(false);
+        })
+        .detach();
+    }
+
+    async fn agree_all(&self) {
+        loop {
+            let Some(log) = self.log.borrow().clone() else {
+                return;
+            };
+            let from = self.agreed_end.get().max(log.first_offset());
+            if from >= log.next_offset() {
+                return;
+            }
+            let records = match log.read(from, RESTORE_READ_BYTES).await {
+                Ok(records) if !records.is_empty() => records,
+                _ => return,
+            };
+            let mut removal = Removal::default();
+            {
+                let mut agreed = self.agreed.borrow_mut();
+                let Some(checks) = agreed.as_mut() else {
+                    return;
+                };
+                checks.removed_below(log.first_offset());
+                let deleted = self.deleted.borrow();
+                for record in &records {
+                    // Taken in already, if the checks were read back from the log meanwhile.
+                    if record.offset < self.agreed_end.get() {
+                        continue;
+                    }
+                    self.agreed_end.set(record.end());
+                    if deleted.contains(record.offset) {
+                        continue;
+                    }
+                    let parts = Frame::check(record.body.clone(), u32::MAX).ok();
+                    if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
+                        let removes =
+                            checks.stored(subject, headers, record.offset, record.timestamp_ns);
+                        removal.offsets.extend(removes.offsets);
+                        removal.below = removes.below.or(removal.below);
+                    }
+                }
+                removal.offsets.retain(|&o| !deleted.contains(o));
+            }
+            if !removal.offsets.is_empty() || removal.below.is_some() {
+                self.apply_removal(&log, removal).await;
+            }
         }
     }
 

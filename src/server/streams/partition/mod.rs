@@ -144,6 +144,14 @@ pub struct Partition {
     checks: Rc<RefCell<Option<PublishChecks>>>,
     /// The log's first offset when the checks last forgot removed subjects.
     checks_first: Cell<u64>,
+    /// A replicated JetStream partition's subjects as its agreed records left them, kept on
+    /// every copy alike: what the limits per subject and rollups remove is derived from these,
+    /// in the log's order, so every copy removes the same messages.
+    agreed: Rc<RefCell<Option<PublishChecks>>>,
+    /// One past the last record `agreed` took in.
+    agreed_end: Cell<u64>,
+    /// Whether agreed records are being taken in.
+    agreeing: Cell<bool>,
     /// Messages deleted from the middle of the partition: readers skip them.
     deleted: Rc<RefCell<Deleted>>,
     /// Idempotent Kafka producers' latest batches, to drop their retries and refuse gaps.
@@ -273,6 +281,9 @@ impl Partition {
             checks: Rc::new(RefCell::new(None)),
             producers: RefCell::new(kafka::Producers::default()),
             checks_first: Cell::new(0),
+            agreed: Rc::new(RefCell::new(None)),
+            agreed_end: Cell::new(0),
+            agreeing: Cell::new(false),
             deleted: Rc::new(RefCell::new(Deleted::default())),
             group: RefCell::new(None),
             shipped: RefCell::new(HashMap::new()),

@@ -115,6 +115,7 @@ pub(super) async fn drive(
             group.log.set_visible_end(end);
             if let Some(part) = group.part.upgrade() {
                 part.notify_appended();
+                part.take_in_agreed();
             }
             if commit_saved_at.elapsed() >= COMMIT_SAVE_INTERVAL {
                 saved.commit = commit;
