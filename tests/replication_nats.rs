@@ -226,3 +226,55 @@ fn the_key_value_client_behaves_the_same_against_a_nats_server_cluster() {
         .collect();
     run_kv_client(&urls);
 }
+
+/// Runs `tests/py/expected_sequence.py` against the node at `url`; false if nats-py is not
+/// installed.
+fn run_expected_sequence_client(url: &str, stream: &str) -> bool {
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return false;
+    };
+    let script = format!(
+        "{}/tests/py/expected_sequence.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let output = std::process::Command::new(python)
+        .args([script.as_str(), url, stream])
+        .output()
+        .expect("run the client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the client failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout.trim(), "ok");
+    true
+}
+
+#[test]
+fn publishes_in_flight_each_expecting_the_last_sequence_are_all_stored() {
+    let cluster = Cluster::start();
+    // Through a follower as well as the leader: the group's leader checks them either way.
+    for i in 0..3 {
+        let url = format!("nats://{}", cluster.node(i).nats_addr);
+        if !run_expected_sequence_client(&url, &format!("SEQ{i}")) {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_expected_sequence_client_behaves_the_same_against_a_nats_server_cluster() {
+    let reference = ReferenceCluster::new();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        let Some(server) = reference.start(i, true) else {
+            return;
+        };
+        servers.push(server);
+    }
+    for (i, server) in servers.iter().enumerate() {
+        run_expected_sequence_client(&format!("nats://{}", server.addr), &format!("SEQ{i}"));
+    }
+}

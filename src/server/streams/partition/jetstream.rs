@@ -27,7 +27,7 @@ impl Partition {
         }
 
         let now = sluice_storage::now_ns();
-        let mut next = log.next_assigned_offset();
+        let mut next = self.checks_start(log);
         let mut bytes = log.size_bytes();
         let (index, partitions) = (self.index, self.config.partitions);
         let sequence = |offset| seq_of(index, offset, partitions).unwrap_or(u64::MAX);
@@ -83,7 +83,32 @@ impl Partition {
                 }
             }
         }
+        self.checked_up_to(next);
         (keep, duplicates, removal)
+    }
+
+    /// The offset the first of the publishes checked now will take: the log's end, or for a
+    /// replicated partition's leader, past its proposals still in flight.
+    pub(super) fn checks_start(&self, log: &PartitionLog) -> u64 {
+        let end = log.next_assigned_offset();
+        if self.config.is_replicated() {
+            end.max(self.proposed_end.get())
+        } else {
+            end
+        }
+    }
+
+    /// The checks took offsets up to `next`.
+    pub(super) fn checked_up_to(&self, next: u64) {
+        if self.config.is_replicated() {
+            self.proposed_end.set(next);
+        }
+    }
+
+    /// A replicated partition's proposal failed (or its leader changed): the next checks start
+    /// from the log's end again.
+    pub fn forget_proposed(&self) {
+        self.proposed_end.set(0);
     }
 
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of

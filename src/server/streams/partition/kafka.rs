@@ -423,7 +423,7 @@ impl Partition {
         log: &PartitionLog,
         items: Vec<Queued>,
     ) -> (Vec<Queued>, Vec<(u64, Done)>, Removal) {
-        let mut next = log.next_assigned_offset();
+        let mut next = self.checks_start(log);
         let mut keep = Vec::with_capacity(items.len());
         let mut duplicates = Vec::new();
         for queued in items {
@@ -432,6 +432,7 @@ impl Partition {
                 keep.push(queued);
             }
         }
+        self.checked_up_to(next);
         (keep, duplicates, Removal::default())
     }
 }

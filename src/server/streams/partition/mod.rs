@@ -152,6 +152,10 @@ pub struct Partition {
     agreed_end: Cell<u64>,
     /// Whether agreed records are being taken in.
     agreeing: Cell<bool>,
+    /// Where a replicated partition's leader checked publishes up to: the offsets its proposals
+    /// in flight will take are past the log's end. 0 once a proposal failed (the log's end
+    /// is used until the next checks).
+    proposed_end: Cell<u64>,
     /// Messages deleted from the middle of the partition: readers skip them.
     deleted: Rc<RefCell<Deleted>>,
     /// Idempotent Kafka producers' latest batches, to drop their retries and refuse gaps.
@@ -284,6 +288,7 @@ impl Partition {
             agreed: Rc::new(RefCell::new(None)),
             agreed_end: Cell::new(0),
             agreeing: Cell::new(false),
+            proposed_end: Cell::new(0),
             deleted: Rc::new(RefCell::new(Deleted::default())),
             group: RefCell::new(None),
             shipped: RefCell::new(HashMap::new()),

@@ -26,6 +26,7 @@ impl Partition {
     /// becomes its group's leader checks publishes from what its log holds now, not from what it
     /// held when it opened.
     pub fn refresh_checks(self: &Rc<Self>) {
+        self.forget_proposed();
         let Some(log) = self.log.borrow().clone() else {
             return;
         };

@@ -216,6 +216,9 @@ impl Group {
     ) {
         if let Some(part) = self.part.upgrade() {
             part.synced_bytes(waiting.bytes);
+            if result.is_err() {
+                part.forget_proposed();
+            }
         }
         if let Some(done) = waiting.done {
             resolve(
