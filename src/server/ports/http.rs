@@ -1,6 +1,7 @@
-//! The HTTP port (`--http`), behind a bearer token when `http_token` is set: `/metrics` in the
-//! Prometheus text format, `/healthz` (the process
-//! answers) and `/readyz` (every shard has recovered its logs). Served by shard 0, away from the
+//! The HTTP port (`--http`): `/metrics` in the Prometheus text format, behind a bearer token when
+//! `http_token` is set, and `/healthz` (the process answers) and `/readyz` (every shard has
+//! recovered its logs, and a clustered node reaches a majority), open to probes: they tell
+//! nothing but up or not. Served by shard 0, away from the
 //! client ports; the other shards' figures come over the mesh.
 
 use std::rc::Rc;
@@ -49,8 +50,10 @@ async fn answer(shard: Rc<StreamShard>, mut stream: TcpStream) {
         words.next().unwrap_or_default(),
     );
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    let probe = matches!(path, b"/healthz" | b"/readyz");
     let authorized = match &shard.core.config.http_token {
         None => true,
+        _ if probe => true,
         Some(token) => bearer(&head)
             .is_some_and(|given| crate::server::auth::same_secret(given, token.as_bytes())),
     };
