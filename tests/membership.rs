@@ -183,3 +183,49 @@ fn the_leaders_copy_moves_to_a_new_node_and_the_old_leader_drops_its_copy() {
     assert!(old.logged("handing its leadership over"));
     assert!(old.logged("this node left the partition's group"));
 }
+
+#[test]
+fn a_node_that_was_down_while_its_copy_moved_drops_it_when_it_comes_back() {
+    let (mut cluster, stream, leader_at) = Cluster::with_stream("away", 0, false);
+    let away_at = (leader_at + 1) % 3;
+    let away = NAMES[away_at];
+    let subject = format!("{stream}.x");
+    let client = cluster.node(leader_at).client();
+    let mut acked = publish(&client, &subject, 0..20);
+    let dir4 = DataDir::new();
+    let ports4 = Ports::fixed();
+    let n4 = node(
+        &dir4,
+        &ports4,
+        "n4",
+        &[
+            &cluster.ports[0],
+            &cluster.ports[1],
+            &cluster.ports[2],
+            &ports4,
+        ],
+    );
+    until_ok("adding n4", || client.cluster_add("n4"));
+    cluster.nodes[away_at] = None;
+    until_ok("moving the copy", || {
+        client.stream_move(&stream, away, "n4")
+    });
+    acked.extend(publish(&client, &subject, 20..40));
+    until_ok("n4 knowing the stream", || n4.client().stream_info(&stream));
+    assert_eq!(read_all(&n4, &stream, 40), acked);
+
+    // It comes back still a member of the cluster, learns of the move, and drops its copy.
+    cluster.nodes[away_at] = Some(cluster.start_node(away_at));
+    let copy = cluster.dirs[away_at].path.join("streams").join(&stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copy.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{away} still holds {}",
+            copy.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    acked.extend(publish(&client, &subject, 40..50));
+    assert_eq!(read_all(&n4, &stream, 50), acked);
+}

@@ -96,6 +96,13 @@ pub(super) async fn drive(
                 "a replicated partition's log failed; its group stops");
             break;
         }
+        // A copy the placement no longer names goes as soon as this node follows: the others
+        // hold everything a majority agreed on (a leader hands its leadership over first). A node
+        // that was down while its replica moved finds that out here, after its restart.
+        let me = node.raft.id;
+        if !group.is_leader() && group.placement.borrow().iter().all(|id| *id != me) {
+            group.left.set(true);
+        }
         if group.left.get() {
             tracing::info!(stream = %group.stream, partition = group.partition,
                 "this node left the partition's group: its copy goes");
