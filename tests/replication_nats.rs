@@ -202,7 +202,7 @@ fn run_kv_client(urls: &[String]) -> bool {
 }
 
 #[test]
-fn a_replicated_key_value_bucket_keeps_the_same_history_on_every_node() {
+fn a_replicated_key_value_bucket_and_a_limited_stream_keep_the_same_messages_on_every_node() {
     let cluster = Cluster::start();
     let urls: Vec<String> = (0..3)
         .map(|i| format!("nats://{}", cluster.node(i).nats_addr))

@@ -1,6 +1,7 @@
 """nats-py, unchanged, on a three-node cluster: a key-value bucket with three replicas and a
 history of 2 keeps, on every node, only the two newest revisions of a key put five times, and the
-same ones; a purged key's history is gone everywhere. Prints "ok" when every check holds."""
+same ones; a stream with three replicas and max_msgs 10 keeps the newest 10 of 30 on every node.
+Prints "ok" when every check holds."""
 
 import asyncio
 import sys
@@ -50,6 +51,27 @@ async def main(urls, bucket):
     seen = [(url, *(await history(url, bucket, "job.1", 2))) for url in urls]
     for url, values, state in seen:
         assert values == [b"v3", b"v4"], seen
+
+    nc = await nats.connect(urls[0], connect_timeout=5)
+    js = nc.jetstream(timeout=5)
+    await js.add_stream(name=bucket + "_LIMITED", subjects=[bucket + ".limited"], num_replicas=3,
+                        max_msgs=10)
+    for i in range(30):
+        await js.publish(bucket + ".limited", f"m{i}".encode())
+    await nc.close()
+    for url in urls:
+        nc = await nats.connect(url, connect_timeout=5)
+        js = nc.jetstream(timeout=5)
+        state = None
+        for _ in range(100):
+            state = (await js.stream_info(bucket + "_LIMITED")).state
+            if (state.messages, state.first_seq, state.last_seq) == (10, 21, 30):
+                break
+            await asyncio.sleep(0.1)
+        assert (state.messages, state.first_seq, state.last_seq) == (10, 21, 30), (url, state)
+        first = await js.get_msg(bucket + "_LIMITED", 21)
+        assert first.data == b"m20", (url, first.data)
+        await nc.close()
     print("ok")
 
 

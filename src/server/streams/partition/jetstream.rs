@@ -184,7 +184,8 @@ impl Partition {
     }
 
     /// Takes in the records a replicated partition's group agreed on since the last call, in
-    /// order, on every copy alike, and removes what their limits per subject and rollups remove
+    /// order, on every copy alike, and removes what their limits per subject, rollups and
+    /// `max_msgs` remove
     /// (the leader's checks before storing leave that to this, so that every copy removes the
     /// same messages).
     pub fn take_in_agreed(self: &Rc<Self>) {
@@ -244,6 +245,8 @@ impl Partition {
             if !removal.offsets.is_empty() || removal.below.is_some() {
                 self.apply_removal(&log, removal).await;
             }
+            // Counted to the agreed end, so that every copy keeps the same newest messages.
+            self.trim_to_max_msgs(&log, self.agreed_end.get()).await;
         }
     }
 

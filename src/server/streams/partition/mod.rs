@@ -592,7 +592,7 @@ impl Partition {
                     if result.is_ok() {
                         part.apply_removal(&log, removal).await;
                     }
-                    part.trim_to_max_msgs(&log).await;
+                    part.trim_to_max_msgs(&log, log.next_offset()).await;
                     part.synced_bytes(batch_bytes);
                     appended.notify_all();
                     if let Err(e) = &result {

@@ -208,8 +208,9 @@ impl Partition {
         Ok(found.into_iter().collect())
     }
 
-    /// Keeps a JetStream stream with `discard: old` within its `max_msgs`: its oldest messages go.
-    pub(super) async fn trim_to_max_msgs(&self, log: &PartitionLog) {
+    /// Keeps a JetStream stream with `discard: old` within its `max_msgs` below `next` (the log's
+    /// end, or a replicated partition's agreed end): its oldest messages go.
+    pub(super) async fn trim_to_max_msgs(&self, log: &PartitionLog, next: u64) {
         let Some(max) = self.config.jetstream.as_ref().and_then(|j| {
             (j.discard == sluice_protocol::jetstream::json::Discard::Old)
                 .then(|| u64::try_from(j.max_msgs).ok())
@@ -218,8 +219,11 @@ impl Partition {
         }) else {
             return;
         };
-        let next = log.next_offset();
+        let next = next.min(log.next_offset());
         let first = log.first_offset();
+        if next <= first {
+            return;
+        }
         let stored = (next - first).saturating_sub(self.deleted.borrow().count_from(first));
         if stored > max {
             // The oldest `stored - max` messages still there go.
