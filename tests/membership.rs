@@ -55,6 +55,35 @@ fn wait_for_voters(broker: &Broker, stream: &str, voters: &[&str]) {
     }
 }
 
+/// A fourth node, listing the cluster's three as its routes (not a member until added).
+fn fourth_node(cluster: &Cluster) -> (DataDir, Ports, Broker) {
+    let dir = DataDir::new();
+    let ports = Ports::fixed();
+    let routes = [
+        &cluster.ports[0],
+        &cluster.ports[1],
+        &cluster.ports[2],
+        &ports,
+    ];
+    let broker = node(&dir, &ports, "n4", &routes);
+    (dir, ports, broker)
+}
+
+/// Waits until node `at` no longer holds a copy of `stream` on disk.
+fn wait_for_copy_gone(cluster: &Cluster, at: usize, stream: &str) {
+    let copy = cluster.dirs[at].path.join("streams").join(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copy.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} still holds {}",
+            NAMES[at],
+            copy.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_copy_moves_from_a_dead_node_to_a_new_one_which_then_counts_in_the_majority() {
     let (mut cluster, stream, leader_at) = Cluster::with_stream("moving", 0, false);
@@ -66,19 +95,7 @@ fn a_copy_moves_from_a_dead_node_to_a_new_one_which_then_counts_in_the_majority(
     let mut acked = publish(&client, &subject, 0..50);
 
     // A fourth node, listing the three as its routes, joins the members.
-    let dir4 = DataDir::new();
-    let ports4 = Ports::fixed();
-    let n4 = node(
-        &dir4,
-        &ports4,
-        "n4",
-        &[
-            &cluster.ports[0],
-            &cluster.ports[1],
-            &cluster.ports[2],
-            &ports4,
-        ],
-    );
+    let (_dir4, _ports4, n4) = fourth_node(&cluster);
     let members = until_ok("adding n4", || client.cluster_add("n4"));
     assert_eq!(members, ["n1", "n2", "n3", "n4"]);
     let refused = client.cluster_add("n4").expect_err("added twice");
@@ -139,19 +156,7 @@ fn the_leaders_copy_moves_to_a_new_node_and_the_old_leader_drops_its_copy() {
     let subject = format!("{stream}.x");
     let via = cluster.node((leader_at + 1) % 3).client();
     let mut acked = publish(&via, &subject, 0..30);
-    let dir4 = DataDir::new();
-    let ports4 = Ports::fixed();
-    let n4 = node(
-        &dir4,
-        &ports4,
-        "n4",
-        &[
-            &cluster.ports[0],
-            &cluster.ports[1],
-            &cluster.ports[2],
-            &ports4,
-        ],
-    );
+    let (_dir4, _ports4, n4) = fourth_node(&cluster);
     until_ok("adding n4", || via.cluster_add("n4"));
     let leader = NAMES[leader_at];
     until_ok("moving the leader's copy", || {
@@ -170,16 +175,7 @@ fn the_leaders_copy_moves_to_a_new_node_and_the_old_leader_drops_its_copy() {
     assert_eq!(read_all(&n4, &stream, 60), acked);
     // The old leader handed its leadership over, then dropped its copy once it was out.
     let old = cluster.node(leader_at);
-    let copy = cluster.dirs[leader_at].path.join("streams").join(&stream);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while copy.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{leader} still holds {}",
-            copy.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_copy_gone(&cluster, leader_at, &stream);
     assert!(old.logged("handing its leadership over"));
     assert!(old.logged("this node left the partition's group"));
 }
@@ -192,19 +188,7 @@ fn a_node_that_was_down_while_its_copy_moved_drops_it_when_it_comes_back() {
     let subject = format!("{stream}.x");
     let client = cluster.node(leader_at).client();
     let mut acked = publish(&client, &subject, 0..20);
-    let dir4 = DataDir::new();
-    let ports4 = Ports::fixed();
-    let n4 = node(
-        &dir4,
-        &ports4,
-        "n4",
-        &[
-            &cluster.ports[0],
-            &cluster.ports[1],
-            &cluster.ports[2],
-            &ports4,
-        ],
-    );
+    let (_dir4, _ports4, n4) = fourth_node(&cluster);
     until_ok("adding n4", || client.cluster_add("n4"));
     cluster.nodes[away_at] = None;
     until_ok("moving the copy", || {
@@ -216,16 +200,7 @@ fn a_node_that_was_down_while_its_copy_moved_drops_it_when_it_comes_back() {
 
     // It comes back still a member of the cluster, learns of the move, and drops its copy.
     cluster.nodes[away_at] = Some(cluster.start_node(away_at));
-    let copy = cluster.dirs[away_at].path.join("streams").join(&stream);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while copy.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{away} still holds {}",
-            copy.display()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_copy_gone(&cluster, away_at, &stream);
     acked.extend(publish(&client, &subject, 40..50));
     assert_eq!(read_all(&n4, &stream, 50), acked);
 }

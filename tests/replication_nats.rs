@@ -130,6 +130,11 @@ impl ReferenceCluster {
         }
     }
 
+    /// Starts all three nodes with JetStream; `None` where nats-server is not installed.
+    fn start_all(&self) -> Option<Vec<ReferenceNats>> {
+        (0..3).map(|i| self.start(i, true)).collect()
+    }
+
     /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
     fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
         let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
@@ -179,16 +184,17 @@ fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
     run_failover_client(&url, "JOBS", || drop(first));
 }
 
-/// Runs `tests/py/kv_replicated.py` against the nodes at `urls`; false if nats-py is not
+/// Runs `tests/py/SCRIPT` with `args` and checks that it says "ok"; false if nats-py is not
 /// installed.
-fn run_kv_client(urls: &[String]) -> bool {
+fn run_script(script: &str, args: &[&str]) -> bool {
     let Ok(python) = std::env::var("SLUICE_PYTHON") else {
         eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
         return false;
     };
-    let script = format!("{}/tests/py/kv_replicated.py", env!("CARGO_MANIFEST_DIR"));
+    let script = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(python)
-        .args([script.as_str(), &urls.join(","), "settings"])
+        .arg(&script)
+        .args(args)
         .output()
         .expect("run the client");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -199,6 +205,11 @@ fn run_kv_client(urls: &[String]) -> bool {
     );
     assert_eq!(stdout.trim(), "ok");
     true
+}
+
+/// Runs `tests/py/kv_replicated.py` against the nodes at `urls`.
+fn run_kv_client(urls: &[String]) -> bool {
+    run_script("kv_replicated.py", &[&urls.join(","), "settings"])
 }
 
 #[test]
@@ -212,14 +223,9 @@ fn a_replicated_key_value_bucket_and_a_limited_stream_keep_the_same_messages_on_
 
 #[test]
 fn the_key_value_client_behaves_the_same_against_a_nats_server_cluster() {
-    let reference = ReferenceCluster::new();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        let Some(server) = reference.start(i, true) else {
-            return;
-        };
-        servers.push(server);
-    }
+    let Some(servers) = ReferenceCluster::new().start_all() else {
+        return;
+    };
     let urls: Vec<String> = servers
         .iter()
         .map(|s| format!("nats://{}", s.addr))
@@ -227,29 +233,9 @@ fn the_key_value_client_behaves_the_same_against_a_nats_server_cluster() {
     run_kv_client(&urls);
 }
 
-/// Runs `tests/py/expected_sequence.py` against the node at `url`; false if nats-py is not
-/// installed.
+/// Runs `tests/py/expected_sequence.py` against the node at `url`, with a stream of that name.
 fn run_expected_sequence_client(url: &str, stream: &str) -> bool {
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return false;
-    };
-    let script = format!(
-        "{}/tests/py/expected_sequence.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let output = std::process::Command::new(python)
-        .args([script.as_str(), url, stream])
-        .output()
-        .expect("run the client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the client failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(stdout.trim(), "ok");
-    true
+    run_script("expected_sequence.py", &[url, stream])
 }
 
 #[test]
@@ -266,14 +252,9 @@ fn publishes_in_flight_each_expecting_the_last_sequence_are_all_stored() {
 
 #[test]
 fn the_expected_sequence_client_behaves_the_same_against_a_nats_server_cluster() {
-    let reference = ReferenceCluster::new();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        let Some(server) = reference.start(i, true) else {
-            return;
-        };
-        servers.push(server);
-    }
+    let Some(servers) = ReferenceCluster::new().start_all() else {
+        return;
+    };
     for (i, server) in servers.iter().enumerate() {
         run_expected_sequence_client(&format!("nats://{}", server.addr), &format!("SEQ{i}"));
     }

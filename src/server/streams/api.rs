@@ -357,11 +357,7 @@ async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     let mut config: StreamConfig = parse(body)?;
     keep_placement(shard, &mut config)?;
     let name = config.name.clone();
-    let ticket = with_registry(shard, |r| r.update(config))?;
-    registry::durable(shard, ticket)
-        .await
-        .map_err(registry_error)?;
-    publish_added(shard, &name);
+    reconfigure(shard, config).await?;
     tracing::info!(stream = %name, "stream configured again");
     json(&info(shard, &name).await?)
 }
@@ -405,13 +401,23 @@ async fn stream_move(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     }
     config.placement.sort();
     let name = config.name.clone();
+    reconfigure(shard, config).await?;
+    tracing::info!(stream = %name, from = %request.from, to = %request.to, "stream copy moving");
+    json(&info(shard, &name).await?)
+}
+
+/// Changes a stream in the registry, durably, and tells every shard.
+async fn reconfigure(
+    shard: &Rc<StreamShard>,
+    config: StreamConfig,
+) -> Result<(), (ErrorCode, String)> {
+    let name = config.name.clone();
     let ticket = with_registry(shard, |r| r.update(config))?;
     registry::durable(shard, ticket)
         .await
         .map_err(registry_error)?;
     publish_added(shard, &name);
-    tracing::info!(stream = %name, from = %request.from, to = %request.to, "stream copy moving");
-    json(&info(shard, &name).await?)
+    Ok(())
 }
 
 /// A stream configured again keeps its replicas where they are; their number cannot change.

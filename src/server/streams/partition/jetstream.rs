@@ -145,17 +145,8 @@ impl Partition {
             };
             for record in &records {
                 offset = record.offset + 1;
-                if self.deleted.borrow().contains(record.offset) {
-                    continue;
-                }
-                let parts = Frame::check(record.body.clone(), u32::MAX).ok();
-                if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
-                    // Ids older than the window are forgotten at the first check.
-                    let removes =
-                        checks.stored(subject, headers, record.offset, record.timestamp_ns);
-                    derived.offsets.extend(removes.offsets);
-                    derived.below = removes.below.or(derived.below);
-                }
+                // Ids older than the window are forgotten at the first check.
+                take_in(&mut checks, record, &self.deleted.borrow(), &mut derived);
             }
         }
         if self.config.is_replicated() {
@@ -229,16 +220,7 @@ impl Partition {
                         continue;
                     }
                     self.agreed_end.set(record.end());
-                    if deleted.contains(record.offset) {
-                        continue;
-                    }
-                    let parts = Frame::check(record.body.clone(), u32::MAX).ok();
-                    if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
-                        let removes =
-                            checks.stored(subject, headers, record.offset, record.timestamp_ns);
-                        removal.offsets.extend(removes.offsets);
-                        removal.below = removes.below.or(removal.below);
-                    }
+                    take_in(checks, record, &deleted, &mut removal);
                 }
                 removal.offsets.retain(|&o| !deleted.contains(o));
             }
@@ -282,5 +264,24 @@ impl Partition {
     pub async fn last_of_subject(&self, subject: &str) -> Option<u64> {
         let _in_use = self.ready().await;
         self.checks.borrow().as_ref()?.last_of(subject)
+    }
+}
+
+/// Takes a stored record into `checks` (unless it was deleted), adding what storing it removes
+/// to `removal`.
+fn take_in(
+    checks: &mut PublishChecks,
+    record: &sluice_storage::Record,
+    deleted: &Deleted,
+    removal: &mut Removal,
+) {
+    if deleted.contains(record.offset) {
+        return;
+    }
+    let parts = Frame::check(record.body.clone(), u32::MAX).ok();
+    if let Some((subject, headers, _)) = parts.as_ref().and_then(publish_parts) {
+        let removes = checks.stored(subject, headers, record.offset, record.timestamp_ns);
+        removal.offsets.extend(removes.offsets);
+        removal.below = removes.below.or(removal.below);
     }
 }

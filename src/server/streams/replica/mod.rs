@@ -112,6 +112,19 @@ struct Waiting {
     back: u64,
 }
 
+impl Waiting {
+    /// A publish refused before it was proposed or forwarded.
+    fn unsent(q: Queued, deadline: Instant) -> Waiting {
+        Waiting {
+            term: 0,
+            done: q.done,
+            bytes: q.body.len(),
+            deadline,
+            back: 0,
+        }
+    }
+}
+
 /// What a group shows in `sluice cluster info`, as its driver last saw it (set after every round,
 /// so it holds no name: `leader` is the leader's id, 0 for none).
 #[derive(Debug, Clone, Copy, Default)]
@@ -434,14 +447,8 @@ impl Group {
                 ),
                 None => {
                     for q in items {
-                        let waiting = Waiting {
-                            term: 0,
-                            done: q.done,
-                            bytes: q.body.len(),
-                            deadline,
-                            back: 0,
-                        };
                         let why = "the partition is closing".to_string();
+                        let waiting = Waiting::unsent(q, deadline);
                         self.finish(shard, waiting, Err((ErrorCode::Unavailable, why)));
                     }
                 }
@@ -501,13 +508,7 @@ impl Group {
             submitted.drain(..keep).collect()
         };
         for (q, deadline, _) in expired {
-            let waiting = Waiting {
-                term: 0,
-                done: q.done,
-                bytes: q.body.len(),
-                deadline,
-                back: 0,
-            };
+            let waiting = Waiting::unsent(q, deadline);
             self.finish(
                 shard,
                 waiting,
@@ -542,13 +543,7 @@ impl Group {
             self.submitted
                 .borrow_mut()
                 .drain(..)
-                .map(|(q, deadline, _)| Waiting {
-                    term: 0,
-                    done: q.done,
-                    bytes: q.body.len(),
-                    deadline,
-                    back: 0,
-                }),
+                .map(|(q, deadline, _)| Waiting::unsent(q, deadline)),
         );
         all.extend(std::mem::take(&mut *self.proposed.borrow_mut()).into_values());
         all.extend(self.forwarded.borrow_mut().drain().map(|(_, w)| w));
