@@ -1,6 +1,6 @@
 //! Feeds arbitrary bytes to the Kafka request path as the port reads it: the size prefix, the
 //! head, the decoder of every API and version served, and for a produce the record batches it
-//! carries; for a version not served, the UNSUPPORTED_VERSION answer. Nothing may panic, whatever the bytes claim.
+//! carries (read, and cut into one-record batches); for a version not served, the UNSUPPORTED_VERSION answer. Nothing may panic, whatever the bytes claim.
 #![no_main]
 
 use bytes::Bytes;
@@ -22,6 +22,8 @@ fuzz_target!(|data: &[u8]| {
                 if let Ok(batches) = batch::split(&records, 1 << 20) {
                     for (bytes, _) in batches {
                         let _ = batch::records(&bytes);
+                        // As a replicated partition's leader cuts it, one entry per record.
+                        let _ = batch::one_per_record(&bytes);
                     }
                 }
             }

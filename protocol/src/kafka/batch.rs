@@ -568,7 +568,29 @@ mod tests {
         #[test]
         fn split_never_panics_on_noise(noise in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = split(&Bytes::from(noise.clone()), 1 << 20);
+            let _ = one_per_record(&Bytes::from(noise.clone()));
             let _ = records(&Bytes::from(noise));
+        }
+
+        #[test]
+        fn a_batch_cut_into_records_keeps_every_record_in_order(
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..100), 1..20),
+            gzip in any::<bool>(),
+        ) {
+            let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let compression = if gzip { Compression::Gzip } else { Compression::None };
+            let batch = encoded(&values, compression);
+            let whole = records(&batch).unwrap();
+            let pieces = one_per_record(&batch).unwrap();
+            prop_assert_eq!(pieces.len(), values.len());
+            for (i, piece) in pieces.iter().enumerate() {
+                let checked = split(piece, usize::MAX).unwrap();
+                prop_assert_eq!(checked[0].1.count(), 1);
+                let mut got = records(piece).unwrap();
+                prop_assert_eq!(got.len(), 1);
+                got[0].offset_delta = whole[i].offset_delta;
+                prop_assert_eq!(&got[0], &whole[i]);
+            }
         }
     }
 }
