@@ -56,7 +56,22 @@ struct Saved {
     /// The last membership change applied.
     #[serde(default)]
     conf_applied: u64,
+    /// The entries, in the journal beside the state file (a state file written before the
+    /// journal existed holds them itself, and is read as such).
+    #[serde(default, skip_serializing)]
     entries: Vec<SavedEntry>,
+}
+
+impl Saved {
+    /// The state without its entries: what the state file holds.
+    fn head(&self) -> Saved {
+        Saved {
+            members: self.members.clone(),
+            leaving: self.leaving.clone(),
+            entries: Vec::new(),
+            ..*self
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -188,17 +203,103 @@ fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("cluster").join("meta.json")
 }
 
-fn load(path: &Path) -> Result<Option<Saved>, String> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+/// The journal of the group's entries, one JSON line each, beside the state file: a change
+/// appends its entries (written once), rather than the whole log being written again.
+fn journal_path(state: &Path) -> PathBuf {
+    state.with_file_name("meta.entries")
 }
 
-/// Writes the state durably, on a blocking thread.
+/// Reads the state and its entries. A journal's torn last line (a crash mid-append) is left
+/// out and the journal written again without it, as is a journal made from a state file of the
+/// format before the journal.
+fn load(path: &Path) -> Result<Option<Saved>, String> {
+    let mut saved: Saved = match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let journal = journal_path(path);
+    match std::fs::read(&journal) {
+        Ok(bytes) => {
+            let mut entries = Vec::new();
+            let mut torn = false;
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<SavedEntry>(line) {
+                    Ok(entry) => entries.push(entry),
+                    Err(_) => {
+                        torn = true;
+                        break;
+                    }
+                }
+            }
+            saved.entries = entries;
+            if torn {
+                tracing::warn!(path = %journal.display(), "the meta journal's last line is torn; dropped");
+                write_journal(&journal, &saved.entries)
+                    .map_err(|e| format!("{}: {e}", journal.display()))?;
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_journal(&journal, &saved.entries)
+                .map_err(|e| format!("{}: {e}", journal.display()))?;
+        }
+        Err(e) => return Err(format!("{}: {e}", journal.display())),
+    }
+    Ok(Some(saved))
+}
+
+/// Writes the whole journal durably (temporary file, sync, rename, sync of the directory).
+fn write_journal(path: &Path, entries: &[SavedEntry]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    let tmp = path.with_extension("entries.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&out)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
+}
+
+/// Appends entries to the journal durably.
+fn append_journal(path: &Path, entries: &[SavedEntry]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for entry in entries {
+        serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    file.write_all(&out)?;
+    file.sync_data()
+}
+
+/// Writes new entries to the journal, on a blocking thread: appended, or the whole journal again
+/// when they replace some of it (a conflicting tail, which is rare).
+async fn journal(state: &Path, entries: Vec<SavedEntry>, whole: bool) -> Result<(), String> {
+    let path = journal_path(state);
+    glommio::executor()
+        .spawn_blocking(move || {
+            let written = if whole {
+                write_journal(&path, &entries)
+            } else {
+                append_journal(&path, &entries)
+            };
+            written.map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .await
+}
+
+/// Writes the state (without its entries) durably, on a blocking thread.
 async fn store(path: PathBuf, saved: Saved) -> Result<(), String> {
     glommio::executor()
         .spawn_blocking(move || {
@@ -298,7 +399,7 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
         let applied = cluster.applied.get();
         if applied > saved.applied {
             saved.applied = applied;
-            if let Err(e) = store(file.clone(), saved.clone()).await {
+            if let Err(e) = store(file.clone(), saved.head()).await {
                 tracing::error!(error = %e, "the meta group's state cannot be written; it stops");
                 *cluster.meta_status.borrow_mut() = None;
                 return;
@@ -398,14 +499,23 @@ async fn handle_ready(
             .append(entries)
             .map_err(|e| e.to_string())?;
         let first = entries[0].index;
+        let replaces = saved.entries.last().is_some_and(|e| e.index >= first);
         saved.entries.retain(|e| e.index < first);
-        saved.entries.extend(entries.iter().map(|e| SavedEntry {
-            index: e.index,
-            term: e.term,
-            conf_change: e.get_entry_type() == EntryType::EntryConfChange,
-            data: e.data.to_vec(),
-        }));
-        changed = true;
+        let new: Vec<SavedEntry> = entries
+            .iter()
+            .map(|e| SavedEntry {
+                index: e.index,
+                term: e.term,
+                conf_change: e.get_entry_type() == EntryType::EntryConfChange,
+                data: e.data.to_vec(),
+            })
+            .collect();
+        saved.entries.extend(new.iter().cloned());
+        if replaces {
+            journal(file, saved.entries.clone(), true).await?;
+        } else {
+            journal(file, new, false).await?;
+        }
     }
     if let Some(hard) = ready.hs() {
         store_handle.wl().set_hardstate(hard.clone());
@@ -415,7 +525,7 @@ async fn handle_ready(
         changed = true;
     }
     if changed {
-        store(file.to_path_buf(), saved.clone()).await?;
+        store(file.to_path_buf(), saved.head()).await?;
     }
     send(ready.take_persisted_messages());
     decide(node, cluster, file, saved, committed).await?;
@@ -558,7 +668,7 @@ async fn apply_member_change(
     saved.members.sort();
     saved.members.dedup();
     saved.conf_applied = saved.conf_applied.max(entry.index);
-    store(file.to_path_buf(), saved.clone()).await?;
+    store(file.to_path_buf(), saved.head()).await?;
     tracing::info!(index = entry.index, members = ?saved.members, voters = conf.voters.len(),
         "the cluster's members changed");
     if let Some(op) = &op {
@@ -587,6 +697,74 @@ mod tests {
         assert_eq!(node_id("n1"), node_id("n1"));
     }
 
+    fn entry(index: u64) -> SavedEntry {
+        SavedEntry {
+            index,
+            term: 2,
+            conf_change: false,
+            data: format!("op {index}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn entries_go_to_a_journal_that_survives_a_torn_line_and_an_older_state_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-meta-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("meta.json");
+        let saved = Saved {
+            term: 2,
+            commit: 3,
+            members: vec!["n1".into()],
+            entries: vec![entry(1), entry(2)],
+            ..Saved::default()
+        };
+        // A state file of the format before the journal holds its entries: they move to it.
+        std::fs::write(&state, serde_json::to_vec(&OldSaved(&saved)).unwrap()).unwrap();
+        let loaded = load(&state).unwrap().unwrap();
+        assert_eq!(loaded.entries.len(), 2);
+        assert!(journal_path(&state).exists());
+        // The state file written now leaves them out; appends follow, then a torn line.
+        crate::server::files::write_json_durably(&state, &saved.head()).unwrap();
+        assert!(!std::fs::read_to_string(&state).unwrap().contains("op 1"));
+        append_journal(&journal_path(&state), &[entry(3)]).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(journal_path(&state))
+            .unwrap();
+        std::io::Write::write_all(&mut file, b"{\"index\":4,\"te").unwrap();
+        let loaded = load(&state).unwrap().unwrap();
+        let indexes: Vec<u64> = loaded.entries.iter().map(|e| e.index).collect();
+        assert_eq!(indexes, [1, 2, 3]);
+        assert_eq!(loaded.entries[2].data, b"op 3");
+        append_journal(&journal_path(&state), &[entry(4)]).unwrap();
+        let indexes: Vec<u64> = load(&state)
+            .unwrap()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(
+            indexes,
+            [1, 2, 3, 4],
+            "the torn line was dropped before the next append"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A state file as written before the journal: its entries inside.
+    struct OldSaved<'a>(&'a Saved);
+
+    impl Serialize for OldSaved<'_> {
+        fn serialize<S: serde::Serializer>(&self, out: S) -> Result<S::Ok, S::Error> {
+            let mut value = serde_json::to_value(self.0).map_err(serde::ser::Error::custom)?;
+            let entries =
+                serde_json::to_value(&self.0.entries).map_err(serde::ser::Error::custom)?;
+            value["entries"] = entries;
+            value.serialize(out)
+        }
+    }
+
     #[test]
     fn what_was_saved_is_what_the_group_restarts_from() {
         let saved = Saved {
@@ -612,9 +790,9 @@ mod tests {
                 },
             ],
         };
-        let json = serde_json::to_string(&saved).unwrap();
+        // An entry's bytes are base64 in its journal line.
+        let json = serde_json::to_string(&saved.entries[1]).unwrap();
         assert!(json.contains("\"data\":\"eA==\""), "{json}");
-        let saved: Saved = serde_json::from_str(&json).unwrap();
         let storage = restore(&saved);
         let state = storage.initial_state().unwrap();
         assert_eq!(
