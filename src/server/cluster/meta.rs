@@ -4,9 +4,10 @@
 //!
 //! A new cluster's members are this node and every route's node: the group starts once each route
 //! has been linked (or found to be this node) once, so every node listing the same nodes starts it
-//! with the same members. Its term, vote, commit, members and entries are written to
-//! `cluster/meta.json` in the data directory (temporary file, fsync, rename, fsync of the
-//! directory) before the messages that depend on them leave, and read back at start.
+//! with the same members. Its term, vote, commit and members are written to `cluster/meta.json`
+//! in the data directory (temporary file, fsync, rename, fsync of the directory), and its entries
+//! appended to `cluster/meta.entries`, before the messages that depend on them leave; both are
+//! read back at start.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
