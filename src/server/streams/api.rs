@@ -142,6 +142,23 @@ async fn member_change(
                 "the last member cannot be removed".into(),
             ));
         }
+        // The groups on this node that still count it (a move not agreed yet).
+        let moving: Vec<String> = replica_groups(shard)
+            .await
+            .into_iter()
+            .filter(|g| g.voters.contains(&node))
+            .map(|g| format!("{}/{}", g.stream, g.partition))
+            .collect();
+        if !moving.is_empty() {
+            return Err((
+                ErrorCode::BadRequest,
+                format!(
+                    "the groups of {} still count {node} among their members: wait until their \
+                     moves are agreed (sluice cluster info shows each group's voters)",
+                    moving.join(", ")
+                ),
+            ));
+        }
     }
     Ok(cluster.propose(verb, node.as_bytes()).await)
 }
