@@ -357,6 +357,17 @@ fn a_consumer_whose_node_dies_goes_on_through_another_node_from_where_it_was() {
         on_first.flush().expect("acks sent");
         // The consumer's state is written down (and sent to the other nodes) every 100 ms.
         std::thread::sleep(Duration::from_millis(500));
+        // Another node lists it, as the state it was sent says, without starting it.
+        let listed = cluster.node(1).client().stream_info(&stream).expect("info");
+        let workers = listed
+            .consumers
+            .iter()
+            .find(|c| c.name == "workers")
+            .expect("the consumer listed on another node");
+        // The first 50 were acked; what was sent after (taken or still on its way) is not.
+        let part = &workers.partitions[0];
+        assert_eq!(part.ack_floor, 50, "{workers:?}");
+        assert_eq!(part.ack_pending, part.next - 50, "{workers:?}");
     }
     cluster.nodes[0].as_mut().expect("n1").kill();
     cluster.nodes[0] = None;

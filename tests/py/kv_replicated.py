@@ -1,6 +1,7 @@
 """nats-py, unchanged, on a three-node cluster: a key-value bucket with three replicas and a
 history of 2 keeps, on every node, only the two newest revisions of a key put five times, and the
-same ones; a stream with three replicas and max_msgs 10 keeps the newest 10 of 30 on every node.
+same ones; a stream with three replicas and max_msgs 10 keeps the newest 10 of 30 on every node,
+and every node lists its consumer.
 Prints "ok" when every check holds."""
 
 import asyncio
@@ -9,7 +10,7 @@ import sys
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js.api import KeyValueConfig
+from nats.js.api import ConsumerConfig, KeyValueConfig
 
 
 async def history(url, bucket, key, want):
@@ -58,6 +59,8 @@ async def main(urls, bucket):
                         max_msgs=10)
     for i in range(30):
         await js.publish(bucket + ".limited", f"m{i}".encode())
+    await js.add_consumer(bucket + "_LIMITED", ConsumerConfig(durable_name="readers",
+                                                              ack_policy="explicit"))
     await nc.close()
     for url in urls:
         nc = await nats.connect(url, connect_timeout=5)
@@ -71,6 +74,14 @@ async def main(urls, bucket):
         assert (state.messages, state.first_seq, state.last_seq) == (10, 21, 30), (url, state)
         first = await js.get_msg(bucket + "_LIMITED", 21)
         assert first.data == b"m20", (url, first.data)
+        # Every node lists the consumer, wherever it was made.
+        names = []
+        for _ in range(50):
+            names = [c.name for c in await js.consumers_info(bucket + "_LIMITED")]
+            if names == ["readers"]:
+                break
+            await asyncio.sleep(0.1)
+        assert names == ["readers"], (url, names)
         await nc.close()
     print("ok")
 

@@ -236,7 +236,9 @@ impl Partition {
         }
     }
 
-    /// Every consumer's counts here.
+    /// Every consumer's counts here: those running here, and for a replicated partition those
+    /// running on another node, as their last state sent here says (not taken up: listing a
+    /// consumer does not start it here).
     pub async fn consumer_infos(&self) -> Vec<(String, ConsumerPartitionInfo)> {
         let _in_use = self.ready().await;
         let mut infos: Vec<_> = self
@@ -245,8 +247,55 @@ impl Partition {
             .iter()
             .map(|(name, c)| (name.clone(), c.info()))
             .collect();
+        if self.config.is_replicated() {
+            for name in self.shipped_names().await {
+                if infos.iter().any(|(running, _)| *running == name) {
+                    continue;
+                }
+                if let Some(saved) = self.shipped_state(&name).await {
+                    let info = self.shipped_info(saved);
+                    infos.push((name, info));
+                }
+            }
+        }
         infos.sort_by(|a, b| a.0.cmp(&b.0));
         infos
+    }
+
+    /// The consumers whose states other nodes sent (deleted ones included: their state is empty).
+    async fn shipped_names(&self) -> Vec<String> {
+        let dir = self.dir.join("consumers.shipped");
+        let files = glommio::executor()
+            .spawn_blocking(move || state::json_files(&dir))
+            .await;
+        let mut names: Vec<String> = files
+            .iter()
+            .filter_map(|path| path.file_stem()?.to_str().map(str::to_string))
+            .collect();
+        names.extend(self.shipped.borrow().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A consumer's counts as the state another node sent says.
+    fn shipped_info(&self, saved: SavedState) -> ConsumerPartitionInfo {
+        let end = self
+            .log
+            .borrow()
+            .as_ref()
+            .map_or(saved.next, |log| log.next_offset());
+        ConsumerPartitionInfo {
+            partition: self.index,
+            pending: end.saturating_sub(saved.next),
+            ack_pending: saved.deliveries.len() as u64,
+            redelivered: saved.redelivered,
+            ack_floor: saved.floor,
+            dead_lettered: saved.dead_lettered,
+            next: saved.next,
+            delivered_seq: saved.delivered_seq,
+            config: Some(Box::new(saved.config)),
+        }
     }
 
     /// A consumer's counts here, if it exists (here, or shipped from another node).
