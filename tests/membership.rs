@@ -98,6 +98,13 @@ fn a_copy_moves_from_a_dead_node_to_a_new_one_which_then_counts_in_the_majority(
     let (_dir4, _ports4, n4) = fourth_node(&cluster);
     let members = until_ok("adding n4", || client.cluster_add("n4"));
     assert_eq!(members, ["n1", "n2", "n3", "n4"]);
+    // A publish through n4 before it holds a copy is refused, with the reason.
+    until_ok("n4 knowing the stream", || n4.client().stream_info(&stream));
+    let refused = n4
+        .client()
+        .publish_durable(&subject, "early")
+        .expect_err("n4 holds no copy yet");
+    assert!(refused.to_string().contains("no copy"), "{refused}");
     let refused = client.cluster_add("n4").expect_err("added twice");
     assert!(refused.to_string().contains("member already"), "{refused}");
 

@@ -548,9 +548,18 @@ fn place_partition(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>, index: u
         }
         return;
     }
-    if existing.as_ref().is_some_and(|part| !holds(&part.config)) {
-        // A copy this node did not hold before: started afresh, as a member of the group.
-        drop_copy(shard, &config.name, index);
+    if let Some(old) = existing.filter(|part| !holds(&part.config)) {
+        // A copy this node did not hold before (the partition stood for a stream it had no copy
+        // of, and held nothing): it waits until that one is closed, then starts as a member.
+        shard.streams.borrow_mut().owned.take(&config.name, index);
+        old.forget(shard);
+        let (shard, config) = (shard.clone(), config.clone());
+        glommio::spawn_local(async move {
+            old.wait_gone().await;
+            place_partition(&shard, &config, index);
+        })
+        .detach();
+        return;
     }
     let part = ensure_partition(shard, config, index);
     open_if_replicated(&part);
@@ -570,12 +579,25 @@ fn forget_leftover(shard: &Rc<StreamShard>, stream: &str, index: u32) {
     let Ok(dir) = Partition::dir_of(&shard.core.config.data_dir, stream, index) else {
         return;
     };
-    if dir.exists() {
-        tracing::info!(%stream, partition = index, "deleting a copy whose replica moved away");
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not delete partition data");
+    let stream = stream.to_string();
+    glommio::spawn_local(async move {
+        let gone = glommio::executor()
+            .spawn_blocking(move || {
+                if !dir.exists() {
+                    return Ok(false);
+                }
+                std::fs::remove_dir_all(&dir).map(|()| true)
+            })
+            .await;
+        match gone {
+            Ok(true) => tracing::info!(%stream, partition = index,
+                "deleted a copy whose replica moved away"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(%stream, partition = index, error = %e,
+                "could not delete a copy whose replica moved away"),
         }
-    }
+    })
+    .detach();
 }
 
 /// On shard 0: tells every shard where NATS clients reach the cluster's nodes, each time a peer
