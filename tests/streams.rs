@@ -271,3 +271,36 @@ fn a_refused_acked_publish_keeps_later_acks_aligned() {
     assert_eq!(acks[1].0, ErrorCode::InvalidSubject.as_u16(), "{acks:?}");
     assert_eq!(acks[2], (0, 1), "the third publish is stored at offset 1");
 }
+
+#[test]
+fn a_stream_removed_and_added_again_at_once_starts_empty_and_keeps_what_it_gets() {
+    let broker = Broker::start(&[]);
+    let client = broker.client();
+    for round in 0..20 {
+        let config = sluice::api::StreamConfig::new("again", vec!["again.>".into()]);
+        client.stream_add(&config).expect("added");
+        for i in 0..5 {
+            client
+                .publish_durable("again.x", format!("old-{round}-{i}"))
+                .expect("acked");
+        }
+        client.stream_remove("again").expect("removed");
+        client.stream_add(&config).expect("added again");
+        client
+            .publish_durable("again.x", format!("new-{round}"))
+            .expect("acked");
+        // Give a removal still under way the time to run.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let info = client.stream_info("again").expect("info");
+        assert_eq!(info.partitions[0].messages, 1, "round {round}: {info:?}");
+        let message = client
+            .stream_get("again", 0, info.partitions[0].first_offset)
+            .expect("the message");
+        assert_eq!(
+            message.payload,
+            format!("new-{round}").into_bytes(),
+            "round {round}"
+        );
+        client.stream_remove("again").expect("removed");
+    }
+}

@@ -120,6 +120,9 @@ pub struct StreamShard {
     /// dropped as they come up. Past `open_logs_max`, idle ones are closed (see
     /// `close_idle_logs`).
     opened_logs: RefCell<VecDeque<Weak<Partition>>>,
+    /// Partitions being removed, by directory: a partition of the same directory (its stream
+    /// added again at once) opens its log only once the removal is done.
+    removing: RefCell<HashMap<std::path::PathBuf, Rc<Partition>>>,
     open_logs_max: usize,
     /// The Kafka consumer groups this shard coordinates.
     pub groups: groups::Coordinator,
@@ -198,6 +201,7 @@ impl StreamShard {
             consumer_pass: Cell::new(0),
             streams_known: Cell::new(false),
             opened_logs: RefCell::new(VecDeque::new()),
+            removing: RefCell::new(HashMap::new()),
             open_logs_max,
             groups,
             forwards: RefCell::new(HashMap::new()),

@@ -332,6 +332,14 @@ impl Partition {
         super::close_idle_logs(&shard, CLOSE_IDLE_TRIES_PER_OPEN);
         let log_config = self.opener.log_config.clone();
         glommio::spawn_local(async move {
+            // Its stream was removed and added again: the old partition's files go first.
+            loop {
+                let removing = shard.removing.borrow().get(&opening.dir).cloned();
+                match removing {
+                    Some(old) if !Rc::ptr_eq(&old, &opening) => old.wait_gone().await,
+                    _ => break,
+                }
+            }
             match PartitionLog::open(&opening.dir, log_config).await {
                 Ok(log) => {
                     tracing::debug!(stream = %opening.config.name, partition = opening.index,
@@ -800,6 +808,10 @@ impl Partition {
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);
+        shard
+            .removing
+            .borrow_mut()
+            .insert(self.dir.clone(), self.clone());
         if let Some(group) = self.group.borrow_mut().take() {
             group.stop();
         }
@@ -846,6 +858,15 @@ impl Partition {
             }
             part.gone.set(true);
             part.closed.notify_all();
+            if let Some(shard) = part.opener.shard.upgrade() {
+                let mut removing = shard.removing.borrow_mut();
+                if removing
+                    .get(&part.dir)
+                    .is_some_and(|p| Rc::ptr_eq(p, &part))
+                {
+                    removing.remove(&part.dir);
+                }
+            }
         })
         .detach();
     }
