@@ -552,18 +552,11 @@ fn place_partition(shard: &Rc<StreamShard>, config: &Arc<StreamConfig>, index: u
         }
         return;
     }
-    if let Some(old) = existing.filter(|part| !holds(&part.config)) {
+    if existing.as_ref().is_some_and(|part| !holds(&part.config)) {
         // A copy this node did not hold before (the partition stood for a stream it had no copy
-        // of, and held nothing): it waits until that one is closed, then starts as a member.
-        shard.streams.borrow_mut().owned.take(&config.name, index);
-        old.forget(shard);
-        let (shard, config) = (shard.clone(), config.clone());
-        glommio::spawn_local(async move {
-            old.wait_gone().await;
-            place_partition(&shard, &config, index);
-        })
-        .detach();
-        return;
+        // of, and held nothing): started afresh, as a member; its log opens once the old
+        // partition's files are gone.
+        drop_copy(shard, &config.name, index);
     }
     let part = ensure_partition(shard, config, index);
     open_if_replicated(&part);

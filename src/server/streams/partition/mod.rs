@@ -152,10 +152,7 @@ pub struct Partition {
     agreed_end: Cell<u64>,
     /// Whether agreed records are being taken in.
     agreeing: Cell<bool>,
-    /// Set when the partition goes but its directory stays (a copy that never held anything,
-    /// replaced by one that will).
-    keep_files: Cell<bool>,
-    /// Set once a removed partition's log is closed and its data deleted (or kept).
+    /// Set once a removed partition's log is closed and its data deleted.
     gone: Cell<bool>,
     /// Where a replicated partition's leader checked publishes up to: the offsets its proposals
     /// in flight will take are past the log's end. 0 once a proposal failed (the log's end
@@ -294,7 +291,6 @@ impl Partition {
             agreed_end: Cell::new(0),
             agreeing: Cell::new(false),
             proposed_end: Cell::new(0),
-            keep_files: Cell::new(false),
             gone: Cell::new(false),
             deleted: Rc::new(RefCell::new(Deleted::default())),
             group: RefCell::new(None),
@@ -798,13 +794,6 @@ impl Partition {
         }
     }
 
-    /// Closes the log and lets the partition go, leaving its directory (it held nothing: this node
-    /// had no copy, and a copy it now gains takes the directory).
-    pub fn forget(self: &Rc<Self>, shard: &Rc<StreamShard>) {
-        self.keep_files.set(true);
-        self.remove(shard);
-    }
-
     /// Closes the log and deletes the partition's data (its stream was removed).
     pub fn remove(self: &Rc<Self>, shard: &Rc<StreamShard>) {
         self.removed.set(true);
@@ -847,14 +836,11 @@ impl Partition {
             if let Some(log) = log {
                 let _ = log.close().await;
             }
-            if !part.keep_files.get() {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e,
-                        "could not delete partition data");
-                }
-                if let Some(stream_dir) = dir.parent() {
-                    let _ = std::fs::remove_dir(stream_dir);
-                }
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not delete partition data");
+            }
+            if let Some(stream_dir) = dir.parent() {
+                let _ = std::fs::remove_dir(stream_dir);
             }
             part.gone.set(true);
             part.closed.notify_all();
@@ -871,7 +857,7 @@ impl Partition {
         .detach();
     }
 
-    /// Waits until a removed partition's log is closed (and its data deleted, unless kept).
+    /// Waits until a removed partition's log is closed and its data deleted.
     pub async fn wait_gone(&self) {
         self.closed.wait_until(|| self.gone.get()).await;
     }
