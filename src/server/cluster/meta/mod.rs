@@ -9,17 +9,20 @@
 //! appended to `cluster/meta.entries`, before the messages that depend on them leave; both are
 //! read back at start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Message};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use serde::{Deserialize, Serialize};
 
+mod saved;
+
+use self::saved::{journal, load, path, restore, store, Saved, SavedEntry};
 use super::Cluster;
 use crate::api::{self, MetaInfo};
 use crate::server::core::shard::Shard;
@@ -39,68 +42,6 @@ const ELECTION_TICKS: usize = 10;
 const HEARTBEAT_TICKS: usize = 2;
 /// Largest batch of entries in one message, under the link's frame limit.
 const MESSAGE_BYTES_MAX: u64 = 512 * 1024;
-
-/// The group's durable state, as written to its file.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Saved {
-    term: u64,
-    vote: u64,
-    commit: u64,
-    /// The last change the registry applied (and made durable).
-    #[serde(default)]
-    applied: u64,
-    /// Voting members, by name.
-    members: Vec<String>,
-    /// Nodes removed from the members, still told of what they missed (their removal).
-    #[serde(default)]
-    leaving: Vec<String>,
-    /// The last membership change applied.
-    #[serde(default)]
-    conf_applied: u64,
-    /// The entries, in the journal beside the state file (a state file written before the
-    /// journal existed holds them itself, and is read as such).
-    #[serde(default, skip_serializing)]
-    entries: Vec<SavedEntry>,
-}
-
-impl Saved {
-    /// The state without its entries: what the state file holds.
-    fn head(&self) -> Saved {
-        Saved {
-            members: self.members.clone(),
-            leaving: self.leaving.clone(),
-            entries: Vec::new(),
-            ..*self
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct SavedEntry {
-    index: u64,
-    term: u64,
-    /// A membership change, rather than a normal entry.
-    #[serde(default)]
-    conf_change: bool,
-    /// The entry's bytes, in base64 in the file.
-    #[serde(default, with = "base64_bytes")]
-    data: Vec<u8>,
-}
-
-mod base64_bytes {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(input)?;
-        STANDARD.decode(text).map_err(serde::de::Error::custom)
-    }
-}
 
 /// A change of the stream registry, as the meta group decides it: an API request (`stream.add`,
 /// `stream.update`, `stream.remove`) and the node and id it was asked with.
@@ -198,116 +139,6 @@ pub fn node_id(name: &str) -> u64 {
     let digest = blake2::Blake2b512::digest(name.as_bytes());
     let id = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
     id.max(1)
-}
-
-fn path(data_dir: &Path) -> PathBuf {
-    data_dir.join("cluster").join("meta.json")
-}
-
-/// The journal of the group's entries, one JSON line each, beside the state file: a change
-/// appends its entries (written once), rather than the whole log being written again.
-fn journal_path(state: &Path) -> PathBuf {
-    state.with_file_name("meta.entries")
-}
-
-/// Reads the state and its entries. A journal's torn last line (a crash mid-append) is left
-/// out and the journal written again without it, as is a journal made from a state file of the
-/// format before the journal.
-fn load(path: &Path) -> Result<Option<Saved>, String> {
-    let mut saved: Saved = match std::fs::read(path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let journal = journal_path(path);
-    match std::fs::read(&journal) {
-        Ok(bytes) => {
-            let mut entries = Vec::new();
-            let mut torn = false;
-            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                match serde_json::from_slice::<SavedEntry>(line) {
-                    Ok(entry) => entries.push(entry),
-                    Err(_) => {
-                        torn = true;
-                        break;
-                    }
-                }
-            }
-            saved.entries = entries;
-            if torn {
-                tracing::warn!(path = %journal.display(), "the meta journal's last line is torn; dropped");
-                write_journal(&journal, &saved.entries)
-                    .map_err(|e| format!("{}: {e}", journal.display()))?;
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_journal(&journal, &saved.entries)
-                .map_err(|e| format!("{}: {e}", journal.display()))?;
-        }
-        Err(e) => return Err(format!("{}: {e}", journal.display())),
-    }
-    Ok(Some(saved))
-}
-
-/// Writes the whole journal durably (temporary file, sync, rename, sync of the directory).
-fn write_journal(path: &Path, entries: &[SavedEntry]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    for entry in entries {
-        serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-    }
-    let tmp = path.with_extension("entries.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&out)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(path.parent().unwrap_or(Path::new("."))).and_then(|d| d.sync_all())
-}
-
-/// Appends entries to the journal durably.
-fn append_journal(path: &Path, entries: &[SavedEntry]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = Vec::new();
-    for entry in entries {
-        serde_json::to_writer(&mut out, entry).map_err(std::io::Error::other)?;
-        out.push(b'\n');
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)?;
-    file.write_all(&out)?;
-    file.sync_data()
-}
-
-/// Writes new entries to the journal, on a blocking thread: appended, or the whole journal again
-/// when they replace some of it (a conflicting tail, which is rare).
-async fn journal(state: &Path, entries: Vec<SavedEntry>, whole: bool) -> Result<(), String> {
-    let path = journal_path(state);
-    glommio::executor()
-        .spawn_blocking(move || {
-            let written = if whole {
-                write_journal(&path, &entries)
-            } else {
-                append_journal(&path, &entries)
-            };
-            written.map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .await
-}
-
-/// Writes the state (without its entries) durably, on a blocking thread.
-async fn store(path: PathBuf, saved: Saved) -> Result<(), String> {
-    glommio::executor()
-        .spawn_blocking(move || {
-            crate::server::files::write_json_durably(&path, &saved)
-                .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .await
 }
 
 /// Runs the meta group until the shard stops: waits for its members, then ticks, steps the
@@ -428,43 +259,6 @@ pub async fn run(core: Rc<Shard>, cluster: Rc<Cluster>) {
             commit: raft.raft_log.committed,
         });
     }
-}
-
-/// A storage holding what was saved.
-fn restore(saved: &Saved) -> MemStorage {
-    let voters: Vec<u64> = saved.members.iter().map(|n| node_id(n)).collect();
-    let storage = MemStorage::new_with_conf_state(ConfState::from((voters, vec![])));
-    {
-        let mut core = storage.wl();
-        let entries: Vec<Entry> = saved
-            .entries
-            .iter()
-            .map(|e| {
-                let mut entry = Entry {
-                    index: e.index,
-                    term: e.term,
-                    ..Entry::default()
-                };
-                entry.set_entry_type(if e.conf_change {
-                    EntryType::EntryConfChange
-                } else {
-                    EntryType::EntryNormal
-                });
-                entry.data = e.data.clone().into();
-                entry
-            })
-            .collect();
-        if !entries.is_empty() {
-            let _ = core.append(&entries);
-        }
-        core.set_hardstate(HardState {
-            term: saved.term,
-            vote: saved.vote,
-            commit: saved.commit,
-            ..HardState::default()
-        });
-    }
-    storage
 }
 
 /// Handles one `Ready`: sends what may go at once, makes entries and state durable, then sends
@@ -681,6 +475,7 @@ async fn apply_member_change(
 
 #[cfg(test)]
 mod tests {
+    use super::saved::{append_journal, journal_path};
     use super::*;
     use raft::Storage;
 
