@@ -28,6 +28,7 @@ pub mod failpoint;
 pub mod index;
 pub mod log;
 pub mod metrics;
+mod readahead;
 pub mod record;
 mod recovery;
 pub mod segment;

@@ -33,12 +33,13 @@ use crate::committer::run_committer;
 use crate::config::LogConfig;
 use crate::error::StorageError;
 use crate::metrics::{LogMetrics, LogMetricsSnapshot};
+use crate::readahead::{self, Key, ReadAhead};
 use crate::record::{self, Record};
 use crate::recovery::{
     close_files, delete_segments, list_bases, load_sealed, probe_device, read_start_offset,
     recover_active, write_start_offset,
 };
-use crate::segment::{walk, Segment};
+use crate::segment::{walk_from, Segment};
 use crate::truncate::{self, Truncation};
 use crate::wake::Notify;
 
@@ -77,6 +78,8 @@ pub(crate) struct Inner {
     /// Appends waiting to be committed: the offset they end at, in order.
     pub(crate) waiters: RefCell<VecDeque<(u64, Waker)>>,
     pub(crate) metrics: LogMetrics,
+    /// Bytes read ahead for the next read in order.
+    pub(crate) read_ahead: Rc<ReadAhead>,
 }
 
 impl Inner {
@@ -222,6 +225,7 @@ impl PartitionLog {
             wake_committer: Notify::default(),
             waiters: RefCell::new(VecDeque::new()),
             metrics: LogMetrics::default(),
+            read_ahead: Rc::default(),
         });
         let committer = glommio::spawn_local(run_committer(inner.clone())).detach();
         Ok(PartitionLog {
@@ -441,9 +445,9 @@ impl PartitionLog {
         max_bytes: usize,
         end: u64,
     ) -> Result<Vec<Record>, StorageError> {
-        let (committed, start) = {
+        let (committed, start, truncations) = {
             let st = self.inner.state.borrow();
-            (end.min(st.committed), st.start_offset)
+            (end.min(st.committed), st.start_offset, st.truncations)
         };
         if from < start {
             return Err(StorageError::OffsetOutOfRange {
@@ -463,6 +467,7 @@ impl PartitionLog {
         {
             return Ok(records);
         }
+        let ahead = max_bytes >= readahead::ASKED_BYTES_MIN;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut next = from;
@@ -470,14 +475,27 @@ impl PartitionLog {
             let Some(place) = self.locate(next).await? else {
                 break;
             };
+            let key = Key {
+                segment_base: place.base,
+                truncations,
+                offset: next,
+            };
+            let mut parts = if ahead {
+                self.inner.read_ahead.take(key)
+            } else {
+                Default::default()
+            };
+            parts.disk_offset_end = committed;
+            let from_place = parts.start().unwrap_or((place.position, place.offset));
             let budget = max_bytes;
             let mut stopped = false;
-            let end = walk(
+            let mut refused = None;
+            let end = walk_from(
                 &place.file,
                 &place.path,
-                place.position,
+                from_place,
                 place.end,
-                place.offset,
+                &mut parts,
                 self.inner.body_bytes_max,
                 |visit| {
                     if visit.offset >= committed {
@@ -489,6 +507,7 @@ impl PartitionLog {
                     }
                     if !out.is_empty() && bytes + visit.body.len() > budget {
                         stopped = true;
+                        refused = Some(visit.offset);
                         return false;
                     }
                     bytes += visit.body.len();
@@ -510,6 +529,9 @@ impl PartitionLog {
                 });
             }
             if stopped {
+                if let Some(offset) = refused.filter(|_| ahead) {
+                    self.keep_read_ahead(Key { offset, ..key }, parts, &place, max_bytes);
+                }
                 break;
             }
             let reached = out.last().map_or(next, Record::end);
@@ -526,9 +548,36 @@ impl PartitionLog {
         Ok(out)
     }
 
+    /// Keeps what a read that stopped at `key` read past its budget, and reads on from there in
+    /// the background when that is little.
+    fn keep_read_ahead(&self, key: Key, parts: readahead::Parts, place: &Place, asked: usize) {
+        let (end, committed) = {
+            let st = self.inner.state.borrow();
+            if st.truncations != key.truncations {
+                return;
+            }
+            let end = st
+                .segments
+                .iter()
+                .find(|s| s.base == key.segment_base)
+                .map_or(0, |s| s.size);
+            (end, st.committed)
+        };
+        ReadAhead::keep(
+            &self.inner.read_ahead,
+            key,
+            parts,
+            &place.file,
+            &place.path,
+            end,
+            committed,
+            asked,
+        );
+    }
+
     /// Where to start reading for `offset`: the segment's file, the index floor, and its bounds.
     async fn locate(&self, offset: u64) -> Result<Option<Place>, StorageError> {
-        let (path, cached, position, floor, end, segment_next) = {
+        let (base, path, cached, position, floor, end, segment_next) = {
             let st = self.inner.state.borrow();
             let Some(seg) = st.segments.iter().rev().find(|s| s.base <= offset) else {
                 return Ok(None);
@@ -541,6 +590,7 @@ impl PartitionLog {
                 .floor_offset(offset)
                 .map_or((0, seg.base), |e| (e.position, e.offset));
             (
+                seg.base,
                 seg.path.clone(),
                 seg.reader.clone(),
                 position,
@@ -565,6 +615,7 @@ impl PartitionLog {
             }
         };
         Ok(Some(Place {
+            base,
             file,
             path,
             position,
@@ -708,6 +759,7 @@ impl PartitionLog {
         if let Some(committer) = committer {
             committer.await;
         }
+        self.inner.read_ahead.drop_all();
         let readers: Vec<Rc<DmaFile>> = self
             .inner
             .state
@@ -766,6 +818,7 @@ impl Drop for PartitionLog {
 }
 
 struct Place {
+    base: u64,
     file: Rc<DmaFile>,
     path: PathBuf,
     position: u64,

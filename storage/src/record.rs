@@ -160,9 +160,69 @@ pub fn parse(bytes: &[u8], body_bytes_max: u32) -> Parsed {
     }
 }
 
+/// Bytes of `bytes` taken by whole records in order from `offset`, stopping at `offset_end` or
+/// at the first one cut off by the end of `bytes`, and the offset that follows them. Reads the
+/// headers only (no checksum): for bytes whose records below `offset_end` were written whole.
+pub fn whole_records_len(bytes: &[u8], mut offset: u64, offset_end: u64) -> (usize, u64) {
+    let mut at = 0usize;
+    while offset < offset_end {
+        let rest = &bytes[at..];
+        if rest.len() < RECORD_HEADER_BYTES {
+            break;
+        }
+        let raw = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        let span = raw & SPAN_FLAG != 0;
+        let header = if span {
+            SPAN_HEADER_BYTES
+        } else {
+            RECORD_HEADER_BYTES
+        };
+        let total = header + (raw & !SPAN_FLAG) as usize;
+        if rest.len() < total {
+            break;
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&rest[8..16]);
+        if u64::from_le_bytes(word) != offset {
+            break;
+        }
+        let count = if span {
+            u32::from_le_bytes([rest[24], rest[25], rest[26], rest[27]])
+        } else {
+            1
+        };
+        if count == 0 {
+            break;
+        }
+        offset += u64::from(count);
+        at += total;
+    }
+    (at, offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_records_stop_at_a_cut_record_at_the_trusted_end_and_at_padding() {
+        let mut out = Vec::new();
+        encode(&mut out, 5, 1, b"one");
+        encode_span(&mut out, 6, 3, 1, b"span");
+        encode(&mut out, 9, 1, b"three");
+        let first = encoded_len(3);
+        let two = first + SPAN_HEADER_BYTES + 4;
+        assert_eq!(whole_records_len(&out, 5, u64::MAX), (out.len(), 10));
+        assert_eq!(
+            whole_records_len(&out[..out.len() - 1], 5, u64::MAX),
+            (two, 9)
+        );
+        assert_eq!(whole_records_len(&out, 5, 9), (two, 9));
+        assert_eq!(whole_records_len(&out, 5, 6), (first, 6));
+        assert_eq!(whole_records_len(&out, 6, u64::MAX), (0, 6));
+        out.extend_from_slice(&[0; 64]);
+        assert_eq!(whole_records_len(&out, 5, u64::MAX), (out.len() - 64, 10));
+    }
 
     #[test]
     fn a_record_parses_back_to_what_was_encoded() {

@@ -9,6 +9,7 @@ use glommio::io::DmaFile;
 
 use crate::error::StorageError;
 use crate::index::Index;
+use crate::readahead::{Parts, Preread};
 use crate::record::{parse, Invalid, Parsed};
 
 /// Bytes read from disk at a time when walking a segment: the read-ahead of replays.
@@ -111,18 +112,56 @@ pub struct WalkEnd {
 pub async fn walk(
     file: &DmaFile,
     path: &Path,
-    mut position: u64,
+    position: u64,
     end: u64,
-    mut expected_offset: u64,
+    expected_offset: u64,
+    body_bytes_max: u32,
+    visit: impl FnMut(Visit) -> bool,
+) -> Result<WalkEnd, StorageError> {
+    walk_from(
+        file,
+        path,
+        (position, expected_offset),
+        end,
+        &mut Parts::default(),
+        body_bytes_max,
+        visit,
+    )
+    .await
+}
+
+/// As [`walk`], taking the bytes it needs from `parts` (read ahead) while they last and follow on,
+/// from the disk after. When `visit` says stop, the bytes read from the record it refused on go
+/// back to the front of `parts`, for the next read in order.
+pub(crate) async fn walk_from(
+    file: &DmaFile,
+    path: &Path,
+    (mut position, mut expected_offset): (u64, u64),
+    end: u64,
+    parts: &mut Parts,
     body_bytes_max: u32,
     mut visit: impl FnMut(Visit) -> bool,
 ) -> Result<WalkEnd, StorageError> {
     while position < end {
-        let want = ((end - position) as usize).min(READ_AHEAD_BYTES);
-        let mut chunk = read(file, path, position, want).await?;
+        // Bytes read now hold every record committed before the read; bytes read ahead, only
+        // those below their `offset_end`.
+        let (mut chunk, offset_end, from_disk) = match parts.next(position, expected_offset).await {
+            Some(pre) => (pre.bytes, pre.offset_end, false),
+            None => {
+                let want = ((end - position) as usize).min(READ_AHEAD_BYTES);
+                let chunk = read(file, path, position, want).await?;
+                (chunk, parts.disk_offset_end, true)
+            }
+        };
         let mut at = 0usize;
+        let mut distrusted = false;
         loop {
             if position + at as u64 >= end {
+                break;
+            }
+            if !from_disk && expected_offset >= offset_end {
+                // Read ahead before these records were written: read them again.
+                distrusted = true;
                 break;
             }
             match parse(&chunk[at..], body_bytes_max) {
@@ -155,6 +194,13 @@ pub async fn walk(
                         len,
                     });
                     if !go_on {
+                        let refused = at - len as usize;
+                        parts.put_back(Preread {
+                            position: record_position,
+                            offset,
+                            bytes: chunk.slice(refused..),
+                            offset_end,
+                        });
                         return Ok(WalkEnd {
                             position: position + at as u64,
                             invalid: None,
@@ -167,7 +213,7 @@ pub async fn walk(
                         let reason = format!("record of {need} bytes runs past the end");
                         return Ok(invalid(record_position, reason));
                     }
-                    if at == 0 {
+                    if at == 0 && from_disk {
                         // A record larger than the read-ahead: read it whole.
                         chunk = read(file, path, record_position, need).await?;
                         if chunk.len() < need {
@@ -190,8 +236,8 @@ pub async fn walk(
                 }
             }
         }
-        if at == 0 {
-            // Nothing parsed in a full chunk: only possible at `end`.
+        if at == 0 && from_disk && !distrusted {
+            // Nothing parsed in a full chunk from the disk: only possible at `end`.
             break;
         }
         position += at as u64;
@@ -210,7 +256,7 @@ fn invalid(position: u64, reason: String) -> WalkEnd {
 }
 
 /// Reads up to `len` bytes at `position` into shared bytes (one copy, so that bodies can be slices).
-async fn read(
+pub(crate) async fn read(
     file: &DmaFile,
     path: &Path,
     position: u64,

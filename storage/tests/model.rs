@@ -1,6 +1,7 @@
 //! Random appends (of one-offset records and of spans), reads, reopens, crashes (a copy of the files
 //! taken while the log is open), truncations of the head and of the tail (with appends in flight,
-//! inside spans, past the end, across segments) and retention against a simple in-memory model.
+//! inside spans, past the end, across segments), retention and reads (anywhere, and on in order)
+//! against a simple in-memory model.
 //! Each run prints its seed; `SLUICE_SEED=<seed>` replays one.
 
 mod common;
@@ -127,6 +128,7 @@ fn check_seed(seed: u64) {
             ..LogConfig::default()
         };
         let mut start = 0u64;
+        let mut cursor = None;
         let mut model = Model::new();
         let mut log = PartitionLog::open(&path, config.clone()).await.unwrap();
         for op in 0..OPS_PER_SEED {
@@ -137,7 +139,12 @@ fn check_seed(seed: u64) {
                 }
                 45..=69 => {
                     let end = start + model.len() as u64;
-                    let from = start + rng.u64(..=model.len() as u64);
+                    // Half of the reads go on from where the last one stopped, as a consumer does
+                    // (and find what was read ahead for them).
+                    let from = match cursor.filter(|c| (start..end).contains(c) && rng.bool()) {
+                        Some(c) => c,
+                        None => start + rng.u64(..=model.len() as u64),
+                    };
                     let max = rng.usize(1..20000);
                     let got = log.read(from, max).await.unwrap();
                     if from == end {
@@ -162,6 +169,7 @@ fn check_seed(seed: u64) {
                         expected = r.end();
                         bytes += r.body.len();
                     }
+                    cursor = Some(expected);
                     assert!(
                         got.len() == 1 || bytes <= max,
                         "op {op}: {bytes} bytes for a budget of {max}"
