@@ -14,6 +14,15 @@
 //! `RESERVE_STEP_BYTES_MAX`, never past the segment's largest size. A write that would pass the
 //! reserved end first reserves the next step, so writes stay inside the file's length; the length
 //! past the records reads as zeroes, which recovery takes for the end of the log.
+//!
+//! Reserved blocks are *unwritten* to the file system: a direct write into them changes the
+//! file's extent map, so the kernel cannot submit it at once (io_uring hands it to a worker thread
+//! that blocks on it) and `fdatasync` must commit the journal as well as flush. A busy segment
+//! therefore writes zeroes a little ahead of its records (`ZERO_AHEAD_BYTES`, one write of
+//! `ZERO_CHUNK_BYTES` at a time, inside the reserved length): the records then overwrite written
+//! blocks, submitted inline and synced by a flush alone. A zero write never overlaps records: it
+//! starts past every write started, and a write that would reach into one in flight waits for it
+//! first; every way an appender ends waits for it too.
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
@@ -38,6 +47,16 @@ pub const RESERVE_FIRST_BYTES: u64 = 64 * 1024;
 /// its last 192 MiB at the default size), and an idle one holds at most this much past its records.
 pub const RESERVE_STEP_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
+/// Zeroes are written ahead of the records only once this much is reserved: a quiet segment (one
+/// of a hundred thousand streams) never writes more than its records.
+const ZERO_FROM_RESERVED_BYTES: u64 = 1024 * 1024;
+
+/// How far ahead of the writes started the blocks are kept written.
+const ZERO_AHEAD_BYTES: u64 = 2 * 1024 * 1024;
+
+/// One zero write.
+const ZERO_CHUNK_BYTES: u64 = 512 * 1024;
+
 /// The writer of one segment file.
 pub struct Appender {
     file: Rc<DmaFile>,
@@ -55,6 +74,11 @@ pub struct Appender {
     tail: Vec<u8>,
     /// The write of that block, while it may be in flight.
     tail_write: Option<Write>,
+    /// Blocks below this hold records or zeroes written by this appender (or were written before
+    /// it opened the file): direct writes below it overwrite written blocks.
+    zeroed: u64,
+    /// The zero write in flight, with the span it covers.
+    zeroing: Option<(u64, u64, Write)>,
 }
 
 impl Appender {
@@ -74,6 +98,8 @@ impl Appender {
             reserving: true,
             tail: Vec::new(),
             tail_write: None,
+            zeroed: 0,
+            zeroing: None,
         };
         appender.reserve_for(1).await;
         Ok(appender)
@@ -123,6 +149,8 @@ impl Appender {
             reserving: true,
             tail,
             tail_write: None,
+            zeroed: size.next_multiple_of(alignment as u64),
+            zeroing: None,
         };
         appender.reserve_for(size + 1).await;
         Ok(appender)
@@ -190,6 +218,8 @@ impl Appender {
         self.reserve_for(self.size + data_len as u64).await;
         let start = self.size - self.tail.len() as u64;
         let total = self.tail.len() + data_len;
+        let end = start + total.div_ceil(self.alignment) as u64 * self.alignment as u64;
+        self.settle_zeroing(Some(end)).await;
         let whole = total / self.alignment * self.alignment;
         let mut source = Cursor::new(&self.tail, parts);
         let mut writes = Writes::default();
@@ -219,13 +249,55 @@ impl Appender {
             done += len;
         }
         self.size += data_len as u64;
-        let written_end = start + total.div_ceil(self.alignment) as u64 * self.alignment as u64;
-        self.reserved = self.reserved.max(written_end);
+        self.reserved = self.reserved.max(end);
+        self.zeroed = self.zeroed.max(end);
         let tail_len = (self.size % self.alignment as u64) as usize;
         let mut tail = vec![0u8; tail_len];
         Cursor::new(&self.tail, parts).last(&mut tail);
         self.tail = tail;
+        self.zero_ahead(end);
         Ok(writes)
+    }
+
+    /// Folds a zero write that is done into `zeroed`; waits for it first if it is still in flight
+    /// and reaches below `before` (where records are about to be written), or whatever its span
+    /// when `before` is `None`. A zero write that failed is forgotten: those blocks stay unwritten,
+    /// which costs speed, not correctness.
+    async fn settle_zeroing(&mut self, before: Option<u64>) {
+        let Some((from, to, write)) = self.zeroing.take() else {
+            return;
+        };
+        let must_wait = before.is_none_or(|b| from < b);
+        if !must_wait && !write.is_done() {
+            self.zeroing = Some((from, to, write));
+            return;
+        }
+        match write.wait().await {
+            Ok(()) if from <= self.zeroed => self.zeroed = self.zeroed.max(to),
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "zeroes ahead not written")
+            }
+        }
+    }
+
+    /// Starts the next zero write if this segment is busy and the written blocks reach less than
+    /// `ZERO_AHEAD_BYTES` past `end` (the end of the writes just started).
+    fn zero_ahead(&mut self, end: u64) {
+        if self.zeroing.is_some()
+            || self.reserved < ZERO_FROM_RESERVED_BYTES
+            || self.zeroed >= end + ZERO_AHEAD_BYTES
+            || self.zeroed >= self.reserved
+        {
+            return;
+        }
+        let from = self.zeroed;
+        let to = (from + ZERO_CHUNK_BYTES).min(self.reserved);
+        let len = (to - from) as usize;
+        let mut buf = self.file.alloc_dma_buffer(len);
+        buf.as_bytes_mut().fill(0);
+        let write = Write::spawn(self.file.clone(), self.path.clone(), buf, from, len);
+        self.zeroing = Some((from, to, write));
     }
 
     /// Makes everything written so far durable.
@@ -240,6 +312,7 @@ impl Appender {
     /// Cuts the padding and the reserved space off, syncs and closes: the file then holds exactly
     /// its records, and its blocks no more than them. Every write started must have been waited for.
     pub async fn finish(mut self) -> Result<(), StorageError> {
+        self.settle_zeroing(None).await;
         if let Some(previous) = self.tail_write.take() {
             previous.wait().await?;
         }
@@ -260,6 +333,7 @@ impl Appender {
     /// Closes the file as it is, for a segment about to be cut or deleted under it: no cut back to
     /// the records, no sync. Every write started must have been waited for.
     pub async fn discard(mut self) {
+        self.settle_zeroing(None).await;
         if let Some(previous) = self.tail_write.take() {
             let _ = previous.wait().await;
         }
@@ -276,10 +350,10 @@ impl Appender {
 /// single record larger than a segment).
 ///
 /// Reserved blocks are allocated and the file's length covers them, so direct writes inside them do
-/// not change the file's size: the kernel submits them without blocking, where writes that extend a
-/// file go through a worker thread; and the blocks of a segment end up in few extents. The length
-/// past the records is never taken for data: recovery stops at the first zeroed record and sealing
-/// cuts the file to its records.
+/// not change the file's size, and the blocks of a segment end up in few extents (the zeroes written
+/// ahead of a busy segment's records then spare its writes the extent changes; see the module). The
+/// length past the records is never taken for data: recovery stops at the first zeroed record and
+/// sealing cuts the file to its records.
 pub fn reservation_after(reserved: u64, end: u64, segment_bytes_max: u64, alignment: u64) -> u64 {
     let step = reserved.clamp(RESERVE_FIRST_BYTES, RESERVE_STEP_BYTES_MAX);
     let limit = segment_bytes_max.next_multiple_of(alignment).max(end);
@@ -327,6 +401,11 @@ impl Write {
         })
         .detach();
         Write(state)
+    }
+
+    /// Whether the write is over (done or failed).
+    pub fn is_done(&self) -> bool {
+        self.0.done.is_set()
     }
 
     /// Waits for the write and returns its outcome.

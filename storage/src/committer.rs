@@ -49,7 +49,7 @@ pub(crate) async fn run_committer(inner: Rc<Inner>) {
                 let started = start_round(&inner, &mut appender, &mut rounds, batches, roll_first);
                 if let Err(e) = started.await {
                     abandon(&mut rounds).await;
-                    fail(&inner, &mut appender, e);
+                    fail(&inner, &mut appender, e).await;
                 }
                 continue;
             }
@@ -69,7 +69,7 @@ pub(crate) async fn run_committer(inner: Rc<Inner>) {
                 }
                 Err(e) => {
                     abandon(&mut rounds).await;
-                    fail(&inner, &mut appender, e);
+                    fail(&inner, &mut appender, e).await;
                 }
             }
             inner.wake_appenders(false);
@@ -223,10 +223,21 @@ async fn abandon(rounds: &mut VecDeque<Round>) {
 }
 
 /// Every append not yet committed fails; their offsets will be handed out again.
-fn fail(inner: &Inner, appender: &mut Option<Appender>, error: StorageError) {
+async fn fail(inner: &Inner, appender: &mut Option<Appender>, error: StorageError) {
     tracing::error!(dir = %inner.dir.display(), error = %error, "append failed");
-    // Drop the appender: the next write reopens the segment and cuts it back to the commit point.
-    *appender = None;
+    // The next write reopens the segment and cuts it back to the commit point; the appender is
+    // closed once its writes are over, after the failure is in the state.
+    let failed = appender.take();
+    record_failure(inner, error);
+    inner.wake_appenders(true);
+    if let Some(a) = failed {
+        a.discard().await;
+    }
+}
+
+/// Ends the appends' epoch with `error`: those not committed fail, their offsets are handed out
+/// again, and the active segment's index forgets what was never committed.
+fn record_failure(inner: &Inner, error: StorageError) {
     let mut st = inner.state.borrow_mut();
     let committed = st.committed;
     let epoch = st.epoch;
@@ -244,8 +255,6 @@ fn fail(inner: &Inner, appender: &mut Option<Appender>, error: StorageError) {
         active.index.truncate_at_position(size);
         active.indexed_position = active.index.last().map_or(0, |e| e.position);
     }
-    drop(st);
-    inner.wake_appenders(true);
 }
 
 /// Updates the active segment's index and timestamps for appends whose writes just started. Its
