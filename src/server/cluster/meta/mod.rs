@@ -548,6 +548,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn the_first_entries_are_written_before_any_state_file() {
+        let dir = std::env::temp_dir().join(format!("sluice-meta-first-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let state = dir.join("cluster").join("meta.json");
+        let written = glommio::LocalExecutorBuilder::default()
+            .spawn({
+                let state = state.clone();
+                move || async move { journal(&state, vec![entry(1)], false).await }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(written, Ok(()));
+        let journal = std::fs::read_to_string(journal_path(&state)).unwrap();
+        assert!(journal.contains("\"index\":1"), "{journal}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A state file as written before the journal: its entries inside.
     struct OldSaved<'a>(&'a Saved);
 

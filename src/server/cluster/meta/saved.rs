@@ -166,6 +166,13 @@ pub(super) async fn journal(
     let path = journal_path(state);
     glommio::executor()
         .spawn_blocking(move || {
+            // A node's first entries can come before its first state (a follower's first Ready
+            // may bring both): the directory may not be there yet.
+            if let Some(dir) = path.parent() {
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    return Err(format!("{}: {e}", dir.display()));
+                }
+            }
             let written = if whole {
                 write_journal(&path, &entries)
             } else {
