@@ -187,6 +187,7 @@ pub fn consumer_join(
     );
     let part = ensure_partition(shard, &stream, partition);
     part.begin_join(&config.name, member);
+    shard.joined(&part);
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let reply = PartitionReply::Joined(part.attach(&shard, config, member).await);

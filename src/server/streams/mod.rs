@@ -123,6 +123,10 @@ pub struct StreamShard {
     /// Partitions being removed, by directory: a partition of the same directory (its stream
     /// added again at once) opens its log only once the removal is done.
     removing: RefCell<HashMap<std::path::PathBuf, Rc<Partition>>>,
+    /// Partitions owned here that members joined and that may still have some (or deliveries
+    /// they hold), by address: a connection that closes is looked for in these only, not in every
+    /// partition (a shard may own a hundred thousand).
+    joined: RefCell<HashMap<usize, Weak<Partition>>>,
     open_logs_max: usize,
     /// The Kafka consumer groups this shard coordinates.
     pub groups: groups::Coordinator,
@@ -184,6 +188,13 @@ pub fn close_idle_logs_now(shard: &StreamShard) {
 }
 
 impl StreamShard {
+    /// Notes that a member joined `part`, so that its connection's end is looked for there.
+    pub fn joined(&self, part: &Rc<Partition>) {
+        self.joined
+            .borrow_mut()
+            .insert(Rc::as_ptr(part) as usize, Rc::downgrade(part));
+    }
+
     /// The streams' state of a shard with no streams yet.
     pub fn new(core: Rc<Shard>, peers: Vec<Rc<dyn Peer>>) -> StreamShard {
         let open_logs_max = open_logs_max(core.shards);
@@ -202,6 +213,7 @@ impl StreamShard {
             streams_known: Cell::new(false),
             opened_logs: RefCell::new(VecDeque::new()),
             removing: RefCell::new(HashMap::new()),
+            joined: RefCell::new(HashMap::new()),
             open_logs_max,
             groups,
             forwards: RefCell::new(HashMap::new()),
@@ -732,10 +744,20 @@ pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
     if from == shard.core.id {
         credit::forget_conn(shard, conn);
     }
-    let parts: Vec<Rc<Partition>> = shard.streams.borrow().owned.all();
-    for part in parts {
+    let parts: Vec<Rc<Partition>> = shard
+        .joined
+        .borrow()
+        .values()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for part in &parts {
         part.member_gone(from, conn);
     }
+    // A partition left with no member and nothing held is looked at again once one joins.
+    shard
+        .joined
+        .borrow_mut()
+        .retain(|_, part| part.upgrade().is_some_and(|p| p.may_have_members()));
     if from == shard.core.id {
         shard.broadcast(|| StreamItem::MemberGone { conn });
     }

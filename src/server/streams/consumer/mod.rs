@@ -308,6 +308,11 @@ impl PartConsumer {
         true
     }
 
+    /// Whether it has members, or deliveries a member still holds.
+    pub fn may_have_members(&self) -> bool {
+        !self.members.borrow().is_empty() || self.pending.borrow().values().any(|d| d.held)
+    }
+
     /// Removes a connection's membership; whatever it held and had not acked goes back to
     /// delivery at once.
     pub fn leave(&self, shard: ShardId, conn: u64) {

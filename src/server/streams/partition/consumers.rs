@@ -236,6 +236,17 @@ impl Partition {
         }
     }
 
+    /// Whether a member may be here, joining or attached, or a delivery still held by one: what a
+    /// connection that closes must be looked for in.
+    pub fn may_have_members(&self) -> bool {
+        !self.joining.borrow().is_empty()
+            || self
+                .consumers
+                .borrow()
+                .values()
+                .any(|c| c.may_have_members())
+    }
+
     /// Every consumer's counts here: those running here, and for a replicated partition those
     /// running on another node, as their last state sent here says (not taken up: listing a
     /// consumer does not start it here).
