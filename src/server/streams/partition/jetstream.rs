@@ -112,8 +112,11 @@ impl Partition {
     }
 
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
-    /// every subject and the ids within the duplicate window.
-    pub(super) async fn restore_checks(&self, log: &PartitionLog) {
+    /// every subject and the ids within the duplicate window. A replicated partition whose node
+    /// now `leads` its group takes in its whole durable log: a leader's entries all become agreed
+    /// in its term, so a publish repeating one of them (a client retrying through the new leader
+    /// what it sent to the old) is a duplicate, not a second message.
+    pub(super) async fn restore_checks(&self, log: &PartitionLog, leads: bool) {
         let dir = self.dir.clone();
         let first = log.first_offset();
         match glommio::executor()
@@ -153,6 +156,9 @@ impl Partition {
             // A replicated log reads only to its agreed end: these checks are of agreed records.
             *self.agreed.borrow_mut() = Some(checks.clone());
             self.agreed_end.set(offset);
+            if leads {
+                self.take_in_unagreed(log, offset, &mut checks).await;
+            }
         }
         *self.checks.borrow_mut() = Some(checks);
         self.checks_first.set(log.first_offset());
@@ -161,6 +167,32 @@ impl Partition {
             .retain(|&o| !self.deleted.borrow().contains(o));
         if !derived.offsets.is_empty() || derived.below.is_some() {
             self.apply_removal(log, derived).await;
+        }
+    }
+
+    /// Takes the records past the agreed end (`from`) into a new leader's checks; what their
+    /// limits remove is left to their agreement, as for any record.
+    async fn take_in_unagreed(
+        &self,
+        log: &PartitionLog,
+        mut from: u64,
+        checks: &mut PublishChecks,
+    ) {
+        let mut ignored = Removal::default();
+        loop {
+            let records = match log.read_durable(from, RESTORE_READ_BYTES).await {
+                Ok(records) if !records.is_empty() => records,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
+                        "cannot read back the records not yet agreed for the leader's checks");
+                    return;
+                }
+            };
+            for record in &records {
+                from = record.offset + 1;
+                take_in(checks, record, &self.deleted.borrow(), &mut ignored);
+            }
         }
     }
 

@@ -33,7 +33,7 @@ impl Partition {
         let part = self.clone();
         glommio::spawn_local(async move {
             let _in_use = part.in_use();
-            part.restore_checks(&log).await;
+            part.restore_checks(&log, true).await;
         })
         .detach();
     }
