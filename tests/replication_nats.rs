@@ -6,22 +6,17 @@ mod common;
 
 use common::cluster::node;
 use common::replicated::{free_port, read_all, stream_on_shard, Cluster, NAMES};
-use common::{DataDir, Ports, ReferenceNats};
+use common::{python_client, run_python_client, DataDir, Ports, ReferenceNats};
 
 /// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
 /// that node) once the client says its first half is done; false if nats-py is not installed.
 fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
     use std::io::{BufRead, BufReader, Write};
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+    let Some(mut command) = python_client("replicated_failover.py") else {
         return false;
     };
-    let script = format!(
-        "{}/tests/py/replicated_failover.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut client = std::process::Command::new(python)
-        .args([script.as_str(), url, stream])
+    let mut client = command
+        .args([url, stream])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -69,13 +64,9 @@ fn a_nats_client_learns_the_other_nodes_and_publishes_and_consumes_on_after_its_
 /// installed.
 fn run_announce_client<T>(url: &str, third: impl FnOnce() -> T) -> Option<T> {
     use std::io::{BufRead, BufReader};
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return None;
-    };
-    let script = format!("{}/tests/py/connect_urls.py", env!("CARGO_MANIFEST_DIR"));
-    let mut client = std::process::Command::new(python)
-        .args([script.as_str(), url, "2", "3"])
+    let mut command = python_client("connect_urls.py")?;
+    let mut client = command
+        .args([url, "2", "3"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the client");
@@ -184,32 +175,9 @@ fn the_failover_client_behaves_the_same_against_a_nats_server_cluster() {
     run_failover_client(&url, "JOBS", || drop(first));
 }
 
-/// Runs `tests/py/SCRIPT` with `args` and checks that it says "ok"; false if nats-py is not
-/// installed.
-fn run_script(script: &str, args: &[&str]) -> bool {
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return false;
-    };
-    let script = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new(python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("run the client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the client failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(stdout.trim(), "ok");
-    true
-}
-
 /// Runs `tests/py/kv_replicated.py` against the nodes at `urls`.
 fn run_kv_client(urls: &[String]) -> bool {
-    run_script("kv_replicated.py", &[&urls.join(","), "settings"])
+    run_python_client("kv_replicated.py", &[&urls.join(","), "settings"])
 }
 
 #[test]
@@ -235,7 +203,7 @@ fn the_key_value_client_behaves_the_same_against_a_nats_server_cluster() {
 
 /// Runs `tests/py/expected_sequence.py` against the node at `url`, with a stream of that name.
 fn run_expected_sequence_client(url: &str, stream: &str) -> bool {
-    run_script("expected_sequence.py", &[url, stream])
+    run_python_client("expected_sequence.py", &[url, stream])
 }
 
 #[test]

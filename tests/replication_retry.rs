@@ -10,26 +10,18 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 
 use common::replicated::{free_port, wait_for_group_leader, Cluster, NAMES};
-use common::ReferenceNats;
+use common::{python_client, ReferenceNats};
 
 /// The retry client, started against `url`; `None` if nats-py is not installed.
 fn start_client(
     url: &str,
     stream: &str,
 ) -> Option<(Child, ChildStdin, impl Iterator<Item = String>)> {
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
-        return None;
-    };
-    let script = format!(
-        "{}/tests/py/retry_after_failover.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut child = Command::new(python)
-        .args([script.as_str(), url, stream])
+    let mut child = python_client("retry_after_failover.py")?
+        .args([url, stream])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

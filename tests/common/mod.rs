@@ -532,15 +532,25 @@ pub fn start_listening(args: &[&str]) -> Child {
 /// (`SLUICE_PYTHON`) and checks that it succeeds and prints `ok`; returns false, with a note, where
 /// that interpreter is not set.
 pub fn run_python_client(script: &str, args: &[&str]) -> bool {
-    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
-        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+    let Some(mut command) = python_client(script) else {
         return false;
     };
-    let path = format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut command = Command::new(python);
-    command.arg(path).args(args);
+    command.args(args);
     run_client_script(command, script, args);
     true
+}
+
+/// The command that runs a client script of `tests/py` with the interpreter `./test` installed
+/// nats-py into (`SLUICE_PYTHON`), for a test to add arguments and pipes to; `None`, with a note,
+/// where that interpreter is not set.
+pub fn python_client(script: &str) -> Option<Command> {
+    let Ok(python) = std::env::var("SLUICE_PYTHON") else {
+        eprintln!("skipped: SLUICE_PYTHON is not set (./test sets it after installing nats-py)");
+        return None;
+    };
+    let mut command = Command::new(python);
+    command.arg(format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR")));
+    Some(command)
 }
 
 /// Runs a client script and checks that it succeeded and printed `ok`.
