@@ -5,7 +5,7 @@
 mod common;
 
 use common::cluster::node;
-use common::replicated::{free_port, read_all, stream_on_shard, Cluster, NAMES};
+use common::replicated::{read_all, stream_on_shard, Cluster, ReferenceCluster, NAMES};
 use common::{python_client, run_python_client, DataDir, Ports, ReferenceNats};
 
 /// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
@@ -100,51 +100,6 @@ fn a_nats_client_is_told_of_a_node_that_comes_later() {
     let _second = node(&dirs[1], &ports[1], NAMES[1], &all);
     let url = format!("nats://{}", ports[0].nats);
     run_announce_client(&url, || node(&dirs[2], &ports[2], NAMES[2], &all));
-}
-
-/// Three nats-server processes on loopback routed to each other, started one at a time.
-struct ReferenceCluster {
-    ports: Vec<u16>,
-    routes: String,
-}
-
-impl ReferenceCluster {
-    fn new() -> ReferenceCluster {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let routes: Vec<String> = ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect();
-        ReferenceCluster {
-            ports,
-            routes: routes.join(","),
-        }
-    }
-
-    /// Starts all three nodes with JetStream; `None` where nats-server is not installed.
-    fn start_all(&self) -> Option<Vec<ReferenceNats>> {
-        (0..3).map(|i| self.start(i, true)).collect()
-    }
-
-    /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
-    fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
-        let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
-        let args = [
-            "--cluster_name",
-            "reference",
-            "--server_name",
-            NAMES[i],
-            "--cluster",
-            cluster.as_str(),
-            "--routes",
-            self.routes.as_str(),
-        ];
-        if jetstream {
-            ReferenceNats::start_jetstream_with(&args)
-        } else {
-            ReferenceNats::start_with(&args)
-        }
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Stdio};
 
-use common::replicated::{free_port, wait_for_group_leader, Cluster, NAMES};
+use common::replicated::{wait_for_group_leader, Cluster, ReferenceCluster, NAMES};
 use common::{python_client, ReferenceNats};
 
 /// The retry client, started against `url`; `None` if nats-py is not installed.
@@ -88,30 +88,10 @@ fn a_publish_retried_after_its_leader_died_is_stored_once() {
     assert_eq!(rest, ["messages 1", "ok"]);
 
     // The same client against three nats-server processes clustered with JetStream.
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect();
-    let routes = routes.join(",");
-    let mut servers: Vec<Option<ReferenceNats>> = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let cluster_url = format!("nats://127.0.0.1:{port}");
-        let args = [
-            "--cluster_name",
-            "reference",
-            "--server_name",
-            NAMES[i],
-            "--cluster",
-            cluster_url.as_str(),
-            "--routes",
-            routes.as_str(),
-        ];
-        let Some(server) = ReferenceNats::start_jetstream_with(&args) else {
-            return;
-        };
-        servers.push(Some(server));
-    }
+    let Some(servers) = ReferenceCluster::new().start_all() else {
+        return;
+    };
+    let servers: Vec<Option<ReferenceNats>> = servers.into_iter().map(Some).collect();
     let addrs: Vec<String> = servers
         .iter()
         .map(|s| s.as_ref().expect("a server").addr.clone())

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::cluster::{info, node, node_dialing, payloads, wait_for_one_leader};
 use super::proxy::Links;
-use super::{Broker, DataDir, Ports};
+use super::{Broker, DataDir, Ports, ReferenceNats};
 use sluice::api::{shard_for, GroupInfo, StreamConfig};
 
 pub const NAMES: [&str; 3] = ["n1", "n2", "n3"];
@@ -171,4 +171,49 @@ pub fn read_all(broker: &Broker, stream: &str, want: u64) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     payloads(broker, stream)
+}
+
+/// Three nats-server processes on loopback routed to each other, started one at a time.
+pub struct ReferenceCluster {
+    ports: Vec<u16>,
+    routes: String,
+}
+
+impl ReferenceCluster {
+    pub fn new() -> ReferenceCluster {
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        ReferenceCluster {
+            ports,
+            routes: routes.join(","),
+        }
+    }
+
+    /// Starts all three nodes with JetStream; `None` where nats-server is not installed.
+    pub fn start_all(&self) -> Option<Vec<ReferenceNats>> {
+        (0..3).map(|i| self.start(i, true)).collect()
+    }
+
+    /// Starts node `i`, with JetStream if asked; `None` where nats-server is not installed.
+    pub fn start(&self, i: usize, jetstream: bool) -> Option<ReferenceNats> {
+        let cluster = format!("nats://127.0.0.1:{}", self.ports[i]);
+        let args = [
+            "--cluster_name",
+            "reference",
+            "--server_name",
+            NAMES[i],
+            "--cluster",
+            cluster.as_str(),
+            "--routes",
+            self.routes.as_str(),
+        ];
+        if jetstream {
+            ReferenceNats::start_jetstream_with(&args)
+        } else {
+            ReferenceNats::start_with(&args)
+        }
+    }
 }

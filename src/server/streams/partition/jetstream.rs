@@ -135,29 +135,19 @@ impl Partition {
         // What the limits per subject and rollups removed is derived again from the log, so a
         // crash before the deleted list was written loses nothing.
         let mut derived = Removal::default();
-        let (mut offset, end) = (log.first_offset(), log.next_offset());
-        while offset < end {
-            let records = match log.read(offset, RESTORE_READ_BYTES).await {
-                Ok(records) if !records.is_empty() => records,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
-                        "cannot read back the stream to rebuild its publish checks");
-                    break;
-                }
-            };
-            for record in &records {
-                offset = record.offset + 1;
-                // Ids older than the window are forgotten at the first check.
-                take_in(&mut checks, record, &self.deleted.borrow(), &mut derived);
-            }
-        }
+        let offset = self
+            .take_in_log(log, log.first_offset(), false, &mut checks, &mut derived)
+            .await;
         if self.config.is_replicated() {
             // A replicated log reads only to its agreed end: these checks are of agreed records.
             *self.agreed.borrow_mut() = Some(checks.clone());
             self.agreed_end.set(offset);
             if leads {
-                self.take_in_unagreed(log, offset, &mut checks).await;
+                // What the limits of these records remove is left to their agreement, as for
+                // any record.
+                let mut ignored = Removal::default();
+                self.take_in_log(log, offset, true, &mut checks, &mut ignored)
+                    .await;
             }
         }
         *self.checks.borrow_mut() = Some(checks);
@@ -170,28 +160,36 @@ impl Partition {
         }
     }
 
-    /// Takes the records past the agreed end (`from`) into a new leader's checks; what their
-    /// limits remove is left to their agreement, as for any record.
-    async fn take_in_unagreed(
+    /// Takes the log's records from `from` into `checks` (what their limits remove into
+    /// `removal`), up to the end readers see, or with `durable` to the end of what is durable
+    /// (a replicated log's records not yet agreed); returns the offset after the last. Ids older
+    /// than the window are forgotten at the first check.
+    async fn take_in_log(
         &self,
         log: &PartitionLog,
         mut from: u64,
+        durable: bool,
         checks: &mut PublishChecks,
-    ) {
-        let mut ignored = Removal::default();
+        removal: &mut Removal,
+    ) -> u64 {
         loop {
-            let records = match log.read_durable(from, RESTORE_READ_BYTES).await {
+            let read = if durable {
+                log.read_durable(from, RESTORE_READ_BYTES).await
+            } else {
+                log.read(from, RESTORE_READ_BYTES).await
+            };
+            let records = match read {
                 Ok(records) if !records.is_empty() => records,
-                Ok(_) => return,
+                Ok(_) => return from,
                 Err(e) => {
                     tracing::warn!(stream = %self.config.name, partition = self.index, error = %e,
-                        "cannot read back the records not yet agreed for the leader's checks");
-                    return;
+                        "cannot read back the stream to rebuild its publish checks");
+                    return from;
                 }
             };
             for record in &records {
                 from = record.offset + 1;
-                take_in(checks, record, &self.deleted.borrow(), &mut ignored);
+                take_in(checks, record, &self.deleted.borrow(), removal);
             }
         }
     }
