@@ -105,3 +105,36 @@ fn thousands_of_streams_with_one_message_each_take_little_disk() {
         "{per_stream_bytes} bytes on disk per stream"
     );
 }
+
+/// A stream added and never written holds no files of its own: its partitions open (and make their
+/// directories and segments) on first use, and its info is known without them.
+#[test]
+fn streams_added_and_never_written_take_no_disk_until_written() {
+    let data = DataDir::new();
+    let broker = Broker::start_in(&data.path, &[]);
+    let client = broker.client();
+    for n in 0..200 {
+        let info = client.stream_add(&user_stream(n)).unwrap();
+        assert_eq!(info.messages(), 0);
+        assert_eq!(info.partitions.len(), 1);
+    }
+    let added = allocated_bytes(&data.path);
+    for n in 200..400 {
+        client.stream_add(&user_stream(n)).unwrap();
+    }
+    let per_stream = (allocated_bytes(&data.path).saturating_sub(added)) / 200;
+    assert!(
+        per_stream < 1024,
+        "{per_stream} bytes on disk per stream added and never written"
+    );
+    let ack = client
+        .publish_with_ack("users.7.hello", b"x")
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(ack.offset, 0);
+    assert_eq!(client.stream_info("user7").unwrap().messages(), 1);
+    assert_eq!(client.stream_info("user8").unwrap().messages(), 0);
+    // Added again as it is: the info now comes from the partition, with its message.
+    assert_eq!(client.stream_add(&user_stream(7)).unwrap().messages(), 1);
+}

@@ -180,11 +180,19 @@ async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         ));
     }
     let max = shard.core.config.streams_max;
+    let mut created = None;
     let ticket = with_registry(shard, |r| {
-        if r.get(&config.name).is_none() && r.len() >= max {
+        let new = r.get(&config.name).is_none();
+        if new && r.len() >= max {
             return Err(RegistryError::Limit(format!(
                 "the server holds its most streams ({max}, max_streams)"
             )));
+        }
+        // A new stream of its own holds nothing yet: its info is known without opening its
+        // partitions, which then open on first use (a hundred thousand added streams need no
+        // files until they are written). A replicated one opens them to start its groups.
+        if new && !config.is_replicated() {
+            created = Some(config.clone());
         }
         r.add(config)
     })?;
@@ -193,7 +201,28 @@ async fn stream_add(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
         .map_err(registry_error)?;
     publish_added(shard, &name);
     tracing::info!(stream = %name, "stream added");
-    json(&info(shard, &name).await?)
+    match created {
+        Some(config) => json(&empty_info(config)),
+        None => json(&info(shard, &name).await?),
+    }
+}
+
+/// The info of a stream that holds nothing yet.
+fn empty_info(config: StreamConfig) -> StreamInfo {
+    let partitions = (0..config.partitions)
+        .map(|partition| api::PartitionInfo {
+            partition,
+            messages: 0,
+            bytes: 0,
+            first_offset: 0,
+            last_offset: None,
+        })
+        .collect();
+    StreamInfo {
+        config,
+        partitions,
+        consumers: Vec::new(),
+    }
 }
 
 async fn stream_update(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
