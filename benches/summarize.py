@@ -222,10 +222,14 @@ REPLICATED = "## Replicated publish (three nodes)"
 REPLICATED_SYSTEMS = (
     ("sluice-r1", 1, "after fdatasync (group commit)", None),
     ("sluice-r3", 3, "after fdatasync on 2 of 3", "sluice-r1"),
+    ("sluice-r3-via-follower", 3, "the same, sent through a follower", "sluice-r1"),
     ("nats-r1", 1, "after the write (fsync every 2 min)", None),
     ("nats-r3", 3, "after the write on 2 of 3 (fsync every 2 min)", "nats-r1"),
+    ("nats-r3-via-follower", 3, "the same, sent through a follower", "nats-r1"),
     ("nats-r1-sync-always", 1, "after an fsync per write", None),
     ("nats-r3-sync-always", 3, "after the raft log's fsync on 2 of 3", "nats-r1-sync-always"),
+    ("nats-r3-sync-always-via-follower", 3, "the same, sent through a follower",
+     "nats-r1-sync-always"),
 )
 
 
@@ -277,7 +281,9 @@ def replicated_section(out):
         f"the client to CPUs {load}: a cluster has the CPUs a single node has, so R3 / R1 is what "
         "the copies cost for one budget. The client connects to the node leading the stream "
         "(Sluice: the partition group's leader in `sluice cluster info`; nats-server: the stream "
-        "leader in `/jsz`), so no publish is forwarded; each system waits for its meta leader and "
+        "leader in `/jsz`), so no publish is forwarded, except in the rows \"via-follower\", "
+        "where it connects to another node, which forwards (Sluice) or routes (nats-server) each "
+        "publish to the leader; each system waits for its meta leader and "
         "then its stream leaders before any run. Servers' CPU is user + system time summed over "
         "every process of the system (from /proc/PID/stat around the run); busy is that time over "
         "the run's wall time and the CPUs given, for the servers and for the client; a row is limited "
