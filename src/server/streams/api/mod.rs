@@ -327,15 +327,21 @@ async fn consumer_delete(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
     json(&serde_json::json!({}))
 }
 
-async fn stream_delete_message(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
-    let at: MessageLocation = parse(body)?;
-    let config = config_of(shard, &at.name)?;
+/// Refuses a message location past the stream's partitions.
+fn has_partition(config: &StreamConfig, at: &MessageLocation) -> Result<(), (ErrorCode, String)> {
     if at.partition >= config.partitions {
         return Err((
             ErrorCode::NotFound,
             format!("stream {} has no partition {}", at.name, at.partition),
         ));
     }
+    Ok(())
+}
+
+async fn stream_delete_message(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
+    let at: MessageLocation = parse(body)?;
+    let config = config_of(shard, &at.name)?;
+    has_partition(&config, &at)?;
     let request = PartitionRequest::DeleteMessage {
         stream: at.name.clone(),
         partition: at.partition,
@@ -398,12 +404,7 @@ async fn stream_get(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
             _ => Err((ErrorCode::StorageFailed, "mismatched answer".into())),
         };
     }
-    if at.partition >= config.partitions {
-        return Err((
-            ErrorCode::NotFound,
-            format!("stream {} has no partition {}", at.name, at.partition),
-        ));
-    }
+    has_partition(&config, &at)?;
     let request = PartitionRequest::Get {
         stream: at.name.clone(),
         partition: at.partition,

@@ -113,7 +113,7 @@ struct Waiting {
 }
 
 impl Waiting {
-    /// A publish refused before it was proposed or forwarded.
+    /// A publish that is not proposed here: forwarded to the leader, or refused before it left.
     fn unsent(q: Queued, deadline: Instant) -> Waiting {
         Waiting {
             term: 0,
@@ -413,16 +413,9 @@ impl Group {
             }
             .encode(&mut out);
             shard.cluster_send(&leader, out.freeze());
-            self.forwarded.borrow_mut().insert(
-                id,
-                Waiting {
-                    term: 0,
-                    done: q.done,
-                    bytes: q.body.len(),
-                    deadline,
-                    back: 0,
-                },
-            );
+            self.forwarded
+                .borrow_mut()
+                .insert(id, Waiting::unsent(q, deadline));
             shard.note_forward(id, self);
         }
     }
