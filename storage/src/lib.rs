@@ -28,6 +28,7 @@ pub mod failpoint;
 pub mod index;
 pub mod log;
 pub mod metrics;
+mod read;
 mod readahead;
 pub mod record;
 mod recovery;
