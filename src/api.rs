@@ -47,7 +47,8 @@ pub struct StreamConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jetstream: Option<Box<sluice_protocol::jetstream::json::StreamConfig>>,
     /// Copies of each partition, on that many nodes of a cluster: a publish is acknowledged once
-    /// a majority of them have it durable. 1: each node keeps its own.
+    /// a majority of them have it durable. 1: each node keeps its own. 0, when adding: as many as
+    /// the cluster has nodes (1 on a single node).
     #[serde(default = "one_replica", skip_serializing_if = "is_one_replica")]
     pub replicas: u8,
     /// The nodes holding a replicated stream's copies, decided when the cluster adds it.

@@ -322,7 +322,8 @@ fn streams_added_or_removed_on_any_node_change_every_node_in_one_order() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // A topic a Kafka client creates on first use, through one node, is a stream on every node.
+    // A topic a Kafka client creates on first use, through one node, is a stream on every node,
+    // replicated to all of them.
     if common::kcat().is_some() {
         let (ok, _) = common::kcat_with(
             &nodes[other].kafka_addr,
@@ -342,6 +343,15 @@ fn streams_added_or_removed_on_any_node_change_every_node_in_one_order() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Kafka's default replication factor in a cluster: every node holds the topic.
+        let made = nodes[0]
+            .client()
+            .stream_list()
+            .expect("streams")
+            .into_iter()
+            .find(|s| s.name == "kafka~made")
+            .expect("the topic's stream");
+        assert_eq!(made.replicas, 3);
     }
 }
 

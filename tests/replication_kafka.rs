@@ -1,8 +1,11 @@
 //! Kafka clients no one here wrote (kafka-python) against a three-node cluster: a topic created
 //! with a replication factor of 3 is a replicated stream whose batches take consecutive offsets on
-//! every node.
+//! every node; a producer told of every node goes on through the new leader when its leader dies.
 
 mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
 
 use common::replicated::Cluster;
 
@@ -44,4 +47,51 @@ fn kafka_batches_on_a_replicated_topic_take_consecutive_offsets_on_every_node() 
     assert_eq!(logs[0].len(), 300);
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
+}
+
+#[test]
+fn a_kafka_producer_goes_on_through_the_new_leader_when_its_leader_dies() {
+    let Some(command) = common::python_client("kafka_failover.py") else {
+        return;
+    };
+    let mut cluster = Cluster::start();
+    let topic = "jobs.failover";
+    let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
+    let mut command = command;
+    let mut child = command
+        .args([servers.join(",").as_str(), topic])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok);
+    let first = lines.next().expect("the client's first line");
+    let leader = first.strip_prefix("leader ").expect("the leader's address");
+    let leading = servers
+        .iter()
+        .position(|s| s == leader)
+        .unwrap_or_else(|| panic!("{leader} is none of {servers:?}"));
+    // The topic took the cluster's size as its replication factor.
+    let stream = cluster
+        .node(0)
+        .client()
+        .stream_list()
+        .expect("streams")
+        .into_iter()
+        .find(|s| s.subjects == [topic])
+        .expect("the topic's stream");
+    assert_eq!(stream.replicas, 3);
+
+    cluster.nodes[leading].take().expect("the leader").kill();
+    let left: Vec<&str> = (0..3)
+        .filter(|i| *i != leading)
+        .map(|i| servers[i].as_str())
+        .collect();
+    writeln!(stdin, "{}", left.join(",")).expect("tell the client");
+    let rest: Vec<String> = lines.collect();
+    assert!(child.wait().expect("the client").success(), "{rest:?}");
+    assert_eq!(rest, ["ok"]);
 }

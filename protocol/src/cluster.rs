@@ -14,6 +14,7 @@
 //! Forwarded: kind 8 | id u64 | 0 | offset u64
 //!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
 //! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
+//!                   | Kafka address (empty: none)
 //! Consumer:  kind 10 | stream | partition u32 | consumer (u16 len, UTF-8) | state (empty: gone)
 //! ```
 //!
@@ -26,8 +27,8 @@ use thiserror::Error;
 /// The version of this protocol a node speaks; a node refuses a `Hello` of another version, so
 /// that nodes of different versions are told why they cannot link rather than cut off at the
 /// first frame one of them does not know. 1: hellos, pings and the meta group; 2: partition
-/// groups, forwarded publishes, client addresses and consumer states.
-pub const CLUSTER_PROTOCOL_VERSION: u16 = 2;
+/// groups, forwarded publishes, client addresses and consumer states; 3: Kafka addresses.
+pub const CLUSTER_PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a node accepts: room for a consensus message with a batch of entries; a larger
 /// length is a corrupt or foreign stream, refused before anything is buffered.
@@ -89,8 +90,13 @@ pub enum ClusterFrame<'a> {
         id: u64,
         result: Result<u64, (u16, &'a str)>,
     },
-    /// Where the sending node's clients connect: its native and NATS addresses (empty if off).
-    Clients { native: &'a str, nats: &'a str },
+    /// Where the sending node's clients connect: its native, NATS and Kafka addresses (empty if
+    /// off).
+    Clients {
+        native: &'a str,
+        nats: &'a str,
+        kafka: &'a str,
+    },
     /// A consumer's state in a replicated partition, as last saved where it runs (JSON), or
     /// empty once the consumer is deleted.
     Consumer {
@@ -202,10 +208,15 @@ impl ClusterFrame<'_> {
                     }
                 }
             }
-            ClusterFrame::Clients { native, nats } => {
+            ClusterFrame::Clients {
+                native,
+                nats,
+                kafka,
+            } => {
                 out.put_u8(KIND_CLIENTS);
                 put_str(out, native);
                 put_str(out, nats);
+                put_str(out, kafka);
             }
             ClusterFrame::Consumer {
                 stream,
@@ -278,6 +289,7 @@ impl ClusterFrame<'_> {
             KIND_CLIENTS => ClusterFrame::Clients {
                 native: reader.str()?,
                 nats: reader.str()?,
+                kafka: reader.str()?,
             },
             KIND_CONSUMER => ClusterFrame::Consumer {
                 stream: reader.str()?,
@@ -440,10 +452,12 @@ mod tests {
         round_trip(ClusterFrame::Clients {
             native: "10.0.0.1:4280",
             nats: "10.0.0.1:4222",
+            kafka: "10.0.0.1:9092",
         });
         round_trip(ClusterFrame::Clients {
             native: "10.0.0.1:4280",
             nats: "",
+            kafka: "",
         });
         round_trip(ClusterFrame::Consumer {
             stream: "orders",

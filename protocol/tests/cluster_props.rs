@@ -48,7 +48,7 @@ proptest! {
             ClusterFrame::Forward { stream: &stream, partition, id, count, body: &body },
             ClusterFrame::Forwarded { id, result: Ok(offset) },
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
-            ClusterFrame::Clients { native: &reason, nats: &stream },
+            ClusterFrame::Clients { native: &reason, nats: &stream, kafka: &reason },
             ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, state: &body },
         ];
         for frame in frames {

@@ -546,6 +546,7 @@ async fn run_shard(
             config.cpus.len(),
             config.listen,
             config.nats_listen,
+            (config.kafka_listen, config.kafka_advertise.as_deref()),
         ));
         let _ = streams.cluster.set(links.clone());
         glommio::spawn_local(streams::apply_decided(streams.clone(), links.clone())).detach();
@@ -554,7 +555,7 @@ async fn run_shard(
             links.clone(),
         ))
         .detach();
-        glommio::spawn_local(streams::share_nats_urls(streams.clone(), links.clone())).detach();
+        glommio::spawn_local(streams::share_client_addrs(streams.clone(), links.clone())).detach();
         glommio::spawn_local(cluster::run(core.clone(), links, listener)).detach();
     }
     if id.0 == 0 {

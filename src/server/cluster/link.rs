@@ -166,8 +166,13 @@ async fn run_link(
 ) -> LinkError {
     let writing = async {
         let mut next_ping = Instant::now() + PING_INTERVAL;
-        let (native, nats) = &cluster.clients;
-        if let Err(e) = send(&mut writer, &ClusterFrame::Clients { native, nats }).await {
+        let clients = &cluster.clients;
+        let frame = ClusterFrame::Clients {
+            native: &clients.native,
+            nats: &clients.nats,
+            kafka: &clients.kafka,
+        };
+        if let Err(e) = send(&mut writer, &frame).await {
             return e;
         }
         // Kept between writes: a fresh megabyte each time would be fresh pages each time.
@@ -204,7 +209,7 @@ async fn run_link(
             match reader.next(LINK_TIMEOUT).await {
                 Ok(Received::Ping) => {}
                 Ok(Received::Raft(bytes)) => cluster.received_raft(peer, &bytes),
-                Ok(Received::Clients { nats }) => cluster.peer_clients(peer, &nats),
+                Ok(Received::Clients { nats, kafka }) => cluster.peer_clients(peer, &nats, &kafka),
                 Ok(Received::Group(mut item)) => {
                     if let GroupIn::Forward { from, .. } = &mut item {
                         *from = peer.to_string();

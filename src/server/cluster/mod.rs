@@ -115,8 +115,8 @@ pub struct Cluster {
     group_inbox: RefCell<VecDeque<GroupIn>>,
     group_ready: Notify,
     group_taken: Event,
-    /// Where this node's clients connect: native and NATS (empty if off).
-    clients: (String, String),
+    /// Where this node's clients connect: native, NATS and Kafka (empty if off).
+    clients: ClientAddrs,
     /// Notified when a peer says where its clients connect.
     clients_changed: Notify,
 }
@@ -157,8 +157,9 @@ struct Peer {
     /// Encoded frames for it, sent by whichever link to it writes next.
     outbox: VecDeque<Bytes>,
     outbox_bytes: usize,
-    /// Where its NATS clients connect, once it said (empty if its NATS port is off).
+    /// Where its NATS and Kafka clients connect, once it said (empty if that port is off).
     nats: String,
+    kafka: String,
     /// The address it gave as its cluster address.
     addr: String,
     /// Open links to it (a dialed one and an accepted one at most, normally).
@@ -204,7 +205,15 @@ enum Received {
     Ping,
     Raft(Vec<u8>),
     Group(GroupIn),
-    Clients { nats: String },
+    Clients { nats: String, kafka: String },
+}
+
+/// Where a node's clients connect, each empty if that port is off.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddrs {
+    pub native: String,
+    pub nats: String,
+    pub kafka: String,
 }
 
 #[derive(Debug, Clone)]
@@ -231,13 +240,15 @@ impl From<&Hello<'_>> for Introduction {
 }
 
 impl Cluster {
-    /// `native` and `nats` are where this node's clients connect, to be told to its peers.
+    /// `native`, `nats` and `kafka` are where this node's clients connect, to be told to its
+    /// peers; `kafka_advertise`, if set, is the Kafka address clients are told instead.
     pub fn new(
         config: &ClusterConfig,
         bound: SocketAddr,
         shards: usize,
         native: SocketAddr,
         nats: Option<SocketAddr>,
+        kafka: (Option<SocketAddr>, Option<&str>),
     ) -> Cluster {
         let addr = config
             .advertise
@@ -251,7 +262,14 @@ impl Cluster {
                 a.to_string()
             }
         };
-        let clients = (reachable(native), nats.map(reachable).unwrap_or_default());
+        let clients = ClientAddrs {
+            native: reachable(native),
+            nats: nats.map(reachable).unwrap_or_default(),
+            kafka: match kafka {
+                (Some(_), Some(advertised)) => advertised.to_string(),
+                (listen, _) => listen.map(reachable).unwrap_or_default(),
+            },
+        };
         Cluster {
             name: config.name.clone(),
             secret: config.secret.clone(),
@@ -351,6 +369,7 @@ impl Cluster {
             outbox: VecDeque::new(),
             outbox_bytes: 0,
             nats: String::new(),
+            kafka: String::new(),
             addr: peer.cluster_addr.clone(),
             links: 0,
             since: Instant::now(),
@@ -360,6 +379,7 @@ impl Cluster {
             entry.addr = peer.cluster_addr.clone();
             tracing::info!(node = %self.name, peer = %peer.node, addr = %peer.cluster_addr,
                 "cluster peer up");
+            self.clients_changed.notify();
         }
         entry.links += 1;
     }
@@ -371,6 +391,7 @@ impl Cluster {
             if entry.links == 0 {
                 entry.since = Instant::now();
                 tracing::warn!(node = %self.name, %peer, reason = %why, "cluster peer down");
+                self.clients_changed.notify();
             }
         }
     }
@@ -486,17 +507,33 @@ impl Cluster {
         self.group_ready.notify();
     }
 
-    /// A peer said where its NATS clients connect.
-    fn peer_clients(&self, peer: &str, nats: &str) {
+    /// A peer said where its NATS and Kafka clients connect.
+    fn peer_clients(&self, peer: &str, nats: &str, kafka: &str) {
         if let Some(p) = self.peers.borrow_mut().get_mut(peer) {
             p.nats = nats.to_string();
+            p.kafka = kafka.to_string();
         }
         self.clients_changed.notify();
     }
 
+    /// Where Kafka clients reach the nodes of the cluster that are up now, by node name: this
+    /// node, then every peer linked now that said.
+    pub fn kafka_addrs(&self) -> Vec<(String, String)> {
+        let own = (self.name.clone(), self.clients.kafka.clone());
+        let peers = self.peers.borrow();
+        let peers = peers
+            .iter()
+            .filter(|(_, p)| p.links > 0)
+            .map(|(name, p)| (name.clone(), p.kafka.clone()));
+        std::iter::once(own)
+            .chain(peers)
+            .filter(|(_, addr)| !addr.is_empty())
+            .collect()
+    }
+
     /// Where NATS clients reach the nodes of the cluster: this node, then every peer that said.
     pub fn nats_urls(&self) -> Vec<String> {
-        let own = Some(self.clients.1.clone());
+        let own = Some(self.clients.nats.clone());
         let peers = self.peers.borrow();
         let peers = peers.values().map(|p| p.nats.clone());
         own.into_iter()
@@ -505,7 +542,7 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until a peer says where its clients connect.
+    /// Waits until a peer says where its clients connect, or comes up or goes down.
     pub async fn clients_changed(&self) {
         self.clients_changed.wait().await;
     }

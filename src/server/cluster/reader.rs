@@ -58,8 +58,9 @@ impl LinkReader {
                         count,
                         body: Bytes::copy_from_slice(body),
                     }),
-                    ClusterFrame::Clients { nats, .. } => Received::Clients {
+                    ClusterFrame::Clients { nats, kafka, .. } => Received::Clients {
                         nats: nats.to_string(),
+                        kafka: kafka.to_string(),
                     },
                     ClusterFrame::Consumer {
                         stream,

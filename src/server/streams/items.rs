@@ -79,8 +79,19 @@ pub enum StreamItem {
     FromPeer(crate::server::cluster::GroupIn),
     /// A frame for another node, for shard 0 to send over its links.
     ToPeer { node: String, frame: Bytes },
-    /// Where NATS clients reach the nodes of the cluster now (from shard 0).
-    NatsUrls(Vec<String>),
+    /// Where NATS clients reach the nodes of the cluster now, and Kafka clients those up now, by
+    /// node name (from shard 0).
+    ClientAddrs {
+        nats: Vec<String>,
+        kafka: Vec<(String, String)>,
+    },
+    /// A replicated partition's group has a new leader, with its term (none: unknown), from the
+    /// shard that owns it.
+    GroupLeader {
+        stream: Arc<str>,
+        partition: u32,
+        leader: Option<(String, u64)>,
+    },
 }
 
 /// Requests to shard 0's stream API, questions to a partition's owner, and their answers.

@@ -132,6 +132,11 @@ pub fn append_batch(
         match shard.await_call(&slot, call, APPEND_TIMEOUT).await {
             Some(PartitionReply::Appended(outcome)) => match outcome.result {
                 Ok(offset) => Ok(Some(offset)),
+                // A replicated partition without a leader within reach: the client asks
+                // Metadata again, and finds the new leader.
+                Err((ErrorCode::Unavailable, why)) if outcome.kafka_error.is_none() => {
+                    Err((code::NOT_LEADER_OR_FOLLOWER, why))
+                }
                 Err((_, why)) => Err((
                     outcome.kafka_error.unwrap_or(code::KAFKA_STORAGE_ERROR),
                     why,

@@ -25,7 +25,7 @@ pub mod replica;
 mod state;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -134,7 +134,16 @@ pub struct StreamShard {
     /// group waiting for each answer.
     forwards: RefCell<HashMap<u64, Weak<replica::Group>>>,
     next_forward: Cell<u64>,
+    /// In a cluster: where Kafka clients reach the nodes that are up now, by node name (from
+    /// shard 0).
+    pub kafka_nodes: RefCell<Vec<(String, String)>>,
+    /// In a cluster: the node leading each replicated partition's group and its term, by stream
+    /// and partition, as this node last heard (from the shard that owns the partition).
+    pub group_leaders: RefCell<HashMap<Arc<str>, GroupLeaders>>,
 }
+
+/// A replicated stream's partitions' leaders and their terms, by partition.
+pub type GroupLeaders = BTreeMap<u32, (String, u64)>;
 
 /// Files an open partition log may hold: its active segment, and an index while it is written.
 const FILES_PER_LOG: usize = 2;
@@ -217,6 +226,8 @@ impl StreamShard {
             open_logs_max,
             groups,
             forwards: RefCell::new(HashMap::new()),
+            kafka_nodes: RefCell::default(),
+            group_leaders: RefCell::default(),
             next_forward: Cell::new(1),
         }
     }
@@ -609,14 +620,22 @@ fn forget_leftover(shard: &Rc<StreamShard>, stream: &str, index: u32) {
     .detach();
 }
 
-/// On shard 0: tells every shard where NATS clients reach the cluster's nodes, each time a peer
-/// says where its clients connect, until the shard stops.
-pub async fn share_nats_urls(shard: Rc<StreamShard>, cluster: Rc<crate::server::cluster::Cluster>) {
+/// On shard 0: tells every shard where NATS and Kafka clients reach the cluster's nodes, each
+/// time a peer says where its clients connect or comes up or goes down, until the shard stops.
+pub async fn share_client_addrs(
+    shard: Rc<StreamShard>,
+    cluster: Rc<crate::server::cluster::Cluster>,
+) {
     use futures_lite::future::or;
     loop {
         let urls = cluster.nats_urls();
-        shard.broadcast(|| StreamItem::NatsUrls(urls.clone()));
+        let kafka = cluster.kafka_addrs();
+        shard.broadcast(|| StreamItem::ClientAddrs {
+            nats: urls.clone(),
+            kafka: kafka.clone(),
+        });
         shard.core.set_connect_urls(urls);
+        *shard.kafka_nodes.borrow_mut() = kafka;
         let changed = or(
             async {
                 cluster.clients_changed().await;
@@ -634,6 +653,44 @@ pub async fn share_nats_urls(shard: Rc<StreamShard>, cluster: Rc<crate::server::
     }
 }
 
+/// From the shard that owns a replicated partition: records its group's leader (none: not known)
+/// here and tells the other shards, for the Kafka port's Metadata.
+pub fn share_group_leader(
+    shard: &StreamShard,
+    stream: &Arc<str>,
+    partition: u32,
+    leader: Option<(String, u64)>,
+) {
+    shard.broadcast(|| StreamItem::GroupLeader {
+        stream: stream.clone(),
+        partition,
+        leader: leader.clone(),
+    });
+    set_group_leader(shard, stream.clone(), partition, leader);
+}
+
+fn set_group_leader(
+    shard: &StreamShard,
+    stream: Arc<str>,
+    partition: u32,
+    leader: Option<(String, u64)>,
+) {
+    let mut leaders = shard.group_leaders.borrow_mut();
+    match leader {
+        Some(leader) => {
+            leaders.entry(stream).or_default().insert(partition, leader);
+        }
+        None => {
+            if let Some(partitions) = leaders.get_mut(&stream) {
+                partitions.remove(&partition);
+                if partitions.is_empty() {
+                    leaders.remove(&stream);
+                }
+            }
+        }
+    }
+}
+
 /// Opens a replicated partition's log at once: its group must take part in elections and
 /// follow its leader whether or not anything here uses it.
 fn open_if_replicated(part: &Partition) {
@@ -645,6 +702,7 @@ fn open_if_replicated(part: &Partition) {
 /// Applies one stream removed on shard 0: its capture rules go, and its partitions here are closed
 /// and deleted.
 pub fn apply_removed(shard: &Rc<StreamShard>, name: &str) {
+    shard.group_leaders.borrow_mut().remove(name);
     let removed: Vec<Rc<Partition>> = {
         let mut view = shard.streams.borrow_mut();
         if let Some(config) = view.configs.remove(name) {
@@ -780,7 +838,15 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
         StreamItem::Appended { .. } => unreachable!("an ack for a connection reached the streams"),
         StreamItem::FromPeer(item) => replica::receive(shard, item),
         StreamItem::ToPeer { node, frame } => shard.cluster_send(&node, frame),
-        StreamItem::NatsUrls(urls) => shard.core.set_connect_urls(urls),
+        StreamItem::ClientAddrs { nats, kafka } => {
+            shard.core.set_connect_urls(nats);
+            *shard.kafka_nodes.borrow_mut() = kafka;
+        }
+        StreamItem::GroupLeader {
+            stream,
+            partition,
+            leader,
+        } => set_group_leader(shard, stream, partition, leader),
         StreamItem::ConsumerJoin {
             call,
             stream,

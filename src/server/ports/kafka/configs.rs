@@ -12,7 +12,7 @@ use sluice_protocol::kafka::codec::messages::describe_configs_response::{
 use sluice_protocol::kafka::codec::messages::*;
 use sluice_protocol::kafka::codec::protocol::StrBytes;
 
-use super::topics::{advertised, stream_of, CLUSTER_ID, NODE_ID};
+use super::topics::{brokers, default_replicas, own_broker_id, stream_of, CLUSTER_ID};
 use super::KafkaConn;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -82,13 +82,13 @@ fn broker_settings(conn: &KafkaConn) -> Vec<Setting> {
         ),
         (
             "broker.id",
-            NODE_ID.to_string(),
+            own_broker_id(conn).to_string(),
             SOURCE_STATIC_BROKER,
             TYPE_INT,
         ),
         (
             "default.replication.factor",
-            "1".into(),
+            default_replicas(conn).to_string(),
             SOURCE_DEFAULT,
             TYPE_INT,
         ),
@@ -166,14 +166,19 @@ pub fn describe_configs(
 }
 
 pub fn describe_cluster(conn: &Rc<KafkaConn>, version: i16) -> DescribeClusterResponse {
-    let (host, port) = advertised(conn);
+    let brokers = brokers(conn)
+        .into_iter()
+        .map(|(id, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(text(&host))
+                .with_port(port)
+        })
+        .collect();
     let response = DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_static_str(CLUSTER_ID))
-        .with_controller_id(BrokerId(NODE_ID))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(NODE_ID))
-            .with_host(text(&host))
-            .with_port(port)])
+        .with_controller_id(BrokerId(own_broker_id(conn)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN);
     if version >= 1 {
         response.with_endpoint_type(1)

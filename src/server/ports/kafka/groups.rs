@@ -41,7 +41,7 @@ fn coordinator(
             .with_error_message(Some(text("transactions are not served")));
     }
     found
-        .with_node_id(BrokerId(super::topics::NODE_ID))
+        .with_node_id(BrokerId(super::topics::own_broker_id(conn)))
         .with_host(text(&host))
         .with_port(port)
 }

@@ -32,6 +32,11 @@ pub const CLUSTER_ID: &str = "sluice";
 /// Partitions of a topic created without a count (Kafka's `num.partitions`).
 const DEFAULT_PARTITIONS: u32 = 1;
 
+/// Copies of a topic created without a replication factor (Kafka's `default.replication.factor`):
+/// as many as the cluster has nodes, so that a topic is one topic whichever node a client asks (a
+/// stream of one replica is a copy of its own on each node), and one on a single node.
+const DEFAULT_REPLICAS: u8 = 0;
+
 /// How long a created topic may take to reach this shard's view of the streams.
 const VISIBLE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -71,17 +76,61 @@ fn topic(name: &str) -> TopicName {
 /// The address clients are told to connect to.
 pub fn advertised(conn: &KafkaConn) -> (String, i32) {
     let config = &conn.shard.core.config;
-    if let Some(advertise) = &config.kafka_advertise {
-        if let Some((host, port)) = advertise.rsplit_once(':') {
-            if let Ok(port) = port.parse() {
-                return (host.trim_matches(['[', ']']).to_string(), port);
-            }
-        }
+    if let Some(advertised) = config.kafka_advertise.as_deref().and_then(host_port) {
+        return advertised;
     }
     match config.kafka_listen {
         Some(addr) if !addr.ip().is_unspecified() => (addr.ip().to_string(), addr.port() as i32),
         Some(addr) => ("127.0.0.1".to_string(), addr.port() as i32),
         None => ("127.0.0.1".to_string(), 9092),
+    }
+}
+
+/// `host:port` (the host perhaps in brackets) as Kafka's host and port.
+fn host_port(addr: &str) -> Option<(String, i32)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    Some((
+        host.trim_matches(['[', ']']).to_string(),
+        port.parse().ok()?,
+    ))
+}
+
+/// A cluster node's broker id, the same on every node: taken from its name, as nodes have no
+/// numbers. A single node is broker 0.
+pub fn broker_id(node: &str) -> i32 {
+    (crc32c::crc32c(node.as_bytes()) & 0x7fff_ffff) as i32
+}
+
+/// This node's broker id.
+pub fn own_broker_id(conn: &KafkaConn) -> i32 {
+    let cluster = conn.shard.core.config.cluster.as_ref();
+    cluster.map_or(NODE_ID, |c| broker_id(&c.name))
+}
+
+/// The brokers clients are told of, as id, host and port: this node first, then, in a cluster,
+/// every other node up now whose Kafka port is on.
+pub fn brokers(conn: &KafkaConn) -> Vec<(i32, String, i32)> {
+    let own = own_broker_id(conn);
+    let (host, port) = advertised(conn);
+    let mut brokers = vec![(own, host, port)];
+    if conn.shard.core.config.cluster.is_some() {
+        let nodes = conn.shard.streams.kafka_nodes.borrow();
+        let others = nodes
+            .iter()
+            .map(|(node, addr)| (broker_id(node), addr))
+            .filter(|(id, _)| *id != own)
+            .filter_map(|(id, addr)| host_port(addr).map(|(host, port)| (id, host, port)));
+        brokers.extend(others);
+    }
+    brokers
+}
+
+/// The replication factor of a topic created without one, as DescribeConfigs shows it: 1 on a
+/// single node; in a cluster, its size while every node is up (the nodes this one sees).
+pub fn default_replicas(conn: &KafkaConn) -> usize {
+    match conn.shard.core.config.cluster {
+        Some(_) => brokers(conn).len(),
+        None => 1,
     }
 }
 
@@ -130,33 +179,79 @@ pub async fn create_topic(
     }
 }
 
-fn topic_metadata(name: &str, config: Option<&StreamConfig>, error: i16) -> MetadataResponseTopic {
+fn topic_metadata(
+    conn: &KafkaConn,
+    name: &str,
+    config: Option<&StreamConfig>,
+    error: i16,
+    live: &[i32],
+) -> MetadataResponseTopic {
     let partitions = config.map_or(0, |c| c.partitions);
     MetadataResponseTopic::default()
         .with_name(Some(topic(name)))
         .with_error_code(error)
         .with_partitions(
             (0..partitions)
-                .map(|p| {
-                    MetadataResponsePartition::default()
-                        .with_partition_index(p as i32)
-                        .with_leader_id(BrokerId(NODE_ID))
-                        .with_leader_epoch(0)
-                        .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                        .with_isr_nodes(vec![BrokerId(NODE_ID)])
-                })
+                .filter_map(|p| Some(partition_metadata(conn, config?, p, live)))
                 .collect(),
         )
 }
 
-/// Metadata: the one broker, and the topics asked for (all of them for none, or, from v1 on,
-/// for a null list), created first where allowed.
+/// A partition's leader and replicas. A replicated partition's leader is its group's, as this
+/// node last heard, with the group's term as the leader epoch; while there is none up, the
+/// partition says LEADER_NOT_AVAILABLE, and clients ask again. Every node keeps its own copy of a
+/// partition of one replica, so this node leads it.
+fn partition_metadata(
+    conn: &KafkaConn,
+    config: &StreamConfig,
+    partition: u32,
+    live: &[i32],
+) -> MetadataResponsePartition {
+    let base = MetadataResponsePartition::default().with_partition_index(partition as i32);
+    let own = BrokerId(own_broker_id(conn));
+    if !config.is_replicated() || conn.shard.core.config.cluster.is_none() {
+        return base
+            .with_leader_id(own)
+            .with_leader_epoch(0)
+            .with_replica_nodes(vec![own])
+            .with_isr_nodes(vec![own]);
+    }
+    let replicas: Vec<BrokerId> = config
+        .placement
+        .iter()
+        .map(|node| BrokerId(broker_id(node)))
+        .collect();
+    let in_sync = replicas
+        .iter()
+        .copied()
+        .filter(|id| live.contains(&id.0))
+        .collect();
+    let leaders = conn.shard.streams.group_leaders.borrow();
+    let leader = leaders
+        .get(config.name.as_str())
+        .and_then(|partitions| partitions.get(&partition))
+        .map(|(node, term)| (broker_id(node), *term))
+        .filter(|(id, _)| live.contains(id));
+    let base = base.with_replica_nodes(replicas).with_isr_nodes(in_sync);
+    match leader {
+        Some((id, term)) => base
+            .with_leader_id(BrokerId(id))
+            .with_leader_epoch(i32::try_from(term).unwrap_or(i32::MAX)),
+        None => base
+            .with_error_code(code::LEADER_NOT_AVAILABLE)
+            .with_leader_id(BrokerId(-1))
+            .with_leader_epoch(-1),
+    }
+}
+
+/// Metadata: the brokers (this node, and the other nodes of its cluster up now), and the topics
+/// asked for (all of them for none, or, from v1 on, for a null list), created first where
+/// allowed.
 pub async fn metadata(
     conn: &Rc<KafkaConn>,
     version: i16,
     req: MetadataRequest,
 ) -> MetadataResponse {
-    let (host, port) = advertised(conn);
     let wanted: Option<Vec<String>> = match req.topics {
         None => None,
         Some(list) if list.is_empty() && version == 0 => None,
@@ -166,13 +261,21 @@ pub async fn metadata(
                 .collect(),
         ),
     };
+    let brokers = brokers(conn);
+    let live: Vec<i32> = brokers.iter().map(|(id, _, _)| *id).collect();
     let mut topics = Vec::new();
     match wanted {
         None => {
             let all = conn.shard.streams.streams.borrow().all();
             for config in all {
                 if let Some(name) = topic_name(&config.name) {
-                    topics.push(topic_metadata(&name, Some(&config), code::NONE));
+                    topics.push(topic_metadata(
+                        conn,
+                        &name,
+                        Some(&config),
+                        code::NONE,
+                        &live,
+                    ));
                 }
             }
         }
@@ -184,32 +287,45 @@ pub async fn metadata(
                 let found = stream_of(conn, &name);
                 let may_create = may_create && conn.may_create(&name);
                 let entry = match found {
-                    Some(config) => topic_metadata(&name, Some(&config), code::NONE),
+                    Some(config) => topic_metadata(conn, &name, Some(&config), code::NONE, &live),
                     None if !valid_topic(&name) => {
-                        topic_metadata(&name, None, code::INVALID_TOPIC_EXCEPTION)
+                        topic_metadata(conn, &name, None, code::INVALID_TOPIC_EXCEPTION, &live)
                     }
                     None if may_create => {
-                        match create_topic(conn, &name, DEFAULT_PARTITIONS, 1).await {
-                            Ok(config) => topic_metadata(&name, Some(&config), code::NONE),
+                        match create_topic(conn, &name, DEFAULT_PARTITIONS, DEFAULT_REPLICAS).await
+                        {
+                            Ok(config) => {
+                                topic_metadata(conn, &name, Some(&config), code::NONE, &live)
+                            }
                             Err((error, why)) => {
                                 tracing::warn!(topic = %name, %why, "kafka topic not created");
-                                topic_metadata(&name, None, error)
+                                topic_metadata(conn, &name, None, error, &live)
                             }
                         }
                     }
-                    None => topic_metadata(&name, None, code::UNKNOWN_TOPIC_OR_PARTITION),
+                    None => {
+                        let error = code::UNKNOWN_TOPIC_OR_PARTITION;
+                        topic_metadata(conn, &name, None, error, &live)
+                    }
                 };
                 topics.push(entry);
             }
         }
     }
+    let controller = own_broker_id(conn);
+    let brokers = brokers
+        .into_iter()
+        .map(|(id, host, port)| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(id))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+        })
+        .collect();
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(NODE_ID))
-            .with_host(StrBytes::from_string(host))
-            .with_port(port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(NODE_ID))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }
 
@@ -227,9 +343,12 @@ pub async fn create(
         } else {
             t.num_partitions as u32
         };
-        // -1 (the broker's default) and 1 keep one copy on each node; more asks for a
-        // replicated stream, of the cluster's size.
-        let replicas = u8::try_from(t.replication_factor.max(1)).unwrap_or(u8::MAX);
+        // -1 is the broker's default; 1 keeps a copy on each node; more asks for a replicated
+        // stream, of the cluster's size.
+        let replicas = match t.replication_factor {
+            ..=0 => DEFAULT_REPLICAS,
+            factor => u8::try_from(factor).unwrap_or(u8::MAX),
+        };
         let refusal = if !valid_topic(&name) {
             Some((
                 code::INVALID_TOPIC_EXCEPTION,
@@ -260,14 +379,14 @@ pub async fn create(
         };
         let outcome = match refusal {
             Some(refused) => Err(refused),
-            None if req.validate_only => Ok(()),
+            None if req.validate_only => Ok(replicas.max(1)),
             None => create_topic(conn, &name, partitions, replicas)
                 .await
-                .map(|_| ()),
+                .map(|config| config.replicas),
         };
         let mut result = CreatableTopicResult::default().with_name(topic(&name));
         match outcome {
-            Ok(()) => {
+            Ok(replicas) => {
                 if version >= 5 {
                     result = result
                         .with_num_partitions(partitions as i32)

@@ -134,6 +134,16 @@ pub(super) async fn drive(
         group.settle(&shard, &store, commit);
         store.0.borrow_mut().trim(node.raft.raft_log.applied);
         let was_leader = group.is_leader();
+        if node.raft.leader_id != group.status().leader {
+            let leader = group.name_of(node.raft.leader_id);
+            let leader = leader.map(|name| (name, node.raft.term));
+            crate::server::streams::share_group_leader(
+                &shard,
+                &group.stream,
+                group.partition,
+                leader,
+            );
+        }
         *group.status.borrow_mut() = GroupStatus {
             leader: node.raft.leader_id,
             role: match node.raft.state {
@@ -152,6 +162,7 @@ pub(super) async fn drive(
         }
     }
     group.stopped.set(true);
+    crate::server::streams::share_group_leader(&shard, &group.stream, group.partition, None);
     group.refuse_all(&shard, "the partition's group stopped");
 }
 

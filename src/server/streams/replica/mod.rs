@@ -71,6 +71,10 @@ const COMMIT_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Decides where a new stream's copies live, or refuses its `replicas`: 1 (each node keeps its
 /// own), or every node of the cluster.
 pub fn place(shard: &StreamShard, config: &mut StreamConfig) -> Result<(), (ErrorCode, String)> {
+    if config.replicas == 0 {
+        let members = shard.cluster.get().and_then(|c| c.members());
+        config.replicas = members.map_or(1, |m| u8::try_from(m.len()).unwrap_or(u8::MAX).max(1));
+    }
     if !config.is_replicated() {
         config.placement.clear();
         return Ok(());
