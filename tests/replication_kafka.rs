@@ -95,3 +95,44 @@ fn a_kafka_producer_goes_on_through_the_new_leader_when_its_leader_dies() {
     assert!(child.wait().expect("the client").success(), "{rest:?}");
     assert_eq!(rest, ["ok"]);
 }
+
+#[test]
+fn a_kafka_group_has_one_coordinator_and_its_commits_outlive_the_coordinators_node() {
+    let Some(mut command) = common::python_client("kafka_groups_cluster.py") else {
+        return;
+    };
+    let mut cluster = Cluster::start();
+    let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
+    let mut child = command
+        .args([servers.join(",").as_str(), "jobs.grouped"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the client");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
+        .lines()
+        .map_while(Result::ok);
+    let first = lines.next().expect("the client's first line");
+    let coordinator = first.strip_prefix("coordinator ").expect("the coordinator");
+    let at = servers
+        .iter()
+        .position(|s| s == coordinator)
+        .unwrap_or_else(|| panic!("{coordinator} is none of {servers:?}"));
+
+    cluster.nodes[at].take().expect("the coordinator").kill();
+    let left: Vec<&str> = (0..3)
+        .filter(|i| *i != at)
+        .map(|i| servers[i].as_str())
+        .collect();
+    writeln!(stdin, "{}", left.join(",")).expect("tell the client");
+    assert_eq!(lines.next().as_deref(), Some("resumed"));
+
+    // Back, it coordinates the group again, from the commits made while it was away.
+    cluster.nodes[at] = Some(cluster.start_node(at));
+    common::replicated::wait_for_peers_of(&cluster, at);
+    writeln!(stdin).expect("tell the client");
+    let rest: Vec<String> = lines.collect();
+    assert!(child.wait().expect("the client").success(), "{rest:?}");
+    assert_eq!(rest, ["ok"]);
+}

@@ -16,6 +16,7 @@
 //! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
 //!                   | Kafka address (empty: none)
 //! Consumer:  kind 10 | stream | partition u32 | consumer (u16 len, UTF-8) | state (empty: gone)
+//! Offsets:   kind 11 | Kafka group (u16 len, UTF-8) | committed offsets
 //! ```
 //!
 //! Each side of a new link says once where its clients reach it (`Clients`), so that every node
@@ -27,7 +28,8 @@ use thiserror::Error;
 /// The version of this protocol a node speaks; a node refuses a `Hello` of another version, so
 /// that nodes of different versions are told why they cannot link rather than cut off at the
 /// first frame one of them does not know. 1: hellos, pings and the meta group; 2: partition
-/// groups, forwarded publishes, client addresses and consumer states; 3: Kafka addresses.
+/// groups, forwarded publishes, client addresses and consumer states; 3: Kafka addresses and
+/// Kafka groups' committed offsets.
 pub const CLUSTER_PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a node accepts: room for a consensus message with a batch of entries; a larger
@@ -105,6 +107,8 @@ pub enum ClusterFrame<'a> {
         consumer: &'a str,
         state: &'a [u8],
     },
+    /// A Kafka group's committed offsets, as its coordinator saved them (JSON).
+    Offsets { group: &'a str, saved: &'a [u8] },
 }
 
 /// Why a node refused a link.
@@ -126,6 +130,7 @@ const KIND_FORWARD: u8 = 7;
 const KIND_FORWARDED: u8 = 8;
 const KIND_CLIENTS: u8 = 9;
 const KIND_CONSUMER: u8 = 10;
+const KIND_OFFSETS: u8 = 11;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -230,6 +235,11 @@ impl ClusterFrame<'_> {
                 put_str(out, consumer);
                 out.put_slice(state);
             }
+            ClusterFrame::Offsets { group, saved } => {
+                out.put_u8(KIND_OFFSETS);
+                put_str(out, group);
+                out.put_slice(saved);
+            }
         }
         let len = (out.len() - start - HEADER) as u32;
         let crc = crc32c::crc32c(&out[start + HEADER..]);
@@ -296,6 +306,10 @@ impl ClusterFrame<'_> {
                 partition: reader.u32()?,
                 consumer: reader.str()?,
                 state: std::mem::take(&mut reader.0),
+            },
+            KIND_OFFSETS => ClusterFrame::Offsets {
+                group: reader.str()?,
+                saved: std::mem::take(&mut reader.0),
             },
             _ => return Err(ClusterFrameError::Malformed("unknown kind")),
         };
@@ -464,6 +478,10 @@ mod tests {
             partition: 1,
             consumer: "workers",
             state: b"{\"next\":7}",
+        });
+        round_trip(ClusterFrame::Offsets {
+            group: "billing",
+            saved: b"{\"offsets\":[]}",
         });
     }
 

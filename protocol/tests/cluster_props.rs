@@ -50,6 +50,7 @@ proptest! {
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
             ClusterFrame::Clients { native: &reason, nats: &stream, kafka: &reason },
             ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, state: &body },
+            ClusterFrame::Offsets { group: &reason, saved: &body },
         ];
         for frame in frames {
             let mut out = BytesMut::new();

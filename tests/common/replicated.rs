@@ -94,6 +94,31 @@ impl Cluster {
     }
 }
 
+/// Waits until node `i` and every other live node see each other up.
+pub fn wait_for_peers_of(cluster: &Cluster, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sees = |from: usize, name: &str| {
+        info(cluster.node(from))
+            .peers
+            .iter()
+            .any(|p| p.name == name && p.up)
+    };
+    let others: Vec<usize> = (0..3)
+        .filter(|&j| j != i && cluster.nodes[j].is_some())
+        .collect();
+    while !others
+        .iter()
+        .all(|&j| sees(i, NAMES[j]) && sees(j, NAMES[i]))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{} and the others never saw each other up",
+            NAMES[i]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A stream name whose only partition is owned by `shard` on a node of two shards: shard 1 has
 /// its group's messages pass between shard 0 (which keeps the links) and itself.
 pub fn stream_on_shard(prefix: &str, shard: u32) -> String {

@@ -151,6 +151,8 @@ pub enum GroupIn {
         consumer: String,
         state: Vec<u8>,
     },
+    /// A Kafka group's committed offsets, as saved by its coordinator.
+    Offsets { group: String, saved: Vec<u8> },
 }
 
 struct Peer {

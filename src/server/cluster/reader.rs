@@ -73,6 +73,10 @@ impl LinkReader {
                         consumer: consumer.to_string(),
                         state: state.to_vec(),
                     }),
+                    ClusterFrame::Offsets { group, saved } => Received::Group(GroupIn::Offsets {
+                        group: group.to_string(),
+                        saved: saved.to_vec(),
+                    }),
                     ClusterFrame::Forwarded { id, result } => Received::Group(GroupIn::Forwarded {
                         id,
                         result: result.map_err(|(code, why)| (code, why.to_string())),

@@ -627,9 +627,32 @@ pub async fn share_client_addrs(
     cluster: Rc<crate::server::cluster::Cluster>,
 ) {
     use futures_lite::future::or;
+    let me = shard.core.config.cluster.as_ref().map(|c| c.name.clone());
+    let mut up: Vec<String> = Vec::new();
     loop {
         let urls = cluster.nats_urls();
         let kafka = cluster.kafka_addrs();
+        // A node that came up gets every Kafka group's offsets this node keeps: it may have
+        // missed commits while it was away, and may coordinate some of those groups now.
+        let came_up: Vec<String> = kafka
+            .iter()
+            .map(|(node, _)| node)
+            .filter(|node| Some(*node) != me.as_ref() && !up.contains(node))
+            .cloned()
+            .collect();
+        up = kafka.iter().map(|(node, _)| node.clone()).collect();
+        if !came_up.is_empty() {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                let frames = groups::saved_frames(&shard).await;
+                for node in &came_up {
+                    for frame in &frames {
+                        shard.cluster_send(node, frame.clone());
+                    }
+                }
+            })
+            .detach();
+        }
         shard.broadcast(|| StreamItem::ClientAddrs {
             nats: urls.clone(),
             kafka: kafka.clone(),

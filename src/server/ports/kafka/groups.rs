@@ -1,6 +1,7 @@
 //! Consumer groups (the classic protocol) and committed offsets: each request is translated for
 //! the group's coordinator in the streams (see `streams::groups`), and its answer back into the
-//! version of the response the client asked for. This broker is every group's coordinator.
+//! version of the response the client asked for. A single node coordinates every group; in a
+//! cluster, each group has one coordinating node, and the others answer NOT_COORDINATOR.
 
 use std::rc::Rc;
 
@@ -8,7 +9,7 @@ use sluice_protocol::kafka::code;
 use sluice_protocol::kafka::codec::messages::*;
 use sluice_protocol::kafka::codec::protocol::StrBytes;
 
-use super::topics::advertised;
+use super::topics::{advertised, broker_id, host_port, own_broker_id};
 use super::KafkaConn;
 use crate::server::streams::groups::{
     self, Commit, Committed, GroupAnswer, GroupCall, GroupView, Join, Sync,
@@ -30,7 +31,6 @@ fn coordinator(
     key: &StrBytes,
     key_type: i8,
 ) -> find_coordinator_response::Coordinator {
-    let (host, port) = advertised(conn);
     let found = find_coordinator_response::Coordinator::default().with_key(key.clone());
     if key_type == KEY_TYPE_TRANSACTION {
         return found
@@ -40,8 +40,15 @@ fn coordinator(
             .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
             .with_error_message(Some(text("transactions are not served")));
     }
+    // In a cluster, one node coordinates each group, whichever node is asked.
+    let elsewhere = groups::coordinator_node(&conn.shard.streams, key.as_str())
+        .and_then(|(node, addr)| Some((broker_id(&node), host_port(&addr)?)));
+    let (id, (host, port)) = match elsewhere {
+        Some(found) => found,
+        None => (own_broker_id(conn), advertised(conn)),
+    };
     found
-        .with_node_id(BrokerId(super::topics::own_broker_id(conn)))
+        .with_node_id(BrokerId(id))
         .with_host(text(&host))
         .with_port(port)
 }
@@ -355,12 +362,13 @@ pub async fn offset_fetch(
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let topics = req.topics.map(|topics| {
+    let topics: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|topics| {
         topics
             .into_iter()
             .map(|t| (string(&t.name), t.partition_indexes))
             .collect()
     });
+    let asked = topics.clone();
     match fetch_group(conn, string(&req.group_id), topics).await {
         Ok(found) => {
             let topics = by_topic(found)
@@ -389,7 +397,29 @@ pub async fn offset_fetch(
             OffsetFetchResponse::default().with_topics(topics)
         }
         Err(error) if version >= 2 => OffsetFetchResponse::default().with_error_code(error),
-        Err(_) => OffsetFetchResponse::default(),
+        // Before version 2 errors are only per partition: each partition asked carries it (an
+        // empty answer would read as nothing committed).
+        Err(error) => OffsetFetchResponse::default().with_topics(
+            asked
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(text(&topic)))
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|partition| {
+                                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                                        .with_partition_index(partition)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(error)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
     }
 }
 

@@ -87,7 +87,7 @@ pub fn advertised(conn: &KafkaConn) -> (String, i32) {
 }
 
 /// `host:port` (the host perhaps in brackets) as Kafka's host and port.
-fn host_port(addr: &str) -> Option<(String, i32)> {
+pub fn host_port(addr: &str) -> Option<(String, i32)> {
     let (host, port) = addr.rsplit_once(':')?;
     Some((
         host.trim_matches(['[', ']']).to_string(),

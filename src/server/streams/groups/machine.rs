@@ -99,6 +99,9 @@ pub struct Group {
     /// In the first rebalance's wait for more members: until when it may be extended.
     initial_until: Option<Instant>,
     pub offsets: Offsets,
+    /// When the offsets were last committed (ms since the epoch, rising): in a cluster, of two
+    /// nodes' offsets of a group the later stamp wins.
+    pub stamp: u64,
     /// Commits applied in memory, written to disk, and failed to be written (counts).
     pub version: u64,
     pub written: u64,

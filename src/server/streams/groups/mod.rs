@@ -195,6 +195,53 @@ impl GroupCall {
     }
 }
 
+/// On the group's coordinator shard: a group's offsets another node of the cluster sent.
+pub async fn take_shipped(shard: Rc<StreamShard>, group: String, saved: Vec<u8>) {
+    ready(&shard).await;
+    tracing::debug!(%group, "a peer sent a group's offsets");
+    offsets::take_shipped(&shard, &saved);
+}
+
+/// Every group's saved offsets on this node, as frames for a node that came up.
+pub async fn saved_frames(shard: &StreamShard) -> Vec<Bytes> {
+    let dir = shard.groups.dir.clone();
+    let saved = glommio::executor()
+        .spawn_blocking(move || offsets::all_saved(&dir))
+        .await;
+    saved
+        .iter()
+        .map(|(group, bytes)| offsets::offsets_frame(group, bytes))
+        .collect()
+}
+
+/// In a cluster, the node that coordinates a group: of the nodes up now whose Kafka port is on,
+/// the one ranked first for the group (rendezvous hashing, so that a node going down or coming
+/// up moves only its own groups). `None` on a single node, or before the cluster is known.
+pub fn coordinator_node(shard: &StreamShard, group: &str) -> Option<(String, String)> {
+    shard.core.config.cluster.as_ref()?;
+    let nodes = shard.kafka_nodes.borrow();
+    let rank = |node: &str| {
+        let mut key = Vec::with_capacity(node.len() + group.len() + 1);
+        key.extend_from_slice(node.as_bytes());
+        key.push(0);
+        key.extend_from_slice(group.as_bytes());
+        crc32c::crc32c(&key)
+    };
+    nodes
+        .iter()
+        .max_by_key(|(node, _)| (rank(node), node.clone()))
+        .cloned()
+}
+
+/// Whether this node coordinates a group (always, on a single node).
+fn coordinates_here(shard: &StreamShard, group: &str) -> bool {
+    let me = shard.core.config.cluster.as_ref().map(|c| c.name.as_str());
+    match coordinator_node(shard, group) {
+        Some((node, _)) => Some(node.as_str()) == me,
+        None => true,
+    }
+}
+
 /// The shard that coordinates a group.
 pub fn coordinator_of(group: &str, shards: usize) -> ShardId {
     ShardId(crc32c::crc32c(group.as_bytes()) % shards.max(1) as u32)
@@ -202,6 +249,9 @@ pub fn coordinator_of(group: &str, shards: usize) -> ShardId {
 
 /// Asks a group's coordinator; a Kafka error code if it did not answer.
 pub async fn call(shard: &Rc<StreamShard>, call: GroupCall) -> Result<GroupAnswer, i16> {
+    if !matches!(call, GroupCall::List) && !coordinates_here(shard, call.group()) {
+        return Err(code::NOT_COORDINATOR);
+    }
     let to = coordinator_of(call.group(), shard.core.shards);
     let within = call.wait() + CALL_SLACK;
     match ask_shard_within(shard, to, PartitionRequest::Group(call), within).await {
@@ -287,8 +337,10 @@ async fn ready(shard: &Rc<StreamShard>) {
             .await;
         {
             let mut map = groups.groups.borrow_mut();
-            for (group, saved) in loaded {
-                map.entry(group).or_default().offsets = saved;
+            for (group, saved, stamp) in loaded {
+                let group = map.entry(group).or_default();
+                group.offsets = saved;
+                group.stamp = stamp;
             }
         }
         groups.loaded.set();

@@ -2,6 +2,11 @@
 //! is answered, in `<data dir>/kafka-groups/<hex of the group id>.json` (a group id is any
 //! string, so it never becomes a path itself). Commits that arrive while a write is under way
 //! go to disk together in the next one.
+//!
+//! In a cluster, the coordinator sends a group's offsets to the other nodes after each commit,
+//! and each node sends all it keeps to a node that comes up; a node keeps whichever of its own
+//! and the sent offsets were committed last. Whichever node coordinates the group next (one dies,
+//! or comes back) starts from them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,11 +22,39 @@ use crate::server::streams::state::{json_files, write_durably};
 /// A group's offsets, by topic and partition.
 pub type Offsets = BTreeMap<(String, i32), Committed>;
 
-/// A group's file.
+/// A group's file, and what a coordinator sends to the other nodes of its cluster.
 #[derive(Serialize, Deserialize)]
 struct Saved {
     group: String,
+    /// When the offsets were committed (see `Group::stamp`); 0 in files written before stamps.
+    #[serde(default)]
+    stamp: u64,
     offsets: Vec<SavedOffset>,
+}
+
+impl Saved {
+    fn of(name: &str, group: &Group) -> Saved {
+        Saved {
+            group: name.to_string(),
+            stamp: group.stamp,
+            offsets: group
+                .offsets
+                .iter()
+                .map(|((topic, partition), committed)| SavedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    committed: committed.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn offsets(self) -> Offsets {
+        self.offsets
+            .into_iter()
+            .map(|o| ((o.topic, o.partition), o.committed))
+            .collect()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -41,8 +74,8 @@ fn file_name(group: &str) -> String {
     name
 }
 
-/// Every saved group that `mine` keeps, with its offsets. Blocking.
-pub fn load(dir: &Path, mine: impl Fn(&str) -> bool) -> Vec<(String, Offsets)> {
+/// Every saved group that `mine` keeps, with its offsets and their stamp. Blocking.
+pub fn load(dir: &Path, mine: impl Fn(&str) -> bool) -> Vec<(String, Offsets, u64)> {
     let mut found = Vec::new();
     for path in json_files(dir) {
         let saved: Saved = match std::fs::read(&path)
@@ -59,14 +92,22 @@ pub fn load(dir: &Path, mine: impl Fn(&str) -> bool) -> Vec<(String, Offsets)> {
         if !mine(&saved.group) {
             continue;
         }
-        let offsets = saved
-            .offsets
-            .into_iter()
-            .map(|o| ((o.topic, o.partition), o.committed))
-            .collect();
-        found.push((saved.group, offsets));
+        let (group, stamp) = (saved.group.clone(), saved.stamp);
+        found.push((group, saved.offsets(), stamp));
     }
     found
+}
+
+/// Every saved group's file, as it is sent to a node that comes up. Blocking.
+pub fn all_saved(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    json_files(dir)
+        .into_iter()
+        .filter_map(|path| {
+            let bytes = std::fs::read(&path).ok()?;
+            let saved: Saved = serde_json::from_slice(&bytes).ok()?;
+            Some((saved.group, bytes))
+        })
+        .collect()
 }
 
 /// Whether a commit may be stored, as Kafka decides it: a client outside any group (generation
@@ -112,6 +153,7 @@ pub async fn commit(shard: &Rc<StreamShard>, commit: Commit) -> i16 {
         for (topic, partition, committed) in commit.offsets {
             group.offsets.insert((topic, partition), committed);
         }
+        group.stamp = now_ms().max(group.stamp + 1);
         group.version += 1;
         let start = !group.writing;
         group.writing = true;
@@ -138,7 +180,73 @@ pub async fn commit(shard: &Rc<StreamShard>, commit: Commit) -> i16 {
             outcome.get().is_some()
         })
         .await;
-    outcome.get().unwrap_or(code::COORDINATOR_NOT_AVAILABLE)
+    let outcome = outcome.get().unwrap_or(code::COORDINATOR_NOT_AVAILABLE);
+    if outcome == code::NONE {
+        ship(shard, &commit.group);
+    }
+    outcome
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// In a cluster: sends a group's offsets, as committed here, to the other nodes up now.
+fn ship(shard: &StreamShard, name: &str) {
+    let Some(me) = shard.core.config.cluster.as_ref().map(|c| c.name.as_str()) else {
+        return;
+    };
+    let saved = {
+        let groups = shard.groups.groups.borrow();
+        let Some(group) = groups.get(name) else {
+            return;
+        };
+        Saved::of(name, group)
+    };
+    let Ok(json) = serde_json::to_vec(&saved) else {
+        return;
+    };
+    let frame = offsets_frame(name, &json);
+    let nodes = shard.kafka_nodes.borrow();
+    for (node, _) in nodes.iter().filter(|(node, _)| node != me) {
+        shard.cluster_send(node, frame.clone());
+    }
+}
+
+/// The frame that carries a group's saved offsets to another node.
+pub fn offsets_frame(group: &str, saved: &[u8]) -> bytes::Bytes {
+    let mut out = bytes::BytesMut::with_capacity(saved.len() + group.len() + 16);
+    sluice_protocol::cluster::ClusterFrame::Offsets { group, saved }.encode(&mut out);
+    out.freeze()
+}
+
+/// On the group's coordinator shard: offsets another node sent, kept if they were committed after
+/// the ones here (and written down as a commit here would be).
+pub fn take_shipped(shard: &Rc<StreamShard>, saved: &[u8]) {
+    let saved: Saved = match serde_json::from_slice(saved) {
+        Ok(saved) => saved,
+        Err(error) => {
+            tracing::warn!(%error, "a peer sent a group's offsets that cannot be read");
+            return;
+        }
+    };
+    let name = saved.group.clone();
+    let start = {
+        let mut groups = shard.groups.groups.borrow_mut();
+        let group = groups.entry(name.clone()).or_default();
+        if saved.stamp <= group.stamp {
+            return;
+        }
+        group.stamp = saved.stamp;
+        group.offsets = saved.offsets();
+        group.version += 1;
+        !std::mem::replace(&mut group.writing, true)
+    };
+    if start {
+        glommio::spawn_local(write(shard.clone(), name)).detach();
+    }
 }
 
 /// Writes a group's offsets until what is on disk is what is in memory.
@@ -151,19 +259,7 @@ async fn write(shard: Rc<StreamShard>, name: String) {
             let Some(group) = groups.get(&name) else {
                 return;
             };
-            let saved = Saved {
-                group: name.clone(),
-                offsets: group
-                    .offsets
-                    .iter()
-                    .map(|((topic, partition), committed)| SavedOffset {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        committed: committed.clone(),
-                    })
-                    .collect(),
-            };
-            (group.version, saved)
+            (group.version, Saved::of(&name, group))
         };
         let target = path.clone();
         let result = glommio::executor()
@@ -235,6 +331,7 @@ mod tests {
         for group in ["a", "b"] {
             let saved = Saved {
                 group: group.into(),
+                stamp: 7,
                 offsets: vec![SavedOffset {
                     topic: "t".into(),
                     partition: 2,
@@ -252,6 +349,7 @@ mod tests {
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].0, "b");
         assert_eq!(loaded[0].1[&("t".to_string(), 2)].offset, 42);
+        assert_eq!(loaded[0].2, 7);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

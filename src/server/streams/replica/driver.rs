@@ -67,6 +67,8 @@ pub(super) async fn drive(
     let mut next_tick = Instant::now() + TICK;
     let mut commit_saved_at = Instant::now();
     let mut commit_seen = 0;
+    // The leader last told to the other shards (see `share_group_leader`).
+    let mut shared_leader = raft::INVALID_ID;
     loop {
         if group.stopped.get() || shard.core.stopping.is_set() {
             break;
@@ -134,15 +136,19 @@ pub(super) async fn drive(
         group.settle(&shard, &store, commit);
         store.0.borrow_mut().trim(node.raft.raft_log.applied);
         let was_leader = group.is_leader();
-        if node.raft.leader_id != group.status().leader {
+        if node.raft.leader_id != shared_leader {
+            // Shared once its name is known (a leader just added may not be named yet).
             let leader = group.name_of(node.raft.leader_id);
-            let leader = leader.map(|name| (name, node.raft.term));
-            crate::server::streams::share_group_leader(
-                &shard,
-                &group.stream,
-                group.partition,
-                leader,
-            );
+            if leader.is_some() || node.raft.leader_id == raft::INVALID_ID {
+                shared_leader = node.raft.leader_id;
+                let leader = leader.map(|name| (name, node.raft.term));
+                crate::server::streams::share_group_leader(
+                    &shard,
+                    &group.stream,
+                    group.partition,
+                    leader,
+                );
+            }
         }
         *group.status.borrow_mut() = GroupStatus {
             leader: node.raft.leader_id,

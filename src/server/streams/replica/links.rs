@@ -30,6 +30,9 @@ pub async fn route_from_links(shard: Rc<StreamShard>, cluster: Rc<Cluster>) {
                 stream, partition, ..
             } => owner(&shard, stream, *partition),
             GroupIn::Forwarded { id, .. } => ShardId((id >> FORWARD_SHARD_SHIFT) as u32),
+            GroupIn::Offsets { group, .. } => {
+                crate::server::streams::groups::coordinator_of(group, shard.core.shards)
+            }
         };
         if to == shard.core.id {
             receive(&shard, item);
@@ -98,6 +101,14 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
             if let Some(part) = part {
                 part.keep_shipped_state(consumer, state);
             }
+        }
+        GroupIn::Offsets { group, saved } => {
+            glommio::spawn_local(crate::server::streams::groups::take_shipped(
+                shard.clone(),
+                group,
+                saved,
+            ))
+            .detach();
         }
     }
 }
