@@ -9,6 +9,18 @@ use std::process::Stdio;
 
 use common::replicated::Cluster;
 
+/// The stream serving a topic, as node 0 lists it.
+fn topic_stream(cluster: &Cluster, topic: &str) -> sluice::api::StreamConfig {
+    cluster
+        .node(0)
+        .client()
+        .stream_list()
+        .expect("streams")
+        .into_iter()
+        .find(|s| s.subjects == [topic])
+        .expect("the topic's stream")
+}
+
 #[test]
 fn kafka_batches_on_a_replicated_topic_take_consecutive_offsets_on_every_node() {
     let Ok(python) = std::env::var("SLUICE_PYTHON") else {
@@ -34,14 +46,7 @@ fn kafka_batches_on_a_replicated_topic_take_consecutive_offsets_on_every_node() 
         .expect("run the client");
     assert!(status.success(), "the Kafka client failed");
     // Every node holds the 300 records, each a batch of one, at the same offsets.
-    let stream = cluster
-        .node(0)
-        .client()
-        .stream_list()
-        .expect("streams")
-        .into_iter()
-        .find(|s| s.subjects == [topic])
-        .expect("the topic's stream");
+    let stream = topic_stream(&cluster, topic);
     assert_eq!(stream.replicas, 3);
     let logs = cluster.logs(&stream.name, 300);
     assert_eq!(logs[0].len(), 300);
@@ -75,15 +80,7 @@ fn a_kafka_producer_goes_on_through_the_new_leader_when_its_leader_dies() {
         .position(|s| s == leader)
         .unwrap_or_else(|| panic!("{leader} is none of {servers:?}"));
     // The topic took the cluster's size as its replication factor.
-    let stream = cluster
-        .node(0)
-        .client()
-        .stream_list()
-        .expect("streams")
-        .into_iter()
-        .find(|s| s.subjects == [topic])
-        .expect("the topic's stream");
-    assert_eq!(stream.replicas, 3);
+    assert_eq!(topic_stream(&cluster, topic).replicas, 3);
 
     cluster.nodes[leading].take().expect("the leader").kill();
     let left: Vec<&str> = (0..3)
@@ -119,6 +116,8 @@ fn a_kafka_group_has_one_coordinator_and_its_commits_outlive_the_coordinators_no
         .iter()
         .position(|s| s == coordinator)
         .unwrap_or_else(|| panic!("{coordinator} is none of {servers:?}"));
+    // Created with a replication factor of 1, the topic is on every node all the same.
+    assert_eq!(topic_stream(&cluster, "jobs.grouped").replicas, 3);
 
     cluster.nodes[at].take().expect("the coordinator").kill();
     let left: Vec<&str> = (0..3)

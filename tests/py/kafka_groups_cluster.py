@@ -1,6 +1,7 @@
 """kafka-python, unchanged, consumer groups on a three-node cluster.
 
-Two members of one group, each bootstrapped through a different node, split the topic's two
+A topic created with a replication factor of 1 is one topic on every node. Two members of one
+group, each bootstrapped through a different node, split the topic's two
 partitions between them: one node coordinates the group whichever node is asked. They commit what
 they took. The test kills the coordinating node: a new member through the nodes left resumes from
 the commits, reading only what came after. The test starts the node again, which coordinates the
@@ -73,7 +74,8 @@ def resume(bootstrap, topic, start, count):
 def main(servers, topic):
     nodes = servers.split(",")
     admin = KafkaAdminClient(bootstrap_servers=nodes)
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=-1)])
+    # One copy, as asked of Kafka, is a topic on every node of a cluster.
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
     admin.close()
 
     produce(nodes, topic, 0, 200)

@@ -343,10 +343,14 @@ pub async fn create(
         } else {
             t.num_partitions as u32
         };
-        // -1 is the broker's default; 1 keeps a copy on each node; more asks for a replicated
-        // stream, of the cluster's size.
+        // -1 is the broker's default. In a cluster, 1 takes the default too: one copy on one
+        // node is what Kafka would make, and a stream of one replica is a copy of its own on
+        // each node, which a client moving between brokers cannot use as one topic; more than 1
+        // asks for a replicated stream, of the cluster's size.
+        let in_cluster = conn.shard.core.config.cluster.is_some();
         let replicas = match t.replication_factor {
             ..=0 => DEFAULT_REPLICAS,
+            1 if in_cluster => DEFAULT_REPLICAS,
             factor => u8::try_from(factor).unwrap_or(u8::MAX),
         };
         let refusal = if !valid_topic(&name) {
