@@ -8,22 +8,22 @@ use common::cluster::node;
 use common::replicated::{read_all, stream_on_shard, Cluster, ReferenceCluster, NAMES};
 use common::{python_client, run_python_client, DataDir, Ports, ReferenceNats};
 
-/// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
-/// that node) once the client says its first half is done; false if nats-py is not installed.
-fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
+/// Runs a client script with `args`, and calls `kill` once the client prints `first` (the script
+/// then reads a line); checks that it ends with "ok". False if nats-py is not installed.
+fn run_killing_client(script: &str, args: &[&str], first: &str, kill: impl FnOnce()) -> bool {
     use std::io::{BufRead, BufReader, Write};
-    let Some(mut command) = python_client("replicated_failover.py") else {
+    let Some(mut command) = python_client(script) else {
         return false;
     };
     let mut client = command
-        .args([url, stream])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start the client");
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let first = lines.next().and_then(Result::ok);
-    assert_eq!(first.as_deref(), Some("phase 1"), "the client's first half");
+    let said = lines.next().and_then(Result::ok);
+    assert_eq!(said.as_deref(), Some(first), "the client's first part");
     kill();
     writeln!(client.stdin.take().expect("stdin")).expect("tell the client");
     let last = lines.next().and_then(Result::ok);
@@ -33,6 +33,12 @@ fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
     );
     assert_eq!(last.as_deref(), Some("ok"));
     true
+}
+
+/// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
+/// that node) once the client says its first half is done; false if nats-py is not installed.
+fn run_failover_client(url: &str, stream: &str, kill: impl FnOnce()) -> bool {
+    run_killing_client("replicated_failover.py", &[url, stream], "phase 1", kill)
 }
 
 #[test]
@@ -181,4 +187,40 @@ fn the_expected_sequence_client_behaves_the_same_against_a_nats_server_cluster()
     for (i, server) in servers.iter().enumerate() {
         run_expected_sequence_client(&format!("nats://{}", server.addr), &format!("SEQ{i}"));
     }
+}
+
+#[test]
+fn an_ack_answered_to_ack_sync_is_kept_when_the_consumers_node_dies_at_once() {
+    let mut cluster = Cluster::start();
+    let stream = stream_on_shard("ACKS", 1);
+    let urls: Vec<String> = (0..2)
+        .map(|i| format!("nats://{}", cluster.ports[i].nats))
+        .collect();
+    let first = cluster.nodes[0].take();
+    run_killing_client(
+        "ack_kept.py",
+        &[&urls[0], &urls[1], &stream],
+        "acked",
+        || first.expect("n1").kill(),
+    );
+}
+
+/// The same client against three nats-server processes clustered with JetStream.
+#[test]
+fn an_ack_answered_to_ack_sync_is_kept_on_a_nats_server_cluster_too() {
+    let Some(servers) = ReferenceCluster::new().start_all() else {
+        return;
+    };
+    let mut servers: Vec<Option<ReferenceNats>> = servers.into_iter().map(Some).collect();
+    let urls: Vec<String> = servers
+        .iter()
+        .map(|s| format!("nats://{}", s.as_ref().expect("a server").addr))
+        .collect();
+    let first = servers[0].take();
+    run_killing_client(
+        "ack_kept.py",
+        &[&urls[0], &urls[1], "ACKS"],
+        "acked",
+        || drop(first),
+    );
 }

@@ -15,8 +15,10 @@
 //!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
 //! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
 //!                   | Kafka address (empty: none)
-//! Consumer:  kind 10 | stream | partition u32 | consumer (u16 len, UTF-8) | state (empty: gone)
+//! Consumer:  kind 10 | stream | partition u32 | consumer (u16 len, UTF-8) | seq u64
+//!                    | state (empty: gone)
 //! Offsets:   kind 11 | Kafka group (u16 len, UTF-8) | committed offsets
+//! Held:      kind 12 | stream | partition u32 | consumer | seq u64
 //! ```
 //!
 //! Each side of a new link says once where its clients reach it (`Clients`), so that every node
@@ -28,8 +30,8 @@ use thiserror::Error;
 /// The version of this protocol a node speaks; a node refuses a `Hello` of another version, so
 /// that nodes of different versions are told why they cannot link rather than cut off at the
 /// first frame one of them does not know. 1: hellos, pings and the meta group; 2: partition
-/// groups, forwarded publishes, client addresses and consumer states; 3: Kafka addresses and
-/// Kafka groups' committed offsets.
+/// groups, forwarded publishes, client addresses and consumer states; 3: Kafka addresses, Kafka
+/// groups' committed offsets, and consumer states numbered and confirmed once kept.
 pub const CLUSTER_PROTOCOL_VERSION: u16 = 3;
 
 /// Largest frame a node accepts: room for a consensus message with a batch of entries; a larger
@@ -100,15 +102,23 @@ pub enum ClusterFrame<'a> {
         kafka: &'a str,
     },
     /// A consumer's state in a replicated partition, as last saved where it runs (JSON), or
-    /// empty once the consumer is deleted.
+    /// empty once the consumer is deleted; `seq` counts the states the sending node sent of it.
     Consumer {
         stream: &'a str,
         partition: u32,
         consumer: &'a str,
+        seq: u64,
         state: &'a [u8],
     },
     /// A Kafka group's committed offsets, as its coordinator saved them (JSON).
     Offsets { group: &'a str, saved: &'a [u8] },
+    /// The answer to `Consumer`: the receiving node keeps that state durably, or a later one.
+    Held {
+        stream: &'a str,
+        partition: u32,
+        consumer: &'a str,
+        seq: u64,
+    },
 }
 
 /// Why a node refused a link.
@@ -131,6 +141,7 @@ const KIND_FORWARDED: u8 = 8;
 const KIND_CLIENTS: u8 = 9;
 const KIND_CONSUMER: u8 = 10;
 const KIND_OFFSETS: u8 = 11;
+const KIND_HELD: u8 = 12;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -227,13 +238,27 @@ impl ClusterFrame<'_> {
                 stream,
                 partition,
                 consumer,
+                seq,
                 state,
             } => {
                 out.put_u8(KIND_CONSUMER);
                 put_str(out, stream);
                 out.put_u32(*partition);
                 put_str(out, consumer);
+                out.put_u64(*seq);
                 out.put_slice(state);
+            }
+            ClusterFrame::Held {
+                stream,
+                partition,
+                consumer,
+                seq,
+            } => {
+                out.put_u8(KIND_HELD);
+                put_str(out, stream);
+                out.put_u32(*partition);
+                put_str(out, consumer);
+                out.put_u64(*seq);
             }
             ClusterFrame::Offsets { group, saved } => {
                 out.put_u8(KIND_OFFSETS);
@@ -305,7 +330,14 @@ impl ClusterFrame<'_> {
                 stream: reader.str()?,
                 partition: reader.u32()?,
                 consumer: reader.str()?,
+                seq: reader.u64()?,
                 state: std::mem::take(&mut reader.0),
+            },
+            KIND_HELD => ClusterFrame::Held {
+                stream: reader.str()?,
+                partition: reader.u32()?,
+                consumer: reader.str()?,
+                seq: reader.u64()?,
             },
             KIND_OFFSETS => ClusterFrame::Offsets {
                 group: reader.str()?,
@@ -477,7 +509,14 @@ mod tests {
             stream: "orders",
             partition: 1,
             consumer: "workers",
+            seq: 3,
             state: b"{\"next\":7}",
+        });
+        round_trip(ClusterFrame::Held {
+            stream: "orders",
+            partition: 1,
+            consumer: "workers",
+            seq: 3,
         });
         round_trip(ClusterFrame::Offsets {
             group: "billing",

@@ -49,7 +49,8 @@ proptest! {
             ClusterFrame::Forwarded { id, result: Ok(offset) },
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
             ClusterFrame::Clients { native: &reason, nats: &stream, kafka: &reason },
-            ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, state: &body },
+            ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, seq: id, state: &body },
+            ClusterFrame::Held { stream: &stream, partition, consumer: &reason, seq: id },
             ClusterFrame::Offsets { group: &reason, saved: &body },
         ];
         for frame in frames {

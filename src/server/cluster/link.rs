@@ -211,7 +211,10 @@ async fn run_link(
                 Ok(Received::Raft(bytes)) => cluster.received_raft(peer, &bytes),
                 Ok(Received::Clients { nats, kafka }) => cluster.peer_clients(peer, &nats, &kafka),
                 Ok(Received::Group(mut item)) => {
-                    if let GroupIn::Forward { from, .. } = &mut item {
+                    if let GroupIn::Forward { from, .. }
+                    | GroupIn::Consumer { from, .. }
+                    | GroupIn::Held { from, .. } = &mut item
+                    {
                         *from = peer.to_string();
                     }
                     cluster.received_group(item).await

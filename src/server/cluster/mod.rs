@@ -144,12 +144,23 @@ pub enum GroupIn {
         id: u64,
         result: Result<u64, (u16, String)>,
     },
-    /// A consumer's state in a replicated partition, as saved where it runs (empty: deleted).
+    /// A consumer's state in a replicated partition, as saved where it runs (empty: deleted),
+    /// from node `from`, which numbered it `seq`.
     Consumer {
+        from: String,
         stream: String,
         partition: u32,
         consumer: String,
+        seq: u64,
         state: Vec<u8>,
+    },
+    /// Node `from` keeps a consumer's state this node sent, numbered `seq` or later, durably.
+    Held {
+        from: String,
+        stream: String,
+        partition: u32,
+        consumer: String,
+        seq: u64,
     },
     /// A Kafka group's committed offsets, as saved by its coordinator.
     Offsets { group: String, saved: Vec<u8> },

@@ -66,12 +66,27 @@ impl LinkReader {
                         stream,
                         partition,
                         consumer,
+                        seq,
                         state,
                     } => Received::Group(GroupIn::Consumer {
+                        from: String::new(),
                         stream: stream.to_string(),
                         partition,
                         consumer: consumer.to_string(),
+                        seq,
                         state: state.to_vec(),
+                    }),
+                    ClusterFrame::Held {
+                        stream,
+                        partition,
+                        consumer,
+                        seq,
+                    } => Received::Group(GroupIn::Held {
+                        from: String::new(),
+                        stream: stream.to_string(),
+                        partition,
+                        consumer: consumer.to_string(),
+                        seq,
                     }),
                     ClusterFrame::Offsets { group, saved } => Received::Group(GroupIn::Offsets {
                         group: group.to_string(),

@@ -578,6 +578,18 @@ pub fn consumer_ack_as_reader(
     Ok(())
 }
 
+/// Whether the acks sent before for a consumer's partition are kept: in its state written down
+/// and, for a replicated stream, on a majority of its copies' nodes. For an ack that asks to know
+/// it was applied: it is answered then, as nats-server answers once the ack is replicated.
+pub async fn consumer_ack_kept(
+    shard: &Rc<SessionShard>,
+    stream: &str,
+    consumer: &str,
+    partition: u32,
+) -> bool {
+    streams::consumer_ack_kept(&shard.streams, stream, consumer, partition).await
+}
+
 fn member_of(
     shard: &SessionShard,
     conn: &Conn,

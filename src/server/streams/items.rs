@@ -4,6 +4,7 @@
 //! as core's items, in order with them (`MeshItem` in `server/dispatch.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::op::AckKind;
@@ -197,6 +198,14 @@ pub enum PartitionRequest {
         partition: u32,
         consumer: String,
     },
+    /// Answered once the consumer's acks applied before it are kept (see
+    /// `Partition::consumer_ack_kept`), or `within` passed.
+    AckKept {
+        stream: String,
+        partition: u32,
+        consumer: String,
+        within: Duration,
+    },
     /// The shard's figures for /metrics and /readyz.
     ShardMetrics,
     /// A stream API call, for shard 0.
@@ -263,6 +272,8 @@ pub enum PartitionReply {
     /// Whether a message delete found the message.
     Deleted(Result<bool, (ErrorCode, String)>),
     Group(super::groups::GroupAnswer),
+    /// Whether a consumer's acks are kept.
+    AckKept(bool),
 }
 
 /// A stream or call item, as the streams hand it to a peer queue.

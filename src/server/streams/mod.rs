@@ -55,6 +55,7 @@ pub use credit::{
 pub use dead_letter::dead_letter;
 use dead_letter::ensure_dead_letter_stream;
 pub use host::{set_host, ConsumerHost};
+use items::PartitionRequest;
 pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
@@ -817,6 +818,32 @@ pub fn consumer_ack(
             },
         );
     }
+}
+
+/// How long an ack that asks to know it was kept waits for that.
+const ACK_KEPT_WITHIN: Duration = Duration::from_secs(2);
+
+/// Whether the acks of a consumer's partition sent before this call are kept: written down with
+/// its state and, for a replicated partition, kept by a majority of the copies' nodes (see
+/// `Partition::consumer_ack_kept`). Asked after the ack, on the same queue, so it comes after it.
+pub async fn consumer_ack_kept(
+    shard: &Rc<StreamShard>,
+    stream: &str,
+    consumer: &str,
+    partition: u32,
+) -> bool {
+    let owner = ShardId(shard_for(stream, partition, shard.core.shards as u32));
+    let request = PartitionRequest::AckKept {
+        stream: stream.to_string(),
+        partition,
+        consumer: consumer.to_string(),
+        within: ACK_KEPT_WITHIN,
+    };
+    let within = ACK_KEPT_WITHIN + Duration::from_secs(1);
+    matches!(
+        api::ask_shard_within(shard, owner, request, within).await,
+        Ok(PartitionReply::AckKept(true))
+    )
 }
 
 /// A connection closed: it leaves every consumer, here and on the other shards, and what it held

@@ -523,7 +523,8 @@ pub async fn next(
 }
 
 /// A publish to a `$JS.ACK.` subject: the ack of a delivered message. With a reply subject (an
-/// ack that wants to know it was applied), an empty message goes back once it was.
+/// ack that wants to know it was applied), an empty message goes back once it was, and for an
+/// ack once it is kept (`session::consumer_ack_kept`).
 pub fn ack(
     shard: &Rc<SessionShard>,
     conn: &Rc<Conn>,
@@ -571,6 +572,22 @@ pub fn ack(
             );
             glommio::spawn_local(async move {
                 next(&shard, &conn, &stream, &consumer, &reply, &request).await;
+            })
+            .detach();
+        }
+        // Answered once the ack is kept, as nats-server answers once it is replicated: a client
+        // that heard back never gets the message again, whichever node takes the consumer up.
+        None if kind == AckKind::Ack => {
+            let (shard, conn) = (shard.clone(), conn.clone());
+            let (stream, consumer, reply) = (
+                at.stream.to_owned(),
+                at.consumer.to_owned(),
+                reply.to_owned(),
+            );
+            glommio::spawn_local(async move {
+                if session::consumer_ack_kept(&shard, &stream, &consumer, partition).await {
+                    respond_status(&shard.core, &conn.client, &reply, b"");
+                }
             })
             .detach();
         }

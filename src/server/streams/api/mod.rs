@@ -751,6 +751,15 @@ pub async fn answer(shard: &Rc<StreamShard>, request: PartitionRequest) -> Parti
             Some(part) => part.consumer_info(&consumer).await,
             None => None,
         }),
+        PartitionRequest::AckKept {
+            stream,
+            partition,
+            consumer,
+            within,
+        } => PartitionReply::AckKept(match owned(shard, &stream, partition) {
+            Some(part) => part.consumer_ack_kept(&consumer, within).await,
+            None => true,
+        }),
     }
 }
 

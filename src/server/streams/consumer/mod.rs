@@ -442,6 +442,12 @@ impl PartConsumer {
         }
     }
 
+    /// Writes the state down now if it changed: once this returns `Ok`, everything applied
+    /// before the call is in a state written down (and given to `on_saved`).
+    pub async fn save_now(&self) -> Result<(), StateError> {
+        self.write_state().await
+    }
+
     /// `save`, returning whether the write failed; the state stays dirty if it did.
     async fn write_state(&self) -> Result<(), StateError> {
         self.saved.wait_until(|| !self.saving.get()).await;

@@ -225,6 +225,54 @@ impl Partition {
         }
     }
 
+    /// Once an ack applied before this call is kept: in the consumer's state written down here
+    /// and, for a replicated partition, kept durably by a majority of the copies' nodes (this one
+    /// counted), so that whichever node takes the consumer up next knows it. False if that is not
+    /// so within `within` (a write failed, or too few nodes answered). A consumer that does not
+    /// run here has nothing to keep.
+    pub async fn consumer_ack_kept(&self, consumer: &str, within: Duration) -> bool {
+        let Some(c) = self.consumers.borrow().get(consumer).cloned() else {
+            return true;
+        };
+        if c.save_now().await.is_err() {
+            return false;
+        }
+        if !self.config.is_replicated() {
+            return true;
+        }
+        // Sent when the state was written (`ship_states_of`): the state with the ack is this one
+        // or an earlier one.
+        let Some(seq) = self.sent.borrow().get(consumer).map(|sent| sent.seq) else {
+            return false;
+        };
+        let others_needed = self.config.placement.len() / 2;
+        let kept = || {
+            self.sent.borrow().get(consumer).is_some_and(|sent| {
+                sent.held.values().filter(|held| **held >= seq).count() >= others_needed
+            })
+        };
+        futures_lite::future::or(
+            async {
+                self.held.wait_until(kept).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(within).await;
+                kept()
+            },
+        )
+        .await
+    }
+
+    /// Node `from` keeps the state numbered `seq` (or a later one) of a consumer sent from here.
+    pub fn consumer_state_held(&self, consumer: &str, from: String, seq: u64) {
+        if let Some(sent) = self.sent.borrow_mut().get_mut(consumer) {
+            let held = sent.held.entry(from).or_default();
+            *held = (*held).max(seq);
+        }
+        self.held.notify_all();
+    }
+
     /// Forgets a closed connection's memberships, joined or on their way in.
     pub fn member_gone(&self, shard: ShardId, conn: u64) {
         self.joining
@@ -324,8 +372,9 @@ impl Partition {
             return false;
         };
         if self.config.is_replicated() {
-            replica::ship_consumer_state(shard, &self.config, self.index, name, b"");
-            self.keep_shipped_state(name.to_string(), Vec::new());
+            let seq = self.next_sent(name);
+            replica::ship_consumer_state(shard, &self.config, self.index, name, seq, b"");
+            self.keep_shipped_state(name.to_string(), Vec::new(), None);
         }
         consumer.stop();
         super::super::host::gone(shard, self.index, &consumer.config);
@@ -351,15 +400,26 @@ impl Partition {
         if !self.config.is_replicated() {
             return;
         }
-        let shard = self.opener.shard.clone();
-        let config = self.config.clone();
-        let (index, name) = (self.index, consumer.config.name.clone());
+        let (shard, me) = (self.opener.shard.clone(), self.opener.me.clone());
+        let name = consumer.config.name.clone();
         consumer.on_saved(Box::new(move |state| {
-            let (Some(shard), Ok(json)) = (shard.upgrade(), serde_json::to_vec(state)) else {
+            let (Some(shard), Some(part)) = (shard.upgrade(), me.upgrade()) else {
                 return;
             };
-            replica::ship_consumer_state(&shard, &config, index, &name, &json);
+            let Ok(json) = serde_json::to_vec(state) else {
+                return;
+            };
+            let seq = part.next_sent(&name);
+            replica::ship_consumer_state(&shard, &part.config, part.index, &name, seq, &json);
         }));
+    }
+
+    /// Numbers the next state of a consumer sent from here.
+    fn next_sent(&self, consumer: &str) -> u64 {
+        let mut sent = self.sent.borrow_mut();
+        let sent = sent.entry(consumer.to_string()).or_default();
+        sent.seq += 1;
+        sent.seq
     }
 
     /// A consumer's state as another node last sent it, if one did (and it reads).
@@ -368,7 +428,7 @@ impl Partition {
             return None;
         }
         if let Some(latest) = self.shipped.borrow().get(name) {
-            return serde_json::from_slice(latest).ok();
+            return serde_json::from_slice(&latest.state).ok();
         }
         let path = state::shipped_path(&self.dir, name).ok()?;
         let read = glommio::executor()
@@ -404,12 +464,16 @@ impl Partition {
     }
 
     /// Keeps a consumer's state another node sent (empty: the consumer was deleted), unless the
-    /// consumer runs here. The latest state of each is written in turn, one write at a time.
-    pub fn keep_shipped_state(&self, name: String, state: Vec<u8>) {
+    /// consumer runs here; `from` names the sending node and its number for the state, which is
+    /// confirmed to it once written. The latest state of each is written in turn, one write at a
+    /// time.
+    pub fn keep_shipped_state(&self, name: String, state: Vec<u8>, from: Option<(String, u64)>) {
         if self.consumers.borrow().contains_key(&name) && !state.is_empty() {
             return;
         }
-        self.shipped.borrow_mut().insert(name, state);
+        self.shipped
+            .borrow_mut()
+            .insert(name, Shipped { state, from });
         if self.shipped_writing.replace(true) {
             return;
         }
@@ -423,27 +487,50 @@ impl Partition {
                     let shipped = part.shipped.borrow();
                     shipped.iter().next().map(|(n, s)| (n.clone(), s.clone()))
                 };
-                let Some((name, state)) = next else { break };
+                let Some((name, shipped)) = next else { break };
+                let mut kept = false;
                 if let Ok(path) = state::shipped_path(&part.dir, &name) {
-                    let writing = state.clone();
+                    let writing = shipped.state.clone();
                     let written = glommio::executor()
                         .spawn_blocking(move || write_shipped(&path, &writing))
                         .await;
-                    if let Err(e) = written {
-                        tracing::warn!(stream = %part.config.name, partition = part.index,
-                            consumer = %name, error = %e, "cannot keep a consumer's state sent by another node");
+                    match written {
+                        Ok(()) => kept = true,
+                        Err(e) => tracing::warn!(stream = %part.config.name, partition = part.index,
+                            consumer = %name, error = %e, "cannot keep a consumer's state sent by another node"),
                     }
                 }
+                if let (true, Some((from, seq)), Some(shard)) =
+                    (kept, &shipped.from, part.opener.shard.upgrade())
+                {
+                    let (stream, index) = (&part.config.name, part.index);
+                    replica::confirm_consumer_state(&shard, from, stream, index, &name, *seq);
+                }
                 // Taken out only if nothing newer came meanwhile.
-                let mut shipped = part.shipped.borrow_mut();
-                if shipped.get(&name) == Some(&state) {
-                    shipped.remove(&name);
+                let mut all = part.shipped.borrow_mut();
+                if all.get(&name) == Some(&shipped) {
+                    all.remove(&name);
                 }
             }
             part.shipped_writing.set(false);
         })
         .detach();
     }
+}
+
+/// A consumer's state another node sent, and that node's name and number for it.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Shipped {
+    state: Vec<u8>,
+    from: Option<(String, u64)>,
+}
+
+/// The states of one of this node's consumers sent to the other nodes: the last one's number,
+/// and the latest each node keeps.
+#[derive(Default)]
+pub(super) struct Sent {
+    seq: u64,
+    held: HashMap<String, u64>,
 }
 
 /// Whether state `a` of a consumer is further on than `b`: more acked, or as much and more

@@ -113,10 +113,11 @@ impl Partition {
 
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
     /// every subject and the ids within the duplicate window. A replicated partition whose node
-    /// now `leads` its group takes in its whole durable log: a leader's entries all become agreed
-    /// in its term, so a publish repeating one of them (a client retrying through the new leader
-    /// what it sent to the old) is a duplicate, not a second message.
-    pub(super) async fn restore_checks(&self, log: &PartitionLog, leads: bool) {
+    /// now leads its group takes in its whole log up to `leads` (the end of its group's entries),
+    /// waiting for what is not durable yet: a leader's entries all become agreed in its term, so
+    /// a publish repeating one of them (a client retrying through the new leader what it sent to
+    /// the old) is a duplicate, not a second message.
+    pub(super) async fn restore_checks(&self, log: &PartitionLog, leads: Option<u64>) {
         let dir = self.dir.clone();
         let first = log.first_offset();
         match glommio::executor()
@@ -142,12 +143,27 @@ impl Partition {
             // A replicated log reads only to its agreed end: these checks are of agreed records.
             *self.agreed.borrow_mut() = Some(checks.clone());
             self.agreed_end.set(offset);
-            if leads {
+            if let Some(end) = leads {
                 // What the limits of these records remove is left to their agreement, as for
                 // any record.
                 let mut ignored = Removal::default();
-                self.take_in_log(log, offset, true, &mut checks, &mut ignored)
-                    .await;
+                let mut from = offset;
+                let deadline = std::time::Instant::now() + LEADER_RESTORE_WAIT_MAX;
+                loop {
+                    from = self
+                        .take_in_log(log, from, true, &mut checks, &mut ignored)
+                        .await;
+                    if from >= end || std::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    // Entries appended and not yet durable (a sync under way).
+                    glommio::timer::sleep(Duration::from_millis(2)).await;
+                }
+                if from < end {
+                    tracing::warn!(stream = %self.config.name, partition = self.index, from, end,
+                        "a new leader's entries did not become durable in time; publish checks \
+                         go on without the rest");
+                }
             }
         }
         *self.checks.borrow_mut() = Some(checks);

@@ -164,10 +164,17 @@ pub struct Partition {
     producers: RefCell<kafka::Producers>,
     /// A replicated partition's consensus group, once its log is open.
     group: RefCell<Option<Rc<Group>>>,
+    /// A new leader's publish checks are being read back (see `refresh_checks`).
+    checks_restoring: Cell<bool>,
     /// Consumer states other nodes sent and not yet written down, by consumer (empty: deleted),
     /// and whether they are being written.
-    shipped: RefCell<HashMap<String, Vec<u8>>>,
+    shipped: RefCell<HashMap<String, consumers::Shipped>>,
     shipped_writing: Cell<bool>,
+    /// The states of this node's consumers sent to the other nodes, and which each keeps (see
+    /// `consumer_ack_kept`), by consumer.
+    sent: RefCell<HashMap<String, consumers::Sent>>,
+    /// Notified when another node says it keeps a state this node sent.
+    held: Event,
 }
 
 /// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
@@ -186,6 +193,10 @@ const CLOSE_IDLE_TRIES_PER_OPEN: usize = 4;
 
 /// Bytes read at a time while rebuilding publish checks.
 const RESTORE_READ_BYTES: usize = 1024 * 1024;
+
+/// Longest a new leader waits for its entries to become durable before it checks publishes
+/// without the rest (a sync that never ends stops the group anyway).
+const LEADER_RESTORE_WAIT_MAX: Duration = Duration::from_secs(10);
 
 /// The subject, header block and payload of a stored publish frame.
 fn publish_parts(frame: &Frame) -> Option<(&str, &[u8], &[u8])> {
@@ -294,8 +305,11 @@ impl Partition {
             gone: Cell::new(false),
             deleted: Rc::new(RefCell::new(Deleted::default())),
             group: RefCell::new(None),
+            checks_restoring: Cell::new(false),
             shipped: RefCell::new(HashMap::new()),
             shipped_writing: Cell::new(false),
+            sent: RefCell::new(HashMap::new()),
+            held: Event::default(),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");
@@ -345,7 +359,7 @@ impl Partition {
                     if opening.config.is_replicated() {
                         opening.start_group(&shard, &log).await;
                     }
-                    opening.restore_checks(&log, false).await;
+                    opening.restore_checks(&log, None).await;
                     opening.restore_producers(&log).await;
                     opening.restore_consumers(&shard, log).await;
                 }

@@ -24,18 +24,30 @@ impl Partition {
 
     /// Reads the publish checks (message ids, last sequences) back from the log: a replica that
     /// becomes its group's leader checks publishes from what its log holds now, not from what it
-    /// held when it opened.
-    pub fn refresh_checks(self: &Rc<Self>) {
+    /// held when it opened, up to `end` (the offset after its group's last entry, all of which
+    /// its leadership will agree on, durable or not yet). Publishes wait for the checks meanwhile
+    /// (`checks_restoring`).
+    pub fn refresh_checks(self: &Rc<Self>, end: u64) {
         self.forget_proposed();
         let Some(log) = self.log.borrow().clone() else {
             return;
         };
+        self.checks_restoring.set(true);
         let part = self.clone();
         glommio::spawn_local(async move {
             let _in_use = part.in_use();
-            part.restore_checks(&log, true).await;
+            part.restore_checks(&log, Some(end)).await;
+            part.checks_restoring.set(false);
+            if let Some(group) = part.group() {
+                group.wake();
+            }
         })
         .detach();
+    }
+
+    /// Whether a new leader's publish checks are being read back: its publishes wait.
+    pub fn checks_restoring(&self) -> bool {
+        self.checks_restoring.get()
     }
 
     /// The partition's consensus group, if it is replicated and its log is open.
@@ -53,7 +65,7 @@ impl Partition {
         group: &Group,
         items: Vec<Queued>,
     ) {
-        if !group.is_leader() {
+        if !group.is_leader() || self.checks_restoring.get() {
             group.submit(items, false);
             return;
         }

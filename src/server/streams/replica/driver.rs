@@ -163,7 +163,11 @@ pub(super) async fn drive(
         };
         if group.is_leader() && !was_leader {
             if let Some(part) = group.part.upgrade() {
-                part.refresh_checks();
+                // Every entry it holds has been handed to the log by now (appended, perhaps
+                // not durable yet).
+                let last = node.raft.raft_log.last_index();
+                let end = store.0.borrow().terms.end_offset(last);
+                part.refresh_checks(end.min(group.log.next_assigned_offset()));
             }
         }
     }

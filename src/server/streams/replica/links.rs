@@ -28,6 +28,9 @@ pub async fn route_from_links(shard: Rc<StreamShard>, cluster: Rc<Cluster>) {
             }
             | GroupIn::Consumer {
                 stream, partition, ..
+            }
+            | GroupIn::Held {
+                stream, partition, ..
             } => owner(&shard, stream, *partition),
             GroupIn::Forwarded { id, .. } => ShardId((id >> FORWARD_SHARD_SHIFT) as u32),
             GroupIn::Offsets { group, .. } => {
@@ -92,14 +95,28 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
             }
         }
         GroupIn::Consumer {
+            from,
             stream,
             partition,
             consumer,
+            seq,
             state,
         } => {
             let part = shard.streams.borrow().owned(&stream, partition);
             if let Some(part) = part {
-                part.keep_shipped_state(consumer, state);
+                part.keep_shipped_state(consumer, state, Some((from, seq)));
+            }
+        }
+        GroupIn::Held {
+            from,
+            stream,
+            partition,
+            consumer,
+            seq,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
+            if let Some(part) = part {
+                part.consumer_state_held(&consumer, from, seq);
             }
         }
         GroupIn::Offsets { group, saved } => {
@@ -113,14 +130,15 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
     }
 }
 
-/// Sends a consumer's state (or its deletion, with `state` empty) to the other nodes holding a
-/// copy of the partition: a client that reconnects to one of them finds the consumer there,
-/// where it left it.
+/// Sends a consumer's state (or its deletion, with `state` empty), numbered `seq`, to the other
+/// nodes holding a copy of the partition: a client that reconnects to one of them finds the
+/// consumer there, where it left it. Each answers with `Held` once it keeps it durably.
 pub fn ship_consumer_state(
     shard: &StreamShard,
     config: &StreamConfig,
     partition: u32,
     consumer: &str,
+    seq: u64,
     state: &[u8],
 ) {
     let Some(me) = shard.core.config.cluster.as_ref().map(|c| c.name.as_str()) else {
@@ -131,6 +149,7 @@ pub fn ship_consumer_state(
         stream: &config.name,
         partition,
         consumer,
+        seq,
         state,
     }
     .encode(&mut out);
@@ -138,6 +157,26 @@ pub fn ship_consumer_state(
     for node in config.placement.iter().filter(|n| n.as_str() != me) {
         shard.cluster_send(node, frame.clone());
     }
+}
+
+/// Tells node `to` that this node keeps a consumer's state it sent, numbered `seq`, durably.
+pub fn confirm_consumer_state(
+    shard: &StreamShard,
+    to: &str,
+    stream: &str,
+    partition: u32,
+    consumer: &str,
+    seq: u64,
+) {
+    let mut out = BytesMut::with_capacity(64 + stream.len() + consumer.len());
+    ClusterFrame::Held {
+        stream,
+        partition,
+        consumer,
+        seq,
+    }
+    .encode(&mut out);
+    shard.cluster_send(to, out.freeze());
 }
 
 /// The frame answering the forwarded publish `id`.

@@ -39,7 +39,8 @@ use sluice_storage::PartitionLog;
 
 use self::driver::{drive, read_entries};
 pub use self::links::{
-    forwarded_frame, receive, route_from_links, ship_consumer_state, FORWARD_SHARD_SHIFT,
+    confirm_consumer_state, forwarded_frame, receive, route_from_links, ship_consumer_state,
+    FORWARD_SHARD_SHIFT,
 };
 use self::store::{Cached, Saved, SavedConf, Store, FETCH_BYTES_MAX};
 use self::terms::TermStart;
@@ -182,6 +183,11 @@ impl Group {
 
     pub fn status(&self) -> GroupStatus {
         *self.status.borrow()
+    }
+
+    /// Wakes the group's driver.
+    pub fn wake(&self) {
+        self.wake.notify();
     }
 
     /// A consensus message from a peer.
@@ -362,6 +368,9 @@ impl Group {
             return;
         }
         if node.raft.state == StateRole::Leader {
+            if self.part.upgrade().is_some_and(|p| p.checks_restoring()) {
+                return; // Checked once the checks are read back (`Partition::refresh_checks`).
+            }
             let items = self.checked_here(shard);
             let first = node.raft.raft_log.last_index() + 1;
             let term = node.raft.term;
