@@ -4,13 +4,19 @@
 
 mod common;
 
+use std::cell::RefCell;
+
 use common::cluster::node;
 use common::replicated::{read_all, stream_on_shard, Cluster, ReferenceCluster, NAMES};
 use common::{python_client, run_python_client, DataDir, Ports, ReferenceNats};
 
-/// Runs a client script with `args`, and calls `kill` once the client prints `first` (the script
-/// then reads a line); checks that it ends with "ok". False if nats-py is not installed.
-fn run_killing_client(script: &str, args: &[&str], first: &str, kill: impl FnOnce()) -> bool {
+/// What the test does when the client prints a line.
+type Step<'a> = (&'a str, Box<dyn FnOnce() + 'a>);
+
+/// Runs a client script with `args`; at each step, once the client prints the step's line, runs
+/// its action and tells the client (which reads a line). Checks that it ends with "ok". False if
+/// nats-py is not installed.
+fn run_stepped_client(script: &str, args: &[&str], steps: Vec<Step<'_>>) -> bool {
     use std::io::{BufRead, BufReader, Write};
     let Some(mut command) = python_client(script) else {
         return false;
@@ -22,10 +28,13 @@ fn run_killing_client(script: &str, args: &[&str], first: &str, kill: impl FnOnc
         .spawn()
         .expect("start the client");
     let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let said = lines.next().and_then(Result::ok);
-    assert_eq!(said.as_deref(), Some(first), "the client's first part");
-    kill();
-    writeln!(client.stdin.take().expect("stdin")).expect("tell the client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    for (line, action) in steps {
+        let said = lines.next().and_then(Result::ok);
+        assert_eq!(said.as_deref(), Some(line), "the client's step");
+        action();
+        writeln!(stdin).expect("tell the client");
+    }
     let last = lines.next().and_then(Result::ok);
     assert!(
         client.wait().expect("the client").success(),
@@ -33,6 +42,12 @@ fn run_killing_client(script: &str, args: &[&str], first: &str, kill: impl FnOnc
     );
     assert_eq!(last.as_deref(), Some("ok"));
     true
+}
+
+/// Runs a client script with `args`, and calls `kill` once the client prints `first` (the script
+/// then reads a line); checks that it ends with "ok". False if nats-py is not installed.
+fn run_killing_client(script: &str, args: &[&str], first: &str, kill: impl FnOnce()) -> bool {
+    run_stepped_client(script, args, vec![(first, Box::new(kill))])
 }
 
 /// Runs `tests/py/replicated_failover.py` against the node at `url` and calls `kill` (which kills
@@ -222,5 +237,28 @@ fn an_ack_answered_to_ack_sync_is_kept_on_a_nats_server_cluster_too() {
         &[&urls[0], &urls[1], "ACKS"],
         "acked",
         || drop(first),
+    );
+}
+
+#[test]
+fn a_node_taking_a_consumer_up_starts_from_the_acks_a_majority_kept_not_only_its_own() {
+    let mut cluster = Cluster::start_with(true);
+    let stream = stream_on_shard("TAKEN", 1);
+    let urls: Vec<String> = (0..2)
+        .map(|i| format!("nats://{}", cluster.ports[i].nats))
+        .collect();
+    let first = RefCell::new(cluster.nodes[0].take());
+    let cluster = &cluster;
+    run_stepped_client(
+        "ack_kept.py",
+        &[&urls[0], &urls[1], &stream, "pause"],
+        vec![
+            // The consumer's states now reach the third node only: its acks are kept there.
+            ("taken", Box::new(|| cluster.cut_between(0, 1, true))),
+            (
+                "acked",
+                Box::new(|| first.borrow_mut().take().expect("n1").kill()),
+            ),
+        ],
     );
 }

@@ -19,6 +19,7 @@
 //!                    | state (empty: gone)
 //! Offsets:   kind 11 | Kafka group (u16 len, UTF-8) | committed offsets
 //! Held:      kind 12 | stream | partition u32 | consumer | seq u64
+//! Ask:       kind 13 | stream | partition u32 | consumer
 //! ```
 //!
 //! Each side of a new link says once where its clients reach it (`Clients`), so that every node
@@ -103,6 +104,8 @@ pub enum ClusterFrame<'a> {
     },
     /// A consumer's state in a replicated partition, as last saved where it runs (JSON), or
     /// empty once the consumer is deleted; `seq` counts the states the sending node sent of it.
+    /// With `seq` 0, the answer to an `Ask`: the latest state the sending node keeps (empty:
+    /// none).
     Consumer {
         stream: &'a str,
         partition: u32,
@@ -118,6 +121,12 @@ pub enum ClusterFrame<'a> {
         partition: u32,
         consumer: &'a str,
         seq: u64,
+    },
+    /// Which state of a consumer the receiving node keeps: answered by a `Consumer` of `seq` 0.
+    Ask {
+        stream: &'a str,
+        partition: u32,
+        consumer: &'a str,
     },
 }
 
@@ -142,6 +151,7 @@ const KIND_CLIENTS: u8 = 9;
 const KIND_CONSUMER: u8 = 10;
 const KIND_OFFSETS: u8 = 11;
 const KIND_HELD: u8 = 12;
+const KIND_ASK: u8 = 13;
 
 const REFUSE_ITSELF: u8 = 1;
 const REFUSE_OTHER: u8 = 2;
@@ -260,6 +270,16 @@ impl ClusterFrame<'_> {
                 put_str(out, consumer);
                 out.put_u64(*seq);
             }
+            ClusterFrame::Ask {
+                stream,
+                partition,
+                consumer,
+            } => {
+                out.put_u8(KIND_ASK);
+                put_str(out, stream);
+                out.put_u32(*partition);
+                put_str(out, consumer);
+            }
             ClusterFrame::Offsets { group, saved } => {
                 out.put_u8(KIND_OFFSETS);
                 put_str(out, group);
@@ -338,6 +358,11 @@ impl ClusterFrame<'_> {
                 partition: reader.u32()?,
                 consumer: reader.str()?,
                 seq: reader.u64()?,
+            },
+            KIND_ASK => ClusterFrame::Ask {
+                stream: reader.str()?,
+                partition: reader.u32()?,
+                consumer: reader.str()?,
             },
             KIND_OFFSETS => ClusterFrame::Offsets {
                 group: reader.str()?,
@@ -517,6 +542,11 @@ mod tests {
             partition: 1,
             consumer: "workers",
             seq: 3,
+        });
+        round_trip(ClusterFrame::Ask {
+            stream: "orders",
+            partition: 1,
+            consumer: "workers",
         });
         round_trip(ClusterFrame::Offsets {
             group: "billing",

@@ -51,6 +51,7 @@ proptest! {
             ClusterFrame::Clients { native: &reason, nats: &stream, kafka: &reason },
             ClusterFrame::Consumer { stream: &stream, partition, consumer: &reason, seq: id, state: &body },
             ClusterFrame::Held { stream: &stream, partition, consumer: &reason, seq: id },
+            ClusterFrame::Ask { stream: &stream, partition, consumer: &reason },
             ClusterFrame::Offsets { group: &reason, saved: &body },
         ];
         for frame in frames {

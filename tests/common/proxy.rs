@@ -140,19 +140,24 @@ impl Links {
             .collect()
     }
 
+    /// Cuts (or heals) the links between nodes `i` and `j`.
+    pub fn cut_between(&self, i: usize, j: usize, cut: bool) {
+        for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
+            .into_iter()
+            .flatten()
+        {
+            if cut {
+                proxy.cut();
+            } else {
+                proxy.heal();
+            }
+        }
+    }
+
     /// Cuts (or heals) every link between node `i` and the others.
     pub fn isolate(&self, i: usize, cut: bool) {
         for j in (0..self.proxies.len()).filter(|&j| j != i) {
-            for proxy in [&self.proxies[i][j], &self.proxies[j][i]]
-                .into_iter()
-                .flatten()
-            {
-                if cut {
-                    proxy.cut();
-                } else {
-                    proxy.heal();
-                }
-            }
+            self.cut_between(i, j, cut);
         }
     }
 }

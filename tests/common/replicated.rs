@@ -63,6 +63,14 @@ impl Cluster {
         node(&self.dirs[i], &self.ports[i], NAMES[i], &all)
     }
 
+    /// Cuts (or heals) the links between nodes `i` and `j`.
+    pub fn cut_between(&self, i: usize, j: usize, cut: bool) {
+        self.links
+            .as_ref()
+            .expect("links through proxies")
+            .cut_between(i, j, cut);
+    }
+
     /// Cuts (or heals) every link between node `i` and the others.
     pub fn isolate(&self, i: usize, cut: bool) {
         self.links

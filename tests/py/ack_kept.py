@@ -5,7 +5,8 @@ the consumer goes on: the 10 acked never come again, the 10 taken and not acked 
 the rest follow.
 
 Prints "acked" once the 10 acks are answered, reads a line once the node is dead, and prints "ok"
-when every check holds."""
+when every check holds. With "pause" after the arguments, prints "taken" and reads a line before
+it acks (the test cuts the link between the first two nodes then)."""
 
 import asyncio
 import sys
@@ -17,7 +18,7 @@ from nats.js.api import ConsumerConfig
 TOTAL = 40
 
 
-async def main(first, second, stream):
+async def main(first, second, stream, pause):
     nc = await nats.connect(first, allow_reconnect=False)
     js = nc.jetstream()
     # A cluster that just started may not take streams at once.
@@ -35,6 +36,9 @@ async def main(first, second, stream):
     sub = await js.pull_subscribe(f"{stream}.t", durable="workers", config=config)
     taken = await sub.fetch(20, timeout=10)
     assert len(taken) == 20, len(taken)
+    if pause:
+        print("taken", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for message in taken[:10]:
         await message.ack_sync(timeout=5)
     print("acked", flush=True)
@@ -62,4 +66,4 @@ async def main(first, second, stream):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:] == ["pause"]))

@@ -213,7 +213,8 @@ async fn run_link(
                 Ok(Received::Group(mut item)) => {
                     if let GroupIn::Forward { from, .. }
                     | GroupIn::Consumer { from, .. }
-                    | GroupIn::Held { from, .. } = &mut item
+                    | GroupIn::Held { from, .. }
+                    | GroupIn::Ask { from, .. } = &mut item
                     {
                         *from = peer.to_string();
                     }

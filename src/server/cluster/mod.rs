@@ -162,6 +162,13 @@ pub enum GroupIn {
         consumer: String,
         seq: u64,
     },
+    /// Node `from` asks which state of a consumer this node keeps.
+    Ask {
+        from: String,
+        stream: String,
+        partition: u32,
+        consumer: String,
+    },
     /// A Kafka group's committed offsets, as saved by its coordinator.
     Offsets { group: String, saved: Vec<u8> },
 }

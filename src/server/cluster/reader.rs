@@ -88,6 +88,16 @@ impl LinkReader {
                         consumer: consumer.to_string(),
                         seq,
                     }),
+                    ClusterFrame::Ask {
+                        stream,
+                        partition,
+                        consumer,
+                    } => Received::Group(GroupIn::Ask {
+                        from: String::new(),
+                        stream: stream.to_string(),
+                        partition,
+                        consumer: consumer.to_string(),
+                    }),
                     ClusterFrame::Offsets { group, saved } => Received::Group(GroupIn::Offsets {
                         group: group.to_string(),
                         saved: saved.to_vec(),

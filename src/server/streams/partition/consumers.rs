@@ -88,7 +88,7 @@ impl Partition {
         let from_first = self.damaged.borrow_mut().remove(name);
         // A replicated partition's consumer that ran on another node goes on from where it
         // was last saved there.
-        let shipped = self.shipped_state(name).await;
+        let shipped = self.latest_shipped_state(name).await;
         let created = PartConsumer::start(
             shard,
             config.clone(),
@@ -444,6 +444,62 @@ impl Partition {
         }
     }
 
+    /// The furthest on of the state of a consumer sent here and those a majority of the copies'
+    /// nodes keep (asked now, for `CONSUMER_ASK_WAIT` at most): an ack answered once kept is in
+    /// a state a majority keeps, which may not have reached this node.
+    async fn latest_shipped_state(&self, name: &str) -> Option<SavedState> {
+        let own = self.shipped_state(name).await;
+        let Some(shard) = self.opener.shard.upgrade() else {
+            return own;
+        };
+        let me = shard.core.config.cluster.as_ref().map(|c| c.name.as_str());
+        let (Some(me), true) = (me, self.config.is_replicated()) else {
+            return own;
+        };
+        self.asks.borrow_mut().insert(name.to_string(), Vec::new());
+        for node in self.config.placement.iter().filter(|n| n.as_str() != me) {
+            replica::ask_consumer_state(&shard, node, &self.config.name, self.index, name);
+        }
+        let needed = self.config.placement.len() / 2;
+        let answered = || self.asks.borrow().get(name).map_or(0, Vec::len) >= needed;
+        futures_lite::future::or(self.answered.wait_until(answered), async {
+            glommio::timer::sleep(CONSUMER_ASK_WAIT).await;
+        })
+        .await;
+        let answers = self.asks.borrow_mut().remove(name).unwrap_or_default();
+        answers
+            .into_iter()
+            .flatten()
+            .chain(own)
+            .reduce(|a, b| if further(&b, &a) { b } else { a })
+    }
+
+    /// Another node's answer to `latest_shipped_state`'s question (empty: it keeps none).
+    pub fn consumer_state_answer(&self, consumer: &str, state: &[u8]) {
+        if let Some(answers) = self.asks.borrow_mut().get_mut(consumer) {
+            answers.push(serde_json::from_slice(state).ok());
+        }
+        self.answered.notify_all();
+    }
+
+    /// Answers node `from`'s question about the state of a consumer kept here.
+    pub fn answer_consumer_ask(&self, from: String, consumer: String) {
+        let Some(part) = self.opener.me.upgrade() else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            let state = part.shipped_state(&consumer).await;
+            let json = state
+                .and_then(|s| serde_json::to_vec(&s).ok())
+                .unwrap_or_default();
+            if let Some(shard) = part.opener.shard.upgrade() {
+                let (stream, index) = (&part.config.name, part.index);
+                replica::answer_consumer_state(&shard, &from, stream, index, &consumer, &json);
+            }
+        })
+        .detach();
+    }
+
     /// Starts a consumer that does not run here from the state another node sent, if there is
     /// one: a client that reconnected here finds it.
     async fn take_up_shipped(&self, name: &str) {
@@ -453,6 +509,7 @@ impl Partition {
         let Some(shard) = self.opener.shard.upgrade() else {
             return;
         };
+        // Only for its config: `consumer_or_create` asks the other nodes for the latest state.
         let Some(saved) = self.shipped_state(name).await else {
             return;
         };

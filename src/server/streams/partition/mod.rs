@@ -175,6 +175,10 @@ pub struct Partition {
     sent: RefCell<HashMap<String, consumers::Sent>>,
     /// Notified when another node says it keeps a state this node sent.
     held: Event,
+    /// Consumers this node asked the other nodes' states of, with the answers so far (`None`: that
+    /// node keeps none), and the event their answers notify.
+    asks: RefCell<HashMap<String, Vec<Option<SavedState>>>>,
+    answered: Event,
 }
 
 /// A body waiting for the next append: the offsets it takes (a Kafka record batch takes one per
@@ -197,6 +201,10 @@ const RESTORE_READ_BYTES: usize = 1024 * 1024;
 /// Longest a new leader waits for its entries to become durable before it checks publishes
 /// without the rest (a sync that never ends stops the group anyway).
 const LEADER_RESTORE_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// How long a node taking a consumer up waits for the other nodes to say which state of it they
+/// keep.
+const CONSUMER_ASK_WAIT: Duration = Duration::from_millis(500);
 
 /// The subject, header block and payload of a stored publish frame.
 fn publish_parts(frame: &Frame) -> Option<(&str, &[u8], &[u8])> {
@@ -310,6 +318,8 @@ impl Partition {
             shipped_writing: Cell::new(false),
             sent: RefCell::new(HashMap::new()),
             held: Event::default(),
+            asks: RefCell::new(HashMap::new()),
+            answered: Event::default(),
         });
         if let Some(why) = refused {
             tracing::error!(stream = %part.config.name, partition = index, %why, "partition refused");

@@ -31,6 +31,9 @@ pub async fn route_from_links(shard: Rc<StreamShard>, cluster: Rc<Cluster>) {
             }
             | GroupIn::Held {
                 stream, partition, ..
+            }
+            | GroupIn::Ask {
+                stream, partition, ..
             } => owner(&shard, stream, *partition),
             GroupIn::Forwarded { id, .. } => ShardId((id >> FORWARD_SHARD_SHIFT) as u32),
             GroupIn::Offsets { group, .. } => {
@@ -103,8 +106,21 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
             state,
         } => {
             let part = shard.streams.borrow().owned(&stream, partition);
+            match part {
+                Some(part) if seq == 0 => part.consumer_state_answer(&consumer, &state),
+                Some(part) => part.keep_shipped_state(consumer, state, Some((from, seq))),
+                None => {}
+            }
+        }
+        GroupIn::Ask {
+            from,
+            stream,
+            partition,
+            consumer,
+        } => {
+            let part = shard.streams.borrow().owned(&stream, partition);
             if let Some(part) = part {
-                part.keep_shipped_state(consumer, state, Some((from, seq)));
+                part.answer_consumer_ask(from, consumer);
             }
         }
         GroupIn::Held {
@@ -159,6 +175,48 @@ pub fn ship_consumer_state(
     }
 }
 
+/// Sends one frame about a consumer to node `to`.
+fn send_to(shard: &StreamShard, to: &str, frame: ClusterFrame<'_>) {
+    let mut out = BytesMut::with_capacity(256);
+    frame.encode(&mut out);
+    shard.cluster_send(to, out.freeze());
+}
+
+/// Asks node `to` which state of a consumer it keeps.
+pub fn ask_consumer_state(
+    shard: &StreamShard,
+    to: &str,
+    stream: &str,
+    partition: u32,
+    consumer: &str,
+) {
+    let frame = ClusterFrame::Ask {
+        stream,
+        partition,
+        consumer,
+    };
+    send_to(shard, to, frame);
+}
+
+/// Answers node `to`'s `Ask` with the state of a consumer this node keeps (empty: none).
+pub fn answer_consumer_state(
+    shard: &StreamShard,
+    to: &str,
+    stream: &str,
+    partition: u32,
+    consumer: &str,
+    state: &[u8],
+) {
+    let frame = ClusterFrame::Consumer {
+        stream,
+        partition,
+        consumer,
+        seq: 0,
+        state,
+    };
+    send_to(shard, to, frame);
+}
+
 /// Tells node `to` that this node keeps a consumer's state it sent, numbered `seq`, durably.
 pub fn confirm_consumer_state(
     shard: &StreamShard,
@@ -168,15 +226,13 @@ pub fn confirm_consumer_state(
     consumer: &str,
     seq: u64,
 ) {
-    let mut out = BytesMut::with_capacity(64 + stream.len() + consumer.len());
-    ClusterFrame::Held {
+    let frame = ClusterFrame::Held {
         stream,
         partition,
         consumer,
         seq,
-    }
-    .encode(&mut out);
-    shard.cluster_send(to, out.freeze());
+    };
+    send_to(shard, to, frame);
 }
 
 /// The frame answering the forwarded publish `id`.

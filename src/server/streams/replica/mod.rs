@@ -39,8 +39,8 @@ use sluice_storage::PartitionLog;
 
 use self::driver::{drive, read_entries};
 pub use self::links::{
-    confirm_consumer_state, forwarded_frame, receive, route_from_links, ship_consumer_state,
-    FORWARD_SHARD_SHIFT,
+    answer_consumer_state, ask_consumer_state, confirm_consumer_state, forwarded_frame, receive,
+    route_from_links, ship_consumer_state, FORWARD_SHARD_SHIFT,
 };
 use self::store::{Cached, Saved, SavedConf, Store, FETCH_BYTES_MAX};
 use self::terms::TermStart;
