@@ -144,26 +144,7 @@ impl Partition {
             *self.agreed.borrow_mut() = Some(checks.clone());
             self.agreed_end.set(offset);
             if let Some(end) = leads {
-                // What the limits of these records remove is left to their agreement, as for
-                // any record.
-                let mut ignored = Removal::default();
-                let mut from = offset;
-                let deadline = std::time::Instant::now() + LEADER_RESTORE_WAIT_MAX;
-                loop {
-                    from = self
-                        .take_in_log(log, from, true, &mut checks, &mut ignored)
-                        .await;
-                    if from >= end || std::time::Instant::now() >= deadline {
-                        break;
-                    }
-                    // Entries appended and not yet durable (a sync under way).
-                    glommio::timer::sleep(Duration::from_millis(2)).await;
-                }
-                if from < end {
-                    tracing::warn!(stream = %self.config.name, partition = self.index, from, end,
-                        "a new leader's entries did not become durable in time; publish checks \
-                         go on without the rest");
-                }
+                self.take_in_lead(log, offset, end, &mut checks).await;
             }
         }
         *self.checks.borrow_mut() = Some(checks);
@@ -173,6 +154,51 @@ impl Partition {
             .retain(|&o| !self.deleted.borrow().contains(o));
         if !derived.offsets.is_empty() || derived.below.is_some() {
             self.apply_removal(log, derived).await;
+        }
+    }
+
+    /// A new leader's publish checks: the agreed ones, and every record past them up to `end`
+    /// (the end of its group's entries), waiting for those not durable yet. A partition without
+    /// agreed checks reads them all back from the log.
+    pub(super) async fn lead_checks(&self, log: &PartitionLog, end: u64) {
+        let agreed = {
+            let agreed = self.agreed.borrow();
+            agreed.clone().map(|checks| (checks, self.agreed_end.get()))
+        };
+        let Some((mut checks, from)) = agreed else {
+            self.restore_checks(log, Some(end)).await;
+            return;
+        };
+        self.take_in_lead(log, from, end, &mut checks).await;
+        *self.checks.borrow_mut() = Some(checks);
+        self.checks_first.set(log.first_offset());
+    }
+
+    /// Takes the records from `from` up to `end` into a new leader's `checks`, waiting for those
+    /// not durable yet (a sync under way); what their limits remove is left to their agreement,
+    /// as for any record.
+    async fn take_in_lead(
+        &self,
+        log: &PartitionLog,
+        mut from: u64,
+        end: u64,
+        checks: &mut PublishChecks,
+    ) {
+        let mut ignored = Removal::default();
+        let deadline = std::time::Instant::now() + LEADER_RESTORE_WAIT_MAX;
+        loop {
+            from = self
+                .take_in_log(log, from, true, checks, &mut ignored)
+                .await;
+            if from >= end || std::time::Instant::now() >= deadline {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        }
+        if from < end {
+            tracing::warn!(stream = %self.config.name, partition = self.index, from, end,
+                "a new leader's entries did not become durable in time; publish checks go on \
+                 without the rest");
         }
     }
 

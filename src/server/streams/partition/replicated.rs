@@ -36,7 +36,10 @@ impl Partition {
         let part = self.clone();
         glommio::spawn_local(async move {
             let _in_use = part.in_use();
-            part.restore_checks(&log, Some(end)).await;
+            let started = std::time::Instant::now();
+            part.lead_checks(&log, end).await;
+            tracing::debug!(stream = %part.config.name, partition = part.index, end,
+                took_ms = started.elapsed().as_millis() as u64, "a new leader's publish checks are read");
             part.checks_restoring.set(false);
             if let Some(group) = part.group() {
                 group.wake();
