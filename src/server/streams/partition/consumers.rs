@@ -414,10 +414,15 @@ impl Partition {
         }));
     }
 
-    /// Numbers the next state of a consumer sent from here.
+    /// Numbers the next state of a consumer sent from here. The first is the time (in
+    /// nanoseconds), so that the numbers of a consumer started again here (after a restart) are
+    /// above those it sent before: a late `Held` for an earlier state never counts for a new one.
     fn next_sent(&self, consumer: &str) -> u64 {
         let mut sent = self.sent.borrow_mut();
-        let sent = sent.entry(consumer.to_string()).or_default();
+        let sent = sent.entry(consumer.to_string()).or_insert_with(|| Sent {
+            seq: sluice_storage::now_ns(),
+            held: HashMap::new(),
+        });
         sent.seq += 1;
         sent.seq
     }
@@ -584,7 +589,6 @@ pub(super) struct Shipped {
 
 /// The states of one of this node's consumers sent to the other nodes: the last one's number,
 /// and the latest each node keeps.
-#[derive(Default)]
 pub(super) struct Sent {
     seq: u64,
     held: HashMap<String, u64>,
