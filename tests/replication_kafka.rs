@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
+use std::process::{Child, ChildStdin, Stdio};
 
 use common::replicated::Cluster;
 
@@ -54,84 +54,87 @@ fn kafka_batches_on_a_replicated_topic_take_consecutive_offsets_on_every_node() 
     assert_eq!(logs[1], logs[2]);
 }
 
+/// A Kafka client script run with every node's Kafka address and a topic, driven through a node's
+/// death: the node its first line names (after `prefix`) is killed, and the client is told the
+/// nodes left.
+struct Killing {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Box<dyn Iterator<Item = String>>,
+    /// The node killed.
+    killed: usize,
+}
+
+impl Killing {
+    fn start(cluster: &mut Cluster, script: &str, topic: &str, prefix: &str) -> Option<Killing> {
+        let mut command = common::python_client(script)?;
+        let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
+        let mut child = command
+            .args([servers.join(",").as_str(), topic])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the client");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .map_while(Result::ok);
+        let first = lines.next().expect("the client's first line");
+        let named = first.strip_prefix(prefix).expect("a node named");
+        let killed = servers
+            .iter()
+            .position(|s| s == named)
+            .unwrap_or_else(|| panic!("{named} is none of {servers:?}"));
+        cluster.nodes[killed].take().expect("the node named").kill();
+        let left: Vec<&str> = (0..3)
+            .filter(|i| *i != killed)
+            .map(|i| servers[i].as_str())
+            .collect();
+        writeln!(stdin, "{}", left.join(",")).expect("tell the client");
+        Some(Killing {
+            child,
+            stdin,
+            lines: Box::new(lines),
+            killed,
+        })
+    }
+
+    /// Waits for the client, which must end with "ok".
+    fn finish(mut self) {
+        let rest: Vec<String> = self.lines.collect();
+        assert!(self.child.wait().expect("the client").success(), "{rest:?}");
+        assert_eq!(rest, ["ok"]);
+    }
+}
+
 #[test]
 fn a_kafka_producer_goes_on_through_the_new_leader_when_its_leader_dies() {
-    let Some(command) = common::python_client("kafka_failover.py") else {
-        return;
-    };
     let mut cluster = Cluster::start();
     let topic = "jobs.failover";
-    let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
-    let mut command = command;
-    let mut child = command
-        .args([servers.join(",").as_str(), topic])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok);
-    let first = lines.next().expect("the client's first line");
-    let leader = first.strip_prefix("leader ").expect("the leader's address");
-    let leading = servers
-        .iter()
-        .position(|s| s == leader)
-        .unwrap_or_else(|| panic!("{leader} is none of {servers:?}"));
+    let Some(client) = Killing::start(&mut cluster, "kafka_failover.py", topic, "leader ") else {
+        return;
+    };
     // The topic took the cluster's size as its replication factor.
     assert_eq!(topic_stream(&cluster, topic).replicas, 3);
-
-    cluster.nodes[leading].take().expect("the leader").kill();
-    let left: Vec<&str> = (0..3)
-        .filter(|i| *i != leading)
-        .map(|i| servers[i].as_str())
-        .collect();
-    writeln!(stdin, "{}", left.join(",")).expect("tell the client");
-    let rest: Vec<String> = lines.collect();
-    assert!(child.wait().expect("the client").success(), "{rest:?}");
-    assert_eq!(rest, ["ok"]);
+    client.finish();
 }
 
 #[test]
 fn a_kafka_group_has_one_coordinator_and_its_commits_outlive_the_coordinators_node() {
-    let Some(mut command) = common::python_client("kafka_groups_cluster.py") else {
+    let mut cluster = Cluster::start();
+    let topic = "jobs.grouped";
+    let script = "kafka_groups_cluster.py";
+    let Some(mut client) = Killing::start(&mut cluster, script, topic, "coordinator ") else {
         return;
     };
-    let mut cluster = Cluster::start();
-    let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
-    let mut child = command
-        .args([servers.join(",").as_str(), "jobs.grouped"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
-        .lines()
-        .map_while(Result::ok);
-    let first = lines.next().expect("the client's first line");
-    let coordinator = first.strip_prefix("coordinator ").expect("the coordinator");
-    let at = servers
-        .iter()
-        .position(|s| s == coordinator)
-        .unwrap_or_else(|| panic!("{coordinator} is none of {servers:?}"));
     // Created with a replication factor of 1, the topic is on every node all the same.
-    assert_eq!(topic_stream(&cluster, "jobs.grouped").replicas, 3);
-
-    cluster.nodes[at].take().expect("the coordinator").kill();
-    let left: Vec<&str> = (0..3)
-        .filter(|i| *i != at)
-        .map(|i| servers[i].as_str())
-        .collect();
-    writeln!(stdin, "{}", left.join(",")).expect("tell the client");
-    assert_eq!(lines.next().as_deref(), Some("resumed"));
+    assert_eq!(topic_stream(&cluster, topic).replicas, 3);
+    assert_eq!(client.lines.next().as_deref(), Some("resumed"));
 
     // Back, it coordinates the group again, from the commits made while it was away.
+    let at = client.killed;
     cluster.nodes[at] = Some(cluster.start_node(at));
     common::replicated::wait_for_peers_of(&cluster, at);
-    writeln!(stdin).expect("tell the client");
-    let rest: Vec<String> = lines.collect();
-    assert!(child.wait().expect("the client").success(), "{rest:?}");
-    assert_eq!(rest, ["ok"]);
+    writeln!(client.stdin).expect("tell the client");
+    client.finish();
 }

@@ -562,37 +562,30 @@ pub fn ack(
     let Some(reply) = reply else {
         return;
     };
-    match then_pull {
-        Some(request) => {
-            let (shard, conn) = (shard.clone(), conn.clone());
-            let (stream, consumer, reply) = (
-                at.stream.to_owned(),
-                at.consumer.to_owned(),
-                reply.to_owned(),
-            );
-            glommio::spawn_local(async move {
-                next(&shard, &conn, &stream, &consumer, &reply, &request).await;
-            })
-            .detach();
-        }
-        // Answered once the ack is kept, as nats-server answers once it is replicated: a client
-        // that heard back never gets the message again, whichever node takes the consumer up.
-        None if kind == AckKind::Ack => {
-            let (shard, conn) = (shard.clone(), conn.clone());
-            let (stream, consumer, reply) = (
-                at.stream.to_owned(),
-                at.consumer.to_owned(),
-                reply.to_owned(),
-            );
-            glommio::spawn_local(async move {
+    if then_pull.is_none() && kind != AckKind::Ack {
+        respond_status(&shard.core, &conn.client, reply, b"");
+        return;
+    }
+    let (shard, conn) = (shard.clone(), conn.clone());
+    let (stream, consumer, reply) = (
+        at.stream.to_owned(),
+        at.consumer.to_owned(),
+        reply.to_owned(),
+    );
+    glommio::spawn_local(async move {
+        match then_pull {
+            Some(request) => next(&shard, &conn, &stream, &consumer, &reply, &request).await,
+            // Answered once the ack is kept, as nats-server answers once it is replicated: a
+            // client that heard back never gets the message again, whichever node takes the
+            // consumer up.
+            None => {
                 if session::consumer_ack_kept(&shard, &stream, &consumer, partition).await {
                     respond_status(&shard.core, &conn.client, &reply, b"");
                 }
-            })
-            .detach();
+            }
         }
-        None => respond_status(&shard.core, &conn.client, reply, b""),
-    }
+    })
+    .detach();
 }
 
 /// An empty message (or a status) on a reply subject, for this connection's subscription to it.
