@@ -9,7 +9,9 @@ mod api;
 mod attach;
 mod capture;
 mod checks;
+mod cluster_view;
 mod consumer;
+mod consumer_calls;
 mod credit;
 mod dead_letter;
 mod deleted;
@@ -34,7 +36,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_protocol::jetstream::json::{ApiError, PubAckError};
 use sluice_protocol::jetstream::seq::seq_of;
-use sluice_protocol::op::{AckKind, Op, PubAck};
+use sluice_protocol::op::{Op, PubAck};
 use sluice_protocol::sublist::Sublist;
 use sluice_protocol::ErrorCode;
 
@@ -47,7 +49,11 @@ pub use capture::{
     ack_frame, append_from_peer, capture, capture_with_reply, captures, refuse_ack, resolve, AckTo,
     ReplyTo,
 };
+pub use cluster_view::{share_client_addrs, share_group_leader};
 pub use consumer::{Delivered, Member};
+pub use consumer_calls::{
+    consumer_ack, consumer_ack_kept, consumer_grant, consumer_pull, member_gone,
+};
 pub use credit::{
     arrive as consumer_arrive, returned as consumer_returned, take_back as consumer_take_back,
     DeliverySink,
@@ -55,7 +61,6 @@ pub use credit::{
 pub use dead_letter::dead_letter;
 use dead_letter::ensure_dead_letter_stream;
 pub use host::{set_host, ConsumerHost};
-use items::PartitionRequest;
 pub use items::{AckOutcome, CallItem, Item, PartitionReply, Peer, StreamItem};
 pub use partition::Partition;
 pub use registry::Registry;
@@ -621,100 +626,6 @@ fn forget_leftover(shard: &Rc<StreamShard>, stream: &str, index: u32) {
     .detach();
 }
 
-/// On shard 0: tells every shard where NATS and Kafka clients reach the cluster's nodes, each
-/// time a peer says where its clients connect or comes up or goes down, until the shard stops.
-pub async fn share_client_addrs(
-    shard: Rc<StreamShard>,
-    cluster: Rc<crate::server::cluster::Cluster>,
-) {
-    use futures_lite::future::or;
-    let me = shard.core.config.cluster.as_ref().map(|c| c.name.clone());
-    let mut up: Vec<String> = Vec::new();
-    loop {
-        let urls = cluster.nats_urls();
-        let kafka = cluster.kafka_addrs();
-        // A node that came up gets every Kafka group's offsets this node keeps: it may have
-        // missed commits while it was away, and may coordinate some of those groups now.
-        let came_up: Vec<String> = kafka
-            .iter()
-            .map(|(node, _)| node)
-            .filter(|node| Some(*node) != me.as_ref() && !up.contains(node))
-            .cloned()
-            .collect();
-        up = kafka.iter().map(|(node, _)| node.clone()).collect();
-        if !came_up.is_empty() {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                let frames = groups::saved_frames(&shard).await;
-                for node in &came_up {
-                    for frame in &frames {
-                        shard.cluster_send(node, frame.clone());
-                    }
-                }
-            })
-            .detach();
-        }
-        shard.broadcast(|| StreamItem::ClientAddrs {
-            nats: urls.clone(),
-            kafka: kafka.clone(),
-        });
-        shard.core.set_connect_urls(urls);
-        *shard.kafka_nodes.borrow_mut() = kafka;
-        let changed = or(
-            async {
-                cluster.clients_changed().await;
-                true
-            },
-            async {
-                shard.core.stopping.wait().await;
-                false
-            },
-        )
-        .await;
-        if !changed {
-            return;
-        }
-    }
-}
-
-/// From the shard that owns a replicated partition: records its group's leader (none: not known)
-/// here and tells the other shards, for the Kafka port's Metadata.
-pub fn share_group_leader(
-    shard: &StreamShard,
-    stream: &Arc<str>,
-    partition: u32,
-    leader: Option<(String, u64)>,
-) {
-    shard.broadcast(|| StreamItem::GroupLeader {
-        stream: stream.clone(),
-        partition,
-        leader: leader.clone(),
-    });
-    set_group_leader(shard, stream.clone(), partition, leader);
-}
-
-fn set_group_leader(
-    shard: &StreamShard,
-    stream: Arc<str>,
-    partition: u32,
-    leader: Option<(String, u64)>,
-) {
-    let mut leaders = shard.group_leaders.borrow_mut();
-    match leader {
-        Some(leader) => {
-            leaders.entry(stream).or_default().insert(partition, leader);
-        }
-        None => {
-            if let Some(partitions) = leaders.get_mut(&stream) {
-                partitions.remove(&partition);
-                if partitions.is_empty() {
-                    leaders.remove(&stream);
-                }
-            }
-        }
-    }
-}
-
 /// Opens a replicated partition's log at once: its group must take part in elections and
 /// follow its leader whether or not anything here uses it.
 fn open_if_replicated(part: &Partition) {
@@ -762,115 +673,6 @@ pub async fn close_all(shard: &Rc<StreamShard>) {
     }
 }
 
-/// A member's home says how much it may still take from a partition this shard owns.
-pub fn consumer_grant(
-    shard: &Rc<StreamShard>,
-    stream: &str,
-    consumer: &str,
-    partition: u32,
-    member: Member,
-    credit: u64,
-) {
-    let part = shard.streams.borrow().owned(stream, partition);
-    if let Some(part) = part {
-        part.grant(consumer, member, credit);
-    }
-}
-
-/// A client asks for more of a consumer's messages.
-pub fn consumer_pull(
-    shard: &Rc<StreamShard>,
-    conn: u64,
-    which: (&str, &str, u64),
-    count: u64,
-    expires_ms: u64,
-) -> Result<(), (ErrorCode, String)> {
-    credit::pull(shard, conn, which, count, expires_ms)
-}
-
-/// Routes a client's ack to the partition's owner.
-pub fn consumer_ack(
-    shard: &Rc<StreamShard>,
-    stream: &str,
-    consumer: &str,
-    partition: u32,
-    offset: u64,
-    kind: AckKind,
-    delay_ms: u64,
-) {
-    let owner = ShardId(shard_for(stream, partition, shard.core.shards as u32));
-    if owner == shard.core.id {
-        if let Some(part) = shard.streams.borrow().owned(stream, partition) {
-            // A client's delay is capped as ack waits are: no deadline past what an Instant holds.
-            let delay = Duration::from_millis(delay_ms.min(crate::api::ACK_WAIT_MS_MAX));
-            part.consumer_ack(consumer, offset, kind, delay);
-        }
-    } else {
-        shard.push_to(
-            owner,
-            StreamItem::ConsumerAck {
-                stream: stream.to_string(),
-                consumer: consumer.to_string(),
-                partition,
-                offset,
-                kind,
-                delay_ms,
-            },
-        );
-    }
-}
-
-/// How long an ack that asks to know it was kept waits for that.
-const ACK_KEPT_WITHIN: Duration = Duration::from_secs(2);
-
-/// Whether the acks of a consumer's partition sent before this call are kept: written down with
-/// its state and, for a replicated partition, kept by a majority of the copies' nodes (see
-/// `Partition::consumer_ack_kept`). Asked after the ack, on the same queue, so it comes after it.
-pub async fn consumer_ack_kept(
-    shard: &Rc<StreamShard>,
-    stream: &str,
-    consumer: &str,
-    partition: u32,
-) -> bool {
-    let owner = ShardId(shard_for(stream, partition, shard.core.shards as u32));
-    let request = PartitionRequest::AckKept {
-        stream: stream.to_string(),
-        partition,
-        consumer: consumer.to_string(),
-        within: ACK_KEPT_WITHIN,
-    };
-    let within = ACK_KEPT_WITHIN + Duration::from_secs(1);
-    matches!(
-        api::ask_shard_within(shard, owner, request, within).await,
-        Ok(PartitionReply::AckKept(true))
-    )
-}
-
-/// A connection closed: it leaves every consumer, here and on the other shards, and what it held
-/// goes back to delivery.
-pub fn member_gone(shard: &Rc<StreamShard>, from: ShardId, conn: u64) {
-    if from == shard.core.id {
-        credit::forget_conn(shard, conn);
-    }
-    let parts: Vec<Rc<Partition>> = shard
-        .joined
-        .borrow()
-        .values()
-        .filter_map(Weak::upgrade)
-        .collect();
-    for part in &parts {
-        part.member_gone(from, conn);
-    }
-    // A partition left with no member and nothing held is looked at again once one joins.
-    shard
-        .joined
-        .borrow_mut()
-        .retain(|_, part| part.upgrade().is_some_and(|p| p.may_have_members()));
-    if from == shard.core.id {
-        shard.broadcast(|| StreamItem::MemberGone { conn });
-    }
-}
-
 /// Applies a stream item from another shard.
 pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
     match item {
@@ -896,7 +698,7 @@ pub fn receive(shard: &Rc<StreamShard>, from: ShardId, item: StreamItem) {
             stream,
             partition,
             leader,
-        } => set_group_leader(shard, stream, partition, leader),
+        } => cluster_view::set_group_leader(shard, stream, partition, leader),
         StreamItem::ConsumerJoin {
             call,
             stream,
