@@ -106,6 +106,11 @@ pub struct StreamPurge {
     pub seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep: Option<u64>,
+    /// For a replicated stream, set by the node asked: the offset below which each partition is
+    /// purged, so that every copy removes the same messages (a purge keeping the newest, as that
+    /// node saw them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub below: Vec<u64>,
 }
 
 /// Moves a replicated stream's copy on node `from` to node `to`, a member holding none.

@@ -431,6 +431,7 @@ fn a_purge_or_a_deletion_through_any_node_removes_the_same_messages_everywhere()
         filter: None,
         seq: None,
         keep: None,
+        below: Vec::new(),
     };
     let purged: sluice::api::Purged = cluster
         .node(2)
@@ -458,6 +459,59 @@ fn a_purge_or_a_deletion_through_any_node_removes_the_same_messages_everywhere()
     };
     assert_eq!(times(0), times(1));
     assert_eq!(times(1), times(2));
+
+    // A purge keeping the newest, asked of one node, and one keeping the newest of a subject,
+    // asked of another: every copy keeps the same messages.
+    let purge = |node: usize, filter: Option<String>, keep: u64| {
+        let purge = sluice::api::StreamPurge {
+            name: stream.clone(),
+            filter,
+            seq: None,
+            keep: Some(keep),
+            below: Vec::new(),
+        };
+        let purged: sluice::api::Purged = cluster
+            .node(node)
+            .client()
+            .api(sluice::api::STREAM_PURGE, &purge)
+            .expect("purged");
+        purged.purged
+    };
+    // The messages a node holds, skipping those deleted from the middle.
+    let held = |i: usize| -> Vec<String> {
+        let client = cluster.node(i).client();
+        let info = client.stream_info(&stream).expect("stream info");
+        let part = &info.partitions[0];
+        let Some(last) = part.last_offset else {
+            return Vec::new();
+        };
+        (part.first_offset..=last)
+            .filter_map(|offset| client.stream_get(&stream, 0, offset).ok())
+            .map(|m| String::from_utf8(m.payload).expect("UTF-8 payload"))
+            .collect()
+    };
+    let each_holds = |want: &[String]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for (i, name) in NAMES.iter().enumerate() {
+            loop {
+                let held = held(i);
+                if held == want {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name} holds {held:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert_eq!(purge(1, None, 4), 6);
+    let mut want: Vec<String> = (6..10).map(|i| format!("new-{i:04}")).collect();
+    each_holds(&want);
+    let other = format!("{stream}.q");
+    publish_numbered(&cluster.node(2).client(), &other, "q", 0..3);
+    publish_numbered(&cluster.node(2).client(), &subject, "p", 0..2);
+    assert_eq!(purge(0, Some(other.clone()), 1), 2);
+    want.extend(["q-0002", "p-0000", "p-0001"].map(String::from));
+    each_holds(&want);
 }
 
 #[test]

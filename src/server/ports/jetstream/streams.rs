@@ -170,6 +170,7 @@ pub async fn purge(shard: &Rc<SessionShard>, conn: &Conn, name: &str, body: &[u8
         filter,
         seq: (request.seq > 0).then_some(request.seq),
         keep: (request.keep > 0).then_some(request.keep),
+        below: Vec::new(),
     };
     let body = serde_json::to_vec(&native).map_err(|e| ApiError::server_error(e.to_string()))?;
     let purged: api::Purged = native_call(shard, api::STREAM_PURGE, &body).await?;

@@ -104,16 +104,32 @@ pub(super) async fn replicated_removal(
         api::STREAM_PURGE => {
             let mut request: api::StreamPurge = serde_json::from_slice(body).ok()?;
             let config = stream_of(&request.name)?;
-            if !config.is_replicated() || request.keep.is_some() {
+            if !config.is_replicated() {
                 return None;
             }
-            if request.seq.is_none() {
-                let stream = info(shard, &request.name).await.ok()?;
-                let end = stream.partitions.iter().filter_map(|p| {
-                    let last = p.last_offset?;
-                    seq_of(p.partition, last, config.partitions)
-                });
-                request.seq = Some(end.max().unwrap_or(0) + 1);
+            // What the purge removes is decided here, from the messages this node sees (those
+            // agreed), so that every copy removes the same ones.
+            let stream = info(shard, &request.name).await.ok()?;
+            match (&request.filter, request.keep) {
+                (None, Some(keep)) => {
+                    request.below = (0..config.partitions)
+                        .map(|p| {
+                            let part = stream.partitions.iter().find(|i| i.partition == p);
+                            let next =
+                                part.map_or(0, |i| i.last_offset.map_or(i.first_offset, |l| l + 1));
+                            next.saturating_sub(keep)
+                        })
+                        .collect();
+                    request.keep = None;
+                }
+                _ if request.seq.is_none() => {
+                    let end = stream.partitions.iter().filter_map(|p| {
+                        let last = p.last_offset?;
+                        seq_of(p.partition, last, config.partitions)
+                    });
+                    request.seq = Some(end.max().unwrap_or(0) + 1);
+                }
+                _ => {}
             }
             serde_json::to_vec(&request).ok()
         }

@@ -279,7 +279,9 @@ async fn stream_purge(shard: &Rc<StreamShard>, body: &[u8]) -> ApiResult {
             seq.saturating_sub(1 + u64::from(partition))
                 .div_ceil(u64::from(config.partitions))
         };
+        let decided = request.below.get(partition as usize).copied();
         let to = match (&request.filter, request.seq, request.keep) {
+            _ if !request.below.is_empty() => PurgeTo::Below(decided.unwrap_or(0)),
             (Some(filter), seq, keep) => PurgeTo::Subjects {
                 filter: filter.clone(),
                 keep: keep.unwrap_or(0),

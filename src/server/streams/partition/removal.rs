@@ -129,8 +129,13 @@ impl Partition {
         keep: u64,
         below: Option<u64>,
     ) -> Result<u64, (ErrorCode, String)> {
-        let known = self
-            .checks
+        // A replicated partition's copies find the subjects in the checks of the records agreed,
+        // which every copy keeps up to date (a follower's own checks are not).
+        let source = match self.config.is_replicated() {
+            true => &self.agreed,
+            false => &self.checks,
+        };
+        let known = source
             .borrow()
             .as_ref()
             .filter(|c| c.keeps_all())
@@ -163,9 +168,11 @@ impl Partition {
             .await
             .map_err(|e| (ErrorCode::StorageFailed, e.to_string()))?;
         self.deleted.borrow_mut().insert(&doomed);
-        if let Some(checks) = self.checks.borrow_mut().as_mut() {
-            for (subject, gone) in &by_subject {
-                checks.deleted(subject, gone);
+        for checks in [&self.checks, &self.agreed] {
+            if let Some(checks) = checks.borrow_mut().as_mut() {
+                for (subject, gone) in &by_subject {
+                    checks.deleted(subject, gone);
+                }
             }
         }
         tracing::info!(stream = %self.config.name, partition = self.index, filter,
