@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! Group:     kind 6 | stream (u16 len, UTF-8) | partition u32 | consensus message
-//! Forward:   kind 7 | stream | partition u32 | id u64 | count u32 | body
+//! Forward:   kind 7 | stream | partition u32 | id u64 | count u32 | deadline u64 | body
 //! Forwarded: kind 8 | id u64 | 0 | offset u64
 //!                   | id u64 | 1 | code u16 | reason (u16 len, UTF-8)
 //! Clients:   kind 9 | native address (u16 len, UTF-8) | NATS address (empty: none)
@@ -87,6 +87,9 @@ pub enum ClusterFrame<'a> {
         partition: u32,
         id: u64,
         count: u32,
+        /// When the publisher stops waiting (milliseconds since the Unix epoch): a node that
+        /// gets the publish later refuses it rather than store it after what came next.
+        deadline_ms: u64,
         body: &'a [u8],
     },
     /// The outcome of the `Forward` with this id: the offset it was stored at, or an error code
@@ -210,6 +213,7 @@ impl ClusterFrame<'_> {
                 partition,
                 id,
                 count,
+                deadline_ms,
                 body,
             } => {
                 out.put_u8(KIND_FORWARD);
@@ -217,6 +221,7 @@ impl ClusterFrame<'_> {
                 out.put_u32(*partition);
                 out.put_u64(*id);
                 out.put_u32(*count);
+                out.put_u64(*deadline_ms);
                 out.put_slice(body);
             }
             ClusterFrame::Forwarded { id, result } => {
@@ -330,6 +335,7 @@ impl ClusterFrame<'_> {
                 partition: reader.u32()?,
                 id: reader.u64()?,
                 count: reader.u32()?,
+                deadline_ms: reader.u64()?,
                 body: std::mem::take(&mut reader.0),
             },
             KIND_FORWARDED => {
@@ -510,6 +516,7 @@ mod tests {
             partition: 0,
             id: 77,
             count: 1,
+            deadline_ms: 1_800_000_000_000,
             body: b"frame bytes",
         });
         round_trip(ClusterFrame::Forwarded {

@@ -45,7 +45,7 @@ proptest! {
     ) {
         let frames = [
             ClusterFrame::Group { stream: &stream, partition, message: &body },
-            ClusterFrame::Forward { stream: &stream, partition, id, count, body: &body },
+            ClusterFrame::Forward { stream: &stream, partition, id, count, deadline_ms: offset, body: &body },
             ClusterFrame::Forwarded { id, result: Ok(offset) },
             ClusterFrame::Forwarded { id, result: Err((code, &reason)) },
             ClusterFrame::Clients { native: &reason, nats: &stream, kafka: &reason },

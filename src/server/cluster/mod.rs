@@ -137,6 +137,7 @@ pub enum GroupIn {
         partition: u32,
         id: u64,
         count: u32,
+        deadline_ms: u64,
         body: Bytes,
     },
     /// The outcome of a publish this node forwarded.

@@ -49,6 +49,7 @@ impl LinkReader {
                         partition,
                         id,
                         count,
+                        deadline_ms,
                         body,
                     } => Received::Group(GroupIn::Forward {
                         from: String::new(),
@@ -56,6 +57,7 @@ impl LinkReader {
                         partition,
                         id,
                         count,
+                        deadline_ms,
                         body: Bytes::copy_from_slice(body),
                     }),
                     ClusterFrame::Clients { nats, kafka, .. } => Received::Clients {

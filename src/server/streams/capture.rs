@@ -182,7 +182,7 @@ pub fn resolve(shard: &Rc<StreamShard>, done: Done, outcome: AckOutcome) {
             },
         ),
         Done::Reply { subject } => reply_json(shard, &subject, &outcome),
-        Done::Peer { node, id } => {
+        Done::Peer { node, id, .. } => {
             let result = match &outcome.result {
                 Ok(offset) => Ok(*offset),
                 Err((code, why)) => Err((code.as_u16(), why.as_str())),

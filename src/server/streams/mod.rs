@@ -95,8 +95,12 @@ pub enum Done {
     /// produce with acks=1).
     Ordered { shard: ShardId, call: u64 },
     /// A publish another node forwarded to this one, the partition's leader: answered over the
-    /// cluster links.
-    Peer { node: String, id: u64 },
+    /// cluster links. Past `deadline` its publisher no longer waits: it is not stored then.
+    Peer {
+        node: String,
+        id: u64,
+        deadline: std::time::Instant,
+    },
 }
 
 /// The streams' state on one shard, beside the core shard it routes through: the streams' view,

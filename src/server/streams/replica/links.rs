@@ -79,18 +79,35 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
             partition,
             id,
             count,
+            deadline_ms,
             body,
         } => {
+            // A publish that comes after its publisher stopped waiting (it waited in a link's
+            // queue while the link was down) is not stored: its publisher has gone on, and it
+            // would be stored after what came next.
+            let left = deadline_ms.saturating_sub(now_ms());
             let part = shard.streams.borrow().owned(&stream, partition);
-            let Some(part) = part else {
-                let reply = forwarded_frame(
-                    id,
-                    Err((ErrorCode::NotFound.as_u16(), &format!("no stream {stream}"))),
-                );
-                shard.cluster_send(&from, reply);
-                return;
+            let refused = match part {
+                _ if left == 0 => Some((
+                    ErrorCode::Unavailable,
+                    "the publish reached the partition's leader after its deadline".to_string(),
+                )),
+                None => Some((ErrorCode::NotFound, format!("no stream {stream}"))),
+                Some(_) => None,
             };
-            part.enqueue_span(shard, body, count, Some(Done::Peer { node: from, id }));
+            if let Some((code, why)) = refused {
+                shard.cluster_send(&from, forwarded_frame(id, Err((code.as_u16(), &why))));
+                return;
+            }
+            let deadline = Instant::now() + Duration::from_millis(left);
+            let done = Done::Peer {
+                node: from,
+                id,
+                deadline,
+            };
+            if let Some(part) = part {
+                part.enqueue_span(shard, body, count, Some(done));
+            }
         }
         GroupIn::Forwarded { id, result } => {
             if let Some(group) = shard.take_forward(id) {
@@ -233,6 +250,13 @@ pub fn confirm_consumer_state(
         seq,
     };
     send_to(shard, to, frame);
+}
+
+/// Milliseconds since the Unix epoch: forwarded publishes carry their deadline so.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The frame answering the forwarded publish `id`.

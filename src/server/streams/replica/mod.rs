@@ -205,9 +205,17 @@ impl Group {
     /// `checked`: the leader's checks ran on them (and Kafka batches were cut into records).
     pub(super) fn submit(&self, items: Vec<Queued>, checked: bool) {
         let deadline = Instant::now() + DECIDE_TIMEOUT;
+        // A publish forwarded from another node keeps its publisher's deadline.
+        let deadline_of = |q: &Queued| match &q.done {
+            Some(Done::Peer { deadline: peer, .. }) => deadline.min(*peer),
+            _ => deadline,
+        };
         self.submitted
             .borrow_mut()
-            .extend(items.into_iter().map(|q| (q, deadline, checked)));
+            .extend(items.into_iter().map(|q| {
+                let deadline = deadline_of(&q);
+                (q, deadline, checked)
+            }));
         self.wake.notify();
     }
 
@@ -414,14 +422,17 @@ impl Group {
             return; // No leader yet: wait for one (or the deadline).
         };
         let items: Vec<(Queued, Instant, bool)> = self.submitted.borrow_mut().drain(..).collect();
+        let (now, now_ms) = (Instant::now(), links::now_ms());
         for (q, deadline, _) in items {
             let id = shard.next_forward_id();
             let mut out = BytesMut::with_capacity(q.body.len() + 64);
+            let left = deadline.saturating_duration_since(now).as_millis() as u64;
             ClusterFrame::Forward {
                 stream: &self.stream,
                 partition: self.partition,
                 id,
                 count: q.count,
+                deadline_ms: now_ms + left,
                 body: &q.body,
             }
             .encode(&mut out);
