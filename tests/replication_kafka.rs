@@ -9,10 +9,9 @@ use std::process::{Child, ChildStdin, Stdio};
 
 use common::replicated::Cluster;
 
-/// The stream serving a topic, as node 0 lists it.
+/// The stream serving a topic, as the first live node lists it.
 fn topic_stream(cluster: &Cluster, topic: &str) -> sluice::api::StreamConfig {
-    cluster
-        .node(0)
+    cluster.live()[0]
         .client()
         .stream_list()
         .expect("streams")
