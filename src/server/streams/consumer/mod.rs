@@ -442,10 +442,9 @@ impl PartConsumer {
         }
     }
 
-    /// Writes the state down now if it changed: once this returns `Ok`, everything applied
-    /// before the call is in a state written down (and given to `on_saved`).
-    pub async fn save_now(&self) -> Result<(), StateError> {
-        self.write_state().await
+    /// The state as it is now (for sending to the other nodes between writes).
+    pub fn state_now(&self) -> SavedState {
+        self.snapshot()
     }
 
     /// `save`, returning whether the write failed; the state stays dirty if it did.

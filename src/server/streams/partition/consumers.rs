@@ -225,26 +225,19 @@ impl Partition {
         }
     }
 
-    /// Once an ack applied before this call is kept: in the consumer's state written down here
-    /// and, for a replicated partition, kept durably by a majority of the copies' nodes (this one
-    /// counted), so that whichever node takes the consumer up next knows it. False if that is not
-    /// so within `within` (a write failed, or too few nodes answered). A consumer that does not
-    /// run here has nothing to keep.
+    /// Once an ack applied before this call is kept: applied here (acks reach the consumer
+    /// before this call does) and, for a replicated partition, held by a majority of the copies'
+    /// nodes (this one counted; each writes it down right after), so that whichever node takes
+    /// the consumer up next knows it. False if too few nodes answered within `within`. A consumer
+    /// that does not run here has nothing to keep.
     pub async fn consumer_ack_kept(&self, consumer: &str, within: Duration) -> bool {
         let Some(c) = self.consumers.borrow().get(consumer).cloned() else {
             return true;
         };
-        if c.save_now().await.is_err() {
-            return false;
-        }
         if !self.config.is_replicated() {
             return true;
         }
-        // Sent when the state was written (`ship_states_of`): the state with the ack is this one
-        // or an earlier one.
-        let Some(seq) = self.sent.borrow().get(consumer).map(|sent| sent.seq) else {
-            return false;
-        };
+        let seq = self.ship_now(&c).await;
         let others_needed = self.config.placement.len() / 2;
         let kept = || {
             self.sent.borrow().get(consumer).is_some_and(|sent| {
@@ -414,6 +407,33 @@ impl Partition {
         }));
     }
 
+    /// Sends a consumer's state as it is now to the other nodes, once for all the calls that come
+    /// while it waits its turn (the acks of one batch); the number it went under.
+    async fn ship_now(&self, c: &Rc<PartConsumer>) -> u64 {
+        let name = c.config.name.clone();
+        let waiting = self.shipping.borrow().get(&name).cloned();
+        if let Some(slot) = waiting {
+            slot.1.wait_until(|| slot.0.get().is_some()).await;
+            return slot.0.get().unwrap_or(0);
+        }
+        let slot: Rc<Shipping> = Rc::default();
+        self.shipping
+            .borrow_mut()
+            .insert(name.clone(), slot.clone());
+        futures_lite::future::yield_now().await;
+        self.shipping.borrow_mut().remove(&name);
+        let seq = self.next_sent(&name);
+        if let (Some(shard), Ok(json)) = (
+            self.opener.shard.upgrade(),
+            serde_json::to_vec(&c.state_now()),
+        ) {
+            replica::ship_consumer_state(&shard, &self.config, self.index, &name, seq, &json);
+        }
+        slot.0.set(Some(seq));
+        slot.1.notify_all();
+        seq
+    }
+
     /// Numbers the next state of a consumer sent from here. The first is the time (in
     /// nanoseconds), so that the numbers of a consumer started again here (after a restart) are
     /// above those it sent before: a late `Held` for an earlier state never counts for a new one.
@@ -527,15 +547,24 @@ impl Partition {
 
     /// Keeps a consumer's state another node sent (empty: the consumer was deleted), unless the
     /// consumer runs here; `from` names the sending node and its number for the state, which is
-    /// confirmed to it once written. The latest state of each is written in turn, one write at a
-    /// time.
+    /// confirmed to it at once (`Held`). The latest state of each is written in turn, one write at
+    /// a time.
     pub fn keep_shipped_state(&self, name: String, state: Vec<u8>, from: Option<(String, u64)>) {
         if self.consumers.borrow().contains_key(&name) && !state.is_empty() {
             return;
         }
-        self.shipped
-            .borrow_mut()
-            .insert(name, Shipped { state, from });
+        // Held once here: this node has it for whichever node asks, and writes it down next.
+        if let (Some((node, seq)), Some(shard)) = (&from, self.opener.shard.upgrade()) {
+            replica::confirm_consumer_state(
+                &shard,
+                node,
+                &self.config.name,
+                self.index,
+                &name,
+                *seq,
+            );
+        }
+        self.shipped.borrow_mut().insert(name, Shipped { state });
         if self.shipped_writing.replace(true) {
             return;
         }
@@ -550,23 +579,15 @@ impl Partition {
                     shipped.iter().next().map(|(n, s)| (n.clone(), s.clone()))
                 };
                 let Some((name, shipped)) = next else { break };
-                let mut kept = false;
                 if let Ok(path) = state::shipped_path(&part.dir, &name) {
                     let writing = shipped.state.clone();
                     let written = glommio::executor()
                         .spawn_blocking(move || write_shipped(&path, &writing))
                         .await;
-                    match written {
-                        Ok(()) => kept = true,
-                        Err(e) => tracing::warn!(stream = %part.config.name, partition = part.index,
-                            consumer = %name, error = %e, "cannot keep a consumer's state sent by another node"),
+                    if let Err(e) = written {
+                        tracing::warn!(stream = %part.config.name, partition = part.index,
+                            consumer = %name, error = %e, "cannot keep a consumer's state sent by another node");
                     }
-                }
-                if let (true, Some((from, seq)), Some(shard)) =
-                    (kept, &shipped.from, part.opener.shard.upgrade())
-                {
-                    let (stream, index) = (&part.config.name, part.index);
-                    replica::confirm_consumer_state(&shard, from, stream, index, &name, *seq);
                 }
                 // Taken out only if nothing newer came meanwhile.
                 let mut all = part.shipped.borrow_mut();
@@ -580,11 +601,14 @@ impl Partition {
     }
 }
 
-/// A consumer's state another node sent, and that node's name and number for it.
+/// A state about to be sent (`ship_now`): the number it went under, once sent, and the event that
+/// tells those waiting for it.
+pub(super) type Shipping = (Cell<Option<u64>>, Event);
+
+/// A consumer's state another node sent.
 #[derive(Clone, PartialEq, Eq)]
 pub(super) struct Shipped {
     state: Vec<u8>,
-    from: Option<(String, u64)>,
 }
 
 /// The states of one of this node's consumers sent to the other nodes: the last one's number,

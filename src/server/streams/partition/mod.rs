@@ -175,6 +175,9 @@ pub struct Partition {
     sent: RefCell<HashMap<String, consumers::Sent>>,
     /// Notified when another node says it keeps a state this node sent.
     held: Event,
+    /// Consumers whose state is about to be sent for acks waiting to be kept (`ship_now`), with
+    /// the number it will go under once sent.
+    shipping: RefCell<HashMap<String, Rc<consumers::Shipping>>>,
     /// Consumers this node asked the other nodes' states of, with the answers so far (`None`: that
     /// node keeps none), and the event their answers notify.
     asks: RefCell<HashMap<String, Vec<Option<SavedState>>>>,
@@ -318,6 +321,7 @@ impl Partition {
             shipped_writing: Cell::new(false),
             sent: RefCell::new(HashMap::new()),
             held: Event::default(),
+            shipping: RefCell::new(HashMap::new()),
             asks: RefCell::new(HashMap::new()),
             answered: Event::default(),
         });
