@@ -698,7 +698,9 @@ impl Partition {
                 drop(deleted_list);
                 PartitionInfo {
                     partition: self.index,
-                    messages: (next - first).saturating_sub(deleted),
+                    // A replica whose log restarted where its leader's starts is empty, with its
+                    // first offset past the agreed end it shows, until its group agrees there.
+                    messages: next.saturating_sub(first).saturating_sub(deleted),
                     bytes: log.size_bytes(),
                     first_offset: first,
                     last_offset: next.checked_sub(1).filter(|_| next > first),
