@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Stdio};
+use std::process::{ChildStdin, Stdio};
 
 use common::replicated::Cluster;
 
@@ -57,7 +57,7 @@ fn kafka_batches_on_a_replicated_topic_take_consecutive_offsets_on_every_node() 
 /// death: the node its first line names (after `prefix`) is killed, and the client is told the
 /// nodes left.
 struct Killing {
-    child: Child,
+    child: common::Reaped,
     stdin: ChildStdin,
     lines: Box<dyn Iterator<Item = String>>,
     /// The node killed.
@@ -68,14 +68,16 @@ impl Killing {
     fn start(cluster: &mut Cluster, script: &str, topic: &str, prefix: &str) -> Option<Killing> {
         let mut command = common::python_client(script)?;
         let servers: Vec<String> = (0..3).map(|i| cluster.node(i).kafka_addr.clone()).collect();
-        let mut child = command
-            .args([servers.join(",").as_str(), topic])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the client");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout"))
+        let mut child = common::Reaped(
+            command
+                .args([servers.join(",").as_str(), topic])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start the client"),
+        );
+        let mut stdin = child.0.stdin.take().expect("stdin");
+        let mut lines = BufReader::new(child.0.stdout.take().expect("stdout"))
             .lines()
             .map_while(Result::ok);
         let first = lines.next().expect("the client's first line");
@@ -101,7 +103,10 @@ impl Killing {
     /// Waits for the client, which must end with "ok".
     fn finish(mut self) {
         let rest: Vec<String> = self.lines.collect();
-        assert!(self.child.wait().expect("the client").success(), "{rest:?}");
+        assert!(
+            self.child.0.wait().expect("the client").success(),
+            "{rest:?}"
+        );
         assert_eq!(rest, ["ok"]);
     }
 }

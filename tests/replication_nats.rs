@@ -21,14 +21,16 @@ fn run_stepped_client(script: &str, args: &[&str], steps: Vec<Step<'_>>) -> bool
     let Some(mut command) = python_client(script) else {
         return false;
     };
-    let mut client = command
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client");
-    let mut lines = BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let mut stdin = client.stdin.take().expect("stdin");
+    let mut client = common::Reaped(
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the client"),
+    );
+    let mut lines = BufReader::new(client.0.stdout.take().expect("stdout")).lines();
+    let mut stdin = client.0.stdin.take().expect("stdin");
     for (line, action) in steps {
         let said = lines.next().and_then(Result::ok);
         assert_eq!(said.as_deref(), Some(line), "the client's step");
@@ -37,7 +39,7 @@ fn run_stepped_client(script: &str, args: &[&str], steps: Vec<Step<'_>>) -> bool
     }
     let last = lines.next().and_then(Result::ok);
     assert!(
-        client.wait().expect("the client").success(),
+        client.0.wait().expect("the client").success(),
         "the client failed"
     );
     assert_eq!(last.as_deref(), Some("ok"));

@@ -553,6 +553,19 @@ pub fn python_client(script: &str) -> Option<Command> {
     Some(command)
 }
 
+/// A client process that is killed if the test fails before it ends (it would otherwise run on,
+/// and write into whatever comes next).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Runs a client script and checks that it succeeded and printed `ok`.
 fn run_client_script(mut command: Command, script: &str, args: &[&str]) {
     let output = command.output().expect("run the client script");
