@@ -112,12 +112,8 @@ impl Partition {
     }
 
     /// Rebuilds a JetStream stream's publish checks from what the log holds: the last message of
-    /// every subject and the ids within the duplicate window. A replicated partition whose node
-    /// now leads its group takes in its whole log up to `leads` (the end of its group's entries),
-    /// waiting for what is not durable yet: a leader's entries all become agreed in its term, so
-    /// a publish repeating one of them (a client retrying through the new leader what it sent to
-    /// the old) is a duplicate, not a second message.
-    pub(super) async fn restore_checks(&self, log: &PartitionLog, leads: Option<u64>) {
+    /// every subject and the ids within the duplicate window.
+    pub(super) async fn restore_checks(&self, log: &PartitionLog) {
         let dir = self.dir.clone();
         let first = log.first_offset();
         match glommio::executor()
@@ -143,9 +139,6 @@ impl Partition {
             // A replicated log reads only to its agreed end: these checks are of agreed records.
             *self.agreed.borrow_mut() = Some(checks.clone());
             self.agreed_end.set(offset);
-            if let Some(end) = leads {
-                self.take_in_lead(log, offset, end, &mut checks).await;
-            }
         }
         *self.checks.borrow_mut() = Some(checks);
         self.checks_first.set(log.first_offset());
@@ -157,16 +150,21 @@ impl Partition {
         }
     }
 
-    /// A new leader's publish checks: the agreed ones, and every record past them up to `end`
-    /// (the end of its group's entries), waiting for those not durable yet. A partition without
-    /// agreed checks reads them all back from the log.
+    /// A new leader's publish checks: the agreed ones (read back from the log if there are none
+    /// yet), and every record past them up to `end` (the end of its group's entries), waiting for
+    /// those not durable yet. A leader's entries all become agreed in its term, so a publish
+    /// repeating one of them (a client retrying through the new leader what it sent to the old)
+    /// is a duplicate, not a second message.
     pub(super) async fn lead_checks(&self, log: &PartitionLog, end: u64) {
+        if self.agreed.borrow().is_none() {
+            self.restore_checks(log).await;
+        }
         let agreed = {
             let agreed = self.agreed.borrow();
             agreed.clone().map(|checks| (checks, self.agreed_end.get()))
         };
+        // Not a JetStream stream: it has no publish checks.
         let Some((mut checks, from)) = agreed else {
-            self.restore_checks(log, Some(end)).await;
             return;
         };
         self.take_in_lead(log, from, end, &mut checks).await;

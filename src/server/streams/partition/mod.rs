@@ -373,7 +373,7 @@ impl Partition {
                     if opening.config.is_replicated() {
                         opening.start_group(&shard, &log).await;
                     }
-                    opening.restore_checks(&log, None).await;
+                    opening.restore_checks(&log).await;
                     opening.restore_producers(&log).await;
                     opening.restore_consumers(&shard, log).await;
                 }
