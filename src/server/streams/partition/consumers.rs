@@ -231,12 +231,12 @@ impl Partition {
     /// the consumer up next knows it. False if too few nodes answered within `within`. A consumer
     /// that does not run here has nothing to keep.
     pub async fn consumer_ack_kept(&self, consumer: &str, within: Duration) -> bool {
-        let Some(c) = self.consumers.borrow().get(consumer).cloned() else {
-            return true;
-        };
         if !self.config.is_replicated() {
             return true;
         }
+        let Some(c) = self.consumers.borrow().get(consumer).cloned() else {
+            return true;
+        };
         let seq = self.ship_now(&c).await;
         let others_needed = self.config.placement.len() / 2;
         let kept = || {
@@ -365,8 +365,7 @@ impl Partition {
             return false;
         };
         if self.config.is_replicated() {
-            let seq = self.next_sent(name);
-            replica::ship_consumer_state(shard, &self.config, self.index, name, seq, b"");
+            self.send_state(shard, name, b"");
             self.keep_shipped_state(name.to_string(), Vec::new(), None);
         }
         consumer.stop();
@@ -399,11 +398,9 @@ impl Partition {
             let (Some(shard), Some(part)) = (shard.upgrade(), me.upgrade()) else {
                 return;
             };
-            let Ok(json) = serde_json::to_vec(state) else {
-                return;
-            };
-            let seq = part.next_sent(&name);
-            replica::ship_consumer_state(&shard, &part.config, part.index, &name, seq, &json);
+            if let Ok(json) = serde_json::to_vec(state) {
+                part.send_state(&shard, &name, &json);
+            }
         }));
     }
 
@@ -422,15 +419,22 @@ impl Partition {
             .insert(name.clone(), slot.clone());
         futures_lite::future::yield_now().await;
         self.shipping.borrow_mut().remove(&name);
-        let seq = self.next_sent(&name);
-        if let (Some(shard), Ok(json)) = (
+        let seq = match (
             self.opener.shard.upgrade(),
             serde_json::to_vec(&c.state_now()),
         ) {
-            replica::ship_consumer_state(&shard, &self.config, self.index, &name, seq, &json);
-        }
+            (Some(shard), Ok(json)) => self.send_state(&shard, &name, &json),
+            _ => self.next_sent(&name),
+        };
         slot.0.set(Some(seq));
         slot.1.notify_all();
+        seq
+    }
+
+    /// Sends a consumer's state (JSON; empty: deleted) to the other nodes, numbered; the number.
+    fn send_state(&self, shard: &StreamShard, name: &str, json: &[u8]) -> u64 {
+        let seq = self.next_sent(name);
+        replica::ship_consumer_state(shard, &self.config, self.index, name, seq, json);
         seq
     }
 
@@ -453,7 +457,7 @@ impl Partition {
             return None;
         }
         if let Some(latest) = self.shipped.borrow().get(name) {
-            return serde_json::from_slice(&latest.state).ok();
+            return serde_json::from_slice(latest).ok();
         }
         let path = state::shipped_path(&self.dir, name).ok()?;
         let read = glommio::executor()
@@ -564,7 +568,7 @@ impl Partition {
                 *seq,
             );
         }
-        self.shipped.borrow_mut().insert(name, Shipped { state });
+        self.shipped.borrow_mut().insert(name, state);
         if self.shipped_writing.replace(true) {
             return;
         }
@@ -578,9 +582,9 @@ impl Partition {
                     let shipped = part.shipped.borrow();
                     shipped.iter().next().map(|(n, s)| (n.clone(), s.clone()))
                 };
-                let Some((name, shipped)) = next else { break };
+                let Some((name, state)) = next else { break };
                 if let Ok(path) = state::shipped_path(&part.dir, &name) {
-                    let writing = shipped.state.clone();
+                    let writing = state.clone();
                     let written = glommio::executor()
                         .spawn_blocking(move || write_shipped(&path, &writing))
                         .await;
@@ -590,9 +594,9 @@ impl Partition {
                     }
                 }
                 // Taken out only if nothing newer came meanwhile.
-                let mut all = part.shipped.borrow_mut();
-                if all.get(&name) == Some(&shipped) {
-                    all.remove(&name);
+                let mut shipped = part.shipped.borrow_mut();
+                if shipped.get(&name) == Some(&state) {
+                    shipped.remove(&name);
                 }
             }
             part.shipped_writing.set(false);
@@ -604,12 +608,6 @@ impl Partition {
 /// A state about to be sent (`ship_now`): the number it went under, once sent, and the event that
 /// tells those waiting for it.
 pub(super) type Shipping = (Cell<Option<u64>>, Event);
-
-/// A consumer's state another node sent.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct Shipped {
-    state: Vec<u8>,
-}
 
 /// The states of one of this node's consumers sent to the other nodes: the last one's number,
 /// and the latest each node keeps.

@@ -168,7 +168,7 @@ pub struct Partition {
     checks_restoring: Cell<bool>,
     /// Consumer states other nodes sent and not yet written down, by consumer (empty: deleted),
     /// and whether they are being written.
-    shipped: RefCell<HashMap<String, consumers::Shipped>>,
+    shipped: RefCell<HashMap<String, Vec<u8>>>,
     shipped_writing: Cell<bool>,
     /// The states of this node's consumers sent to the other nodes, and which each keeps (see
     /// `consumer_ack_kept`), by consumer.
