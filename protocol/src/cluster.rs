@@ -118,7 +118,8 @@ pub enum ClusterFrame<'a> {
     },
     /// A Kafka group's committed offsets, as its coordinator saved them (JSON).
     Offsets { group: &'a str, saved: &'a [u8] },
-    /// The answer to `Consumer`: the receiving node keeps that state durably, or a later one.
+    /// The answer to `Consumer`: the receiving node holds that state, or a later one (and writes
+    /// it down next).
     Held {
         stream: &'a str,
         partition: u32,

@@ -155,7 +155,7 @@ pub enum GroupIn {
         seq: u64,
         state: Vec<u8>,
     },
-    /// Node `from` keeps a consumer's state this node sent, numbered `seq` or later, durably.
+    /// Node `from` holds a consumer's state this node sent, numbered `seq` or later.
     Held {
         from: String,
         stream: String,

@@ -153,7 +153,8 @@ pub async fn commit(shard: &Rc<StreamShard>, commit: Commit) -> i16 {
         for (topic, partition, committed) in commit.offsets {
             group.offsets.insert((topic, partition), committed);
         }
-        group.stamp = now_ms().max(group.stamp + 1);
+        let now_ms = sluice_storage::now_ns() / 1_000_000;
+        group.stamp = now_ms.max(group.stamp + 1);
         group.version += 1;
         let start = !group.writing;
         group.writing = true;
@@ -185,12 +186,6 @@ pub async fn commit(shard: &Rc<StreamShard>, commit: Commit) -> i16 {
         ship(shard, &commit.group);
     }
     outcome
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// In a cluster: sends a group's offsets, as committed here, to the other nodes up now.

@@ -165,7 +165,7 @@ pub fn receive(shard: &Rc<StreamShard>, item: GroupIn) {
 
 /// Sends a consumer's state (or its deletion, with `state` empty), numbered `seq`, to the other
 /// nodes holding a copy of the partition: a client that reconnects to one of them finds the
-/// consumer there, where it left it. Each answers with `Held` once it keeps it durably.
+/// consumer there, where it left it. Each answers with `Held` as it takes it in.
 pub fn ship_consumer_state(
     shard: &StreamShard,
     config: &StreamConfig,
@@ -234,7 +234,7 @@ pub fn answer_consumer_state(
     send_to(shard, to, frame);
 }
 
-/// Tells node `to` that this node keeps a consumer's state it sent, numbered `seq`, durably.
+/// Tells node `to` that this node holds a consumer's state it sent, numbered `seq`.
 pub fn confirm_consumer_state(
     shard: &StreamShard,
     to: &str,
@@ -254,9 +254,7 @@ pub fn confirm_consumer_state(
 
 /// Milliseconds since the Unix epoch: forwarded publishes carry their deadline so.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    sluice_storage::now_ns() / 1_000_000
 }
 
 /// The frame answering the forwarded publish `id`.
