@@ -10,10 +10,11 @@ it acks (the test cuts the link between the first two nodes then)."""
 
 import asyncio
 import sys
-import time
 
 import nats
 from nats.js.api import ConsumerConfig
+
+from cluster_streams import add_replicated_stream
 
 TOTAL = 40
 
@@ -21,15 +22,7 @@ TOTAL = 40
 async def main(first, second, stream, pause):
     nc = await nats.connect(first, allow_reconnect=False)
     js = nc.jetstream()
-    # A cluster that just started may not take streams at once.
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
-            break
-        except Exception:
-            assert time.monotonic() < deadline, "the stream was never added"
-            await asyncio.sleep(0.5)
+    await add_replicated_stream(js, stream)
     for i in range(TOTAL):
         await js.publish(f"{stream}.t", f"m{i:03d}".encode())
     config = ConsumerConfig(ack_wait=3)

@@ -7,20 +7,14 @@ import asyncio
 import sys
 
 import nats
-import nats.errors
-import nats.js.errors
+
+from cluster_streams import add_replicated_stream
 
 
 async def main(url, name):
     nc = await nats.connect(url, connect_timeout=5)
     js = nc.jetstream(timeout=10)
-    for _ in range(60):
-        try:
-            # A new cluster may not have elected its leader yet.
-            await js.add_stream(name=name, subjects=[name + ".>"], num_replicas=3)
-            break
-        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
-            await asyncio.sleep(0.5)
+    await add_replicated_stream(js, name)
     acks = await asyncio.gather(*[
         js.publish(name + ".x", f"m-{i}".encode(), headers={"Nats-Expected-Last-Sequence": str(i)})
         for i in range(200)

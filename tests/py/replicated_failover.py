@@ -14,6 +14,8 @@ import time
 import nats
 from nats.js.api import ConsumerConfig
 
+from cluster_streams import add_replicated_stream
+
 
 async def publish(js, subject: str, i: int, deadline: float) -> None:
     """Publishes message i until it is acknowledged: a publish may fail while the client
@@ -39,14 +41,7 @@ async def main(url: str, stream: str) -> None:
         await asyncio.sleep(0.2)
     first = nc.connected_url.netloc
     js = nc.jetstream(timeout=5)
-    while True:
-        try:
-            # A new cluster answers 503 until its meta group has a leader.
-            info = await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
-            break
-        except Exception:
-            assert time.monotonic() < deadline, "the stream could not be added"
-            await asyncio.sleep(0.5)
+    info = await add_replicated_stream(js, stream)
     assert info.config.num_replicas == 3, info.config
     deadline = time.monotonic() + 30
     for i in range(50):

@@ -13,19 +13,14 @@ import time
 
 import nats
 
+from cluster_streams import add_replicated_stream
+
 
 async def main(url: str, stream: str) -> None:
     nc = await nats.connect(url, connect_timeout=2)
     js = nc.jetstream()
-    # A cluster that just started may not take streams at once.
+    info = await add_replicated_stream(js, stream)
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            info = await js.add_stream(name=stream, subjects=[f"{stream}.>"], num_replicas=3)
-            break
-        except Exception:
-            assert time.monotonic() < deadline, "the stream was never added"
-            await asyncio.sleep(0.5)
     leader = getattr(getattr(info, "cluster", None), "leader", None)
     while leader is None and getattr(info, "cluster", None) is not None:
         assert time.monotonic() < deadline, "the stream has no leader"
