@@ -9,7 +9,7 @@ use sluice_protocol::kafka::code;
 use sluice_protocol::kafka::codec::messages::*;
 use sluice_protocol::kafka::codec::protocol::StrBytes;
 
-use super::topics::{advertised, broker_id, host_port, own_broker_id};
+use super::topics::{advertised, broker_of, own_broker_id};
 use super::KafkaConn;
 use crate::server::streams::groups::{
     self, Commit, Committed, GroupAnswer, GroupCall, GroupView, Join, Sync,
@@ -41,12 +41,12 @@ fn coordinator(
             .with_error_message(Some(text("transactions are not served")));
     }
     // In a cluster, one node coordinates each group, whichever node is asked.
-    let elsewhere = groups::coordinator_node(&conn.shard.streams, key.as_str())
-        .and_then(|(node, addr)| Some((broker_id(&node), host_port(&addr)?)));
-    let (id, (host, port)) = match elsewhere {
-        Some(found) => found,
-        None => (own_broker_id(conn), advertised(conn)),
-    };
+    let found_node = groups::coordinator_node(&conn.shard.streams, key.as_str())
+        .and_then(|(node, addr)| broker_of(conn, &node, &addr));
+    let (id, host, port) = found_node.unwrap_or_else(|| {
+        let (host, port) = advertised(conn);
+        (own_broker_id(conn), host, port)
+    });
     found
         .with_node_id(BrokerId(id))
         .with_host(text(&host))

@@ -87,7 +87,7 @@ pub fn advertised(conn: &KafkaConn) -> (String, i32) {
 }
 
 /// `host:port` (the host perhaps in brackets) as Kafka's host and port.
-pub fn host_port(addr: &str) -> Option<(String, i32)> {
+fn host_port(addr: &str) -> Option<(String, i32)> {
     let (host, port) = addr.rsplit_once(':')?;
     Some((
         host.trim_matches(['[', ']']).to_string(),
@@ -107,6 +107,17 @@ pub fn own_broker_id(conn: &KafkaConn) -> i32 {
     cluster.map_or(NODE_ID, |c| broker_id(&c.name))
 }
 
+/// A cluster node as a broker, from its name and the Kafka address it told: id, host and port.
+/// This node is where it tells its own clients to connect.
+pub fn broker_of(conn: &KafkaConn, node: &str, addr: &str) -> Option<(i32, String, i32)> {
+    let id = broker_id(node);
+    if id == own_broker_id(conn) {
+        let (host, port) = advertised(conn);
+        return Some((id, host, port));
+    }
+    host_port(addr).map(|(host, port)| (id, host, port))
+}
+
 /// The brokers clients are told of, as id, host and port: this node first, then, in a cluster,
 /// every other node up now whose Kafka port is on.
 pub fn brokers(conn: &KafkaConn) -> Vec<(i32, String, i32)> {
@@ -117,9 +128,8 @@ pub fn brokers(conn: &KafkaConn) -> Vec<(i32, String, i32)> {
         let nodes = conn.shard.streams.kafka_nodes.borrow();
         let others = nodes
             .iter()
-            .map(|(node, addr)| (broker_id(node), addr))
-            .filter(|(id, _)| *id != own)
-            .filter_map(|(id, addr)| host_port(addr).map(|(host, port)| (id, host, port)));
+            .filter(|(node, _)| broker_id(node) != own)
+            .filter_map(|(node, addr)| broker_of(conn, node, addr));
         brokers.extend(others);
     }
     brokers
